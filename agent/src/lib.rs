@@ -1,0 +1,6 @@
+//! The meshd agent: one process per node that runs every plane.
+//!
+//! - [`cli`]: the command-line contract (`init`, `invite`, `join`, `run`, ...).
+//! - [`state`]: the node's state directory (keys, certificates, allocations), written atomically.
+//! - [`dataplane`]: userspace WireGuard (boringtun) between the TUN device and UDP sockets.
+//! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.

@@ -1,0 +1,1 @@
+//! meshd.toml schema and validation, and the mesh address plan (allocation). No network.

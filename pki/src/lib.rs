@@ -1,0 +1,1 @@
+//! Certificates, revocation and invitation tokens for meshd. Pure: no I/O beyond what the caller hands in.
