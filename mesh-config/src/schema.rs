@@ -1,0 +1,342 @@
+//! The `meshd.toml` schema (see "Module contracts" in docs/architecture.md). These types
+//! only describe the file's shape; [`crate::validate`] checks the meaning and
+//! [`crate::load`] turns errors into messages with file, line and column.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+pub use crate::endpoint::{Endpoint, EndpointError, Host};
+pub use crate::key::{KeyError, WireGuardKey};
+pub use crate::policy::{FilterError, Policy, PolicyAction, PrefixFilter};
+
+/// WireGuard and the control plane share this port unless configured otherwise.
+pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+pub const DEFAULT_INTERFACE_NAME: &str = "mesh0";
+/// First ASN of the 16-bit private range (RFC 6996).
+pub const DEFAULT_ASN: u32 = 64512;
+pub const DEFAULT_NODE_PREFIX_LEN4: u8 = 16;
+/// Smallest MTU an IPv6 link may have (RFC 8200) and the largest common jumbo frame.
+pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=9000;
+
+/// The whole `meshd.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    #[serde(default)]
+    pub interface: InterfaceSection,
+    #[serde(default)]
+    pub mesh: MeshSection,
+    #[serde(default)]
+    pub routing: RoutingSection,
+    #[serde(default, skip_serializing_if = "BgpSection::is_empty")]
+    pub bgp: BgpSection,
+    /// Static WireGuard peers (`[[peer]]` in TOML).
+    #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<StaticPeer>,
+}
+
+/// The node's place in the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Has a public endpoint; full mesh with every other core.
+    Core,
+    /// Connects to one core only and routes its LANs behind it.
+    Spoke,
+}
+
+/// `[node]`: who this node is and where it can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: String,
+    pub role: Role,
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// `[interface]`: the TUN device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    #[serde(default = "default_interface_name")]
+    pub name: String,
+    /// `None`: computed from the underlay MTU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    /// Overrides the addresses derived from the node's allocation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpNet>,
+}
+
+/// `[mesh]`: the address pools shared by the whole mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    #[serde(default = "default_pool4")]
+    pub pool4: Ipv4Net,
+    #[serde(default = "default_node_prefix_len4")]
+    pub node_prefix_len4: u8,
+    /// The mesh /48 (or shorter); `meshd init` writes a random ULA here unless given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool6: Option<Ipv6Net>,
+    /// This core's native /64, used instead of one carved from `pool6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native6: Option<Ipv6Net>,
+}
+
+/// `[routing]`: what this node announces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    #[serde(default = "default_asn")]
+    pub asn: u32,
+    #[serde(default)]
+    pub lan_prefixes: Vec<IpNet>,
+}
+
+/// `[bgp]`: external BGP neighbours.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpSection {
+    /// `[[bgp.neighbor]]` in TOML.
+    #[serde(default, rename = "neighbor", skip_serializing_if = "Vec::is_empty")]
+    pub neighbors: Vec<BgpNeighbor>,
+}
+
+/// One `[[bgp.neighbor]]`: a router outside the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpNeighbor {
+    pub name: String,
+    pub address: IpAddr,
+    pub remote_asn: u32,
+    /// What we accept from the neighbour; rejects everything when omitted.
+    #[serde(default)]
+    pub import: Policy,
+    /// What we announce to the neighbour; nothing when omitted.
+    #[serde(default)]
+    pub export: Policy,
+}
+
+/// One `[[peer]]`: a WireGuard peer configured by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticPeer {
+    pub name: String,
+    pub public_key: WireGuardKey,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub allowed_prefixes: Vec<IpNet>,
+    /// Seconds between keepalives; `None` disables them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u16>,
+}
+
+fn default_listen_port() -> u16 {
+    DEFAULT_LISTEN_PORT
+}
+
+fn default_interface_name() -> String {
+    DEFAULT_INTERFACE_NAME.to_owned()
+}
+
+fn default_pool4() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 8).expect("8 is a valid IPv4 prefix length")
+}
+
+fn default_node_prefix_len4() -> u8 {
+    DEFAULT_NODE_PREFIX_LEN4
+}
+
+fn default_asn() -> u32 {
+    DEFAULT_ASN
+}
+
+impl Config {
+    /// A config with every default filled in: what `meshd init` starts from.
+    pub fn new(name: impl Into<String>, role: Role) -> Self {
+        Config {
+            node: NodeSection::new(name, role),
+            interface: InterfaceSection::default(),
+            mesh: MeshSection::default(),
+            routing: RoutingSection::default(),
+            bgp: BgpSection::default(),
+            peers: Vec::new(),
+        }
+    }
+
+    /// The config as TOML text that [`crate::parse`] reads back to an equal `Config`.
+    pub fn to_toml_string(&self) -> String {
+        // Every field is a string, integer, table or array of those, and optional
+        // fields are skipped when empty, so serialisation cannot fail.
+        toml::to_string(self).expect("Config always serialises to TOML")
+    }
+}
+
+impl NodeSection {
+    pub fn new(name: impl Into<String>, role: Role) -> Self {
+        NodeSection {
+            name: name.into(),
+            role,
+            listen_port: DEFAULT_LISTEN_PORT,
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+impl Default for InterfaceSection {
+    fn default() -> Self {
+        InterfaceSection {
+            name: default_interface_name(),
+            mtu: None,
+            addresses: Vec::new(),
+        }
+    }
+}
+
+impl Default for MeshSection {
+    fn default() -> Self {
+        MeshSection {
+            pool4: default_pool4(),
+            node_prefix_len4: DEFAULT_NODE_PREFIX_LEN4,
+            pool6: None,
+            native6: None,
+        }
+    }
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        RoutingSection {
+            asn: DEFAULT_ASN,
+            lan_prefixes: Vec::new(),
+        }
+    }
+}
+
+impl BgpSection {
+    pub fn is_empty(&self) -> bool {
+        self.neighbors.is_empty()
+    }
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Core => "core",
+            Role::Spoke => "spoke",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is neither `core` nor `spoke`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a role; expected \"core\" or \"spoke\"")]
+pub struct RoleError(pub String);
+
+impl FromStr for Role {
+    type Err = RoleError;
+
+    fn from_str(s: &str) -> Result<Self, RoleError> {
+        match s {
+            "core" => Ok(Role::Core),
+            "spoke" => Ok(Role::Spoke),
+            _ => Err(RoleError(s.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[node]
+name = "alpha"
+role = "core"
+listen_port = 51820
+endpoints = ["vpn.example.net:51820", "vpn2.example.net:51820", "[2001:db8::1]:51820"]
+
+[interface]
+name = "mesh0"
+
+[mesh]
+pool4 = "10.0.0.0/8"
+node_prefix_len4 = 16
+pool6 = "fd12:3456:789a::/48"
+
+[routing]
+asn = 64512
+lan_prefixes = ["192.168.42.0/24"]
+
+[[bgp.neighbor]]
+name = "mikrotik"
+address = "192.168.42.1"
+remote_asn = 65010
+import = { prefixes = ["192.168.50.0/24 le 28"], default = "reject" }
+export = { prefixes = ["10.0.0.0/8 le 24"], default = "reject" }
+
+[[peer]]
+name = "beta"
+public_key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
+endpoints = ["203.0.113.2:51820"]
+allowed_prefixes = ["10.2.0.0/16"]
+persistent_keepalive = 25
+"#;
+
+    #[test]
+    fn example_from_architecture_doc_deserialises() {
+        let config: Config = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(config.node.name, "alpha");
+        assert_eq!(config.node.role, Role::Core);
+        assert_eq!(config.node.endpoints.len(), 3);
+        assert_eq!(config.bgp.neighbors[0].import.prefixes[0].le, Some(28));
+        assert_eq!(config.peers[0].public_key, WireGuardKey([7; 32]));
+        assert_eq!(config.peers[0].persistent_keepalive, Some(25));
+        assert_eq!(config.interface.mtu, None);
+    }
+
+    #[test]
+    fn to_toml_string_round_trips() {
+        let config: Config = toml::from_str(EXAMPLE).unwrap();
+        let text = config.to_toml_string();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), config);
+
+        let minimal = Config::new("alpha", Role::Spoke);
+        let text = minimal.to_toml_string();
+        assert!(!text.contains("peer"), "{text}");
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), minimal);
+    }
+
+    #[test]
+    fn defaults_fill_in_missing_sections() {
+        let config: Config = toml::from_str("[node]\nname = \"a\"\nrole = \"spoke\"\n").unwrap();
+        assert_eq!(config, Config::new("a", Role::Spoke));
+        assert_eq!(config.node.listen_port, 51820);
+        assert_eq!(config.interface.name, "mesh0");
+        assert_eq!(config.mesh.pool4.to_string(), "10.0.0.0/8");
+        assert_eq!(config.routing.asn, 64512);
+    }
+
+    #[test]
+    fn role_strings() {
+        assert_eq!("core".parse::<Role>().unwrap(), Role::Core);
+        assert_eq!(Role::Spoke.to_string(), "spoke");
+        assert!("Core".parse::<Role>().is_err());
+    }
+}
