@@ -4,3 +4,5 @@
 //! - [`state`]: the node's state directory (keys, certificates, allocations), written atomically.
 //! - [`dataplane`]: userspace WireGuard (boringtun) between the TUN device and UDP sockets.
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
+
+pub mod state;

@@ -2,10 +2,19 @@
 //! no file I/O beyond [`load`] reading the one file it is asked to.
 
 mod endpoint;
+mod error;
 mod key;
+mod load;
+mod locate;
 pub mod names;
+pub mod path;
 mod policy;
 pub mod schema;
 mod serde_str;
+pub mod validate;
 
+pub use error::{ConfigError, Diagnostic};
+pub use load::{load, parse};
+pub use path::KeyPath;
 pub use schema::*;
+pub use validate::{Issue, validate};

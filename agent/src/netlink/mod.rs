@@ -1,0 +1,29 @@
+//! The kernel side of the data plane, over rtnetlink (no shelling out to `ip`).
+//!
+//! meshd owns exactly one interface (the TUN device, `mesh0` by default) and the routes that send
+//! overlay prefixes into it. Every route it installs carries the protocol number
+//! [`MESHD_ROUTE_PROTOCOL`], so that
+//! - a restarted meshd can find and flush the routes a crashed run left behind
+//!   ([`Netlink::flush_routes`]), without touching routes an operator or another daemon added, and
+//! - an operator can see them with `ip route show proto meshd` once
+//!   `/etc/iproute2/rt_protos.d/meshd.conf` names the number.
+//!
+//! [`mtu`] is pure arithmetic for the tunnel MTU; [`route`] turns prefixes into rtnetlink messages
+//! and back (pure, tested without root); [`client`] does the requests.
+
+pub mod client;
+pub mod error;
+pub mod mtu;
+pub mod route;
+
+pub use client::Netlink;
+pub use error::NetlinkError;
+pub use mtu::{ENCAPSULATION_OVERHEAD, tunnel_mtu};
+pub use route::KernelRoute;
+
+/// The route protocol (`rtm_protocol`) meshd tags its kernel routes with.
+///
+/// Numbers up to 192 are assigned in `/etc/iproute2/rt_protos` (bird 12, bgp 186, eigrp 192, ...)
+/// and the kernel reserves nothing above that; 241 is not used by any routing daemon we know of.
+/// `packaging/` ships `rt_protos.d/meshd.conf` with the line `241 meshd`.
+pub const MESHD_ROUTE_PROTOCOL: u8 = 241;
