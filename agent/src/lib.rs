@@ -6,3 +6,4 @@
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
 
 pub mod state;
+pub mod netlink;
