@@ -1,1 +1,31 @@
 //! Root tests in network namespaces: real TUN devices, kernel routes and real peers.
+//!
+//! This crate is the harness; the tests that drive meshd live next to its binary
+//! (`agent/tests/netns_*.rs`, which get the binary's path from cargo) and this crate's own
+//! `tests/` check the harness itself.
+//!
+//! Rules it enforces (see the test network rules in the brief):
+//! - every namespace has a unique name (`mt-<pid>-<n>-<label>`), is deleted on drop, also when
+//!   the test panics, and the processes inside it are killed first; namespaces left by a test
+//!   process that died are swept the next time a namespace is created;
+//! - underlay links are veth pairs created directly between two test namespaces (never in the
+//!   root namespace), addressed from the documentation ranges;
+//! - every wait is bounded ([`wait_until`]).
+//!
+//! The tests need root. Without it they fail with a message saying so, unless
+//! `MESHD_SKIP_NETNS_TESTS=1` is set (for local development only): then [`require_root`] returns
+//! `false` and the test returns early, after printing that it was skipped.
+
+mod command;
+mod namespace;
+mod process;
+mod root;
+mod wait;
+mod wireguard_go;
+
+pub use command::{CommandError, run_checked};
+pub use namespace::{Namespace, VethLink, connect_veth};
+pub use process::{ChildGuard, LogFile};
+pub use root::require_root;
+pub use wait::wait_until;
+pub use wireguard_go::{WgGoPeer, WgGoPeerConfig, wg_genkey, wg_pubkey};
