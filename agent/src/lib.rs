@@ -7,3 +7,5 @@
 
 pub mod state;
 pub mod netlink;
+pub mod cli;
+pub mod commands;

@@ -1,0 +1,281 @@
+//! The command-line contract (docs: /work/shared/BRIEF.md, "Command-line contract"). Tests,
+//! scripts and packaging rely on these names, so they change only together with the brief.
+//!
+//! This module only describes and parses arguments; [`crate::commands`] does the work.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use mesh_config::{Endpoint, Role};
+
+/// Where the config lives unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/meshd/meshd.toml";
+/// Where the state lives unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/meshd";
+/// How long an invitation stays valid unless `--ttl` says otherwise.
+pub const DEFAULT_INVITE_TTL: &str = "24h";
+/// The longest `--ttl` accepted: a token is a secret that admits a node, so it should not be
+/// able to outlive a forgotten e-mail for long.
+pub const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// meshd joins this router to a private, encrypted, routed mesh: WireGuard tunnels among
+/// core routers, spokes behind them, a built-in CA and iBGP over the tunnels.
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshd",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The node's config file (written by `meshd init` / `meshd join` if absent).
+    #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// The node's state directory: keys, certificates and, on the CA holder, the mesh CA.
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new mesh: its CA, and this node as its first core.
+    Init(InitArgs),
+    /// Admit a new node: print a one-time token for `meshd join` (run on the CA holder).
+    Invite(InviteArgs),
+    /// Join a mesh with a token from `meshd invite`.
+    Join(JoinArgs),
+    /// Run the daemon in the foreground.
+    Run,
+    /// Show the running daemon's state.
+    Status(OutputArgs),
+    /// List the mesh peers the running daemon knows and their paths.
+    Peers(OutputArgs),
+    /// List the routes the running daemon has selected.
+    Routes(OutputArgs),
+    /// Manage end-user devices with a standard WireGuard app.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Revoke a node or a client (run on the CA holder).
+    Revoke(RevokeArgs),
+    /// Print this node's WireGuard public key (base64, like `wg pubkey`).
+    Pubkey,
+}
+
+/// `meshd init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// This node's name: a lowercase DNS label (a-z, 0-9, '-').
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    /// Where other nodes reach this one (repeat for several ISPs).
+    #[arg(long = "endpoint", value_name = "HOST:PORT", required = true)]
+    pub endpoints: Vec<Endpoint>,
+
+    /// The mesh IPv4 pool each node's /16 is carved from [default: 10.0.0.0/8].
+    #[arg(long, value_name = "CIDR")]
+    pub pool4: Option<Ipv4Net>,
+
+    /// The mesh IPv6 /48 [default: a random RFC 4193 ULA /48].
+    #[arg(long, value_name = "CIDR")]
+    pub pool6: Option<Ipv6Net>,
+
+    /// The mesh's private AS number for iBGP [default: 64512].
+    #[arg(long, value_name = "N")]
+    pub asn: Option<u32>,
+}
+
+/// `meshd invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The new node's name: a lowercase DNS label, unique in the mesh.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// core: public endpoint, full mesh with the cores; spoke: behind one core.
+    #[arg(long, value_name = "core|spoke")]
+    pub role: Role,
+
+    /// The core a spoke attaches to [default: the only core, when there is one].
+    #[arg(long, value_name = "NAME")]
+    pub core: Option<String>,
+
+    /// A LAN prefix the node may announce (repeat for several).
+    #[arg(long = "route", value_name = "CIDR")]
+    pub routes: Vec<IpNet>,
+
+    /// How long the token stays valid: 30m, 2h, 7d, ... (at most 30d).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_INVITE_TTL, value_parser = parse_ttl)]
+    pub ttl: Duration,
+}
+
+/// `meshd join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The token printed by `meshd invite`.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+
+    /// This node's name, if it must differ from the invitation's (must then match it).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Where other nodes reach this one (cores; repeat for several ISPs).
+    #[arg(long = "endpoint", value_name = "HOST:PORT")]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Output options of the commands that ask the running daemon.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meshd client ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print its wg-quick config.
+    Add(ClientAddArgs),
+}
+
+/// `meshd client add`.
+#[derive(Debug, Args)]
+pub struct ClientAddArgs {
+    /// The client's name (a lowercase DNS label).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Also print the config as a QR code for a phone.
+    #[arg(long)]
+    pub qr: bool,
+}
+
+/// `meshd revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The node or client to revoke.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// Parses `--ttl`: a positive duration such as `30m`, `2h`, `7d` or `1h30m`, at most 30 days.
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text)
+        .map_err(|err| format!("{err}; write it like 30m, 2h or 7d"))?;
+    if ttl < Duration::from_secs(60) {
+        return Err(format!(
+            "{text:?} is too short; an invitation must stay valid for at least a minute"
+        ));
+    }
+    if ttl > MAX_INVITE_TTL {
+        return Err(format!(
+            "{text:?} is longer than the 30 days an invitation may last"
+        ));
+    }
+    Ok(ttl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttl_accepts_the_documented_forms() {
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_ttl("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("31d").unwrap_err().contains("30 days"));
+        assert!(parse_ttl("soon").unwrap_err().contains("30m"));
+        assert!(parse_ttl("").is_err());
+    }
+
+    #[test]
+    fn global_options_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "meshd",
+            "pubkey",
+            "--state-dir",
+            "/tmp/x",
+            "--config",
+            "/tmp/c",
+        ])
+        .unwrap();
+        assert_eq!(cli.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cli.config, PathBuf::from("/tmp/c"));
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let cli = Cli::try_parse_from(["meshd", "run"]).unwrap();
+        assert_eq!(cli.config, PathBuf::from("/etc/meshd/meshd.toml"));
+        assert_eq!(cli.state_dir, PathBuf::from("/var/lib/meshd"));
+    }
+
+    #[test]
+    fn init_needs_an_endpoint_and_validates_it() {
+        assert!(Cli::try_parse_from(["meshd", "init", "--name", "alpha"]).is_err());
+        assert!(
+            Cli::try_parse_from(["meshd", "init", "--name", "a", "--endpoint", "no-port"]).is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "meshd",
+            "init",
+            "--name",
+            "alpha",
+            "--endpoint",
+            "vpn.example.net:51820",
+            "--endpoint",
+            "[2001:db8::1]:51820",
+            "--pool4",
+            "10.0.0.0/8",
+        ])
+        .unwrap();
+        let Command::Init(args) = cli.command else {
+            panic!("not init")
+        };
+        assert_eq!(args.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn invite_parses_role_routes_and_ttl() {
+        let cli = Cli::try_parse_from([
+            "meshd",
+            "invite",
+            "beta",
+            "--role",
+            "spoke",
+            "--route",
+            "192.168.42.0/24",
+            "--ttl",
+            "2h",
+        ])
+        .unwrap();
+        let Command::Invite(args) = cli.command else {
+            panic!("not invite")
+        };
+        assert_eq!(args.role, Role::Spoke);
+        assert_eq!(
+            args.routes,
+            vec!["192.168.42.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(args.ttl, Duration::from_secs(7200));
+        assert!(Cli::try_parse_from(["meshd", "invite", "beta", "--role", "hub"]).is_err());
+    }
+}
