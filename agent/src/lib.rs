@@ -9,3 +9,4 @@ pub mod state;
 pub mod netlink;
 pub mod cli;
 pub mod commands;
+pub mod dataplane;

@@ -6,6 +6,7 @@ use ring::digest;
 use rustls_pki_types::UnixTime;
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -84,4 +85,26 @@ pub(crate) fn add_validity(
 /// Lowercase hex of a fingerprint, the way people compare them.
 pub fn fingerprint_hex(fingerprint: &[u8; 32]) -> String {
     hex::encode(fingerprint)
+}
+
+/// The subjectKeyIdentifier of a certificate, if it has one.
+pub(crate) fn subject_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        })
+}
+
+/// The keyIdentifier of a certificate's authorityKeyIdentifier, if it has one.
+pub(crate) fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+            }
+            _ => None,
+        })
 }

@@ -90,6 +90,9 @@ fn openssl_reads_the_certificate() {
         "openssl failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if std::env::var_os("PKI_SHOW_OPENSSL").is_some() {
+        eprintln!("{text}");
+    }
     assert!(text.contains(MESHD_IDENTITY_OID), "OID not shown:\n{text}");
     assert!(text.contains("DNS:beta.meshd.invalid"), "{text}");
     assert!(text.contains("TLS Web Server Authentication, TLS Web Client Authentication"));

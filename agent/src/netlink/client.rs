@@ -10,7 +10,7 @@ use futures_util::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
 use super::error::NetlinkError;
@@ -22,6 +22,10 @@ const ENODEV: i32 = 19;
 const ESRCH: i32 = 3;
 /// `EADDRNOTAVAIL`: the address to delete is not on the interface.
 const EADDRNOTAVAIL: i32 = 99;
+/// `ENETUNREACH`: no route to the network.
+const ENETUNREACH: i32 = 101;
+/// `EHOSTUNREACH`: no route to the host.
+const EHOSTUNREACH: i32 = 113;
 /// `ENOENT`: returned by some kernels for the two cases above.
 const ENOENT: i32 = 2;
 
@@ -97,6 +101,49 @@ impl Netlink {
                 operation: operation(),
                 detail: "the link has no MTU attribute".into(),
             })
+    }
+
+    /// The interface the kernel would send a packet to `destination` out of (`ip route get`),
+    /// or `None` if it has no route there.
+    pub async fn route_interface(&self, destination: IpAddr) -> Result<Option<u32>, NetlinkError> {
+        let message = match destination {
+            IpAddr::V4(addr) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(addr, 32)
+                .build(),
+            IpAddr::V6(addr) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(addr, 128)
+                .build(),
+        };
+        let mut replies = self.handle.route().get(message).execute();
+        match replies.try_next().await {
+            Ok(reply) => Ok(reply
+                .as_ref()
+                .and_then(parse_route)
+                .and_then(|r| r.interface_index)),
+            Err(error) => {
+                let error = NetlinkError::from_rtnetlink(
+                    format!("look up the route to {destination}"),
+                    error,
+                );
+                // ENETUNREACH / EHOSTUNREACH: no route, which is an answer, not a failure.
+                if matches!(error.errno(), Some(ENETUNREACH | EHOSTUNREACH)) {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// The MTU of the interface that leads to `destination`, `None` without a route there.
+    pub async fn underlay_mtu_towards(
+        &self,
+        destination: IpAddr,
+    ) -> Result<Option<u32>, NetlinkError> {
+        match self.route_interface(destination).await? {
+            Some(index) => Ok(Some(self.link_mtu(index).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Sets the MTU of interface `index` and brings it up, in one request.

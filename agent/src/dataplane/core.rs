@@ -1,0 +1,451 @@
+//! The pure heart of the data plane: packets in, packets out, no sockets and no tokio.
+//!
+//! Every entry point takes the current time from the caller (one clock reading per batch)
+//! and writes its output into caller-owned batches: decrypted packets into a
+//! [`PacketBatch`] for the device, encrypted datagrams into a [`TxBatch`] for the sockets.
+//! Methods take `&self` so the two directions can run on two cores at once; the only
+//! shared mutable state is each peer's `Tunn`, held for one packet at a time.
+//!
+//! boringtun 0.7 reads its own monotonic clock inside `Tunn` for the WireGuard protocol
+//! timers (it has no way to pass one in short of a crate-global mock feature); every
+//! decision meshd makes itself — path choice, endpoint rotation, when to tick — uses `now`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use parking_lot::{Mutex, RwLock};
+
+use super::config::{PeerConfig, WIREGUARD_OVERHEAD, validate_peers};
+use super::device::PacketBatch;
+use super::error::DataplaneError;
+use super::ip;
+use super::path::HANDSHAKE_TIMEOUT;
+use super::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
+use super::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
+use super::tx::TxBatch;
+
+/// Handshake messages per second (all peers together) before we answer with cookies.
+/// Each message passes the limiter twice (our pre-check, then boringtun's own), hence 2x.
+const HANDSHAKES_PER_SECOND: u64 = 2 * 100;
+/// Largest WireGuard message we produce besides data: a handshake initiation.
+pub const MIN_TX_ROOM: usize = 148;
+const HANDSHAKE_INIT: u8 = 1;
+const DATA: u8 = 4;
+
+/// A consistent view of the peers for one batch (cheap to take, lock-free to use).
+#[derive(Debug, Clone)]
+pub struct Snapshot(Arc<PeerTable>);
+
+/// The data plane's protocol state: peers, crypto-key routing, rate limiting, counters.
+pub struct DataplaneCore {
+    private_key: StaticSecret,
+    public_key: PublicKey,
+    rate_limiter: Arc<RateLimiter>,
+    table: RwLock<Arc<PeerTable>>,
+    /// Serialises peer updates and hands out peer indexes.
+    next_slot: Mutex<u32>,
+    drops: DropCounters,
+}
+
+impl std::fmt::Debug for DataplaneCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataplaneCore")
+            .field("public_key", &self.public_key.as_bytes())
+            .field("peers", &self.table.read().peers.len())
+            .finish()
+    }
+}
+
+impl DataplaneCore {
+    /// A core with our private key and an initial peer set.
+    pub fn new(private_key: [u8; 32], peers: &[PeerConfig]) -> Result<Self, DataplaneError> {
+        let secret = StaticSecret::from(private_key);
+        let public_key = PublicKey::from(&secret);
+        let core = DataplaneCore {
+            rate_limiter: Arc::new(RateLimiter::new(&public_key, HANDSHAKES_PER_SECOND)),
+            private_key: secret,
+            public_key,
+            table: RwLock::new(Arc::new(PeerTable::default())),
+            // Start at a random peer index so indexes differ across restarts.
+            next_slot: Mutex::new(rand::random_range(1..=MAX_SLOT / 2)),
+            drops: DropCounters::default(),
+        };
+        core.update_peers(peers)?;
+        Ok(core)
+    }
+
+    /// Our public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.public_key.as_bytes()
+    }
+
+    /// Replaces the peer set. Peers whose key, name and keepalive are unchanged keep their
+    /// tunnel (sessions survive); their endpoints and prefixes are updated.
+    pub fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
+        validate_peers(peers, &self.private_key.to_bytes())?;
+        let mut next_slot = self.next_slot.lock();
+        let old = self.table.read().clone();
+        let mut entries = Vec::with_capacity(peers.len());
+        for config in peers {
+            let reused = old.by_key(&config.public_key).map(|(_, p)| p).filter(|p| {
+                p.name == config.name && p.persistent_keepalive == config.persistent_keepalive
+            });
+            let peer = match reused {
+                Some(peer) => {
+                    peer.state
+                        .lock()
+                        .path
+                        .set_configured(config.endpoints.clone());
+                    peer.clone()
+                }
+                None => {
+                    let slot = allocate_slot(&mut next_slot, &old, &entries);
+                    Arc::new(Peer::new(
+                        config,
+                        slot,
+                        &self.private_key,
+                        &self.rate_limiter,
+                    ))
+                }
+            };
+            entries.push((peer, config.allowed_ips.as_slice()));
+        }
+        *self.table.write() = Arc::new(PeerTable::new(entries));
+        Ok(())
+    }
+
+    /// The peer set to use for one batch.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.table.read().clone())
+    }
+
+    /// A packet from the device: route it to its peer and encrypt it into `tx`.
+    pub fn handle_outbound(&self, snap: &Snapshot, packet: &[u8], now: Instant, tx: &mut TxBatch) {
+        let Some((_, dst)) = ip::addresses(packet) else {
+            return self.drop(DropReason::InvalidInnerPacket);
+        };
+        let Some(to) = snap.0.route(dst) else {
+            return self.drop(DropReason::NoRoute);
+        };
+        self.send_to_peer(&snap.0.peers[to], packet, now, tx);
+    }
+
+    /// A UDP datagram from `from`: decrypt it into `to_device`, forward it to another peer
+    /// (transit) into `tx`, or answer a handshake into `tx`. Never panics on any input.
+    ///
+    /// The caller makes sure `to_device` has a free buffer and `tx` at least
+    /// `MIN_TX_ROOM` plus one MTU of room; otherwise the packet is dropped as `NoBuffer`.
+    pub fn handle_inbound(
+        &self,
+        snap: &Snapshot,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        to_device: &mut PacketBatch,
+        tx: &mut TxBatch,
+    ) {
+        match Tunn::parse_incoming_packet(datagram) {
+            Err(_) => self.drop(DropReason::Malformed),
+            Ok(Packet::PacketData(data)) => {
+                let Some((index, peer)) = snap.0.by_receiver_index(data.receiver_idx) else {
+                    return self.drop(DropReason::UnknownPeer);
+                };
+                self.handle_data(snap, index, peer, datagram, from, now, to_device, tx);
+            }
+            Ok(_) => self.handle_handshake(snap, datagram, from, now, tx),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the packet, its origin, the clock and two outputs
+    fn handle_data(
+        &self,
+        snap: &Snapshot,
+        index: usize,
+        peer: &Peer,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        to_device: &mut PacketBatch,
+        tx: &mut TxBatch,
+    ) {
+        let Some(buf) = to_device.next_free() else {
+            return self.drop(DropReason::NoBuffer);
+        };
+        let len = {
+            let mut state = peer.state.lock();
+            match state
+                .tunn
+                .decapsulate(Some(from.ip()), datagram, buf.room_mut())
+            {
+                TunnResult::Err(e) => return self.drop(drop_reason(&e)),
+                TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
+                    let len = p.len();
+                    authenticated(&mut state, from, now);
+                    len
+                }
+                // A keepalive (or a message boringtun answered itself): proof the peer is
+                // alive on this path, nothing to deliver.
+                TunnResult::Done | TunnResult::WriteToNetwork(_) => {
+                    authenticated(&mut state, from, now);
+                    return;
+                }
+            }
+        };
+        PeerCounters::add(&peer.counters.rx_packets, 1);
+        PeerCounters::add(&peer.counters.rx_bytes, len as u64);
+        buf.set_packet_len(len);
+        let packet = buf.packet();
+
+        let Some((src, dst)) = ip::addresses(packet) else {
+            return self.drop(DropReason::InvalidInnerPacket);
+        };
+        // Crypto-key routing on receive: the source must route back to the sender.
+        if snap.0.route(src) != Some(index) {
+            return self.drop(DropReason::SpoofedSource);
+        }
+        match snap.0.route(dst) {
+            // Behind another peer: relay inside meshd, no kernel round trip.
+            Some(to) if to != index => {
+                PeerCounters::add(&peer.counters.transit_packets, 1);
+                self.send_to_peer(&snap.0.peers[to], packet, now, tx);
+            }
+            // For us (or for the kernel to decide).
+            _ => to_device.commit(),
+        }
+    }
+
+    fn handle_handshake(
+        &self,
+        snap: &Snapshot,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: Instant,
+        tx: &mut TxBatch,
+    ) {
+        if tx.remaining() < MIN_TX_ROOM {
+            return self.drop(DropReason::NoBuffer);
+        }
+        // MAC1 and load check before any Diffie-Hellman work, so floods stay cheap.
+        let packet = match self
+            .rate_limiter
+            .verify_packet(Some(from.ip()), datagram, tx.room())
+        {
+            Ok(packet) => packet,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                let len = cookie.len();
+                tx.commit(len, from);
+                return self.drop(DropReason::UnderLoad);
+            }
+            Err(TunnResult::Err(e)) => return self.drop(drop_reason(&e)),
+            Err(_) => return self.drop(DropReason::Malformed),
+        };
+        let found = match &packet {
+            Packet::HandshakeInit(init) => {
+                match parse_handshake_anon(&self.private_key, &self.public_key, init) {
+                    Ok(half) => snap.0.by_key(&half.peer_static_public),
+                    Err(e) => return self.drop(drop_reason(&e)),
+                }
+            }
+            Packet::HandshakeResponse(resp) => snap.0.by_receiver_index(resp.receiver_idx),
+            Packet::PacketCookieReply(cookie) => snap.0.by_receiver_index(cookie.receiver_idx),
+            Packet::PacketData(_) => return self.drop(DropReason::Malformed),
+        };
+        let Some((_, peer)) = found else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
+
+        let mut state = peer.state.lock();
+        match state.tunn.decapsulate(Some(from.ip()), datagram, tx.room()) {
+            TunnResult::WriteToNetwork(reply) => {
+                // A handshake response (we are responder) or the first keepalive (we were
+                // initiator): either way the handshake completed with this peer at `from`.
+                let len = reply.len();
+                authenticated(&mut state, from, now);
+                PeerCounters::add(&peer.counters.handshakes, 1);
+                tx.commit(len, from);
+                self.flush_queue(peer, &mut state, now, tx);
+            }
+            TunnResult::Done if is_cookie => {}
+            TunnResult::Done => {}
+            TunnResult::Err(e) => self.drop(drop_reason(&e)),
+            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {
+                self.drop(DropReason::Malformed)
+            }
+        }
+    }
+
+    /// Sends the packets boringtun queued while the handshake was in progress.
+    fn flush_queue(&self, peer: &Peer, state: &mut PeerState, now: Instant, tx: &mut TxBatch) {
+        // Only with a session: without one boringtun would requeue at the back (reordering).
+        if state.tunn.time_since_last_handshake().is_none() {
+            return;
+        }
+        while tx.remaining() >= MIN_TX_ROOM + usize::from(u16::MAX) {
+            match state.tunn.decapsulate(None, &[], tx.room()) {
+                TunnResult::WriteToNetwork(p) => {
+                    let len = p.len();
+                    self.commit_datagram(peer, state, len, now, tx);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Encrypts `packet` for `peer` into `tx` (or queues it behind a handshake).
+    fn send_to_peer(&self, peer: &Peer, packet: &[u8], now: Instant, tx: &mut TxBatch) {
+        let needed = (packet.len() + WIREGUARD_OVERHEAD).max(MIN_TX_ROOM);
+        if tx.remaining() < needed {
+            return self.drop(DropReason::NoBuffer);
+        }
+        let mut state = peer.state.lock();
+        match state.tunn.encapsulate(packet, tx.room()) {
+            TunnResult::WriteToNetwork(p) => {
+                let len = p.len();
+                self.commit_datagram(peer, &mut state, len, now, tx);
+            }
+            TunnResult::Err(e) => self.drop(drop_reason(&e)),
+            _ => {}
+        }
+    }
+
+    /// Counts the datagram boringtun just wrote at the start of `tx.room()` and sends it
+    /// down the peer's current path.
+    fn commit_datagram(
+        &self,
+        peer: &Peer,
+        state: &mut PeerState,
+        len: usize,
+        now: Instant,
+        tx: &mut TxBatch,
+    ) {
+        let Some(dst) = state.path.current() else {
+            return self.drop(DropReason::NoEndpoint);
+        };
+        match tx.room().first() {
+            Some(&HANDSHAKE_INIT) => {
+                state.handshake_pending_since.get_or_insert(now);
+            }
+            Some(&DATA) if len > WIREGUARD_OVERHEAD => {
+                PeerCounters::add(&peer.counters.tx_packets, 1);
+                PeerCounters::add(&peer.counters.tx_bytes, (len - WIREGUARD_OVERHEAD) as u64);
+            }
+            _ => {}
+        }
+        tx.commit(len, dst);
+    }
+
+    /// Runs the protocol timers of every peer (handshake retry, keepalives, rekeying,
+    /// session expiry) and the path policy's timeouts. Call every ~250 ms.
+    pub fn tick(&self, now: Instant, tx: &mut TxBatch) {
+        let snap = self.snapshot();
+        for peer in &snap.0.peers {
+            if tx.remaining() < MIN_TX_ROOM + usize::from(u16::MAX) {
+                break; // the rest get their turn on the next tick
+            }
+            let mut state = peer.state.lock();
+            match state.tunn.update_timers(tx.room()) {
+                TunnResult::WriteToNetwork(p) => {
+                    let len = p.len();
+                    self.commit_datagram(peer, &mut state, len, now, tx);
+                }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                    state.handshake_pending_since = None;
+                }
+                _ => {}
+            }
+            if let Some(since) = state.handshake_pending_since
+                && now.saturating_duration_since(since) >= HANDSHAKE_TIMEOUT
+            {
+                state.path.on_handshake_timeout(now);
+                state.handshake_pending_since = Some(now);
+            }
+            self.flush_queue(peer, &mut state, now, tx);
+        }
+        // The shared limiter resets itself at most once a second, on its own clock.
+        self.rate_limiter.reset_count();
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> DataplaneStats {
+        let snap = self.snapshot();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let peers = snap
+            .0
+            .peers
+            .iter()
+            .map(|peer| {
+                let state = peer.state.lock();
+                let c = &peer.counters;
+                PeerStats {
+                    name: peer.name.clone(),
+                    public_key: peer.public_key,
+                    endpoint: state.path.current(),
+                    rx_bytes: load(&c.rx_bytes),
+                    rx_packets: load(&c.rx_packets),
+                    tx_bytes: load(&c.tx_bytes),
+                    tx_packets: load(&c.tx_packets),
+                    transit_packets: load(&c.transit_packets),
+                    handshakes: load(&c.handshakes),
+                    last_handshake: state.tunn.time_since_last_handshake(),
+                }
+            })
+            .collect();
+        DataplaneStats {
+            peers,
+            drops: self.drops.snapshot(),
+        }
+    }
+
+    /// Counts a drop.
+    pub(crate) fn drop(&self, reason: DropReason) {
+        self.drops.count(reason);
+    }
+}
+
+/// Authenticated traffic from `from`: the peer is there, and any handshake is answered.
+fn authenticated(state: &mut PeerState, from: SocketAddr, now: Instant) {
+    state.path.on_authenticated(from, now);
+    state.handshake_pending_since = None;
+}
+
+/// A free peer index: not used by the old table nor by peers created in this update.
+fn allocate_slot(next: &mut u32, old: &PeerTable, new: &[(Arc<Peer>, &[ipnet::IpNet])]) -> u32 {
+    loop {
+        let slot = *next;
+        *next = if *next >= MAX_SLOT { 1 } else { *next + 1 };
+        let taken =
+            old.peers.iter().any(|p| p.slot == slot) || new.iter().any(|(p, _)| p.slot == slot);
+        if !taken {
+            return slot;
+        }
+    }
+}
+
+fn drop_reason(e: &WireGuardError) -> DropReason {
+    match e {
+        WireGuardError::InvalidPacket
+        | WireGuardError::IncorrectPacketLength
+        | WireGuardError::WrongPacketType => DropReason::Malformed,
+        WireGuardError::InvalidMac => DropReason::InvalidMac,
+        WireGuardError::WrongIndex => DropReason::UnknownPeer,
+        WireGuardError::InvalidAeadTag => DropReason::DecryptFailed,
+        WireGuardError::InvalidCounter | WireGuardError::DuplicateCounter => DropReason::Replay,
+        WireGuardError::NoCurrentSession => DropReason::NoSession,
+        WireGuardError::UnderLoad => DropReason::UnderLoad,
+        WireGuardError::ConnectionExpired => DropReason::Expired,
+        WireGuardError::WrongKey
+        | WireGuardError::InvalidTai64nTimestamp
+        | WireGuardError::WrongTai64nTimestamp
+        | WireGuardError::UnexpectedPacket => DropReason::HandshakeRejected,
+        WireGuardError::DestinationBufferTooSmall | WireGuardError::LockFailed => {
+            DropReason::NoBuffer
+        }
+    }
+}

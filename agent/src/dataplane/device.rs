@@ -1,0 +1,215 @@
+//! The packet device: where inner IP packets enter and leave the data plane.
+//!
+//! The real one is the TUN device ([`super::tun::TunDevice`]); tests use an in-memory one.
+//! Packets move in batches ([`PacketBatch`]) of preallocated buffers that are reused for the
+//! life of the data plane, so moving a packet neither allocates nor zeroes memory.
+
+use std::future::Future;
+use std::io;
+
+/// Bytes kept free in front of every packet. The TUN device with offload puts its
+/// virtio-net header there; 16 keeps the IP header aligned.
+pub const HEADROOM: usize = 16;
+/// Packets in one batch (what one TSO super-packet splits into at most, at MTU 1280).
+pub const BATCH_SIZE: usize = 128;
+/// Room for one packet: the largest IP packet plus headroom on both sides, which is what
+/// tun-rs needs to coalesce several packets into one (GRO) inside the first buffer.
+pub const PACKET_CAPACITY: usize = 65535 + 2 * HEADROOM;
+
+/// A packet device that reads and writes IP packets in batches.
+///
+/// Implementations must be safe to use from two tasks at once: one reads, one writes.
+pub trait PacketDevice: Send + Sync + 'static {
+    /// Waits for at least one packet and fills `batch` with as many as are ready
+    /// (`batch` is cleared first).
+    fn recv_batch(&self, batch: &mut PacketBatch) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes every packet in `batch`. May modify the buffers (coalescing); the caller
+    /// clears the batch afterwards.
+    fn send_batch(&self, batch: &mut PacketBatch) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// One reusable packet buffer: `HEADROOM` free bytes, then the packet.
+///
+/// It implements `tun_rs::ExpandBuffer` so tun-rs can coalesce into it in place.
+pub struct PacketBuf {
+    storage: Box<[u8]>,
+    /// Bytes in use, headroom included.
+    len: usize,
+}
+
+impl std::fmt::Debug for PacketBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketBuf")
+            .field("packet_len", &self.packet().len())
+            .finish()
+    }
+}
+
+impl PacketBuf {
+    fn new() -> Self {
+        PacketBuf {
+            storage: vec![0; PACKET_CAPACITY].into_boxed_slice(),
+            len: HEADROOM,
+        }
+    }
+
+    /// The packet (without headroom).
+    pub fn packet(&self) -> &[u8] {
+        &self.storage[HEADROOM..self.len]
+    }
+
+    /// The whole room after the headroom, for writing a packet into; follow with
+    /// [`PacketBuf::set_packet_len`]. Old bytes are left in place: nothing is zeroed.
+    pub fn room_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[HEADROOM..]
+    }
+
+    /// Marks the first `len` bytes of the room as the packet.
+    pub fn set_packet_len(&mut self, len: usize) {
+        self.len = (HEADROOM + len).min(self.storage.len());
+    }
+
+    /// Makes the whole storage visible through `AsMut` (for a device that reads into it).
+    pub(crate) fn expose_all(&mut self) {
+        self.len = self.storage.len();
+    }
+}
+
+impl AsRef<[u8]> for PacketBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.storage[..self.len]
+    }
+}
+
+impl AsMut<[u8]> for PacketBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[..self.len]
+    }
+}
+
+impl tun_rs::ExpandBuffer for PacketBuf {
+    fn buf_capacity(&self) -> usize {
+        self.storage.len()
+    }
+
+    fn buf_resize(&mut self, new_len: usize, value: u8) {
+        let new_len = new_len.min(self.storage.len());
+        if new_len > self.len {
+            self.storage[self.len..new_len].fill(value);
+        }
+        self.len = new_len;
+    }
+
+    fn buf_extend_from_slice(&mut self, src: &[u8]) {
+        // tun-rs checks buf_capacity before extending; clamp anyway rather than panic.
+        let end = (self.len + src.len()).min(self.storage.len());
+        let n = end - self.len;
+        self.storage[self.len..end].copy_from_slice(&src[..n]);
+        self.len = end;
+    }
+}
+
+/// A batch of packets with its reusable buffers.
+pub struct PacketBatch {
+    pub(crate) bufs: Vec<PacketBuf>,
+    pub(crate) sizes: Vec<usize>,
+    count: usize,
+    /// Where a device with offload reads the raw super-packet before splitting it.
+    pub(crate) scratch: Box<[u8]>,
+    pub(crate) gro: tun_rs::GROTable,
+}
+
+impl std::fmt::Debug for PacketBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketBatch")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Default for PacketBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PacketBatch {
+    /// Allocates `BATCH_SIZE` buffers once.
+    pub fn new() -> Self {
+        PacketBatch {
+            bufs: (0..BATCH_SIZE).map(|_| PacketBuf::new()).collect(),
+            sizes: vec![0; BATCH_SIZE],
+            count: 0,
+            scratch: vec![0; PACKET_CAPACITY].into_boxed_slice(),
+            gro: tun_rs::GROTable::default(),
+        }
+    }
+
+    /// Number of packets in the batch.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when the batch holds no packet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// True when no more packet fits.
+    pub fn is_full(&self) -> bool {
+        self.count == self.bufs.len()
+    }
+
+    /// Forgets all packets (the buffers stay allocated).
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// The packets in the batch, in order.
+    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        self.bufs[..self.count].iter().map(PacketBuf::packet)
+    }
+
+    /// The buffers holding the packets.
+    pub fn bufs_mut(&mut self) -> &mut [PacketBuf] {
+        &mut self.bufs[..self.count]
+    }
+
+    /// The next free buffer, or `None` when the batch is full. The packet counts only
+    /// after [`PacketBatch::commit`].
+    pub fn next_free(&mut self) -> Option<&mut PacketBuf> {
+        self.bufs.get_mut(self.count)
+    }
+
+    /// Counts the buffer returned by `next_free` as holding a packet.
+    pub fn commit(&mut self) {
+        debug_assert!(self.count < self.bufs.len());
+        self.count = (self.count + 1).min(self.bufs.len());
+    }
+
+    /// Appends a copy of `packet`; returns false when the batch is full or the packet
+    /// does not fit in a buffer.
+    pub fn push(&mut self, packet: &[u8]) -> bool {
+        let Some(buf) = self.next_free() else {
+            return false;
+        };
+        let Some(room) = buf.room_mut().get_mut(..packet.len()) else {
+            return false;
+        };
+        room.copy_from_slice(packet);
+        buf.set_packet_len(packet.len());
+        self.commit();
+        true
+    }
+
+    /// Sets the batch to the first `count` buffers with lengths from `sizes` (after a
+    /// device read that filled `bufs` and `sizes`).
+    pub(crate) fn set_from_sizes(&mut self, count: usize) {
+        let count = count.min(self.bufs.len());
+        for (buf, &size) in self.bufs[..count].iter_mut().zip(&self.sizes) {
+            buf.set_packet_len(size);
+        }
+        self.count = count;
+    }
+}

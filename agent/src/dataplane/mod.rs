@@ -1,0 +1,36 @@
+//! The encrypted data plane: userspace WireGuard (boringtun) between a packet device (the
+//! TUN `mesh0`) and UDP sockets, with crypto-key routing and transit between peers.
+//!
+//! API for the daemon (stable; changes are announced at the top of this file):
+//! ```text
+//! let tun = create_tun("mesh0", mtu)?;            // tun.name(), tun.ifindex()
+//! let handle = Dataplane::start(config, tun).await?;
+//! handle.stats(); handle.update_peers(&peers)?; handle.shutdown().await;
+//! ```
+//!
+//! Layout: the pure part — [`core`] (packets in, packets out, `now` passed in),
+//! [`routing`] (longest-prefix match), [`path`] (path choice), [`peer`], [`tx`], [`ip`],
+//! [`stats`] — and the I/O shell: [`shell`] (tokio tasks), [`udp`], [`tun`], [`device`].
+
+pub mod config;
+pub mod core;
+pub mod device;
+pub mod error;
+pub mod ip;
+pub mod path;
+mod peer;
+pub mod routing;
+pub mod shell;
+pub mod stats;
+pub mod tun;
+pub mod tx;
+pub mod udp;
+
+pub use config::{DataplaneConfig, PeerConfig};
+pub use core::DataplaneCore;
+pub use device::{PacketBatch, PacketBuf, PacketDevice};
+pub use error::DataplaneError;
+pub use path::PathSelector;
+pub use shell::{Dataplane, DataplaneHandle};
+pub use stats::{DataplaneStats, DropCounts, DropReason, PeerStats};
+pub use tun::{TunDevice, create_tun};

@@ -1,0 +1,145 @@
+//! A peer: its tunnel (boringtun `Tunn`), its path choice and its counters, and the table
+//! that finds peers by receiver index, by key and by address.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use boringtun::noise::Tunn;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::x25519::{PublicKey, StaticSecret};
+use parking_lot::Mutex;
+
+use super::config::PeerConfig;
+use super::path::PathSelector;
+use super::routing::CryptoRouter;
+use super::stats::PeerCounters;
+
+/// Number of bits boringtun keeps below the peer index in a receiver index (the rest
+/// numbers the sessions of that peer).
+const SESSION_BITS: u32 = 8;
+/// Peer indexes are 24 bits.
+pub(crate) const MAX_SLOT: u32 = (1 << (32 - SESSION_BITS)) - 1;
+
+/// The peer index boringtun embedded in a receiver index.
+pub(crate) fn slot_of_receiver_index(receiver_index: u32) -> u32 {
+    receiver_index >> SESSION_BITS
+}
+
+/// The mutable part of a peer, behind one short-held lock.
+pub(crate) struct PeerState {
+    pub(crate) tunn: Tunn,
+    pub(crate) path: PathSelector,
+    /// When we sent the first unanswered handshake initiation on the current path.
+    pub(crate) handshake_pending_since: Option<Instant>,
+}
+
+/// One peer.
+pub(crate) struct Peer {
+    pub(crate) name: String,
+    pub(crate) public_key: [u8; 32],
+    pub(crate) slot: u32,
+    pub(crate) persistent_keepalive: Option<std::time::Duration>,
+    pub(crate) state: Mutex<PeerState>,
+    pub(crate) counters: PeerCounters,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("name", &self.name)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl Peer {
+    pub(crate) fn new(
+        config: &PeerConfig,
+        slot: u32,
+        private_key: &StaticSecret,
+        rate_limiter: &Arc<RateLimiter>,
+    ) -> Self {
+        let keepalive = config
+            .persistent_keepalive
+            .map(|d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX));
+        let tunn = Tunn::new(
+            private_key.clone(),
+            PublicKey::from(config.public_key),
+            None,
+            keepalive,
+            slot,
+            Some(rate_limiter.clone()),
+        );
+        Peer {
+            name: config.name.clone(),
+            public_key: config.public_key,
+            slot,
+            persistent_keepalive: config.persistent_keepalive,
+            state: Mutex::new(PeerState {
+                tunn,
+                path: PathSelector::new(config.endpoints.clone()),
+                handshake_pending_since: None,
+            }),
+            counters: PeerCounters::default(),
+        }
+    }
+}
+
+/// An immutable snapshot of all peers; replaced as a whole when the peer set changes, so
+/// the packet path reads it without locks.
+#[derive(Debug, Default)]
+pub(crate) struct PeerTable {
+    pub(crate) peers: Vec<Arc<Peer>>,
+    by_slot: HashMap<u32, usize>,
+    by_key: HashMap<[u8; 32], usize>,
+    router: CryptoRouter<usize>,
+}
+
+impl PeerTable {
+    /// A table of `peers`, each with the prefixes it may use and that route to it.
+    pub(crate) fn new(peers: Vec<(Arc<Peer>, &[ipnet::IpNet])>) -> Self {
+        let mut table = PeerTable {
+            by_slot: HashMap::with_capacity(peers.len()),
+            by_key: HashMap::with_capacity(peers.len()),
+            router: CryptoRouter::new(),
+            peers: Vec::new(),
+        };
+        for (i, (peer, allowed)) in peers.into_iter().enumerate() {
+            table.by_slot.insert(peer.slot, i);
+            table.by_key.insert(peer.public_key, i);
+            for net in allowed {
+                table.router.insert(*net, i);
+            }
+            table.peers.push(peer);
+        }
+        table
+    }
+
+    /// O(1): the peer whose tunnel owns `receiver_index`.
+    pub(crate) fn by_receiver_index(&self, receiver_index: u32) -> Option<(usize, &Arc<Peer>)> {
+        let i = *self.by_slot.get(&slot_of_receiver_index(receiver_index))?;
+        Some((i, &self.peers[i]))
+    }
+
+    pub(crate) fn by_key(&self, key: &[u8; 32]) -> Option<(usize, &Arc<Peer>)> {
+        let i = *self.by_key.get(key)?;
+        Some((i, &self.peers[i]))
+    }
+
+    /// Crypto-key routing: the peer a packet to `addr` goes to.
+    pub(crate) fn route(&self, addr: std::net::IpAddr) -> Option<usize> {
+        self.router.lookup(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiver_index_maps_to_slot() {
+        assert_eq!(slot_of_receiver_index(0x0012_3456), 0x1234);
+        assert_eq!(slot_of_receiver_index(u32::MAX), MAX_SLOT);
+    }
+}

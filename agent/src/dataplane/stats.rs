@@ -1,0 +1,175 @@
+//! Counters of the data plane: per peer traffic and handshakes, and drops by reason.
+//!
+//! Counters are relaxed atomics bumped on the packet path; [`DataplaneStats`] is a copy
+//! taken for `meshd status`/`peers`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// A UDP datagram that is not a WireGuard message (wrong type or length).
+    Malformed,
+    /// A message for a receiver index or from a key we have no peer for.
+    UnknownPeer,
+    /// A handshake message whose MAC1 does not check out (not meant for our key).
+    InvalidMac,
+    /// A handshake we could not complete (wrong key, stale timestamp, unexpected message).
+    HandshakeRejected,
+    /// A data message that failed authentication.
+    DecryptFailed,
+    /// A data message whose counter was already seen or is too old (replay).
+    Replay,
+    /// A data message for a session we no longer (or not yet) have.
+    NoSession,
+    /// A handshake refused because we are under load (a cookie reply was sent instead).
+    UnderLoad,
+    /// A decrypted packet whose source address the sending peer may not use.
+    SpoofedSource,
+    /// A decrypted packet that is not a valid IP packet.
+    InvalidInnerPacket,
+    /// A packet for an address that routes to no peer.
+    NoRoute,
+    /// A packet for a peer we know no endpoint of.
+    NoEndpoint,
+    /// A packet that did not fit the batch buffers (should not happen; a bug if it counts).
+    NoBuffer,
+    /// The session with the peer expired and could not be renewed.
+    Expired,
+    /// Sending the datagram failed (no socket for the address family, or a socket error).
+    SendFailed,
+}
+
+impl DropReason {
+    /// Every reason, in display order.
+    pub const ALL: [DropReason; 15] = [
+        DropReason::Malformed,
+        DropReason::UnknownPeer,
+        DropReason::InvalidMac,
+        DropReason::HandshakeRejected,
+        DropReason::DecryptFailed,
+        DropReason::Replay,
+        DropReason::NoSession,
+        DropReason::UnderLoad,
+        DropReason::SpoofedSource,
+        DropReason::InvalidInnerPacket,
+        DropReason::NoRoute,
+        DropReason::NoEndpoint,
+        DropReason::NoBuffer,
+        DropReason::Expired,
+        DropReason::SendFailed,
+    ];
+
+    /// A stable snake_case name for JSON output and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::InvalidMac => "invalid_mac",
+            DropReason::HandshakeRejected => "handshake_rejected",
+            DropReason::DecryptFailed => "decrypt_failed",
+            DropReason::Replay => "replay",
+            DropReason::NoSession => "no_session",
+            DropReason::UnderLoad => "under_load",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::InvalidInnerPacket => "invalid_inner_packet",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::NoBuffer => "no_buffer",
+            DropReason::Expired => "expired",
+            DropReason::SendFailed => "send_failed",
+        }
+    }
+}
+
+/// Drop counters, one per reason.
+#[derive(Debug, Default)]
+pub(crate) struct DropCounters([AtomicU64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    pub(crate) fn count(&self, reason: DropReason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> DropCounts {
+        DropCounts(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
+    }
+}
+
+/// A copy of the drop counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    /// Packets dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// Packets dropped for any reason.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// (reason, count) for every reason with a non-zero count.
+    pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.get(*r)))
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// Per peer counters, bumped on the packet path.
+#[derive(Debug, Default)]
+pub(crate) struct PeerCounters {
+    pub(crate) rx_bytes: AtomicU64,
+    pub(crate) rx_packets: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
+    pub(crate) tx_packets: AtomicU64,
+    pub(crate) handshakes: AtomicU64,
+    pub(crate) transit_packets: AtomicU64,
+}
+
+impl PeerCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Statistics of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    pub name: String,
+    pub public_key: [u8; 32],
+    /// The path packets go to now.
+    pub endpoint: Option<SocketAddr>,
+    /// Inner (decrypted) bytes and packets received from the peer.
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    /// Inner bytes and packets sent to the peer (transit included).
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    /// Packets received from this peer and forwarded to another peer inside meshd.
+    pub transit_packets: u64,
+    /// Handshakes completed with the peer.
+    pub handshakes: u64,
+    /// Age of the current session, if there is one.
+    pub last_handshake: Option<Duration>,
+}
+
+/// Statistics of the whole data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneStats {
+    pub peers: Vec<PeerStats>,
+    pub drops: DropCounts,
+}
+
+impl DataplaneStats {
+    /// The statistics of the peer called `name`.
+    pub fn peer(&self, name: &str) -> Option<&PeerStats> {
+        self.peers.iter().find(|p| p.name == name)
+    }
+}

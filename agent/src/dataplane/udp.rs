@@ -1,0 +1,128 @@
+//! The UDP side: one socket per address family with large buffers, GSO and GRO
+//! (through quinn-udp, which also does recvmmsg-style batching and ECN safely).
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+
+use super::error::DataplaneError;
+
+/// Socket buffer size we ask for; the kernel caps it at net.core.{r,w}mem_max.
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+/// Datagram buffers per receive call; each holds up to 64 GRO-coalesced datagrams.
+pub const RECV_SLOTS: usize = 16;
+/// Size of one receive buffer (the largest GRO super-datagram).
+pub const RECV_BUFFER_BYTES: usize = 65536;
+
+/// A bound UDP socket.
+pub struct UdpPort {
+    socket: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for UdpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpPort")
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl UdpPort {
+    /// Binds `addr` (an IPv6 socket is IPv6-only: IPv4 has its own socket). Must run
+    /// inside a tokio runtime.
+    pub fn bind(addr: SocketAddr) -> Result<Self, DataplaneError> {
+        let err = |source: io::Error| DataplaneError::Socket { addr, source };
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(err)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true).map_err(err)?;
+        }
+        socket.set_nonblocking(true).map_err(err)?;
+        // Best effort: a smaller buffer only costs throughput, so failure is not fatal.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        socket.bind(&addr.into()).map_err(err)?;
+        let std_socket: std::net::UdpSocket = socket.into();
+        let state = UdpSocketState::new((&std_socket).into()).map_err(err)?;
+        let socket = tokio::net::UdpSocket::from_std(std_socket).map_err(err)?;
+        let local = socket.local_addr().map_err(err)?;
+        Ok(UdpPort {
+            socket,
+            state,
+            local,
+        })
+    }
+
+    /// The address the socket is bound to (with the actual port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Most datagrams one GSO send may carry on this socket (1 without GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Waits for datagrams; fills `bufs`/`meta` and returns how many slots were used.
+    pub async fn recv(
+        &self,
+        bufs: &mut [Box<[u8]>; RECV_SLOTS],
+        meta: &mut [RecvMeta; RECV_SLOTS],
+    ) -> io::Result<usize> {
+        loop {
+            self.socket.readable().await?;
+            let mut slots = bufs.iter_mut();
+            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] = std::array::from_fn(|_| {
+                IoSliceMut::new(slots.next().expect("one buffer per slot"))
+            });
+            match self.socket.try_io(Interest::READABLE, || {
+                self.state.recv((&self.socket).into(), &mut iovs, meta)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    /// Sends one datagram, or a GSO run of `segment_size`-sized datagrams, to `dst`.
+    pub async fn send(
+        &self,
+        dst: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: dst,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        self.socket
+            .async_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            })
+            .await
+    }
+}
+
+/// The wildcard addresses used when no bind address is configured.
+pub fn wildcard_addresses() -> [IpAddr; 2] {
+    [Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+}
+
+/// `::ffff:a.b.c.d` as plain IPv4, so peers are matched by one spelling of their address.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
