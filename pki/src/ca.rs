@@ -15,7 +15,7 @@ use x509_parser::extensions::BasicConstraints as X509BasicConstraints;
 use crate::error::PkiError;
 use crate::node_key::load_p256_key;
 use crate::serial::SerialNumber;
-use crate::x509::{CLOCK_SKEW_ALLOWANCE, add_validity, fingerprint_hex, parse_certificate};
+use crate::x509::{add_validity, backdated, fingerprint_hex, parse_certificate};
 
 /// Longest mesh name: it becomes the CA's organizationName (X.520 upper bound 64).
 pub const MAX_MESH_NAME_LEN: usize = 64;
@@ -105,7 +105,7 @@ impl CertificateAuthority {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| PkiError::CaKey(format!("could not generate a P-256 key: {e}")))?;
         let mut params = ca_params(mesh_name);
-        params.not_before = now - CLOCK_SKEW_ALLOWANCE;
+        params.not_before = backdated(now);
         params.not_after = not_after;
         params.serial_number = Some(SerialNumber::random(&rng)?.as_bytes().to_vec().into());
         let cert = params
@@ -254,6 +254,7 @@ pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::x509::CLOCK_SKEW_ALLOWANCE;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2025-06-01 12:00 UTC);

@@ -233,6 +233,32 @@ mod tests {
     }
 
     #[test]
+    fn identity_serializes_with_a_wg_style_key() {
+        let id = NodeIdentity {
+            name: "alpha".into(),
+            role: NodeRole::Core,
+            core: None,
+            prefixes: vec!["10.1.0.0/16".parse().unwrap()],
+            lan_prefixes: vec![],
+            wireguard_key: [0xff; 32],
+        };
+        let json = serde_json::to_string(&id).unwrap();
+        assert!(
+            json.contains("\"wireguard_key\":\"//////////////////////////////////////////8=\""),
+            "{json}"
+        );
+        assert!(json.contains("\"role\":\"core\""), "{json}");
+        assert_eq!(serde_json::from_str::<NodeIdentity>(&json).unwrap(), id);
+        let short = json.replace("//////////////////////////////////////////8=", "AAAA");
+        let err = serde_json::from_str::<NodeIdentity>(&short).unwrap_err();
+        assert!(
+            err.to_string().contains("key must be 32 bytes, found 3"),
+            "{err}"
+        );
+        assert!(format!("{id:?}").contains("//8="));
+    }
+
+    #[test]
     fn role_parses_and_displays() {
         assert_eq!("core".parse::<NodeRole>().unwrap(), NodeRole::Core);
         assert_eq!(NodeRole::Spoke.to_string(), "spoke");

@@ -24,7 +24,7 @@ use crate::extension::{decode_identity, encode_identity};
 use crate::identity::NodeIdentity;
 use crate::oid::{OID_CONTENT, OidSwappingSigner, PLACEHOLDER_ARCS, swap_placeholder};
 use crate::serial::SerialNumber;
-use crate::x509::{CLOCK_SKEW_ALLOWANCE, add_validity, parse_certificate, require_p256};
+use crate::x509::{add_validity, backdated, parse_certificate, require_p256};
 
 /// DNS domain under which node names appear as SANs. `.invalid` (RFC 6761) can never resolve,
 /// so these names only ever mean "the mesh node called X" and never collide with real DNS.
@@ -73,7 +73,7 @@ impl CertificateAuthority {
     ///
     /// The CSR is only trusted for its public key, after its signature (proof of possession) is
     /// checked; name, role and prefixes come from `identity`, which the CA decided itself.
-    /// The certificate is valid from `now` (minus [`CLOCK_SKEW_ALLOWANCE`]) for `validity`,
+    /// The certificate is valid from `now` (minus [`crate::CLOCK_SKEW_ALLOWANCE`]) for `validity`,
     /// cut short at the CA's own expiry.
     pub fn issue_node_certificate(
         &self,
@@ -106,7 +106,7 @@ impl CertificateAuthority {
         ];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(serial.as_bytes().to_vec().into());
-        params.not_before = now - CLOCK_SKEW_ALLOWANCE;
+        params.not_before = backdated(now);
         params.not_after = not_after;
         // Non-critical: software that does not know meshd still parses the certificate.
         params.custom_extensions = vec![CustomExtension::from_oid_content(
@@ -128,7 +128,7 @@ impl CertificateAuthority {
             pem: pem_encode("CERTIFICATE", &der),
             der,
             serial,
-            not_before: truncate_to_seconds(now - CLOCK_SKEW_ALLOWANCE),
+            not_before: truncate_to_seconds(backdated(now)),
             not_after: truncate_to_seconds(not_after),
         })
     }

@@ -15,6 +15,12 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 /// certificate that is "not yet valid" on the peer for a few seconds after issue breaks joins.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::minutes(5);
 
+/// `now` minus [`CLOCK_SKEW_ALLOWANCE`], for `notBefore` (saturating instead of panicking at
+/// the edge of the representable range).
+pub(crate) fn backdated(now: OffsetDateTime) -> OffsetDateTime {
+    now.checked_sub(CLOCK_SKEW_ALLOWANCE).unwrap_or(now)
+}
+
 /// Parses one DER certificate, rejecting trailing bytes.
 pub(crate) fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
