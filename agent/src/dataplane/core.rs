@@ -449,3 +449,7 @@ fn drop_reason(e: &WireGuardError) -> DropReason {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;
