@@ -10,3 +10,4 @@ pub mod netlink;
 pub mod cli;
 pub mod commands;
 pub mod dataplane;
+pub mod daemon;

@@ -1,0 +1,346 @@
+//! `meshd run`: builds the node from its configuration and state, runs until SIGINT/SIGTERM,
+//! then tears down what it set up.
+//!
+//! Order of start-up, and why:
+//! 1. load `meshd.toml` and the WireGuard key (fail before touching the system);
+//! 2. resolve peer endpoints (names are looked up once for now; re-resolution belongs to the
+//!    path manager that follows);
+//! 3. flush routes tagged [`MESHD_ROUTE_PROTOCOL`] that a crashed run left behind;
+//! 4. create the TUN, put the overlay addresses on it, set its MTU, bring it up, and route every
+//!    peer's allowed prefixes into it;
+//! 5. start the data plane on the TUN.
+//!
+//! Shutdown runs in reverse: stop the data plane, remove our routes, and drop the TUN (the
+//! kernel deletes the interface with its addresses). If start-up fails half-way, whatever was
+//! installed is removed the same way before the error is returned.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+
+use mesh_config::{Config, Endpoint, Host, StaticPeer};
+
+use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneStats, PeerConfig, create_tun};
+use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
+use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
+
+/// How long one endpoint name may take to resolve before it is skipped.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the daemon in the foreground until SIGINT or SIGTERM. Logs go to stderr (`RUST_LOG`
+/// filters them; default `info`).
+pub fn run(config_path: &Path, state_dir: &Path) -> anyhow::Result<()> {
+    init_logging();
+    let config = mesh_config::load(config_path)
+        .with_context(|| format!("cannot load the configuration {}", config_path.display()))?;
+    let key = crate::state::load_wireguard_key(state_dir)
+        .context("cannot load the node's WireGuard key (did `meshd init` or `meshd join` run?)")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meshd")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, key.to_bytes()))
+}
+
+/// Logs to stderr; keeps an already installed subscriber (tests, an embedding program).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The daemon proper, inside the runtime.
+async fn serve(config: Config, private_key: [u8; 32]) -> anyhow::Result<()> {
+    let addresses = overlay_addresses(&config)?;
+    let mut peers = Vec::with_capacity(config.peers.len());
+    for peer in &config.peers {
+        peers.push(resolve_peer(peer).await);
+    }
+    let routes = peer_routes(&peers, &addresses);
+
+    let netlink = Netlink::connect().context("cannot talk to the kernel over rtnetlink")?;
+    let stale = netlink
+        .flush_routes(MESHD_ROUTE_PROTOCOL)
+        .await
+        .context("cannot remove routes left by an earlier run")?;
+    if !stale.is_empty() {
+        tracing::info!(count = stale.len(), "removed routes left by an earlier run");
+    }
+
+    let mtu = match config.interface.mtu {
+        Some(mtu) => mtu,
+        None => computed_mtu(&netlink, &peers).await?,
+    };
+    let interface = &config.interface.name;
+    let tun = create_tun(interface, mtu)
+        .with_context(|| format!("cannot create the TUN device {interface:?}"))?;
+    let index = tun.ifindex();
+    let mut kernel = KernelState {
+        netlink: &netlink,
+        index,
+        routes: Vec::new(),
+    };
+    if let Err(error) = kernel.configure(mtu, &addresses, &routes).await {
+        kernel.remove_routes().await;
+        return Err(error.context(format!("cannot configure interface {interface}")));
+    }
+    tracing::info!(%interface, mtu, addresses = ?addresses, routes = routes.len(), "interface configured");
+
+    let dataplane_config = DataplaneConfig {
+        private_key,
+        listen_port: config.node.listen_port,
+        bind_addresses: Vec::new(),
+        mtu,
+        peers,
+    };
+    let dataplane = match Dataplane::start(dataplane_config, tun).await {
+        Ok(dataplane) => dataplane,
+        Err(error) => {
+            kernel.remove_routes().await;
+            return Err(anyhow::Error::new(error).context("cannot start the data plane"));
+        }
+    };
+    tracing::info!(node = %config.node.name, "meshd running");
+
+    let signal = wait_for_shutdown_signal().await;
+    tracing::info!(signal, "shutting down");
+    let stats = dataplane.stats();
+    dataplane.shutdown().await;
+    kernel.remove_routes().await;
+    log_final_stats(&stats);
+    signal_result(signal)
+}
+
+/// A signal that could not even be installed is an error; a received one is a clean stop.
+fn signal_result(signal: &str) -> anyhow::Result<()> {
+    if signal == "none" {
+        bail!("cannot install the SIGINT/SIGTERM handlers");
+    }
+    Ok(())
+}
+
+/// The node's overlay addresses, from `[interface] addresses`.
+///
+/// The default (the node's own addresses from its allocation in the state directory) needs the
+/// allocation record that `meshd init`/`join` write; until the daemon reads it, the addresses
+/// must be given in the configuration, and this says so.
+fn overlay_addresses(config: &Config) -> anyhow::Result<Vec<IpNet>> {
+    if config.interface.addresses.is_empty() {
+        bail!(
+            "no overlay addresses: set [interface] addresses in meshd.toml \
+             (e.g. addresses = [\"10.1.0.1/16\", \"fd00:1:2::1/64\"])"
+        );
+    }
+    Ok(config.interface.addresses.clone())
+}
+
+/// The data plane's view of a configured peer, with endpoint names resolved.
+async fn resolve_peer(peer: &StaticPeer) -> PeerConfig {
+    let mut endpoints = Vec::new();
+    for endpoint in &peer.endpoints {
+        match resolve_endpoint(endpoint).await {
+            Ok(addresses) => endpoints.extend(addresses),
+            // The peer may still reach us; its endpoint is learnt from its packets.
+            Err(error) => tracing::warn!(peer = %peer.name, %error, "endpoint skipped"),
+        }
+    }
+    PeerConfig {
+        name: peer.name.clone(),
+        public_key: *peer.public_key.as_bytes(),
+        endpoints,
+        allowed_ips: peer.allowed_prefixes.iter().map(IpNet::trunc).collect(),
+        persistent_keepalive: keepalive(peer.persistent_keepalive),
+    }
+}
+
+/// The socket addresses of one endpoint: the address itself, or what its name resolves to.
+async fn resolve_endpoint(endpoint: &Endpoint) -> anyhow::Result<Vec<SocketAddr>> {
+    match &endpoint.host {
+        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, endpoint.port)]),
+        Host::Name(name) => {
+            let lookup = tokio::net::lookup_host((name.as_str(), endpoint.port));
+            let found = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
+                .await
+                .with_context(|| format!("resolving {name} timed out after {RESOLVE_TIMEOUT:?}"))?
+                .with_context(|| format!("cannot resolve {name}"))?;
+            let addresses: Vec<SocketAddr> = found.collect();
+            if addresses.is_empty() {
+                bail!("{name} resolves to no address");
+            }
+            Ok(addresses)
+        }
+    }
+}
+
+/// `persistent_keepalive` seconds; 0 means off, as in `wg`.
+fn keepalive(seconds: Option<u16>) -> Option<Duration> {
+    seconds
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(u64::from(s)))
+}
+
+/// The prefixes to route into the TUN: every peer's allowed prefixes, once each, except those
+/// that the interface's own addresses already route there (the kernel's connected routes; a
+/// replace would take them over and a removal would delete them).
+fn peer_routes(peers: &[PeerConfig], own_addresses: &[IpNet]) -> Vec<IpNet> {
+    let connected: BTreeSet<IpNet> = own_addresses.iter().map(IpNet::trunc).collect();
+    let wanted: BTreeSet<IpNet> = peers
+        .iter()
+        .flat_map(|peer| peer.allowed_ips.iter().map(IpNet::trunc))
+        .filter(|prefix| !connected.contains(prefix))
+        .collect();
+    wanted.into_iter().collect()
+}
+
+/// The tunnel MTU for the smallest underlay MTU towards any peer endpoint (Ethernet's 1500
+/// when no endpoint is known yet).
+async fn computed_mtu(netlink: &Netlink, peers: &[PeerConfig]) -> anyhow::Result<u16> {
+    let mut underlay: Option<u32> = None;
+    let endpoints: BTreeSet<IpAddr> = peers
+        .iter()
+        .flat_map(|p| p.endpoints.iter().map(SocketAddr::ip))
+        .collect();
+    for endpoint in endpoints {
+        match netlink.underlay_mtu_towards(endpoint).await {
+            Ok(Some(mtu)) => underlay = Some(underlay.map_or(mtu, |m| m.min(mtu))),
+            Ok(None) => tracing::warn!(%endpoint, "no route to peer endpoint"),
+            Err(error) => tracing::warn!(%endpoint, %error, "cannot find the underlay MTU"),
+        }
+    }
+    let underlay = underlay.map_or(DEFAULT_UNDERLAY_MTU, |mtu| {
+        u16::try_from(mtu).unwrap_or(u16::MAX)
+    });
+    tunnel_mtu(underlay).with_context(|| {
+        format!(
+            "the underlay MTU towards the peers is {underlay}, too small for a 1280-byte tunnel MTU; \
+             set [interface] mtu to override"
+        )
+    })
+}
+
+/// What the daemon installed in the kernel, so that it can be removed again.
+struct KernelState<'a> {
+    netlink: &'a Netlink,
+    index: u32,
+    routes: Vec<IpNet>,
+}
+
+impl KernelState<'_> {
+    /// Addresses, MTU and up, then routes; records each route once installed.
+    async fn configure(
+        &mut self,
+        mtu: u16,
+        addresses: &[IpNet],
+        routes: &[IpNet],
+    ) -> anyhow::Result<()> {
+        for address in addresses {
+            self.netlink.add_address(self.index, *address).await?;
+        }
+        self.netlink.set_mtu_and_up(self.index, mtu).await?;
+        for route in routes {
+            self.netlink
+                .replace_route(self.index, *route, MESHD_ROUTE_PROTOCOL)
+                .await?;
+            self.routes.push(*route);
+        }
+        Ok(())
+    }
+
+    /// Removes the routes this run installed; failures are logged, not fatal (the TUN's
+    /// deletion takes its routes with it anyway).
+    async fn remove_routes(&mut self) {
+        for route in self.routes.drain(..) {
+            if let Err(error) = self
+                .netlink
+                .remove_route(self.index, route, MESHD_ROUTE_PROTOCOL)
+                .await
+            {
+                tracing::warn!(%route, %error, "cannot remove route");
+            }
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and returns its name; `"none"` if the handlers could not be
+/// installed.
+async fn wait_for_shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return "none";
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// One line per peer and the drop counters, so that a stopped daemon leaves a summary.
+fn log_final_stats(stats: &DataplaneStats) {
+    tracing::info!(stats = ?stats, "final data plane counters");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str, allowed: &[&str]) -> PeerConfig {
+        PeerConfig {
+            name: name.into(),
+            public_key: [7; 32],
+            endpoints: Vec::new(),
+            allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
+            persistent_keepalive: None,
+        }
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn peer_routes_are_deduplicated_and_skip_connected_prefixes() {
+        let peers = [
+            peer("b", &["10.2.0.0/16", "fd00:0:0:2::/64"]),
+            peer("c", &["10.3.0.0/16", "10.2.0.0/16", "192.168.42.0/24"]),
+        ];
+        let own = nets(&["10.1.0.1/16", "10.3.0.1/16"]);
+        assert_eq!(
+            peer_routes(&peers, &own),
+            nets(&["10.2.0.0/16", "192.168.42.0/24", "fd00:0:0:2::/64"])
+        );
+    }
+
+    #[test]
+    fn keepalive_zero_means_off() {
+        assert_eq!(keepalive(None), None);
+        assert_eq!(keepalive(Some(0)), None);
+        assert_eq!(keepalive(Some(25)), Some(Duration::from_secs(25)));
+    }
+
+    #[test]
+    fn missing_addresses_are_a_clear_error() {
+        let config = Config::new("alpha", mesh_config::Role::Core);
+        let error = overlay_addresses(&config).unwrap_err().to_string();
+        assert!(error.contains("[interface] addresses"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn literal_endpoints_resolve_without_dns() {
+        let endpoint: Endpoint = "[2001:db8::1]:51820".parse().unwrap();
+        assert_eq!(
+            resolve_endpoint(&endpoint).await.unwrap(),
+            vec!["[2001:db8::1]:51820".parse::<SocketAddr>().unwrap()]
+        );
+    }
+}
