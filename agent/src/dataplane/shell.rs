@@ -287,6 +287,10 @@ async fn inbound_task<D: PacketDevice>(
             let from = canonical(meta.addr);
             let stride = meta.stride.max(1);
             let data = &buf[..meta.len.min(buf.len())];
+            if data.is_empty() {
+                // An empty datagram is junk too; let the core count it.
+                core.handle_inbound(&snap, data, from, now, &mut to_device, &mut tx);
+            }
             for datagram in data.chunks(stride) {
                 if to_device.is_full() {
                     flush_device(&*device, &mut to_device).await;
