@@ -11,6 +11,51 @@
 //! - Revocation: [`CertificateAuthority::issue_crl`], [`Crl`].
 //! - Invitations: [`InvitationToken`] (the `meshd1-...` string), [`InvitationRecord`] (what the
 //!   CA stores), [`create_invitation`], [`redeem`], [`check_ca`].
+//!
+//! The whole admission flow, as `meshd init`, `meshd invite` and `meshd join` use it:
+//!
+//! ```
+//! use pki::*;
+//! use time::{Duration, macros::datetime};
+//!
+//! let now = datetime!(2025-06-01 12:00 UTC);
+//! // meshd init, on the CA holder.
+//! let ca = CertificateAuthority::create("friends", now, Duration::days(3650))?;
+//! // meshd invite beta --role spoke --core alpha --route 192.168.42.0/24
+//! let request = InvitationRequest {
+//!     name: "beta".into(),
+//!     role: NodeRole::Spoke,
+//!     core: Some("alpha".into()),
+//!     lan_prefixes: vec!["192.168.42.0/24".parse()?],
+//!     endpoints: vec!["vpn.example.net:51820".into()],
+//!     ttl: Duration::hours(24),
+//! };
+//! let (token, mut record) = ca.invite(&request, now)?;
+//! let printed = token.encode()?;
+//!
+//! // meshd join <printed>, on the new node: check the CA it reaches, send secret and CSR.
+//! let token = InvitationToken::parse(&printed)?;
+//! check_ca(&token, ca.cert_der())?;
+//! let key = NodeKeyPair::generate()?;
+//! let csr = key.csr(&token.name)?;
+//!
+//! // Back on the CA: redeem once, then issue with what the CA decided.
+//! redeem(&mut record, &token.secret, "beta", now)?;
+//! let identity = NodeIdentity {
+//!     name: record.name.clone(),
+//!     role: record.role,
+//!     core: record.core.clone(),
+//!     prefixes: vec!["10.2.0.0/16".parse()?],
+//!     lan_prefixes: record.lan_prefixes.clone(),
+//!     wireguard_key: [9; 32],
+//! };
+//! let issued = ca.issue_node_certificate(&csr, &identity, now, Duration::days(30))?;
+//!
+//! // Any node, when a peer presents its certificate.
+//! let peer = verify_node_certificate(&issued.der, ca.cert_der(), None, now)?;
+//! assert_eq!(peer.identity, identity);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod ca;
 pub mod crl;
