@@ -265,39 +265,8 @@ impl FromStr for Role {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
-[node]
-name = "alpha"
-role = "core"
-listen_port = 51820
-endpoints = ["vpn.example.net:51820", "vpn2.example.net:51820", "[2001:db8::1]:51820"]
-
-[interface]
-name = "mesh0"
-
-[mesh]
-pool4 = "10.0.0.0/8"
-node_prefix_len4 = 16
-pool6 = "fd12:3456:789a::/48"
-
-[routing]
-asn = 64512
-lan_prefixes = ["192.168.42.0/24"]
-
-[[bgp.neighbor]]
-name = "mikrotik"
-address = "192.168.42.1"
-remote_asn = 65010
-import = { prefixes = ["192.168.50.0/24 le 28"], default = "reject" }
-export = { prefixes = ["10.0.0.0/8 le 24"], default = "reject" }
-
-[[peer]]
-name = "beta"
-public_key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
-endpoints = ["203.0.113.2:51820"]
-allowed_prefixes = ["10.2.0.0/16"]
-persistent_keepalive = 25
-"#;
+    /// The example from docs/architecture.md, shared with the integration tests.
+    const EXAMPLE: &str = include_str!("../tests/data/meshd.toml");
 
     #[test]
     fn example_from_architecture_doc_deserialises() {
