@@ -211,3 +211,26 @@ fn certificate_without_extension_is_reported() {
     let err = NodeCertificate::parse(b"\x30\x03\x02\x01\x01").unwrap_err();
     assert!(matches!(err, PkiError::MalformedCertificate(_)), "{err}");
 }
+
+#[test]
+fn a_ca_reloaded_from_pem_issues_verifiable_certificates() {
+    let original = ca();
+    let pem = original.to_pem();
+    let reloaded = pki::CertificateAuthority::from_pem(&pem.certificate, &pem.private_key).unwrap();
+    let issued = issue(&reloaded, &spoke_identity());
+    pki::verify_node_certificate(&issued.der, original.cert_der(), None, NOW).unwrap();
+    let crl = reloaded
+        .issue_crl(&[], 3, NOW, NOW + Duration::days(1))
+        .unwrap();
+    let crl = pki::Crl::parse(&crl, original.cert_der()).unwrap();
+    assert_eq!(crl.crl_number(), 3);
+}
+
+#[test]
+fn a_node_certificate_cannot_be_loaded_as_the_ca() {
+    let ca = ca();
+    let issued = issue(&ca, &spoke_identity());
+    let err =
+        pki::CertificateAuthority::from_pem(&issued.pem, &ca.to_pem().private_key).unwrap_err();
+    assert!(err.to_string().contains("not a CA certificate"), "{err}");
+}
