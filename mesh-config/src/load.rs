@@ -34,12 +34,15 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     };
 
     let root = DeTable::parse(text).map_err(|error| {
-        let offset = error.span().map_or(0, |span| span.start);
-        ConfigError::Invalid(vec![diagnostic(
-            offset,
-            &KeyPath::root(),
-            error.message().to_owned(),
-        )])
+        let span = error.span().unwrap_or_default();
+        let mut message = error.message().to_owned();
+        // toml does not say which key is repeated; its span covers the key.
+        if message == "duplicate key"
+            && let Some(key) = text.get(span.clone()).filter(|k| !k.is_empty())
+        {
+            message = format!("duplicate key `{key}`");
+        }
+        ConfigError::Invalid(vec![diagnostic(span.start, &KeyPath::root(), message)])
     })?;
     let locator = Locator::new(text, root);
 
@@ -83,7 +86,13 @@ fn explain_schema_error(locator: &Locator<'_>, path: KeyPath, message: &str) -> 
         );
     }
     let mut message = message.to_owned();
+    // "expected struct NodeSection": every struct in the schema is a TOML table.
+    if let Some((before, after)) = message.split_once("expected struct ") {
+        let rest = after.split_once(' ').map_or("", |(_, rest)| rest);
+        message = format!("{before}expected a table{rest}");
+    }
     for (rust, toml) in [
+        ("wanted string or table", "expected a string"),
         ("expected u8", "expected an integer from 0 to 255"),
         ("expected u16", "expected an integer from 0 to 65535"),
         ("expected u32", "expected an integer from 0 to 4294967295"),

@@ -88,6 +88,16 @@ fn toml_syntax_error() {
 }
 
 #[test]
+fn duplicate_key_is_named() {
+    assert_eq!(
+        error(&with_node(
+            "[mesh]\npool4 = \"10.0.0.0/8\"\npool4 = \"10.0.0.0/8\"\n"
+        )),
+        "/etc/meshd/meshd.toml:6:1: duplicate key `pool4`"
+    );
+}
+
+#[test]
 fn pool4_with_host_bits() {
     assert_eq!(
         error(&with_node("[mesh]\npool4 = \"10.0.0.1/8\"\n")),
@@ -154,6 +164,14 @@ fn wrong_types_and_ranges() {
     assert_eq!(
         e,
         "/etc/meshd/meshd.toml:3:8: node.role: unknown variant `router`, expected `core` or `spoke`"
+    );
+    assert_eq!(
+        error("node = 5\n"),
+        "/etc/meshd/meshd.toml:1:8: node: invalid type: integer `5`, expected a table"
+    );
+    assert_eq!(
+        error("[node]\nname = \"a\"\nrole = [\"core\"]\n"),
+        "/etc/meshd/meshd.toml:3:8: node.role: expected a string"
     );
     let e = error(&with_node("[peer]\nname = \"b\"\n"));
     assert!(

@@ -54,11 +54,7 @@ fn native(n: u8) -> Ipv6Net {
     format!("2001:db8:0:{n}::/64").parse().unwrap()
 }
 
-fn pick(
-    nodes: &[NodeAllocation],
-    i: usize,
-    role: Option<Role>,
-) -> Option<&NodeAllocation> {
+fn pick(nodes: &[NodeAllocation], i: usize, role: Option<Role>) -> Option<&NodeAllocation> {
     let candidates: Vec<_> = nodes
         .iter()
         .filter(|n| role.is_none_or(|r| n.role == r))
