@@ -17,6 +17,7 @@
 //! `false` and the test returns early, after printing that it was skipped.
 
 mod command;
+mod meshd;
 mod namespace;
 mod process;
 mod root;
@@ -24,6 +25,7 @@ mod wait;
 mod wireguard_go;
 
 pub use command::{CommandError, run_checked};
+pub use meshd::{MeshdNode, MeshdPeer, MeshdSetup};
 pub use namespace::{Namespace, VethLink, connect_veth};
 pub use process::{ChildGuard, LogFile};
 pub use root::require_root;

@@ -1,0 +1,125 @@
+#!/bin/bash
+# Data plane benchmark: two network namespaces joined by a veth pair (198.51.100.1/24 and .2),
+# and in one run, over
+#   (a) the plain veth,
+#   (b) two wireguard-go peers configured with `wg`,
+#   (c) two boringtun-cli peers (installed with cargo into a temporary root),
+#   (d) two meshd peers,
+# iperf3 TCP throughput (one stream, one stream reversed, four streams) and ping RTT, plus the
+# CPU time the tunnel daemons spend per Gbit/s. Writes the results to docs/benchmarks.md.
+#
+# Not part of CI (it takes a few minutes). Needs root, iproute2, iperf3, ping, wireguard-go,
+# wireguard-tools, python3 (to read iperf3's JSON) and a Rust toolchain.
+#
+# Usage: scripts/bench-dataplane.sh [--duration SECONDS] [--output FILE] [--only LIST]
+#   --duration   seconds per iperf3 run (default 8)
+#   --output     where to write the table (default docs/benchmarks.md; "-" for stdout only)
+#   --only       comma-separated subset of veth,wireguard-go,boringtun,meshd (default all)
+# Environment:
+#   BORINGTUN_CLI   path to an existing boringtun-cli binary (skips the cargo install)
+#   MESHD_BIN       path to an existing release meshd binary (skips the cargo build)
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$repo/scripts/bench/lib.sh"
+
+duration=8
+output="$repo/docs/benchmarks.md"
+only="veth,wireguard-go,boringtun,meshd"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) duration="$2"; shift 2 ;;
+        --output) output="$2"; shift 2 ;;
+        --only) only="$2"; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) die "unknown argument $1 (try --help)" ;;
+    esac
+done
+case "$duration" in ''|*[!0-9]*) die "--duration needs a whole number of seconds, got '$duration'" ;; esac
+
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TUN devices)"
+for tool in ip iperf3 ping python3 wg wireguard-go cargo; do
+    command -v "$tool" >/dev/null || die "$tool not found (see the header of this script)"
+done
+
+work="$(mktemp -d /tmp/meshd-bench.XXXXXX)"
+ns_a="mb-$$-a"
+ns_b="mb-$$-b"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+selected() { [[ ",$only," == *",$1,"* ]]; }
+
+# --- binaries -------------------------------------------------------------------------------
+if selected meshd; then
+    if [ -z "${MESHD_BIN:-}" ]; then
+        log "building meshd (release)"
+        (cd "$repo" && cargo build --release -p meshd --bin meshd --quiet)
+        MESHD_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/meshd"
+    fi
+    [ -x "$MESHD_BIN" ] || die "meshd binary not found at $MESHD_BIN"
+fi
+if selected boringtun; then
+    if [ -z "${BORINGTUN_CLI:-}" ]; then
+        log "installing boringtun-cli 0.7.1 into $work/boringtun (a few minutes)"
+        CARGO_TARGET_DIR="$work/boringtun-target" cargo install boringtun-cli --version 0.7.1 \
+            --root "$work/boringtun" --quiet
+        BORINGTUN_CLI="$work/boringtun/bin/boringtun-cli"
+    fi
+    [ -x "$BORINGTUN_CLI" ] || die "boringtun-cli not found at $BORINGTUN_CLI"
+fi
+
+# --- the underlay ---------------------------------------------------------------------------
+log "creating namespaces $ns_a and $ns_b joined by a veth pair"
+ip netns add "$ns_a"
+ip netns add "$ns_b"
+ip -n "$ns_a" link set lo up
+ip -n "$ns_b" link set lo up
+ip -n "$ns_a" link add ul0 type veth peer name ul0 netns "$ns_b"
+ip -n "$ns_a" addr add 198.51.100.1/24 dev ul0
+ip -n "$ns_b" addr add 198.51.100.2/24 dev ul0
+ip -n "$ns_a" link set ul0 up
+ip -n "$ns_b" link set ul0 up
+wait_ping "$ns_a" 198.51.100.2 || die "the veth underlay does not carry pings"
+
+ip netns exec "$ns_b" iperf3 -s -D --pidfile "$work/iperf3.pid" --logfile "$work/iperf3.log"
+wait_port "$ns_b" 5201 || die "iperf3 server did not start"
+
+results="$work/results.tsv"
+: >"$results"
+
+# --- (a) plain veth -------------------------------------------------------------------------
+if selected veth; then
+    measure "veth" 198.51.100.2 "" >>"$results"
+fi
+
+# --- (b) wireguard-go -----------------------------------------------------------------------
+if selected wireguard-go; then
+    start_wg_pair wireguard-go
+    measure "wireguard-go" 10.2.0.1 "$(cat "$work/pids")" >>"$results"
+    stop_tunnels
+fi
+
+# --- (c) boringtun-cli ----------------------------------------------------------------------
+if selected boringtun; then
+    start_wg_pair boringtun
+    measure "boringtun-cli" 10.2.0.1 "$(cat "$work/pids")" >>"$results"
+    stop_tunnels
+fi
+
+# --- (d) meshd ------------------------------------------------------------------------------
+if selected meshd; then
+    start_meshd_pair
+    measure "meshd" 10.2.0.1 "$(cat "$work/pids")" >>"$results"
+    stop_tunnels
+fi
+
+# --- report ---------------------------------------------------------------------------------
+report="$work/report.md"
+python3 "$repo/scripts/bench/report.py" "$results" "$duration" >"$report"
+cat "$report"
+if [ "$output" != "-" ]; then
+    python3 "$repo/scripts/bench/report.py" --merge "$output" "$report"
+    log "wrote $output"
+fi
