@@ -64,7 +64,8 @@ impl MeshdNode {
         let addresses = quoted_list(setup.addresses);
         let config = format!(
             "[node]\nname = \"{name}\"\nrole = \"core\"\nlisten_port = {port}\nendpoints = [\"{endpoint}\"]\n\n\
-             [interface]\nname = \"mesh0\"\naddresses = {addresses}\n",
+             [interface]\nname = \"mesh0\"\naddresses = {addresses}\n\n\
+             [mesh]\npool6 = \"fd00:99::/48\"\n",
             name = setup.name,
             port = setup
                 .endpoint

@@ -168,6 +168,9 @@ endpoints = ["$endpoint"]
 [interface]
 name = "mesh0"
 addresses = ["$addr"]
+
+[mesh]
+pool6 = "fd00:99::/48"
 TOML
         "$MESHD_BIN" --config "$dir/meshd.toml" --state-dir "$dir/state" init \
             --name "bench-$side" --endpoint "$endpoint" >"$dir/init.log" 2>&1 \
