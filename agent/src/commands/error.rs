@@ -1,6 +1,7 @@
 //! The errors a command can end with. Each says what is wrong and where (file, flag).
 
 use std::io;
+use std::path::PathBuf;
 
 use crate::state::StateError;
 
@@ -14,6 +15,44 @@ pub enum CommandError {
     /// The config file could not be read or is invalid (names file, line, key).
     #[error(transparent)]
     Config(#[from] mesh_config::ConfigError),
+
+    /// An existing config file says something else than the command line.
+    #[error(
+        "{}: {key} is {in_file:?} but {flag} says {given:?}; make them agree (or remove the file to let meshd write it)",
+        path.display()
+    )]
+    ConfigMismatch {
+        path: PathBuf,
+        key: String,
+        in_file: String,
+        flag: String,
+        given: String,
+    },
+
+    /// `--config` and `--state-dir` point at two different nodes.
+    #[error(
+        "{} is the config of node {config_name:?}, but {} says this node is {record_name:?}; pass the --config and --state-dir of the same node",
+        config.display(),
+        record.display()
+    )]
+    ConfigOfOtherNode {
+        config: PathBuf,
+        config_name: String,
+        record: PathBuf,
+        record_name: String,
+    },
+
+    /// `init` on a node that already has an identity.
+    #[error(
+        "this node is already initialised: {} exists, and meshd never overwrites keys or a CA (to start over, move {} away first)",
+        path.display(),
+        state_dir.display()
+    )]
+    AlreadyInitialised { path: PathBuf, state_dir: PathBuf },
+
+    /// The allocator refused (duplicate name, unknown core, pool exhausted, ...).
+    #[error(transparent)]
+    Alloc(#[from] mesh_config::alloc::AllocError),
 
     /// A certificate or key operation failed.
     #[error("{context}: {source}")]

@@ -3,11 +3,16 @@
 //! [`CommandError`]; `main` turns that into a message for people and an exit code.
 
 mod error;
+mod identity;
+mod init;
+mod invite;
 mod not_implemented;
 mod pubkey;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::cli::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR};
 
 use crate::cli::{Cli, ClientCommand, Command};
 use crate::state::StateDir;
@@ -31,6 +36,44 @@ impl Context {
             state: StateDir::new(cli.state_dir.clone()),
         }
     }
+
+    /// `meshd` with the global options that differ from their defaults, for the "next step"
+    /// hints commands print, so they can be pasted as they are.
+    pub fn command_prefix(&self) -> String {
+        let mut prefix = "meshd".to_owned();
+        if self.config_path != Path::new(DEFAULT_CONFIG_PATH) {
+            prefix.push_str(" --config ");
+            prefix.push_str(&shell_quote(&self.config_path.to_string_lossy()));
+        }
+        if self.state.root() != Path::new(DEFAULT_STATE_DIR) {
+            prefix.push_str(" --state-dir ");
+            prefix.push_str(&shell_quote(&self.state.root().to_string_lossy()));
+        }
+        prefix
+    }
+}
+
+/// `text` as one word for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+/// How long the mesh CA is valid: it signs every node certificate, so it outlives them by far.
+pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
+/// How long a node certificate is valid before the node must renew it.
+pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(90);
+
+/// Wraps a pki error with what the command was doing.
+fn pki_error(context: &'static str) -> impl Fn(pki::PkiError) -> CommandError {
+    move |source| CommandError::Pki {
+        context: context.to_owned(),
+        source,
+    }
 }
 
 /// Where a command writes: `out` is the command's result (what scripts capture, e.g. the
@@ -49,9 +92,9 @@ pub fn execute<O: Write, N: Write>(
     let context = Context::from_cli(&cli);
     match cli.command {
         Command::Pubkey => pubkey::pubkey(&context, output),
-        Command::Init(_) | Command::Invite(_) | Command::Run => {
-            Err(not_implemented::not_implemented("this command"))
-        }
+        Command::Init(args) => init::init(&context, &args, output),
+        Command::Invite(args) => invite::invite(&context, &args, output),
+        Command::Run => Err(not_implemented::not_implemented("run")),
         Command::Join(_) => Err(not_implemented::not_implemented("join")),
         Command::Status(_) => Err(not_implemented::not_implemented("status")),
         Command::Peers(_) => Err(not_implemented::not_implemented("peers")),

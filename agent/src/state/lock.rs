@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::atomic::PRIVATE_FILE_MODE;
 use super::error::StateError;
@@ -52,6 +53,22 @@ impl StateLock {
         }
     }
 
+    /// Takes the lock at `path`, waiting up to `patience` for another command to finish
+    /// (commands hold it for milliseconds; a daemon never holds it for long either).
+    pub fn acquire(path: &Path, patience: Duration) -> Result<Self, StateError> {
+        // Polling keeps this simple and bounded; flock has no timed wait.
+        const POLL: Duration = Duration::from_millis(20);
+        let deadline = Instant::now() + patience;
+        loop {
+            match Self::try_acquire(path) {
+                Err(StateError::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(POLL);
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -73,5 +90,23 @@ mod tests {
         assert!(matches!(err, StateError::Locked { .. }), "{err}");
         drop(first);
         StateLock::try_acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn acquire_waits_for_the_holder_then_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = StateLock::try_acquire(&path).unwrap();
+        let started = Instant::now();
+        let err = StateLock::acquire(&path, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        StateLock::acquire(&path, Duration::from_secs(5)).unwrap();
+        releaser.join().unwrap();
     }
 }

@@ -8,19 +8,26 @@
 //! naming it — it is never silently reset.
 
 mod atomic;
+mod ca_db;
 mod error;
 mod keys;
 mod lock;
+mod node_record;
 mod versioned;
 
 use std::path::{Path, PathBuf};
 
 use boringtun::x25519::StaticSecret;
 
-pub use atomic::{Overwrite, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
+pub use atomic::{
+    Overwrite, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, ensure_private_dir,
+    write_atomic,
+};
+pub use ca_db::{CA_DB_VERSION, CaDatabase, CertificateRecord};
 pub use error::StateError;
 pub use keys::{decode_key, encode_key, generate_wireguard_key, wireguard_public_key_base64};
 pub use lock::StateLock;
+pub use node_record::{NODE_RECORD_VERSION, NodeRecord};
 pub use versioned::{decode as decode_json, read_json, write_json};
 
 /// What to tell a person whose node has no state yet.
@@ -29,6 +36,9 @@ const NOT_INITIALISED: &str =
 /// What to tell a person who runs a CA command on a node that is not the CA holder.
 const NOT_CA_HOLDER: &str =
     "this node does not hold the mesh CA: run this command on the node where `meshd init` was run";
+
+/// How long a command waits for another one to release the state directory.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The state directory of one node. Cheap to construct; touches the disk only when asked.
 #[derive(Debug, Clone)]
@@ -103,7 +113,8 @@ impl StateDir {
         atomic::ensure_private_dir(&self.ca_dir())
     }
 
-    /// Takes the lock that serialises changes to this state directory. The directory must exist.
+    /// Takes the lock that serialises changes to this state directory, waiting a few seconds
+    /// if another command holds it. The directory must exist.
     pub fn lock(&self) -> Result<StateLock, StateError> {
         if !self.root.is_dir() {
             return Err(StateError::Missing {
@@ -111,7 +122,7 @@ impl StateDir {
                 hint: NOT_INITIALISED,
             });
         }
-        StateLock::try_acquire(&self.lock_path())
+        StateLock::acquire(&self.lock_path(), LOCK_PATIENCE)
     }
 
     /// True if this node holds the mesh CA (its database exists).
@@ -152,6 +163,43 @@ impl StateDir {
         overwrite: Overwrite,
     ) -> Result<(), StateError> {
         atomic::write_atomic(path, pem.as_bytes(), PUBLIC_FILE_MODE, overwrite)
+    }
+
+    /// Reads `node.json`.
+    pub fn read_node_record(&self) -> Result<NodeRecord, StateError> {
+        read_json(
+            &self.node_record_path(),
+            NODE_RECORD_VERSION,
+            NOT_INITIALISED,
+        )
+    }
+
+    /// Writes `node.json` (replacing it: it is updated when the node's allocation changes).
+    pub fn write_node_record(&self, record: &NodeRecord) -> Result<(), StateError> {
+        write_json(
+            &self.node_record_path(),
+            NODE_RECORD_VERSION,
+            record,
+            PUBLIC_FILE_MODE,
+            Overwrite::Replace,
+        )
+    }
+
+    /// Reads `ca/db.json`.
+    pub fn read_ca_db(&self) -> Result<CaDatabase, StateError> {
+        read_json(&self.ca_db_path(), CA_DB_VERSION, NOT_CA_HOLDER)
+    }
+
+    /// Writes `ca/db.json`. Callers hold [`StateDir::lock`] from the read to this write, so no
+    /// concurrent change is lost.
+    pub fn write_ca_db(&self, db: &CaDatabase) -> Result<(), StateError> {
+        write_json(
+            &self.ca_db_path(),
+            CA_DB_VERSION,
+            db,
+            PRIVATE_FILE_MODE,
+            Overwrite::Replace,
+        )
     }
 
     /// Reads a certificate file (PEM) as text.

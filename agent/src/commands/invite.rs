@@ -1,0 +1,215 @@
+//! `meshd invite`: on the CA holder, admits a new node by creating a one-time token.
+//!
+//! Everything the token promises is checked here, against the CA database, so that a token
+//! that was printed can be redeemed: the name is free, a spoke's core exists, the LAN prefixes
+//! are networks that collide with nothing already approved. Only the hash of the token's secret
+//! is stored; the token itself is printed once, alone on stdout, so `TOKEN=$(meshd invite ...)`
+//! works, and the note for people goes to stderr.
+
+use std::io::Write;
+
+use ipnet::IpNet;
+use mesh_config::Role;
+use mesh_config::alloc::AddressPlan;
+use mesh_config::validate::overlaps;
+use pki::{CertificateAuthority, InvitationRequest, create_invitation};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::identity::node_role;
+use super::{CommandError, Context, Output, pki_error};
+use crate::cli::InviteArgs;
+use crate::state::CaDatabase;
+
+/// Runs `meshd invite`.
+pub fn invite<O: Write, N: Write>(
+    context: &Context,
+    args: &InviteArgs,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
+    let invalid = |flag: &str, reason: String| CommandError::InvalidArgument {
+        flag: flag.to_owned(),
+        reason,
+    };
+    mesh_config::names::check_node_name(&args.name).map_err(|reason| invalid("NAME", reason))?;
+
+    let state = &context.state;
+    // Fail early, with the "not the CA holder" hint, before taking the lock or the config.
+    state.read_ca_db()?;
+    let config = mesh_config::load(&context.config_path)?;
+    // The token tells the joiner where to reach this node, from the config: make sure the
+    // config and the state directory belong to the same node.
+    let record = state.read_node_record()?;
+    if config.node.name != record.allocation.name {
+        return Err(CommandError::ConfigOfOtherNode {
+            config: context.config_path.clone(),
+            config_name: config.node.name.clone(),
+            record: state.node_record_path(),
+            record_name: record.allocation.name.clone(),
+        });
+    }
+    let endpoints: Vec<String> = config
+        .node
+        .endpoints
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(invalid(
+            &format!("{}: node.endpoints", context.config_path.display()),
+            "is empty; a joining node needs at least one endpoint to reach this CA holder".into(),
+        ));
+    }
+
+    let _lock = state.lock()?;
+    // Re-read under the lock: another command may have changed it in between.
+    let mut db = state.read_ca_db()?;
+    let ca = CertificateAuthority::from_pem(
+        &state.read_certificate(&state.ca_cert_path())?,
+        &state.read_ca_key()?,
+    )
+    .map_err(pki_error("loading the mesh CA from the state directory"))?;
+    let now = OffsetDateTime::now_utc();
+
+    check_name_is_free(&db, &args.name, now).map_err(|reason| invalid("NAME", reason))?;
+    let core = core_of(&db, args).map_err(|reason| invalid("--core", reason))?;
+    check_routes(&db, db.allocator.plan(), &args.routes, now)
+        .map_err(|reason| invalid("--route", reason))?;
+    let ttl =
+        time::Duration::try_from(args.ttl).map_err(|err| invalid("--ttl", err.to_string()))?;
+
+    let request = InvitationRequest {
+        name: args.name.clone(),
+        role: node_role(args.role),
+        core: core.clone(),
+        lan_prefixes: args.routes.clone(),
+        endpoints,
+        ttl,
+    };
+    let (token, record) = create_invitation(&request, ca.fingerprint(), now)
+        .map_err(|err| invalid("meshd invite", err.to_string()))?;
+    let text = token
+        .encode()
+        .map_err(|err| invalid("meshd invite", err.to_string()))?;
+    db.invitations.push(record);
+    state.write_ca_db(&db)?;
+
+    writeln!(output.out, "{text}").map_err(CommandError::Output)?;
+    let expires = rfc3339(token.expires_at);
+    let behind = core.map_or(String::new(), |core| format!(" behind {core}"));
+    let lans = if args.routes.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = args.routes.iter().map(ToString::to_string).collect();
+        format!(", may announce {}", list.join(", "))
+    };
+    writeln!(
+        output.note,
+        "Invited {} as a {}{behind}{lans}. The token works once, until {expires}.\nOn {}, run: meshd join TOKEN",
+        args.name, args.role, args.name
+    )
+    .map_err(CommandError::Output)
+}
+
+/// A name may be invited if no live node has it and no pending invitation reserves it.
+fn check_name_is_free(db: &CaDatabase, name: &str, now: OffsetDateTime) -> Result<(), String> {
+    if db.allocator.node(name).is_some() {
+        return Err(format!("a node named {name:?} is already in the mesh"));
+    }
+    if let Some(pending) = db.pending_invitations(now).find(|inv| inv.name == name) {
+        return Err(format!(
+            "{name:?} already has an invitation, valid until {}; wait for it to expire or choose another name",
+            rfc3339(pending.expires_at)
+        ));
+    }
+    Ok(())
+}
+
+/// The core a spoke attaches to: `--core`, or the only core when there is exactly one.
+fn core_of(db: &CaDatabase, args: &InviteArgs) -> Result<Option<String>, String> {
+    let cores: Vec<&str> = db
+        .allocator
+        .nodes()
+        .filter(|node| node.role == Role::Core)
+        .map(|node| node.name.as_str())
+        .collect();
+    match (args.role, &args.core) {
+        (Role::Core, None) => Ok(None),
+        (Role::Core, Some(_)) => {
+            Err("only a spoke attaches to a core; a core meshes with every other core".into())
+        }
+        (Role::Spoke, Some(core)) if cores.contains(&core.as_str()) => Ok(Some(core.clone())),
+        (Role::Spoke, Some(core)) if db.allocator.node(core).is_some() => Err(format!(
+            "{core:?} is a spoke; a spoke attaches to a core (cores: {})",
+            cores.join(", ")
+        )),
+        (Role::Spoke, Some(core)) if db.invitations.iter().any(|inv| &inv.name == core) => {
+            Err(format!(
+                "core {core:?} is invited but has not joined yet; invite its spokes once it has"
+            ))
+        }
+        (Role::Spoke, Some(core)) => Err(format!(
+            "there is no core named {core:?} in the mesh (cores: {})",
+            cores.join(", ")
+        )),
+        (Role::Spoke, None) => match cores.as_slice() {
+            [only] => Ok(Some((*only).to_owned())),
+            _ => Err(format!(
+                "a spoke needs the core it attaches to: add --core NAME (cores: {})",
+                cores.join(", ")
+            )),
+        },
+    }
+}
+
+/// LAN prefixes must be networks that overlap neither the mesh pools, nor each other, nor
+/// any LAN already approved for a node or promised by a pending invitation.
+fn check_routes(
+    db: &CaDatabase,
+    plan: &AddressPlan,
+    routes: &[IpNet],
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let taken: Vec<(IpNet, String)> = [
+        (IpNet::V4(plan.pool4), "the mesh IPv4 pool".to_owned()),
+        (IpNet::V6(plan.pool6), "the mesh IPv6 pool".to_owned()),
+    ]
+    .into_iter()
+    .chain(db.lan_prefixes.iter().flat_map(|(node, lans)| {
+        lans.iter()
+            .map(move |lan| (*lan, format!("a LAN of node {node}")))
+    }))
+    .chain(db.pending_invitations(now).flat_map(|invitation| {
+        invitation.lan_prefixes.iter().map(move |lan| {
+            (
+                *lan,
+                format!(
+                    "a LAN promised to {} by a pending invitation",
+                    invitation.name
+                ),
+            )
+        })
+    }))
+    .collect();
+
+    for (i, route) in routes.iter().enumerate() {
+        if route.trunc() != *route {
+            return Err(format!(
+                "{route} has host bits set (did you mean {}?)",
+                route.trunc()
+            ));
+        }
+        if let Some((other, owner)) = taken.iter().find(|(other, _)| overlaps(route, other)) {
+            return Err(format!("{route} overlaps {other}, {owner}"));
+        }
+        if let Some(other) = routes[..i].iter().find(|other| overlaps(route, other)) {
+            return Err(format!("{route} overlaps {other}, given earlier"));
+        }
+    }
+    Ok(())
+}
+
+/// A time as RFC 3339 (`2026-11-22T10:00:00Z`), the form people and scripts read best.
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
+}

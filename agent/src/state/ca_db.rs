@@ -1,0 +1,64 @@
+//! `ca/db.json`: the CA holder's database — the allocator (who got which prefixes), the LAN
+//! prefixes approved per node, the certificates issued, and outstanding invitations (only the
+//! hash of each token's secret). It lives only on the CA holder.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use mesh_config::alloc::Allocator;
+use pki::{InvitationRecord, SerialNumber};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Format version of `ca/db.json`.
+pub const CA_DB_VERSION: u32 = 1;
+
+/// The content of `ca/db.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaDatabase {
+    /// Node indexes and prefixes; never hands anything out twice.
+    pub allocator: Allocator,
+    /// Extra LAN prefixes approved per admitted node (by name).
+    pub lan_prefixes: BTreeMap<String, Vec<IpNet>>,
+    /// Every certificate this CA issued, in order.
+    pub certificates: Vec<CertificateRecord>,
+    /// Invitations, used or not (never the secret, only its hash).
+    pub invitations: Vec<InvitationRecord>,
+}
+
+/// One issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRecord {
+    /// The node it was issued to.
+    pub name: String,
+    /// Its serial number, for revocation lists.
+    pub serial: SerialNumber,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+impl CaDatabase {
+    /// A new database around `allocator`, with nothing issued yet.
+    pub fn new(allocator: Allocator) -> Self {
+        Self {
+            allocator,
+            lan_prefixes: BTreeMap::new(),
+            certificates: Vec::new(),
+            invitations: Vec::new(),
+        }
+    }
+
+    /// Invitations that can still be redeemed at `now`.
+    pub fn pending_invitations(
+        &self,
+        now: OffsetDateTime,
+    ) -> impl Iterator<Item = &InvitationRecord> {
+        self.invitations
+            .iter()
+            .filter(move |invitation| !invitation.used && invitation.expires_at > now)
+    }
+}
