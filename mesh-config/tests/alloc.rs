@@ -426,3 +426,27 @@ fn persisted_native_overlap_is_detected() {
         "{err}"
     );
 }
+
+#[test]
+fn a_returning_native_core_continues_its_numbering() {
+    let mut a = allocator();
+    a.allocate_node("alpha", Role::Core, None, Some(v6("2001:db8::/64")))
+        .unwrap();
+    let s1 = a
+        .allocate_node("s1", Role::Spoke, Some("alpha"), None)
+        .unwrap();
+    let c1 = a.allocate_client("alpha", "phone").unwrap();
+    a.revoke("s1").unwrap();
+    a.revoke("alpha").unwrap();
+    a.allocate_node("alpha", Role::Core, None, Some(v6("2001:db8::/64")))
+        .unwrap();
+    let s2 = a
+        .allocate_node("s2", Role::Spoke, Some("alpha"), None)
+        .unwrap();
+    assert_eq!(s1.ipv6.to_string(), "2001:db8:0:0:1::/80");
+    assert_eq!(s2.ipv6.to_string(), "2001:db8:0:0:2::/80");
+    let c2 = a.allocate_client("alpha", "phone").unwrap();
+    assert_ne!(c1.ipv6, c2.ipv6);
+    let back: Allocator = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+    assert_eq!(back, a);
+}

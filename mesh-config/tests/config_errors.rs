@@ -445,3 +445,28 @@ fn all_semantic_errors_are_collected() {
         ]
     );
 }
+
+#[test]
+fn duplicate_interface_address() {
+    assert_eq!(
+        error(&with_node(
+            "[interface]\naddresses = [\"10.1.0.1/16\", \"10.1.0.1/16\"]\n"
+        )),
+        "/etc/meshd/meshd.toml:5:29: interface.addresses[1]: duplicate address 10.1.0.1/16 (same as interface.addresses[0])"
+    );
+}
+
+#[test]
+fn invalid_peer_and_neighbor_names() {
+    let all = errors(&with_node(&format!(
+        "[[bgp.neighbor]]\nname = \"my router\"\naddress = \"192.0.2.1\"\nremote_asn = 65001\n\
+         [[peer]]\nname = \"-beta\"\npublic_key = \"{KEY_B}\"\n"
+    )));
+    assert_eq!(
+        all,
+        [
+            "/etc/meshd/meshd.toml:5:8: bgp.neighbor[0].name: \"my router\" contains ' '; only lowercase letters a-z, digits 0-9 and '-' are allowed",
+            "/etc/meshd/meshd.toml:9:8: peer[0].name: \"-beta\" must not start or end with '-'",
+        ]
+    );
+}

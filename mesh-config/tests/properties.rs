@@ -242,6 +242,47 @@ proptest! {
 }
 
 /// The example config from docs/architecture.md.
+/// A persisted allocator with a bit of everything in it.
+fn persisted_sample() -> String {
+    let plan = AddressPlan::new(
+        "10.0.0.0/8".parse().unwrap(),
+        16,
+        "fd00:1:2::/48".parse().unwrap(),
+    )
+    .unwrap();
+    let mut a = Allocator::new(plan).unwrap();
+    a.allocate_node("alpha", Role::Core, None, None).unwrap();
+    a.allocate_node("beta", Role::Core, None, Some(native(1)))
+        .unwrap();
+    a.allocate_node("s1", Role::Spoke, Some("alpha"), None)
+        .unwrap();
+    a.allocate_node("s2", Role::Spoke, Some("beta"), None)
+        .unwrap();
+    a.allocate_client("s1", "phone").unwrap();
+    a.revoke("alpha").unwrap();
+    serde_json::to_string_pretty(&a).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// A damaged state file is an error, never a panic; and whatever loads is consistent.
+    #[test]
+    fn loading_mutated_state_never_panics(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), "[0-9a-f:/\\.]{1,3}"), 1..4),
+    ) {
+        let mut text = persisted_sample();
+        for (at, replacement) in edits {
+            let start = at.index(text.len());
+            let end = (start + replacement.len()).min(text.len());
+            text.replace_range(start..end, &replacement);
+        }
+        if let Ok(a) = serde_json::from_str::<Allocator>(&text) {
+            check_invariants(&a);
+        }
+    }
+}
+
 const VALID: &str = include_str!("data/meshd.toml");
 
 #[test]

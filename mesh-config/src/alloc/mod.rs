@@ -217,6 +217,12 @@ impl Allocator {
             ipv6,
             core.map(str::to_owned),
         );
+        // A core that comes back with its native /64 continues the numbering of that
+        // /64, so the /80s and client addresses of its revoked past stay burnt.
+        let (next_spoke, next_client) = match ipv6_source {
+            Ipv6Source::Native => self.native_counters(ipv6),
+            _ => (1, 1),
+        };
         self.next_node += 1;
         match ipv6_source {
             Ipv6Source::Pool { .. } => self.next_core6 += 1,
@@ -232,8 +238,8 @@ impl Allocator {
             allocation: allocation.clone(),
             ipv6_source,
             revoked: false,
-            next_spoke: 1,
-            next_client: 1,
+            next_spoke,
+            next_client,
             clients: Vec::new(),
         });
         Ok(allocation)
@@ -343,6 +349,16 @@ impl Allocator {
 
     fn live(&self, name: &str) -> Option<&NodeRecord> {
         self.live_position(name).map(|i| &self.records[i])
+    }
+
+    /// The highest /80 and client counters any earlier core with `native` reached.
+    fn native_counters(&self, native: Ipv6Net) -> (u32, u32) {
+        self.records
+            .iter()
+            .filter(|r| r.ipv6_source == Ipv6Source::Native && r.allocation.ipv6 == native)
+            .fold((1, 1), |(spoke, client), r| {
+                (spoke.max(r.next_spoke), client.max(r.next_client))
+            })
     }
 
     /// A core's native /64 must be a real /64 outside the pool and not anyone else's.

@@ -3,6 +3,7 @@
 //! out twice. Every stored allocation is recomputed from its numbers and compared.
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv6Addr;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,10 @@ struct Seen {
     node_indexes: HashSet<u32>,
     core6_indexes: HashSet<u32>,
     spoke_slots: HashSet<(u32, u32)>,
+    /// Across all records: a native /64 shared by a revoked and a live core must
+    /// still never give the same /80 or client address twice.
+    spoke_prefixes: HashSet<Ipv6Net>,
+    client_ipv6: HashSet<Ipv6Addr>,
 }
 
 fn counter(name: &'static str, value: u32, max: u64) -> Result<(), StateError> {
@@ -123,7 +128,7 @@ fn check_record(p: &Persisted, record: &NodeRecord, seen: &mut Seen) -> Result<(
             expected.ipv4, expected.ipv6
         ));
     }
-    check_clients(record)
+    check_clients(record, seen)
 }
 
 /// The IPv6 prefix and core name a record must have, given where it says they came from.
@@ -164,8 +169,15 @@ fn expected_ipv6(
             let Some(core) = p.nodes.iter().find(|r| r.allocation.index == core_index) else {
                 return fail(format!("its core (node index {core_index}) is missing"));
             };
-            if core.allocation.role != Role::Core {
-                return fail(format!("its core {:?} is not a core", core.allocation.name));
+            let core_prefix = core.allocation.ipv6;
+            if core.allocation.role != Role::Core
+                || core_prefix.prefix_len() != CORE_PREFIX_LEN6
+                || core_prefix.trunc() != core_prefix
+            {
+                return fail(format!(
+                    "its core {:?} is not a core with a /64",
+                    core.allocation.name
+                ));
             }
             if index == 0 || index >= core.next_spoke {
                 return fail(format!(
@@ -176,7 +188,10 @@ fn expected_ipv6(
             if !seen.spoke_slots.insert((core_index, index)) {
                 return fail(format!("/80 number {index} of its core is used twice"));
             }
-            let prefix = nth_subnet6(core.allocation.ipv6, NODE_PREFIX_LEN6, index);
+            let prefix = nth_subnet6(core_prefix, NODE_PREFIX_LEN6, index);
+            if !seen.spoke_prefixes.insert(prefix) {
+                return fail(format!("{prefix} was already given to another spoke"));
+            }
             Ok((prefix, Some(core.allocation.name.clone())))
         }
         (role, source) => fail(format!(
@@ -185,7 +200,7 @@ fn expected_ipv6(
     }
 }
 
-fn check_clients(record: &NodeRecord) -> Result<(), StateError> {
+fn check_clients(record: &NodeRecord, seen: &mut Seen) -> Result<(), StateError> {
     let a = &record.allocation;
     let fail = |problem: String| Err(StateError::node(&a.name, problem));
     if record.next_client == 0 || u64::from(record.next_client) > client_capacity(a) + 1 {
@@ -214,6 +229,12 @@ fn check_clients(record: &NodeRecord) -> Result<(), StateError> {
             return fail(format!(
                 "client {:?} addresses do not match its number",
                 client.name
+            ));
+        }
+        if !seen.client_ipv6.insert(client.addresses.ipv6) {
+            return fail(format!(
+                "client {:?} address {} was already given out",
+                client.name, client.addresses.ipv6
             ));
         }
     }
