@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --quiet --bin meshd
-meshd="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/meshd"
+meshd="${CARGO_TARGET_DIR:-$PWD/target}/debug/meshd"
 
 demo="$(mktemp -d -t meshd-demo.XXXXXX)"
 trap 'rm -rf "$demo"' EXIT

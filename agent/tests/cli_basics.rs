@@ -77,3 +77,24 @@ fn pubkey_without_state_names_the_missing_file() {
     node.meshd(&["pubkey"])
         .fails_with(1, &[missing.to_str().unwrap(), "meshd init"]);
 }
+
+#[test]
+fn run_without_config_or_state_fails_before_touching_the_system() {
+    let node = Node::new();
+    node.meshd(&["run"])
+        .fails_with(1, &["meshd: error:", node.config.to_str().unwrap()]);
+    // With a config but no state: the missing key is named.
+    std::fs::create_dir_all(node.config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &node.config,
+        "[node]\nname = \"alpha\"\nrole = \"core\"\nendpoints = [\"203.0.113.1:51820\"]\n",
+    )
+    .unwrap();
+    node.meshd(&["run"]).fails_with(
+        1,
+        &[
+            node.state_file("wireguard.key").to_str().unwrap(),
+            "meshd init",
+        ],
+    );
+}

@@ -75,6 +75,42 @@ pub enum CommandError {
     Output(#[source] io::Error),
 
     /// The daemon stopped with an error.
-    #[error("{0:#}")]
+    #[error("{}", chain_text(.0))]
     Daemon(anyhow::Error),
+}
+
+/// An error and its causes as one line, `outer: inner: innermost`, skipping a cause whose
+/// text the line already contains (many errors print their source in their own message).
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_errors_print_each_cause_once() {
+        let io = io::Error::new(io::ErrorKind::NotFound, "No such file");
+        let wrapped = anyhow::Error::new(StateError::Read {
+            path: "/s/wireguard.key".into(),
+            source: io,
+        })
+        .context("cannot load the key");
+        assert_eq!(
+            CommandError::Daemon(wrapped).to_string(),
+            "cannot load the key: cannot read /s/wireguard.key: No such file"
+        );
+    }
 }

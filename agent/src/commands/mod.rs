@@ -94,7 +94,8 @@ pub fn execute<O: Write, N: Write>(
         Command::Pubkey => pubkey::pubkey(&context, output),
         Command::Init(args) => init::init(&context, &args, output),
         Command::Invite(args) => invite::invite(&context, &args, output),
-        Command::Run => Err(not_implemented::not_implemented("run")),
+        Command::Run => crate::daemon::run(&context.config_path, context.state.root())
+            .map_err(CommandError::Daemon),
         Command::Join(_) => Err(not_implemented::not_implemented("join")),
         Command::Status(_) => Err(not_implemented::not_implemented("status")),
         Command::Peers(_) => Err(not_implemented::not_implemented("peers")),
