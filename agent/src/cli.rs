@@ -123,7 +123,7 @@ pub struct JoinArgs {
     #[arg(value_name = "TOKEN")]
     pub token: String,
 
-    /// This node's name, if it must differ from the invitation's (must then match it).
+    /// The name this node expects to join as; refused if the token was issued for another.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 

@@ -2,7 +2,7 @@
 //!
 //! Everything is decided and checked before the first file is written (names, pools, the
 //! config file if one exists), so a refused `init` leaves nothing behind. Files are then
-//! written keys first and `node.json` last: `node.json` means "init completed".
+//! written config first, keys next and `node.json` last: `node.json` means "init completed".
 
 use std::io::Write;
 use std::path::Path;
@@ -95,7 +95,11 @@ pub fn init<O: Write, N: Write>(
         created_at: now,
     };
 
-    // Write: secrets first (never overwritten), node.json last.
+    // Write: the config first (a re-run after a failure below finds it and, since it agrees,
+    // goes on), then secrets (never overwritten), node.json last.
+    if !existing {
+        write_config(&context.config_path, &config)?;
+    }
     let ca_pem = ca.to_pem();
     state.write_wireguard_key(&wireguard_key)?;
     state.write_pem_key(&state.node_key_path(), &node_key.to_pem())?;
@@ -109,9 +113,6 @@ pub fn init<O: Write, N: Write>(
     state.write_ca_db(&db)?;
     state.write_certificate(&state.node_cert_path(), &issued.pem, Overwrite::Refuse)?;
     state.write_node_record(&record)?;
-    if !existing {
-        write_config(&context.config_path, &config)?;
-    }
 
     print_summary(
         context,
