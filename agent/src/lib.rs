@@ -5,9 +5,9 @@
 //! - [`dataplane`]: userspace WireGuard (boringtun) between the TUN device and UDP sockets.
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
 
-pub mod state;
-pub mod netlink;
 pub mod cli;
 pub mod commands;
-pub mod dataplane;
 pub mod daemon;
+pub mod dataplane;
+pub mod netlink;
+pub mod state;
