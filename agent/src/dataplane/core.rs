@@ -65,10 +65,19 @@ impl std::fmt::Debug for DataplaneCore {
 impl DataplaneCore {
     /// A core with our private key and an initial peer set.
     pub fn new(private_key: [u8; 32], peers: &[PeerConfig]) -> Result<Self, DataplaneError> {
+        Self::with_handshake_limit(private_key, peers, HANDSHAKES_PER_SECOND)
+    }
+
+    /// Like [`DataplaneCore::new`] with another handshake rate before cookies (tests).
+    pub(crate) fn with_handshake_limit(
+        private_key: [u8; 32],
+        peers: &[PeerConfig],
+        handshakes_per_second: u64,
+    ) -> Result<Self, DataplaneError> {
         let secret = StaticSecret::from(private_key);
         let public_key = PublicKey::from(&secret);
         let core = DataplaneCore {
-            rate_limiter: Arc::new(RateLimiter::new(&public_key, HANDSHAKES_PER_SECOND)),
+            rate_limiter: Arc::new(RateLimiter::new(&public_key, handshakes_per_second)),
             private_key: secret,
             public_key,
             table: RwLock::new(Arc::new(PeerTable::default())),

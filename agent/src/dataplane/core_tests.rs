@@ -378,6 +378,79 @@ fn update_peers_keeps_sessions_of_unchanged_peers() {
     assert!(err.contains("\"b\"") && err.contains("\"c\""), "{err}");
 }
 
+#[test]
+fn replayed_handshake_initiation_is_rejected() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair();
+    send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"x"), now);
+    let (_, init) = take_tx(&mut a).remove(0);
+    let snap = b.core.snapshot();
+    for _ in 0..2 {
+        b.core
+            .handle_inbound(&snap, &init, a.addr, now, &mut b.to_device, &mut b.tx);
+    }
+    assert_eq!(drops(&b, DropReason::HandshakeRejected), 1);
+    assert_eq!(b.core.stats().peer("a").unwrap().handshakes, 1);
+}
+
+#[test]
+fn handshake_flood_gets_cookies_and_a_cookie_holder_gets_through() {
+    let now = Instant::now();
+    let (a, mut b) = pair();
+    // A low limit keeps the test fast (each initiation costs several Diffie-Hellmans).
+    const LIMIT: u64 = 10;
+    b.core =
+        DataplaneCore::with_handshake_limit(key(2), &[peer("a", 1, &[], &["10.1.0.0/16"])], LIMIT)
+            .unwrap();
+    // Play a's side with a bare Tunn so we can resend initiations at will.
+    let mut tunn = Tunn::new(
+        StaticSecret::from(key(1)),
+        PublicKey::from(public(2)),
+        None,
+        None,
+        7,
+        None,
+    );
+    let mut buf = vec![0u8; 2048];
+    let snap = b.core.snapshot();
+    let mut cookie = None;
+    for _ in 0..(LIMIT + 5) {
+        let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, true)
+        else {
+            panic!("no initiation");
+        };
+        b.core
+            .handle_inbound(&snap, init, a.addr, now, &mut b.to_device, &mut b.tx);
+        for (dst, d) in take_tx(&mut b) {
+            assert_eq!(dst, a.addr);
+            if d.len() == 64 {
+                cookie = Some(d);
+            }
+        }
+    }
+    assert!(drops(&b, DropReason::UnderLoad) > 0);
+    let cookie = cookie.expect("a cookie reply under load");
+    assert!(matches!(
+        tunn.decapsulate(Some(b.addr.ip()), &cookie, &mut buf),
+        TunnResult::Done
+    ));
+    // With the cookie, the next initiation carries a valid MAC2 and is answered.
+    let under_load = drops(&b, DropReason::UnderLoad);
+    let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, true) else {
+        panic!("no initiation");
+    };
+    b.core
+        .handle_inbound(&snap, init, a.addr, now, &mut b.to_device, &mut b.tx);
+    assert_eq!(drops(&b, DropReason::UnderLoad), under_load);
+    let replies = take_tx(&mut b);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].1.len(), 92, "a handshake response");
+}
+
+thread_local! {
+    static FUZZ_NODE: std::cell::RefCell<Node> = std::cell::RefCell::new(pair().1);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -388,17 +461,21 @@ proptest! {
         body in proptest::collection::vec(any::<u8>(), 0..300),
         kind in 0u8..6,
     ) {
-        let (_, mut b) = pair();
         let mut datagram = body;
         let len = match kind { 1 => Some(148), 2 => Some(92), 3 => Some(64), 4 => Some(datagram.len().max(32)), _ => None };
         if let Some(len) = len {
             datagram.resize(len, 0);
             datagram[..4].copy_from_slice(&u32::from(kind).to_le_bytes());
         }
-        let snap = b.core.snapshot();
-        let from: SocketAddr = "127.0.0.11:51820".parse().unwrap();
-        b.core.handle_inbound(&snap, &datagram, from, Instant::now(), &mut b.to_device, &mut b.tx);
-        prop_assert!(b.to_device.is_empty());
-        prop_assert_eq!(b.core.stats().drops.total(), 1);
+        // One node for all cases: building one per case would dominate the run time.
+        FUZZ_NODE.with_borrow_mut(|b| {
+            let before = b.core.stats().drops.total();
+            let snap = b.core.snapshot();
+            let from: SocketAddr = "127.0.0.11:51820".parse().unwrap();
+            b.core.handle_inbound(&snap, &datagram, from, Instant::now(), &mut b.to_device, &mut b.tx);
+            prop_assert!(b.to_device.is_empty());
+            prop_assert_eq!(b.core.stats().drops.total(), before + 1);
+            Ok(())
+        })?;
     }
 }
