@@ -2,7 +2,8 @@
 //! then tears down what it set up.
 //!
 //! Order of start-up, and why:
-//! 1. load `meshd.toml` and the WireGuard key (fail before touching the system);
+//! 1. load `meshd.toml`, the WireGuard key and (unless the configuration gives the addresses)
+//!    the node's allocation from `node.json` (fail before touching the system);
 //! 2. resolve peer endpoints (names are looked up once for now; re-resolution belongs to the
 //!    path manager that follows);
 //! 3. flush routes tagged [`MESHD_ROUTE_PROTOCOL`] that a crashed run left behind;
@@ -21,13 +22,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use mesh_config::{Config, Endpoint, Host, StaticPeer};
+use mesh_config::{Config, Endpoint, Host, NodeAllocation, StaticPeer};
 
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneStats, PeerConfig, create_tun};
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
 use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
+use crate::state::StateDir;
 
 /// How long one endpoint name may take to resolve before it is skipped.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,7 +47,8 @@ pub fn run(config_path: &Path, state_dir: &Path) -> anyhow::Result<()> {
         .thread_name("meshd")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, key.to_bytes()))
+    let allocation = load_allocation(&config, state_dir)?;
+    runtime.block_on(serve(config, allocation, key.to_bytes()))
 }
 
 /// Logs to stderr; keeps an already installed subscriber (tests, an embedding program).
@@ -60,8 +63,12 @@ fn init_logging() {
 }
 
 /// The daemon proper, inside the runtime.
-async fn serve(config: Config, private_key: [u8; 32]) -> anyhow::Result<()> {
-    let addresses = overlay_addresses(&config)?;
+async fn serve(
+    config: Config,
+    allocation: Option<NodeAllocation>,
+    private_key: [u8; 32],
+) -> anyhow::Result<()> {
+    let addresses = overlay_addresses(&config, allocation.as_ref())?;
     let mut peers = Vec::with_capacity(config.peers.len());
     for peer in &config.peers {
         peers.push(resolve_peer(peer).await);
@@ -129,19 +136,44 @@ fn signal_result(signal: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node's overlay addresses, from `[interface] addresses`.
-///
-/// The default (the node's own addresses from its allocation in the state directory) needs the
-/// allocation record that `meshd init`/`join` write; until the daemon reads it, the addresses
-/// must be given in the configuration, and this says so.
-fn overlay_addresses(config: &Config) -> anyhow::Result<Vec<IpNet>> {
-    if config.interface.addresses.is_empty() {
-        bail!(
-            "no overlay addresses: set [interface] addresses in meshd.toml \
-             (e.g. addresses = [\"10.1.0.1/16\", \"fd00:1:2::1/64\"])"
-        );
+/// The node's overlay addresses: `[interface] addresses` if given, else the node's own
+/// addresses from its allocation (`node.json`): `10.N.0.1/16` and its IPv6 address with the
+/// length of its IPv6 prefix (a core's /64, a spoke's /80).
+fn overlay_addresses(
+    config: &Config,
+    allocation: Option<&NodeAllocation>,
+) -> anyhow::Result<Vec<IpNet>> {
+    if !config.interface.addresses.is_empty() {
+        return Ok(config.interface.addresses.clone());
     }
-    Ok(config.interface.addresses.clone())
+    let Some(allocation) = allocation else {
+        bail!(
+            "no overlay addresses: the state directory has no node.json (run `meshd init` or \
+             `meshd join`), and [interface] addresses is not set in the configuration"
+        );
+    };
+    Ok(addresses_of(allocation))
+}
+
+/// A node's own overlay addresses from its allocation.
+fn addresses_of(allocation: &NodeAllocation) -> Vec<IpNet> {
+    let v4 = Ipv4Net::new(allocation.ipv4_address, allocation.ipv4.prefix_len())
+        .expect("a prefix length taken from an Ipv4Net is valid");
+    let v6 = Ipv6Net::new(allocation.ipv6_address, allocation.ipv6.prefix_len())
+        .expect("a prefix length taken from an Ipv6Net is valid");
+    vec![IpNet::V4(v4), IpNet::V6(v6)]
+}
+
+/// The node's allocation from `node.json`, needed only when the configuration does not give
+/// the addresses (a node set up by hand may have no `node.json`).
+fn load_allocation(config: &Config, state_dir: &Path) -> anyhow::Result<Option<NodeAllocation>> {
+    if !config.interface.addresses.is_empty() {
+        return Ok(None);
+    }
+    let record = StateDir::new(state_dir)
+        .read_node_record()
+        .context("cannot read the node's allocation to address the interface")?;
+    Ok(Some(record.allocation))
 }
 
 /// The data plane's view of a configured peer, with endpoint names resolved.
@@ -333,8 +365,46 @@ mod tests {
     #[test]
     fn missing_addresses_are_a_clear_error() {
         let config = Config::new("alpha", mesh_config::Role::Core);
-        let error = overlay_addresses(&config).unwrap_err().to_string();
-        assert!(error.contains("[interface] addresses"), "{error}");
+        let error = overlay_addresses(&config, None).unwrap_err().to_string();
+        assert!(
+            error.contains("[interface] addresses") && error.contains("node.json"),
+            "{error}"
+        );
+    }
+
+    fn allocation() -> NodeAllocation {
+        NodeAllocation {
+            name: "alpha".into(),
+            role: mesh_config::Role::Spoke,
+            index: 3,
+            ipv4: "10.3.0.0/16".parse().unwrap(),
+            ipv4_clients: "10.3.0.0/17".parse().unwrap(),
+            ipv4_apps: "10.3.128.0/17".parse().unwrap(),
+            ipv4_address: "10.3.0.1".parse().unwrap(),
+            ipv6: "fd00:1:2:1:1::/80".parse().unwrap(),
+            ipv6_clients: "fd00:1:2:1:1:1::/96".parse().unwrap(),
+            ipv6_address: "fd00:1:2:1:1::1".parse().unwrap(),
+            core: Some("core".into()),
+        }
+    }
+
+    #[test]
+    fn addresses_default_to_the_allocation() {
+        let config = Config::new("alpha", mesh_config::Role::Spoke);
+        assert_eq!(
+            overlay_addresses(&config, Some(&allocation())).unwrap(),
+            nets(&["10.3.0.1/16", "fd00:1:2:1:1::1/80"])
+        );
+    }
+
+    #[test]
+    fn configured_addresses_override_the_allocation() {
+        let mut config = Config::new("alpha", mesh_config::Role::Spoke);
+        config.interface.addresses = nets(&["10.9.0.1/24"]);
+        assert_eq!(
+            overlay_addresses(&config, Some(&allocation())).unwrap(),
+            nets(&["10.9.0.1/24"])
+        );
     }
 
     #[tokio::test]
