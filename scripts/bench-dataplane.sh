@@ -11,10 +11,12 @@
 # Not part of CI (it takes a few minutes). Needs root, iproute2, iperf3, ping, wireguard-go,
 # wireguard-tools, python3 (to read iperf3's JSON) and a Rust toolchain.
 #
-# Usage: scripts/bench-dataplane.sh [--duration SECONDS] [--output FILE] [--only LIST]
+# Usage: scripts/bench-dataplane.sh [--duration SECONDS] [--output FILE] [--only LIST] [--perf SETUP]
 #   --duration   seconds per iperf3 run (default 8)
 #   --output     where to write the table (default docs/benchmarks.md; "-" for stdout only)
 #   --only       comma-separated subset of veth,wireguard-go,boringtun,meshd (default all)
+#   --perf SETUP profile SETUP's daemons with `perf record -g` during its single-stream run
+#                and write the top symbols to FILE.perf.txt (FILE from --output)
 # Environment:
 #   BORINGTUN_CLI   path to an existing boringtun-cli binary (skips the cargo install)
 #   MESHD_BIN       path to an existing release meshd binary (skips the cargo build)
@@ -27,17 +29,22 @@ source "$repo/scripts/bench/lib.sh"
 duration=8
 output="$repo/docs/benchmarks.md"
 only="veth,wireguard-go,boringtun,meshd"
+perf_for=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration="$2"; shift 2 ;;
         --output) output="$2"; shift 2 ;;
         --only) only="$2"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --perf) perf_for="$2"; shift 2 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (try --help)" ;;
     esac
 done
 case "$duration" in ''|*[!0-9]*) die "--duration needs a whole number of seconds, got '$duration'" ;; esac
 
+perf_output="${output%.md}.perf.txt"
+[ "$output" = "-" ] && perf_output="/dev/stderr"
+[ -z "$perf_for" ] || command -v perf >/dev/null || die "--perf needs perf (Debian: linux-perf)"
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TUN devices)"
 for tool in ip iperf3 ping python3 wg wireguard-go cargo; do
     command -v "$tool" >/dev/null || die "$tool not found (see the header of this script)"

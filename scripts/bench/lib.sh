@@ -86,8 +86,12 @@ measure() {
     for mode in "" "-R" "-P 4"; do
         log "$label: iperf3 ${mode:-single stream} (${duration}s)"
         [ -n "$pids" ] && before="$(cpu_ticks $pids)"
+        if [ -n "$perf_for" ] && [ "$label" = "$perf_for" ] && [ -z "$mode" ]; then
+            profile_during_run "$label" "$pids"
+        fi
         # shellcheck disable=SC2086
         line="$line	$(iperf_run "$target" $mode)"
+        wait_profile
         if [ -n "$pids" ]; then
             after="$(cpu_ticks $pids)"
             cpu="$cpu	$(python3 -c "print(($after - $before) / $hz)")"
@@ -99,6 +103,25 @@ measure() {
     local rtt
     rtt="$(ip netns exec "$ns_a" ping -n -q -c 50 -i 0.02 "$target" | sed -n 's|^rtt [^=]*= [^/]*/\([^/]*\)/.*|\1|p')"
     echo "$line	$rtt$cpu"
+}
+
+# profile_during_run LABEL "PIDS": samples the daemons with perf (call graphs) for the length of
+# the run that starts next; wait_profile waits for it and writes the report next to the output.
+profile_during_run() {
+    local pid_list
+    pid_list="$(echo "$2" | xargs | tr ' ' ',')"
+    perf record -F 499 -g -p "$pid_list" -o "$work/perf.data" -- sleep "$duration" \
+        >"$work/perf-record.log" 2>&1 &
+    echo $! >"$work/perf.pid"
+}
+
+wait_profile() {
+    [ -f "$work/perf.pid" ] || return 0
+    wait "$(cat "$work/perf.pid")" || log "perf record failed: $(tail -3 "$work/perf-record.log")"
+    rm -f "$work/perf.pid"
+    perf report -i "$work/perf.data" --no-children --percent-limit 1 --stdio --sort symbol \
+        -g none 2>/dev/null | grep -v "^#" | grep -v "^$" | sed "s/[[:space:]-]*$//" | head -40 >"$perf_output"
+    log "profile written to $perf_output"
 }
 
 # Interface name unique on the host: wireguard-go and boringtun keep their control sockets in
