@@ -1,0 +1,439 @@
+//! meshd end to end in network namespaces (needs root): real TUN devices, kernel routes, the
+//! built `meshd` binary, and wireguard-go as a reference peer.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use meshd::netlink::MESHD_ROUTE_PROTOCOL;
+use netns_tests::{
+    MeshdNode, MeshdPeer, MeshdSetup, Namespace, WgGoPeer, WgGoPeerConfig, connect_veth,
+    require_root, wg_genkey, wg_pubkey,
+};
+
+const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn meshd_routes(namespace: &Namespace) -> String {
+    let protocol = MESHD_ROUTE_PROTOCOL.to_string();
+    let v4 = namespace.ip(&["-4", "route", "show", "proto", &protocol]);
+    let v6 = namespace.ip(&["-6", "route", "show", "proto", &protocol]);
+    format!("{v4}{v6}")
+}
+
+/// Two namespaces joined by a dual-stack veth underlay.
+fn underlay_pair(label: &str) -> (Namespace, Namespace) {
+    let a = Namespace::new(&format!("{label}a"));
+    let b = Namespace::new(&format!("{label}b"));
+    connect_veth(
+        &a,
+        "ul0",
+        &["198.51.100.1/24", "2001:db8:100::1/64"],
+        &b,
+        "ul0",
+        &["198.51.100.2/24", "2001:db8:100::2/64"],
+    );
+    (a, b)
+}
+
+#[test]
+fn two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes() {
+    if !require_root("two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes") {
+        return;
+    }
+    let (ns_a, ns_b) = underlay_pair("two");
+    let mut alpha = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "alpha",
+            endpoint: "198.51.100.1:51820",
+            addresses: &["10.1.0.1/16", "fd00:1::1/64"],
+        },
+    );
+    let mut beta = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "beta",
+            endpoint: "[2001:db8:100::2]:51820",
+            addresses: &["10.2.0.1/16", "fd00:2::1/64"],
+        },
+    );
+    // alpha reaches beta over the IPv6 underlay, beta reaches alpha over IPv4.
+    alpha.add_peer(&MeshdPeer {
+        name: "beta",
+        public_key: &beta.public_key,
+        endpoints: &["[2001:db8:100::2]:51820"],
+        allowed_prefixes: &["10.2.0.0/16", "fd00:2::/64"],
+        persistent_keepalive: None,
+    });
+    beta.add_peer(&MeshdPeer {
+        name: "alpha",
+        public_key: &alpha.public_key,
+        endpoints: &["198.51.100.1:51820"],
+        allowed_prefixes: &["10.1.0.0/16", "fd00:1::/64"],
+        persistent_keepalive: None,
+    });
+    alpha.start(&ns_a);
+    beta.start(&ns_b);
+
+    let routes = meshd_routes(&ns_a);
+    assert!(
+        routes.contains("10.2.0.0/16 dev mesh0") && routes.contains("fd00:2::/64 dev mesh0"),
+        "alpha's tagged routes are missing: {routes:?}"
+    );
+    let mtu = ns_a.ip(&["-o", "link", "show", "mesh0"]);
+    assert!(
+        mtu.contains("mtu 1420"),
+        "mesh0 should get 1420 on a 1500 underlay: {mtu}"
+    );
+
+    assert!(
+        ns_a.ping_until(ip("10.2.0.1"), PING_TIMEOUT),
+        "alpha cannot ping beta over IPv4:\n{}",
+        alpha.log()
+    );
+    assert!(
+        ns_b.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "beta cannot ping alpha over IPv4:\n{}",
+        beta.log()
+    );
+    assert!(
+        ns_a.ping_until(ip("fd00:2::1"), PING_TIMEOUT),
+        "alpha cannot ping beta over IPv6:\n{}",
+        alpha.log()
+    );
+    assert!(
+        ns_b.ping_until(ip("fd00:1::1"), PING_TIMEOUT),
+        "beta cannot ping alpha over IPv6:\n{}",
+        beta.log()
+    );
+    assert!(
+        ns_a.ping_all(ip("10.2.0.1"), 10),
+        "pings were lost on an established tunnel"
+    );
+
+    // A TCP transfer over the overlay (offload paths, not only single small packets).
+    let _server = ns_b.spawn(
+        "iperf3-server",
+        "iperf3",
+        &["-s", "-1", "-B", "10.2.0.1"],
+        &[],
+    );
+    let ready = netns_tests::wait_until(Duration::from_secs(5), || {
+        ns_b.exec("ss", &["-Hltn", "sport = :5201"])
+            .is_ok_and(|o| !o.stdout.is_empty())
+    });
+    assert!(ready, "iperf3 server did not start");
+    let report = ns_a.exec_ok("iperf3", &["-c", "10.2.0.1", "-t", "2", "-J"]);
+    let received = report
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|rest| rest.split("\"bytes\":").nth(1))
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .find(|s| !s.is_empty())
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        received > 1_000_000,
+        "iperf3 moved only {received} bytes over the overlay"
+    );
+
+    let status = alpha
+        .stop()
+        .expect("alpha did not stop within 10 s of SIGTERM");
+    assert!(status.success(), "alpha exited with {status} on SIGTERM");
+    assert_eq!(meshd_routes(&ns_a).trim(), "", "alpha left routes behind");
+    assert!(
+        ns_a.exec("ip", &["link", "show", "mesh0"]).is_err(),
+        "alpha left mesh0 behind"
+    );
+}
+
+/// meshd in one namespace, wireguard-go in the other.
+struct Interop {
+    ns_meshd: Namespace,
+    ns_wg: Namespace,
+    meshd: MeshdNode,
+    wg: WgGoPeer,
+}
+
+fn interop(label: &str, meshd_knows_key: bool) -> Interop {
+    let (ns_meshd, ns_wg) = underlay_pair(label);
+    let wg_key = wg_genkey();
+    let wg_public = wg_pubkey(&wg_key);
+    let mut meshd = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "alpha",
+            endpoint: "198.51.100.1:51820",
+            addresses: &["10.1.0.1/16"],
+        },
+    );
+    let configured_key = if meshd_knows_key {
+        wg_public.clone()
+    } else {
+        wg_pubkey(&wg_genkey())
+    };
+    meshd.add_peer(&MeshdPeer {
+        name: "wggo",
+        public_key: &configured_key,
+        endpoints: &["198.51.100.2:51821"],
+        allowed_prefixes: &["10.2.0.0/16"],
+        persistent_keepalive: None,
+    });
+    meshd.start(&ns_meshd);
+    let wg = WgGoPeer::start(
+        &ns_wg,
+        &WgGoPeerConfig {
+            private_key: &wg_key,
+            listen_port: 51821,
+            addresses: &["10.2.0.1/16"],
+            peer_public_key: &meshd.public_key,
+            peer_endpoint: Some("198.51.100.1:51820"),
+            peer_allowed_ips: &["10.1.0.0/16"],
+        },
+    );
+    Interop {
+        ns_meshd,
+        ns_wg,
+        meshd,
+        wg,
+    }
+}
+
+#[test]
+fn meshd_interoperates_with_wireguard_go_both_ways_and_after_a_restart() {
+    if !require_root("meshd_interoperates_with_wireguard_go_both_ways_and_after_a_restart") {
+        return;
+    }
+    let mut setup = interop("wg", true);
+    assert!(
+        setup.ns_meshd.ping_until(ip("10.2.0.1"), PING_TIMEOUT),
+        "meshd -> wireguard-go ping failed:\n{}",
+        setup.meshd.log()
+    );
+    assert!(
+        setup.ns_wg.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "wireguard-go -> meshd ping failed:\n{}",
+        setup.meshd.log()
+    );
+    assert!(
+        setup.wg.latest_handshake(&setup.ns_wg).is_some(),
+        "pings went through but wireguard-go reports no handshake"
+    );
+
+    // The same key after a restart: wireguard-go takes the new handshake, traffic resumes.
+    let status = setup.meshd.stop().expect("meshd did not stop on SIGTERM");
+    assert!(status.success());
+    setup.meshd.start(&setup.ns_meshd);
+    assert!(
+        setup
+            .ns_meshd
+            .ping_until(ip("10.2.0.1"), Duration::from_secs(15)),
+        "no traffic after meshd restarted with the same key:\n{}",
+        setup.meshd.log()
+    );
+    assert!(
+        setup.ns_wg.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "wireguard-go -> restarted meshd failed"
+    );
+}
+
+#[test]
+fn a_peer_with_a_wrong_key_gets_nothing_through() {
+    if !require_root("a_peer_with_a_wrong_key_gets_nothing_through") {
+        return;
+    }
+    let setup = interop("badkey", false);
+    assert!(
+        !setup
+            .ns_wg
+            .ping_until(ip("10.1.0.1"), Duration::from_secs(4)),
+        "wireguard-go with a key meshd does not know got a ping through"
+    );
+    assert!(
+        !setup
+            .ns_meshd
+            .ping_until(ip("10.2.0.1"), Duration::from_secs(3)),
+        "meshd reached a peer whose key it has wrong"
+    );
+}
+
+#[test]
+fn a_core_relays_between_two_spokes_without_kernel_forwarding() {
+    if !require_root("a_core_relays_between_two_spokes_without_kernel_forwarding") {
+        return;
+    }
+    let spoke1 = Namespace::new("spoke1");
+    let core = Namespace::new("core");
+    let spoke2 = Namespace::new("spoke2");
+    connect_veth(
+        &spoke1,
+        "ul0",
+        &["198.51.100.2/24"],
+        &core,
+        "ul1",
+        &["198.51.100.1/24"],
+    );
+    connect_veth(
+        &spoke2,
+        "ul0",
+        &["203.0.113.2/24"],
+        &core,
+        "ul2",
+        &["203.0.113.1/24"],
+    );
+    // The relay must happen inside meshd: the core's kernel does not forward.
+    core.exec_ok(
+        "sysctl",
+        &[
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=0",
+            "net.ipv6.conf.all.forwarding=0",
+        ],
+    );
+
+    let mut hub = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "hub",
+            endpoint: "198.51.100.1:51820",
+            addresses: &["10.1.0.1/16"],
+        },
+    );
+    let mut one = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "one",
+            endpoint: "198.51.100.2:51820",
+            addresses: &["10.2.0.1/16"],
+        },
+    );
+    let mut two = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "two",
+            endpoint: "203.0.113.2:51820",
+            addresses: &["10.3.0.1/16"],
+        },
+    );
+    hub.add_peer(&MeshdPeer {
+        name: "one",
+        public_key: &one.public_key,
+        endpoints: &[],
+        allowed_prefixes: &["10.2.0.0/16"],
+        persistent_keepalive: None,
+    });
+    hub.add_peer(&MeshdPeer {
+        name: "two",
+        public_key: &two.public_key,
+        endpoints: &[],
+        allowed_prefixes: &["10.3.0.0/16"],
+        persistent_keepalive: None,
+    });
+    // Each spoke sends the whole mesh to its core.
+    one.add_peer(&MeshdPeer {
+        name: "hub",
+        public_key: &hub.public_key,
+        endpoints: &["198.51.100.1:51820"],
+        allowed_prefixes: &["10.1.0.0/16", "10.3.0.0/16"],
+        persistent_keepalive: Some(1),
+    });
+    two.add_peer(&MeshdPeer {
+        name: "hub",
+        public_key: &hub.public_key,
+        endpoints: &["203.0.113.1:51820"],
+        allowed_prefixes: &["10.1.0.0/16", "10.2.0.0/16"],
+        persistent_keepalive: Some(1),
+    });
+    hub.start(&core);
+    one.start(&spoke1);
+    two.start(&spoke2);
+
+    assert!(
+        spoke1.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "spoke one cannot reach the core:\n{}",
+        one.log()
+    );
+    assert!(
+        spoke2.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "spoke two cannot reach the core:\n{}",
+        two.log()
+    );
+    assert!(
+        spoke1.ping_until(ip("10.3.0.1"), PING_TIMEOUT),
+        "spoke one cannot reach spoke two through the core:\n{}",
+        hub.log()
+    );
+    assert!(
+        spoke2.ping_all(ip("10.2.0.1"), 5),
+        "spoke two -> spoke one lost pings"
+    );
+}
+
+#[test]
+fn a_peer_that_changes_its_underlay_address_is_followed() {
+    if !require_root("a_peer_that_changes_its_underlay_address_is_followed") {
+        return;
+    }
+    let (ns_a, ns_b) = underlay_pair("roam");
+    let mut alpha = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "alpha",
+            endpoint: "198.51.100.1:51820",
+            addresses: &["10.1.0.1/16"],
+        },
+    );
+    let mut beta = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "beta",
+            endpoint: "198.51.100.2:51820",
+            addresses: &["10.2.0.1/16"],
+        },
+    );
+    alpha.add_peer(&MeshdPeer {
+        name: "beta",
+        public_key: &beta.public_key,
+        endpoints: &["198.51.100.2:51820"],
+        allowed_prefixes: &["10.2.0.0/16"],
+        persistent_keepalive: Some(1),
+    });
+    // beta has an old, wrong endpoint for alpha: it must follow where alpha's packets come from.
+    beta.add_peer(&MeshdPeer {
+        name: "alpha",
+        public_key: &alpha.public_key,
+        endpoints: &["198.51.100.1:51820"],
+        allowed_prefixes: &["10.1.0.0/16"],
+        persistent_keepalive: None,
+    });
+    alpha.start(&ns_a);
+    beta.start(&ns_b);
+    assert!(
+        ns_b.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "no initial tunnel:\n{}",
+        beta.log()
+    );
+
+    // alpha's ISP gives it a new address; the old one disappears (the new one is promoted to
+    // primary rather than deleted with it).
+    ns_a.exec_ok(
+        "sysctl",
+        &["-q", "-w", "net.ipv4.conf.ul0.promote_secondaries=1"],
+    );
+    ns_a.ip(&["addr", "add", "198.51.100.11/24", "dev", "ul0"]);
+    ns_a.ip(&["addr", "del", "198.51.100.1/24", "dev", "ul0"]);
+    assert!(
+        ns_b.ping_until(ip("10.1.0.1"), Duration::from_secs(15)),
+        "beta did not follow alpha to its new address:\n{}",
+        beta.log()
+    );
+}
