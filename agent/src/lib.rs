@@ -11,3 +11,4 @@ pub mod daemon;
 pub mod dataplane;
 pub mod netlink;
 pub mod state;
+pub mod bgp;

@@ -1,0 +1,8 @@
+//! meshd's BGP speaker (issue #5).
+//!
+//! - [`packet`]: the message codec (pure).
+//! - [`fsm`]: the RFC 4271 session state machine (pure: events and `now` in, actions out).
+//! - [`rib`]: Adj-RIB-In, Loc-RIB with best-path selection, Adj-RIB-Out (pure).
+//! - [`policy`]: import and export policy for external neighbours (pure).
+//! - [`session`], [`speaker`]: the tokio shell that owns sockets and timers.
+pub mod packet;
