@@ -14,6 +14,18 @@ use netns_tests::{
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A node with its config written and `meshd init` done.
+fn node(name: &str, endpoint: &str, addresses: &[&str]) -> MeshdNode {
+    MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name,
+            endpoint,
+            addresses,
+        },
+    )
+}
+
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
@@ -46,37 +58,29 @@ fn two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes() {
         return;
     }
     let (ns_a, ns_b) = underlay_pair("two");
-    let mut alpha = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "alpha",
-            endpoint: "198.51.100.1:51820",
-            addresses: &["10.1.0.1/16", "fd00:1::1/64"],
-        },
+    let mut alpha = node(
+        "alpha",
+        "198.51.100.1:51820",
+        &["10.1.0.1/16", "fd00:1::1/64"],
     );
-    let mut beta = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "beta",
-            endpoint: "[2001:db8:100::2]:51820",
-            addresses: &["10.2.0.1/16", "fd00:2::1/64"],
-        },
+    let mut beta = node(
+        "beta",
+        "[2001:db8:100::2]:51820",
+        &["10.2.0.1/16", "fd00:2::1/64"],
     );
     // alpha reaches beta over the IPv6 underlay, beta reaches alpha over IPv4.
-    alpha.add_peer(&MeshdPeer {
-        name: "beta",
-        public_key: &beta.public_key,
-        endpoints: &["[2001:db8:100::2]:51820"],
-        allowed_prefixes: &["10.2.0.0/16", "fd00:2::/64"],
-        persistent_keepalive: None,
-    });
-    beta.add_peer(&MeshdPeer {
-        name: "alpha",
-        public_key: &alpha.public_key,
-        endpoints: &["198.51.100.1:51820"],
-        allowed_prefixes: &["10.1.0.0/16", "fd00:1::/64"],
-        persistent_keepalive: None,
-    });
+    alpha.add_peer_node(
+        &beta,
+        &["[2001:db8:100::2]:51820"],
+        &["10.2.0.0/16", "fd00:2::/64"],
+        None,
+    );
+    beta.add_peer_node(
+        &alpha,
+        &["198.51.100.1:51820"],
+        &["10.1.0.0/16", "fd00:1::/64"],
+        None,
+    );
     alpha.start(&ns_a);
     beta.start(&ns_b);
 
@@ -167,14 +171,7 @@ fn interop(label: &str, meshd_knows_key: bool) -> Interop {
     let (ns_meshd, ns_wg) = underlay_pair(label);
     let wg_key = wg_genkey();
     let wg_public = wg_pubkey(&wg_key);
-    let mut meshd = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "alpha",
-            endpoint: "198.51.100.1:51820",
-            addresses: &["10.1.0.1/16"],
-        },
-    );
+    let mut meshd = node("alpha", "198.51.100.1:51820", &["10.1.0.1/16"]);
     let configured_key = if meshd_knows_key {
         wg_public.clone()
     } else {
@@ -300,59 +297,24 @@ fn a_core_relays_between_two_spokes_without_kernel_forwarding() {
         ],
     );
 
-    let mut hub = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "hub",
-            endpoint: "198.51.100.1:51820",
-            addresses: &["10.1.0.1/16"],
-        },
-    );
-    let mut one = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "one",
-            endpoint: "198.51.100.2:51820",
-            addresses: &["10.2.0.1/16"],
-        },
-    );
-    let mut two = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "two",
-            endpoint: "203.0.113.2:51820",
-            addresses: &["10.3.0.1/16"],
-        },
-    );
-    hub.add_peer(&MeshdPeer {
-        name: "one",
-        public_key: &one.public_key,
-        endpoints: &[],
-        allowed_prefixes: &["10.2.0.0/16"],
-        persistent_keepalive: None,
-    });
-    hub.add_peer(&MeshdPeer {
-        name: "two",
-        public_key: &two.public_key,
-        endpoints: &[],
-        allowed_prefixes: &["10.3.0.0/16"],
-        persistent_keepalive: None,
-    });
+    let mut hub = node("hub", "198.51.100.1:51820", &["10.1.0.1/16"]);
+    let mut one = node("one", "198.51.100.2:51820", &["10.2.0.1/16"]);
+    let mut two = node("two", "203.0.113.2:51820", &["10.3.0.1/16"]);
+    hub.add_peer_node(&one, &[], &["10.2.0.0/16"], None);
+    hub.add_peer_node(&two, &[], &["10.3.0.0/16"], None);
     // Each spoke sends the whole mesh to its core.
-    one.add_peer(&MeshdPeer {
-        name: "hub",
-        public_key: &hub.public_key,
-        endpoints: &["198.51.100.1:51820"],
-        allowed_prefixes: &["10.1.0.0/16", "10.3.0.0/16"],
-        persistent_keepalive: Some(1),
-    });
-    two.add_peer(&MeshdPeer {
-        name: "hub",
-        public_key: &hub.public_key,
-        endpoints: &["203.0.113.1:51820"],
-        allowed_prefixes: &["10.1.0.0/16", "10.2.0.0/16"],
-        persistent_keepalive: Some(1),
-    });
+    one.add_peer_node(
+        &hub,
+        &["198.51.100.1:51820"],
+        &["10.1.0.0/16", "10.3.0.0/16"],
+        Some(1),
+    );
+    two.add_peer_node(
+        &hub,
+        &["203.0.113.1:51820"],
+        &["10.1.0.0/16", "10.2.0.0/16"],
+        Some(1),
+    );
     hub.start(&core);
     one.start(&spoke1);
     two.start(&spoke2);
@@ -384,37 +346,11 @@ fn a_peer_that_changes_its_underlay_address_is_followed() {
         return;
     }
     let (ns_a, ns_b) = underlay_pair("roam");
-    let mut alpha = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "alpha",
-            endpoint: "198.51.100.1:51820",
-            addresses: &["10.1.0.1/16"],
-        },
-    );
-    let mut beta = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "beta",
-            endpoint: "198.51.100.2:51820",
-            addresses: &["10.2.0.1/16"],
-        },
-    );
-    alpha.add_peer(&MeshdPeer {
-        name: "beta",
-        public_key: &beta.public_key,
-        endpoints: &["198.51.100.2:51820"],
-        allowed_prefixes: &["10.2.0.0/16"],
-        persistent_keepalive: Some(1),
-    });
+    let mut alpha = node("alpha", "198.51.100.1:51820", &["10.1.0.1/16"]);
+    let mut beta = node("beta", "198.51.100.2:51820", &["10.2.0.1/16"]);
+    alpha.add_peer_node(&beta, &["198.51.100.2:51820"], &["10.2.0.0/16"], Some(1));
     // beta has an old, wrong endpoint for alpha: it must follow where alpha's packets come from.
-    beta.add_peer(&MeshdPeer {
-        name: "alpha",
-        public_key: &alpha.public_key,
-        endpoints: &["198.51.100.1:51820"],
-        allowed_prefixes: &["10.1.0.0/16"],
-        persistent_keepalive: None,
-    });
+    beta.add_peer_node(&alpha, &["198.51.100.1:51820"], &["10.1.0.0/16"], None);
     alpha.start(&ns_a);
     beta.start(&ns_b);
     assert!(

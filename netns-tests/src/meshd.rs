@@ -137,6 +137,23 @@ impl MeshdNode {
         std::fs::write(&path, config).expect("write meshd.toml");
     }
 
+    /// Appends a `[[peer]]` entry for `other` (its name and key) to this node's config.
+    pub fn add_peer_node(
+        &self,
+        other: &MeshdNode,
+        endpoints: &[&str],
+        allowed_prefixes: &[&str],
+        persistent_keepalive: Option<u16>,
+    ) {
+        self.add_peer(&MeshdPeer {
+            name: &other.name,
+            public_key: &other.public_key,
+            endpoints,
+            allowed_prefixes,
+            persistent_keepalive,
+        });
+    }
+
     /// Starts `meshd run` in `namespace` and waits (up to 10 s) for its TUN `mesh0` to be up.
     /// Panics with the daemon's log if it does not come up.
     pub fn start(&mut self, namespace: &Namespace) {
