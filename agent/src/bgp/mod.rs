@@ -5,4 +5,5 @@
 //! - [`rib`]: Adj-RIB-In, Loc-RIB with best-path selection, Adj-RIB-Out (pure).
 //! - [`policy`]: import and export policy for external neighbours (pure).
 //! - [`session`], [`speaker`]: the tokio shell that owns sockets and timers.
+pub mod fsm;
 pub mod packet;
