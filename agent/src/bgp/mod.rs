@@ -6,4 +6,7 @@
 //! - [`policy`]: import and export policy for external neighbours (pure).
 //! - [`session`], [`speaker`]: the tokio shell that owns sockets and timers.
 pub mod fsm;
+pub mod import;
 pub mod packet;
+pub mod policy;
+pub mod rib;

@@ -1,0 +1,124 @@
+//! Turns a received UPDATE into RIB operations: RFC 7606 treat-as-withdraw, the eBGP checks of
+//! RFC 4271 §9.1.2 (AS loop, first AS is the neighbour), RFC 4456 loop prevention, and import
+//! policy. Every announced prefix yields either a path or a withdrawal, so a route the peer
+//! replaced with an unacceptable one does not linger.
+//!
+//! Extension point for the mesh: a member's certificate-authorised prefixes will be checked
+//! here too (issue #5, "a route ... its certificate does not authorise is refused").
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::packet::{NextHop, Update};
+use super::policy::Policy;
+use super::rib::export::{LocalInfo, is_reflection_loop};
+use super::rib::{Path, PeerId, PeerInfo};
+
+/// What to do with one prefix of an UPDATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RibOp {
+    Announce(IpNet, Path),
+    Withdraw(IpNet),
+}
+
+/// Why an UPDATE's announcements were all refused (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// RFC 7606: a malformed attribute.
+    Malformed,
+    /// eBGP: the AS path does not start with the neighbour's AS (RFC 4271 §6.3, handled by
+    /// treat-as-withdraw per RFC 7606 §7.2).
+    FirstAsNotNeighbor,
+    /// Our own AS is in the path.
+    AsLoop,
+    /// RFC 4456: the route was reflected back to us.
+    ReflectionLoop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Imported {
+    pub ops: Vec<RibOp>,
+    /// Set when every announcement was refused for this reason.
+    pub refused: Option<Refusal>,
+    /// Announcements the import policy rejected.
+    pub rejected_by_policy: usize,
+}
+
+fn next_hop_addr(nh: NextHop) -> IpAddr {
+    match nh {
+        NextHop::V4(a) => IpAddr::V4(a),
+        // The global address: the kernel can route via a link-local one only with the
+        // interface known, and tunnels and eBGP links here are numbered.
+        NextHop::V6 { global, .. } => IpAddr::V6(global),
+    }
+}
+
+pub fn import_update(
+    local: &LocalInfo,
+    peer_id: PeerId,
+    peer: &PeerInfo,
+    policy: &Policy,
+    update: &Update,
+) -> Imported {
+    let mut out = Imported::default();
+    for p in update.withdrawn_prefixes() {
+        out.ops.push(RibOp::Withdraw(p));
+    }
+    let attrs = &update.attributes;
+    let first_as = attrs.as_path.as_ref().and_then(|p| p.neighbor_as());
+    out.refused = if update.treat_as_withdraw() {
+        Some(Refusal::Malformed)
+    } else if !peer.internal && first_as != Some(peer.asn) {
+        Some(Refusal::FirstAsNotNeighbor)
+    } else if !peer.internal
+        && attrs
+            .as_path
+            .as_ref()
+            .is_some_and(|p| p.contains(local.asn))
+    {
+        Some(Refusal::AsLoop)
+    } else if peer.internal && is_reflection_loop(local, attrs) {
+        Some(Refusal::ReflectionLoop)
+    } else {
+        None
+    };
+    if out.refused.is_some() {
+        let nlri = update.nlri.iter().map(|p| IpNet::V4(*p));
+        let mp = update.mp_reach.iter().flat_map(|r| r.nlri.iter().copied());
+        out.ops.extend(nlri.chain(mp).map(RibOp::Withdraw));
+        return out;
+    }
+    let mut base = attrs.clone();
+    if !peer.internal {
+        // RFC 7606 §7.5: LOCAL_PREF from an external peer is discarded.
+        base.local_pref = None;
+    }
+    // Routes of one UPDATE share one attribute set unless policy changes it.
+    let shared = Arc::new(base.clone());
+    for (prefix, nh) in update.announced() {
+        match policy.apply(&prefix, &base, local.asn) {
+            None => {
+                out.rejected_by_policy += 1;
+                out.ops.push(RibOp::Withdraw(prefix));
+            }
+            Some(a) => {
+                let attrs = if a == base {
+                    shared.clone()
+                } else {
+                    Arc::new(a)
+                };
+                out.ops.push(RibOp::Announce(
+                    prefix,
+                    Path {
+                        peer: peer_id,
+                        next_hop: next_hop_addr(nh),
+                        attrs,
+                    },
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,199 @@
+//! The routing information bases: every usable path per prefix (the Adj-RIBs-In after import
+//! policy), the best of them (Loc-RIB), and what was sent to each peer ([`out::AdjRibOut`]).
+//! Pure: operations return the best-route changes for the routing plane to install.
+
+pub mod best;
+pub mod export;
+pub mod out;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::packet::PathAttributes;
+use best::{Candidate, compare};
+
+/// Identifies a session in the RIB; [`LOCAL`] is this node's own routes.
+pub type PeerId = u32;
+pub const LOCAL: PeerId = 0;
+
+/// What best-path selection and export rules need to know about a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub bgp_id: Ipv4Addr,
+    pub internal: bool,
+    /// A route reflector client of ours (RFC 4456): a spoke, when this node is a core.
+    pub rr_client: bool,
+}
+
+/// One path to a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    pub peer: PeerId,
+    pub next_hop: IpAddr,
+    /// Shared: the routes of one UPDATE all point to the same attributes.
+    pub attrs: Arc<PathAttributes>,
+}
+
+/// The Loc-RIB's answer for one prefix changed: `None` means no route any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestChange {
+    pub prefix: IpNet,
+    pub best: Option<Path>,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    paths: Vec<Path>,
+    best: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct Rib {
+    peers: HashMap<PeerId, PeerInfo>,
+    table: HashMap<IpNet, Entry>,
+    /// Cost to each next hop as the data plane reports it; `None` = unreachable. Next hops not
+    /// listed are directly reachable at cost 0 (an eBGP neighbour on a shared link).
+    igp_cost: HashMap<IpAddr, Option<u32>>,
+}
+
+impl Rib {
+    pub fn new() -> Rib {
+        Rib::default()
+    }
+
+    pub fn add_peer(&mut self, id: PeerId, info: PeerInfo) {
+        self.peers.insert(id, info);
+    }
+
+    pub fn peer(&self, id: PeerId) -> Option<&PeerInfo> {
+        self.peers.get(&id)
+    }
+
+    /// Forgets a peer and every path it gave (its session went down).
+    pub fn remove_peer(&mut self, id: PeerId) -> Vec<BestChange> {
+        let prefixes: Vec<IpNet> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.paths.iter().any(|p| p.peer == id))
+            .map(|(p, _)| *p)
+            .collect();
+        let changes = prefixes
+            .into_iter()
+            .filter_map(|p| self.withdraw(id, p))
+            .collect();
+        self.peers.remove(&id);
+        changes
+    }
+
+    /// Adds or replaces `path.peer`'s path to `prefix`.
+    pub fn announce(&mut self, prefix: IpNet, path: Path) -> Option<BestChange> {
+        let before = self.best(&prefix).cloned();
+        let entry = self.table.entry(prefix).or_default();
+        match entry.paths.iter_mut().find(|p| p.peer == path.peer) {
+            Some(existing) if *existing == path => return None,
+            Some(existing) => *existing = path,
+            None => entry.paths.push(path),
+        }
+        self.reselect(prefix, before)
+    }
+
+    pub fn withdraw(&mut self, peer: PeerId, prefix: IpNet) -> Option<BestChange> {
+        let before = self.best(&prefix).cloned();
+        let entry = self.table.get_mut(&prefix)?;
+        let at = entry.paths.iter().position(|p| p.peer == peer)?;
+        // swap_remove moves the last path; the best index is recomputed right after.
+        entry.paths.swap_remove(at);
+        entry.best = None;
+        let change = self.reselect(prefix, before);
+        if self.table.get(&prefix).is_some_and(|e| e.paths.is_empty()) {
+            self.table.remove(&prefix);
+        }
+        change
+    }
+
+    /// Records the data plane's cost to `next_hop` (`None`: unreachable) and reselects the
+    /// prefixes that have a path through it.
+    pub fn set_igp_cost(&mut self, next_hop: IpAddr, cost: Option<u32>) -> Vec<BestChange> {
+        if self.igp_cost.get(&next_hop) == Some(&cost) {
+            return Vec::new();
+        }
+        self.igp_cost.insert(next_hop, cost);
+        let prefixes: Vec<IpNet> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.paths.iter().any(|p| p.next_hop == next_hop))
+            .map(|(p, _)| *p)
+            .collect();
+        prefixes
+            .into_iter()
+            .filter_map(|p| {
+                let before = self.best(&p).cloned();
+                self.reselect(p, before)
+            })
+            .collect()
+    }
+
+    pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
+        let e = self.table.get(prefix)?;
+        e.paths.get(e.best?)
+    }
+
+    pub fn paths(&self, prefix: &IpNet) -> &[Path] {
+        self.table.get(prefix).map_or(&[], |e| &e.paths)
+    }
+
+    /// Every prefix with its best path.
+    pub fn best_routes(&self) -> impl Iterator<Item = (&IpNet, &Path)> {
+        self.table
+            .iter()
+            .filter_map(|(p, e)| Some((p, e.paths.get(e.best?)?)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Runs the decision process over the prefix's paths and reports whether the best path
+    /// differs from `before`.
+    fn reselect(&mut self, prefix: IpNet, before: Option<Path>) -> Option<BestChange> {
+        let entry = self.table.get(&prefix)?;
+        let mut best: Option<(usize, Candidate<'_>)> = None;
+        for (i, path) in entry.paths.iter().enumerate() {
+            let cost = match self.igp_cost.get(&path.next_hop) {
+                Some(None) => continue, // next hop unreachable: not a candidate (§9.1.2)
+                Some(Some(c)) => *c,
+                None => 0,
+            };
+            let peer = self.peers.get(&path.peer);
+            if path.peer != LOCAL && peer.is_none() {
+                continue;
+            }
+            let cand = Candidate {
+                path,
+                peer,
+                igp_cost: cost,
+            };
+            if best.as_ref().is_none_or(|(_, b)| compare(&cand, b).is_lt()) {
+                best = Some((i, cand));
+            }
+        }
+        let best = best.map(|(i, _)| i);
+        let after = best.and_then(|b| entry.paths.get(b)).cloned();
+        if let Some(e) = self.table.get_mut(&prefix) {
+            e.best = best;
+        }
+        (before != after).then_some(BestChange {
+            prefix,
+            best: after,
+        })
+    }
+}

@@ -1,0 +1,482 @@
+//! RIB, best path, export rules, import checks and policy: data-file best-path cases and
+//! focused tests of each rule.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use mesh_config::PolicyAction;
+use meshd::bgp::import::{Refusal, RibOp, import_update};
+use meshd::bgp::packet::*;
+use meshd::bgp::policy::{Match, Policy, Set, Statement};
+use meshd::bgp::rib::export::{LocalInfo, export_path};
+use meshd::bgp::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
+use meshd::bgp::rib::{LOCAL, Path, PeerId, PeerInfo, Rib};
+use serde::Deserialize;
+
+const PEERS: [(&str, PeerId, &str, u32, &str, bool); 6] = [
+    ("ebgp1", 1, "198.51.100.2", 65010, "198.51.100.2", false),
+    ("ebgp2", 2, "198.51.100.3", 65020, "198.51.100.3", false),
+    ("ebgp3", 3, "198.51.100.4", 65010, "198.51.100.4", false),
+    ("ibgp1", 4, "10.1.0.1", 65000, "10.1.0.1", true),
+    ("ibgp2", 5, "10.2.0.1", 65000, "10.2.0.1", true),
+    ("ibgp3", 6, "10.3.0.1", 65000, "10.1.0.1", true),
+];
+
+fn peer_info(internal: bool, addr: &str, asn: u32, id: &str) -> PeerInfo {
+    PeerInfo {
+        address: addr.parse().unwrap(),
+        asn,
+        bgp_id: id.parse().unwrap(),
+        internal,
+        rr_client: false,
+    }
+}
+
+fn rib_with_peers() -> (Rib, HashMap<&'static str, PeerId>) {
+    let mut rib = Rib::new();
+    let mut ids = HashMap::new();
+    for (name, id, addr, asn, bgp_id, internal) in PEERS {
+        rib.add_peer(id, peer_info(internal, addr, asn, bgp_id));
+        ids.insert(name, id);
+    }
+    ids.insert("local", LOCAL);
+    (rib, ids)
+}
+
+#[derive(Deserialize)]
+struct Cases {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    expect: String,
+    path: Vec<PathSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathSpec {
+    peer: String,
+    path: Vec<u32>,
+    lp: Option<u32>,
+    origin: Option<String>,
+    med: Option<u32>,
+    next_hop: Option<IpAddr>,
+    cost: Option<i64>,
+    originator: Option<Ipv4Addr>,
+    cluster_len: Option<usize>,
+}
+
+fn prefix() -> IpNet {
+    "192.168.50.0/24".parse().unwrap()
+}
+
+#[test]
+fn best_path_cases_from_data_file() {
+    let cases: Cases =
+        toml::from_str(include_str!("data/bgp/best_path_cases.toml")).expect("parses");
+    assert!(cases.case.len() >= 14);
+    let mut failures = Vec::new();
+    for case in &cases.case {
+        let (mut rib, ids) = rib_with_peers();
+        for spec in &case.path {
+            let id = ids[spec.peer.as_str()];
+            let next_hop = spec.next_hop.unwrap_or_else(|| {
+                rib.peer(id)
+                    .map_or("192.0.2.1".parse().unwrap(), |p| p.address)
+            });
+            if let Some(cost) = spec.cost {
+                rib.set_igp_cost(next_hop, u32::try_from(cost).ok());
+            }
+            let attrs = PathAttributes {
+                origin: Some(match spec.origin.as_deref() {
+                    None | Some("igp") => Origin::Igp,
+                    Some("egp") => Origin::Egp,
+                    Some("incomplete") => Origin::Incomplete,
+                    Some(other) => panic!("origin {other}"),
+                }),
+                as_path: Some(AsPath::from_sequence(spec.path.iter().copied())),
+                local_pref: spec.lp,
+                med: spec.med,
+                originator_id: spec.originator,
+                cluster_list: vec![Ipv4Addr::new(10, 0, 0, 9); spec.cluster_len.unwrap_or(0)],
+                ..PathAttributes::default()
+            };
+            rib.announce(
+                prefix(),
+                Path {
+                    peer: id,
+                    next_hop,
+                    attrs: Arc::new(attrs),
+                },
+            );
+        }
+        let winner = rib.best(&prefix()).map(|p| p.peer);
+        let name = ids
+            .iter()
+            .find(|(_, id)| Some(**id) == winner)
+            .map(|(n, _)| *n);
+        if name != Some(case.expect.as_str()) {
+            failures.push(format!(
+                "{}: expected {}, got {:?}",
+                case.name, case.expect, name
+            ));
+        }
+        // The choice must not depend on the order paths arrived in.
+        let (mut rib2, _) = rib_with_peers();
+        for p in rib.paths(&prefix()).iter().rev() {
+            rib2.announce(prefix(), p.clone());
+        }
+        for spec in &case.path {
+            if let Some(cost) = spec.cost {
+                let id = ids[spec.peer.as_str()];
+                let nh = rib.peer(id).map(|p| p.address).unwrap();
+                rib2.set_igp_cost(nh, u32::try_from(cost).ok());
+            }
+        }
+        if rib2.best(&prefix()).map(|p| p.peer) != winner {
+            failures.push(format!("{}: depends on arrival order", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn path(peer: PeerId, nh: &str, asns: &[u32]) -> Path {
+    Path {
+        peer,
+        next_hop: nh.parse().unwrap(),
+        attrs: Arc::new(PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(asns.iter().copied())),
+            ..PathAttributes::default()
+        }),
+    }
+}
+
+#[test]
+fn changes_are_reported_only_when_the_best_path_changes() {
+    let (mut rib, _) = rib_with_peers();
+    let a = path(1, "198.51.100.2", &[65010]);
+    let b = path(2, "198.51.100.3", &[65020, 1]);
+    let c1 = rib
+        .announce(prefix(), a.clone())
+        .expect("first path is best");
+    assert_eq!(c1.best.as_ref(), Some(&a));
+    assert_eq!(
+        rib.announce(prefix(), b.clone()),
+        None,
+        "worse path: no change"
+    );
+    assert_eq!(
+        rib.announce(prefix(), a.clone()),
+        None,
+        "same path again: no change"
+    );
+    let c2 = rib.withdraw(1, prefix()).expect("best withdrawn");
+    assert_eq!(c2.best, Some(b));
+    let c3 = rib.remove_peer(2);
+    assert_eq!(c3.len(), 1);
+    assert_eq!(c3[0].best, None);
+    assert!(rib.is_empty());
+}
+
+#[test]
+fn igp_cost_changes_move_the_best_path() {
+    let (mut rib, _) = rib_with_peers();
+    rib.announce(prefix(), path(4, "10.1.0.1", &[65020]));
+    rib.announce(prefix(), path(5, "10.2.0.1", &[65020]));
+    assert_eq!(rib.best(&prefix()).unwrap().peer, 4);
+    let changes = rib.set_igp_cost("10.1.0.1".parse().unwrap(), Some(50));
+    assert_eq!(changes.len(), 1);
+    assert_eq!(rib.best(&prefix()).unwrap().peer, 5);
+    let changes = rib.set_igp_cost("10.2.0.1".parse().unwrap(), None);
+    assert_eq!(changes[0].best.as_ref().unwrap().peer, 4);
+    assert!(
+        rib.set_igp_cost("10.2.0.1".parse().unwrap(), None)
+            .is_empty()
+    );
+}
+
+fn local() -> LocalInfo {
+    LocalInfo {
+        asn: 65000,
+        router_id: Ipv4Addr::new(10, 0, 0, 1),
+        cluster_id: Ipv4Addr::new(10, 0, 0, 1),
+    }
+}
+
+#[test]
+fn route_reflection_rules() {
+    let client = PeerInfo {
+        rr_client: true,
+        ..peer_info(true, "10.1.0.1", 65000, "10.1.0.1")
+    };
+    let non_client = peer_info(true, "10.2.0.1", 65000, "10.2.0.1");
+    let other_non_client = peer_info(true, "10.3.0.1", 65000, "10.3.0.1");
+    let from_client = path(4, "10.1.0.1", &[65020]);
+    let from_non_client = path(5, "10.2.0.1", &[65020]);
+    // Client routes go to non-clients, with ORIGINATOR_ID and our cluster id.
+    let (nh, attrs) =
+        export_path(&local(), 6, &other_non_client, &from_client, Some(&client)).unwrap();
+    assert_eq!(nh, Some("10.1.0.1".parse().unwrap()));
+    assert_eq!(attrs.originator_id, Some(Ipv4Addr::new(10, 1, 0, 1)));
+    assert_eq!(attrs.cluster_list, vec![Ipv4Addr::new(10, 0, 0, 1)]);
+    // Non-client routes go to clients but not to other non-clients.
+    assert!(export_path(&local(), 4, &client, &from_non_client, Some(&non_client)).is_some());
+    assert!(
+        export_path(
+            &local(),
+            6,
+            &other_non_client,
+            &from_non_client,
+            Some(&non_client)
+        )
+        .is_none()
+    );
+    // Never back to the peer it came from.
+    assert!(export_path(&local(), 4, &client, &from_client, Some(&client)).is_none());
+}
+
+#[test]
+fn ebgp_export_rewrites_attributes() {
+    let to = peer_info(false, "198.51.100.2", 65010, "198.51.100.2");
+    let mut p = path(5, "10.2.0.1", &[65020]);
+    p.attrs = Arc::new(PathAttributes {
+        local_pref: Some(300),
+        med: Some(7),
+        originator_id: Some(Ipv4Addr::new(10, 9, 9, 9)),
+        cluster_list: vec![Ipv4Addr::new(10, 0, 0, 1)],
+        ..(*p.attrs).clone()
+    });
+    let from = peer_info(true, "10.2.0.1", 65000, "10.2.0.1");
+    let (nh, attrs) = export_path(&local(), 1, &to, &p, Some(&from)).unwrap();
+    assert_eq!(nh, None, "next hop self");
+    assert_eq!(attrs.as_path.unwrap().to_string(), "65000 65020");
+    assert_eq!(attrs.local_pref, None);
+    assert_eq!(attrs.med, None);
+    assert_eq!(attrs.originator_id, None);
+    assert!(attrs.cluster_list.is_empty());
+}
+
+fn filter(s: &str) -> mesh_config::PrefixFilter {
+    s.parse().unwrap()
+}
+
+#[test]
+fn policy_prefix_lists_and_actions() {
+    let attrs = PathAttributes {
+        as_path: Some(AsPath::from_sequence([65010])),
+        communities: vec![0xFDF2_0001],
+        ..PathAttributes::default()
+    };
+    // The seeds' shape: accept 192.168.50.0/24 le 28 with local-pref 200, prepend twice
+    // towards the peer, tag with a community; everything else rejected.
+    let policy = Policy {
+        statements: vec![
+            Statement {
+                matches: Match {
+                    communities: vec![0xFDF2_0666],
+                    ..Match::default()
+                },
+                action: PolicyAction::Reject,
+                set: Set::default(),
+            },
+            Statement {
+                matches: Match {
+                    prefixes: vec![filter("192.168.50.0/24 le 28")],
+                    ..Match::default()
+                },
+                action: PolicyAction::Accept,
+                set: Set {
+                    local_pref: Some(200),
+                    prepend: 2,
+                    add_communities: vec![0xFDE8_0064],
+                    remove_communities: vec![0xFDF2_0001],
+                    ..Set::default()
+                },
+            },
+        ],
+        default: PolicyAction::Reject,
+    };
+    let p = |s: &str| s.parse::<IpNet>().unwrap();
+    let out = policy
+        .apply(&p("192.168.50.128/25"), &attrs, 65000)
+        .expect("accepted");
+    assert_eq!(out.local_pref, Some(200));
+    assert_eq!(out.as_path.unwrap().to_string(), "65000 65000 65010");
+    assert_eq!(out.communities, vec![0xFDE8_0064]);
+    assert!(
+        policy.apply(&p("192.168.50.0/29"), &attrs, 65000).is_none(),
+        "longer than le 28"
+    );
+    assert!(
+        policy.apply(&p("192.168.0.0/16"), &attrs, 65000).is_none(),
+        "outside"
+    );
+    let tagged = PathAttributes {
+        communities: vec![0xFDF2_0666],
+        ..attrs.clone()
+    };
+    assert!(
+        policy
+            .apply(&p("192.168.50.0/24"), &tagged, 65000)
+            .is_none(),
+        "community match rejects"
+    );
+    // From the config schema: default deny (RFC 8212).
+    let from_config = Policy::from_config(&mesh_config::Policy {
+        prefixes: vec![filter("10.0.0.0/8 ge 16 le 24")],
+        default: PolicyAction::Reject,
+    });
+    assert!(
+        from_config
+            .apply(&p("10.5.0.0/16"), &attrs, 65000)
+            .is_some()
+    );
+    assert!(from_config.apply(&p("10.0.0.0/8"), &attrs, 65000).is_none());
+    assert!(
+        Policy::reject_all()
+            .apply(&p("10.5.0.0/16"), &attrs, 65000)
+            .is_none()
+    );
+}
+
+fn ebgp_update(asns: &[u32]) -> Update {
+    Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(asns.iter().copied())),
+            next_hop: Some(Ipv4Addr::new(198, 51, 100, 2)),
+            local_pref: Some(999),
+            ..PathAttributes::default()
+        },
+        nlri: vec!["192.168.50.0/24".parse().unwrap()],
+        withdrawn: vec!["192.168.51.0/24".parse().unwrap()],
+        ..Update::default()
+    }
+}
+
+#[test]
+fn import_checks() {
+    let peer = peer_info(false, "198.51.100.2", 65010, "198.51.100.2");
+    let all = Policy::accept_all();
+    let ok = import_update(&local(), 1, &peer, &all, &ebgp_update(&[65010]));
+    assert_eq!(ok.refused, None);
+    assert_eq!(
+        ok.ops[0],
+        RibOp::Withdraw("192.168.51.0/24".parse().unwrap())
+    );
+    let RibOp::Announce(_, p) = &ok.ops[1] else {
+        panic!("announce expected")
+    };
+    assert_eq!(p.attrs.local_pref, None, "LOCAL_PREF from eBGP discarded");
+    let wrong_first = import_update(&local(), 1, &peer, &all, &ebgp_update(&[65020]));
+    assert_eq!(wrong_first.refused, Some(Refusal::FirstAsNotNeighbor));
+    assert_eq!(wrong_first.ops[1], RibOp::Withdraw(prefix()));
+    let looped = import_update(&local(), 1, &peer, &all, &ebgp_update(&[65010, 65000]));
+    assert_eq!(looped.refused, Some(Refusal::AsLoop));
+    let mut malformed = ebgp_update(&[65010]);
+    malformed.problems.push(AttrProblem {
+        type_code: 1,
+        action: ErrorAction::TreatAsWithdraw,
+        what: "test",
+    });
+    assert_eq!(
+        import_update(&local(), 1, &peer, &all, &malformed).refused,
+        Some(Refusal::Malformed)
+    );
+    let denied = import_update(
+        &local(),
+        1,
+        &peer,
+        &Policy::reject_all(),
+        &ebgp_update(&[65010]),
+    );
+    assert_eq!(denied.rejected_by_policy, 1);
+    assert_eq!(denied.ops[1], RibOp::Withdraw(prefix()));
+    let ibgp = peer_info(true, "10.2.0.1", 65000, "10.2.0.1");
+    let mut reflected = ebgp_update(&[65010]);
+    reflected.attributes.cluster_list = vec![local().cluster_id];
+    assert_eq!(
+        import_update(&local(), 5, &ibgp, &all, &reflected).refused,
+        Some(Refusal::ReflectionLoop)
+    );
+}
+
+#[test]
+fn adj_rib_out_sends_only_changes_and_packs_into_valid_updates() {
+    let mut out = AdjRibOut::new();
+    let attrs = Arc::new(PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::from_sequence([65000])),
+        ..PathAttributes::default()
+    });
+    let v4 = Advertised {
+        next_hop: NextHop::V4(Ipv4Addr::new(198, 51, 100, 1)),
+        attrs: attrs.clone(),
+    };
+    let v6 = Advertised {
+        next_hop: NextHop::V6 {
+            global: "2001:db8::1".parse().unwrap(),
+            link_local: None,
+        },
+        attrs,
+    };
+    let mut changes = Vec::new();
+    for i in 0..3000u32 {
+        let p4 =
+            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap());
+        changes.extend(out.set(p4, Some(v4.clone())));
+        let p6: IpNet = format!("2001:db8:{:x}::/48", i).parse().unwrap();
+        changes.extend(out.set(p6, Some(v6.clone())));
+    }
+    assert_eq!(changes.len(), 6000);
+    assert_eq!(
+        out.set("10.0.0.0/24".parse().unwrap(), Some(v4.clone())),
+        None
+    );
+    changes.push(out.set("10.0.1.0/24".parse().unwrap(), None).unwrap());
+    assert!(matches!(changes.last(), Some(OutChange::Withdraw(_))));
+    let updates = pack_updates(changes);
+    assert!(updates.len() > 2, "split into several messages");
+    let mut announced = 0;
+    for u in updates {
+        let bytes = Message::Update(u)
+            .encode(CodecOptions::default())
+            .expect("fits 4096 octets");
+        let Message::Update(back) = Message::decode(&bytes, CodecOptions::default()).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!back.treat_as_withdraw());
+        announced += back.announced().count();
+    }
+    assert_eq!(announced, 6000);
+}
+
+#[test]
+fn next_hop_resolution() {
+    let v4: IpNet = "192.168.50.0/24".parse().unwrap();
+    let v6: IpNet = "2001:db8:42::/48".parse().unwrap();
+    let a4 = Ipv4Addr::new(198, 51, 100, 1);
+    let s4 = Some(a4);
+    let s6 = Some("2001:db8::1".parse().unwrap());
+    assert_eq!(
+        resolve_next_hop(&v4, None, s4, s6, false),
+        Some(NextHop::V4(a4))
+    );
+    assert!(matches!(
+        resolve_next_hop(&v6, None, s4, s6, false),
+        Some(NextHop::V6 { .. })
+    ));
+    assert!(matches!(
+        resolve_next_hop(&v4, None, None, s6, true),
+        Some(NextHop::V6 { .. })
+    ));
+    assert_eq!(resolve_next_hop(&v4, None, None, s6, false), None);
+}
