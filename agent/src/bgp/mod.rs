@@ -10,3 +10,5 @@ pub mod import;
 pub mod packet;
 pub mod policy;
 pub mod rib;
+pub mod session;
+pub mod speaker;

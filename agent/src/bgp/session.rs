@@ -1,0 +1,127 @@
+//! The I/O of one BGP connection: a reader task that cuts the TCP stream into messages and
+//! decodes them, and a writer task that sends encoded messages. Both report to the speaker
+//! through a channel, tagged with the connection's number so that events of a connection the
+//! speaker already dropped are recognised and ignored.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use super::packet::{CodecOptions, DecodeError, MAX_MESSAGE_LEN, Message};
+use super::rib::PeerId;
+
+/// What a connection reports. Nearly every report is a message, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum ConnEvent {
+    Message(Message),
+    BadMessage(DecodeError),
+    Closed,
+}
+
+/// A connection's report, addressed to its session.
+#[derive(Debug)]
+pub struct ConnReport {
+    pub peer: PeerId,
+    pub conn: u64,
+    pub event: ConnEvent,
+}
+
+/// The speaker's side of a live connection.
+#[derive(Debug)]
+pub struct Connection {
+    pub id: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Connection {
+    /// Starts the reader and writer tasks for `stream`.
+    pub fn start(
+        stream: TcpStream,
+        peer: PeerId,
+        id: u64,
+        reports: mpsc::UnboundedSender<ConnReport>,
+    ) -> std::io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        let remote = stream.peer_addr()?;
+        let (read, write) = stream.into_split();
+        let (writer, queue) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(write, queue));
+        tokio::spawn(read_loop(read, peer, id, reports));
+        Ok(Connection {
+            id,
+            local,
+            remote,
+            writer,
+        })
+    }
+
+    /// Queues an encoded message; a closed writer is noticed by the reader as EOF.
+    pub fn send(&self, bytes: Vec<u8>) {
+        let _ = self.writer.send(bytes);
+    }
+}
+
+async fn write_loop(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(bytes) = queue.recv().await {
+        if write.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    // The speaker dropped the connection: flush what was queued (a NOTIFICATION) and close.
+    let _ = write.shutdown().await;
+}
+
+async fn read_loop(
+    mut read: OwnedReadHalf,
+    peer: PeerId,
+    conn: u64,
+    reports: mpsc::UnboundedSender<ConnReport>,
+) {
+    let report = |event| reports.send(ConnReport { peer, conn, event }).is_ok();
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * MAX_MESSAGE_LEN);
+    let mut chunk = vec![0u8; 64 * 1024];
+    // meshd always announces 4-octet AS support, so the width of AS numbers in UPDATEs is
+    // settled by the peer's OPEN, which is decoded here before any UPDATE can follow it.
+    let mut options = CodecOptions::default();
+    loop {
+        // Hand out every complete message in the buffer before reading more.
+        loop {
+            match Message::frame_len(&buf) {
+                Ok(Some(len)) if len <= buf.len() => {
+                    let event = match Message::decode(&buf[..len], options) {
+                        Ok(Message::Open(open)) => {
+                            options.four_octet_as = open.four_octet_as().is_some();
+                            ConnEvent::Message(Message::Open(open))
+                        }
+                        Ok(m) => ConnEvent::Message(m),
+                        Err(e) => ConnEvent::BadMessage(e),
+                    };
+                    buf.drain(..len);
+                    let fatal = matches!(event, ConnEvent::BadMessage(_));
+                    if !report(event) || fatal {
+                        return;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    report(ConnEvent::BadMessage(e));
+                    return;
+                }
+            }
+        }
+        match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                report(ConnEvent::Closed);
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

@@ -1,0 +1,692 @@
+//! The BGP speaker: one tokio task that owns every session's state machine, the RIB and the
+//! Adj-RIBs-Out, listens for peers, and reports best-route changes on a channel for the routing
+//! plane (kernel routes via `crate::netlink`, the data plane's prefix table).
+//!
+//! Connections are handled by [`super::session`]; everything else happens on this one task, so
+//! the RIB needs no locking and the order of events is the order they were handled in.
+//!
+//! Extension points for the mesh (issue #5): iBGP neighbours built from membership are just
+//! [`NeighborConfig`]s with `remote_asn == asn` and `rr_client` set for spokes;
+//! [`Speaker::set_igp_cost`] takes the data plane's path costs.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::fsm::{Action, Event, Fsm, Negotiated, SessionConfig, State};
+use super::import::{RibOp, import_update};
+use super::packet::{AsPath, Family, Message, Origin, PathAttributes, Update};
+use super::policy::Policy;
+use super::rib::export::{LocalInfo, export_path};
+use super::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
+use super::rib::{BestChange, LOCAL, Path, PeerId, PeerInfo, Rib};
+use super::session::{ConnEvent, ConnReport, Connection};
+
+pub const BGP_PORT: u16 = 179;
+
+/// One neighbour.
+#[derive(Debug, Clone)]
+pub struct NeighborConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub remote_asn: u32,
+    /// Source address for connections we open.
+    pub local_address: Option<IpAddr>,
+    pub passive: bool,
+    pub import: Policy,
+    pub export: Policy,
+    /// RFC 4456 client of ours (iBGP only).
+    pub rr_client: bool,
+    /// Next hops to announce as "self" for each family; default: the session's local address
+    /// for its own family.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    pub hold_time: u16,
+    pub connect_retry: Duration,
+    pub families: Vec<Family>,
+}
+
+impl NeighborConfig {
+    /// A `[[bgp.neighbor]]` from meshd.toml: eBGP with its import and export policy (both
+    /// reject everything unless configured, RFC 8212).
+    pub fn from_config(n: &mesh_config::BgpNeighbor) -> NeighborConfig {
+        NeighborConfig {
+            name: n.name.clone(),
+            address: n.address,
+            port: BGP_PORT,
+            remote_asn: n.remote_asn,
+            local_address: None,
+            passive: false,
+            import: Policy::from_config(&n.import),
+            export: Policy::from_config(&n.export),
+            rr_client: false,
+            next_hop_v4: None,
+            next_hop_v6: None,
+            hold_time: 90,
+            connect_retry: Duration::from_secs(30),
+            families: Family::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SpeakerConfig {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// Where to accept connections; empty for none.
+    pub listen: Vec<SocketAddr>,
+    pub neighbors: Vec<NeighborConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("cannot listen for BGP on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("neighbour {name:?} ({address}) is configured twice")]
+    DuplicateNeighbor { name: String, address: IpAddr },
+}
+
+/// A session as `meshd peers`/`status` would show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStatus {
+    pub name: String,
+    pub address: IpAddr,
+    pub state: State,
+    pub negotiated: Option<Negotiated>,
+    pub advertised: usize,
+}
+
+enum Command {
+    Originate(IpNet),
+    WithdrawLocal(IpNet),
+    SetIgpCost(IpAddr, Option<u32>),
+    Sessions(oneshot::Sender<Vec<SessionStatus>>),
+    Routes(oneshot::Sender<Vec<(IpNet, Path)>>),
+    Shutdown,
+}
+
+enum Internal {
+    Connected {
+        peer: PeerId,
+        conn: u64,
+        result: std::io::Result<TcpStream>,
+    },
+    Incoming(TcpStream, SocketAddr),
+}
+
+/// Handle to a running speaker. Dropping it stops the speaker too.
+#[derive(Debug)]
+pub struct Speaker {
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+    listeners: Vec<JoinHandle<()>>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl Speaker {
+    /// Binds the listeners and starts every session. Best-route changes (including this
+    /// node's own originated routes, whose path has `peer == LOCAL`) go to `routes`.
+    pub async fn start(
+        config: SpeakerConfig,
+        routes: mpsc::UnboundedSender<BestChange>,
+    ) -> Result<Speaker, SpeakerError> {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for address in &config.listen {
+            let listener =
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| SpeakerError::Listen {
+                        address: *address,
+                        source,
+                    })?;
+            local_addrs.push(listener.local_addr().unwrap_or(*address));
+            let tx = internal_tx.clone();
+            listeners.push(tokio::spawn(async move {
+                while let Ok((stream, from)) = listener.accept().await {
+                    if tx.send(Internal::Incoming(stream, from)).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        let mut actor = Actor::new(&config, routes, internal_tx)?;
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move { actor.run(commands_rx, internal_rx).await });
+        Ok(Speaker {
+            commands,
+            task,
+            listeners,
+            local_addrs,
+        })
+    }
+
+    /// The addresses the speaker listens on (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Announces `prefix` from this node.
+    pub fn originate(&self, prefix: IpNet) {
+        let _ = self.commands.send(Command::Originate(prefix));
+    }
+
+    pub fn withdraw(&self, prefix: IpNet) {
+        let _ = self.commands.send(Command::WithdrawLocal(prefix));
+    }
+
+    /// The data plane's cost to reach `next_hop` (`None`: unreachable).
+    pub fn set_igp_cost(&self, next_hop: IpAddr, cost: Option<u32>) {
+        let _ = self.commands.send(Command::SetIgpCost(next_hop, cost));
+    }
+
+    pub async fn sessions(&self) -> Vec<SessionStatus> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Sessions(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// Every prefix with its best path.
+    pub async fn routes(&self) -> Vec<(IpNet, Path)> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::Routes(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// Sends Cease to every established peer and stops.
+    pub async fn shutdown(mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        for l in &self.listeners {
+            l.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        for l in &self.listeners {
+            l.abort();
+        }
+    }
+}
+
+struct PeerState {
+    config: NeighborConfig,
+    fsm: Fsm,
+    info: PeerInfo,
+    conn: Option<Connection>,
+    /// The outgoing connection attempt in flight.
+    connecting: Option<u64>,
+    out: AdjRibOut,
+}
+
+struct Actor {
+    local: LocalInfo,
+    peers: HashMap<PeerId, PeerState>,
+    rib: Rib,
+    next_conn: u64,
+    routes: mpsc::UnboundedSender<BestChange>,
+    internal: mpsc::UnboundedSender<Internal>,
+    reports_tx: mpsc::UnboundedSender<ConnReport>,
+    reports_rx: mpsc::UnboundedReceiver<ConnReport>,
+}
+
+impl Actor {
+    fn new(
+        config: &SpeakerConfig,
+        routes: mpsc::UnboundedSender<BestChange>,
+        internal: mpsc::UnboundedSender<Internal>,
+    ) -> Result<Actor, SpeakerError> {
+        let local = LocalInfo {
+            asn: config.asn,
+            router_id: config.router_id,
+            cluster_id: config.router_id,
+        };
+        let mut peers = HashMap::new();
+        for (i, n) in config.neighbors.iter().enumerate() {
+            if config.neighbors[..i].iter().any(|m| m.address == n.address) {
+                return Err(SpeakerError::DuplicateNeighbor {
+                    name: n.name.clone(),
+                    address: n.address,
+                });
+            }
+            let id = PeerId::try_from(i + 1).unwrap_or(PeerId::MAX);
+            let fsm = Fsm::new(SessionConfig {
+                local_asn: config.asn,
+                remote_asn: n.remote_asn,
+                bgp_id: config.router_id,
+                hold_time: n.hold_time,
+                connect_retry: n.connect_retry,
+                passive: n.passive,
+                families: n.families.clone(),
+            });
+            let info = PeerInfo {
+                address: n.address,
+                asn: n.remote_asn,
+                bgp_id: Ipv4Addr::UNSPECIFIED,
+                internal: n.remote_asn == config.asn,
+                rr_client: n.rr_client,
+            };
+            peers.insert(
+                id,
+                PeerState {
+                    config: n.clone(),
+                    fsm,
+                    info,
+                    conn: None,
+                    connecting: None,
+                    out: AdjRibOut::new(),
+                },
+            );
+        }
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        Ok(Actor {
+            local,
+            peers,
+            rib: Rib::new(),
+            next_conn: 1,
+            routes,
+            internal,
+            reports_tx,
+            reports_rx,
+        })
+    }
+
+    async fn run(
+        &mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.fsm_event(id, Event::Start);
+        }
+        loop {
+            let deadline = self
+                .peers
+                .values()
+                .filter_map(|p| p.fsm.next_deadline())
+                .min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Shutdown) => {
+                        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+                        for id in ids {
+                            self.fsm_event(id, Event::Stop);
+                        }
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd),
+                },
+                Some(report) = self.reports_rx.recv() => self.report(report),
+                Some(i) = internal.recv() => self.internal(i),
+                () = sleep => {
+                    let now = std::time::Instant::now();
+                    let due: Vec<PeerId> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, p)| p.fsm.next_deadline().is_some_and(|d| d <= now))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in due {
+                        self.fsm_event(id, Event::Tick);
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Originate(prefix) => {
+                let next_hop = match prefix {
+                    IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                };
+                let attrs = PathAttributes {
+                    origin: Some(Origin::Igp),
+                    as_path: Some(AsPath::default()),
+                    ..PathAttributes::default()
+                };
+                let path = Path {
+                    peer: LOCAL,
+                    next_hop,
+                    attrs: Arc::new(attrs),
+                };
+                let change = self.rib.announce(prefix, path);
+                self.propagate(change.into_iter().collect());
+            }
+            Command::WithdrawLocal(prefix) => {
+                let change = self.rib.withdraw(LOCAL, prefix);
+                self.propagate(change.into_iter().collect());
+            }
+            Command::SetIgpCost(nh, cost) => {
+                let changes = self.rib.set_igp_cost(nh, cost);
+                self.propagate(changes);
+            }
+            Command::Sessions(reply) => {
+                let mut list: Vec<SessionStatus> = self
+                    .peers
+                    .values()
+                    .map(|p| SessionStatus {
+                        name: p.config.name.clone(),
+                        address: p.config.address,
+                        state: p.fsm.state(),
+                        negotiated: p.fsm.negotiated().cloned(),
+                        advertised: p.out.len(),
+                    })
+                    .collect();
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(list);
+            }
+            Command::Routes(reply) => {
+                let routes = self
+                    .rib
+                    .best_routes()
+                    .map(|(p, path)| (*p, path.clone()))
+                    .collect();
+                let _ = reply.send(routes);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn report(&mut self, report: ConnReport) {
+        let Some(peer) = self.peers.get(&report.peer) else {
+            return;
+        };
+        if peer.conn.as_ref().map(|c| c.id) != Some(report.conn) {
+            return; // a connection we already dropped
+        }
+        let event = match report.event {
+            ConnEvent::Message(m) => Event::Message(m),
+            ConnEvent::BadMessage(e) => {
+                tracing::warn!(peer = %peer.config.name, error = %e, "bad BGP message");
+                Event::BadMessage(e)
+            }
+            ConnEvent::Closed => Event::TcpFailed,
+        };
+        self.fsm_event(report.peer, event);
+    }
+
+    fn internal(&mut self, i: Internal) {
+        match i {
+            Internal::Connected { peer, conn, result } => {
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                if p.connecting != Some(conn) {
+                    return; // an attempt that was abandoned
+                }
+                p.connecting = None;
+                match result {
+                    Ok(stream) if p.fsm.accepts_connection() => self.attach(peer, stream, conn),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %p.config.name, error = %e, "BGP connect failed");
+                        self.fsm_event(peer, Event::TcpFailed);
+                    }
+                }
+            }
+            Internal::Incoming(stream, from) => {
+                let found = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| p.config.address == from.ip())
+                    .map(|(id, p)| (*id, p.fsm.accepts_connection()));
+                match found {
+                    Some((id, true)) => {
+                        let conn = self.next_conn;
+                        self.next_conn += 1;
+                        if let Some(p) = self.peers.get_mut(&id) {
+                            p.connecting = None; // the peer's connection wins over ours
+                        }
+                        self.attach(id, stream, conn);
+                    }
+                    Some((id, false)) => {
+                        let name = &self.peers[&id].config.name;
+                        tracing::debug!(peer = %name, "refusing a second BGP connection");
+                    }
+                    None => tracing::info!(%from, "BGP connection from an unknown address refused"),
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, peer: PeerId, stream: TcpStream, conn: u64) {
+        match Connection::start(stream, peer, conn, self.reports_tx.clone()) {
+            Ok(c) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.conn = Some(c);
+                }
+                self.fsm_event(peer, Event::TcpConnected);
+            }
+            Err(_) => self.fsm_event(peer, Event::TcpFailed),
+        }
+    }
+
+    fn fsm_event(&mut self, peer: PeerId, event: Event) {
+        let now = std::time::Instant::now();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let actions = p.fsm.handle(event, now);
+        for action in actions {
+            self.action(peer, action);
+        }
+    }
+
+    fn send(&self, peer: PeerId, msg: &Message) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let Some(conn) = &p.conn else {
+            return;
+        };
+        match msg.encode(p.fsm.codec()) {
+            Ok(bytes) => conn.send(bytes),
+            Err(e) => {
+                tracing::error!(peer = %p.config.name, error = %e, "cannot encode a BGP message")
+            }
+        }
+    }
+
+    fn action(&mut self, peer: PeerId, action: Action) {
+        match action {
+            Action::Connect => self.connect(peer),
+            Action::Send(msg) => self.send(peer, &msg),
+            Action::Disconnect => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.conn = None;
+                    p.connecting = None;
+                }
+            }
+            Action::Up(negotiated) => self.session_up(peer, negotiated),
+            Action::Down(reason) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    tracing::info!(peer = %p.config.name, ?reason, "BGP session down");
+                    p.out.clear();
+                }
+                let changes = self.rib.remove_peer(peer);
+                self.propagate(changes);
+            }
+            Action::Failed(reason) => {
+                if let Some(p) = self.peers.get(&peer) {
+                    tracing::info!(peer = %p.config.name, ?reason, "BGP session failed");
+                }
+            }
+            Action::Update(update) => self.update(peer, update),
+            Action::RouteRefresh(family) => {
+                if let Some(p) = self.peers.get(&peer) {
+                    let changes = p.out.all(family);
+                    self.send_changes(peer, changes);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        p.connecting = Some(conn);
+        let remote = SocketAddr::new(p.config.address, p.config.port);
+        let bind = p.config.local_address;
+        let timeout = p.config.connect_retry;
+        let tx = self.internal.clone();
+        tokio::spawn(async move {
+            let attempt = async {
+                let socket = if remote.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                if let Some(addr) = bind {
+                    socket.bind(SocketAddr::new(addr, 0))?;
+                }
+                socket.connect(remote).await
+            };
+            let result = match tokio::time::timeout(timeout, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )),
+            };
+            let _ = tx.send(Internal::Connected { peer, conn, result });
+        });
+    }
+
+    fn session_up(&mut self, peer: PeerId, negotiated: Negotiated) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        tracing::info!(peer = %p.config.name, ?negotiated, "BGP session established");
+        p.info.bgp_id = negotiated.peer_id;
+        self.rib.add_peer(peer, p.info.clone());
+        // The initial table, then End-of-RIB for each family (RFC 4724 §2).
+        let best: Vec<(IpNet, Path)> = self
+            .rib
+            .best_routes()
+            .map(|(prefix, path)| (*prefix, path.clone()))
+            .collect();
+        let changes: Vec<OutChange> = best
+            .into_iter()
+            .filter_map(|(prefix, path)| self.export_to(peer, prefix, Some(&path)))
+            .collect();
+        self.send_changes(peer, changes);
+        for family in negotiated.families {
+            self.send(peer, &Message::Update(Update::end_of_rib(family)));
+        }
+    }
+
+    fn update(&mut self, peer: PeerId, update: Update) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        for problem in &update.problems {
+            tracing::warn!(peer = %p.config.name, ?problem, "malformed attribute (RFC 7606)");
+        }
+        let imported = import_update(&self.local, peer, &p.info, &p.config.import, &update);
+        if let Some(reason) = imported.refused {
+            tracing::info!(peer = %p.config.name, ?reason, "UPDATE's routes refused");
+        }
+        let mut changes = Vec::new();
+        for op in imported.ops {
+            let change = match op {
+                RibOp::Announce(prefix, path) => self.rib.announce(prefix, path),
+                RibOp::Withdraw(prefix) => self.rib.withdraw(peer, prefix),
+            };
+            changes.extend(change);
+        }
+        self.propagate(changes);
+    }
+
+    /// Reports best-route changes to the routing plane and advertises them to the peers.
+    fn propagate(&mut self, changes: Vec<BestChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let established: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.fsm.state() == State::Established)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in established {
+            let out: Vec<OutChange> = changes
+                .iter()
+                .filter_map(|c| self.export_to(id, c.prefix, c.best.as_ref()))
+                .collect();
+            self.send_changes(id, out);
+        }
+        for c in changes {
+            let _ = self.routes.send(c);
+        }
+    }
+
+    /// Decides what `peer` should now have for `prefix` and records it in its Adj-RIB-Out.
+    fn export_to(&mut self, peer: PeerId, prefix: IpNet, best: Option<&Path>) -> Option<OutChange> {
+        let local = self.local;
+        let from = best.and_then(|b| self.rib.peer(b.peer).cloned());
+        let p = self.peers.get_mut(&peer)?;
+        let negotiated = p.fsm.negotiated()?.clone();
+        let adv = best.and_then(|path| {
+            if !negotiated.families.contains(&Family::of(&prefix)) {
+                return None;
+            }
+            let (kept, attrs) = export_path(&local, peer, &p.info, path, from.as_ref())?;
+            let attrs = if p.info.internal {
+                attrs
+            } else {
+                p.config.export.apply(&prefix, &attrs, local.asn)?
+            };
+            let session_local = p.conn.as_ref().map(|c| c.local.ip());
+            let self_v4 = p.config.next_hop_v4.or(match session_local {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            });
+            let self_v6 = p.config.next_hop_v6.or(match session_local {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            });
+            let next_hop =
+                resolve_next_hop(&prefix, kept, self_v4, self_v6, negotiated.ipv4_over_ipv6)?;
+            Some(Advertised {
+                next_hop,
+                attrs: Arc::new(attrs),
+            })
+        });
+        p.out.set(prefix, adv)
+    }
+
+    fn send_changes(&self, peer: PeerId, changes: Vec<OutChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        for update in pack_updates(changes) {
+            self.send(peer, &Message::Update(update));
+        }
+    }
+}
