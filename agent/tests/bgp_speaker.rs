@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use meshd::bgp::fsm::State;
-use meshd::bgp::packet::Family;
+use meshd::bgp::packet::{CodecOptions, Family, Message, Open};
 use meshd::bgp::policy::Policy;
 use meshd::bgp::rib::{BestChange, Path};
 use meshd::bgp::speaker::{NeighborConfig, Speaker, SpeakerConfig};
@@ -155,6 +155,144 @@ async fn two_speakers_exchange_routes_and_recover_from_a_reset() {
     let (a, _a_routes) = start_a(port).await;
     a.originate("10.1.0.0/16".parse().unwrap());
     b_routes.wait("10.1.0.0/16", true).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Reads one whole message from a raw test peer's socket.
+async fn read_message(stream: &mut tokio::net::TcpStream) -> Option<Message> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 19];
+    stream.read_exact(&mut header).await.ok()?;
+    let len = Message::frame_len(&header).ok()??;
+    let mut buf = header.to_vec();
+    buf.resize(len, 0);
+    stream.read_exact(&mut buf[19..]).await.ok()?;
+    Message::decode(&buf, CodecOptions::default()).ok()
+}
+
+async fn write_raw(stream: &mut tokio::net::TcpStream, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(bytes).await.unwrap();
+}
+
+fn raw_update(attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 0];
+    body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    body.extend_from_slice(attrs);
+    body.extend_from_slice(nlri);
+    let mut msg = vec![0xff; 16];
+    msg.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
+    msg.push(2);
+    msg.extend_from_slice(&body);
+    msg
+}
+
+#[tokio::test]
+async fn malformed_updates_get_the_right_answer_and_spare_other_sessions() {
+    // A raw peer that speaks BGP by hand, and a well-behaved meshd peer.
+    let raw = tokio::net::TcpListener::bind("127.0.0.21:0").await.unwrap();
+    let raw_port = raw.local_addr().unwrap().port();
+    let (a, mut a_routes) = {
+        let mut hand = neighbor("hand", "127.0.0.21", raw_port, 65030);
+        hand.local_address = Some("127.0.0.23".parse().unwrap());
+        let mut good = neighbor("good", "127.0.0.22", 0, 65002);
+        good.passive = true;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let a = Speaker::start(
+            SpeakerConfig {
+                asn: 65001,
+                router_id: Ipv4Addr::new(198, 51, 100, 23),
+                listen: vec![SocketAddr::new("127.0.0.23".parse().unwrap(), 0)],
+                neighbors: vec![hand, good],
+            },
+            tx,
+        )
+        .await
+        .unwrap();
+        (a, Table::new(rx))
+    };
+    let mut to_a = neighbor("a", "127.0.0.23", a.local_addrs()[0].port(), 65001);
+    to_a.local_address = Some("127.0.0.22".parse().unwrap());
+    let (tx, _b_rx) = mpsc::unbounded_channel();
+    let b = Speaker::start(
+        SpeakerConfig {
+            asn: 65002,
+            router_id: Ipv4Addr::new(198, 51, 100, 22),
+            listen: vec![],
+            neighbors: vec![to_a],
+        },
+        tx,
+    )
+    .await
+    .unwrap();
+    b.originate("10.2.0.0/16".parse().unwrap());
+    a_routes.wait("10.2.0.0/16", true).await;
+
+    // The hand-driven session: OPEN, KEEPALIVE both ways.
+    let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), raw.accept())
+        .await
+        .expect("meshd connects")
+        .unwrap();
+    assert!(matches!(read_message(&mut s).await, Some(Message::Open(_))));
+    let open = Open::new(65030, 9, Ipv4Addr::new(198, 51, 100, 21), vec![]);
+    write_raw(
+        &mut s,
+        &Message::Open(open).encode(CodecOptions::default()).unwrap(),
+    )
+    .await;
+    write_raw(
+        &mut s,
+        &Message::Keepalive.encode(CodecOptions::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(read_message(&mut s).await, Some(Message::Keepalive));
+
+    let origin = |v: u8| vec![0x40, 1, 1, v];
+    let as_path = [0x40, 2, 6, 2, 1, 0, 0, 0xfe, 0x06]; // AS_SEQUENCE [65030]
+    let next_hop = [0x40, 3, 4, 127, 0, 0, 21];
+    let attrs = |o: Vec<u8>| [o, as_path.to_vec(), next_hop.to_vec()].concat();
+    // RFC 7606: a bad ORIGIN makes the route a withdrawal and the session stays up.
+    write_raw(&mut s, &raw_update(&attrs(origin(5)), &[24, 192, 168, 60])).await;
+    // A good one is then learned.
+    write_raw(&mut s, &raw_update(&attrs(origin(0)), &[24, 192, 168, 61])).await;
+    a_routes.wait("192.168.61.0/24", true).await;
+    assert!(
+        a_routes
+            .best
+            .get(&"192.168.60.0/24".parse().unwrap())
+            .is_none_or(|p| p.is_none())
+    );
+    // An unrecognized well-known attribute ends the session with NOTIFICATION 3/2.
+    let mut bad = attrs(origin(0));
+    bad.extend_from_slice(&[0x40, 99, 1, 0]);
+    write_raw(&mut s, &raw_update(&bad, &[24, 192, 168, 62])).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match read_message(&mut s).await {
+                Some(Message::Notification(n)) => return Some(n),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("answer within 5 s")
+    .expect("a NOTIFICATION before the close");
+    assert_eq!((answer.code, answer.subcode), (3, 2));
+    assert_eq!(read_message(&mut s).await, None, "connection closed");
+    a_routes.wait("192.168.61.0/24", false).await;
+
+    // The other session never noticed.
+    let sessions = a.sessions().await;
+    let good = sessions.iter().find(|s| s.name == "good").unwrap();
+    assert_eq!(good.state, State::Established);
+    assert!(
+        a.routes()
+            .await
+            .iter()
+            .any(|(p, _)| *p == "10.2.0.0/16".parse::<IpNet>().unwrap())
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
