@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod netlink;

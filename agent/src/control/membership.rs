@@ -1,0 +1,524 @@
+//! Who is in the mesh: the pure state machine that keeps verified membership records and the
+//! revocation list, and decides what to send to whom. No I/O: methods take `now` and return
+//! [`Action`]s; the shell ([`super::shell`]) sends, logs and reconfigures tunnels.
+//!
+//! Spreading, and why it costs O(N) messages per change, not O(N^2):
+//! - push: a node that learns a newer record forwards it to at most [`FANOUT`] random
+//!   connected peers (not back to the sender); a node that already had it forwards nothing,
+//!   so each node passes each change on at most once;
+//! - anti-entropy: every [`ANTI_ENTROPY_INTERVAL`] a node sends one connected peer (chosen at
+//!   random) a digest, the version of each record it holds plus its CRL number; the peer
+//!   answers with what the sender lacks and asks for what it lacks itself. This repairs what
+//!   push missed and lets a node that was offline catch up in one exchange. It costs one
+//!   digest per node per interval, independent of changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use pki::{Crl, NodeRole};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand::seq::IteratorRandom;
+use time::{Duration, OffsetDateTime};
+
+use super::message::Gossip;
+use super::record::{Member, SignedRecord};
+
+/// How many peers a new record is pushed to.
+pub const FANOUT: usize = 3;
+/// How often a node starts an anti-entropy exchange.
+pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::seconds(10);
+/// Most records accepted in one message (more is a broken or hostile peer).
+pub const MAX_RECORDS_PER_MESSAGE: usize = 4096;
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message on the control connection to this node.
+    Send { to: String, gossip: Gossip },
+    /// The set of members (or their endpoints) changed: re-derive the tunnels.
+    MembersChanged,
+    /// Close the control connection to this node (it was revoked).
+    Disconnect { peer: String, reason: String },
+    /// Something a person should see in the log.
+    Log { warning: bool, text: String },
+}
+
+/// The membership of the mesh as one node sees it.
+#[derive(Debug)]
+pub struct Membership {
+    own_name: String,
+    ca_der: Vec<u8>,
+    crl: Option<Crl>,
+    members: BTreeMap<String, Member>,
+    /// Versions we refused, so a peer still holding them is not asked again and again.
+    refused: BTreeMap<String, u64>,
+    connected: BTreeSet<String>,
+    next_anti_entropy: Option<OffsetDateTime>,
+    rng: SmallRng,
+}
+
+impl Membership {
+    /// A node called `own_name` in the mesh whose CA certificate is `ca_der`. `seed` makes the
+    /// random choices (fanout, anti-entropy partner) reproducible in tests.
+    pub fn new(own_name: &str, ca_der: Vec<u8>, seed: u64) -> Self {
+        Self {
+            own_name: own_name.to_owned(),
+            ca_der,
+            crl: None,
+            members: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            next_anti_entropy: None,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The verified members, by name (our own record included).
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.get(name)
+    }
+
+    /// The current revocation list.
+    pub fn crl(&self) -> Option<&Crl> {
+        self.crl.as_ref()
+    }
+
+    /// The connected peers.
+    pub fn connected(&self) -> impl Iterator<Item = &str> {
+        self.connected.iter().map(String::as_str)
+    }
+
+    /// Every record, for a joining node or for the state directory.
+    pub fn records(&self) -> Vec<SignedRecord> {
+        self.members.values().map(|m| m.record.clone()).collect()
+    }
+
+    /// Our own record changed (start-up, new endpoints, renewed certificate).
+    pub fn set_own_record(&mut self, record: SignedRecord, now: OffsetDateTime) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match record.verify(&self.ca_der, self.crl.as_ref(), now) {
+            Ok(member) if member.identity.name == self.own_name => {
+                if self.accept(member, &mut actions) {
+                    self.push(&[record], None, &mut actions);
+                }
+            }
+            Ok(member) => log(
+                &mut actions,
+                true,
+                format!(
+                    "own record names {:?}, not this node {:?}; not used",
+                    member.identity.name, self.own_name
+                ),
+            ),
+            Err(error) => log(
+                &mut actions,
+                true,
+                format!("own membership record is not valid: {error}"),
+            ),
+        }
+        actions
+    }
+
+    /// Installs a revocation list (from the local CA or a peer). Members whose certificates it
+    /// revokes are removed and disconnected. Older or equal CRLs are ignored.
+    pub fn install_crl(&mut self, der: &[u8], from: Option<&str>) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let source = from.map_or("the local CA".to_owned(), |f| format!("peer {f}"));
+        let crl = match Crl::parse(der, &self.ca_der) {
+            Ok(crl) => crl,
+            Err(error) => {
+                log(
+                    &mut actions,
+                    true,
+                    format!("revocation list from {source} dropped: {error}"),
+                );
+                return actions;
+            }
+        };
+        if self
+            .crl
+            .as_ref()
+            .is_some_and(|old| old.crl_number() >= crl.crl_number())
+        {
+            return actions;
+        }
+        log(
+            &mut actions,
+            false,
+            format!(
+                "revocation list {} from {source} installed ({} revoked)",
+                crl.crl_number(),
+                crl.entries().count()
+            ),
+        );
+        let revoked: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| crl.is_revoked(&m.serial))
+            .map(|m| m.identity.name.clone())
+            .collect();
+        for name in revoked {
+            let member = self.members.remove(&name).expect("listed above");
+            self.refused.insert(name.clone(), member.version);
+            log(
+                &mut actions,
+                true,
+                format!(
+                    "node {name} removed: its certificate {} is revoked",
+                    member.serial
+                ),
+            );
+            if self.connected.contains(&name) {
+                actions.push(Action::Disconnect {
+                    peer: name.clone(),
+                    reason: "certificate revoked".into(),
+                });
+            }
+            actions.push(Action::MembersChanged);
+        }
+        actions.dedup();
+        self.crl = Some(crl);
+        let gossip = Gossip::Crl { der: der.to_vec() };
+        for peer in self.pick_peers(from, FANOUT) {
+            actions.push(Action::Send {
+                to: peer,
+                gossip: gossip.clone(),
+            });
+        }
+        actions
+    }
+
+    /// A control connection to `peer` (already authenticated) came up: reconcile at once.
+    pub fn peer_connected(&mut self, peer: &str) -> Vec<Action> {
+        self.connected.insert(peer.to_owned());
+        vec![Action::Send {
+            to: peer.to_owned(),
+            gossip: self.digest(),
+        }]
+    }
+
+    /// The control connection to `peer` went down.
+    pub fn peer_disconnected(&mut self, peer: &str) {
+        self.connected.remove(peer);
+    }
+
+    /// Time passes: start anti-entropy when due, drop members whose certificates expired.
+    pub fn tick(&mut self, now: OffsetDateTime) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.not_after <= now && m.identity.name != self.own_name)
+            .map(|m| m.identity.name.clone())
+            .collect();
+        for name in expired {
+            self.members.remove(&name);
+            log(
+                &mut actions,
+                true,
+                format!("node {name} removed: its certificate expired"),
+            );
+            actions.push(Action::MembersChanged);
+        }
+        actions.dedup();
+        if self.next_anti_entropy.is_none_or(|due| now >= due) {
+            self.next_anti_entropy = Some(now + ANTI_ENTROPY_INTERVAL);
+            if let Some(peer) = self.pick_peers(None, 1).pop() {
+                actions.push(Action::Send {
+                    to: peer,
+                    gossip: self.digest(),
+                });
+            }
+        }
+        actions
+    }
+
+    /// A gossip message from connected peer `from`.
+    pub fn receive(&mut self, from: &str, gossip: Gossip, now: OffsetDateTime) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match gossip {
+            Gossip::Digest {
+                versions,
+                crl_number,
+            } => self.answer_digest(from, &versions, crl_number, &mut actions),
+            Gossip::Records { records } => {
+                if records.len() > MAX_RECORDS_PER_MESSAGE {
+                    log(
+                        &mut actions,
+                        true,
+                        format!(
+                            "peer {from} sent {} records in one message (limit {MAX_RECORDS_PER_MESSAGE}); dropped",
+                            records.len()
+                        ),
+                    );
+                    return actions;
+                }
+                let mut fresh = Vec::new();
+                for record in records {
+                    if self.receive_record(from, &record, now, &mut actions) {
+                        fresh.push(record);
+                    }
+                }
+                if !fresh.is_empty() {
+                    self.push(&fresh, Some(from), &mut actions);
+                }
+            }
+            Gossip::Want { names, crl } => {
+                let records: Vec<SignedRecord> = names
+                    .iter()
+                    .take(MAX_RECORDS_PER_MESSAGE)
+                    .filter_map(|name| self.members.get(name))
+                    .map(|m| m.record.clone())
+                    .collect();
+                if !records.is_empty() {
+                    actions.push(send(from, Gossip::Records { records }));
+                }
+                if crl && let Some(crl) = &self.crl {
+                    actions.push(send(
+                        from,
+                        Gossip::Crl {
+                            der: crl.der().to_vec(),
+                        },
+                    ));
+                }
+            }
+            Gossip::Crl { der } => actions.extend(self.install_crl(&der, Some(from))),
+        }
+        actions
+    }
+
+    /// Our digest: every record's version and our CRL number.
+    fn digest(&self) -> Gossip {
+        Gossip::Digest {
+            versions: self
+                .members
+                .iter()
+                .map(|(name, m)| (name.clone(), m.version))
+                .collect(),
+            crl_number: self.crl.as_ref().map(Crl::crl_number),
+        }
+    }
+
+    fn answer_digest(
+        &mut self,
+        from: &str,
+        theirs: &BTreeMap<String, u64>,
+        their_crl: Option<u64>,
+        actions: &mut Vec<Action>,
+    ) {
+        let our_crl = self.crl.as_ref().map(Crl::crl_number);
+        // Revocations first, so the peer drops revoked records before we compare the rest.
+        if our_crl > their_crl
+            && let Some(crl) = &self.crl
+        {
+            actions.push(send(
+                from,
+                Gossip::Crl {
+                    der: crl.der().to_vec(),
+                },
+            ));
+        }
+        let newer_here: Vec<SignedRecord> = self
+            .members
+            .iter()
+            .filter(|(name, m)| theirs.get(*name).is_none_or(|v| *v < m.version))
+            .map(|(_, m)| m.record.clone())
+            .collect();
+        if !newer_here.is_empty() {
+            actions.push(send(
+                from,
+                Gossip::Records {
+                    records: newer_here,
+                },
+            ));
+        }
+        let wanted: Vec<String> = theirs
+            .iter()
+            .filter(|(name, version)| {
+                self.members
+                    .get(*name)
+                    .is_none_or(|m| m.version < **version)
+                    && self.refused.get(*name).is_none_or(|r| r < *version)
+            })
+            .map(|(name, _)| name.clone())
+            .take(MAX_RECORDS_PER_MESSAGE)
+            .collect();
+        let want_crl = their_crl > our_crl;
+        if !wanted.is_empty() || want_crl {
+            actions.push(send(
+                from,
+                Gossip::Want {
+                    names: wanted,
+                    crl: want_crl,
+                },
+            ));
+        }
+    }
+
+    /// Verifies and, if newer, stores one record. True if it was new to us.
+    fn receive_record(
+        &mut self,
+        from: &str,
+        record: &SignedRecord,
+        now: OffsetDateTime,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let member = match record.verify(&self.ca_der, self.crl.as_ref(), now) {
+            Ok(member) => member,
+            Err(error) => {
+                self.refuse(from, None, record.version, &error.to_string(), actions);
+                return false;
+            }
+        };
+        let name = member.identity.name.clone();
+        if name == self.own_name {
+            // Only we speak for ourselves: an older copy of our own record is harmless, a
+            // different certificate under our name is worth a warning.
+            let ours = self.members.get(&name).map(|own| &own.record.certificate);
+            if ours.is_some_and(|cert| *cert != record.certificate) {
+                self.refuse(
+                    from,
+                    Some(&name),
+                    record.version,
+                    "it claims to be this node with another certificate",
+                    actions,
+                );
+            }
+            return false;
+        }
+        if let Some(conflict) = self.conflict(&member) {
+            self.refuse(from, Some(&name), record.version, &conflict, actions);
+            return false;
+        }
+        self.accept(member, actions)
+    }
+
+    /// Stores `member` if it is newer than what we hold. True if it was.
+    fn accept(&mut self, member: Member, actions: &mut Vec<Action>) -> bool {
+        let name = member.identity.name.clone();
+        if self
+            .members
+            .get(&name)
+            .is_some_and(|old| old.version >= member.version)
+        {
+            return false;
+        }
+        let changed = self
+            .members
+            .get(&name)
+            .is_none_or(|old| old.identity != member.identity || old.endpoints != member.endpoints);
+        if !self.members.contains_key(&name) {
+            log(
+                actions,
+                false,
+                format!(
+                    "node {name} ({}) joined the membership",
+                    member.identity.role
+                ),
+            );
+        }
+        self.members.insert(name, member);
+        if changed {
+            actions.push(Action::MembersChanged);
+        }
+        true
+    }
+
+    fn refuse(
+        &mut self,
+        from: &str,
+        name: Option<&str>,
+        version: u64,
+        why: &str,
+        actions: &mut Vec<Action>,
+    ) {
+        let about = name.map_or(String::new(), |n| format!(" for node {n}"));
+        log(
+            actions,
+            true,
+            format!("membership record{about} from peer {from} dropped: {why}"),
+        );
+        if let Some(name) = name {
+            self.refused.insert(name.to_owned(), version);
+        }
+    }
+
+    /// Whether `member` claims address space another member holds, or names a core that is
+    /// not one. A spoke's IPv6 /80 lies inside its own core's /64 by design.
+    fn conflict(&self, member: &Member) -> Option<String> {
+        let id = &member.identity;
+        let claims = |m: &Member| -> Vec<IpNet> {
+            m.identity
+                .prefixes
+                .iter()
+                .chain(&m.identity.lan_prefixes)
+                .copied()
+                .collect()
+        };
+        for other in self.members.values() {
+            let oid = &other.identity;
+            if oid.name == id.name {
+                continue;
+            }
+            if oid.wireguard_key == id.wireguard_key {
+                return Some(format!("its WireGuard key is the one of node {}", oid.name));
+            }
+            let nested = |spoke: &pki::NodeIdentity, core: &pki::NodeIdentity| {
+                spoke.role == NodeRole::Spoke && spoke.core.as_deref() == Some(&core.name)
+            };
+            for mine in claims(member) {
+                for theirs in claims(other) {
+                    let overlap =
+                        mine.contains(&theirs.network()) || theirs.contains(&mine.network());
+                    let allowed = matches!((mine, theirs), (IpNet::V6(_), IpNet::V6(_)))
+                        && (nested(id, oid) || nested(oid, id));
+                    if overlap && !allowed {
+                        return Some(format!(
+                            "its prefix {mine} overlaps {theirs} of node {}",
+                            oid.name
+                        ));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Pushes fresh records to up to [`FANOUT`] connected peers other than `except`.
+    fn push(&mut self, records: &[SignedRecord], except: Option<&str>, actions: &mut Vec<Action>) {
+        for peer in self.pick_peers(except, FANOUT) {
+            actions.push(send(
+                &peer,
+                Gossip::Records {
+                    records: records.to_vec(),
+                },
+            ));
+        }
+    }
+
+    /// Up to `count` random connected peers, never `except`.
+    fn pick_peers(&mut self, except: Option<&str>, count: usize) -> Vec<String> {
+        self.connected
+            .iter()
+            .filter(|p| Some(p.as_str()) != except)
+            .cloned()
+            .choose_multiple(&mut self.rng, count)
+    }
+}
+
+fn send(to: &str, gossip: Gossip) -> Action {
+    Action::Send {
+        to: to.to_owned(),
+        gossip,
+    }
+}
+
+fn log(actions: &mut Vec<Action>, warning: bool, text: String) {
+    actions.push(Action::Log { warning, text });
+}

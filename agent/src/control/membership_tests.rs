@@ -1,0 +1,245 @@
+//! Tests of the membership state machine: nodes exchange messages through a queue, no I/O.
+
+use std::collections::VecDeque;
+
+use pki::{CertificateAuthority, NodeRole, RevokedEntry};
+use time::Duration;
+
+use super::membership::{Action, Membership};
+use super::message::Gossip;
+use super::record::tests::{NOW, node};
+use super::record::{SignedRecord, sign_record};
+
+fn ca() -> CertificateAuthority {
+    CertificateAuthority::create("test", NOW, Duration::days(365)).unwrap()
+}
+
+fn core_record(ca: &CertificateAuthority, name: &str, index: u8) -> SignedRecord {
+    let (key, cert) = node(
+        ca,
+        name,
+        NodeRole::Core,
+        None,
+        &[&format!("10.{index}.0.0/16")],
+    );
+    sign_record(&key, &cert, vec![format!("203.0.113.{index}:51820")], 1).unwrap()
+}
+
+/// Delivers every Send until quiet; returns the number of messages delivered.
+fn run(nodes: &mut [Membership], names: &[String], mut queue: VecDeque<(String, Action)>) -> usize {
+    let mut delivered = 0;
+    while let Some((from, action)) = queue.pop_front() {
+        if let Action::Send { to, gossip } = action {
+            delivered += 1;
+            let index = names.iter().position(|n| *n == to).unwrap();
+            for next in nodes[index].receive(&from, gossip, NOW) {
+                queue.push_back((to.clone(), next));
+            }
+        }
+    }
+    delivered
+}
+
+/// `count` cores, all connected to each other, each knowing only itself.
+fn mesh(
+    ca: &CertificateAuthority,
+    count: usize,
+) -> (Vec<Membership>, Vec<String>, VecDeque<(String, Action)>) {
+    let names: Vec<String> = (1..=count).map(|i| format!("core{i}")).collect();
+    let mut queue = VecDeque::new();
+    let mut nodes: Vec<Membership> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut m = Membership::new(name, ca.cert_der().to_vec(), i as u64);
+            m.set_own_record(core_record(ca, name, i as u8 + 1), NOW);
+            m
+        })
+        .collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        for (j, other) in names.iter().enumerate() {
+            if i != j {
+                for action in node.peer_connected(other) {
+                    queue.push_back((names[i].clone(), action));
+                }
+            }
+        }
+    }
+    (nodes, names, queue)
+}
+
+#[test]
+fn connected_nodes_converge_on_connect() {
+    let ca = ca();
+    let (mut nodes, names, queue) = mesh(&ca, 4);
+    run(&mut nodes, &names, queue);
+    for node in &nodes {
+        assert_eq!(node.members().count(), 4);
+    }
+}
+
+#[test]
+fn a_change_costs_linear_messages_and_reaches_everyone() {
+    let ca = ca();
+    let count = 30;
+    let (mut nodes, names, queue) = mesh(&ca, count);
+    run(&mut nodes, &names, queue);
+    // core1 changes its endpoints: push gossip only.
+    let (key, cert) = node(&ca, "core1", NodeRole::Core, None, &["10.1.0.0/16"]);
+    let record = sign_record(&key, &cert, vec!["198.51.100.1:51820".into()], 2).unwrap();
+    let queue: VecDeque<_> = nodes[0]
+        .set_own_record(record, NOW)
+        .into_iter()
+        .map(|a| ("core1".to_owned(), a))
+        .collect();
+    let messages = run(&mut nodes, &names, queue);
+    assert!(messages <= 3 * count, "{messages} messages for one change");
+    // Anti-entropy repairs whatever push missed: a few rounds of ticks.
+    for round in 0..5 {
+        let mut queue = VecDeque::new();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let now = NOW + Duration::seconds(11 * (round + 1));
+            for action in node.tick(now) {
+                queue.push_back((names[i].clone(), action));
+            }
+        }
+        run(&mut nodes, &names, queue);
+    }
+    for node in &nodes {
+        assert_eq!(node.member("core1").unwrap().version, 2);
+    }
+}
+
+#[test]
+fn records_from_another_ca_or_for_someone_elses_prefixes_are_dropped() {
+    let ca = ca();
+    let mut a = Membership::new("a", ca.cert_der().to_vec(), 1);
+    a.peer_connected("b");
+    let mine = core_record(&ca, "a", 1);
+    a.set_own_record(mine, NOW);
+
+    let evil = CertificateAuthority::create("evil", NOW, Duration::days(1)).unwrap();
+    let foreign = core_record(&evil, "x", 9);
+    let actions = a.receive(
+        "b",
+        Gossip::Records {
+            records: vec![foreign],
+        },
+        NOW,
+    );
+    assert!(a.member("x").is_none());
+    assert!(
+        actions.iter().any(|act| matches!(act, Action::Log { warning: true, text } if text.contains("not by this mesh's CA"))),
+        "{actions:?}"
+    );
+
+    // A certificate (from the right CA) whose prefix overlaps a's.
+    let squatter = core_record(&ca, "squat", 1);
+    let actions = a.receive(
+        "b",
+        Gossip::Records {
+            records: vec![squatter],
+        },
+        NOW,
+    );
+    assert!(a.member("squat").is_none());
+    assert!(
+        actions.iter().any(|act| matches!(act, Action::Log { text, .. } if text.contains("overlaps 10.1.0.0/16 of node a"))),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn digest_asks_for_what_is_missing_and_refused_versions_are_not_asked_again() {
+    let ca = ca();
+    let mut a = Membership::new("a", ca.cert_der().to_vec(), 1);
+    a.set_own_record(core_record(&ca, "a", 1), NOW);
+    a.peer_connected("b");
+    let versions = [("a".to_owned(), 1), ("b".to_owned(), 5)]
+        .into_iter()
+        .collect();
+    let actions = a.receive(
+        "b",
+        Gossip::Digest {
+            versions,
+            crl_number: None,
+        },
+        NOW,
+    );
+    assert!(
+        actions.contains(&Action::Send {
+            to: "b".into(),
+            gossip: Gossip::Want {
+                names: vec!["b".into()],
+                crl: false
+            }
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_revocation_removes_the_member_and_spreads() {
+    let ca = ca();
+    let (key, cert) = node(&ca, "b", NodeRole::Core, None, &["10.2.0.0/16"]);
+    let record = sign_record(&key, &cert, vec![], 1).unwrap();
+    let serial = record.verify(ca.cert_der(), None, NOW).unwrap().serial;
+    let mut a = Membership::new("a", ca.cert_der().to_vec(), 1);
+    a.peer_connected("b");
+    a.peer_connected("c");
+    a.receive(
+        "c",
+        Gossip::Records {
+            records: vec![record.clone()],
+        },
+        NOW,
+    );
+    assert!(a.member("b").is_some());
+
+    let crl = ca
+        .issue_crl(
+            &[RevokedEntry {
+                serial,
+                revoked_at: NOW,
+            }],
+            1,
+            NOW,
+            NOW + Duration::days(7),
+        )
+        .unwrap();
+    let actions = a.install_crl(&crl, None);
+    assert!(a.member("b").is_none());
+    assert!(actions.contains(&Action::MembersChanged));
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Disconnect { peer, .. } if peer == "b"))
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|x| matches!(x, Action::Send { to, gossip: Gossip::Crl { .. } } if to == "c"))
+    );
+    // The revoked record comes back through gossip: refused.
+    a.receive(
+        "c",
+        Gossip::Records {
+            records: vec![record],
+        },
+        NOW,
+    );
+    assert!(a.member("b").is_none());
+    // An older CRL changes nothing.
+    assert!(a.install_crl(&crl, Some("c")).is_empty());
+    // A forged CRL is dropped with a log line.
+    let evil = CertificateAuthority::create("evil", NOW, Duration::days(1)).unwrap();
+    let forged = evil
+        .issue_crl(&[], 9, NOW, NOW + Duration::days(1))
+        .unwrap();
+    let actions = a.install_crl(&forged, Some("c"));
+    assert!(
+        matches!(&actions[..], [Action::Log { warning: true, .. }]),
+        "{actions:?}"
+    );
+    assert_eq!(a.crl().unwrap().crl_number(), 1);
+}
