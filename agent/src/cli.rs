@@ -38,6 +38,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
+    /// The running daemon's local control socket [default: /run/meshd/meshd.sock; with
+    /// another --state-dir, meshd.sock inside it].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

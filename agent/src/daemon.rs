@@ -26,7 +26,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use mesh_config::{Config, Endpoint, Host, NodeAllocation, StaticPeer};
 
-use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneStats, PeerConfig, create_tun};
+use crate::api::{ApiServer, NodeInfo};
+use crate::dataplane::{
+    Dataplane, DataplaneConfig, DataplaneHandle, DataplaneStats, PeerConfig, create_tun,
+};
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
 use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
 use crate::state::StateDir;
@@ -36,7 +39,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM. Logs go to stderr (`RUST_LOG`
 /// filters them; default `info`).
-pub fn run(config_path: &Path, state_dir: &Path) -> anyhow::Result<()> {
+pub fn run(config_path: &Path, state_dir: &Path, socket_path: &Path) -> anyhow::Result<()> {
     init_logging();
     let config = mesh_config::load(config_path)
         .with_context(|| format!("cannot load the configuration {}", config_path.display()))?;
@@ -48,7 +51,13 @@ pub fn run(config_path: &Path, state_dir: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let allocation = load_allocation(&config, state_dir)?;
-    runtime.block_on(serve(config, allocation, key.to_bytes()))
+    runtime.block_on(serve(
+        config,
+        allocation,
+        key.to_bytes(),
+        state_dir,
+        socket_path,
+    ))
 }
 
 /// Logs to stderr; keeps an already installed subscriber (tests, an embedding program).
@@ -67,6 +76,8 @@ async fn serve(
     config: Config,
     allocation: Option<NodeAllocation>,
     private_key: [u8; 32],
+    state_dir: &Path,
+    socket_path: &Path,
 ) -> anyhow::Result<()> {
     let addresses = overlay_addresses(&config, allocation.as_ref())?;
     let mut peers = Vec::with_capacity(config.peers.len());
@@ -74,6 +85,12 @@ async fn serve(
         peers.push(resolve_peer(peer).await);
     }
     let routes = peer_routes(&peers, &addresses);
+    // The control socket before touching the system: a second daemon stops here. It also
+    // brings the client devices from clients.json (covered by the node's own prefixes, so
+    // they need no kernel routes of their own).
+    let api = ApiServer::open(socket_path, state_dir, &peers)
+        .context("cannot open the local control socket")?;
+    let peers = api.peer_configs();
 
     let netlink = Netlink::connect().context("cannot talk to the kernel over rtnetlink")?;
     let stale = netlink
@@ -119,13 +136,45 @@ async fn serve(
     };
     tracing::info!(node = %config.node.name, "meshd running");
 
-    let signal = wait_for_shutdown_signal().await;
+    let node = node_info(&config, &dataplane, mtu, &addresses, &routes);
+    let signal = tokio::select! {
+        signal = wait_for_shutdown_signal() => signal,
+        never = api.serve(node, &dataplane) => match never {},
+    };
     tracing::info!(signal, "shutting down");
     let stats = dataplane.stats();
     dataplane.shutdown().await;
     kernel.remove_routes().await;
     log_final_stats(&stats);
     signal_result(signal)
+}
+
+/// What the control socket reports about this node.
+fn node_info(
+    config: &Config,
+    dataplane: &DataplaneHandle,
+    mtu: u16,
+    addresses: &[IpNet],
+    kernel_routes: &[IpNet],
+) -> NodeInfo {
+    NodeInfo {
+        name: config.node.name.clone(),
+        role: config.node.role,
+        public_key: dataplane.public_key(),
+        interface: config.interface.name.clone(),
+        mtu,
+        listen_port: config.node.listen_port,
+        addresses: addresses.to_vec(),
+        endpoints: config
+            .node
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        listening: dataplane.local_addrs().to_vec(),
+        kernel_routes: kernel_routes.to_vec(),
+        started_at: time::OffsetDateTime::now_utc(),
+    }
 }
 
 /// A signal that could not even be installed is an error; a received one is a clean stop.

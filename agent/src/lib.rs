@@ -5,6 +5,7 @@
 //! - [`dataplane`]: userspace WireGuard (boringtun) between the TUN device and UDP sockets.
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
 
+pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod control;

@@ -70,6 +70,14 @@ pub enum CommandError {
     #[error("`meshd {command}` is not implemented yet in this version")]
     NotImplemented { command: &'static str },
 
+    /// Talking to the running daemon failed (names the socket), or it refused.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+
+    /// A client device could not be added.
+    #[error(transparent)]
+    Client(#[from] crate::api::client_registry::ClientError),
+
     /// Writing the command's output failed (closed pipe, full disk, ...).
     #[error("cannot write output: {0}")]
     Output(#[source] io::Error),

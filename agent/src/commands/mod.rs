@@ -2,19 +2,23 @@
 //! (the `--config` and `--state-dir` every command honours) and returns a typed
 //! [`CommandError`]; `main` turns that into a message for people and an exit code.
 
+mod client;
 mod error;
 mod identity;
 mod init;
 mod invite;
 mod not_implemented;
+mod peers;
 mod pubkey;
+mod routes;
+mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR};
 
-use crate::cli::{Cli, ClientCommand, Command};
+use crate::cli::{Cli, Command};
 use crate::state::StateDir;
 
 pub use error::CommandError;
@@ -26,6 +30,8 @@ pub struct Context {
     pub config_path: PathBuf,
     /// `--state-dir`.
     pub state: StateDir,
+    /// The daemon's control socket: `--socket`, or the default for `--state-dir`.
+    pub socket_path: PathBuf,
 }
 
 impl Context {
@@ -34,6 +40,7 @@ impl Context {
         Self {
             config_path: cli.config.clone(),
             state: StateDir::new(cli.state_dir.clone()),
+            socket_path: crate::api::socket_path(cli.socket.as_deref(), &cli.state_dir),
         }
     }
 
@@ -94,15 +101,17 @@ pub fn execute<O: Write, N: Write>(
         Command::Pubkey => pubkey::pubkey(&context, output),
         Command::Init(args) => init::init(&context, &args, output),
         Command::Invite(args) => invite::invite(&context, &args, output),
-        Command::Run => crate::daemon::run(&context.config_path, context.state.root())
-            .map_err(CommandError::Daemon),
+        Command::Run => crate::daemon::run(
+            &context.config_path,
+            context.state.root(),
+            &context.socket_path,
+        )
+        .map_err(CommandError::Daemon),
         Command::Join(_) => Err(not_implemented::not_implemented("join")),
-        Command::Status(_) => Err(not_implemented::not_implemented("status")),
-        Command::Peers(_) => Err(not_implemented::not_implemented("peers")),
-        Command::Routes(_) => Err(not_implemented::not_implemented("routes")),
-        Command::Client(ClientCommand::Add(_)) => {
-            Err(not_implemented::not_implemented("client add"))
-        }
+        Command::Status(args) => status::status(&context, &args, output),
+        Command::Peers(args) => peers::peers(&context, &args, output),
+        Command::Routes(args) => routes::routes(&context, &args, output),
+        Command::Client(command) => client::client(&context, &command, output),
         Command::Revoke(_) => Err(not_implemented::not_implemented("revoke")),
     }
 }

@@ -1,0 +1,133 @@
+//! The operator's local API: a Unix stream socket on which the running daemon answers
+//! `meshd status`, `meshd peers`, `meshd routes` and accepts the clients `meshd client add`
+//! creates.
+//!
+//! - [`protocol`]: the wire format (one JSON object per line, with a `version`), pure.
+//! - [`report`]: the payloads (`{"schema": 1, ...}`, what `--json` prints) and their pure
+//!   builders.
+//! - [`socket`]: the socket path and binding it (mode 0660, stale sockets replaced).
+//! - [`server`]: the daemon side; [`client`]: the blocking command side.
+//! - [`client_registry`]: `clients.json`, the client devices and their addresses;
+//!   [`wg_quick`]: a client's wg-quick configuration and QR code.
+//! - [`human`]: counts and durations for people.
+//!
+//! For the daemon:
+//! ```text
+//! let api = ApiServer::open(&socket_path, state_dir, &configured_peers)?; // early: fails if another daemon runs
+//! let peers = api.peer_configs();            // configured peers + clients.json, for the data plane
+//! ... start the data plane ...
+//! tokio::select! { s = shutdown_signal() => ..., never = api.serve(node_info, &dataplane) => match never {} }
+//! ```
+
+pub mod client;
+pub mod client_registry;
+mod error;
+pub mod human;
+pub mod protocol;
+pub mod report;
+pub mod server;
+pub mod socket;
+pub mod wg_quick;
+
+use std::convert::Infallible;
+use std::path::Path;
+
+pub use client::{ApiClient, request};
+pub use error::ApiError;
+pub use report::{KnownPeer, NodeInfo, PeerKind};
+pub use server::{ApiState, DataplaneControl};
+pub use socket::{ControlSocket, DEFAULT_SOCKET_PATH, socket_path};
+
+use crate::dataplane::PeerConfig;
+use crate::state::{CaDatabase, StateDir, StateError};
+use client_registry::ClientRegistry;
+
+/// Why the control socket could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Socket(#[from] ApiError),
+    #[error("cannot load the client devices: {0}")]
+    Clients(#[from] StateError),
+    #[error(
+        "client {name:?} in {} has the name of a configured [[peer]]; rename one of them",
+        path.display()
+    )]
+    ClientNameTaken {
+        name: String,
+        path: std::path::PathBuf,
+    },
+}
+
+/// The control socket, bound, with the peers the daemon starts with.
+#[derive(Debug)]
+pub struct ApiServer {
+    socket: ControlSocket,
+    state: StateDir,
+    peers: Vec<KnownPeer>,
+}
+
+impl ApiServer {
+    /// Binds the socket at `socket_path` and loads the clients from `clients.json` in
+    /// `state_dir`. Call it before touching the system: it fails if another daemon answers on
+    /// the socket. The roles of `configured` peers are taken from the CA database when this
+    /// node holds the CA.
+    pub fn open(
+        socket_path: &Path,
+        state_dir: &Path,
+        configured: &[PeerConfig],
+    ) -> Result<Self, OpenError> {
+        let state = StateDir::new(state_dir);
+        let registry = ClientRegistry::load(&state)?;
+        if let Some(client) = registry
+            .clients
+            .iter()
+            .find(|c| configured.iter().any(|p| p.name == c.name))
+        {
+            return Err(OpenError::ClientNameTaken {
+                name: client.name.clone(),
+                path: ClientRegistry::path(&state),
+            });
+        }
+        let ca_db = ca_database(&state);
+        let role = |name: &str| Some(ca_db.as_ref()?.allocator.node(name)?.role);
+        let nodes: Vec<KnownPeer> = configured
+            .iter()
+            .map(|config| KnownPeer {
+                config: config.clone(),
+                kind: PeerKind::Node(role(&config.name)),
+            })
+            .collect();
+        let peers = server::merge_clients(&nodes, &registry);
+        let socket = ControlSocket::bind(socket_path)?;
+        Ok(Self {
+            socket,
+            state,
+            peers,
+        })
+    }
+
+    /// Every peer the data plane should start with: the configured ones, then the clients.
+    pub fn peer_configs(&self) -> Vec<PeerConfig> {
+        self.peers.iter().map(|p| p.config.clone()).collect()
+    }
+
+    /// Answers requests until the future is dropped.
+    pub async fn serve<D: DataplaneControl>(self, node: NodeInfo, dataplane: &D) -> Infallible {
+        let api = ApiState::new(node, dataplane, self.peers, self.state);
+        self.socket.serve(&api).await
+    }
+}
+
+/// The CA database, where the roles of the nodes are known (only on the CA holder). The
+/// roles are only shown to people, so a database that cannot be read costs a warning here;
+/// the commands that depend on it report it as an error.
+fn ca_database(state: &StateDir) -> Option<CaDatabase> {
+    if !state.is_ca_holder() {
+        return None;
+    }
+    state
+        .read_ca_db()
+        .inspect_err(|error| tracing::warn!(%error, "the roles of the peers are unknown"))
+        .ok()
+}

@@ -1,0 +1,472 @@
+//! What `meshd status`, `meshd peers` and `meshd routes` report: the JSON payloads of the
+//! control socket, which `--json` prints unchanged. Every payload starts with
+//! `"schema": SCHEMA_VERSION`; fields may be added within a schema version, never renamed,
+//! removed or given another meaning (docs/operations.md describes each field).
+//!
+//! The builders are pure: they take the daemon's facts, the data plane counters and `now`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use mesh_config::Role;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::dataplane::{DataplaneStats, DropReason, PeerConfig, PeerStats};
+use crate::state::encode_key;
+
+/// Version of the report schema (the `schema` field of every payload).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A peer counts as up while its session is younger than this: WireGuard rejects a session
+/// after 180 s without a new handshake (REJECT_AFTER_TIME), so an older one carries nothing.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(180);
+
+/// Facts about the node that the daemon fixed when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    /// The node's WireGuard public key.
+    pub public_key: [u8; 32],
+    /// The TUN device.
+    pub interface: String,
+    pub mtu: u16,
+    pub listen_port: u16,
+    /// Overlay addresses on the TUN, with their prefix length.
+    pub addresses: Vec<IpNet>,
+    /// Where other nodes reach this one (`HOST:PORT`, as configured).
+    pub endpoints: Vec<String>,
+    /// The UDP addresses the data plane listens on.
+    pub listening: Vec<SocketAddr>,
+    /// Routes meshd installed in the kernel towards the TUN.
+    pub kernel_routes: Vec<IpNet>,
+    pub started_at: OffsetDateTime,
+}
+
+/// What a peer is to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerKind {
+    /// Another meshd node; its role when known (from the CA database on the CA holder).
+    Node(Option<Role>),
+    /// An end-user device added with `meshd client add`.
+    Client,
+}
+
+/// A peer the data plane was configured with, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPeer {
+    pub config: PeerConfig,
+    pub kind: PeerKind,
+}
+
+/// `meshd status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub schema: u32,
+    pub node: NodeSummary,
+    pub daemon: DaemonSummary,
+    pub peers: PeerCounts,
+    pub traffic: Traffic,
+    pub drops: Drops,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub name: String,
+    /// `core` or `spoke`.
+    pub role: String,
+    /// Base64, as `wg` prints keys.
+    pub public_key: String,
+    pub interface: String,
+    pub mtu: u16,
+    pub listen_port: u16,
+    pub listening: Vec<SocketAddr>,
+    pub addresses: Vec<IpNet>,
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonSummary {
+    /// meshd's version.
+    pub version: String,
+    pub pid: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounts {
+    /// Peers configured, clients included.
+    pub total: usize,
+    /// Peers with a live session (handshake within [`SESSION_LIFETIME`]).
+    pub up: usize,
+    /// Of `total`, how many are clients.
+    pub clients: usize,
+}
+
+/// Inner (decrypted) traffic summed over all peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Packets forwarded from one peer to another inside meshd.
+    pub transit_packets: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    pub total: u64,
+    /// Every reason the data plane knows, zero counts included, by its snake_case name.
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+/// `meshd peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersReport {
+    pub schema: u32,
+    pub peers: Vec<PeerReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub name: String,
+    /// `core`, `spoke`, `client`, or null when this node does not know the peer's role.
+    pub role: Option<String>,
+    pub public_key: String,
+    /// The path packets go to now (learnt from the peer's packets if none is configured).
+    pub endpoint: Option<SocketAddr>,
+    pub configured_endpoints: Vec<SocketAddr>,
+    pub allowed_prefixes: Vec<IpNet>,
+    pub persistent_keepalive_seconds: Option<u64>,
+    /// A session younger than 180 s exists.
+    pub up: bool,
+    /// Seconds since the current session's handshake; null if there is no session.
+    pub last_handshake_seconds_ago: Option<u64>,
+    /// Round-trip time in milliseconds; null until path probing measures it.
+    pub rtt_ms: Option<f64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub transit_packets: u64,
+    pub handshakes: u64,
+}
+
+/// `meshd routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesReport {
+    pub schema: u32,
+    /// The TUN the routes point into.
+    pub interface: String,
+    /// The data plane's crypto-key routing table, in prefix order.
+    pub routes: Vec<RouteEntry>,
+    /// Where BGP-learnt routes stand: `"not_running"` until the BGP speaker runs in the
+    /// daemon.
+    pub bgp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub prefix: IpNet,
+    /// The peer packets for the prefix are encrypted to.
+    pub peer: String,
+    /// `peer` (a configured mesh node) or `client`.
+    pub source: String,
+    /// How the kernel sends the prefix into the TUN: `meshd` (a route meshd installed),
+    /// `connected` (covered by an address on the TUN), or `none`.
+    pub kernel: String,
+}
+
+/// Builds the `status` payload.
+pub fn status(
+    node: &NodeInfo,
+    peers: &[KnownPeer],
+    stats: &DataplaneStats,
+    now: OffsetDateTime,
+) -> StatusReport {
+    let mut traffic = Traffic::default();
+    for peer in &stats.peers {
+        traffic.rx_bytes += peer.rx_bytes;
+        traffic.tx_bytes += peer.tx_bytes;
+        traffic.rx_packets += peer.rx_packets;
+        traffic.tx_packets += peer.tx_packets;
+        traffic.transit_packets += peer.transit_packets;
+    }
+    let by_reason = DropReason::ALL
+        .iter()
+        .map(|reason| (reason.as_str().to_owned(), stats.drops.get(*reason)))
+        .collect();
+    let uptime = now - node.started_at;
+    StatusReport {
+        schema: SCHEMA_VERSION,
+        node: NodeSummary {
+            name: node.name.clone(),
+            role: node.role.to_string(),
+            public_key: encode_key(&node.public_key),
+            interface: node.interface.clone(),
+            mtu: node.mtu,
+            listen_port: node.listen_port,
+            listening: node.listening.clone(),
+            addresses: node.addresses.clone(),
+            endpoints: node.endpoints.clone(),
+        },
+        daemon: DaemonSummary {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            started_at: node.started_at,
+            uptime_seconds: u64::try_from(uptime.whole_seconds()).unwrap_or(0),
+        },
+        peers: PeerCounts {
+            total: peers.len(),
+            up: stats.peers.iter().filter(|p| is_up(p)).count(),
+            clients: peers.iter().filter(|p| p.kind == PeerKind::Client).count(),
+        },
+        traffic,
+        drops: Drops {
+            total: stats.drops.total(),
+            by_reason,
+        },
+    }
+}
+
+/// Builds the `peers` payload: the configured peers in order, with their counters.
+pub fn peers(peers: &[KnownPeer], stats: &DataplaneStats) -> PeersReport {
+    let reports = peers
+        .iter()
+        .map(|peer| {
+            let counters = stats.peer(&peer.config.name);
+            peer_report(peer, counters)
+        })
+        .collect();
+    PeersReport {
+        schema: SCHEMA_VERSION,
+        peers: reports,
+    }
+}
+
+fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>) -> PeerReport {
+    let config = &peer.config;
+    let role = match peer.kind {
+        PeerKind::Client => Some("client".to_owned()),
+        PeerKind::Node(role) => role.map(|r| r.to_string()),
+    };
+    PeerReport {
+        name: config.name.clone(),
+        role,
+        public_key: encode_key(&config.public_key),
+        endpoint: stats.and_then(|s| s.endpoint),
+        configured_endpoints: config.endpoints.clone(),
+        allowed_prefixes: config.allowed_ips.clone(),
+        persistent_keepalive_seconds: config.persistent_keepalive.map(|d| d.as_secs()),
+        up: stats.is_some_and(is_up),
+        last_handshake_seconds_ago: stats.and_then(|s| s.last_handshake).map(|d| d.as_secs()),
+        rtt_ms: None,
+        rx_bytes: stats.map_or(0, |s| s.rx_bytes),
+        tx_bytes: stats.map_or(0, |s| s.tx_bytes),
+        rx_packets: stats.map_or(0, |s| s.rx_packets),
+        tx_packets: stats.map_or(0, |s| s.tx_packets),
+        transit_packets: stats.map_or(0, |s| s.transit_packets),
+        handshakes: stats.map_or(0, |s| s.handshakes),
+    }
+}
+
+fn is_up(stats: &PeerStats) -> bool {
+    stats
+        .last_handshake
+        .is_some_and(|age| age < SESSION_LIFETIME)
+}
+
+/// Builds the `routes` payload from the peers' allowed prefixes (the data plane's routing
+/// table) and what the daemon put in the kernel.
+pub fn routes(node: &NodeInfo, peers: &[KnownPeer]) -> RoutesReport {
+    let mut routes: Vec<RouteEntry> = peers
+        .iter()
+        .flat_map(|peer| {
+            peer.config
+                .allowed_ips
+                .iter()
+                .map(move |prefix| RouteEntry {
+                    prefix: *prefix,
+                    peer: peer.config.name.clone(),
+                    source: match peer.kind {
+                        PeerKind::Client => "client",
+                        PeerKind::Node(_) => "peer",
+                    }
+                    .to_owned(),
+                    kernel: kernel_route(node, *prefix).to_owned(),
+                })
+        })
+        .collect();
+    routes.sort_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| a.peer.cmp(&b.peer)));
+    RoutesReport {
+        schema: SCHEMA_VERSION,
+        interface: node.interface.clone(),
+        routes,
+        bgp: "not_running".to_owned(),
+    }
+}
+
+fn kernel_route(node: &NodeInfo, prefix: IpNet) -> &'static str {
+    if node.kernel_routes.contains(&prefix) {
+        "meshd"
+    } else if node
+        .addresses
+        .iter()
+        .any(|address| address.trunc().contains(&prefix))
+    {
+        "connected"
+    } else {
+        "none"
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn node() -> NodeInfo {
+        NodeInfo {
+            name: "alpha".into(),
+            role: Role::Core,
+            public_key: [1; 32],
+            interface: "mesh0".into(),
+            mtu: 1420,
+            listen_port: 51820,
+            addresses: vec![
+                "10.1.0.1/16".parse().unwrap(),
+                "fd00:1::1/64".parse().unwrap(),
+            ],
+            endpoints: vec!["vpn.example.net:51820".into()],
+            listening: vec!["0.0.0.0:51820".parse().unwrap()],
+            kernel_routes: vec!["10.2.0.0/16".parse().unwrap()],
+            started_at: time::macros::datetime!(2026-01-02 03:04:05 UTC),
+        }
+    }
+
+    pub(crate) fn known(name: &str, kind: PeerKind, allowed: &[&str]) -> KnownPeer {
+        KnownPeer {
+            config: PeerConfig {
+                name: name.into(),
+                public_key: [name.len() as u8 + 10; 32],
+                endpoints: vec!["203.0.113.2:51820".parse().unwrap()],
+                allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
+                persistent_keepalive: Some(Duration::from_secs(25)),
+            },
+            kind,
+        }
+    }
+
+    pub(crate) fn stats_for(peer: &KnownPeer, handshake: Option<u64>) -> PeerStats {
+        PeerStats {
+            name: peer.config.name.clone(),
+            public_key: peer.config.public_key,
+            endpoint: peer.config.endpoints.first().copied(),
+            rx_bytes: 1000,
+            rx_packets: 10,
+            tx_bytes: 2000,
+            tx_packets: 20,
+            transit_packets: 1,
+            handshakes: 2,
+            last_handshake: handshake.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn status_counts_peers_traffic_and_drops() {
+        let beta = known("beta", PeerKind::Node(Some(Role::Core)), &["10.2.0.0/16"]);
+        let laptop = known("laptop", PeerKind::Client, &["10.1.0.2/32"]);
+        let stats = DataplaneStats {
+            peers: vec![stats_for(&beta, Some(30)), stats_for(&laptop, Some(600))],
+            drops: Default::default(),
+        };
+        let now = node().started_at + time::Duration::seconds(3725);
+        let report = status(&node(), &[beta, laptop], &stats, now);
+        assert_eq!(report.schema, 1);
+        assert_eq!(report.daemon.uptime_seconds, 3725);
+        assert_eq!(
+            report.peers,
+            PeerCounts {
+                total: 2,
+                up: 1,
+                clients: 1
+            }
+        );
+        assert_eq!(report.traffic.rx_bytes, 2000);
+        assert_eq!(report.traffic.tx_packets, 40);
+        assert_eq!(report.drops.total, 0);
+        assert_eq!(report.drops.by_reason.len(), DropReason::ALL.len());
+        assert_eq!(report.drops.by_reason["no_route"], 0);
+    }
+
+    #[test]
+    fn peers_join_configuration_and_counters() {
+        let beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);
+        let laptop = known("laptop", PeerKind::Client, &["10.1.0.2/32"]);
+        let stats = DataplaneStats {
+            peers: vec![stats_for(&beta, Some(200))],
+            drops: Default::default(),
+        };
+        let report = peers(&[beta, laptop], &stats);
+        let [beta, laptop] = &report.peers[..] else {
+            panic!("two peers expected: {report:?}")
+        };
+        assert_eq!(beta.role, None);
+        assert!(!beta.up, "a 200 s old session is expired");
+        assert_eq!(beta.last_handshake_seconds_ago, Some(200));
+        assert_eq!(beta.rx_bytes, 1000);
+        assert_eq!(laptop.role.as_deref(), Some("client"));
+        assert_eq!(laptop.endpoint, None);
+        assert_eq!(laptop.rx_bytes, 0);
+        assert_eq!(laptop.persistent_keepalive_seconds, Some(25));
+    }
+
+    #[test]
+    fn routes_say_how_the_kernel_reaches_the_tun() {
+        let beta = known(
+            "beta",
+            PeerKind::Node(None),
+            &["10.2.0.0/16", "192.168.9.0/24"],
+        );
+        let laptop = known("laptop", PeerKind::Client, &["10.1.0.2/32"]);
+        let report = routes(&node(), &[beta, laptop]);
+        let summary: Vec<(String, &str, &str, &str)> = report
+            .routes
+            .iter()
+            .map(|r| (r.prefix.to_string(), &*r.peer, &*r.source, &*r.kernel))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("10.1.0.2/32".to_owned(), "laptop", "client", "connected"),
+                ("10.2.0.0/16".to_owned(), "beta", "peer", "meshd"),
+                ("192.168.9.0/24".to_owned(), "beta", "peer", "none"),
+            ]
+        );
+        assert_eq!(report.bgp, "not_running");
+    }
+
+    #[test]
+    fn json_has_the_documented_top_level_shape() {
+        let stats = DataplaneStats {
+            peers: vec![],
+            drops: Default::default(),
+        };
+        let report = status(&node(), &[], &stats, node().started_at);
+        let value = serde_json::to_value(&report).unwrap();
+        assert_eq!(value["schema"], 1);
+        assert_eq!(value["node"]["name"], "alpha");
+        assert_eq!(value["node"]["role"], "core");
+        assert_eq!(value["node"]["addresses"][0], "10.1.0.1/16");
+        assert_eq!(value["daemon"]["started_at"], "2026-01-02T03:04:05Z");
+        assert_eq!(value["peers"]["up"], 0);
+        assert_eq!(value["drops"]["by_reason"]["replay"], 0);
+        let back: StatusReport = serde_json::from_value(value).unwrap();
+        assert_eq!(back, report);
+    }
+}

@@ -1,0 +1,340 @@
+//! The daemon side of the control socket: accepts local connections and answers requests
+//! from the daemon's facts, the data plane's counters and the state directory.
+//!
+//! It runs as one future inside the daemon (not a spawned task), borrowing the data plane;
+//! connections are served concurrently within it, each bounded in size and time, and the
+//! number of open connections is capped, so a misbehaving local client costs little.
+
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::client_registry::ClientRegistry;
+use super::protocol::{ErrorKind, Failure, MAX_REQUEST_BYTES, Request, Response};
+use super::report::{self, KnownPeer, NodeInfo, PeerKind, SCHEMA_VERSION};
+use super::socket::ControlSocket;
+use crate::dataplane::{DataplaneError, DataplaneHandle, DataplaneStats, PeerConfig};
+use crate::state::StateDir;
+
+/// Connections served at once; more are answered "busy" and closed.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may stay silent before the daemon closes it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long writing one response may take (a client that does not read).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (e.g. out of file descriptors) so it is not a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the server needs from the data plane; the daemon's [`DataplaneHandle`], or a fake in
+/// tests.
+pub trait DataplaneControl {
+    fn stats(&self) -> DataplaneStats;
+    fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError>;
+}
+
+impl DataplaneControl for DataplaneHandle {
+    fn stats(&self) -> DataplaneStats {
+        DataplaneHandle::stats(self)
+    }
+
+    fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
+        DataplaneHandle::update_peers(self, peers)
+    }
+}
+
+/// The server's view of the node: fixed facts, the peers the data plane has now, and the
+/// state directory clients are read from.
+#[derive(Debug)]
+pub struct ApiState<'a, D> {
+    node: NodeInfo,
+    dataplane: &'a D,
+    peers: Mutex<Vec<KnownPeer>>,
+    state: StateDir,
+}
+
+impl<'a, D: DataplaneControl> ApiState<'a, D> {
+    /// `peers` must be the set the data plane was started with.
+    pub fn new(node: NodeInfo, dataplane: &'a D, peers: Vec<KnownPeer>, state: StateDir) -> Self {
+        Self {
+            node,
+            dataplane,
+            peers: Mutex::new(peers),
+            state,
+        }
+    }
+
+    /// The peers as they are now.
+    pub fn peers(&self) -> Vec<KnownPeer> {
+        self.lock_peers().clone()
+    }
+
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, Vec<KnownPeer>> {
+        // Nothing panics while holding the lock; if something did, the list is still whole.
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Answers one request line.
+    pub fn handle(&self, line: &[u8]) -> Response {
+        let request = match Request::decode(line) {
+            Ok(request) => request,
+            Err(failure) => return Response::error(failure),
+        };
+        let payload = match request {
+            Request::Status => {
+                let peers = self.peers();
+                let stats = self.dataplane.stats();
+                to_value(&report::status(
+                    &self.node,
+                    &peers,
+                    &stats,
+                    OffsetDateTime::now_utc(),
+                ))
+            }
+            Request::Peers => to_value(&report::peers(&self.peers(), &self.dataplane.stats())),
+            Request::Routes => to_value(&report::routes(&self.node, &self.peers())),
+            Request::AddClient { name } => match self.add_client(&name) {
+                Ok(payload) => payload,
+                Err(failure) => return Response::error(failure),
+            },
+        };
+        Response::ok(payload)
+    }
+
+    /// Re-reads `clients.json` and gives the data plane every client in it (the one named
+    /// and any other added while the daemon could not be told).
+    fn add_client(&self, name: &str) -> Result<serde_json::Value, Failure> {
+        let failed = |message: String| Failure::new(ErrorKind::Failed, message);
+        let registry = ClientRegistry::load(&self.state).map_err(|e| failed(e.to_string()))?;
+        if registry.get(name).is_none() {
+            return Err(Failure::new(
+                ErrorKind::NotFound,
+                format!(
+                    "there is no client {name:?} in {}; create it with `meshd client add`",
+                    ClientRegistry::path(&self.state).display()
+                ),
+            ));
+        }
+        let mut peers = self.lock_peers();
+        let wanted = merge_clients(&peers, &registry);
+        let configs: Vec<PeerConfig> = wanted.iter().map(|p| p.config.clone()).collect();
+        self.dataplane
+            .update_peers(&configs)
+            .map_err(|e| failed(format!("the data plane refused the client: {e}")))?;
+        *peers = wanted;
+        Ok(serde_json::json!({
+            "schema": SCHEMA_VERSION,
+            "client": name,
+            "peers": peers.len(),
+        }))
+    }
+}
+
+/// `peers` with its clients replaced by those of `registry` (the configured peers keep their
+/// place and sessions).
+pub fn merge_clients(peers: &[KnownPeer], registry: &ClientRegistry) -> Vec<KnownPeer> {
+    peers
+        .iter()
+        .filter(|p| p.kind != PeerKind::Client)
+        .cloned()
+        .chain(registry.clients.iter().map(|client| KnownPeer {
+            config: client.peer_config(),
+            kind: PeerKind::Client,
+        }))
+        .collect()
+}
+
+fn to_value<T: serde::Serialize>(report: &T) -> serde_json::Value {
+    serde_json::to_value(report).expect("reports are plain data and always serialise")
+}
+
+impl ControlSocket {
+    /// Serves connections until the returned future is dropped (the daemon drops it when it
+    /// shuts down). Never returns: accept errors are logged and retried.
+    pub async fn serve<D: DataplaneControl>(&self, api: &ApiState<'_, D>) -> Infallible {
+        tracing::info!(socket = %self.path().display(), "control socket ready");
+        let mut connections = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) if connections.len() >= MAX_CONNECTIONS => refuse_busy(&stream),
+                    Ok((stream, _)) => connections.push(serve_connection(stream, api)),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot accept a control connection");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                Some(()) = connections.next(), if !connections.is_empty() => {}
+            }
+        }
+    }
+}
+
+/// Tells a client over the connection limit to come back later, without waiting for it.
+fn refuse_busy(stream: &UnixStream) {
+    let response = Response::error(Failure::new(
+        ErrorKind::Busy,
+        format!("the daemon is serving {MAX_CONNECTIONS} connections already; try again"),
+    ));
+    let _ = stream.try_write(&response.to_line());
+}
+
+/// Answers the requests of one connection, one line each, until it closes, goes quiet for
+/// [`IDLE_TIMEOUT`], or sends a line longer than [`MAX_REQUEST_BYTES`].
+async fn serve_connection<D: DataplaneControl>(stream: UnixStream, api: &ApiState<'_, D>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
+    loop {
+        let mut line = Vec::new();
+        let read = tokio::time::timeout(
+            IDLE_TIMEOUT,
+            (&mut reader).take(limit).read_until(b'\n', &mut line),
+        )
+        .await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        let complete = line.ends_with(b"\n");
+        let (response, keep_going) = if !complete && line.len() > MAX_REQUEST_BYTES {
+            // The rest of the line is still unread: the stream cannot be resynchronised.
+            let failure = Failure::new(
+                ErrorKind::TooLarge,
+                format!("the request is longer than {MAX_REQUEST_BYTES} bytes"),
+            );
+            (Response::error(failure), false)
+        } else {
+            // A last line without a newline is answered too; the client has finished.
+            (api.handle(&line), complete)
+        };
+        let written =
+            tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&response.to_line())).await;
+        if !matches!(written, Ok(Ok(()))) || !keep_going {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::report::tests::{known, node, stats_for};
+    use std::sync::Mutex as StdMutex;
+
+    /// A data plane that records the peer sets it was given.
+    #[derive(Debug, Default)]
+    struct FakeDataplane {
+        updates: StdMutex<Vec<Vec<String>>>,
+        refuse: bool,
+    }
+
+    impl DataplaneControl for FakeDataplane {
+        fn stats(&self) -> DataplaneStats {
+            let beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);
+            DataplaneStats {
+                peers: vec![stats_for(&beta, Some(5))],
+                drops: Default::default(),
+            }
+        }
+
+        fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
+            if self.refuse {
+                return Err(DataplaneError::config("refused for the test"));
+            }
+            self.updates
+                .lock()
+                .unwrap()
+                .push(peers.iter().map(|p| p.name.clone()).collect());
+            Ok(())
+        }
+    }
+
+    fn api_with(dataplane: &FakeDataplane, state: StateDir) -> ApiState<'_, FakeDataplane> {
+        let beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);
+        ApiState::new(node(), dataplane, vec![beta], state)
+    }
+
+    fn ok(response: Response) -> serde_json::Value {
+        assert!(response.error.is_none(), "{response:?}");
+        response.ok.unwrap()
+    }
+
+    #[test]
+    fn status_peers_and_routes_are_answered() {
+        let dataplane = FakeDataplane::default();
+        let api = api_with(&dataplane, StateDir::new("/nonexistent"));
+        let status = ok(api.handle(&Request::Status.to_line()));
+        assert_eq!(status["schema"], 1);
+        assert_eq!(status["peers"]["up"], 1);
+        let peers = ok(api.handle(&Request::Peers.to_line()));
+        assert_eq!(peers["peers"][0]["name"], "beta");
+        let routes = ok(api.handle(&Request::Routes.to_line()));
+        assert_eq!(routes["routes"][0]["prefix"], "10.2.0.0/16");
+    }
+
+    #[test]
+    fn malformed_requests_get_an_error_response() {
+        let dataplane = FakeDataplane::default();
+        let api = api_with(&dataplane, StateDir::new("/nonexistent"));
+        for line in [
+            &b"\xff\xfe"[..],
+            b"{}",
+            b"{\"version\":1,\"request\":\"nope\"}\n",
+        ] {
+            let response = api.handle(line);
+            assert_eq!(response.error.unwrap().kind, ErrorKind::BadRequest);
+        }
+    }
+
+    #[test]
+    fn add_client_reads_the_registry_and_updates_the_data_plane() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let dataplane = FakeDataplane::default();
+        let api = api_with(&dataplane, state.clone());
+        let request = Request::AddClient {
+            name: "laptop".into(),
+        };
+
+        let response = api.handle(&request.to_line());
+        let failure = response.error.unwrap();
+        assert_eq!(failure.kind, ErrorKind::NotFound);
+        assert!(failure.message.contains("clients.json"), "{failure:?}");
+
+        let node = crate::api::client_registry::tests::spoke();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        crate::api::client_registry::add_client(&state, &node, "laptop", now).unwrap();
+        let payload = ok(api.handle(&request.to_line()));
+        assert_eq!(payload["peers"], 2);
+        assert_eq!(
+            *dataplane.updates.lock().unwrap(),
+            vec![vec!["beta".to_owned(), "laptop".to_owned()]]
+        );
+        // Idempotent: asking again gives the same set.
+        ok(api.handle(&request.to_line()));
+        let peers = ok(api.handle(&Request::Peers.to_line()));
+        assert_eq!(peers["peers"][1]["role"], "client");
+        assert_eq!(peers["peers"][1]["allowed_prefixes"][0], "10.3.0.2/32");
+
+        let refusing = FakeDataplane {
+            refuse: true,
+            ..Default::default()
+        };
+        let api = api_with(&refusing, state);
+        let failure = api.handle(&request.to_line()).error.unwrap();
+        assert_eq!(failure.kind, ErrorKind::Failed);
+        assert!(
+            failure.message.contains("refused for the test"),
+            "{failure:?}"
+        );
+        assert_eq!(api.peers().len(), 1, "a refused update changes nothing");
+    }
+}

@@ -1,0 +1,147 @@
+//! `meshd client add NAME [--qr]`: creates a client device of this node (a laptop or phone
+//! with a standard WireGuard app) and prints its wg-quick configuration, or the same as a QR
+//! code for the phone apps.
+//!
+//! Order: the client is persisted first (addresses in `ca/db.json` on the CA holder, the
+//! record in `clients.json`), then the configuration is printed (its private key exists only
+//! there), then the running daemon is told to accept the client. A daemon that is not
+//! running picks the client up from `clients.json` when it starts.
+
+use std::io::Write;
+
+use boringtun::x25519::PublicKey;
+use ipnet::IpNet;
+use time::OffsetDateTime;
+
+use super::{CommandError, Context, Output};
+use crate::api::client_registry::{NewClient, add_client};
+use crate::api::protocol::Request;
+use crate::api::wg_quick::{ClientConfig, qr_code, render};
+use crate::cli::{ClientAddArgs, ClientCommand};
+
+/// Runs `meshd client ...`.
+pub fn client<O: Write, N: Write>(
+    context: &Context,
+    command: &ClientCommand,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
+    match command {
+        ClientCommand::Add(args) => add(context, args, output),
+    }
+}
+
+fn add<O: Write, N: Write>(
+    context: &Context,
+    args: &ClientAddArgs,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
+    let invalid = |flag: &str, reason: String| CommandError::InvalidArgument {
+        flag: flag.to_owned(),
+        reason,
+    };
+    mesh_config::names::check_node_name(&args.name).map_err(|reason| invalid("NAME", reason))?;
+    let state = &context.state;
+    let record = state.read_node_record()?;
+    let config = mesh_config::load(&context.config_path)?;
+    if config.node.name != record.allocation.name {
+        return Err(CommandError::ConfigOfOtherNode {
+            config: context.config_path.clone(),
+            config_name: config.node.name.clone(),
+            record: state.node_record_path(),
+            record_name: record.allocation.name.clone(),
+        });
+    }
+    if config.peers.iter().any(|peer| peer.name == args.name) {
+        return Err(invalid(
+            "NAME",
+            format!(
+                "{:?} is the name of a [[peer]] in {}; a client needs a name of its own",
+                args.name,
+                context.config_path.display()
+            ),
+        ));
+    }
+    let endpoint = config.node.endpoints.first().ok_or_else(|| {
+        invalid(
+            &format!("{}: node.endpoints", context.config_path.display()),
+            "is empty; a client needs an endpoint to reach this node".to_owned(),
+        )
+    })?;
+    let node_public_key = *PublicKey::from(&state.read_wireguard_key()?).as_bytes();
+    // What the client routes into the tunnel: the whole mesh. Without a pool6 in the
+    // configuration (set by hand), at least this node's own IPv6 prefix.
+    let pool6 = config.mesh.pool6.unwrap_or(record.allocation.ipv6);
+    let allowed_ips = vec![IpNet::V4(config.mesh.pool4), IpNet::V6(pool6)];
+
+    let NewClient {
+        record: client,
+        private_key,
+    } = add_client(
+        state,
+        &record.allocation,
+        &args.name,
+        OffsetDateTime::now_utc(),
+    )?;
+    let text = render(&ClientConfig {
+        client: &client,
+        private_key: &private_key,
+        node_name: &config.node.name,
+        node_public_key,
+        endpoint: endpoint.to_string(),
+        allowed_ips,
+    });
+    if args.qr {
+        let code = qr_code(&text).map_err(|error| {
+            invalid(
+                "--qr",
+                format!("the configuration does not fit a QR code ({error}); run without --qr"),
+            )
+        })?;
+        writeln!(output.out, "{}", code.as_str()).map_err(CommandError::Output)?;
+    } else {
+        output
+            .out
+            .write_all(text.as_bytes())
+            .map_err(CommandError::Output)?;
+    }
+    output.out.flush().map_err(CommandError::Output)?;
+
+    let note = |output: &mut Output<O, N>, text: String| {
+        writeln!(output.note, "{text}").map_err(CommandError::Output)
+    };
+    note(
+        output,
+        format!(
+            "Client {} of {} gets {} and {}; import the configuration into its WireGuard app. \
+             Its private key is not kept anywhere else.",
+            client.name, config.node.name, client.ipv4, client.ipv6
+        ),
+    )?;
+    let socket = &context.socket_path;
+    let told = crate::api::request::<serde_json::Value>(
+        socket,
+        &Request::AddClient {
+            name: client.name.clone(),
+        },
+    );
+    match told {
+        Ok(_) => note(
+            output,
+            "The running daemon accepts the client now.".to_owned(),
+        ),
+        Err(error) if error.is_not_running() => note(
+            output,
+            format!(
+                "meshd is not running (no daemon on {}); it will accept the client when it starts.",
+                socket.display()
+            ),
+        ),
+        Err(error) => note(
+            output,
+            format!(
+                "warning: the running daemon was not told about the client ({error}); \
+                 it will accept it after a restart."
+            ),
+        ),
+    }
+}
