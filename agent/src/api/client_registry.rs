@@ -68,6 +68,16 @@ pub enum ClientError {
     },
     #[error("node {node:?} has no client address left in {pool}")]
     Exhausted { node: String, pool: Ipv4Net },
+    #[error(
+        "the next client address {address} is already used by client {holder:?} in {}; \
+         the allocator and this file disagree (restored from a backup?)",
+        path.display()
+    )]
+    AddressTaken {
+        address: String,
+        holder: String,
+        path: PathBuf,
+    },
 }
 
 impl ClientRecord {
@@ -226,6 +236,19 @@ pub fn add_client(
         registry.next_local_index = index + 1;
         addresses
     };
+    // The two numberings never meet on a healthy node; should ca/db.json and clients.json
+    // disagree (a restored backup), refuse rather than give two devices one address.
+    if let Some(holder) = registry
+        .clients
+        .iter()
+        .find(|c| c.ipv4 == addresses.ipv4 || c.ipv6 == addresses.ipv6)
+    {
+        return Err(ClientError::AddressTaken {
+            address: addresses.ipv4.to_string(),
+            holder: holder.name.clone(),
+            path: ClientRegistry::path(state),
+        });
+    }
     let private_key = generate_wireguard_key();
     let record = ClientRecord {
         name: name.to_owned(),

@@ -1,0 +1,158 @@
+//! The local API of a real daemon in a network namespace (needs root): `meshd status --json`
+//! and `meshd peers` answer over the control socket, a client created before the start is
+//! loaded from the state directory, one created while the daemon runs is accepted at once,
+//! and wireguard-go set up from each printed wg-quick configuration reaches the node.
+
+mod api_support;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use api_support::{WgQuick, list, parse_wg_quick};
+use netns_tests::{
+    MeshdNode, MeshdSetup, Namespace, WgGoPeer, WgGoPeerConfig, connect_veth, require_root,
+};
+use serde_json::Value;
+
+const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// `meshd ARGS` for `node`: (stdout, stderr); panics if it fails.
+fn meshd(node: &MeshdNode, args: &[&str]) -> (String, String) {
+    let output = Command::new(MESHD)
+        .arg("--config")
+        .arg(node.config_path())
+        .arg("--state-dir")
+        .arg(node.state_dir())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "meshd {args:?} failed:\n{stdout}{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// wireguard-go in `namespace` configured from a client's wg-quick file.
+fn client_from(namespace: &Namespace, config: &WgQuick) -> WgGoPeer {
+    let peer = &config.peers[0];
+    let addresses = list(&config.interface["Address"]);
+    let allowed = list(&peer["AllowedIPs"]);
+    WgGoPeer::start(
+        namespace,
+        &WgGoPeerConfig {
+            private_key: &config.interface["PrivateKey"],
+            listen_port: 51821,
+            addresses: &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
+            peer_public_key: &peer["PublicKey"],
+            peer_endpoint: Some(&peer["Endpoint"]),
+            peer_allowed_ips: &allowed.iter().map(String::as_str).collect::<Vec<_>>(),
+        },
+    )
+}
+
+#[test]
+fn status_peers_and_clients_over_the_control_socket() {
+    if !require_root("status_peers_and_clients_over_the_control_socket") {
+        return;
+    }
+    let ns_node = Namespace::new("apin");
+    let ns_client = Namespace::new("apic");
+    connect_veth(
+        &ns_node,
+        "ul0",
+        &["198.51.100.1/24", "2001:db8:100::1/64"],
+        &ns_client,
+        "ul0",
+        &["198.51.100.2/24", "2001:db8:100::2/64"],
+    );
+    // The harness's mesh pool6 is fd00:99::/48: the first core gets fd00:99:0:1::/64, and its
+    // clients come from fd00:99:0:1:0:1::/96.
+    let mut alpha = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "alpha",
+            endpoint: "198.51.100.1:51820",
+            addresses: &["10.1.0.1/16", "fd00:99:0:1::1/64"],
+        },
+    );
+    let (laptop_text, note) = meshd(&alpha, &["client", "add", "laptop"]);
+    assert!(note.contains("meshd is not running"), "{note}");
+    let laptop = parse_wg_quick(&laptop_text).unwrap();
+    alpha.start(&ns_node);
+
+    let (status, _) = meshd(&alpha, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["schema"], 1, "{status}");
+    assert_eq!(status["node"]["name"], "alpha");
+    assert_eq!(status["node"]["interface"], "mesh0");
+    assert_eq!(
+        status["peers"]["total"], 1,
+        "the laptop is loaded from clients.json: {status}"
+    );
+    assert_eq!(status["peers"]["clients"], 1);
+    assert_eq!(status["peers"]["up"], 0);
+
+    // The laptop, known since the start, reaches the node over both families.
+    let wg = client_from(&ns_client, &laptop);
+    assert!(
+        ns_client.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "the laptop cannot ping alpha over IPv4:\n{}",
+        alpha.log()
+    );
+    assert!(
+        ns_client.ping_until(ip("fd00:99:0:1::1"), PING_TIMEOUT),
+        "the laptop cannot ping alpha over IPv6:\n{}",
+        alpha.log()
+    );
+    let (peers, _) = meshd(&alpha, &["peers"]);
+    assert!(peers.starts_with("peer: laptop (client), up\n"), "{peers}");
+    assert!(
+        peers.contains("  endpoint: 198.51.100.2:51821\n"),
+        "{peers}"
+    );
+    assert!(peers.contains(" ago\n"), "a handshake happened: {peers}");
+    drop(wg);
+
+    // A phone added while the daemon runs is accepted without a restart.
+    let (phone_text, note) = meshd(&alpha, &["client", "add", "phone"]);
+    assert!(
+        note.contains("The running daemon accepts the client now"),
+        "{note}"
+    );
+    let phone = parse_wg_quick(&phone_text).unwrap();
+    let (peers, _) = meshd(&alpha, &["peers", "--json"]);
+    let peers: Value = serde_json::from_str(&peers).unwrap();
+    assert_eq!(peers["peers"][1]["name"], "phone", "{peers}");
+    assert_eq!(peers["peers"][1]["allowed_prefixes"][0], "10.1.0.3/32");
+    let _wg = client_from(&ns_client, &phone);
+    assert!(
+        ns_client.ping_until(ip("10.1.0.1"), PING_TIMEOUT),
+        "the phone cannot ping alpha:\n{}",
+        alpha.log()
+    );
+    let (status, _) = meshd(&alpha, &["status"]);
+    assert!(
+        status.contains("  peers: 1 up of 2 (2 clients)\n")
+            || status.contains("  peers: 2 up of 2 (2 clients)\n"),
+        "{status}"
+    );
+    let (routes, _) = meshd(&alpha, &["routes"]);
+    assert!(routes.contains("10.1.0.3/32"), "{routes}");
+
+    let stopped = alpha.stop().expect("alpha did not stop within 10 s");
+    assert!(stopped.success(), "alpha exited with {stopped}");
+    assert!(
+        !alpha.state_dir().join("meshd.sock").exists(),
+        "the control socket is removed on shutdown"
+    );
+}
