@@ -373,3 +373,70 @@ fn a_peer_that_changes_its_underlay_address_is_followed() {
         beta.log()
     );
 }
+
+#[test]
+fn without_configured_addresses_the_node_uses_its_allocation() {
+    if !require_root("without_configured_addresses_the_node_uses_its_allocation") {
+        return;
+    }
+    let namespace = Namespace::new("alloc");
+    // The first node of a new mesh gets index 1: 10.1.0.1/16 and ::1 of its /64.
+    let mut alpha = node("alpha", "198.51.100.1:51820", &[]);
+    alpha.start(&namespace);
+    let addresses = namespace.ip(&["-o", "addr", "show", "dev", "mesh0"]);
+    assert!(
+        addresses.contains("inet 10.1.0.1/16"),
+        "no allocated IPv4 address: {addresses}"
+    );
+    assert!(
+        addresses
+            .lines()
+            .any(|l| l.contains("inet6 fd00:99:") && l.contains("::1/64")),
+        "no allocated IPv6 address from pool6 fd00:99::/48: {addresses}"
+    );
+}
+
+#[test]
+fn a_failed_start_reports_why_and_leaves_nothing_behind() {
+    if !require_root("a_failed_start_reports_why_and_leaves_nothing_behind") {
+        return;
+    }
+    let namespace = Namespace::new("failstart");
+    // Something else holds the WireGuard port in the namespace (a dual-stack socket: both
+    // families).
+    let _squatter =
+        namespace.run_in(|| std::net::UdpSocket::bind("[::]:51820").expect("bind the port first"));
+    let alpha = node("alpha", "198.51.100.1:51820", &["10.1.0.1/16"]);
+    let beta = node("beta", "198.51.100.2:51820", &["10.2.0.1/16"]);
+    alpha.add_peer_node(&beta, &["198.51.100.2:51820"], &["10.2.0.0/16"], None);
+
+    let config = alpha.config_path();
+    let state = alpha.state_dir();
+    let output = namespace.exec(
+        MESHD,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "run",
+        ],
+    );
+    let error = match output {
+        Ok(output) => panic!("meshd run succeeded with its port taken: {output:?}"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("51820"),
+        "the error does not name the port: {error}"
+    );
+    assert_eq!(
+        meshd_routes(&namespace).trim(),
+        "",
+        "a failed start left routes behind"
+    );
+    assert!(
+        namespace.exec("ip", &["link", "show", "mesh0"]).is_err(),
+        "a failed start left mesh0 behind"
+    );
+}

@@ -24,7 +24,7 @@ mod root;
 mod wait;
 mod wireguard_go;
 
-pub use command::{CommandError, run_checked};
+pub use command::{COMMAND_TIMEOUT, CommandError, run_checked, run_with_timeout};
 pub use meshd::{MeshdNode, MeshdPeer, MeshdSetup};
 pub use namespace::{Namespace, VethLink, connect_veth};
 pub use process::{ChildGuard, LogFile};
