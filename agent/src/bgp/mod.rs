@@ -4,6 +4,7 @@
 //! - [`fsm`]: the RFC 4271 session state machine (pure: events and `now` in, actions out).
 //! - [`rib`]: Adj-RIB-In, Loc-RIB with best-path selection, Adj-RIB-Out (pure).
 //! - [`policy`]: import and export policy for external neighbours (pure).
+//! - [`import`]: a received UPDATE turned into RIB operations (RFC 7606, loop checks, policy).
 //! - [`session`], [`speaker`]: the tokio shell that owns sockets and timers.
 pub mod fsm;
 pub mod import;
