@@ -156,6 +156,44 @@ fn qr_prints_a_code_and_not_the_key_in_clear() {
     );
     assert!(lines.iter().all(|l| l.chars().count() == width));
     assert!(out.chars().all(|c| " \n█▀▄".contains(c)), "{out}");
+
+    // A QR reader sees the wg-quick configuration of the client that was stored.
+    let text = decode_terminal_qr(&out);
+    let config = parse_wg_quick(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    assert_eq!(
+        config.interface["Address"].split(',').next(),
+        Some("10.1.0.2/32")
+    );
+    assert_eq!(
+        clients_json(&node)["clients"][0]["public_key"],
+        public_key_of(&config.interface["PrivateKey"])
+    );
+}
+
+/// Reads a QR code drawn with half blocks (a drawn half is a light module) back to its text.
+fn decode_terminal_qr(drawing: &str) -> String {
+    const SCALE: usize = 4;
+    let rows: Vec<Vec<char>> = drawing.lines().map(|l| l.chars().collect()).collect();
+    let modules = rows[0].len();
+    let light = |x: usize, y: usize| -> bool {
+        let c = rows
+            .get(y / 2)
+            .and_then(|row| row.get(x))
+            .copied()
+            .unwrap_or('█');
+        match (c, y % 2) {
+            ('█', _) | ('▀', 0) | ('▄', 1) => true,
+            _ => false,
+        }
+    };
+    let side = modules * SCALE;
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| {
+        if light(x / SCALE, y / SCALE) { 255 } else { 0 }
+    });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code expected in:\n{drawing}");
+    let (_, text) = grids[0].decode().expect("the QR code decodes");
+    text
 }
 
 #[test]

@@ -24,9 +24,13 @@ pub struct ApiClient {
 impl ApiClient {
     /// Connects to the daemon listening on `path`.
     pub fn connect(path: &Path) -> Result<Self, ApiError> {
-        let stream = UnixStream::connect(path).map_err(|source| ApiError::Connect {
-            path: path.to_path_buf(),
-            source,
+        let stream = UnixStream::connect(path).map_err(|source| {
+            let path = path.to_path_buf();
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ApiError::ConnectDenied { path, source }
+            } else {
+                ApiError::Connect { path, source }
+            }
         })?;
         let io_error = |source| ApiError::Io {
             path: path.to_path_buf(),

@@ -30,6 +30,13 @@ pub enum ApiError {
     #[error("is meshd running? cannot connect to {}: {source}", path.display())]
     Connect { path: PathBuf, source: io::Error },
 
+    /// The daemon runs, but this user may not use its socket.
+    #[error(
+        "not allowed to use the control socket {}: {source} (run as root, or as a member of the socket's group)",
+        path.display()
+    )]
+    ConnectDenied { path: PathBuf, source: io::Error },
+
     /// The connection broke or timed out mid-request.
     #[error("talking to the daemon over {} failed: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },

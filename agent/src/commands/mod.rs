@@ -4,13 +4,12 @@
 
 mod client;
 mod error;
-pub(crate) mod identity;
+mod identity;
 mod init;
 mod invite;
-mod join;
+mod not_implemented;
 mod peers;
 mod pubkey;
-mod revoke;
 mod routes;
 mod status;
 
@@ -108,11 +107,11 @@ pub fn execute<O: Write, N: Write>(
             &context.socket_path,
         )
         .map_err(CommandError::Daemon),
-        Command::Join(args) => join::join_mesh(&context, &args, output),
+        Command::Join(_) => Err(not_implemented::not_implemented("join")),
         Command::Status(args) => status::status(&context, &args, output),
         Command::Peers(args) => peers::peers(&context, &args, output),
         Command::Routes(args) => routes::routes(&context, &args, output),
         Command::Client(command) => client::client(&context, &command, output),
-        Command::Revoke(args) => revoke::revoke(&context, &args, output),
+        Command::Revoke(_) => Err(not_implemented::not_implemented("revoke")),
     }
 }

@@ -75,7 +75,7 @@ impl Membership {
     }
 
     /// The verified members, by name (our own record included).
-    pub fn members(&self) -> impl Iterator<Item = &Member> + Clone {
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
     }
 
