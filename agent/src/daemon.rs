@@ -84,13 +84,20 @@ async fn serve(
     for peer in &config.peers {
         peers.push(resolve_peer(peer).await);
     }
-    let routes = peer_routes(&peers, &addresses);
+    let mut routes = peer_routes(&peers, &addresses);
     // The control socket before touching the system: a second daemon stops here. It also
     // brings the client devices from clients.json (covered by the node's own prefixes, so
     // they need no kernel routes of their own).
     let api = ApiServer::open(socket_path, state_dir, &peers)
         .context("cannot open the local control socket")?;
     let peers = api.peer_configs();
+    let control_settings =
+        crate::control::ControlSettings::for_daemon(&config, state_dir, peers.clone());
+    if control_settings.is_some() {
+        routes.extend(crate::control::mesh_pool_routes(&config));
+        routes.sort();
+        routes.dedup();
+    }
 
     let netlink = Netlink::connect().context("cannot talk to the kernel over rtnetlink")?;
     let stale = netlink
@@ -134,12 +141,24 @@ async fn serve(
             return Err(anyhow::Error::new(error).context("cannot start the data plane"));
         }
     };
+    let control = match control_settings {
+        Some(settings) => match crate::control::ControlPlane::start(settings).await {
+            Ok(control) => Some(control),
+            Err(error) => {
+                dataplane.shutdown().await;
+                kernel.remove_routes().await;
+                return Err(anyhow::Error::new(error).context("cannot start the control plane"));
+            }
+        },
+        None => None,
+    };
     tracing::info!(node = %config.node.name, "meshd running");
 
     let node = node_info(&config, &dataplane, mtu, &addresses, &routes);
     let signal = tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
         never = api.serve(node, &dataplane) => match never {},
+        () = drive_membership(control.as_ref(), &dataplane) => wait_for_shutdown_signal().await,
     };
     tracing::info!(signal, "shutting down");
     let stats = dataplane.stats();
@@ -147,6 +166,17 @@ async fn serve(
     kernel.remove_routes().await;
     log_final_stats(&stats);
     signal_result(signal)
+}
+
+/// Applies membership changes to the data plane (forever pending without a control plane).
+async fn drive_membership(
+    control: Option<&crate::control::ControlHandle>,
+    dataplane: &DataplaneHandle,
+) {
+    match control {
+        Some(control) => control.drive_dataplane(dataplane).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What the control socket reports about this node.

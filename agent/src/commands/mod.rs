@@ -4,12 +4,13 @@
 
 mod client;
 mod error;
-mod identity;
+pub(crate) mod identity;
 mod init;
 mod invite;
-mod not_implemented;
+mod join;
 mod peers;
 mod pubkey;
+mod revoke;
 mod routes;
 mod status;
 
@@ -107,11 +108,11 @@ pub fn execute<O: Write, N: Write>(
             &context.socket_path,
         )
         .map_err(CommandError::Daemon),
-        Command::Join(_) => Err(not_implemented::not_implemented("join")),
+        Command::Join(args) => join::join_mesh(&context, &args, output),
         Command::Status(args) => status::status(&context, &args, output),
         Command::Peers(args) => peers::peers(&context, &args, output),
         Command::Routes(args) => routes::routes(&context, &args, output),
         Command::Client(command) => client::client(&context, &command, output),
-        Command::Revoke(_) => Err(not_implemented::not_implemented("revoke")),
+        Command::Revoke(args) => revoke::revoke(&context, &args, output),
     }
 }

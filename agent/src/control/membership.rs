@@ -75,7 +75,7 @@ impl Membership {
     }
 
     /// The verified members, by name (our own record included).
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
+    pub fn members(&self) -> impl Iterator<Item = &Member> + Clone {
         self.members.values()
     }
 

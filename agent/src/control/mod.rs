@@ -4,11 +4,22 @@
 //! Pure parts: [`frame`] (length-prefixed frames with a hard limit), [`message`] (what
 //! travels), [`record`] (signed membership records), [`membership`] (the state machine:
 //! events and `now` in, actions out), [`peers`] (membership to tunnels).
+//!
+//! I/O: [`tls`] (rustls configs and verifiers on the mesh CA), [`admission`] (the CA side of
+//! a join), [`join_client`] (the joiner's side), [`store`] (membership and CRL in the state
+//! directory), [`shell`] (listener, dialer, the hub task; [`ControlPlane::start`]).
 
+pub mod admission;
 pub mod frame;
+pub mod join_client;
 pub mod membership;
 #[cfg(test)]
 mod membership_tests;
 pub mod message;
 pub mod peers;
 pub mod record;
+pub mod shell;
+pub mod store;
+pub mod tls;
+
+pub use shell::{ControlError, ControlHandle, ControlPlane, ControlSettings, mesh_pool_routes};

@@ -1,0 +1,79 @@
+//! The joiner's side of the join protocol: connect to a bootstrap endpoint from the token,
+//! let the TLS verifier check the CA fingerprint before anything is sent, then send the
+//! request and read the answer.
+
+use std::time::Duration;
+
+use pki::InvitationToken;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::frame::{FrameError, read_message, write_message};
+use super::message::{JoinAccepted, JoinRequest, Message};
+use super::tls::{JOIN_SERVER_NAME, join_client_config};
+
+/// How long one attempt (connect, handshake, answer) may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why joining failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the CA holder refused to admit this node: {0}")]
+    Refused(String),
+    #[error("could not reach the CA holder at any endpoint of the token:\n{0}")]
+    Unreachable(String),
+    #[error("the CA holder answered with something unexpected: {0}")]
+    Protocol(String),
+}
+
+/// Joins through the first endpoint of `token` that answers.
+pub async fn join(
+    token: &InvitationToken,
+    request: &JoinRequest,
+) -> Result<JoinAccepted, JoinError> {
+    let mut failures = Vec::new();
+    for endpoint in &token.endpoints {
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(endpoint, token, request)).await {
+            Ok(Ok(Message::JoinAccepted(accepted))) => return Ok(*accepted),
+            Ok(Ok(Message::JoinRefused { reason })) => return Err(JoinError::Refused(reason)),
+            Ok(Ok(other)) => {
+                return Err(JoinError::Protocol(format!(
+                    "expected an answer to the join request, got {other:?}"
+                )));
+            }
+            Ok(Err(error)) => failures.push(format!("  {endpoint}: {error}")),
+            Err(_) => failures.push(format!(
+                "  {endpoint}: no answer within {ATTEMPT_TIMEOUT:?}"
+            )),
+        }
+    }
+    Err(JoinError::Unreachable(failures.join("\n")))
+}
+
+async fn attempt(
+    endpoint: &str,
+    token: &InvitationToken,
+    request: &JoinRequest,
+) -> Result<Message, String> {
+    let tcp = TcpStream::connect(endpoint)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let config = join_client_config(token.ca_fingerprint).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(JOIN_SERVER_NAME).expect("a valid DNS name");
+    // The fingerprint check runs inside the handshake: on a wrong CA this fails and the
+    // request below is never written.
+    let mut tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    write_message(&mut tls, &Message::JoinRequest(request.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    match read_message::<_, Message>(&mut tls).await {
+        Ok(message) => Ok(message),
+        Err(FrameError::Closed) => {
+            Err("the CA holder closed the connection without answering".into())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,772 @@
+//! The tokio shell of the control plane: listens for TLS connections on the node's port,
+//! dials the members it should be connected to, runs the [`Membership`] machine in one task
+//! (the hub) and turns membership into data-plane peers.
+//!
+//! Who dials whom: a core dials every other core, a spoke dials its core (it may sit behind
+//! NAT). When two cores dial each other at once, both keep the connection opened by the node
+//! with the smaller name, so both ends agree without another round trip.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pki::{NodeCertificate, NodeIdentity, NodeKeyPair, NodeRole};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::admission::{MeshFacts, admit};
+use super::frame::{FrameError, read_message, write_message};
+use super::membership::{Action, Membership};
+use super::message::{Gossip, JoinRequest, Message};
+use super::peers::{literal_endpoint, tunnel_peers};
+use super::record::{next_version, sign_record};
+use super::store;
+use super::tls::{
+    Credentials, Trust, member_client_config, member_server_name, peer_name, server_config,
+};
+use crate::dataplane::{DataplaneHandle, PeerConfig};
+use crate::state::StateDir;
+
+/// How often the hub ticks (anti-entropy, dialing, the CRL file).
+const TICK: Duration = Duration::from_millis(500);
+/// Wait this long before dialing a member again after a failure.
+const REDIAL_BACKOFF: Duration = Duration::from_secs(3);
+/// Limit for connecting and for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued per connection before new ones are dropped (anti-entropy repairs).
+const QUEUE: usize = 256;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("{0}")]
+    Identity(String),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen on {address} (TCP): {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the control plane needs from the daemon.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// The node's state directory (certificate, key, CA, membership cache).
+    pub state: StateDir,
+    /// TCP addresses to listen on (the WireGuard port number).
+    pub bind: Vec<SocketAddr>,
+    /// Where other nodes reach this one, `host:port` each (from `[node] endpoints`).
+    pub endpoints: Vec<String>,
+    /// The mesh AS number, told to joining nodes.
+    pub asn: u32,
+    /// Peers from `[[peer]]` in the config: kept alongside the members, and they win a
+    /// conflict.
+    pub static_peers: Vec<PeerConfig>,
+}
+
+/// Entry point.
+#[derive(Debug)]
+pub struct ControlPlane;
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct ControlHandle {
+    peers: watch::Receiver<Vec<PeerConfig>>,
+    tasks: Vec<JoinHandle<()>>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+enum Event {
+    Connected {
+        name: String,
+        id: u64,
+        initiator: String,
+        sender: mpsc::Sender<Message>,
+        abort: AbortHandle,
+    },
+    Closed {
+        name: String,
+        id: u64,
+    },
+    Gossip {
+        name: String,
+        gossip: Gossip,
+    },
+    Join {
+        request: Box<JoinRequest>,
+        reply: oneshot::Sender<Message>,
+    },
+    DialFailed {
+        name: String,
+    },
+    Resolved {
+        endpoint: String,
+        addresses: Vec<SocketAddr>,
+    },
+}
+
+struct Connection {
+    id: u64,
+    initiator: String,
+    sender: mpsc::Sender<Message>,
+    abort: AbortHandle,
+}
+
+/// Loaded once at start: who we are.
+struct Own {
+    identity: NodeIdentity,
+}
+
+impl ControlPlane {
+    /// Loads the node's identity and membership from `settings.state`, binds the listeners
+    /// and starts the tasks. Must be called inside a tokio runtime.
+    pub async fn start(settings: ControlSettings) -> Result<ControlHandle, ControlError> {
+        let state = &settings.state;
+        let cert_der = pem_der(&state.read_certificate(&state.node_cert_path())?).map_err(|e| {
+            ControlError::Identity(format!("{}: {e}", state.node_cert_path().display()))
+        })?;
+        let ca_der = pem_der(&state.read_certificate(&state.ca_cert_path())?).map_err(|e| {
+            ControlError::Identity(format!("{}: {e}", state.ca_cert_path().display()))
+        })?;
+        let key = NodeKeyPair::from_pem(&state.read_node_key()?).map_err(|e| {
+            ControlError::Identity(format!("{}: {e}", state.node_key_path().display()))
+        })?;
+        let identity = NodeCertificate::parse(&cert_der)
+            .map_err(|e| {
+                ControlError::Identity(format!("{}: {e}", state.node_cert_path().display()))
+            })?
+            .identity;
+        let crl = store::read_crl(state)?;
+        let trust = Trust::new(ca_der.clone(), None);
+        let credentials = Credentials::new(cert_der.clone(), ca_der.clone(), key.to_pkcs8_der());
+        let now = OffsetDateTime::now_utc();
+
+        let mut membership = Membership::new(&identity.name, ca_der, rand::random());
+        let mut startup = Vec::new();
+        if let Some(der) = &crl {
+            startup.extend(membership.install_crl(der, None));
+        }
+        let stored = store::read_members(state)?;
+        let previous = stored
+            .iter()
+            .filter(|r| {
+                NodeCertificate::parse(&r.certificate)
+                    .is_ok_and(|c| c.identity.name == identity.name)
+            })
+            .map(|r| r.version)
+            .max();
+        startup.extend(membership.receive(
+            "the state directory",
+            Gossip::Records { records: stored },
+            now,
+        ));
+        let own_record = sign_record(
+            &key,
+            &cert_der,
+            settings.endpoints.clone(),
+            next_version(previous, now),
+        )
+        .map_err(|e| ControlError::Identity(format!("own membership record: {e}")))?;
+        startup.extend(membership.set_own_record(own_record, now));
+        if let Some(crl) = membership.crl() {
+            trust.set_crl(crl.der().to_vec());
+        }
+
+        let acceptor = TlsAcceptor::from(server_config(trust.clone(), &credentials)?);
+        let connector = TlsConnector::from(member_client_config(trust.clone(), &credentials)?);
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for address in &settings.bind {
+            let mut bound = TcpListener::bind(address).await;
+            // `[::]` accepts IPv4 too; where IPv6 is off, fall back to `0.0.0.0`.
+            if bound.is_err() && address.ip() == std::net::Ipv6Addr::UNSPECIFIED {
+                bound = TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, address.port())).await;
+            }
+            let listener = bound.map_err(|source| ControlError::Listen {
+                address: *address,
+                source,
+            })?;
+            local_addrs.push(
+                listener
+                    .local_addr()
+                    .map_err(|source| ControlError::Listen {
+                        address: *address,
+                        source,
+                    })?,
+            );
+            listeners.push(listener);
+        }
+        let (peers_tx, peers_rx) = watch::channel(settings.static_peers.clone());
+        let mut tasks = Vec::new();
+        for listener in listeners {
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                acceptor.clone(),
+                events_tx.clone(),
+            )));
+        }
+        let hub = Hub {
+            settings,
+            own: Own { identity },
+            trust,
+            membership,
+            connector,
+            events_tx,
+            connections: HashMap::new(),
+            dialing: HashSet::new(),
+            backoff: HashMap::new(),
+            resolved: HashMap::new(),
+            peers_tx,
+            next_id: 0,
+            crl_number: None,
+        };
+        tasks.push(tokio::spawn(hub.run(events_rx, startup)));
+        tracing::info!(addresses = ?local_addrs, "control plane started");
+        Ok(ControlHandle {
+            peers: peers_rx,
+            tasks,
+            local_addrs,
+        })
+    }
+}
+
+impl ControlHandle {
+    /// The TCP addresses the control plane listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The data-plane peers derived from membership (static peers included), updated on
+    /// every change.
+    pub fn peers(&self) -> watch::Receiver<Vec<PeerConfig>> {
+        self.peers.clone()
+    }
+
+    /// Applies every peer-set change to `dataplane`; runs until the control plane stops.
+    pub async fn drive_dataplane(&self, dataplane: &DataplaneHandle) {
+        let mut peers = self.peers();
+        loop {
+            let current = peers.borrow_and_update().clone();
+            match dataplane.update_peers(&current) {
+                Ok(()) => tracing::info!(peers = current.len(), "tunnels updated from membership"),
+                Err(error) => tracing::warn!(%error, "tunnel update refused by the data plane"),
+            }
+            if peers.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Stops every task (connections close).
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| format!("not a PEM certificate: {e}"))
+}
+
+struct Hub {
+    settings: ControlSettings,
+    own: Own,
+    trust: Arc<Trust>,
+    membership: Membership,
+    connector: TlsConnector,
+    events_tx: mpsc::Sender<Event>,
+    connections: HashMap<String, Connection>,
+    dialing: HashSet<String>,
+    backoff: HashMap<String, Instant>,
+    resolved: HashMap<String, Vec<SocketAddr>>,
+    peers_tx: watch::Sender<Vec<PeerConfig>>,
+    next_id: u64,
+    crl_number: Option<u64>,
+}
+
+impl Hub {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, startup: Vec<Action>) {
+        self.apply(startup);
+        self.members_changed();
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.on_tick(),
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = OffsetDateTime::now_utc();
+        let actions = self.membership.tick(now);
+        self.apply(actions);
+        // `meshd revoke` on the CA holder writes a new CRL file: pick it up.
+        match store::read_crl(&self.settings.state) {
+            Ok(Some(der)) => {
+                let actions = self.membership.install_crl(&der, None);
+                self.apply(actions);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the revocation list"),
+        }
+        self.dial_missing();
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = OffsetDateTime::now_utc();
+        match event {
+            Event::Connected {
+                name,
+                id,
+                initiator,
+                sender,
+                abort,
+            } => {
+                self.dialing.remove(&name);
+                if let Some(existing) = self.connections.get(&name) {
+                    let preferred = self.own.identity.name.clone().min(name.clone());
+                    if existing.initiator == preferred && initiator != preferred {
+                        abort.abort();
+                        return;
+                    }
+                    existing.abort.abort();
+                }
+                tracing::info!(peer = %name, "control connection up");
+                self.connections.insert(
+                    name.clone(),
+                    Connection {
+                        id,
+                        initiator,
+                        sender,
+                        abort,
+                    },
+                );
+                let actions = self.membership.peer_connected(&name);
+                self.apply(actions);
+            }
+            Event::Closed { name, id } => {
+                if self.connections.get(&name).is_some_and(|c| c.id == id) {
+                    self.connections.remove(&name);
+                    self.membership.peer_disconnected(&name);
+                    tracing::info!(peer = %name, "control connection down");
+                }
+            }
+            Event::Gossip { name, gossip } => {
+                let actions = self.membership.receive(&name, gossip, now);
+                self.apply(actions);
+            }
+            Event::Join { request, reply } => {
+                let facts = MeshFacts {
+                    asn: self.settings.asn,
+                    members: self.membership.records(),
+                    crl: self.membership.crl().map(|c| c.der().to_vec()),
+                };
+                let state = self.settings.state.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answer = match admit(&state, &request, facts, now) {
+                        Ok(accepted) => Message::JoinAccepted(Box::new(accepted)),
+                        Err(refusal) => {
+                            tracing::warn!(node = %request.name, reason = %refusal, "join refused");
+                            Message::JoinRefused { reason: refusal.0 }
+                        }
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+            Event::DialFailed { name } => {
+                self.dialing.remove(&name);
+                self.backoff.insert(name, Instant::now() + REDIAL_BACKOFF);
+            }
+            Event::Resolved {
+                endpoint,
+                addresses,
+            } => {
+                self.resolved.insert(endpoint, addresses);
+                self.members_changed();
+            }
+        }
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        let mut changed = false;
+        for action in actions {
+            match action {
+                Action::Send { to, gossip } => {
+                    if let Some(connection) = self.connections.get(&to)
+                        && connection.sender.try_send(Message::Gossip(gossip)).is_err()
+                    {
+                        tracing::warn!(peer = %to, "control connection backlogged; message dropped");
+                    }
+                }
+                Action::MembersChanged => changed = true,
+                Action::Disconnect { peer, reason } => {
+                    if let Some(connection) = self.connections.remove(&peer) {
+                        connection.abort.abort();
+                        self.membership.peer_disconnected(&peer);
+                        tracing::warn!(%peer, %reason, "control connection closed");
+                    }
+                }
+                Action::Log {
+                    warning: true,
+                    text,
+                } => tracing::warn!("{text}"),
+                Action::Log {
+                    warning: false,
+                    text,
+                } => tracing::info!("{text}"),
+            }
+        }
+        let crl_number = self.membership.crl().map(pki::Crl::crl_number);
+        if crl_number != self.crl_number {
+            self.crl_number = crl_number;
+            if let Some(crl) = self.membership.crl() {
+                self.trust.set_crl(crl.der().to_vec());
+                if let Err(error) = store::write_crl(&self.settings.state, crl.der()) {
+                    tracing::warn!(%error, "cannot store the revocation list");
+                }
+            }
+        }
+        if changed {
+            self.members_changed();
+        }
+    }
+
+    /// Re-derives the tunnels, stores the membership, resolves new endpoint names.
+    fn members_changed(&mut self) {
+        let resolved = &self.resolved;
+        let resolve = |endpoint: &str| {
+            resolved
+                .get(endpoint)
+                .cloned()
+                .unwrap_or_else(|| literal_endpoint(endpoint))
+        };
+        let derived = tunnel_peers(&self.own.identity, self.membership.members(), &resolve);
+        let peers = merge_peers(&self.settings.static_peers, derived);
+        self.peers_tx.send_replace(peers);
+        if let Err(error) = store::write_members(&self.settings.state, &self.membership.records()) {
+            tracing::warn!(%error, "cannot store the membership");
+        }
+        let unresolved: Vec<String> = self
+            .membership
+            .members()
+            .flat_map(|m| m.endpoints.iter())
+            .filter(|e| literal_endpoint(e).is_empty() && !self.resolved.contains_key(*e))
+            .cloned()
+            .collect();
+        for endpoint in unresolved {
+            self.resolved.insert(endpoint.clone(), Vec::new());
+            let events = self.events_tx.clone();
+            tokio::spawn(async move {
+                let addresses = match tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    tokio::net::lookup_host(&endpoint),
+                )
+                .await
+                {
+                    Ok(Ok(found)) => found.collect(),
+                    _ => {
+                        tracing::warn!(%endpoint, "cannot resolve a member's endpoint");
+                        Vec::new()
+                    }
+                };
+                let _ = events
+                    .send(Event::Resolved {
+                        endpoint,
+                        addresses,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    /// Dials the members this node should be connected to and is not.
+    fn dial_missing(&mut self) {
+        let own = &self.own.identity;
+        let now = Instant::now();
+        let wanted: Vec<(String, Vec<String>)> = self
+            .membership
+            .members()
+            .filter(|m| m.identity.name != own.name && m.identity.role == NodeRole::Core)
+            .filter(|m| own.role == NodeRole::Core || own.core.as_deref() == Some(&m.identity.name))
+            .filter(|m| !self.connections.contains_key(&m.identity.name))
+            .filter(|m| !self.dialing.contains(&m.identity.name))
+            .filter(|m| self.backoff.get(&m.identity.name).is_none_or(|t| now >= *t))
+            .map(|m| (m.identity.name.clone(), m.endpoints.clone()))
+            .collect();
+        for (name, endpoints) in wanted {
+            if endpoints.is_empty() {
+                continue;
+            }
+            self.dialing.insert(name.clone());
+            let connector = self.connector.clone();
+            let events = self.events_tx.clone();
+            let own_name = own.name.clone();
+            let id = self.next_id;
+            self.next_id += 1;
+            tokio::spawn(async move {
+                match dial(&connector, &name, &endpoints).await {
+                    Ok(stream) => {
+                        run_connection(stream, name, own_name, id, events).await;
+                    }
+                    Err(error) => {
+                        tracing::debug!(peer = %name, %error, "dial failed");
+                        let _ = events.send(Event::DialFailed { name }).await;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Static peers first; a member that conflicts with one (name, key or an exact prefix) is
+/// left out or trimmed, so the data plane never refuses the set.
+fn merge_peers(static_peers: &[PeerConfig], derived: Vec<PeerConfig>) -> Vec<PeerConfig> {
+    let mut peers: Vec<PeerConfig> = static_peers.to_vec();
+    for mut peer in derived {
+        if peers
+            .iter()
+            .any(|p| p.name == peer.name || p.public_key == peer.public_key)
+        {
+            tracing::warn!(peer = %peer.name, "member left out: a static [[peer]] has its name or key");
+            continue;
+        }
+        peer.allowed_ips
+            .retain(|net| !peers.iter().any(|p| p.allowed_ips.contains(net)));
+        peers.push(peer);
+    }
+    peers
+}
+
+async fn dial(
+    connector: &TlsConnector,
+    name: &str,
+    endpoints: &[String],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let server_name = member_server_name(name).map_err(|e| e.to_string())?;
+    let mut last = String::from("no endpoint");
+    for endpoint in endpoints {
+        let attempt = async {
+            let tcp = TcpStream::connect(endpoint.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            connector
+                .connect(server_name.clone(), tcp)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = format!("{endpoint}: {e}"),
+            Err(_) => last = format!("{endpoint}: timed out"),
+        }
+    }
+    Err(last)
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, events: mpsc::Sender<Event>) {
+    let mut next_id: u64 = 1 << 63;
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let events = events.clone();
+        let id = next_id;
+        next_id += 1;
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::warn!(%remote, %error, "control connection refused in the TLS handshake");
+                    return;
+                }
+                Err(_) => return,
+            };
+            match peer_name(tls.get_ref().1.peer_certificates()) {
+                Some(name) => {
+                    let initiator = name.clone();
+                    run_connection(tls, name, initiator, id, events).await;
+                }
+                None => serve_join(tls, remote, events).await,
+            }
+        });
+    }
+}
+
+/// A connection without a client certificate: one join request, one answer.
+async fn serve_join<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    remote: SocketAddr,
+    events: mpsc::Sender<Event>,
+) {
+    let request = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_message::<_, Message>(&mut stream),
+    )
+    .await
+    {
+        Ok(Ok(Message::JoinRequest(request))) => request,
+        Ok(Ok(_)) => {
+            tracing::warn!(%remote, "a connection without a certificate may only ask to join; closed");
+            return;
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%remote, %error, "bad join request; closed");
+            return;
+        }
+        Err(_) => return,
+    };
+    tracing::info!(%remote, node = %request.name, "join request");
+    let (reply, answer) = oneshot::channel();
+    if events
+        .send(Event::Join {
+            request: Box::new(request),
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Ok(answer) = answer.await {
+        let _ = write_message(&mut stream, &answer).await;
+    }
+}
+
+/// Runs one authenticated member connection until it fails or the hub aborts it.
+async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    name: String,
+    initiator: String,
+    id: u64,
+    events: mpsc::Sender<Event>,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (sender, mut outbound) = mpsc::channel::<Message>(QUEUE);
+    let events_for_reader = events.clone();
+    let peer = name.clone();
+    let task = tokio::spawn(async move {
+        let writer_task = async {
+            while let Some(message) = outbound.recv().await {
+                write_message(&mut writer, &message).await?;
+            }
+            Ok(())
+        };
+        let reader_task = async {
+            loop {
+                match read_message::<_, Message>(&mut reader).await {
+                    Ok(Message::Gossip(gossip)) => {
+                        if events_for_reader
+                            .send(Event::Gossip {
+                                name: peer.clone(),
+                                gossip,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Ok(other) => {
+                        let kind = format!("{other:?}");
+                        let kind: String = kind.chars().take(40).collect();
+                        tracing::warn!(%peer, message = %kind, "unexpected message on a member connection; closed");
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = writer_task => r,
+            r = reader_task => r,
+        };
+        match result {
+            Ok(()) | Err(FrameError::Closed) => {}
+            Err(error) => tracing::warn!(%peer, %error, "control connection closed"),
+        }
+    });
+    let _ = events
+        .send(Event::Connected {
+            name: name.clone(),
+            id,
+            initiator,
+            sender,
+            abort: task.abort_handle(),
+        })
+        .await;
+    let _ = task.await;
+    let _ = events.send(Event::Closed { name, id }).await;
+}
+
+impl ControlSettings {
+    /// The settings `meshd run` uses, or `None` when the node has no mesh certificate (a node
+    /// configured by hand with static `[[peer]]`s only).
+    pub fn for_daemon(
+        config: &mesh_config::Config,
+        state_dir: &std::path::Path,
+        static_peers: Vec<PeerConfig>,
+    ) -> Option<Self> {
+        let state = StateDir::new(state_dir);
+        if !state.node_cert_path().exists() {
+            return None;
+        }
+        let port = config.node.listen_port;
+        Some(Self {
+            state,
+            bind: vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))],
+            endpoints: config
+                .node
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            asn: config.routing.asn,
+            static_peers,
+        })
+    }
+}
+
+/// The mesh pools, routed into the TUN as a whole so that members joining later need no new
+/// kernel routes (the data plane drops what no peer claims).
+pub fn mesh_pool_routes(config: &mesh_config::Config) -> Vec<ipnet::IpNet> {
+    let mut routes = vec![ipnet::IpNet::V4(config.mesh.pool4)];
+    routes.extend(config.mesh.pool6.map(ipnet::IpNet::V6));
+    routes
+}

@@ -1,0 +1,302 @@
+//! TLS for the control plane (rustls, TLS 1.3 only, ring). Node certificates serve as both
+//! client and server certificates; the verifiers call [`pki::verify_node_certificate`], the
+//! same check the rest of meshd uses, with the current revocation list, so TLS and membership
+//! can never disagree about who is in the mesh.
+//!
+//! - Between members: each side presents `[node cert, CA cert]`; the dialer names the node it
+//!   wants (`<name>.meshd.invalid`) and the answering certificate must be that node's.
+//! - A joining node has no certificate yet: the server offers but does not require client
+//!   authentication, and a connection without a client certificate may only ask to join.
+//! - The joiner trusts nothing but the CA whose fingerprint its token carries: its verifier
+//!   finds that CA certificate in the server's chain (by SHA-256 of the DER) before anything
+//!   else, and the handshake fails — before the joiner sends a byte of its own — otherwise.
+
+use std::sync::{Arc, RwLock};
+
+use pki::{NodeCertificate, node_dns_name};
+use ring::digest::{SHA256, digest};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
+use time::OffsetDateTime;
+
+/// The server name a joiner sends: it does not know the CA holder's node name.
+pub const JOIN_SERVER_NAME: &str = "join.meshd.invalid";
+
+/// What a node trusts: the mesh CA and the newest revocation list. Shared with the
+/// membership task, which replaces the CRL when a newer one arrives.
+#[derive(Debug)]
+pub struct Trust {
+    ca_der: Vec<u8>,
+    crl: RwLock<Option<Vec<u8>>>,
+}
+
+impl Trust {
+    pub fn new(ca_der: Vec<u8>, crl: Option<Vec<u8>>) -> Arc<Self> {
+        Arc::new(Self {
+            ca_der,
+            crl: RwLock::new(crl),
+        })
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
+    }
+
+    /// Replaces the revocation list used for new handshakes.
+    pub fn set_crl(&self, der: Vec<u8>) {
+        *self.crl.write().unwrap_or_else(|e| e.into_inner()) = Some(der);
+    }
+
+    /// Verifies a member's certificate at `now`.
+    fn verify(&self, der: &[u8], now: UnixTime) -> Result<NodeCertificate, rustls::Error> {
+        let now = to_datetime(now);
+        let crl = self.crl.read().unwrap_or_else(|e| e.into_inner()).clone();
+        pki::verify_node_certificate(der, &self.ca_der, crl.as_deref(), now)
+            .map_err(|e| rustls::Error::General(format!("peer certificate refused: {e}")))
+    }
+}
+
+/// Our own certificate chain and key, as presented in handshakes.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key_pkcs8: Vec<u8>,
+}
+
+impl Credentials {
+    /// `[node cert, CA cert]` and the node's PKCS#8 key.
+    pub fn new(node_cert_der: Vec<u8>, ca_der: Vec<u8>, key_pkcs8: Vec<u8>) -> Self {
+        Self {
+            chain: vec![node_cert_der.into(), ca_der.into()],
+            key_pkcs8,
+        }
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+fn to_datetime(now: UnixTime) -> OffsetDateTime {
+    let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The TLS server side of a node: client certificates optional (joiners have none).
+pub fn server_config(
+    trust: Arc<Trust>,
+    credentials: &Credentials,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(MemberClientVerifier { trust }))
+        .with_single_cert(credentials.chain.clone(), credentials.key())?;
+    Ok(Arc::new(config))
+}
+
+/// The TLS client side between members: our certificate, and the peer must be the node named
+/// in the server name.
+pub fn member_client_config(
+    trust: Arc<Trust>,
+    credentials: &Credentials,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(MemberServerVerifier { trust }))
+        .with_client_auth_cert(credentials.chain.clone(), credentials.key())?;
+    Ok(Arc::new(config))
+}
+
+/// The TLS client side of `meshd join`: trusts only the CA with `ca_fingerprint`.
+pub fn join_client_config(ca_fingerprint: [u8; 32]) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(JoinServerVerifier { ca_fingerprint }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The server name to dial node `name` with.
+pub fn member_server_name(name: &str) -> Result<ServerName<'static>, rustls::Error> {
+    ServerName::try_from(node_dns_name(name))
+        .map_err(|e| rustls::Error::General(format!("node name {name:?}: {e}")))
+}
+
+/// The node name in a verified peer certificate chain (the first certificate).
+pub fn peer_name(chain: Option<&[CertificateDer<'_>]>) -> Option<String> {
+    let first = chain?.first()?;
+    NodeCertificate::parse(first).ok().map(|c| c.identity.name)
+}
+
+/// Checks the server certificate of a member we dialed.
+#[derive(Debug)]
+struct MemberServerVerifier {
+    trust: Arc<Trust>,
+}
+
+impl ServerCertVerifier for MemberServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = self.trust.verify(end_entity, now)?;
+        let expected = server_name.to_str();
+        if node_dns_name(&cert.identity.name) != expected {
+            return Err(rustls::Error::General(format!(
+                "dialed {expected} but the peer is node {:?}",
+                cert.identity.name
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+    }
+}
+
+/// Checks a member's client certificate; a connection without one may only join.
+#[derive(Debug)]
+struct MemberClientVerifier {
+    trust: Arc<Trust>,
+}
+
+impl ClientCertVerifier for MemberClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.trust.verify(end_entity, now)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+    }
+}
+
+/// The joiner's check: the chain must carry the token's CA, and the server's certificate
+/// must come from it.
+#[derive(Debug)]
+struct JoinServerVerifier {
+    ca_fingerprint: [u8; 32],
+}
+
+impl ServerCertVerifier for JoinServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(ca) = intermediates
+            .iter()
+            .find(|c| digest(&SHA256, c.as_ref()).as_ref() == self.ca_fingerprint)
+        else {
+            let found = intermediates.last().map_or("none".to_owned(), |c| {
+                hex_of(digest(&SHA256, c.as_ref()).as_ref())
+            });
+            return Err(rustls::Error::General(format!(
+                "wrong CA: the server presents CA fingerprint {found}, but the invitation was made for CA {}; refusing to join (wrong endpoint, or someone in the middle)",
+                hex_of(&self.ca_fingerprint)
+            )));
+        };
+        pki::verify_node_certificate(end_entity, ca, None, to_datetime(now))
+            .map_err(|e| rustls::Error::General(format!("the CA holder's certificate: {e}")))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ECDSA_NISTP256_SHA256]
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

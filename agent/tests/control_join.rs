@@ -1,0 +1,198 @@
+//! Join, membership and revocation between control planes in one process, over TLS on
+//! 127.0.0.x (no root, no TUN): `meshd init`, `invite`, `join` and `revoke` run as commands,
+//! the control planes run as the daemon would run them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use meshd::cli::Cli;
+use meshd::commands::{Output, execute};
+use meshd::control::{ControlHandle, ControlPlane, ControlSettings};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Runs a meshd command; Ok(stdout) or Err(error text).
+fn meshd(dir: &Path, node: &str, args: &[&str]) -> Result<String, String> {
+    let config = dir.join(format!("{node}.toml"));
+    let state = dir.join(node);
+    let mut argv = vec![
+        "meshd".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let mut output = Output {
+        out: Vec::new(),
+        note: Vec::new(),
+    };
+    execute(cli, &mut output).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8(output.out).unwrap())
+}
+
+async fn meshd_async(dir: &Path, node: &str, args: &[&str]) -> Result<String, String> {
+    let dir = dir.to_path_buf();
+    let node = node.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        meshd(&dir, &node, &args)
+    })
+    .await
+    .unwrap()
+}
+
+async fn start(dir: &Path, node: &str, endpoint: &str) -> ControlHandle {
+    let config = mesh_config::load(&dir.join(format!("{node}.toml"))).unwrap();
+    let mut settings =
+        ControlSettings::for_daemon(&config, &dir.join(node), Vec::new()).expect("a certificate");
+    settings.bind = vec![endpoint.parse().unwrap()];
+    ControlPlane::start(settings).await.unwrap()
+}
+
+async fn wait_for_peers(handle: &ControlHandle, what: &str, want: &[&str]) {
+    let mut peers = handle.peers();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut names: Vec<String> = peers.borrow().iter().map(|p| p.name.clone()).collect();
+        names.sort();
+        if names == want {
+            return;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{what}: peers are {names:?}, want {want:?}"
+        );
+        let _ = tokio::time::timeout(left, peers.changed()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_from_tokens_form_tunnels_and_revocation_spreads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alpha_ep = "127.0.0.41:51841";
+    meshd(
+        d,
+        "alpha",
+        &["init", "--name", "alpha", "--endpoint", alpha_ep],
+    )
+    .unwrap();
+    let alpha = start(d, "alpha", alpha_ep).await;
+
+    let beta_token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
+    let spoke_token = meshd(
+        d,
+        "alpha",
+        &[
+            "invite",
+            "gamma",
+            "--role",
+            "spoke",
+            "--core",
+            "beta",
+            "--route",
+            "192.168.42.0/24",
+        ],
+    );
+    assert!(
+        spoke_token.unwrap_err().contains("beta"),
+        "a spoke of a core that has not joined is refused"
+    );
+
+    let beta_ep = "127.0.0.42:51842";
+    let out = meshd_async(
+        d,
+        "beta",
+        &["join", beta_token.trim(), "--endpoint", beta_ep],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("Joined mesh"), "{out}");
+    // The token is used up.
+    let again = meshd_async(
+        d,
+        "beta2",
+        &["join", beta_token.trim(), "--endpoint", beta_ep],
+    )
+    .await;
+    assert!(again.unwrap_err().contains("already been used"));
+
+    let beta = start(d, "beta", beta_ep).await;
+    wait_for_peers(&alpha, "alpha sees beta", &["beta"]).await;
+    wait_for_peers(&beta, "beta sees alpha", &["alpha"]).await;
+
+    let gamma_token = meshd(
+        d,
+        "alpha",
+        &[
+            "invite",
+            "gamma",
+            "--role",
+            "spoke",
+            "--core",
+            "beta",
+            "--route",
+            "192.168.42.0/24",
+        ],
+    )
+    .unwrap();
+    meshd_async(d, "gamma", &["join", gamma_token.trim()])
+        .await
+        .unwrap();
+    let gamma = start(d, "gamma", "127.0.0.43:51843").await;
+    // The spoke talks to its core only; the other core reaches its LAN through beta.
+    wait_for_peers(&gamma, "gamma sees its core", &["beta"]).await;
+    wait_for_peers(&beta, "beta sees its spoke", &["alpha", "gamma"]).await;
+    let lan: ipnet::IpNet = "192.168.42.0/24".parse().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let via_beta = alpha
+            .peers()
+            .borrow()
+            .iter()
+            .any(|p| p.name == "beta" && p.allowed_ips.contains(&lan));
+        if via_beta {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alpha never routed gamma's LAN via beta"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let out = meshd_async(d, "alpha", &["revoke", "gamma"]).await.unwrap();
+    assert!(out.contains("Revoked gamma"), "{out}");
+    wait_for_peers(&beta, "beta drops the revoked spoke", &["alpha"]).await;
+
+    alpha.shutdown().await;
+    beta.shutdown().await;
+    gamma.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_another_mesh_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let real = "127.0.0.44:51844";
+    meshd(d, "alpha", &["init", "--name", "alpha", "--endpoint", real]).unwrap();
+    let alpha = start(d, "alpha", real).await;
+    // Another mesh whose token points at alpha's endpoint (someone in the middle).
+    meshd(d, "other", &["init", "--name", "other", "--endpoint", real]).unwrap();
+    let token = meshd(d, "other", &["invite", "beta", "--role", "core"]).unwrap();
+    let err = meshd_async(
+        d,
+        "beta",
+        &["join", token.trim(), "--endpoint", "127.0.0.45:51845"],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("wrong CA"), "{err}");
+    assert!(!d.join("beta").join("node.json").exists());
+    alpha.shutdown().await;
+}
