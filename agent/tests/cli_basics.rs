@@ -1,4 +1,4 @@
-//! The command line itself: help, version, usage errors, commands of later versions.
+//! The command line itself: help, version, usage errors.
 
 mod cli_support;
 
@@ -41,29 +41,6 @@ fn usage_errors_exit_2() {
     meshd(&["invite", "beta", "--role", "core", "--ttl", "forever"]).fails_with(2, &["--ttl"]);
     meshd(&["invite", "beta", "--role", "core", "--route", "not-a-cidr"])
         .fails_with(2, &["--route"]);
-}
-
-#[test]
-fn commands_of_later_versions_fail_clearly() {
-    let node = Node::new();
-    for args in [
-        &["join", "meshd1-token"][..],
-        &["revoke", "beta"],
-    ] {
-        let run = node
-            .meshd(args)
-            .fails_with(1, &["not implemented yet in this version"]);
-        assert!(
-            run.stderr()
-                .starts_with(&format!("meshd: error: `meshd {}", args[0])),
-            "{}",
-            run.stderr()
-        );
-        assert!(run.stdout().is_empty());
-    }
-    // None of them touched the state directory or the config.
-    assert!(!node.state.exists());
-    assert!(!node.config.exists());
 }
 
 #[test]
