@@ -181,10 +181,7 @@ fn decode_terminal_qr(drawing: &str) -> String {
             .and_then(|row| row.get(x))
             .copied()
             .unwrap_or('█');
-        match (c, y % 2) {
-            ('█', _) | ('▀', 0) | ('▄', 1) => true,
-            _ => false,
-        }
+        matches!((c, y % 2), ('█', _) | ('▀', 0) | ('▄', 1))
     };
     let side = modules * SCALE;
     let mut image = rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| {
