@@ -448,10 +448,12 @@ impl Actor {
                 }
             }
             Internal::Incoming(stream, from) => {
+                // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
+                let from_ip = from.ip().to_canonical();
                 let found = self
                     .peers
                     .iter()
-                    .find(|(_, p)| p.config.address == from.ip())
+                    .find(|(_, p)| p.config.address == from_ip)
                     .map(|(id, p)| (*id, p.fsm.accepts_connection()));
                 match found {
                     Some((id, true)) => {
