@@ -6,6 +6,7 @@
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
 
 pub mod api;
+pub mod bgp;
 pub mod cli;
 pub mod commands;
 pub mod control;
@@ -13,4 +14,3 @@ pub mod daemon;
 pub mod dataplane;
 pub mod netlink;
 pub mod state;
-pub mod bgp;
