@@ -296,3 +296,144 @@ async fn malformed_updates_get_the_right_answer_and_spare_other_sessions() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Both speakers connect out and listen; one session must come up and stay up.
+#[tokio::test]
+async fn both_sides_active_settle_on_one_session() {
+    let a_listener = SocketAddr::new("127.0.0.31".parse().unwrap(), 0);
+    let b_listener = SocketAddr::new("127.0.0.32".parse().unwrap(), 0);
+    // Ports are needed before the speakers start: reserve them with throwaway listeners.
+    let reserve = |addr| std::net::TcpListener::bind(addr).unwrap();
+    let (la, lb) = (reserve(a_listener), reserve(b_listener));
+    let (pa, pb) = (
+        la.local_addr().unwrap().port(),
+        lb.local_addr().unwrap().port(),
+    );
+    drop((la, lb));
+    let mut speakers = Vec::new();
+    let mut tables = Vec::new();
+    for (me, my_port, other, other_port, asn, other_asn, id) in [
+        ("127.0.0.31", pa, "127.0.0.32", pb, 65031, 65032, 31),
+        ("127.0.0.32", pb, "127.0.0.31", pa, 65032, 65031, 32),
+    ] {
+        let mut n = neighbor("other", other, other_port, other_asn);
+        n.local_address = Some(me.parse().unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = Speaker::start(
+            SpeakerConfig {
+                asn,
+                router_id: Ipv4Addr::new(198, 51, 100, id),
+                listen: vec![SocketAddr::new(me.parse().unwrap(), my_port)],
+                neighbors: vec![n],
+            },
+            tx,
+        )
+        .await
+        .unwrap();
+        s.originate(format!("10.{id}.0.0/16").parse().unwrap());
+        speakers.push(s);
+        tables.push(Table::new(rx));
+    }
+    tables[0].wait("10.32.0.0/16", true).await;
+    tables[1].wait("10.31.0.0/16", true).await;
+    // Still up a while later (no flapping between the two connections).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for s in &speakers {
+        assert_eq!(s.sessions().await[0].state, State::Established);
+    }
+    assert!(
+        tables[0]
+            .best
+            .get(&"10.32.0.0/16".parse().unwrap())
+            .unwrap()
+            .is_some()
+    );
+    for s in speakers {
+        s.shutdown().await;
+    }
+}
+
+/// RFC 4271 §6.8 driven by hand: meshd's own connection is in OpenSent when the peer opens a
+/// second one and sends its OPEN there. The connection opened by the higher BGP identifier
+/// survives; the other gets Cease/7.
+#[tokio::test]
+async fn connection_collision_keeps_the_higher_identifiers_connection() {
+    for (peer_id, peers_connection_wins) in [(200u8, true), (2u8, false)] {
+        let raw = tokio::net::TcpListener::bind("127.0.0.41:0").await.unwrap();
+        let mut hand = neighbor(
+            "hand",
+            "127.0.0.41",
+            raw.local_addr().unwrap().port(),
+            65041,
+        );
+        hand.local_address = Some("127.0.0.42".parse().unwrap());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let speaker = Speaker::start(
+            SpeakerConfig {
+                asn: 65001,
+                router_id: Ipv4Addr::new(198, 51, 100, 100),
+                listen: vec![SocketAddr::new("127.0.0.42".parse().unwrap(), 0)],
+                neighbors: vec![hand],
+            },
+            tx,
+        )
+        .await
+        .unwrap();
+        // meshd's connection: accepted, its OPEN read, not answered yet.
+        let (mut ours, _) = raw.accept().await.unwrap();
+        assert!(matches!(
+            read_message(&mut ours).await,
+            Some(Message::Open(_))
+        ));
+        // The peer's connection, with its OPEN.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.41:0".parse().unwrap()).unwrap();
+        let mut theirs = socket.connect(speaker.local_addrs()[0]).await.unwrap();
+        let open = Open::new(65041, 9, Ipv4Addr::new(198, 51, 100, peer_id), vec![]);
+        let open = Message::Open(open).encode(CodecOptions::default()).unwrap();
+        write_raw(&mut theirs, &open).await;
+        let (mut winner, mut loser) = if peers_connection_wins {
+            (theirs, ours)
+        } else {
+            (ours, theirs)
+        };
+        let cease = tokio::time::timeout(Duration::from_secs(5), read_message(&mut loser))
+            .await
+            .expect("loser answered");
+        match cease {
+            Some(Message::Notification(n)) => assert_eq!((n.code, n.subcode), (6, 7)),
+            other => panic!("expected Cease/7 on the losing connection, got {other:?}"),
+        }
+        if peers_connection_wins {
+            // meshd answers the winning connection's OPEN with its own OPEN and a KEEPALIVE.
+            assert!(matches!(
+                read_message(&mut winner).await,
+                Some(Message::Open(_))
+            ));
+            assert_eq!(read_message(&mut winner).await, Some(Message::Keepalive));
+        } else {
+            // meshd's own connection goes on: the peer answers there.
+            write_raw(&mut winner, &open).await;
+            assert_eq!(read_message(&mut winner).await, Some(Message::Keepalive));
+        }
+        write_raw(
+            &mut winner,
+            &Message::Keepalive.encode(CodecOptions::default()).unwrap(),
+        )
+        .await;
+        let established = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if speaker.sessions().await[0].state == State::Established {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            established.is_ok(),
+            "session on the winning connection (peer id {peer_id})"
+        );
+        speaker.shutdown().await;
+    }
+}

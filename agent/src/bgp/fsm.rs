@@ -2,9 +2,10 @@
 //! time and carries out the [`Action`]s it returns. It owns the three session timers as
 //! deadlines; [`Fsm::next_deadline`] tells the shell when to send [`Event::Tick`].
 //!
-//! Not modelled here (handled by the shell or left out on purpose): connection collision
-//! detection (the speaker refuses a second connection for a session that already has one) and
-//! the optional DelayOpen / damping attributes of RFC 4271 §8.1.
+//! One machine drives one connection at a time. Connection collisions (RFC 4271 §6.8) are
+//! resolved by the shell, which compares BGP identifiers and, when the other connection wins,
+//! tells the machine with [`Event::ConnectionReplaced`]. The optional DelayOpen and damping
+//! attributes of RFC 4271 §8.1 are not modelled.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -109,6 +110,10 @@ pub enum Event {
     BadMessage(DecodeError),
     /// Time passed: deadlines at or before `now` fire.
     Tick,
+    /// The shell resolved a connection collision (RFC 4271 §6.8) in favour of the peer's other
+    /// connection and closed this one (having sent Cease/7 on it): start over on the new one,
+    /// which a [`Event::TcpConnected`] follows at once.
+    ConnectionReplaced,
 }
 
 /// Why a session went down.
@@ -229,6 +234,14 @@ impl Fsm {
             Event::BadMessage(e) => self.fail(e.notification(), now, &mut out),
             Event::Message(m) => self.message(m, now, &mut out),
             Event::Tick => self.tick(now, &mut out),
+            Event::ConnectionReplaced => {
+                if matches!(self.state, State::OpenSent | State::OpenConfirm) {
+                    self.negotiated = None;
+                    self.hold_at = None;
+                    self.keepalive_at = None;
+                    self.state = State::Active;
+                }
+            }
         }
         out
     }

@@ -36,6 +36,8 @@ pub struct Connection {
     pub id: u64,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// We opened it (as opposed to accepting it); collision resolution needs to know.
+    pub outgoing: bool,
     writer: mpsc::UnboundedSender<Vec<u8>>,
 }
 
@@ -45,6 +47,7 @@ impl Connection {
         stream: TcpStream,
         peer: PeerId,
         id: u64,
+        outgoing: bool,
         reports: mpsc::UnboundedSender<ConnReport>,
     ) -> std::io::Result<Connection> {
         stream.set_nodelay(true)?;
@@ -58,6 +61,7 @@ impl Connection {
             id,
             local,
             remote,
+            outgoing,
             writer,
         })
     }

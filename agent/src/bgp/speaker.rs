@@ -22,7 +22,10 @@ use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Fsm, Negotiated, SessionConfig, State};
 use super::import::{RibOp, import_update};
-use super::packet::{AsPath, Family, Message, Origin, PathAttributes, Update};
+use super::packet::{
+    AsPath, CodecOptions, Family, Message, Notification, Open, Origin, PathAttributes, Update,
+    cease_subcodes,
+};
 use super::policy::Policy;
 use super::rib::export::{LocalInfo, export_path};
 use super::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
@@ -230,6 +233,10 @@ struct PeerState {
     conn: Option<Connection>,
     /// The outgoing connection attempt in flight.
     connecting: Option<u64>,
+    /// A second connection that arrived while `conn` was exchanging OPENs (RFC 4271 §6.8),
+    /// with its OPEN once received; one of the two is closed when the identifiers are known.
+    pending: Option<Connection>,
+    pending_open: Option<Open>,
     out: AdjRibOut,
 }
 
@@ -288,6 +295,8 @@ impl Actor {
                     info,
                     conn: None,
                     connecting: None,
+                    pending: None,
+                    pending_open: None,
                     out: AdjRibOut::new(),
                 },
             );
@@ -414,6 +423,10 @@ impl Actor {
         let Some(peer) = self.peers.get(&report.peer) else {
             return;
         };
+        if peer.pending.as_ref().map(|c| c.id) == Some(report.conn) {
+            self.pending_report(report.peer, report.event);
+            return;
+        }
         if peer.conn.as_ref().map(|c| c.id) != Some(report.conn) {
             return; // a connection we already dropped
         }
@@ -426,6 +439,69 @@ impl Actor {
             ConnEvent::Closed => Event::TcpFailed,
         };
         self.fsm_event(report.peer, event);
+        // The session's own OPEN may be what settles a collision.
+        let id = report.peer;
+        if let Some(p) = self.peers.get(&id)
+            && p.pending.is_some()
+            && let Some(remote_id) = p.fsm.negotiated().map(|n| n.peer_id)
+        {
+            self.resolve_collision(id, remote_id);
+        }
+    }
+
+    /// A message on the second connection of a collision: only its OPEN matters.
+    fn pending_report(&mut self, peer: PeerId, event: ConnEvent) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match event {
+            ConnEvent::Message(Message::Open(open)) => {
+                let remote_id = open.bgp_id;
+                p.pending_open = Some(open);
+                self.resolve_collision(peer, remote_id);
+            }
+            _ => {
+                p.pending = None;
+                p.pending_open = None;
+            }
+        }
+    }
+
+    /// RFC 4271 §6.8: of two connections with one peer, keep the one opened by the speaker
+    /// with the higher BGP identifier, and close the other with Cease/7.
+    fn resolve_collision(&mut self, peer: PeerId, remote_id: Ipv4Addr) {
+        let local_wins = u32::from(self.local.router_id) > u32::from(remote_id);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let (Some(main), Some(_)) = (&p.conn, &p.pending) else {
+            return;
+        };
+        // The pending connection is always one the peer opened. If the current one is too,
+        // the peer has given up on it: the newer one wins.
+        let keep_pending = !main.outgoing || !local_wins;
+        let cease =
+            Message::Notification(Notification::cease(cease_subcodes::CONNECTION_COLLISION))
+                .encode(CodecOptions::default())
+                .unwrap_or_default();
+        tracing::info!(peer = %p.config.name, keep_pending, "BGP connection collision");
+        if !keep_pending {
+            if let Some(loser) = p.pending.take() {
+                loser.send(cease);
+            }
+            p.pending_open = None;
+            return;
+        }
+        if let Some(loser) = p.conn.take() {
+            loser.send(cease);
+        }
+        p.conn = p.pending.take();
+        let open = p.pending_open.take();
+        self.fsm_event(peer, Event::ConnectionReplaced);
+        self.fsm_event(peer, Event::TcpConnected);
+        if let Some(open) = open {
+            self.fsm_event(peer, Event::Message(Message::Open(open)));
+        }
     }
 
     fn internal(&mut self, i: Internal) {
@@ -439,7 +515,9 @@ impl Actor {
                 }
                 p.connecting = None;
                 match result {
-                    Ok(stream) if p.fsm.accepts_connection() => self.attach(peer, stream, conn),
+                    Ok(stream) if p.fsm.accepts_connection() => {
+                        self.attach(peer, stream, conn, true)
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(peer = %p.config.name, error = %e, "BGP connect failed");
@@ -462,20 +540,40 @@ impl Actor {
                         if let Some(p) = self.peers.get_mut(&id) {
                             p.connecting = None; // the peer's connection wins over ours
                         }
-                        self.attach(id, stream, conn);
+                        self.attach(id, stream, conn, false);
                     }
-                    Some((id, false)) => {
-                        let name = &self.peers[&id].config.name;
-                        tracing::debug!(peer = %name, "refusing a second BGP connection");
-                    }
+                    Some((id, false)) => self.second_connection(id, stream),
                     None => tracing::info!(%from, "BGP connection from an unknown address refused"),
                 }
             }
         }
     }
 
-    fn attach(&mut self, peer: PeerId, stream: TcpStream, conn: u64) {
-        match Connection::start(stream, peer, conn, self.reports_tx.clone()) {
+    /// A connection from a peer whose session already has one.
+    fn second_connection(&mut self, peer: PeerId, stream: TcpStream) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let exchanging = matches!(p.fsm.state(), State::OpenSent | State::OpenConfirm);
+        if !exchanging || p.pending.is_some() {
+            // Established (or not started): the existing session stands; the stream drops.
+            tracing::debug!(peer = %p.config.name, "refusing a second BGP connection");
+            return;
+        }
+        let Ok(c) = Connection::start(stream, peer, conn, false, self.reports_tx.clone()) else {
+            return;
+        };
+        // The peer opened it, so it sends its OPEN first; ours follows if this one is kept.
+        p.pending = Some(c);
+        if let Some(remote_id) = p.fsm.negotiated().map(|n| n.peer_id) {
+            self.resolve_collision(peer, remote_id);
+        }
+    }
+
+    fn attach(&mut self, peer: PeerId, stream: TcpStream, conn: u64, outgoing: bool) {
+        match Connection::start(stream, peer, conn, outgoing, self.reports_tx.clone()) {
             Ok(c) => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.conn = Some(c);
@@ -520,6 +618,8 @@ impl Actor {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.conn = None;
                     p.connecting = None;
+                    p.pending = None;
+                    p.pending_open = None;
                 }
             }
             Action::Up(negotiated) => self.session_up(peer, negotiated),
