@@ -5,19 +5,19 @@
 //! policy holds back what it does not list (RFC 8212 default deny); a route withdrawn on either
 //! side disappears on the other; and after BIRD restarts a session, it comes back with its routes.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use meshd::bgp::fsm::State;
 use meshd::bgp::packet::Family;
-use meshd::bgp::rib::{BestChange, Path};
 use meshd::bgp::speaker::{BGP_PORT, NeighborConfig, Speaker, SpeakerConfig};
 use netns_tests::{Namespace, connect_veth, require_root};
 use tokio::sync::mpsc;
+
+mod bgp_support;
+use bgp_support::{Table, exec_in, poll_until};
 
 const MESHD_V4: &str = "198.51.100.1";
 const BIRD_V4: &str = "198.51.100.2";
@@ -54,19 +54,13 @@ protocol bgp meshd6 {{
 
 /// Runs birdc in BIRD's namespace and returns its output.
 async fn birdc(namespace: &str, socket: &std::path::Path, args: &[&str]) -> String {
-    let mut full = vec!["netns", "exec", namespace, "birdc", "-s"];
     let socket = socket.display().to_string();
-    full.push(&socket);
+    let mut full = vec!["-s", socket.as_str()];
     full.extend_from_slice(args);
-    let out = tokio::process::Command::new("ip")
-        .args(&full)
-        .output()
-        .await
-        .expect("run birdc");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    exec_in(namespace, "birdc", &full).await
 }
 
-/// Waits until `check` holds for BIRD's answer to `show route for`/`show route` of `prefix`.
+/// Waits until `check` holds for BIRD's `show route PREFIX all`.
 async fn bird_route_until(
     namespace: &str,
     socket: &std::path::Path,
@@ -74,43 +68,13 @@ async fn bird_route_until(
     what: &str,
     check: impl Fn(&str) -> bool,
 ) -> String {
-    let mut last = String::new();
-    for _ in 0..100 {
-        last = birdc(namespace, socket, &["show", "route", prefix, "all"]).await;
-        if check(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("BIRD: {prefix} {what} not seen within 10 s; last answer:\n{last}");
-}
-
-struct Table {
-    rx: mpsc::UnboundedReceiver<BestChange>,
-    best: HashMap<IpNet, Option<Path>>,
-}
-
-impl Table {
-    async fn wait(&mut self, prefix: &str, present: bool) -> Option<Path> {
-        let prefix: IpNet = prefix.parse().unwrap();
-        let found = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                let now = self.best.get(&prefix).cloned().flatten();
-                if now.is_some() == present {
-                    return now;
-                }
-                let c = self.rx.recv().await.expect("speaker running");
-                self.best.insert(c.prefix, c.best);
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!(
-                "meshd: {prefix} not {} within 20 s",
-                if present { "learned" } else { "withdrawn" }
-            )
-        })
-    }
+    let args = ["show", "route", prefix, "all"];
+    poll_until(
+        &format!("BIRD: {prefix} {what}"),
+        || birdc(namespace, socket, &args),
+        check,
+    )
+    .await
 }
 
 fn neighbor(name: &str, address: &str) -> NeighborConfig {
@@ -194,10 +158,7 @@ fn bird2_interop() {
 
 async fn exercise(bird: String, socket: Arc<PathBuf>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut table = Table {
-        rx,
-        best: HashMap::new(),
-    };
+    let mut table = Table::new(rx);
     let speaker = Speaker::start(
         SpeakerConfig {
             asn: 65001,
@@ -256,13 +217,7 @@ async fn exercise(bird: String, socket: Arc<PathBuf>) {
     // Withdrawals both ways.
     birdc(&bird, &socket, &["disable", "gone4"]).await;
     table.wait("192.168.51.0/24", false).await;
-    assert!(
-        table
-            .best
-            .get(&"192.168.50.0/24".parse().unwrap())
-            .unwrap()
-            .is_some()
-    );
+    assert!(table.has("192.168.50.0/24"), "the other route stays");
     speaker.withdraw("10.1.0.0/16".parse().unwrap());
     bird_route_until(&bird, &socket, "10.1.0.0/16", "withdrawn", |o| {
         !o.contains("10.1.0.0/16")
