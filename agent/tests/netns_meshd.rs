@@ -287,15 +287,8 @@ fn a_core_relays_between_two_spokes_without_kernel_forwarding() {
         &["203.0.113.1/24"],
     );
     // The relay must happen inside meshd: the core's kernel does not forward.
-    core.exec_ok(
-        "sysctl",
-        &[
-            "-q",
-            "-w",
-            "net.ipv4.ip_forward=0",
-            "net.ipv6.conf.all.forwarding=0",
-        ],
-    );
+    core.set_sysctl("net/ipv4/ip_forward", "0");
+    core.set_sysctl("net/ipv6/conf/all/forwarding", "0");
 
     let mut hub = node("hub", "198.51.100.1:51820", &["10.1.0.1/16"]);
     let mut one = node("one", "198.51.100.2:51820", &["10.2.0.1/16"]);
@@ -361,10 +354,7 @@ fn a_peer_that_changes_its_underlay_address_is_followed() {
 
     // alpha's ISP gives it a new address; the old one disappears (the new one is promoted to
     // primary rather than deleted with it).
-    ns_a.exec_ok(
-        "sysctl",
-        &["-q", "-w", "net.ipv4.conf.ul0.promote_secondaries=1"],
-    );
+    ns_a.set_sysctl("net/ipv4/conf/ul0/promote_secondaries", "1");
     ns_a.ip(&["addr", "add", "198.51.100.11/24", "dev", "ul0"]);
     ns_a.ip(&["addr", "del", "198.51.100.1/24", "dev", "ul0"]);
     assert!(

@@ -75,6 +75,19 @@ impl Namespace {
         }
     }
 
+    /// Writes `value` to `/proc/sys/<key>` inside the namespace (e.g. `net/ipv4/ip_forward`),
+    /// without needing the `sysctl` program; panics on failure.
+    pub fn set_sysctl(&self, key: &str, value: &str) {
+        assert!(
+            !key.contains("..") && key.starts_with("net/"),
+            "only network sysctls of the namespace: {key}"
+        );
+        let script = format!("echo {value} > /proc/sys/{key}");
+        self.exec_ok("sh", &["-c", &script]);
+        let read_back = self.exec_ok("cat", &[&format!("/proc/sys/{key}")]);
+        assert_eq!(read_back.trim(), value, "sysctl {key} did not take {value}");
+    }
+
     /// Starts `program args...` inside the namespace with `env` added to its environment,
     /// standard output and error going to a log file. The process is killed when the guard
     /// drops (and, as a backstop, when the namespace drops).
