@@ -154,7 +154,8 @@ impl MeshdNode {
         });
     }
 
-    /// Starts `meshd run` in `namespace` and waits (up to 10 s) for its TUN `mesh0` to be up.
+    /// Starts `meshd run` in `namespace` and waits (up to 10 s) until it reports that it runs
+    /// and its TUN `mesh0` is up with addresses.
     /// Panics with the daemon's log if it does not come up.
     pub fn start(&mut self, namespace: &Namespace) {
         assert!(
@@ -176,8 +177,11 @@ impl MeshdNode {
             ],
             &[("RUST_LOG", "info")],
         );
+        // "meshd running" is logged once the interface, its routes and the data plane are all
+        // set up; the interface checks make sure it is this namespace's mesh0 that is up.
         let up = wait_until(Duration::from_secs(10), || {
             process.try_exit_status().is_none()
+                && process.log().contents().contains("meshd running")
                 && namespace
                     .exec("ip", &["-o", "link", "show", "mesh0", "up"])
                     .is_ok_and(|o| !o.stdout.is_empty())
