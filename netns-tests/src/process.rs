@@ -128,6 +128,10 @@ impl Drop for ChildGuard {
             }
         } else {
             let _ = std::fs::remove_file(&self.log.path);
+            // The per-process log directory goes with its last log (fails while others remain).
+            if let Some(directory) = self.log.path.parent() {
+                let _ = std::fs::remove_dir(directory);
+            }
         }
     }
 }
