@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: ip/netns (iproute2), ping, iperf3, wireguard-go + wg as real
-# WireGuard peers, openssl to cross-check certificates, BIRD 2 (bird2) as a BGP peer.
-packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2)
+# WireGuard peers, openssl to cross-check certificates, BIRD 2 (bird2) and GoBGP (gobgpd) as BGP peers.
+packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd)
 
 missing=()
 for package in "${packages[@]}"; do
