@@ -7,9 +7,11 @@
 //! 2. resolve peer endpoints (names are looked up once for now; re-resolution belongs to the
 //!    path manager that follows);
 //! 3. flush routes tagged [`MESHD_ROUTE_PROTOCOL`] that a crashed run left behind;
-//! 4. create the TUN, put the overlay addresses on it, set its MTU, bring it up, and route every
-//!    peer's allowed prefixes into it;
-//! 5. start the data plane on the TUN.
+//! 4. create the TUN, put the overlay addresses on it, set its MTU, bring it up, and route
+//!    into it what the peer set wants (the mesh pools and every other prefix a peer carries);
+//! 5. start the data plane on the TUN, then the control plane; from then on the peer set
+//!    (crate::peerset) is the only one to change the data plane's peers, and the kernel
+//!    routes follow it.
 //!
 //! Shutdown runs in reverse: stop the data plane, remove our routes, and drop the TUN (the
 //! kernel deletes the interface with its addresses). If start-up fails half-way, whatever was
@@ -32,6 +34,7 @@ use crate::dataplane::{
 };
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
 use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
+use crate::peerset::{KernelRoutes, PeerSet, PeerSources, RoutePlan};
 use crate::state::StateDir;
 
 /// How long one endpoint name may take to resolve before it is skipped.
@@ -80,24 +83,28 @@ async fn serve(
     socket_path: &Path,
 ) -> anyhow::Result<()> {
     let addresses = overlay_addresses(&config, allocation.as_ref())?;
-    let mut peers = Vec::with_capacity(config.peers.len());
+    let mut configured = Vec::with_capacity(config.peers.len());
     for peer in &config.peers {
-        peers.push(resolve_peer(peer).await);
+        configured.push(resolve_peer(peer).await);
     }
-    let mut routes = peer_routes(&peers, &addresses);
     // The control socket before touching the system: a second daemon stops here. It also
     // brings the client devices from clients.json (covered by the node's own prefixes, so
     // they need no kernel routes of their own).
-    let api = ApiServer::open(socket_path, state_dir, &peers)
+    let api = ApiServer::open(socket_path, state_dir, &configured)
         .context("cannot open the local control socket")?;
-    let peers = api.peer_configs();
-    let control_settings =
-        crate::control::ControlSettings::for_daemon(&config, state_dir, peers.clone());
-    if control_settings.is_some() {
-        routes.extend(crate::control::mesh_pool_routes(&config));
-        routes.sort();
-        routes.dedup();
-    }
+    let control_settings = crate::control::ControlSettings::for_daemon(&config, state_dir);
+    let plan = RoutePlan {
+        own_addresses: addresses.clone(),
+        pools: if control_settings.is_some() {
+            crate::control::mesh_pool_routes(&config)
+        } else {
+            Vec::new()
+        },
+    };
+    let sources = PeerSources::from_local(api.known_peers());
+    let initial = sources.combine().peers;
+    let peers: Vec<PeerConfig> = initial.iter().map(|p| p.config.clone()).collect();
+    let routes = plan.wanted(&initial);
 
     let netlink = Netlink::connect().context("cannot talk to the kernel over rtnetlink")?;
     let stale = netlink
@@ -115,15 +122,13 @@ async fn serve(
     let interface = &config.interface.name;
     let tun = create_tun(interface, mtu)
         .with_context(|| format!("cannot create the TUN device {interface:?}"))?;
-    let index = tun.ifindex();
-    let mut kernel = KernelState {
-        netlink: &netlink,
-        index,
-        routes: Vec::new(),
-    };
-    if let Err(error) = kernel.configure(mtu, &addresses, &routes).await {
-        kernel.remove_routes().await;
+    let mut kernel = KernelRoutes::new(&netlink, tun.ifindex());
+    if let Err(error) = configure_interface(&netlink, tun.ifindex(), mtu, &addresses).await {
         return Err(error.context(format!("cannot configure interface {interface}")));
+    }
+    if let Err(error) = kernel.sync(&routes).await {
+        kernel.remove_all().await;
+        return Err(anyhow::Error::new(error).context(format!("cannot route into {interface}")));
     }
     tracing::info!(%interface, mtu, addresses = ?addresses, routes = routes.len(), "interface configured");
 
@@ -137,7 +142,7 @@ async fn serve(
     let dataplane = match Dataplane::start(dataplane_config, tun).await {
         Ok(dataplane) => dataplane,
         Err(error) => {
-            kernel.remove_routes().await;
+            kernel.remove_all().await;
             return Err(anyhow::Error::new(error).context("cannot start the data plane"));
         }
     };
@@ -146,7 +151,7 @@ async fn serve(
             Ok(control) => Some(control),
             Err(error) => {
                 dataplane.shutdown().await;
-                kernel.remove_routes().await;
+                kernel.remove_all().await;
                 return Err(anyhow::Error::new(error).context("cannot start the control plane"));
             }
         },
@@ -154,29 +159,50 @@ async fn serve(
     };
     tracing::info!(node = %config.node.name, "meshd running");
 
-    let node = node_info(&config, &dataplane, mtu, &addresses, &routes);
+    let node = node_info(&config, &dataplane, mtu, &addresses, kernel.installed());
+    let peer_set = PeerSet::new(&dataplane, sources, plan);
+    let wanted_routes = peer_set.wanted_routes();
     let signal = tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
-        never = api.serve(node, &dataplane) => match never {},
-        () = drive_membership(control.as_ref(), &dataplane) => wait_for_shutdown_signal().await,
+        never = api.serve(node, &peer_set) => match never {},
+        never = kernel.follow(wanted_routes) => match never {},
+        () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
     };
     tracing::info!(signal, "shutting down");
+    if let Some(control) = control {
+        control.shutdown().await;
+    }
     let stats = dataplane.stats();
+    drop(peer_set);
     dataplane.shutdown().await;
-    kernel.remove_routes().await;
+    kernel.remove_all().await;
     log_final_stats(&stats);
     signal_result(signal)
 }
 
-/// Applies membership changes to the data plane (forever pending without a control plane).
-async fn drive_membership(
+/// Feeds membership changes into the peer set (forever pending without a control plane).
+async fn follow_membership(
     control: Option<&crate::control::ControlHandle>,
-    dataplane: &DataplaneHandle,
+    peer_set: &PeerSet<'_, DataplaneHandle>,
 ) {
     match control {
-        Some(control) => control.drive_dataplane(dataplane).await,
+        Some(control) => peer_set.follow_members(control.peers()).await,
         None => std::future::pending().await,
     }
+}
+
+/// Addresses, MTU and up.
+async fn configure_interface(
+    netlink: &Netlink,
+    index: u32,
+    mtu: u16,
+    addresses: &[IpNet],
+) -> anyhow::Result<()> {
+    for address in addresses {
+        netlink.add_address(index, *address).await?;
+    }
+    netlink.set_mtu_and_up(index, mtu).await?;
+    Ok(())
 }
 
 /// What the control socket reports about this node.
@@ -300,19 +326,6 @@ fn keepalive(seconds: Option<u16>) -> Option<Duration> {
         .map(|s| Duration::from_secs(u64::from(s)))
 }
 
-/// The prefixes to route into the TUN: every peer's allowed prefixes, once each, except those
-/// that the interface's own addresses already route there (the kernel's connected routes; a
-/// replace would take them over and a removal would delete them).
-fn peer_routes(peers: &[PeerConfig], own_addresses: &[IpNet]) -> Vec<IpNet> {
-    let connected: BTreeSet<IpNet> = own_addresses.iter().map(IpNet::trunc).collect();
-    let wanted: BTreeSet<IpNet> = peers
-        .iter()
-        .flat_map(|peer| peer.allowed_ips.iter().map(IpNet::trunc))
-        .filter(|prefix| !connected.contains(prefix))
-        .collect();
-    wanted.into_iter().collect()
-}
-
 /// The tunnel MTU for the smallest underlay MTU towards any peer endpoint (Ethernet's 1500
 /// when no endpoint is known yet).
 async fn computed_mtu(netlink: &Netlink, peers: &[PeerConfig]) -> anyhow::Result<u16> {
@@ -337,49 +350,6 @@ async fn computed_mtu(netlink: &Netlink, peers: &[PeerConfig]) -> anyhow::Result
              set [interface] mtu to override"
         )
     })
-}
-
-/// What the daemon installed in the kernel, so that it can be removed again.
-struct KernelState<'a> {
-    netlink: &'a Netlink,
-    index: u32,
-    routes: Vec<IpNet>,
-}
-
-impl KernelState<'_> {
-    /// Addresses, MTU and up, then routes; records each route once installed.
-    async fn configure(
-        &mut self,
-        mtu: u16,
-        addresses: &[IpNet],
-        routes: &[IpNet],
-    ) -> anyhow::Result<()> {
-        for address in addresses {
-            self.netlink.add_address(self.index, *address).await?;
-        }
-        self.netlink.set_mtu_and_up(self.index, mtu).await?;
-        for route in routes {
-            self.netlink
-                .replace_route(self.index, *route, MESHD_ROUTE_PROTOCOL)
-                .await?;
-            self.routes.push(*route);
-        }
-        Ok(())
-    }
-
-    /// Removes the routes this run installed; failures are logged, not fatal (the TUN's
-    /// deletion takes its routes with it anyway).
-    async fn remove_routes(&mut self) {
-        for route in self.routes.drain(..) {
-            if let Err(error) = self
-                .netlink
-                .remove_route(self.index, route, MESHD_ROUTE_PROTOCOL)
-                .await
-            {
-                tracing::warn!(%route, %error, "cannot remove route");
-            }
-        }
-    }
 }
 
 /// Waits for SIGINT or SIGTERM and returns its name; `"none"` if the handlers could not be
@@ -407,31 +377,8 @@ fn log_final_stats(stats: &DataplaneStats) {
 mod tests {
     use super::*;
 
-    fn peer(name: &str, allowed: &[&str]) -> PeerConfig {
-        PeerConfig {
-            name: name.into(),
-            public_key: [7; 32],
-            endpoints: Vec::new(),
-            allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
-            persistent_keepalive: None,
-        }
-    }
-
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|p| p.parse().unwrap()).collect()
-    }
-
-    #[test]
-    fn peer_routes_are_deduplicated_and_skip_connected_prefixes() {
-        let peers = [
-            peer("b", &["10.2.0.0/16", "fd00:0:0:2::/64"]),
-            peer("c", &["10.3.0.0/16", "10.2.0.0/16", "192.168.42.0/24"]),
-        ];
-        let own = nets(&["10.1.0.1/16", "10.3.0.1/16"]);
-        assert_eq!(
-            peer_routes(&peers, &own),
-            nets(&["10.2.0.0/16", "192.168.42.0/24", "fd00:0:0:2::/64"])
-        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`state`]: the node's state directory (keys, certificates, allocations), written atomically.
 //! - [`dataplane`]: userspace WireGuard (boringtun) between the TUN device and UDP sockets.
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
+//! - [`peerset`]: the one owner of the data plane's peers (configured, clients, members).
 
 pub mod api;
 pub mod bgp;
@@ -13,4 +14,5 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod netlink;
+pub mod peerset;
 pub mod state;

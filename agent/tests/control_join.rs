@@ -48,7 +48,7 @@ async fn meshd_async(dir: &Path, node: &str, args: &[&str]) -> Result<String, St
 async fn start(dir: &Path, node: &str, endpoint: &str) -> ControlHandle {
     let config = mesh_config::load(&dir.join(format!("{node}.toml"))).unwrap();
     let mut settings =
-        ControlSettings::for_daemon(&config, &dir.join(node), Vec::new()).expect("a certificate");
+        ControlSettings::for_daemon(&config, &dir.join(node)).expect("a certificate");
     settings.bind = vec![endpoint.parse().unwrap()];
     ControlPlane::start(settings).await.unwrap()
 }
@@ -57,7 +57,11 @@ async fn wait_for_peers(handle: &ControlHandle, what: &str, want: &[&str]) {
     let mut peers = handle.peers();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let mut names: Vec<String> = peers.borrow().iter().map(|p| p.name.clone()).collect();
+        let mut names: Vec<String> = peers
+            .borrow()
+            .iter()
+            .map(|p| p.config.name.clone())
+            .collect();
         names.sort();
         if names == want {
             return;
@@ -155,7 +159,7 @@ async fn nodes_join_from_tokens_form_tunnels_and_revocation_spreads() {
             .peers()
             .borrow()
             .iter()
-            .any(|p| p.name == "beta" && p.allowed_ips.contains(&lan));
+            .any(|p| p.config.name == "beta" && p.config.allowed_ips.contains(&lan));
         if via_beta {
             break;
         }

@@ -14,9 +14,9 @@
 //! For the daemon:
 //! ```text
 //! let api = ApiServer::open(&socket_path, state_dir, &configured_peers)?; // early: fails if another daemon runs
-//! let peers = api.peer_configs();            // configured peers + clients.json, for the data plane
-//! ... start the data plane ...
-//! tokio::select! { s = shutdown_signal() => ..., never = api.serve(node_info, &dataplane) => match never {} }
+//! let peers = api.known_peers();             // configured peers + clients.json, for the peer set
+//! ... start the data plane, wrap it in a `PeerSet` (crate::peerset) ...
+//! tokio::select! { s = shutdown_signal() => ..., never = api.serve(node_info, &peer_set) => match never {} }
 //! ```
 
 pub mod client;
@@ -39,6 +39,7 @@ pub use server::{ApiState, DataplaneControl};
 pub use socket::{ControlSocket, DEFAULT_SOCKET_PATH, socket_path};
 
 use crate::dataplane::PeerConfig;
+use crate::peerset::PeerSet;
 use crate::state::{CaDatabase, StateDir, StateError};
 use client_registry::ClientRegistry;
 
@@ -107,14 +108,19 @@ impl ApiServer {
         })
     }
 
-    /// Every peer the data plane should start with: the configured ones, then the clients.
-    pub fn peer_configs(&self) -> Vec<PeerConfig> {
-        self.peers.iter().map(|p| p.config.clone()).collect()
+    /// The peers the node starts with: the configured ones, then the clients.
+    pub fn known_peers(&self) -> Vec<KnownPeer> {
+        self.peers.clone()
     }
 
-    /// Answers requests until the future is dropped.
-    pub async fn serve<D: DataplaneControl>(self, node: NodeInfo, dataplane: &D) -> Infallible {
-        let api = ApiState::new(node, dataplane, self.peers, self.state);
+    /// Answers requests until the future is dropped; clients added at runtime go into
+    /// `peer_set`.
+    pub async fn serve<'a, D: DataplaneControl>(
+        self,
+        node: NodeInfo,
+        peer_set: &'a PeerSet<'a, D>,
+    ) -> Infallible {
+        let api = ApiState::shared(node, peer_set, self.state);
         self.socket.serve(&api).await
     }
 }

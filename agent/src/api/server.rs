@@ -6,7 +6,6 @@
 //! number of open connections is capped, so a misbehaving local client costs little.
 
 use std::convert::Infallible;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -20,6 +19,7 @@ use super::protocol::{ErrorKind, Failure, MAX_REQUEST_BYTES, Request, Response};
 use super::report::{self, KnownPeer, NodeInfo, PeerKind, SCHEMA_VERSION};
 use super::socket::ControlSocket;
 use crate::dataplane::{DataplaneError, DataplaneHandle, DataplaneStats, PeerConfig};
+use crate::peerset::{PeerSet, PeerSources, RoutePlan};
 use crate::state::StateDir;
 
 /// Connections served at once; more are answered "busy" and closed.
@@ -48,37 +48,58 @@ impl DataplaneControl for DataplaneHandle {
     }
 }
 
-/// The server's view of the node: fixed facts, the peers the data plane has now, and the
-/// state directory clients are read from.
+/// The server's view of the node: fixed facts, the peer set (which the control plane may
+/// change too) and the state directory clients are read from.
 #[derive(Debug)]
 pub struct ApiState<'a, D> {
     node: NodeInfo,
-    dataplane: &'a D,
-    peers: Mutex<Vec<KnownPeer>>,
+    peers: Peers<'a, D>,
     state: StateDir,
 }
 
+/// The peer set the server changes: its own (a server alone, in tests) or the daemon's,
+/// shared with the control plane.
+#[derive(Debug)]
+enum Peers<'a, D> {
+    Own(PeerSet<'a, D>),
+    Shared(&'a PeerSet<'a, D>),
+}
+
 impl<'a, D: DataplaneControl> ApiState<'a, D> {
-    /// `peers` must be the set the data plane was started with.
+    /// A server that alone changes `dataplane`'s peers; `peers` must be the set the data
+    /// plane was started with.
     pub fn new(node: NodeInfo, dataplane: &'a D, peers: Vec<KnownPeer>, state: StateDir) -> Self {
+        let peers = PeerSet::new(
+            dataplane,
+            PeerSources::from_local(peers),
+            RoutePlan::default(),
+        );
         Self {
             node,
-            dataplane,
-            peers: Mutex::new(peers),
+            peers: Peers::Own(peers),
             state,
+        }
+    }
+
+    /// A server that changes the clients of the daemon's peer set.
+    pub fn shared(node: NodeInfo, peers: &'a PeerSet<'a, D>, state: StateDir) -> Self {
+        Self {
+            node,
+            peers: Peers::Shared(peers),
+            state,
+        }
+    }
+
+    fn peer_set(&self) -> &PeerSet<'a, D> {
+        match &self.peers {
+            Peers::Own(peers) => peers,
+            Peers::Shared(peers) => peers,
         }
     }
 
     /// The peers as they are now.
     pub fn peers(&self) -> Vec<KnownPeer> {
-        self.lock_peers().clone()
-    }
-
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, Vec<KnownPeer>> {
-        // Nothing panics while holding the lock; if something did, the list is still whole.
-        self.peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.peer_set().peers()
     }
 
     /// Answers one request line.
@@ -90,7 +111,7 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
         let payload = match request {
             Request::Status => {
                 let peers = self.peers();
-                let stats = self.dataplane.stats();
+                let stats = self.peer_set().stats();
                 to_value(&report::status(
                     &self.node,
                     &peers,
@@ -98,7 +119,7 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                     OffsetDateTime::now_utc(),
                 ))
             }
-            Request::Peers => to_value(&report::peers(&self.peers(), &self.dataplane.stats())),
+            Request::Peers => to_value(&report::peers(&self.peers(), &self.peer_set().stats())),
             Request::Routes => to_value(&report::routes(&self.node, &self.peers())),
             Request::AddClient { name } => match self.add_client(&name) {
                 Ok(payload) => payload,
@@ -122,17 +143,21 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                 ),
             ));
         }
-        let mut peers = self.lock_peers();
-        let wanted = merge_clients(&peers, &registry);
-        let configs: Vec<PeerConfig> = wanted.iter().map(|p| p.config.clone()).collect();
-        self.dataplane
-            .update_peers(&configs)
+        let clients = registry
+            .clients
+            .iter()
+            .map(|client| KnownPeer {
+                config: client.peer_config(),
+                kind: PeerKind::Client,
+            })
+            .collect();
+        self.peer_set()
+            .set_clients(clients)
             .map_err(|e| failed(format!("the data plane refused the client: {e}")))?;
-        *peers = wanted;
         Ok(serde_json::json!({
             "schema": SCHEMA_VERSION,
             "client": name,
-            "peers": peers.len(),
+            "peers": self.peer_set().peers().len(),
         }))
     }
 }

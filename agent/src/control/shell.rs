@@ -31,7 +31,7 @@ use super::store;
 use super::tls::{
     Credentials, Trust, member_client_config, member_server_name, peer_name, server_config,
 };
-use crate::dataplane::{DataplaneHandle, PeerConfig};
+use crate::api::{KnownPeer, PeerKind};
 use crate::state::StateDir;
 
 /// How often the hub ticks (anti-entropy, dialing, the CRL file).
@@ -70,9 +70,6 @@ pub struct ControlSettings {
     pub endpoints: Vec<String>,
     /// The mesh AS number, told to joining nodes.
     pub asn: u32,
-    /// Peers from `[[peer]]` in the config: kept alongside the members, and they win a
-    /// conflict.
-    pub static_peers: Vec<PeerConfig>,
 }
 
 /// Entry point.
@@ -82,7 +79,7 @@ pub struct ControlPlane;
 /// A running control plane.
 #[derive(Debug)]
 pub struct ControlHandle {
-    peers: watch::Receiver<Vec<PeerConfig>>,
+    peers: watch::Receiver<Vec<KnownPeer>>,
     tasks: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
 }
@@ -208,7 +205,7 @@ impl ControlPlane {
             );
             listeners.push(listener);
         }
-        let (peers_tx, peers_rx) = watch::channel(settings.static_peers.clone());
+        let (peers_tx, peers_rx) = watch::channel(Vec::new());
         let mut tasks = Vec::new();
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(
@@ -248,25 +245,10 @@ impl ControlHandle {
         &self.local_addrs
     }
 
-    /// The data-plane peers derived from membership (static peers included), updated on
-    /// every change.
-    pub fn peers(&self) -> watch::Receiver<Vec<PeerConfig>> {
+    /// The tunnels derived from membership, updated on every change; the daemon's peer set
+    /// (crate::peerset) combines them with the configured peers and the clients.
+    pub fn peers(&self) -> watch::Receiver<Vec<KnownPeer>> {
         self.peers.clone()
-    }
-
-    /// Applies every peer-set change to `dataplane`; runs until the control plane stops.
-    pub async fn drive_dataplane(&self, dataplane: &DataplaneHandle) {
-        let mut peers = self.peers();
-        loop {
-            let current = peers.borrow_and_update().clone();
-            match dataplane.update_peers(&current) {
-                Ok(()) => tracing::info!(peers = current.len(), "tunnels updated from membership"),
-                Err(error) => tracing::warn!(%error, "tunnel update refused by the data plane"),
-            }
-            if peers.changed().await.is_err() {
-                return;
-            }
-        }
     }
 
     /// Stops every task (connections close).
@@ -306,7 +288,7 @@ struct Hub {
     dialing: HashSet<String>,
     backoff: HashMap<String, Instant>,
     resolved: HashMap<String, Vec<SocketAddr>>,
-    peers_tx: watch::Sender<Vec<PeerConfig>>,
+    peers_tx: watch::Sender<Vec<KnownPeer>>,
     next_id: u64,
     crl_number: Option<u64>,
 }
@@ -471,8 +453,23 @@ impl Hub {
                 .cloned()
                 .unwrap_or_else(|| literal_endpoint(endpoint))
         };
-        let derived = tunnel_peers(&self.own.identity, self.membership.members(), &resolve);
-        let peers = merge_peers(&self.settings.static_peers, derived);
+        let members = self.membership.members();
+        let peers = tunnel_peers(&self.own.identity, members.clone(), &resolve)
+            .into_iter()
+            .map(|config| {
+                let role = members
+                    .clone()
+                    .find(|m| m.identity.name == config.name)
+                    .map(|m| match m.identity.role {
+                        NodeRole::Core => mesh_config::Role::Core,
+                        NodeRole::Spoke => mesh_config::Role::Spoke,
+                    });
+                KnownPeer {
+                    config,
+                    kind: PeerKind::Node(role),
+                }
+            })
+            .collect();
         self.peers_tx.send_replace(peers);
         if let Err(error) = store::write_members(&self.settings.state, &self.membership.records()) {
             tracing::warn!(%error, "cannot store the membership");
@@ -547,25 +544,6 @@ impl Hub {
             });
         }
     }
-}
-
-/// Static peers first; a member that conflicts with one (name, key or an exact prefix) is
-/// left out or trimmed, so the data plane never refuses the set.
-fn merge_peers(static_peers: &[PeerConfig], derived: Vec<PeerConfig>) -> Vec<PeerConfig> {
-    let mut peers: Vec<PeerConfig> = static_peers.to_vec();
-    for mut peer in derived {
-        if peers
-            .iter()
-            .any(|p| p.name == peer.name || p.public_key == peer.public_key)
-        {
-            tracing::warn!(peer = %peer.name, "member left out: a static [[peer]] has its name or key");
-            continue;
-        }
-        peer.allowed_ips
-            .retain(|net| !peers.iter().any(|p| p.allowed_ips.contains(net)));
-        peers.push(peer);
-    }
-    peers
 }
 
 async fn dial(
@@ -738,11 +716,7 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
 impl ControlSettings {
     /// The settings `meshd run` uses, or `None` when the node has no mesh certificate (a node
     /// configured by hand with static `[[peer]]`s only).
-    pub fn for_daemon(
-        config: &mesh_config::Config,
-        state_dir: &std::path::Path,
-        static_peers: Vec<PeerConfig>,
-    ) -> Option<Self> {
+    pub fn for_daemon(config: &mesh_config::Config, state_dir: &std::path::Path) -> Option<Self> {
         let state = StateDir::new(state_dir);
         if !state.node_cert_path().exists() {
             return None;
@@ -758,7 +732,6 @@ impl ControlSettings {
                 .map(ToString::to_string)
                 .collect(),
             asn: config.routing.asn,
-            static_peers,
         })
     }
 }

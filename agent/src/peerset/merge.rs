@@ -1,0 +1,166 @@
+//! Combining the three sources of peers into the one set the data plane gets. Pure.
+//!
+//! Precedence, highest first, and why:
+//! 1. `[[peer]]`s from the configuration: the operator wrote them by hand;
+//! 2. local clients (`clients.json`): this node handed out their addresses itself;
+//! 3. members from the control plane: derived from certificates, and re-derived on every
+//!    membership change, so they give way rather than make the data plane refuse the set.
+//!
+//! A lower peer whose name or key is already taken is left out; prefixes a higher peer
+//! already claims are trimmed from it. Either way the conflict is reported, so the daemon can
+//! log it, and the data plane never sees two peers claiming one prefix.
+
+use ipnet::IpNet;
+
+use crate::api::{KnownPeer, PeerKind};
+
+/// Where the peer set's entries come from; each source is replaced as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerSources {
+    /// `[[peer]]`s from `meshd.toml` (endpoint names resolved).
+    pub configured: Vec<KnownPeer>,
+    /// Devices from `clients.json`.
+    pub clients: Vec<KnownPeer>,
+    /// Tunnels derived from membership.
+    pub members: Vec<KnownPeer>,
+}
+
+/// What [`PeerSources::combine`] gives: the peers, and the conflicts it resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Combined {
+    pub peers: Vec<KnownPeer>,
+    /// One sentence per peer left out or trimmed, for the log.
+    pub conflicts: Vec<String>,
+}
+
+impl PeerSources {
+    /// Splits what the local API loaded at start-up (configured peers and clients) by kind.
+    pub fn from_local(peers: Vec<KnownPeer>) -> Self {
+        let (clients, configured) = peers.into_iter().partition(|p| p.kind == PeerKind::Client);
+        Self {
+            configured,
+            clients,
+            members: Vec::new(),
+        }
+    }
+
+    /// The peers in order of precedence, conflicts resolved (see the module comment).
+    pub fn combine(&self) -> Combined {
+        let mut peers: Vec<KnownPeer> = Vec::new();
+        let mut conflicts = Vec::new();
+        let sources = [
+            ("configured peer", &self.configured),
+            ("client", &self.clients),
+            ("member", &self.members),
+        ];
+        for (what, source) in sources {
+            for candidate in source {
+                let name = &candidate.config.name;
+                if let Some(owner) = peers.iter().find(|p| {
+                    p.config.name == *name || p.config.public_key == candidate.config.public_key
+                }) {
+                    conflicts.push(format!(
+                        "{what} {name:?} left out: {:?} already has its name or key",
+                        owner.config.name
+                    ));
+                    continue;
+                }
+                let mut peer = candidate.clone();
+                let taken: Vec<IpNet> = peer
+                    .config
+                    .allowed_ips
+                    .iter()
+                    .filter(|net| claimed(&peers, net))
+                    .copied()
+                    .collect();
+                if !taken.is_empty() {
+                    peer.config.allowed_ips.retain(|net| !taken.contains(net));
+                    let list: Vec<String> = taken.iter().map(ToString::to_string).collect();
+                    conflicts.push(format!(
+                        "{what} {name:?}: prefixes {} are claimed by another peer and not routed to it",
+                        list.join(", ")
+                    ));
+                }
+                peers.push(peer);
+            }
+        }
+        Combined { peers, conflicts }
+    }
+}
+
+fn claimed(peers: &[KnownPeer], net: &IpNet) -> bool {
+    peers.iter().any(|p| p.config.allowed_ips.contains(net))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::dataplane::PeerConfig;
+    use mesh_config::Role;
+
+    pub(crate) fn peer(name: &str, key: u8, kind: PeerKind, allowed: &[&str]) -> KnownPeer {
+        KnownPeer {
+            config: PeerConfig {
+                name: name.into(),
+                public_key: [key; 32],
+                endpoints: Vec::new(),
+                allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
+                persistent_keepalive: None,
+            },
+            kind,
+        }
+    }
+
+    fn names(combined: &Combined) -> Vec<&str> {
+        combined
+            .peers
+            .iter()
+            .map(|p| p.config.name.as_str())
+            .collect()
+    }
+
+    const MEMBER: PeerKind = PeerKind::Node(Some(Role::Core));
+
+    #[test]
+    fn all_three_sources_are_combined_in_order() {
+        let sources = PeerSources {
+            configured: vec![peer("bird", 1, PeerKind::Node(None), &["192.0.2.0/24"])],
+            clients: vec![peer("phone", 2, PeerKind::Client, &["10.1.0.2/32"])],
+            members: vec![peer("beta", 3, MEMBER, &["10.2.0.0/16"])],
+        };
+        let combined = sources.combine();
+        assert_eq!(names(&combined), ["bird", "phone", "beta"]);
+        assert!(combined.conflicts.is_empty());
+    }
+
+    #[test]
+    fn a_member_gives_way_to_a_configured_peer_or_client() {
+        let sources = PeerSources {
+            configured: vec![peer("beta", 1, PeerKind::Node(None), &["10.2.0.0/16"])],
+            clients: vec![peer("phone", 2, PeerKind::Client, &["10.1.0.2/32"])],
+            members: vec![
+                peer("beta", 3, MEMBER, &["10.2.0.0/16"]),
+                peer("gamma", 2, MEMBER, &["10.3.0.0/16"]),
+                peer("delta", 4, MEMBER, &["10.2.0.0/16", "10.4.0.0/16"]),
+            ],
+        };
+        let combined = sources.combine();
+        assert_eq!(names(&combined), ["beta", "phone", "delta"]);
+        let delta = &combined.peers[2].config;
+        assert_eq!(delta.allowed_ips, ["10.4.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(combined.conflicts.len(), 3, "{:?}", combined.conflicts);
+        assert!(combined.conflicts[0].contains("\"beta\" left out"));
+        assert!(combined.conflicts[2].contains("10.2.0.0/16"));
+    }
+
+    #[test]
+    fn local_peers_are_split_by_kind() {
+        let sources = PeerSources::from_local(vec![
+            peer("bird", 1, PeerKind::Node(None), &[]),
+            peer("phone", 2, PeerKind::Client, &[]),
+        ]);
+        assert_eq!(sources.configured[0].config.name, "bird");
+        assert_eq!(sources.clients[0].config.name, "phone");
+        assert!(sources.members.is_empty());
+    }
+}

@@ -1,0 +1,265 @@
+//! The one owner of the data plane's peer set.
+//!
+//! Three parts of the daemon decide who the data plane talks to: the configuration
+//! (`[[peer]]`), the local API (clients added at runtime) and the control plane (members).
+//! `DataplaneHandle::update_peers` replaces the whole set, so if each of them called it, each
+//! would undo the others' peers. Instead each replaces only its own source here, and
+//! [`PeerSet`] combines the sources ([`merge`]), is the only caller of `update_peers`, and
+//! publishes the kernel routes the result wants ([`routes`]), which [`kernel`] installs.
+
+pub mod kernel;
+pub mod merge;
+pub mod routes;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use ipnet::IpNet;
+use tokio::sync::watch;
+
+pub use kernel::KernelRoutes;
+pub use merge::{Combined, PeerSources};
+pub use routes::RoutePlan;
+
+use crate::api::{DataplaneControl, KnownPeer};
+use crate::dataplane::{DataplaneError, DataplaneStats};
+
+/// The combined peer set, applied to a data plane.
+#[derive(Debug)]
+pub struct PeerSet<'a, D> {
+    dataplane: &'a D,
+    plan: RoutePlan,
+    applied: Mutex<Applied>,
+    routes: watch::Sender<Vec<IpNet>>,
+}
+
+/// The sources and what the data plane was last given from them.
+#[derive(Debug)]
+struct Applied {
+    sources: PeerSources,
+    peers: Vec<KnownPeer>,
+    conflicts: Vec<String>,
+}
+
+impl<'a, D: DataplaneControl> PeerSet<'a, D> {
+    /// Takes over `dataplane`, which must have been started with `sources.combine().peers`
+    /// (nothing is applied here, so sessions are not disturbed).
+    pub fn new(dataplane: &'a D, sources: PeerSources, plan: RoutePlan) -> Self {
+        let combined = sources.combine();
+        log_conflicts(&[], &combined.conflicts);
+        let routes = watch::Sender::new(plan.wanted(&combined.peers));
+        Self {
+            dataplane,
+            plan,
+            applied: Mutex::new(Applied {
+                sources,
+                peers: combined.peers,
+                conflicts: combined.conflicts,
+            }),
+            routes,
+        }
+    }
+
+    /// The peers the data plane has now, in order of precedence.
+    pub fn peers(&self) -> Vec<KnownPeer> {
+        self.lock().peers.clone()
+    }
+
+    /// The data plane's counters.
+    pub fn stats(&self) -> DataplaneStats {
+        self.dataplane.stats()
+    }
+
+    /// The routes into the TUN the current set wants; changes with the set.
+    pub fn wanted_routes(&self) -> watch::Receiver<Vec<IpNet>> {
+        self.routes.subscribe()
+    }
+
+    /// Replaces the members (from the control plane). On error nothing changes.
+    pub fn set_members(&self, members: Vec<KnownPeer>) -> Result<(), DataplaneError> {
+        self.change(|sources| sources.members = members)
+    }
+
+    /// Replaces the local clients (from `clients.json`). On error nothing changes.
+    pub fn set_clients(&self, clients: Vec<KnownPeer>) -> Result<(), DataplaneError> {
+        self.change(|sources| sources.clients = clients)
+    }
+
+    /// Applies every membership change until the sender (the control plane) goes away.
+    pub async fn follow_members(&self, mut members: watch::Receiver<Vec<KnownPeer>>) {
+        loop {
+            let current = members.borrow_and_update().clone();
+            let count = current.len();
+            match self.set_members(current) {
+                Ok(()) => tracing::info!(members = count, "tunnels updated from membership"),
+                Err(error) => tracing::warn!(%error, "tunnel update refused by the data plane"),
+            }
+            if members.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One change of one source: combine, give the data plane the whole set, and only if it
+    /// accepts, keep the change and publish the routes. The lock is held throughout so that
+    /// two sources changing at once cannot apply their sets in the wrong order.
+    fn change(&self, edit: impl FnOnce(&mut PeerSources)) -> Result<(), DataplaneError> {
+        let mut applied = self.lock();
+        let mut sources = applied.sources.clone();
+        edit(&mut sources);
+        let combined = sources.combine();
+        let configs: Vec<_> = combined.peers.iter().map(|p| p.config.clone()).collect();
+        self.dataplane.update_peers(&configs)?;
+        log_conflicts(&applied.conflicts, &combined.conflicts);
+        self.routes.send_if_modified(|routes| {
+            let wanted = self.plan.wanted(&combined.peers);
+            let modified = *routes != wanted;
+            *routes = wanted;
+            modified
+        });
+        *applied = Applied {
+            sources,
+            peers: combined.peers,
+            conflicts: combined.conflicts,
+        };
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        // Nothing panics while holding the lock; if something did, the state is still whole.
+        self.applied.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Logs each conflict once, when it first appears.
+fn log_conflicts(before: &[String], now: &[String]) {
+    for conflict in now.iter().filter(|c| !before.contains(c)) {
+        tracing::warn!("{conflict}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge::tests::peer;
+    use super::*;
+    use crate::api::PeerKind;
+    use crate::dataplane::PeerConfig;
+    use mesh_config::Role;
+
+    /// Records the names of every set it accepts; refuses sets containing "bad".
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Vec<String>>>);
+
+    impl DataplaneControl for Recorder {
+        fn stats(&self) -> DataplaneStats {
+            DataplaneStats {
+                peers: Vec::new(),
+                drops: Default::default(),
+            }
+        }
+
+        fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
+            if peers.iter().any(|p| p.name == "bad") {
+                return Err(DataplaneError::config("refused for the test"));
+            }
+            self.0
+                .lock()
+                .unwrap()
+                .push(peers.iter().map(|p| p.name.clone()).collect());
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn last(&self) -> Vec<String> {
+            self.0.lock().unwrap().last().cloned().unwrap_or_default()
+        }
+    }
+
+    const CORE: PeerKind = PeerKind::Node(Some(Role::Core));
+    const SPOKE: PeerKind = PeerKind::Node(Some(Role::Spoke));
+
+    fn plan() -> RoutePlan {
+        RoutePlan {
+            own_addresses: vec!["10.1.0.1/16".parse().unwrap()],
+            pools: vec!["10.0.0.0/8".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn a_runtime_client_survives_membership_changes_and_members_survive_clients() {
+        let dataplane = Recorder::default();
+        let sources = PeerSources::from_local(vec![peer("bird", 1, PeerKind::Node(None), &[])]);
+        let set = PeerSet::new(&dataplane, sources, plan());
+
+        set.set_members(vec![peer("beta", 2, CORE, &["10.2.0.0/16"])])
+            .unwrap();
+        assert_eq!(dataplane.last(), ["bird", "beta"]);
+
+        let phone = peer("phone", 3, PeerKind::Client, &["10.1.0.2/32"]);
+        set.set_clients(vec![phone.clone()]).unwrap();
+        assert_eq!(dataplane.last(), ["bird", "phone", "beta"], "members kept");
+
+        set.set_members(vec![
+            peer("beta", 2, CORE, &["10.2.0.0/16"]),
+            peer("gamma", 4, SPOKE, &["10.3.0.0/16"]),
+        ])
+        .unwrap();
+        assert_eq!(
+            dataplane.last(),
+            ["bird", "phone", "beta", "gamma"],
+            "the client survives a membership change"
+        );
+
+        set.set_members(Vec::new()).unwrap();
+        assert_eq!(dataplane.last(), ["bird", "phone"]);
+        assert_eq!(set.peers()[1], phone);
+    }
+
+    #[test]
+    fn a_refused_set_changes_nothing() {
+        let dataplane = Recorder::default();
+        let set = PeerSet::new(&dataplane, PeerSources::default(), plan());
+        set.set_members(vec![peer("beta", 2, CORE, &["10.2.0.0/16"])])
+            .unwrap();
+        let error = set
+            .set_clients(vec![peer("bad", 3, PeerKind::Client, &["10.1.0.2/32"])])
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("refused for the test"),
+            "{error}"
+        );
+        assert_eq!(set.peers().len(), 1);
+        // The next change starts from the sources that were accepted.
+        set.set_members(Vec::new()).unwrap();
+        assert_eq!(dataplane.last(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_member_lan_gets_a_route_while_it_is_there() {
+        let dataplane = Recorder::default();
+        let set = PeerSet::new(&dataplane, PeerSources::default(), plan());
+        let mut routes = set.wanted_routes();
+        assert_eq!(*routes.borrow_and_update(), plan().pools);
+
+        set.set_members(vec![peer(
+            "beta",
+            2,
+            CORE,
+            &["10.2.0.0/16", "10.3.0.0/16", "192.168.42.0/24"],
+        )])
+        .unwrap();
+        assert!(routes.has_changed().unwrap());
+        let lan: IpNet = "192.168.42.0/24".parse().unwrap();
+        assert_eq!(*routes.borrow_and_update(), vec![plan().pools[0], lan]);
+
+        // The spoke behind beta is revoked: its LAN goes with it.
+        set.set_members(vec![peer("beta", 2, CORE, &["10.2.0.0/16"])])
+            .unwrap();
+        assert_eq!(*routes.borrow_and_update(), plan().pools);
+
+        // A client added meanwhile lies inside the pool: no route of its own.
+        set.set_clients(vec![peer("phone", 3, PeerKind::Client, &["10.1.0.2/32"])])
+            .unwrap();
+        assert!(!routes.has_changed().unwrap());
+    }
+}

@@ -1,0 +1,251 @@
+//! The mesh end to end in network namespaces (needs root): three cores and one spoke, each a
+//! separate `meshd run` in its own namespace, admitted with real tokens (`meshd init`,
+//! `meshd invite`, `meshd join`) over a documentation-range underlay.
+//!
+//! Underlay: an "isp" namespace with a bridge, every node on it with `198.51.100.N/24`. The
+//! spoke has a LAN (`192.168.42.0/24`, approved with `--route`) towards a "lan" namespace
+//! holding one host. The test checks: every node pings every other node's overlay address; a
+//! core that is not the spoke's core reaches the LAN host (kernel route for the spoke's LAN,
+//! transit through the spoke's core); after `meshd revoke` the spoke is unreachable within
+//! seconds; with the CA node stopped the other cores still forward.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshd::state::StateDir;
+use netns_tests::{
+    ChildGuard, Namespace, connect_veth, require_root, run_checked, run_with_timeout, wait_until,
+};
+
+const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
+/// Bound for one node to come up, and for the mesh to converge on one ping.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// The revocation must tear the spoke's tunnel down within this.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(8);
+const PORT: u16 = 51820;
+const LAN: &str = "192.168.42.0/24";
+const LAN_HOST: &str = "192.168.42.2";
+
+/// One node: its namespace, its files and, while it runs, its daemon.
+struct Node {
+    name: String,
+    namespace: Namespace,
+    dir: tempfile::TempDir,
+    daemon: Option<ChildGuard>,
+}
+
+impl Node {
+    /// A namespace on the underlay bridge of `isp` with `198.51.100.<host>/24`.
+    fn new(name: &str, isp: &Namespace, host: u8) -> Node {
+        let namespace = Namespace::new(name);
+        let address = format!("198.51.100.{host}/24");
+        let isp_side = format!("n{host}");
+        connect_veth(&namespace, "ul0", &[&address], isp, &isp_side, &[]);
+        isp.ip(&["link", "set", &isp_side, "master", "br0"]);
+        Node {
+            name: name.to_owned(),
+            namespace,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            daemon: None,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("meshd.toml")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn args<'a>(&'a self, config: &'a str, state: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--config", config, "--state-dir", state];
+        args.extend_from_slice(rest);
+        args
+    }
+
+    /// Runs `meshd args...` inside the node's namespace (it may need the underlay) and
+    /// returns its standard output; panics with its output if it fails.
+    fn meshd(&self, rest: &[&str]) -> String {
+        let config = self.config().display().to_string();
+        let state = self.state().display().to_string();
+        let args = self.args(&config, &state, rest);
+        let mut full = vec!["netns", "exec", self.namespace.name(), MESHD];
+        full.extend_from_slice(&args);
+        let output = run_with_timeout("ip", &full, Duration::from_secs(30))
+            .unwrap_or_else(|error| panic!("meshd {rest:?} on {}: {error}", self.name));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Starts `meshd run` and waits until it says it runs.
+    fn start(&mut self) {
+        let config = self.config().display().to_string();
+        let state = self.state().display().to_string();
+        let args = self.args(&config, &state, &["run"]);
+        let mut daemon = self
+            .namespace
+            .spawn(&self.name, MESHD, &args, &[("RUST_LOG", "info")]);
+        let up = wait_until(START_TIMEOUT, || {
+            daemon.try_exit_status().is_none() && daemon.log().contents().contains("meshd running")
+        });
+        assert!(
+            up,
+            "meshd {} did not start within {START_TIMEOUT:?} (exit {:?}):\n{}",
+            self.name,
+            daemon.try_exit_status(),
+            daemon.log().contents()
+        );
+        self.daemon = Some(daemon);
+    }
+
+    /// Stops the daemon with SIGTERM and checks that it exits cleanly.
+    fn stop(&mut self) {
+        let Some(mut daemon) = self.daemon.take() else {
+            return;
+        };
+        run_checked("kill", &["-TERM", &daemon.pid().to_string()]).expect("kill -TERM meshd");
+        let stopped = wait_until(START_TIMEOUT, || daemon.try_exit_status().is_some());
+        let status = daemon.try_exit_status();
+        assert!(
+            stopped && status.is_some_and(|s| s.success()),
+            "meshd {} did not stop cleanly ({status:?}):\n{}",
+            self.name,
+            daemon.log().contents()
+        );
+    }
+
+    /// The node's own overlay IPv4 and IPv6 addresses, from the allocation in `node.json`.
+    fn overlay(&self) -> [IpAddr; 2] {
+        let record = StateDir::new(self.state())
+            .read_node_record()
+            .expect("node.json after init/join");
+        [
+            IpAddr::V4(record.allocation.ipv4_address),
+            IpAddr::V6(record.allocation.ipv6_address),
+        ]
+    }
+
+    fn pings(&self, destination: IpAddr) -> bool {
+        self.namespace
+            .exec(
+                "ping",
+                &["-n", "-q", "-c", "1", "-W", "1", &destination.to_string()],
+            )
+            .is_ok()
+    }
+}
+
+/// `meshd invite` on the CA holder (files only) → the token.
+fn invite(ca: &Node, args: &[&str]) -> String {
+    let mut rest = vec!["invite"];
+    rest.extend_from_slice(args);
+    ca.meshd(&rest).trim().to_owned()
+}
+
+fn endpoint(host: u8) -> String {
+    format!("198.51.100.{host}:{PORT}")
+}
+
+#[test]
+fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
+    if !require_root("three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca") {
+        return;
+    }
+    let isp = Namespace::new("isp");
+    isp.ip(&["link", "add", "br0", "type", "bridge"]);
+    isp.ip(&["link", "set", "br0", "up"]);
+
+    let mut alpha = Node::new("alpha", &isp, 1);
+    let mut beta = Node::new("beta", &isp, 2);
+    let mut gamma = Node::new("gamma", &isp, 3);
+    let mut spoke = Node::new("spoke", &isp, 4);
+    let lan = Namespace::new("lan");
+    connect_veth(
+        &spoke.namespace,
+        "lan0",
+        &["192.168.42.1/24"],
+        &lan,
+        "eth0",
+        &["192.168.42.2/24"],
+    );
+    lan.ip(&["route", "add", "default", "via", "192.168.42.1"]);
+    spoke.namespace.set_sysctl("net/ipv4/ip_forward", "1");
+
+    alpha.meshd(&["init", "--name", "alpha", "--endpoint", &endpoint(1)]);
+    alpha.start();
+    for (node, host) in [(&mut beta, 2), (&mut gamma, 3)] {
+        let token = invite(&alpha, &[&node.name, "--role", "core"]);
+        let out = node.meshd(&["join", &token, "--endpoint", &endpoint(host)]);
+        assert!(out.contains("Joined mesh"), "{out}");
+        node.start();
+    }
+    let token = invite(
+        &alpha,
+        &["spoke", "--role", "spoke", "--core", "beta", "--route", LAN],
+    );
+    // The spoke gives no endpoint: it calls its core.
+    let out = spoke.meshd(&["join", &token]);
+    assert!(out.contains("Joined mesh"), "{out}");
+    spoke.start();
+
+    // Every node reaches every other node's overlay addresses, both families. The spoke
+    // goes first: nobody can reach it before it has called its core (it may sit behind
+    // NAT, so its core learns its address from its first authenticated packet).
+    let nodes = [&spoke, &alpha, &beta, &gamma];
+    for from in nodes {
+        for to in nodes.iter().filter(|n| n.name != from.name) {
+            for address in to.overlay() {
+                let ok = wait_until(PING_TIMEOUT, || from.pings(address));
+                assert!(ok, "{} cannot ping {} at {address}", from.name, to.name);
+            }
+        }
+    }
+
+    // The spoke's LAN from a core that is not its core: gamma has a kernel route for it (meshd's
+    // protocol), the packet crosses beta, the spoke forwards it to the LAN host.
+    let protocol = meshd::netlink::MESHD_ROUTE_PROTOCOL.to_string();
+    let routes = gamma
+        .namespace
+        .ip(&["-4", "route", "show", "proto", &protocol]);
+    assert!(routes.contains(LAN), "gamma's meshd routes: {routes}");
+    let lan_host: IpAddr = LAN_HOST.parse().unwrap();
+    assert!(
+        wait_until(PING_TIMEOUT, || gamma.pings(lan_host)),
+        "gamma cannot reach the spoke's LAN host"
+    );
+    let peers = alpha.meshd(&["peers"]);
+    assert!(peers.contains("beta") && peers.contains("gamma"), "{peers}");
+
+    // Revocation: every node drops the spoke's tunnel within seconds, and its LAN route goes.
+    let out = alpha.meshd(&["revoke", "spoke"]);
+    assert!(out.contains("Revoked spoke"), "{out}");
+    let [spoke_v4, _] = spoke.overlay();
+    let cut = wait_until(REVOKE_TIMEOUT, || {
+        !gamma.pings(spoke_v4) && !beta.pings(spoke_v4) && !gamma.pings(lan_host)
+    });
+    assert!(
+        cut,
+        "the revoked spoke is still reachable after {REVOKE_TIMEOUT:?}"
+    );
+    let gone = wait_until(REVOKE_TIMEOUT, || {
+        !gamma
+            .namespace
+            .ip(&["-4", "route", "show", "proto", &protocol])
+            .contains(LAN)
+    });
+    assert!(gone, "gamma still routes the revoked spoke's LAN");
+
+    // The CA node stops: the other cores keep forwarding between each other.
+    alpha.stop();
+    let [gamma_v4, gamma_v6] = gamma.overlay();
+    for address in [gamma_v4, gamma_v6] {
+        let ok = beta.namespace.ping_all(address, 5);
+        assert!(ok, "beta lost gamma at {address} with the CA stopped");
+    }
+    spoke.stop();
+    beta.stop();
+    gamma.stop();
+    drop(isp);
+}
