@@ -19,6 +19,7 @@ pub mod message;
 pub mod peers;
 pub mod record;
 pub mod shell;
+pub mod sim;
 pub mod store;
 pub mod tls;
 
