@@ -511,11 +511,19 @@ impl Hub {
     fn dial_missing(&mut self) {
         let own = &self.own.identity;
         let now = Instant::now();
+        let is_own_core = |name: &str| own.core.as_deref() == Some(name);
+        // A spoke that does not know where its core is (it joined before the core's record
+        // reached the CA holder) asks every core it knows, so that it catches up; otherwise
+        // it would wait for a record nobody sends it.
+        let core_known = self
+            .membership
+            .members()
+            .any(|m| is_own_core(&m.identity.name) && !m.endpoints.is_empty());
         let wanted: Vec<(String, Vec<String>)> = self
             .membership
             .members()
             .filter(|m| m.identity.name != own.name && m.identity.role == NodeRole::Core)
-            .filter(|m| own.role == NodeRole::Core || own.core.as_deref() == Some(&m.identity.name))
+            .filter(|m| own.role == NodeRole::Core || !core_known || is_own_core(&m.identity.name))
             .filter(|m| !self.connections.contains_key(&m.identity.name))
             .filter(|m| !self.dialing.contains(&m.identity.name))
             .filter(|m| self.backoff.get(&m.identity.name).is_none_or(|t| now >= *t))
