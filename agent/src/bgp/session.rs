@@ -48,7 +48,7 @@ impl Connection {
         peer: PeerId,
         id: u64,
         outgoing: bool,
-        reports: mpsc::UnboundedSender<ConnReport>,
+        reports: mpsc::Sender<ConnReport>,
     ) -> std::io::Result<Connection> {
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
@@ -86,9 +86,11 @@ async fn read_loop(
     mut read: OwnedReadHalf,
     peer: PeerId,
     conn: u64,
-    reports: mpsc::UnboundedSender<ConnReport>,
+    reports: mpsc::Sender<ConnReport>,
 ) {
-    let report = |event| reports.send(ConnReport { peer, conn, event }).is_ok();
+    // The channel is bounded: a peer that sends faster than the speaker digests waits in TCP
+    // flow control instead of piling decoded UPDATEs up in memory.
+    let report = async |event| reports.send(ConnReport { peer, conn, event }).await.is_ok();
     let mut buf: Vec<u8> = Vec::with_capacity(2 * MAX_MESSAGE_LEN);
     let mut chunk = vec![0u8; 64 * 1024];
     // meshd always announces 4-octet AS support, so the width of AS numbers in UPDATEs is
@@ -96,10 +98,12 @@ async fn read_loop(
     let mut options = CodecOptions::default();
     loop {
         // Hand out every complete message in the buffer before reading more.
+        let mut used = 0;
         loop {
-            match Message::frame_len(&buf) {
-                Ok(Some(len)) if len <= buf.len() => {
-                    let event = match Message::decode(&buf[..len], options) {
+            let rest = &buf[used..];
+            match Message::frame_len(rest) {
+                Ok(Some(len)) if len <= rest.len() => {
+                    let event = match Message::decode(&rest[..len], options) {
                         Ok(Message::Open(open)) => {
                             options.four_octet_as = open.four_octet_as().is_some();
                             ConnEvent::Message(Message::Open(open))
@@ -107,22 +111,23 @@ async fn read_loop(
                         Ok(m) => ConnEvent::Message(m),
                         Err(e) => ConnEvent::BadMessage(e),
                     };
-                    buf.drain(..len);
+                    used += len;
                     let fatal = matches!(event, ConnEvent::BadMessage(_));
-                    if !report(event) || fatal {
+                    if !report(event).await || fatal {
                         return;
                     }
                 }
                 Ok(_) => break,
                 Err(e) => {
-                    report(ConnEvent::BadMessage(e));
+                    report(ConnEvent::BadMessage(e)).await;
                     return;
                 }
             }
         }
+        buf.drain(..used);
         match read.read(&mut chunk).await {
             Ok(0) | Err(_) => {
-                report(ConnEvent::Closed);
+                report(ConnEvent::Closed).await;
                 return;
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),

@@ -247,8 +247,8 @@ struct Actor {
     next_conn: u64,
     routes: mpsc::UnboundedSender<BestChange>,
     internal: mpsc::UnboundedSender<Internal>,
-    reports_tx: mpsc::UnboundedSender<ConnReport>,
-    reports_rx: mpsc::UnboundedReceiver<ConnReport>,
+    reports_tx: mpsc::Sender<ConnReport>,
+    reports_rx: mpsc::Receiver<ConnReport>,
 }
 
 impl Actor {
@@ -301,7 +301,9 @@ impl Actor {
                 },
             );
         }
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        // Shared by all connections; small, so that a fast peer is slowed down by TCP rather
+        // than buffered (see `session::read_loop`).
+        let (reports_tx, reports_rx) = mpsc::channel(64);
         Ok(Actor {
             local,
             peers,

@@ -97,7 +97,12 @@ impl Rib {
         match entry.paths.iter_mut().find(|p| p.peer == path.peer) {
             Some(existing) if *existing == path => return None,
             Some(existing) => *existing = path,
-            None => entry.paths.push(path),
+            None => {
+                // Most prefixes have one or two paths; the default growth to 4 at the first
+                // push would triple the memory of a full table.
+                entry.paths.reserve_exact(1);
+                entry.paths.push(path)
+            }
         }
         self.reselect(prefix, before)
     }
