@@ -140,6 +140,10 @@ fn measure_size(
     for (change, run) in changes {
         let mut outcomes = Vec::new();
         let nodes = mesh.net.len();
+        let before = MeshShape {
+            cores: mesh.cores.len(),
+            spokes: mesh.spokes.len(),
+        };
         for trial in 0..options.trials {
             eprintln!("{size} nodes: {change} ({}/{})", trial + 1, options.trials);
             let outcome = run(&mut mesh, trial)?;
@@ -151,10 +155,7 @@ fn measure_size(
         }
         rows.push(Row {
             nodes,
-            shape: MeshShape {
-                cores: mesh.cores.len(),
-                spokes: mesh.spokes.len(),
-            },
+            shape: before,
             change,
             outcomes,
         });

@@ -4,8 +4,9 @@
 //!
 //! Spreading, and why it costs O(N) messages per change, not O(N^2):
 //! - push: a node that learns a newer record forwards it to at most [`FANOUT`] random
-//!   connected peers (not back to the sender); a node that already had it forwards nothing,
-//!   so each node passes each change on at most once;
+//!   connected peers and to each of its connected spokes (not back to the sender); a node
+//!   that already had it forwards nothing, so each node passes each change on at most once
+//!   and a change costs at most FANOUT messages per node plus one per spoke;
 //! - anti-entropy: every [`ANTI_ENTROPY_INTERVAL`] a node sends one connected peer (chosen at
 //!   random) a digest, the version of each record it holds plus its CRL number; the peer
 //!   answers with what the sender lacks and asks for what it lacks itself. This repairs what
@@ -185,7 +186,7 @@ impl Membership {
         actions.dedup();
         self.crl = Some(crl);
         let gossip = Gossip::Crl { der: der.to_vec() };
-        for peer in self.pick_peers(from, FANOUT) {
+        for peer in self.spread_targets(from) {
             actions.push(Action::Send {
                 to: peer,
                 gossip: gossip.clone(),
@@ -490,9 +491,9 @@ impl Membership {
         None
     }
 
-    /// Pushes fresh records to up to [`FANOUT`] connected peers other than `except`.
+    /// Pushes fresh records to the peers [`Self::spread_targets`] picks.
     fn push(&mut self, records: &[SignedRecord], except: Option<&str>, actions: &mut Vec<Action>) {
-        for peer in self.pick_peers(except, FANOUT) {
+        for peer in self.spread_targets(except) {
             actions.push(send(
                 &peer,
                 Gossip::Records {
@@ -500,6 +501,27 @@ impl Membership {
                 },
             ));
         }
+    }
+
+    /// Where news goes: every connected spoke, and up to [`FANOUT`] random other connected
+    /// peers; never `except`. A spoke's only connection is to its core and it forwards
+    /// nothing, so a core that left it to chance would leave most of its spokes waiting for
+    /// anti-entropy (10-25 s in the scale simulation, `control::sim`); one message per spoke
+    /// keeps the cost of a change linear in the number of nodes. Fanout slots spent on spokes
+    /// would also have been missing among the cores, which do forward.
+    fn spread_targets(&mut self, except: Option<&str>) -> Vec<String> {
+        let (mut targets, others): (Vec<String>, Vec<String>) = self
+            .connected
+            .iter()
+            .filter(|p| Some(p.as_str()) != except)
+            .cloned()
+            .partition(|p| {
+                self.members
+                    .get(p)
+                    .is_some_and(|m| m.identity.role == NodeRole::Spoke)
+            });
+        targets.extend(others.into_iter().choose_multiple(&mut self.rng, FANOUT));
+        targets
     }
 
     /// Up to `count` random connected peers, never `except`.
