@@ -102,6 +102,16 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
         self.peer_set().peers()
     }
 
+    /// The node's facts, with the kernel routes as they are now in the daemon (they follow
+    /// the members' LANs); a server alone reports what it was given.
+    fn node(&self) -> NodeInfo {
+        let mut node = self.node.clone();
+        if let Peers::Shared(peers) = &self.peers {
+            node.kernel_routes = peers.wanted_routes().borrow().clone();
+        }
+        node
+    }
+
     /// Answers one request line.
     pub fn handle(&self, line: &[u8]) -> Response {
         let request = match Request::decode(line) {
@@ -113,14 +123,14 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                 let peers = self.peers();
                 let stats = self.peer_set().stats();
                 to_value(&report::status(
-                    &self.node,
+                    &self.node(),
                     &peers,
                     &stats,
                     OffsetDateTime::now_utc(),
                 ))
             }
             Request::Peers => to_value(&report::peers(&self.peers(), &self.peer_set().stats())),
-            Request::Routes => to_value(&report::routes(&self.node, &self.peers())),
+            Request::Routes => to_value(&report::routes(&self.node(), &self.peers())),
             Request::AddClient { name } => match self.add_client(&name) {
                 Ok(payload) => payload,
                 Err(failure) => return Response::error(failure),

@@ -249,15 +249,27 @@ mod tests {
         )])
         .unwrap();
         assert!(routes.has_changed().unwrap());
-        let lan: IpNet = "192.168.42.0/24".parse().unwrap();
-        assert_eq!(*routes.borrow_and_update(), vec![plan().pools[0], lan]);
+        let nets =
+            |list: &[&str]| -> Vec<IpNet> { list.iter().map(|p| p.parse().unwrap()).collect() };
+        assert_eq!(
+            *routes.borrow_and_update(),
+            nets(&[
+                "10.0.0.0/8",
+                "10.2.0.0/16",
+                "10.3.0.0/16",
+                "192.168.42.0/24"
+            ])
+        );
 
-        // The spoke behind beta is revoked: its LAN goes with it.
+        // The spoke behind beta is revoked: its prefixes and its LAN go with it.
         set.set_members(vec![peer("beta", 2, CORE, &["10.2.0.0/16"])])
             .unwrap();
-        assert_eq!(*routes.borrow_and_update(), plan().pools);
+        assert_eq!(
+            *routes.borrow_and_update(),
+            nets(&["10.0.0.0/8", "10.2.0.0/16"])
+        );
 
-        // A client added meanwhile lies inside the pool: no route of its own.
+        // A client added meanwhile lies inside the node's own network: no route of its own.
         set.set_clients(vec![peer("phone", 3, PeerKind::Client, &["10.1.0.2/32"])])
             .unwrap();
         assert!(!routes.has_changed().unwrap());

@@ -1,11 +1,12 @@
 //! Which prefixes the kernel should route into the TUN, given the peer set. Pure.
 //!
-//! The mesh pools are routed as a whole (members inside them need no route of their own, and
-//! traffic to an address nobody holds yet is dropped by the data plane instead of leaking to
-//! the default route). Every other prefix a peer carries (a member's LAN such as
-//! `192.168.42.0/24`, a configured peer's networks) gets its own route, installed when it
-//! appears and removed when it goes. Prefixes of the TUN's own addresses are left alone: the
-//! kernel's connected routes already send them there.
+//! The mesh pools are routed as a whole, so that traffic to an address nobody holds yet is
+//! dropped by the data plane instead of leaking to the default route. Every prefix a peer
+//! carries (a member's /16 and /64, its LAN such as `192.168.42.0/24`, a configured peer's
+//! networks) gets its own route too, installed when it appears and removed when it goes, so
+//! that `ip route` and `meshd routes` show each one. Prefixes inside the TUN's own networks
+//! (the node's clients) are left alone: the kernel's connected routes already send them
+//! there.
 
 use std::collections::BTreeSet;
 
@@ -25,15 +26,13 @@ pub struct RoutePlan {
 impl RoutePlan {
     /// The routes into the TUN for `peers`, sorted, each once.
     pub fn wanted(&self, peers: &[KnownPeer]) -> Vec<IpNet> {
-        let connected: BTreeSet<IpNet> = self.own_addresses.iter().map(IpNet::trunc).collect();
-        let pools: Vec<IpNet> = self.pools.iter().map(IpNet::trunc).collect();
-        let mut wanted: BTreeSet<IpNet> = pools.iter().copied().collect();
+        let connected: Vec<IpNet> = self.own_addresses.iter().map(IpNet::trunc).collect();
+        let mut wanted: BTreeSet<IpNet> = self.pools.iter().map(IpNet::trunc).collect();
         wanted.extend(
             peers
                 .iter()
                 .flat_map(|peer| peer.config.allowed_ips.iter().map(IpNet::trunc))
-                .filter(|prefix| !connected.contains(prefix))
-                .filter(|prefix| !pools.iter().any(|pool| pool.contains(prefix))),
+                .filter(|prefix| !connected.iter().any(|net| net.contains(prefix))),
         );
         wanted.into_iter().collect()
     }
@@ -65,7 +64,7 @@ mod tests {
     }
 
     #[test]
-    fn lans_outside_the_pools_get_routes_and_connected_prefixes_do_not() {
+    fn peer_prefixes_and_pools_get_routes_and_connected_prefixes_do_not() {
         let plan = RoutePlan {
             own_addresses: nets(&["10.1.0.1/16", "fd00:1::1/64"]),
             pools: nets(&["10.0.0.0/8", "fd00::/16"]),
@@ -83,14 +82,22 @@ mod tests {
                 PeerKind::Node(None),
                 &["192.168.42.0/24", "198.18.0.0/15"],
             ),
+            peer(
+                "phone",
+                3,
+                PeerKind::Client,
+                &["10.1.0.2/32", "fd00:1::2/128"],
+            ),
         ];
         assert_eq!(
             plan.wanted(&peers),
             nets(&[
                 "10.0.0.0/8",
+                "10.2.0.0/16",
                 "192.168.42.0/24",
                 "198.18.0.0/15",
-                "fd00::/16"
+                "fd00::/16",
+                "fd00:2::/64"
             ])
         );
     }
