@@ -52,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
             // meshd clears host bits past the prefix length; netgauze keeps what was sent.
             list.iter().map(|a| a.network().address().trunc()).collect()
         };
-        assert_eq!(v4(theirs.withdraw_routes()), ours.withdrawn, "withdrawn routes differ");
+        assert_eq!(
+            v4(theirs.withdraw_routes()),
+            ours.withdrawn,
+            "withdrawn routes differ"
+        );
         assert_eq!(v4(theirs.nlri()), ours.nlri, "NLRI differ");
     }
 });
