@@ -251,7 +251,7 @@ fn render(results: &[SizeResult], options: &Options, start: OffsetDateTime) -> S
          mesh of control connections, each spoke connects to its core; one core per four spokes. \
          One-way latency 5-40 ms between cores, 2-20 ms from a spoke to its core; a new \
          connection takes two round trips (TCP, TLS 1.3). The shell ticks every 0.5 s, \
-         anti-entropy runs every 10 s per node, push fanout 3. Bandwidth and CPU time are not \
+         anti-entropy runs every 10 s per node; a core pushes news from itself or its spokes to every core, and every core passes news on to its spokes. Bandwidth and CPU time are not \
          modelled.\n",
     );
     out.push_str(

@@ -3,10 +3,11 @@
 //! [`Action`]s; the shell ([`super::shell`]) sends, logs and reconfigures tunnels.
 //!
 //! Spreading, and why it costs O(N) messages per change, not O(N^2):
-//! - push: a node that learns a newer record forwards it to at most [`FANOUT`] random
-//!   connected peers and to each of its connected spokes (not back to the sender); a node
-//!   that already had it forwards nothing, so each node passes each change on at most once
-//!   and a change costs at most FANOUT messages per node plus one per spoke;
+//! - push: a node that learns a newer record from itself or from a spoke forwards it to
+//!   every connected peer (a core reaches all cores in one hop, cores being a full mesh);
+//!   one that learns it from a core forwards it to its connected spokes only (never back to
+//!   the sender). A node that already had it forwards nothing, so each node passes each
+//!   change on at most once and a change costs about one message per node;
 //! - anti-entropy: every [`ANTI_ENTROPY_INTERVAL`] a node sends one connected peer (chosen at
 //!   random) a digest, the version of each record it holds plus its CRL number; the peer
 //!   answers with what the sender lacks and asks for what it lacks itself. This repairs what
@@ -25,8 +26,6 @@ use time::{Duration, OffsetDateTime};
 use super::message::Gossip;
 use super::record::{Member, SignedRecord};
 
-/// How many peers a new record is pushed to.
-pub const FANOUT: usize = 3;
 /// How often a node starts an anti-entropy exchange.
 pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::seconds(10);
 /// Most records accepted in one message (more is a broken or hostile peer).
@@ -503,25 +502,26 @@ impl Membership {
         }
     }
 
-    /// Where news goes: every connected spoke, and up to [`FANOUT`] random other connected
-    /// peers; never `except`. A spoke's only connection is to its core and it forwards
-    /// nothing, so a core that left it to chance would leave most of its spokes waiting for
-    /// anti-entropy (10-25 s in the scale simulation, `control::sim`); one message per spoke
-    /// keeps the cost of a change linear in the number of nodes. Fanout slots spent on spokes
-    /// would also have been missing among the cores, which do forward.
-    fn spread_targets(&mut self, except: Option<&str>) -> Vec<String> {
-        let (mut targets, others): (Vec<String>, Vec<String>) = self
-            .connected
+    /// Where news goes, never back to `except` (where it came from):
+    /// - news from this node itself, from one of its spokes or from the local CA goes to
+    ///   every connected peer: a core is connected to every other core, so one hop reaches
+    ///   all of them, with one message per core instead of a gossip that leaves some cores
+    ///   to anti-entropy (several seconds at 200 nodes in `control::sim`);
+    /// - news from a core goes only to the connected spokes (a spoke hears only from its core
+    ///   and forwards nothing): the other cores heard it from the author. A core the author
+    ///   could not reach catches up by anti-entropy.
+    ///
+    /// So a change costs about one message per node (one per connection of its author, one
+    /// per spoke), not O(N²).
+    fn spread_targets(&self, except: Option<&str>) -> Vec<String> {
+        let role = |name: &str| self.members.get(name).map(|m| m.identity.role);
+        let from_core = except.is_some_and(|p| role(p) == Some(NodeRole::Core));
+        self.connected
             .iter()
             .filter(|p| Some(p.as_str()) != except)
+            .filter(|p| !from_core || role(p) == Some(NodeRole::Spoke))
             .cloned()
-            .partition(|p| {
-                self.members
-                    .get(p)
-                    .is_some_and(|m| m.identity.role == NodeRole::Spoke)
-            });
-        targets.extend(others.into_iter().choose_multiple(&mut self.rng, FANOUT));
-        targets
+            .collect()
     }
 
     /// Up to `count` random connected peers, never `except`.
