@@ -10,7 +10,8 @@
 //! timers (it has no way to pass one in short of a crate-global mock feature); every
 //! decision meshd makes itself — path choice, endpoint rotation, when to tick — uses `now`.
 
-use std::net::SocketAddr;
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,8 +40,56 @@ const HANDSHAKE_INIT: u8 = 1;
 const DATA: u8 = 4;
 
 /// A consistent view of the peers for one batch (cheap to take, lock-free to use).
+///
+/// It remembers the last routing answers: the segments of one TSO super-packet (and a run
+/// of datagrams from one peer) all carry the same addresses, so one longest-prefix match
+/// serves the whole run. Destinations and sources are memoised apart because the receive
+/// path asks for both, alternately. The memo lives and dies with the snapshot, so it never
+/// outlives a peer-table change.
 #[derive(Debug, Clone)]
-pub struct Snapshot(Arc<PeerTable>);
+pub struct Snapshot {
+    table: Arc<PeerTable>,
+    last_dst: RouteMemo,
+    last_src: RouteMemo,
+}
+
+/// One remembered routing answer.
+type RouteMemo = Cell<Option<(IpAddr, Option<usize>)>>;
+
+impl Snapshot {
+    fn new(table: Arc<PeerTable>) -> Self {
+        Snapshot {
+            table,
+            last_dst: Cell::new(None),
+            last_src: Cell::new(None),
+        }
+    }
+
+    /// The peer a packet to `dst` goes to.
+    fn route_dst(&self, dst: IpAddr) -> Option<usize> {
+        self.route_memoised(dst, &self.last_dst)
+    }
+
+    /// The peer allowed to send from `src`.
+    fn route_src(&self, src: IpAddr) -> Option<usize> {
+        self.route_memoised(src, &self.last_src)
+    }
+
+    fn route_memoised(&self, addr: IpAddr, memo: &RouteMemo) -> Option<usize> {
+        if let Some((last, to)) = memo.get()
+            && last == addr
+        {
+            return to;
+        }
+        let to = self.table.route(addr);
+        memo.set(Some((addr, to)));
+        to
+    }
+
+    fn peers(&self) -> &[Arc<Peer>] {
+        &self.table.peers
+    }
+}
 
 /// The data plane's protocol state: peers, crypto-key routing, rate limiting, counters.
 pub struct DataplaneCore {
@@ -131,7 +180,7 @@ impl DataplaneCore {
 
     /// The peer set to use for one batch.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot(self.table.read().clone())
+        Snapshot::new(self.table.read().clone())
     }
 
     /// A packet from the device: route it to its peer and encrypt it into `tx`.
@@ -139,10 +188,10 @@ impl DataplaneCore {
         let Some((_, dst)) = ip::addresses(packet) else {
             return self.drop(DropReason::InvalidInnerPacket);
         };
-        let Some(to) = snap.0.route(dst) else {
+        let Some(to) = snap.route_dst(dst) else {
             return self.drop(DropReason::NoRoute);
         };
-        self.send_to_peer(&snap.0.peers[to], packet, now, tx);
+        self.send_to_peer(&snap.peers()[to], packet, now, tx);
     }
 
     /// A UDP datagram from `from`: decrypt it into `to_device`, forward it to another peer
@@ -162,7 +211,7 @@ impl DataplaneCore {
         match Tunn::parse_incoming_packet(datagram) {
             Err(_) => self.drop(DropReason::Malformed),
             Ok(Packet::PacketData(data)) => {
-                let Some((index, peer)) = snap.0.by_receiver_index(data.receiver_idx) else {
+                let Some((index, peer)) = snap.table.by_receiver_index(data.receiver_idx) else {
                     return self.drop(DropReason::UnknownPeer);
                 };
                 self.handle_data(snap, index, peer, datagram, from, now, to_device, tx);
@@ -215,14 +264,14 @@ impl DataplaneCore {
             return self.drop(DropReason::InvalidInnerPacket);
         };
         // Crypto-key routing on receive: the source must route back to the sender.
-        if snap.0.route(src) != Some(index) {
+        if snap.route_src(src) != Some(index) {
             return self.drop(DropReason::SpoofedSource);
         }
-        match snap.0.route(dst) {
+        match snap.route_dst(dst) {
             // Behind another peer: relay inside meshd, no kernel round trip.
             Some(to) if to != index => {
                 PeerCounters::add(&peer.counters.transit_packets, 1);
-                self.send_to_peer(&snap.0.peers[to], packet, now, tx);
+                self.send_to_peer(&snap.peers()[to], packet, now, tx);
             }
             // For us (or for the kernel to decide).
             _ => to_device.commit(),
@@ -257,12 +306,12 @@ impl DataplaneCore {
         let found = match &packet {
             Packet::HandshakeInit(init) => {
                 match parse_handshake_anon(&self.private_key, &self.public_key, init) {
-                    Ok(half) => snap.0.by_key(&half.peer_static_public),
+                    Ok(half) => snap.table.by_key(&half.peer_static_public),
                     Err(e) => return self.drop(drop_reason(&e)),
                 }
             }
-            Packet::HandshakeResponse(resp) => snap.0.by_receiver_index(resp.receiver_idx),
-            Packet::PacketCookieReply(cookie) => snap.0.by_receiver_index(cookie.receiver_idx),
+            Packet::HandshakeResponse(resp) => snap.table.by_receiver_index(resp.receiver_idx),
+            Packet::PacketCookieReply(cookie) => snap.table.by_receiver_index(cookie.receiver_idx),
             Packet::PacketData(_) => return self.drop(DropReason::Malformed),
         };
         let Some((_, peer)) = found else {
@@ -354,7 +403,7 @@ impl DataplaneCore {
     /// session expiry) and the path policy's timeouts. Call every ~250 ms.
     pub fn tick(&self, now: Instant, tx: &mut TxBatch) {
         let snap = self.snapshot();
-        for peer in &snap.0.peers {
+        for peer in &snap.table.peers {
             if tx.remaining() < MIN_TX_ROOM + usize::from(u16::MAX) {
                 break; // the rest get their turn on the next tick
             }
@@ -386,7 +435,7 @@ impl DataplaneCore {
         let snap = self.snapshot();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let peers = snap
-            .0
+            .table
             .peers
             .iter()
             .map(|peer| {
