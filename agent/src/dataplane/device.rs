@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::io;
 
+use super::gro::VNET_HDR_LEN;
+
 /// Bytes kept free in front of every packet. The TUN device with offload puts its
 /// virtio-net header there; 16 keeps the IP header aligned.
 pub const HEADROOM: usize = 16;
@@ -70,6 +72,31 @@ impl PacketBuf {
         self.len = (HEADROOM + len).min(self.storage.len());
     }
 
+    /// The packet (without headroom), writable.
+    pub(crate) fn packet_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[HEADROOM..self.len]
+    }
+
+    /// Appends `bytes` to the packet; false (and nothing appended) when they do not fit.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> bool {
+        let Some(room) = self.storage.get_mut(self.len..self.len + bytes.len()) else {
+            return false;
+        };
+        room.copy_from_slice(bytes);
+        self.len += bytes.len();
+        true
+    }
+
+    /// Writes a virtio-net header right in front of the packet (in the headroom).
+    pub(crate) fn set_vnet_header(&mut self, header: [u8; VNET_HDR_LEN]) {
+        self.storage[HEADROOM - VNET_HDR_LEN..HEADROOM].copy_from_slice(&header);
+    }
+
+    /// The virtio-net header followed by the packet: what one TUN write takes.
+    pub(crate) fn with_vnet_header(&self) -> &[u8] {
+        &self.storage[HEADROOM - VNET_HDR_LEN..self.len]
+    }
+
     /// Makes the whole storage visible through `AsMut` (for a device that reads into it).
     pub(crate) fn expose_all(&mut self) {
         self.len = self.storage.len();
@@ -117,7 +144,8 @@ pub struct PacketBatch {
     count: usize,
     /// Where a device with offload reads the raw super-packet before splitting it.
     pub(crate) scratch: Box<[u8]>,
-    pub(crate) gro: tun_rs::GROTable,
+    /// Buffers to write after coalescing (reused, never reallocated).
+    pub(crate) writes: Vec<usize>,
 }
 
 impl std::fmt::Debug for PacketBatch {
@@ -142,7 +170,7 @@ impl PacketBatch {
             sizes: vec![0; BATCH_SIZE],
             count: 0,
             scratch: vec![0; PACKET_CAPACITY].into_boxed_slice(),
-            gro: tun_rs::GROTable::default(),
+            writes: Vec::with_capacity(BATCH_SIZE),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod config;
 pub mod core;
 pub mod device;
 pub mod error;
+pub mod gro;
 pub mod ip;
 pub mod path;
 mod peer;

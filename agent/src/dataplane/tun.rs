@@ -2,13 +2,15 @@
 //!
 //! With `offload(true)` tun-rs opens the device with `IFF_VNET_HDR` and enables TSO/USO, so
 //! the kernel hands us TCP super-packets of up to 64 KiB (one read, split by tun-rs into
-//! MTU-sized segments) and accepts coalesced ones back (GRO on write). This is what removes
-//! most of the per-packet system calls a plain TUN costs.
+//! MTU-sized segments) and accepts coalesced ones back: [`super::gro`] glues decrypted
+//! segments into super-packets for the write. This is what removes most of the per-packet
+//! system calls a plain TUN costs.
 
 use std::io;
 
 use super::device::{HEADROOM, PacketBatch, PacketDevice};
 use super::error::DataplaneError;
+use super::gro;
 
 /// An open TUN device. Dropping it deletes the interface (it is not persistent).
 pub struct TunDevice {
@@ -92,10 +94,29 @@ impl PacketDevice for TunDevice {
             return Ok(());
         }
         let count = batch.len();
-        let PacketBatch { bufs, gro, .. } = batch;
-        self.device
-            .send_multiple(gro, &mut bufs[..count], HEADROOM)
-            .await?;
-        Ok(())
+        let PacketBatch { bufs, writes, .. } = batch;
+        let bufs = &mut bufs[..count];
+        let vnet = self.device.tcp_gso();
+        if vnet {
+            // Our own TCP coalescing (see `gro`), one write per super-packet.
+            gro::coalesce(bufs, writes);
+        } else {
+            // Without IFF_VNET_HDR the device takes bare packets, one per write.
+            writes.clear();
+            writes.extend(0..count);
+        }
+        let mut result = Ok(());
+        for &i in writes.iter() {
+            let bytes = if vnet {
+                bufs[i].with_vnet_header()
+            } else {
+                bufs[i].packet()
+            };
+            if let Err(e) = self.device.send(bytes).await {
+                // One bad packet must not cost the rest of the batch.
+                result = Err(e);
+            }
+        }
+        result
     }
 }
