@@ -51,6 +51,11 @@ fn the_config_is_a_complete_wg_quick_file_for_this_node() {
     assert_eq!(peer["Endpoint"], ALPHA_ENDPOINT);
     assert_eq!(peer["PersistentKeepalive"], "25");
     let allowed = list(&peer["AllowedIPs"]);
+    assert_eq!(
+        allowed.len(),
+        2,
+        "the pools only (no LAN known): {allowed:?}"
+    );
     assert_eq!(allowed[0], "10.0.0.0/8");
     let meshd_toml = std::fs::read_to_string(&node.config).unwrap();
     assert!(
@@ -105,6 +110,42 @@ fn wg_quick_strip(config: &str) -> Option<String> {
         String::from_utf8_lossy(&output.stderr)
     );
     Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn allowed_ips_add_the_approved_lans_of_the_node_and_of_live_nodes_in_the_ca_db() {
+    let node = Node::new();
+    node.init_alpha();
+    // This node's own LAN, from its configuration.
+    let toml = std::fs::read_to_string(&node.config).unwrap();
+    let with_lan = toml.replacen(
+        "lan_prefixes = []",
+        "lan_prefixes = [\"192.168.7.0/24\"]",
+        1,
+    );
+    assert_ne!(toml, with_lan, "no empty lan_prefixes line in:\n{toml}");
+    std::fs::write(&node.config, with_lan).unwrap();
+    // Routes the CA approved: for alpha (live) and for a node the allocator never admitted.
+    let db_path = node.state_file("ca/db.json");
+    let mut db: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&db_path).unwrap()).unwrap();
+    let lans = db
+        .pointer_mut("/lan_prefixes")
+        .expect("lan_prefixes in ca/db.json");
+    *lans = serde_json::json!({
+        "alpha": ["192.168.7.0/24", "192.168.8.0/24"],
+        "ghost": ["172.30.0.0/16"],
+    });
+    std::fs::write(&db_path, serde_json::to_string(&db).unwrap()).unwrap();
+
+    let run = node.meshd(&["client", "add", "phone"]).success();
+    let config = parse_wg_quick(&run.stdout()).unwrap_or_else(|e| panic!("{e}:\n{}", run.stdout()));
+    let allowed = list(&config.peers[0]["AllowedIPs"]);
+    // The pools, then the LANs once each (192.168.7.0/24 is known twice); ghost is not live.
+    assert_eq!(allowed.len(), 4, "{allowed:?}");
+    assert_eq!(allowed[0], "10.0.0.0/8");
+    assert!(allowed[1].ends_with("::/48"), "{allowed:?}");
+    assert_eq!(allowed[2..], ["192.168.7.0/24", "192.168.8.0/24"]);
 }
 
 #[test]

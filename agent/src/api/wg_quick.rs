@@ -25,7 +25,7 @@ pub struct ClientConfig<'a> {
     pub node_public_key: [u8; 32],
     /// `HOST:PORT` of the node, as configured.
     pub endpoint: String,
-    /// What the client routes into the tunnel: the mesh pools.
+    /// What the client routes into the tunnel: see [`client_allowed_ips`].
     pub allowed_ips: Vec<IpNet>,
 }
 
@@ -40,6 +40,31 @@ impl std::fmt::Debug for ClientConfig<'_> {
             .field("allowed_ips", &self.allowed_ips)
             .finish()
     }
+}
+
+/// What a client routes into its tunnel: the mesh `pools`, then every approved LAN prefix
+/// in `lans` (members' networks behind their routers) that the pools do not already cover.
+/// Each prefix is truncated to its network, LANs inside another LAN are dropped, and the
+/// LANs come in address order, so the same mesh always gives the same text.
+pub fn client_allowed_ips(pools: &[IpNet], lans: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
+    let mut allowed: Vec<IpNet> = Vec::new();
+    for pool in pools.iter().map(IpNet::trunc) {
+        if !allowed.iter().any(|kept| kept.contains(&pool)) {
+            allowed.retain(|kept| !pool.contains(kept));
+            allowed.push(pool);
+        }
+    }
+    let pool_count = allowed.len();
+    let mut lans: Vec<IpNet> = lans.into_iter().map(|lan| lan.trunc()).collect();
+    // Wider prefixes first, so a LAN inside another one is seen after the one covering it.
+    lans.sort_by_key(|lan| (lan.prefix_len(), *lan));
+    for lan in lans {
+        if !allowed.iter().any(|kept| kept.contains(&lan)) {
+            allowed.push(lan);
+        }
+    }
+    allowed[pool_count..].sort();
+    allowed
 }
 
 /// The configuration text. No `DNS` line: the mesh has no resolver of its own, and a DNS
@@ -131,6 +156,51 @@ mod tests {
         );
         assert_eq!(text.as_str(), expected);
         assert!(!text.contains("DNS"));
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn allowed_ips_are_the_pools_then_the_lans_outside_them() {
+        let pools = nets(&["10.0.0.0/8", "fd00:1:2::/48"]);
+        let lans = nets(&[
+            "192.168.42.0/24",
+            "10.7.0.0/16",     // inside pool4
+            "fd00:1:2:9::/64", // inside pool6
+            "172.16.0.0/12",
+            "192.168.42.0/24", // the same LAN known twice (config and members.json)
+            "172.16.5.0/24",   // inside another LAN
+            "192.168.42.77/24", // host bits set: the same network
+            "2001:db8:42::/48",
+        ]);
+        assert_eq!(
+            client_allowed_ips(&pools, lans),
+            nets(&[
+                "10.0.0.0/8",
+                "fd00:1:2::/48",
+                "172.16.0.0/12",
+                "192.168.42.0/24",
+                "2001:db8:42::/48",
+            ])
+        );
+    }
+
+    #[test]
+    fn allowed_ips_without_lans_are_the_pools() {
+        let pools = nets(&["10.0.0.0/8", "fd00:1:2::/48"]);
+        assert_eq!(client_allowed_ips(&pools, Vec::new()), pools);
+    }
+
+    #[test]
+    fn a_lan_wider_than_a_later_one_keeps_only_the_wider() {
+        let pools = nets(&["10.0.0.0/8"]);
+        let lans = nets(&["192.168.42.0/24", "192.168.0.0/16", "192.168.42.128/25"]);
+        assert_eq!(
+            client_allowed_ips(&pools, lans),
+            nets(&["10.0.0.0/8", "192.168.0.0/16"])
+        );
     }
 
     #[test]

@@ -11,13 +11,18 @@ use std::io::Write;
 
 use boringtun::x25519::PublicKey;
 use ipnet::IpNet;
+use pki::Crl;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 use super::{CommandError, Context, Output};
 use crate::api::client_registry::{NewClient, add_client};
 use crate::api::protocol::Request;
-use crate::api::wg_quick::{ClientConfig, qr_code, render};
+use crate::api::wg_quick::{ClientConfig, client_allowed_ips, qr_code, render};
 use crate::cli::{ClientAddArgs, ClientCommand};
+use crate::control::store;
+use crate::state::{StateDir, StateError};
 
 /// Runs `meshd client ...`.
 pub fn client<O: Write, N: Write>(
@@ -28,6 +33,50 @@ pub fn client<O: Write, N: Write>(
     match command {
         ClientCommand::Add(args) => add(context, args, output),
     }
+}
+
+/// Every LAN prefix this node knows to be approved: its own (`own_lans`, from its
+/// configuration), those in the certificates of the members it last heard of
+/// (`members.json`; a member whose certificate no longer verifies, revoked or expired,
+/// brings none) and, on the CA holder, those `ca/db.json` approved for live (not revoked)
+/// nodes.
+fn approved_lan_prefixes(
+    state: &StateDir,
+    own_lans: &[IpNet],
+    now: OffsetDateTime,
+) -> Result<Vec<IpNet>, CommandError> {
+    let mut lans = own_lans.to_vec();
+    let members = store::read_members(state)?;
+    if !members.is_empty() {
+        let ca_path = state.ca_cert_path();
+        let ca_der = CertificateDer::from_pem_slice(state.read_certificate(&ca_path)?.as_bytes())
+            .map_err(|e| StateError::Corrupt {
+                path: ca_path.clone(),
+                reason: format!("not a PEM certificate: {e}"),
+            })?
+            .to_vec();
+        let crl = match store::read_crl(state)? {
+            Some(der) => Some(Crl::parse(&der, &ca_der).map_err(|e| StateError::Corrupt {
+                path: store::crl_path(state),
+                reason: format!("not a revocation list of this mesh's CA: {e}"),
+            })?),
+            None => None,
+        };
+        for member in &members {
+            if let Ok(member) = member.verify(&ca_der, crl.as_ref(), now) {
+                lans.extend(member.identity.lan_prefixes);
+            }
+        }
+    }
+    if state.is_ca_holder() {
+        let db = state.read_ca_db()?;
+        for (node, approved) in &db.lan_prefixes {
+            if db.allocator.node(node).is_some() {
+                lans.extend(approved);
+            }
+        }
+    }
+    Ok(lans)
 }
 
 fn add<O: Write, N: Write>(
@@ -68,20 +117,20 @@ fn add<O: Write, N: Write>(
         )
     })?;
     let node_public_key = *PublicKey::from(&state.read_wireguard_key()?).as_bytes();
-    // What the client routes into the tunnel: the whole mesh. Without a pool6 in the
-    // configuration (set by hand), at least this node's own IPv6 prefix.
+    // What the client routes into the tunnel: the whole mesh and the LANs behind its
+    // members. Without a pool6 in the configuration (set by hand), at least this node's own
+    // IPv6 prefix.
     let pool6 = config.mesh.pool6.unwrap_or(record.allocation.ipv6);
-    let allowed_ips = vec![IpNet::V4(config.mesh.pool4), IpNet::V6(pool6)];
+    let now = OffsetDateTime::now_utc();
+    let allowed_ips = client_allowed_ips(
+        &[IpNet::V4(config.mesh.pool4), IpNet::V6(pool6)],
+        approved_lan_prefixes(state, &config.routing.lan_prefixes, now)?,
+    );
 
     let NewClient {
         record: client,
         private_key,
-    } = add_client(
-        state,
-        &record.allocation,
-        &args.name,
-        OffsetDateTime::now_utc(),
-    )?;
+    } = add_client(state, &record.allocation, &args.name, now)?;
     let text = render(&ClientConfig {
         client: &client,
         private_key: &private_key,
