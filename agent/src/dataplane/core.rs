@@ -408,6 +408,15 @@ impl DataplaneCore {
                 break; // the rest get their turn on the next tick
             }
             let mut state = peer.state.lock();
+            if state.initiate_on_tick && state.path.current().is_some() {
+                state.initiate_on_tick = false;
+                if let TunnResult::WriteToNetwork(p) =
+                    state.tunn.format_handshake_initiation(tx.room(), false)
+                {
+                    let len = p.len();
+                    self.commit_datagram(peer, &mut state, len, now, tx);
+                }
+            }
             match state.tunn.update_timers(tx.room()) {
                 TunnResult::WriteToNetwork(p) => {
                     let len = p.len();

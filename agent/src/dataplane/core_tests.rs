@@ -359,6 +359,34 @@ fn unanswered_handshake_rotates_to_the_next_endpoint_on_the_clock_given() {
 }
 
 #[test]
+fn a_persistent_keepalive_peer_is_dialled_on_the_first_tick() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair();
+    // Without a persistent keepalive, a tick sends nothing until there is traffic.
+    a.core.tick(now, &mut a.tx);
+    assert!(take_tx(&mut a).is_empty());
+    let mut spoke_view = peer("a", 1, &["127.0.0.11:51820"], &["10.1.0.0/16"]);
+    spoke_view.persistent_keepalive = Some(Duration::from_secs(25));
+    b.core.update_peers(&[spoke_view]).unwrap();
+    b.core.tick(now, &mut b.tx);
+    let out = take_tx(&mut b);
+    assert_eq!(out.len(), 1, "one handshake initiation");
+    assert_eq!(out[0].0, "127.0.0.11:51820".parse::<SocketAddr>().unwrap());
+    assert_eq!(out[0].1[0], 1, "message type 1: handshake initiation");
+    // The answer completes the session, so the core can now reach the spoke first.
+    let snap = a.core.snapshot();
+    a.core
+        .handle_inbound(&snap, &out[0].1, b.addr, now, &mut a.to_device, &mut a.tx);
+    pump(&mut [&mut a, &mut b], now);
+    send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"first"), now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(delivered(&mut b).len(), 1);
+    // Only once: the next tick does not start another handshake.
+    b.core.tick(now, &mut b.tx);
+    assert!(take_tx(&mut b).iter().all(|(_, d)| d[0] != 1));
+}
+
+#[test]
 fn update_peers_keeps_sessions_of_unchanged_peers() {
     let now = Instant::now();
     let (mut a, mut b) = pair();

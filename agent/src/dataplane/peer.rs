@@ -32,6 +32,10 @@ pub(crate) struct PeerState {
     pub(crate) path: PathSelector,
     /// When we sent the first unanswered handshake initiation on the current path.
     pub(crate) handshake_pending_since: Option<Instant>,
+    /// A peer with a persistent keepalive (typically a spoke's core, or a core behind NAT)
+    /// should be reachable from the first moment, not after its first keepalive interval:
+    /// the next tick starts a handshake on its own.
+    pub(crate) initiate_on_tick: bool,
 }
 
 /// One peer.
@@ -80,6 +84,7 @@ impl Peer {
                 tunn,
                 path: PathSelector::new(config.endpoints.clone()),
                 handshake_pending_since: None,
+                initiate_on_tick: config.persistent_keepalive.is_some(),
             }),
             counters: PeerCounters::default(),
         }
