@@ -16,6 +16,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
+use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output};
 use crate::api::client_registry::{NewClient, add_client};
 use crate::api::protocol::Request;
@@ -84,22 +85,10 @@ fn add<O: Write, N: Write>(
     args: &ClientAddArgs,
     output: &mut Output<O, N>,
 ) -> Result<(), CommandError> {
-    let invalid = |flag: &str, reason: String| CommandError::InvalidArgument {
-        flag: flag.to_owned(),
-        reason,
-    };
+    let invalid = CommandError::invalid;
     mesh_config::names::check_node_name(&args.name).map_err(|reason| invalid("NAME", reason))?;
     let state = &context.state;
-    let record = state.read_node_record()?;
-    let config = mesh_config::load(&context.config_path)?;
-    if config.node.name != record.allocation.name {
-        return Err(CommandError::ConfigOfOtherNode {
-            config: context.config_path.clone(),
-            config_name: config.node.name.clone(),
-            record: state.node_record_path(),
-            record_name: record.allocation.name.clone(),
-        });
-    }
+    let (config, record) = load_own_config(context)?;
     if config.peers.iter().any(|peer| peer.name == args.name) {
         return Err(invalid(
             "NAME",
@@ -110,12 +99,7 @@ fn add<O: Write, N: Write>(
             ),
         ));
     }
-    let endpoint = config.node.endpoints.first().ok_or_else(|| {
-        invalid(
-            &format!("{}: node.endpoints", context.config_path.display()),
-            "is empty; a client needs an endpoint to reach this node".to_owned(),
-        )
-    })?;
+    let endpoint = &require_endpoints(context, &config, "a client")?[0];
     let node_public_key = *PublicKey::from(&state.read_wireguard_key()?).as_bytes();
     // What the client routes into the tunnel: the whole mesh and the LANs behind its
     // members. Without a pool6 in the configuration (set by hand), at least this node's own

@@ -104,6 +104,16 @@ fn chain_text(error: &anyhow::Error) -> String {
     text
 }
 
+impl CommandError {
+    /// `flag` (or a `file: key`) has a value the state or the configuration rules out.
+    pub fn invalid(flag: impl Into<String>, reason: impl Into<String>) -> Self {
+        CommandError::InvalidArgument {
+            flag: flag.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::identity::node_role;
+use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output, pki_error};
 use crate::cli::InviteArgs;
 use crate::state::CaDatabase;
@@ -27,39 +28,18 @@ pub fn invite<O: Write, N: Write>(
     args: &InviteArgs,
     output: &mut Output<O, N>,
 ) -> Result<(), CommandError> {
-    let invalid = |flag: &str, reason: String| CommandError::InvalidArgument {
-        flag: flag.to_owned(),
-        reason,
-    };
+    let invalid = CommandError::invalid;
     mesh_config::names::check_node_name(&args.name).map_err(|reason| invalid("NAME", reason))?;
 
     let state = &context.state;
     // Fail early, with the "not the CA holder" hint, before taking the lock or the config.
     state.read_ca_db()?;
-    let config = mesh_config::load(&context.config_path)?;
-    // The token tells the joiner where to reach this node, from the config: make sure the
-    // config and the state directory belong to the same node.
-    let record = state.read_node_record()?;
-    if config.node.name != record.allocation.name {
-        return Err(CommandError::ConfigOfOtherNode {
-            config: context.config_path.clone(),
-            config_name: config.node.name.clone(),
-            record: state.node_record_path(),
-            record_name: record.allocation.name.clone(),
-        });
-    }
-    let endpoints: Vec<String> = config
-        .node
-        .endpoints
+    // The token tells the joiner where to reach this node, from the config.
+    let (config, _) = load_own_config(context)?;
+    let endpoints: Vec<String> = require_endpoints(context, &config, "a joining node")?
         .iter()
         .map(ToString::to_string)
         .collect();
-    if endpoints.is_empty() {
-        return Err(invalid(
-            &format!("{}: node.endpoints", context.config_path.display()),
-            "is empty; a joining node needs at least one endpoint to reach this CA holder".into(),
-        ));
-    }
 
     let _lock = state.lock()?;
     // Re-read under the lock: another command may have changed it in between.

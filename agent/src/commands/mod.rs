@@ -8,6 +8,7 @@ pub(crate) mod identity;
 mod init;
 mod invite;
 mod join;
+mod own_config;
 mod peers;
 mod pubkey;
 mod revoke;

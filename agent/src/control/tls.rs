@@ -104,8 +104,14 @@ fn tls13_signature(
     rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
 }
 
+/// The signature algorithms ring verifies, taken once: building a whole provider for every
+/// handshake's signature check would allocate its cipher-suite lists each time.
 fn algorithms() -> WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
+    static ALGORITHMS: std::sync::LazyLock<WebPkiSupportedAlgorithms> =
+        std::sync::LazyLock::new(|| {
+            rustls::crypto::ring::default_provider().signature_verification_algorithms
+        });
+    *ALGORITHMS
 }
 
 fn to_datetime(now: UnixTime) -> OffsetDateTime {
