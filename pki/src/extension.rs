@@ -144,18 +144,7 @@ mod tests {
     use proptest::prelude::*;
 
     pub(crate) fn spoke() -> NodeIdentity {
-        NodeIdentity {
-            name: "beta".into(),
-            role: NodeRole::Spoke,
-            core: Some("alpha".into()),
-            prefixes: vec![
-                "10.2.0.0/16".parse().unwrap(),
-                "fd00:1:2:1:1::/80".parse().unwrap(),
-                "fd00:1:2:1:1:1::/96".parse().unwrap(),
-            ],
-            lan_prefixes: vec!["192.168.42.0/24".parse().unwrap()],
-            wireguard_key: [7; 32],
-        }
+        include!("fixtures/spoke_identity.rs")
     }
 
     #[test]

@@ -12,18 +12,7 @@ pub fn ca() -> CertificateAuthority {
 }
 
 pub fn spoke_identity() -> NodeIdentity {
-    NodeIdentity {
-        name: "beta".into(),
-        role: NodeRole::Spoke,
-        core: Some("alpha".into()),
-        prefixes: vec![
-            "10.2.0.0/16".parse().unwrap(),
-            "fd12:3456:789a:1:1::/80".parse().unwrap(),
-            "fd12:3456:789a:1:1:1::/96".parse().unwrap(),
-        ],
-        lan_prefixes: vec!["192.168.42.0/24".parse().unwrap()],
-        wireguard_key: [0x5a; 32],
-    }
+    include!("../../src/fixtures/spoke_identity.rs")
 }
 
 pub fn issue(ca: &CertificateAuthority, identity: &NodeIdentity) -> IssuedCertificate {
