@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use meshd::bgp::fsm::State;
+use meshd::bgp::guard::{ImportGuard, RouteSource};
 use meshd::bgp::packet::{CodecOptions, Family, Message, Open};
 use meshd::bgp::policy::Policy;
 use meshd::bgp::rib::BestChange;
@@ -29,6 +30,7 @@ fn neighbor(name: &str, address: &str, port: u16, asn: u32) -> NeighborConfig {
         rr_client: false,
         next_hop_v4: None,
         next_hop_v6: None,
+        next_hop_self: false,
         hold_time: 9,
         connect_retry: Duration::from_millis(300),
         families: Family::ALL.to_vec(),
@@ -398,5 +400,141 @@ async fn connection_collision_keeps_the_higher_identifiers_connection() {
             "session on the winning connection (peer id {peer_id})"
         );
         speaker.shutdown().await;
+    }
+}
+
+/// Refuses one prefix, whoever sends it.
+#[derive(Debug)]
+struct RefusePrefix(IpNet);
+
+impl ImportGuard for RefusePrefix {
+    fn check(&self, prefix: &IpNet, _source: &RouteSource) -> Result<(), String> {
+        if *prefix == self.0 {
+            Err("refused for the test".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A speaker at `address` with one neighbour, A at 127.0.0.51, and routes originated.
+async fn spoke_of_a(address: &str, asn: u32, a_port: u16, prefixes: &[&str]) -> (Speaker, Table) {
+    let mut to_a = neighbor("a", "127.0.0.51", a_port, 65001);
+    to_a.local_address = Some(address.parse().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let speaker = Speaker::start(
+        SpeakerConfig {
+            asn,
+            router_id: address.parse().unwrap(),
+            listen: vec![],
+            neighbors: vec![to_a],
+        },
+        tx,
+    )
+    .await
+    .unwrap();
+    for p in prefixes {
+        speaker.originate(p.parse().unwrap());
+    }
+    (speaker, Table::new(rx))
+}
+
+async fn wait_state(speaker: &Speaker, name: &str, state: State) {
+    let reached = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if speaker
+                .sessions()
+                .await
+                .iter()
+                .any(|s| s.name == name && s.state == state)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "session {name} not {state:?} within 10 s");
+}
+
+/// Neighbours come and go at run time without disturbing the others; a replaced neighbour's
+/// session restarts with its new configuration; a guard refuses routes and, when lifted, the
+/// peers are asked (ROUTE-REFRESH) to send them again.
+#[tokio::test]
+async fn neighbours_are_added_replaced_and_removed_at_run_time() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let a = Speaker::start(
+        SpeakerConfig {
+            asn: 65001,
+            router_id: Ipv4Addr::new(127, 0, 0, 51),
+            listen: vec![SocketAddr::new("127.0.0.51".parse().unwrap(), 0)],
+            neighbors: vec![],
+        },
+        tx,
+    )
+    .await
+    .unwrap();
+    let mut a_routes = Table::new(rx);
+    let port = a.local_addrs()[0].port();
+    a.originate("10.1.0.0/16".parse().unwrap());
+    a.set_guard(Some(std::sync::Arc::new(RefusePrefix(
+        "10.66.0.0/16".parse().unwrap(),
+    ))));
+    let (b, mut b_routes) =
+        spoke_of_a("127.0.0.52", 65002, port, &["10.66.0.0/16", "10.2.0.0/16"]).await;
+    let (c, _c_routes) = spoke_of_a("127.0.0.53", 65003, port, &["10.3.0.0/16"]).await;
+    let passive = |name: &str, address: &str, asn| {
+        let mut n = neighbor(name, address, 0, asn);
+        n.passive = true;
+        n
+    };
+
+    a.add_neighbor(passive("b", "127.0.0.52", 65002));
+    a_routes.wait("10.2.0.0/16", true).await;
+    b_routes.wait("10.1.0.0/16", true).await;
+    assert!(!a_routes.has("10.66.0.0/16"), "the guard let 10.66/16 in");
+
+    // Adding C leaves B's session alone: B learns C's route through A, never losing A's.
+    a.add_neighbor(passive("c", "127.0.0.53", 65003));
+    a_routes.wait("10.3.0.0/16", true).await;
+    b_routes.wait("10.3.0.0/16", true).await;
+    assert!(b_routes.has("10.1.0.0/16"), "B lost A's route");
+    // Adding B again with the same configuration changes nothing.
+    a.add_neighbor(passive("b", "127.0.0.52", 65002));
+    assert_eq!(a.sessions().await.len(), 2);
+
+    // The guard lifted: B is asked for its routes again and 10.66/16 arrives.
+    a.set_guard(None);
+    a_routes.wait("10.66.0.0/16", true).await;
+
+    // Removing C withdraws its routes at A and at B; B's session stays up.
+    a.remove_neighbor("127.0.0.53".parse().unwrap());
+    a_routes.wait("10.3.0.0/16", false).await;
+    b_routes.wait("10.3.0.0/16", false).await;
+    let sessions = a.sessions().await;
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        (sessions[0].name.as_str(), sessions[0].state),
+        ("b", State::Established)
+    );
+
+    // B replaced with an import policy that rejects everything: its session restarts and its
+    // routes are gone from A.
+    let mut strict = passive("b", "127.0.0.52", 65002);
+    strict.import = Policy::reject_all();
+    a.add_neighbor(strict);
+    a_routes.wait("10.2.0.0/16", false).await;
+    wait_state(&a, "b", State::Established).await;
+    b_routes.wait("10.1.0.0/16", true).await;
+    assert!(!a_routes.has("10.2.0.0/16"));
+
+    let all = a.all_paths().await;
+    let own = all
+        .iter()
+        .find(|e| e.prefix == "10.1.0.0/16".parse::<IpNet>().unwrap())
+        .unwrap();
+    assert!(own.best && own.from.is_none(), "{own:?}");
+    for s in [a, b, c] {
+        s.shutdown().await;
     }
 }

@@ -5,8 +5,10 @@
 //! - [`rib`]: Adj-RIB-In, Loc-RIB with best-path selection, Adj-RIB-Out (pure).
 //! - [`policy`]: import and export policy for external neighbours (pure).
 //! - [`import`]: a received UPDATE turned into RIB operations (RFC 7606, loop checks, policy).
+//! - [`guard`]: the hook through which the mesh refuses routes a certificate does not allow.
 //! - [`session`], [`speaker`]: the tokio shell that owns sockets and timers.
 pub mod fsm;
+pub mod guard;
 pub mod import;
 pub mod packet;
 pub mod policy;

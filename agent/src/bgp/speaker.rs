@@ -5,11 +5,12 @@
 //! Connections are handled by [`super::session`]; everything else happens on this one task, so
 //! the RIB needs no locking and the order of events is the order they were handled in.
 //!
-//! Extension points for the mesh (issue #5): iBGP neighbours built from membership are just
-//! [`NeighborConfig`]s with `remote_asn == asn` and `rr_client` set for spokes;
-//! [`Speaker::set_igp_cost`] takes the data plane's path costs.
+//! Neighbours come and go at run time ([`Speaker::add_neighbor`], [`Speaker::remove_neighbor`]):
+//! the mesh's iBGP neighbours follow membership, and one neighbour's change leaves the other
+//! sessions alone. An [`ImportGuard`] (the mesh's certificate check) sees every announced route
+//! after import policy; [`Speaker::set_igp_cost`] takes the data plane's path costs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Fsm, Negotiated, SessionConfig, State};
+use super::guard::{ImportGuard, RouteSource};
 use super::import::{RibOp, import_update};
 use super::packet::{
-    AsPath, CodecOptions, Family, Message, Notification, Open, Origin, PathAttributes, Update,
-    cease_subcodes,
+    AsPath, CodecOptions, Family, Message, Notification, Open, Origin, PathAttributes,
+    RouteRefresh, Update, cease_subcodes,
 };
 use super::policy::Policy;
 use super::rib::export::{LocalInfo, export_path};
@@ -35,7 +37,7 @@ use super::session::{ConnEvent, ConnReport, Connection};
 pub const BGP_PORT: u16 = 179;
 
 /// One neighbour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighborConfig {
     pub name: String,
     pub address: IpAddr,
@@ -52,6 +54,10 @@ pub struct NeighborConfig {
     /// for its own family.
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// iBGP: announce routes learnt from eBGP neighbours (and our own) with our address as
+    /// next hop instead of the external router's, which the other members cannot reach
+    /// directly (the mesh's sessions set it; an external iBGP router may not want it).
+    pub next_hop_self: bool,
     pub hold_time: u16,
     pub connect_retry: Duration,
     pub families: Vec<Family>,
@@ -73,6 +79,7 @@ impl NeighborConfig {
             rr_client: false,
             next_hop_v4: None,
             next_hop_v6: None,
+            next_hop_self: false,
             hold_time: 90,
             connect_retry: Duration::from_secs(30),
             families: Family::ALL.to_vec(),
@@ -100,22 +107,46 @@ pub enum SpeakerError {
     DuplicateNeighbor { name: String, address: IpAddr },
 }
 
+/// What the peers of a speaker see of it, for the routing plane's guard and `meshd routes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub prefix: IpNet,
+    pub path: Path,
+    /// The session the path came from (`None`: this node's own route).
+    pub from: Option<PeerSummary>,
+    pub best: bool,
+}
+
+/// A session's neighbour, as a route's "learnt from".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSummary {
+    pub name: String,
+    pub address: IpAddr,
+    pub internal: bool,
+}
+
 /// A session as `meshd peers`/`status` would show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionStatus {
     pub name: String,
     pub address: IpAddr,
+    pub remote_asn: u32,
+    pub rr_client: bool,
     pub state: State,
     pub negotiated: Option<Negotiated>,
     pub advertised: usize,
 }
 
 enum Command {
+    AddNeighbor(Box<NeighborConfig>),
+    RemoveNeighbor(IpAddr),
+    SetGuard(Option<Arc<dyn ImportGuard>>),
     Originate(IpNet),
     WithdrawLocal(IpNet),
     SetIgpCost(IpAddr, Option<u32>),
     Sessions(oneshot::Sender<Vec<SessionStatus>>),
     Routes(oneshot::Sender<Vec<(IpNet, Path)>>),
+    AllPaths(oneshot::Sender<Vec<RouteEntry>>),
     Shutdown,
 }
 
@@ -181,6 +212,27 @@ impl Speaker {
         &self.local_addrs
     }
 
+    /// Adds a neighbour and starts its session, or, when a neighbour with its address exists
+    /// and its configuration differs, restarts that one session with the new configuration
+    /// (the same configuration changes nothing). Other sessions are not disturbed.
+    pub fn add_neighbor(&self, neighbor: NeighborConfig) {
+        let _ = self.commands.send(Command::AddNeighbor(Box::new(neighbor)));
+    }
+
+    /// Stops the session with the neighbour at `address` (Cease to an established peer),
+    /// withdraws what it gave and forgets it. An unknown address changes nothing.
+    pub fn remove_neighbor(&self, address: IpAddr) {
+        let _ = self.commands.send(Command::RemoveNeighbor(address));
+    }
+
+    /// Installs (or with `None` removes) the check every received route passes after import
+    /// policy. Established peers that support it are asked to send their routes again
+    /// (ROUTE-REFRESH), so a route refused before is reconsidered under the new guard and one
+    /// accepted before is dropped if the new guard refuses it.
+    pub fn set_guard(&self, guard: Option<Arc<dyn ImportGuard>>) {
+        let _ = self.commands.send(Command::SetGuard(guard));
+    }
+
     /// Announces `prefix` from this node.
     pub fn originate(&self, prefix: IpNet) {
         let _ = self.commands.send(Command::Originate(prefix));
@@ -205,6 +257,13 @@ impl Speaker {
     pub async fn routes(&self) -> Vec<(IpNet, Path)> {
         let (tx, rx) = oneshot::channel();
         let _ = self.commands.send(Command::Routes(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// Every path in the RIB with the session it came from and whether it is the best.
+    pub async fn all_paths(&self) -> Vec<RouteEntry> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::AllPaths(tx));
         rx.await.unwrap_or_default()
     }
 
@@ -243,6 +302,12 @@ struct PeerState {
 struct Actor {
     local: LocalInfo,
     peers: HashMap<PeerId, PeerState>,
+    /// Ids are never reused, so a report from a removed neighbour's connection cannot be
+    /// mistaken for one of a neighbour added later.
+    next_peer: PeerId,
+    guard: Option<Arc<dyn ImportGuard>>,
+    /// (peer, prefix) pairs whose refusal by the guard was logged: once each, not per UPDATE.
+    refusals_logged: HashSet<(PeerId, IpNet)>,
     rib: Rib,
     next_conn: u64,
     routes: mpsc::UnboundedSender<BestChange>,
@@ -262,7 +327,6 @@ impl Actor {
             router_id: config.router_id,
             cluster_id: config.router_id,
         };
-        let mut peers = HashMap::new();
         for (i, n) in config.neighbors.iter().enumerate() {
             if config.neighbors[..i].iter().any(|m| m.address == n.address) {
                 return Err(SpeakerError::DuplicateNeighbor {
@@ -270,50 +334,145 @@ impl Actor {
                     address: n.address,
                 });
             }
-            let id = PeerId::try_from(i + 1).unwrap_or(PeerId::MAX);
-            let fsm = Fsm::new(SessionConfig {
-                local_asn: config.asn,
-                remote_asn: n.remote_asn,
-                bgp_id: config.router_id,
-                hold_time: n.hold_time,
-                connect_retry: n.connect_retry,
-                passive: n.passive,
-                families: n.families.clone(),
-            });
-            let info = PeerInfo {
-                address: n.address,
-                asn: n.remote_asn,
-                bgp_id: Ipv4Addr::UNSPECIFIED,
-                internal: n.remote_asn == config.asn,
-                rr_client: n.rr_client,
-            };
-            peers.insert(
-                id,
-                PeerState {
-                    config: n.clone(),
-                    fsm,
-                    info,
-                    conn: None,
-                    connecting: None,
-                    pending: None,
-                    pending_open: None,
-                    out: AdjRibOut::new(),
-                },
-            );
         }
         // Shared by all connections; small, so that a fast peer is slowed down by TCP rather
         // than buffered (see `session::read_loop`).
         let (reports_tx, reports_rx) = mpsc::channel(64);
-        Ok(Actor {
+        let mut actor = Actor {
             local,
-            peers,
+            peers: HashMap::new(),
+            next_peer: 1,
+            guard: None,
+            refusals_logged: HashSet::new(),
             rib: Rib::new(),
             next_conn: 1,
             routes,
             internal,
             reports_tx,
             reports_rx,
-        })
+        };
+        for n in &config.neighbors {
+            actor.insert_peer(n.clone());
+        }
+        Ok(actor)
+    }
+
+    /// Adds a neighbour's session state (not started) and returns its id.
+    fn insert_peer(&mut self, n: NeighborConfig) -> PeerId {
+        let id = self.next_peer;
+        self.next_peer = self.next_peer.saturating_add(1);
+        let fsm = Fsm::new(SessionConfig {
+            local_asn: self.local.asn,
+            remote_asn: n.remote_asn,
+            bgp_id: self.local.router_id,
+            hold_time: n.hold_time,
+            connect_retry: n.connect_retry,
+            passive: n.passive,
+            families: n.families.clone(),
+        });
+        let info = PeerInfo {
+            address: n.address,
+            asn: n.remote_asn,
+            bgp_id: Ipv4Addr::UNSPECIFIED,
+            internal: n.remote_asn == self.local.asn,
+            rr_client: n.rr_client,
+        };
+        self.peers.insert(
+            id,
+            PeerState {
+                config: n,
+                fsm,
+                info,
+                conn: None,
+                connecting: None,
+                pending: None,
+                pending_open: None,
+                out: AdjRibOut::new(),
+            },
+        );
+        id
+    }
+
+    fn peer_by_address(&self, address: IpAddr) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.config.address == address)
+            .map(|(id, _)| *id)
+    }
+
+    /// Adds a neighbour at run time, or replaces the one with its address if it changed.
+    fn add_neighbor(&mut self, n: NeighborConfig) {
+        if let Some(existing) = self.peer_by_address(n.address) {
+            if self.peers.get(&existing).is_some_and(|p| p.config == n) {
+                return;
+            }
+            self.remove_neighbor(n.address);
+        }
+        tracing::info!(peer = %n.name, address = %n.address, asn = n.remote_asn, "BGP neighbour added");
+        let id = self.insert_peer(n);
+        self.fsm_event(id, Event::Start);
+    }
+
+    /// Stops one session (Cease when established, its routes withdrawn) and forgets it.
+    fn remove_neighbor(&mut self, address: IpAddr) {
+        let Some(id) = self.peer_by_address(address) else {
+            return;
+        };
+        self.fsm_event(id, Event::Stop);
+        // Stop from Established already removed its routes; from any other state there were
+        // none, but make sure the RIB does not keep the peer.
+        let changes = self.rib.remove_peer(id);
+        self.propagate(changes);
+        self.refusals_logged.retain(|(peer, _)| *peer != id);
+        if let Some(p) = self.peers.remove(&id) {
+            tracing::info!(peer = %p.config.name, %address, "BGP neighbour removed");
+        }
+    }
+
+    /// A new guard: established peers resend their routes so that all of them pass it.
+    fn set_guard(&mut self, guard: Option<Arc<dyn ImportGuard>>) {
+        self.guard = guard;
+        self.refusals_logged.clear();
+        let established: Vec<(PeerId, Vec<Family>)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                let n = p.fsm.negotiated()?;
+                (p.fsm.state() == State::Established && n.route_refresh)
+                    .then(|| (*id, n.families.clone()))
+            })
+            .collect();
+        for (id, families) in established {
+            for family in families {
+                let refresh = RouteRefresh {
+                    afi: family.afi(),
+                    safi: family.safi(),
+                };
+                self.send(id, &Message::RouteRefresh(refresh));
+            }
+        }
+    }
+
+    /// Every path of the RIB with where it came from.
+    fn all_paths(&self) -> Vec<RouteEntry> {
+        let mut out = Vec::new();
+        for (prefix, best) in self.rib.best_routes() {
+            for path in self.rib.paths(prefix) {
+                let from = self.peers.get(&path.peer).map(|p| PeerSummary {
+                    name: p.config.name.clone(),
+                    address: p.config.address,
+                    internal: p.info.internal,
+                });
+                out.push(RouteEntry {
+                    prefix: *prefix,
+                    path: path.clone(),
+                    from,
+                    best: path == best,
+                });
+            }
+        }
+        out.sort_by_key(|e| (e.prefix, !e.best));
+        out
     }
 
     async fn run(
@@ -368,6 +527,12 @@ impl Actor {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
+            Command::AddNeighbor(n) => self.add_neighbor(*n),
+            Command::RemoveNeighbor(address) => self.remove_neighbor(address),
+            Command::SetGuard(guard) => self.set_guard(guard),
+            Command::AllPaths(reply) => {
+                let _ = reply.send(self.all_paths());
+            }
             Command::Originate(prefix) => {
                 let next_hop = match prefix {
                     IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -401,6 +566,8 @@ impl Actor {
                     .map(|p| SessionStatus {
                         name: p.config.name.clone(),
                         address: p.config.address,
+                        remote_asn: p.config.remote_asn,
+                        rr_client: p.config.rr_client,
                         state: p.fsm.state(),
                         negotiated: p.fsm.negotiated().cloned(),
                         advertised: p.out.len(),
@@ -630,6 +797,7 @@ impl Actor {
                     tracing::info!(peer = %p.config.name, ?reason, "BGP session down");
                     p.out.clear();
                 }
+                self.refusals_logged.retain(|(p, _)| *p != peer);
                 let changes = self.rib.remove_peer(peer);
                 self.propagate(changes);
             }
@@ -716,15 +884,33 @@ impl Actor {
         if let Some(reason) = imported.refused {
             tracing::info!(peer = %p.config.name, ?reason, "UPDATE's routes refused");
         }
+        let source = RouteSource {
+            neighbor: p.config.address,
+            internal: p.info.internal,
+            originator_id: update.attributes.originator_id,
+        };
+        let name = p.config.name.clone();
         let mut changes = Vec::new();
         for op in imported.ops {
             let change = match op {
-                RibOp::Announce(prefix, path) => self.rib.announce(prefix, path),
+                RibOp::Announce(prefix, path) => match self.guard_refusal(&prefix, &source) {
+                    None => self.rib.announce(prefix, path),
+                    Some(reason) => {
+                        if self.refusals_logged.insert((peer, prefix)) {
+                            tracing::warn!(peer = %name, %prefix, %reason, "BGP route refused");
+                        }
+                        self.rib.withdraw(peer, prefix)
+                    }
+                },
                 RibOp::Withdraw(prefix) => self.rib.withdraw(peer, prefix),
             };
             changes.extend(change);
         }
         self.propagate(changes);
+    }
+
+    fn guard_refusal(&self, prefix: &IpNet, source: &RouteSource) -> Option<String> {
+        self.guard.as_ref()?.check(prefix, source).err()
     }
 
     /// Reports best-route changes to the routing plane and advertises them to the peers.
@@ -761,6 +947,8 @@ impl Actor {
                 return None;
             }
             let (kept, attrs) = export_path(&local, peer, &p.info, path, from.as_ref())?;
+            let learnt_outside = from.as_ref().is_none_or(|f| !f.internal);
+            let kept = kept.filter(|_| !(p.config.next_hop_self && learnt_outside));
             let attrs = if p.info.internal {
                 attrs
             } else {
