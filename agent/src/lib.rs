@@ -15,4 +15,5 @@ pub mod daemon;
 pub mod dataplane;
 pub mod netlink;
 pub mod peerset;
+pub mod routing;
 pub mod state;

@@ -6,7 +6,7 @@
 //! The builders are pure: they take the daemon's facts, the data plane counters and `now`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -166,9 +166,82 @@ pub struct RoutesReport {
     pub interface: String,
     /// The data plane's crypto-key routing table, in prefix order.
     pub routes: Vec<RouteEntry>,
-    /// Where BGP-learnt routes stand: `"not_running"` until the BGP speaker runs in the
-    /// daemon.
+    /// Whether the daemon runs a BGP speaker: `"running"` or `"not_running"` (a node outside
+    /// a mesh without `[[bgp.neighbor]]`s, or a daemon older than the routing plane).
     pub bgp: String,
+    /// The BGP sessions (iBGP from membership, eBGP from `[[bgp.neighbor]]`), by name.
+    #[serde(default)]
+    pub bgp_sessions: Vec<BgpSessionEntry>,
+    /// Every BGP path, by prefix, the best first.
+    #[serde(default)]
+    pub bgp_routes: Vec<BgpRouteEntry>,
+}
+
+/// What the routing plane shows; the daemon keeps it current.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BgpView {
+    pub asn: u32,
+    pub router_id: Option<Ipv4Addr>,
+    pub sessions: Vec<BgpSessionEntry>,
+    /// `kernel` is filled in when a report is built.
+    pub routes: Vec<BgpRouteEntry>,
+}
+
+impl BgpView {
+    /// A speaker that has just started.
+    pub fn running(asn: u32, router_id: Ipv4Addr) -> BgpView {
+        BgpView {
+            asn,
+            router_id: Some(router_id),
+            ..BgpView::default()
+        }
+    }
+}
+
+/// One BGP session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSessionEntry {
+    pub name: String,
+    pub address: IpAddr,
+    pub remote_asn: u32,
+    /// `idle`, `connect`, `active`, `open_sent`, `open_confirm` or `established`.
+    pub state: String,
+    /// Same AS (a mesh member, or an iBGP router configured by hand).
+    pub internal: bool,
+    /// A route-reflector client of this node (a spoke of this core).
+    pub rr_client: bool,
+    /// The peer's BGP identifier once the session is up.
+    pub router_id: Option<Ipv4Addr>,
+    /// Prefixes announced to the peer now.
+    pub advertised: usize,
+}
+
+/// One BGP path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRouteEntry {
+    pub prefix: IpNet,
+    /// `None` for this node's own routes.
+    pub next_hop: Option<IpAddr>,
+    /// The AS path as BGP tools print it (`65010 65020`, sets in braces); empty inside the AS.
+    pub as_path: String,
+    pub local_pref: Option<u32>,
+    pub med: Option<u32>,
+    /// RFC 1997 communities as `ASN:VALUE`.
+    pub communities: Vec<String>,
+    /// RFC 8092 large communities as `GLOBAL:LOCAL1:LOCAL2`.
+    pub large_communities: Vec<String>,
+    /// `igp`, `egp` or `incomplete`.
+    pub origin: String,
+    /// RFC 4456 ORIGINATOR_ID, when a route reflector passed the route on.
+    pub originator_id: Option<Ipv4Addr>,
+    /// The session's name, or `local` for this node's own routes.
+    pub learnt_from: String,
+    /// The session's neighbour address (`None` for own routes).
+    pub learnt_from_address: Option<IpAddr>,
+    /// The best path for its prefix.
+    pub best: bool,
+    /// A best path whose prefix meshd routes into the TUN (this node's own routes: false).
+    pub kernel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,7 +382,26 @@ pub fn routes(node: &NodeInfo, peers: &[KnownPeer]) -> RoutesReport {
         interface: node.interface.clone(),
         routes,
         bgp: "not_running".to_owned(),
+        bgp_sessions: Vec::new(),
+        bgp_routes: Vec::new(),
     }
+}
+
+/// Adds the routing plane's view to a `routes` payload.
+pub fn with_bgp(mut report: RoutesReport, node: &NodeInfo, view: &BgpView) -> RoutesReport {
+    report.bgp = "running".to_owned();
+    report.bgp_sessions = view.sessions.clone();
+    report.bgp_routes = view
+        .routes
+        .iter()
+        .map(|route| BgpRouteEntry {
+            kernel: route.best
+                && route.next_hop.is_some()
+                && node.kernel_routes.contains(&route.prefix),
+            ..route.clone()
+        })
+        .collect();
+    report
 }
 
 fn kernel_route(node: &NodeInfo, prefix: IpNet) -> &'static str {

@@ -61,7 +61,7 @@ pub struct ApiState<'a, D> {
 /// shared with the control plane.
 #[derive(Debug)]
 enum Peers<'a, D> {
-    Own(PeerSet<'a, D>),
+    Own(Box<PeerSet<'a, D>>),
     Shared(&'a PeerSet<'a, D>),
 }
 
@@ -76,7 +76,7 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
         );
         Self {
             node,
-            peers: Peers::Own(peers),
+            peers: Peers::Own(Box::new(peers)),
             state,
         }
     }

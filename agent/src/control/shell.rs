@@ -80,6 +80,7 @@ pub struct ControlPlane;
 #[derive(Debug)]
 pub struct ControlHandle {
     peers: watch::Receiver<Vec<KnownPeer>>,
+    members: watch::Receiver<Vec<NodeIdentity>>,
     tasks: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
 }
@@ -206,6 +207,7 @@ impl ControlPlane {
             listeners.push(listener);
         }
         let (peers_tx, peers_rx) = watch::channel(Vec::new());
+        let (members_tx, members_rx) = watch::channel(Vec::new());
         let mut tasks = Vec::new();
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(
@@ -226,6 +228,7 @@ impl ControlPlane {
             backoff: HashMap::new(),
             resolved: HashMap::new(),
             peers_tx,
+            members_tx,
             next_id: 0,
             crl_number: None,
         };
@@ -233,6 +236,7 @@ impl ControlPlane {
         tracing::info!(addresses = ?local_addrs, "control plane started");
         Ok(ControlHandle {
             peers: peers_rx,
+            members: members_rx,
             tasks,
             local_addrs,
         })
@@ -249,6 +253,12 @@ impl ControlHandle {
     /// (crate::peerset) combines them with the configured peers and the clients.
     pub fn peers(&self) -> watch::Receiver<Vec<KnownPeer>> {
         self.peers.clone()
+    }
+
+    /// The verified members (this node included): their certificates' identities, updated on
+    /// every change; the routing plane derives its iBGP sessions and route checks from them.
+    pub fn members(&self) -> watch::Receiver<Vec<NodeIdentity>> {
+        self.members.clone()
     }
 
     /// Stops every task (connections close).
@@ -289,6 +299,7 @@ struct Hub {
     backoff: HashMap<String, Instant>,
     resolved: HashMap<String, Vec<SocketAddr>>,
     peers_tx: watch::Sender<Vec<KnownPeer>>,
+    members_tx: watch::Sender<Vec<NodeIdentity>>,
     next_id: u64,
     crl_number: Option<u64>,
 }
@@ -471,6 +482,12 @@ impl Hub {
             })
             .collect();
         self.peers_tx.send_replace(peers);
+        let identities: Vec<NodeIdentity> = members.clone().map(|m| m.identity.clone()).collect();
+        self.members_tx.send_if_modified(|current| {
+            let changed = *current != identities;
+            *current = identities;
+            changed
+        });
         if let Err(error) = store::write_members(&self.settings.state, &self.membership.records()) {
             tracing::warn!(%error, "cannot store the membership");
         }

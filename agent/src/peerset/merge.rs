@@ -1,4 +1,4 @@
-//! Combining the three sources of peers into the one set the data plane gets. Pure.
+//! Combining the sources of peers into the one set the data plane gets. Pure.
 //!
 //! Precedence, highest first, and why:
 //! 1. `[[peer]]`s from the configuration: the operator wrote them by hand;
@@ -9,6 +9,14 @@
 //! A lower peer whose name or key is already taken is left out; prefixes a higher peer
 //! already claims are trimmed from it. Either way the conflict is reported, so the daemon can
 //! log it, and the data plane never sees two peers claiming one prefix.
+//!
+//! Last come BGP routes (the routing plane's best routes): each prefix is added to the peer
+//! that carries its next hop (longest match over the peers' prefixes), which for a member
+//! behind another core is that core, and for a spoke is its core. A prefix some peer already
+//! claims stays with that peer (certificates and configuration outrank BGP); a route whose
+//! next hop no peer carries is not forwarded through the TUN.
+
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -23,6 +31,15 @@ pub struct PeerSources {
     pub clients: Vec<KnownPeer>,
     /// Tunnels derived from membership.
     pub members: Vec<KnownPeer>,
+    /// Best routes from BGP, by prefix.
+    pub bgp: Vec<BgpRoute>,
+}
+
+/// A best route from the routing plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BgpRoute {
+    pub prefix: IpNet,
+    pub next_hop: IpAddr,
 }
 
 /// What [`PeerSources::combine`] gives: the peers, and the conflicts it resolved.
@@ -41,6 +58,7 @@ impl PeerSources {
             configured,
             clients,
             members: Vec::new(),
+            bgp: Vec::new(),
         }
     }
 
@@ -84,8 +102,51 @@ impl PeerSources {
                 peers.push(peer);
             }
         }
+        for route in &self.bgp {
+            attach_bgp_route(&mut peers, route, &mut conflicts);
+        }
         Combined { peers, conflicts }
     }
+}
+
+/// Adds `route.prefix` to the peer carrying its next hop, unless a peer claims it already.
+fn attach_bgp_route(peers: &mut [KnownPeer], route: &BgpRoute, conflicts: &mut Vec<String>) {
+    let prefix = route.prefix.trunc();
+    let Some(via) = carrier(peers, route.next_hop) else {
+        return;
+    };
+    if let Some(owner) = peers
+        .iter()
+        .position(|p| p.config.allowed_ips.contains(&prefix))
+    {
+        if owner != via {
+            conflicts.push(format!(
+                "BGP route {prefix} via {} stays with peer {:?}, which claims it, not {:?}",
+                route.next_hop, peers[owner].config.name, peers[via].config.name
+            ));
+        }
+        return;
+    }
+    peers[via].config.allowed_ips.push(prefix);
+}
+
+/// The peer whose most specific prefix contains `address`.
+fn carrier(peers: &[KnownPeer], address: IpAddr) -> Option<usize> {
+    peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let len = p
+                .config
+                .allowed_ips
+                .iter()
+                .filter(|net| net.contains(&address))
+                .map(IpNet::prefix_len)
+                .max()?;
+            Some((len, i))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, i)| i)
 }
 
 fn claimed(peers: &[KnownPeer], net: &IpNet) -> bool {
@@ -127,6 +188,7 @@ pub(crate) mod tests {
             configured: vec![peer("bird", 1, PeerKind::Node(None), &["192.0.2.0/24"])],
             clients: vec![peer("phone", 2, PeerKind::Client, &["10.1.0.2/32"])],
             members: vec![peer("beta", 3, MEMBER, &["10.2.0.0/16"])],
+            bgp: Vec::new(),
         };
         let combined = sources.combine();
         assert_eq!(names(&combined), ["bird", "phone", "beta"]);
@@ -143,6 +205,7 @@ pub(crate) mod tests {
                 peer("gamma", 2, MEMBER, &["10.3.0.0/16"]),
                 peer("delta", 4, MEMBER, &["10.2.0.0/16", "10.4.0.0/16"]),
             ],
+            bgp: Vec::new(),
         };
         let combined = sources.combine();
         assert_eq!(names(&combined), ["beta", "phone", "delta"]);
@@ -162,5 +225,61 @@ pub(crate) mod tests {
         assert_eq!(sources.configured[0].config.name, "bird");
         assert_eq!(sources.clients[0].config.name, "phone");
         assert!(sources.members.is_empty());
+    }
+
+    fn route(prefix: &str, next_hop: &str) -> BgpRoute {
+        BgpRoute {
+            prefix: prefix.parse().unwrap(),
+            next_hop: next_hop.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn bgp_routes_follow_their_next_hop_and_give_way_to_claims() {
+        let sources = PeerSources {
+            members: vec![
+                // A core and, through it, its spoke 10.3/16 with its LAN.
+                peer(
+                    "beta",
+                    3,
+                    MEMBER,
+                    &["10.2.0.0/16", "10.3.0.0/16", "192.168.42.0/24"],
+                ),
+                peer("gamma", 4, MEMBER, &["10.4.0.0/16", "fd00:0:0:4::/64"]),
+            ],
+            bgp: vec![
+                // A friend's network behind the spoke: through beta.
+                route("203.0.113.0/24", "10.3.0.1"),
+                // IPv6 next hop.
+                route("2001:db8:77::/48", "fd00:0:0:4::1"),
+                // Already beta's (from the certificate), announced by its owner: nothing.
+                route("192.168.42.0/24", "10.3.0.1"),
+                // Claimed by beta but the best route points at gamma: beta keeps it.
+                route("10.2.0.0/16", "10.4.0.1"),
+                // Next hop nobody carries (an eBGP neighbour's own address): not forwarded.
+                route("198.18.0.0/15", "198.51.100.9"),
+            ],
+            ..PeerSources::default()
+        };
+        let combined = sources.combine();
+        let beta = &combined.peers[0].config.allowed_ips;
+        let gamma = &combined.peers[1].config.allowed_ips;
+        let net = |p: &str| p.parse::<IpNet>().unwrap();
+        assert_eq!(
+            *beta,
+            [
+                "10.2.0.0/16",
+                "10.3.0.0/16",
+                "192.168.42.0/24",
+                "203.0.113.0/24"
+            ]
+            .map(net)
+        );
+        assert_eq!(
+            *gamma,
+            ["10.4.0.0/16", "fd00:0:0:4::/64", "2001:db8:77::/48"].map(net)
+        );
+        assert_eq!(combined.conflicts.len(), 1, "{:?}", combined.conflicts);
+        assert!(combined.conflicts[0].contains("stays with peer \"beta\""));
     }
 }

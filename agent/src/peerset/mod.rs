@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use tokio::sync::watch;
 
 pub use kernel::KernelRoutes;
-pub use merge::{Combined, PeerSources};
+pub use merge::{BgpRoute, Combined, PeerSources};
 pub use routes::RoutePlan;
 
 use crate::api::{DataplaneControl, KnownPeer};
@@ -82,6 +82,11 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
     /// Replaces the local clients (from `clients.json`). On error nothing changes.
     pub fn set_clients(&self, clients: Vec<KnownPeer>) -> Result<(), DataplaneError> {
         self.change(|sources| sources.clients = clients)
+    }
+
+    /// Replaces the BGP best routes (from the routing plane). On error nothing changes.
+    pub fn set_bgp_routes(&self, routes: Vec<BgpRoute>) -> Result<(), DataplaneError> {
+        self.change(|sources| sources.bgp = routes)
     }
 
     /// Applies every membership change until the sender (the control plane) goes away.

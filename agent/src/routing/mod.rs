@@ -1,0 +1,20 @@
+//! The routing plane: the BGP speaker (crate::bgp) run as part of the mesh.
+//!
+//! - [`member`]: a member's routing facts from its certificate (router id, addresses,
+//!   authorised prefixes);
+//! - [`plan`]: the iBGP sessions, listen addresses and own routes for a membership;
+//! - [`authority`]: which member may announce which prefix (the speaker's import guard);
+//! - [`view`]: what `meshd routes` shows of the speaker;
+//! - [`shell`]: the tokio side, which starts the speaker, follows the membership and feeds the
+//!   best routes into the peer set (crate::peerset), the one owner of data-plane peers and
+//!   kernel routes.
+//!
+//! All but [`shell`] are pure.
+
+pub mod authority;
+pub mod member;
+pub mod plan;
+pub mod shell;
+pub mod view;
+
+pub use shell::{RoutingPlane, RoutingSettings};

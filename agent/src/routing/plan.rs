@@ -1,0 +1,253 @@
+//! The routing plane's plan, from this node's certificate and the verified membership: which
+//! iBGP sessions to hold, where to listen and what to originate. Pure.
+//!
+//! - cores hold a full mesh of iBGP sessions among themselves;
+//! - a spoke holds one session, with its core; its core marks it an RFC 4456 route-reflector
+//!   client, so the spoke's routes reach the other cores and every route reaches the spoke;
+//! - sessions run between overlay addresses (`10.N.0.1`), inside the tunnels, never on the
+//!   underlay: one session per pair carries both families (MP-BGP), IPv6 routes with the
+//!   node's overlay IPv6 address as next hop;
+//! - the router id is the node's overlay IPv4 address, the AS is `[routing] asn`;
+//! - a node originates what its certificate allocates (the /16, its IPv6 prefix; the /96
+//!   client pool lies inside that and is not announced separately) and its LANs.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::member::MeshMember;
+use crate::bgp::packet::Family;
+use crate::bgp::policy::Policy;
+use crate::bgp::speaker::{BGP_PORT, NeighborConfig};
+
+/// Hold time of the mesh's sessions: a member whose tunnel fails is noticed in half a minute
+/// at worst (the membership and the data plane usually notice first).
+pub const MESH_HOLD_TIME: u16 = 30;
+/// Pause between connection attempts: the first attempt often precedes the tunnel's first
+/// handshake, and connecting over a tunnel costs next to nothing.
+pub const MESH_CONNECT_RETRY: Duration = Duration::from_secs(2);
+
+/// What the speaker should do, for one state of the membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub router_id: Ipv4Addr,
+    /// The node's overlay addresses, port 179.
+    pub listen: Vec<SocketAddr>,
+    /// The iBGP sessions, one per member this node peers with, sorted by name.
+    pub neighbors: Vec<NeighborConfig>,
+    /// This node's own routes.
+    pub originate: Vec<IpNet>,
+    /// `[routing] lan_prefixes` the certificate does not approve: announced (the others
+    /// decide), but the operator is told the other members will refuse them.
+    pub unapproved_lans: Vec<IpNet>,
+}
+
+/// The plan for node `own` in a mesh of `members` (which may include `own`).
+pub fn plan(own: &MeshMember, members: &[MeshMember], asn: u32, configured_lans: &[IpNet]) -> Plan {
+    let (originate, unapproved_lans) = originations(own, configured_lans);
+    Plan {
+        router_id: own.router_id,
+        listen: listen_addresses(own),
+        neighbors: mesh_neighbors(own, members, asn),
+        originate,
+        unapproved_lans,
+    }
+}
+
+/// Where the speaker accepts connections: the overlay addresses only.
+pub fn listen_addresses(own: &MeshMember) -> Vec<SocketAddr> {
+    let mut listen = vec![SocketAddr::new(IpAddr::V4(own.router_id), BGP_PORT)];
+    listen.extend(
+        own.address6
+            .map(|a| SocketAddr::new(IpAddr::V6(a), BGP_PORT)),
+    );
+    listen
+}
+
+/// The iBGP neighbours of `own`.
+pub fn mesh_neighbors(own: &MeshMember, members: &[MeshMember], asn: u32) -> Vec<NeighborConfig> {
+    let mut neighbors: Vec<NeighborConfig> = members
+        .iter()
+        .filter(|m| m.name != own.name)
+        .filter_map(|m| {
+            let rr_client = match (own.is_core(), m.is_core()) {
+                (true, true) => false,
+                (true, false) if m.is_spoke_of(&own.name) => true,
+                (false, true) if own.core.as_deref() == Some(m.name.as_str()) => false,
+                _ => return None,
+            };
+            Some(mesh_neighbor(own, m, asn, rr_client))
+        })
+        .collect();
+    neighbors.sort_by(|a, b| a.name.cmp(&b.name));
+    neighbors
+}
+
+fn mesh_neighbor(
+    own: &MeshMember,
+    member: &MeshMember,
+    asn: u32,
+    rr_client: bool,
+) -> NeighborConfig {
+    NeighborConfig {
+        name: member.name.clone(),
+        address: IpAddr::V4(member.router_id),
+        port: BGP_PORT,
+        remote_asn: asn,
+        local_address: Some(IpAddr::V4(own.router_id)),
+        passive: false,
+        // Inside the mesh the certificate check (super::authority) decides, not a policy.
+        import: Policy::accept_all(),
+        export: Policy::accept_all(),
+        rr_client,
+        next_hop_v4: Some(own.router_id),
+        next_hop_v6: own.address6,
+        next_hop_self: true,
+        hold_time: MESH_HOLD_TIME,
+        connect_retry: MESH_CONNECT_RETRY,
+        families: Family::ALL.to_vec(),
+    }
+}
+
+/// This node's own routes, and the configured LANs its certificate does not approve.
+pub fn originations(own: &MeshMember, configured_lans: &[IpNet]) -> (Vec<IpNet>, Vec<IpNet>) {
+    let mut routes: BTreeSet<IpNet> = BTreeSet::new();
+    // Allocated prefixes inside another allocated prefix (the /96 client pool) add nothing.
+    for prefix in &own.allocated {
+        let inside_another = own
+            .allocated
+            .iter()
+            .any(|other| other != prefix && other.contains(prefix));
+        if !inside_another {
+            routes.insert(*prefix);
+        }
+    }
+    routes.extend(own.lans.iter().copied());
+    let mut unapproved = Vec::new();
+    for lan in configured_lans.iter().map(IpNet::trunc) {
+        if !own.lans.contains(&lan) {
+            unapproved.push(lan);
+        }
+        routes.insert(lan);
+    }
+    (routes.into_iter().collect(), unapproved)
+}
+
+/// What to change to go from the neighbours `before` to `after`: neighbours to add or
+/// replace (new or changed), and addresses to remove.
+pub fn neighbor_changes(
+    before: &[NeighborConfig],
+    after: &[NeighborConfig],
+) -> (Vec<NeighborConfig>, Vec<IpAddr>) {
+    let add = after
+        .iter()
+        .filter(|n| !before.contains(n))
+        .cloned()
+        .collect();
+    let remove = before
+        .iter()
+        .filter(|n| !after.iter().any(|m| m.address == n.address))
+        .map(|n| n.address)
+        .collect();
+    (add, remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::member::tests::{core, spoke};
+
+    fn members(list: &[pki::NodeIdentity]) -> Vec<MeshMember> {
+        list.iter()
+            .map(|i| MeshMember::from_identity(i).unwrap())
+            .collect()
+    }
+
+    fn summary(neighbors: &[NeighborConfig]) -> Vec<(String, String, bool)> {
+        neighbors
+            .iter()
+            .map(|n| (n.name.clone(), n.address.to_string(), n.rr_client))
+            .collect()
+    }
+
+    fn s(name: &str, address: &str, rr: bool) -> (String, String, bool) {
+        (name.into(), address.into(), rr)
+    }
+
+    /// Two cores, a spoke on each: who peers with whom (a table of cases).
+    #[test]
+    fn cores_mesh_spokes_peer_with_their_core_only() {
+        let all = members(&[core(1), core(2), spoke(3, 1, &[]), spoke(4, 2, &[])]);
+        let cases = [
+            (
+                0,
+                vec![s("core2", "10.2.0.1", false), s("spoke3", "10.3.0.1", true)],
+            ),
+            (
+                1,
+                vec![s("core1", "10.1.0.1", false), s("spoke4", "10.4.0.1", true)],
+            ),
+            (2, vec![s("core1", "10.1.0.1", false)]),
+            (3, vec![s("core2", "10.2.0.1", false)]),
+        ];
+        for (own, expected) in cases {
+            let got = mesh_neighbors(&all[own], &all, 64512);
+            assert_eq!(summary(&got), expected, "neighbours of {}", all[own].name);
+            for n in &got {
+                assert_eq!(n.remote_asn, 64512);
+                assert_eq!(n.local_address, Some(IpAddr::V4(all[own].router_id)));
+                assert!(n.next_hop_self);
+                assert_eq!(n.next_hop_v6, all[own].address6);
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_listens_on_overlay_addresses_with_the_router_id() {
+        let all = members(&[core(1), spoke(3, 1, &["192.168.42.0/24"])]);
+        let plan = plan(&all[1], &all, 65000, &[]);
+        assert_eq!(plan.router_id, Ipv4Addr::new(10, 3, 0, 1));
+        assert_eq!(
+            plan.listen,
+            vec![
+                "10.3.0.1:179".parse::<SocketAddr>().unwrap(),
+                "[fd00:0:0:1:3::1]:179".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            plan.originate,
+            ["10.3.0.0/16", "192.168.42.0/24", "fd00:0:0:1:3::/80"]
+                .map(|p| p.parse::<IpNet>().unwrap())
+        );
+        assert!(plan.unapproved_lans.is_empty());
+    }
+
+    #[test]
+    fn configured_lans_missing_from_the_certificate_are_flagged() {
+        let own = MeshMember::from_identity(&spoke(3, 1, &["192.168.42.0/24"])).unwrap();
+        let configured: Vec<IpNet> = vec![
+            "192.168.42.0/24".parse().unwrap(),
+            "192.168.99.7/24".parse().unwrap(),
+        ];
+        let (routes, unapproved) = originations(&own, &configured);
+        let lan99: IpNet = "192.168.99.0/24".parse().unwrap();
+        assert_eq!(unapproved, vec![lan99]);
+        assert!(routes.contains(&lan99));
+    }
+
+    #[test]
+    fn membership_changes_add_replace_and_remove_sessions() {
+        let before_members = members(&[core(1), core(2), spoke(3, 1, &[])]);
+        let before = mesh_neighbors(&before_members[0], &before_members, 64512);
+        // core2 is revoked, core5 joins.
+        let after_members = members(&[core(1), spoke(3, 1, &[]), core(5)]);
+        let after = mesh_neighbors(&after_members[0], &after_members, 64512);
+        let (add, remove) = neighbor_changes(&before, &after);
+        assert_eq!(summary(&add), vec![s("core5", "10.5.0.1", false)]);
+        assert_eq!(remove, vec![IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1))]);
+        // The same membership changes nothing.
+        assert_eq!(neighbor_changes(&after, &after), (Vec::new(), Vec::new()));
+    }
+}

@@ -1,0 +1,320 @@
+//! The routing plane's tokio shell: starts the BGP speaker, keeps its iBGP sessions, its own
+//! routes and its certificate check in step with the membership ([`super::plan`],
+//! [`super::authority`]), and feeds the best routes into the peer set, which owns the data
+//! plane's peers and the kernel routes (crate::peerset). It also keeps the view that
+//! `meshd routes` shows.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use pki::NodeIdentity;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::authority::Authority;
+use super::member::members_of;
+use super::plan::{self, neighbor_changes};
+use super::view::view_of;
+use crate::api::DataplaneControl;
+use crate::api::report::BgpView;
+use crate::bgp::rib::{BestChange, LOCAL, Path};
+use crate::bgp::speaker::{BGP_PORT, NeighborConfig, Speaker, SpeakerConfig, SpeakerError};
+use crate::peerset::{BgpRoute, PeerSet};
+
+/// Best-route changes are gathered this long before the peer set (and so the data plane and
+/// the kernel) is updated: one update for a burst, such as a session's initial table.
+const SETTLE: Duration = Duration::from_millis(100);
+/// How often the view of the sessions is refreshed for `meshd routes`.
+const VIEW_REFRESH: Duration = Duration::from_secs(1);
+
+/// What the routing plane needs from the daemon.
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    pub node_name: String,
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// The overlay addresses, port 179 (none on a node that is no mesh member).
+    pub listen: Vec<SocketAddr>,
+    /// The mesh pools (nobody may announce unallocated space in them).
+    pub pools: Vec<IpNet>,
+    /// `[routing] lan_prefixes`.
+    pub configured_lans: Vec<IpNet>,
+    /// `[[bgp.neighbor]]`s.
+    pub external: Vec<NeighborConfig>,
+}
+
+impl RoutingSettings {
+    /// The settings for `meshd run`, or `None` when there is nothing to route: a node outside
+    /// a mesh without `[[bgp.neighbor]]`s. `addresses` are the TUN's overlay addresses (the
+    /// first IPv4 one is the router id); `mesh_member` says whether the control plane runs.
+    pub fn for_daemon(
+        config: &mesh_config::Config,
+        addresses: &[IpNet],
+        pools: Vec<IpNet>,
+        mesh_member: bool,
+    ) -> Option<RoutingSettings> {
+        if !mesh_member && config.bgp.neighbors.is_empty() {
+            return None;
+        }
+        let Some(router_id) = addresses.iter().find_map(|a| match a {
+            IpNet::V4(net) => Some(net.addr()),
+            IpNet::V6(_) => None,
+        }) else {
+            tracing::warn!("BGP not started: the interface has no IPv4 address for a router id");
+            return None;
+        };
+        let listen = if mesh_member {
+            addresses
+                .iter()
+                .map(|a| SocketAddr::new(a.addr(), BGP_PORT))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some(RoutingSettings {
+            node_name: config.node.name.clone(),
+            asn: config.routing.asn,
+            router_id,
+            listen,
+            pools,
+            configured_lans: config.routing.lan_prefixes.clone(),
+            external: config
+                .bgp
+                .neighbors
+                .iter()
+                .map(NeighborConfig::from_config)
+                .collect(),
+        })
+    }
+}
+
+/// A running routing plane.
+#[derive(Debug)]
+pub struct RoutingPlane {
+    settings: RoutingSettings,
+    speaker: Speaker,
+    changes: mpsc::UnboundedReceiver<BestChange>,
+    view: watch::Sender<BgpView>,
+}
+
+/// What the shell keeps between events.
+#[derive(Debug, Default)]
+struct Applied {
+    neighbors: Vec<NeighborConfig>,
+    originated: BTreeSet<IpNet>,
+    authority: Option<Authority>,
+    unapproved: Vec<IpNet>,
+    /// The speaker's best paths, by prefix.
+    best: BTreeMap<IpNet, Path>,
+    /// Prefixes already logged as not forwardable.
+    unforwarded_logged: HashSet<IpNet>,
+}
+
+impl RoutingPlane {
+    /// Binds the listeners (overlay addresses: the TUN must be up) and starts the external
+    /// sessions; the mesh's own sessions follow from the membership in [`Self::run`].
+    pub async fn start(settings: RoutingSettings) -> Result<RoutingPlane, SpeakerError> {
+        let (tx, changes) = mpsc::unbounded_channel();
+        let speaker = Speaker::start(
+            SpeakerConfig {
+                asn: settings.asn,
+                router_id: settings.router_id,
+                listen: settings.listen.clone(),
+                neighbors: settings.external.clone(),
+            },
+            tx,
+        )
+        .await?;
+        tracing::info!(
+            asn = settings.asn,
+            router_id = %settings.router_id,
+            listen = ?speaker.local_addrs(),
+            external = settings.external.len(),
+            "BGP speaker started"
+        );
+        let (view, _) = watch::channel(BgpView::running(settings.asn, settings.router_id));
+        Ok(RoutingPlane {
+            settings,
+            speaker,
+            changes,
+            view,
+        })
+    }
+
+    /// What `meshd routes` shows, kept up to date while [`Self::run`] runs.
+    pub fn view(&self) -> watch::Receiver<BgpView> {
+        self.view.subscribe()
+    }
+
+    /// Follows the membership (when the node is a mesh member) and the speaker's best routes
+    /// until the future is dropped.
+    pub async fn run<D: DataplaneControl>(
+        &mut self,
+        peer_set: &PeerSet<'_, D>,
+        mut members: Option<watch::Receiver<Vec<NodeIdentity>>>,
+    ) -> Infallible {
+        let mut applied = Applied::default();
+        // Without membership only the configured LANs are this node's own routes.
+        let first = members.as_mut().map(|rx| rx.borrow_and_update().clone());
+        self.apply_membership(&mut applied, &first.unwrap_or_default());
+        let mut flush_at: Option<Instant> = None;
+        let mut refresh = tokio::time::interval(VIEW_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let membership = async {
+                let changed = match members.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    // No control plane, or it is gone: the membership stays as it is.
+                    std::future::pending::<()>().await;
+                }
+            };
+            let settle = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = membership => {
+                    let current = members.as_mut().map(|rx| rx.borrow_and_update().clone());
+                    self.apply_membership(&mut applied, &current.unwrap_or_default());
+                }
+                Some(change) = self.changes.recv() => {
+                    match change.best {
+                        Some(path) => applied.best.insert(change.prefix, path),
+                        None => applied.best.remove(&change.prefix),
+                    };
+                    flush_at.get_or_insert_with(|| Instant::now() + SETTLE);
+                }
+                () = settle => {
+                    flush_at = None;
+                    self.flush(&mut applied, peer_set);
+                    self.refresh_view().await;
+                }
+                _ = refresh.tick() => self.refresh_view().await,
+            }
+        }
+    }
+
+    /// Re-plans sessions, own routes and the route check for a new membership.
+    fn apply_membership(&self, applied: &mut Applied, identities: &[NodeIdentity]) {
+        let (members, problems) = members_of(identities);
+        for problem in problems {
+            tracing::warn!("{problem}");
+        }
+        let own = members.iter().find(|m| m.name == self.settings.node_name);
+        let (neighbors, originate, unapproved) = match own {
+            Some(own) => {
+                let plan = plan::plan(
+                    own,
+                    &members,
+                    self.settings.asn,
+                    &self.settings.configured_lans,
+                );
+                (plan.neighbors, plan.originate, plan.unapproved_lans)
+            }
+            None => {
+                if !identities.is_empty() {
+                    tracing::warn!(node = %self.settings.node_name, "this node is not in its own membership; no iBGP sessions");
+                }
+                let lans: Vec<IpNet> = self
+                    .settings
+                    .configured_lans
+                    .iter()
+                    .map(IpNet::trunc)
+                    .collect();
+                (Vec::new(), lans, Vec::new())
+            }
+        };
+
+        let (add, remove) = neighbor_changes(&applied.neighbors, &neighbors);
+        for address in remove {
+            self.speaker.remove_neighbor(address);
+        }
+        for neighbor in add {
+            self.speaker.add_neighbor(neighbor);
+        }
+        applied.neighbors = neighbors;
+
+        let originate: BTreeSet<IpNet> = originate.into_iter().collect();
+        for prefix in applied.originated.difference(&originate) {
+            self.speaker.withdraw(*prefix);
+        }
+        for prefix in originate.difference(&applied.originated) {
+            self.speaker.originate(*prefix);
+        }
+        applied.originated = originate;
+
+        if unapproved != applied.unapproved {
+            for lan in &unapproved {
+                tracing::warn!(%lan, "[routing] lan_prefixes: not approved in this node's certificate; announced, but the other members will refuse it (the CA holder approves LANs with `meshd invite --route`)");
+            }
+            applied.unapproved = unapproved;
+        }
+
+        let authority = Authority::new(
+            &self.settings.node_name,
+            members,
+            self.settings.pools.clone(),
+        );
+        if applied.authority.as_ref() != Some(&authority) {
+            self.speaker.set_guard(Some(Arc::new(authority.clone())));
+            applied.authority = Some(authority);
+        }
+    }
+
+    /// Gives the peer set the best routes learnt from peers (own routes need no forwarding).
+    fn flush<D: DataplaneControl>(&self, applied: &mut Applied, peer_set: &PeerSet<'_, D>) {
+        let routes: Vec<BgpRoute> = applied
+            .best
+            .iter()
+            .filter(|(_, path)| path.peer != LOCAL)
+            .map(|(prefix, path)| BgpRoute {
+                prefix: *prefix,
+                next_hop: path.next_hop,
+            })
+            .collect();
+        if let Err(error) = peer_set.set_bgp_routes(routes.clone()) {
+            tracing::warn!(%error, "BGP routes refused by the data plane");
+            return;
+        }
+        let peers = peer_set.peers();
+        let carried = |prefix: &IpNet| peers.iter().any(|p| p.config.allowed_ips.contains(prefix));
+        applied
+            .unforwarded_logged
+            .retain(|prefix| applied.best.contains_key(prefix));
+        for route in routes.iter().filter(|r| !carried(&r.prefix)) {
+            if applied.unforwarded_logged.insert(route.prefix) {
+                tracing::info!(prefix = %route.prefix, next_hop = %route.next_hop, "BGP route not forwarded through the mesh: no tunnel carries its next hop");
+            }
+        }
+    }
+
+    async fn refresh_view(&self) {
+        let sessions = self.speaker.sessions().await;
+        let paths = self.speaker.all_paths().await;
+        let view = view_of(
+            self.settings.asn,
+            self.settings.router_id,
+            &sessions,
+            &paths,
+        );
+        self.view.send_if_modified(|current| {
+            let changed = *current != view;
+            *current = view;
+            changed
+        });
+    }
+
+    /// Ends every session (Cease) and stops the speaker.
+    pub async fn shutdown(self) {
+        self.speaker.shutdown().await;
+    }
+}

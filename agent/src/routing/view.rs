@@ -1,0 +1,155 @@
+//! The speaker's sessions and paths as `meshd routes` reports them. Pure.
+
+use std::net::Ipv4Addr;
+
+use crate::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView};
+use crate::bgp::fsm::State;
+use crate::bgp::packet::Origin;
+use crate::bgp::speaker::{RouteEntry, SessionStatus};
+
+/// The view for a speaker of AS `asn` with `router_id`.
+pub fn view_of(
+    asn: u32,
+    router_id: Ipv4Addr,
+    sessions: &[SessionStatus],
+    paths: &[RouteEntry],
+) -> BgpView {
+    BgpView {
+        asn,
+        router_id: Some(router_id),
+        sessions: sessions.iter().map(|s| session_entry(asn, s)).collect(),
+        routes: paths.iter().map(route_entry).collect(),
+    }
+}
+
+fn session_entry(asn: u32, s: &SessionStatus) -> BgpSessionEntry {
+    BgpSessionEntry {
+        name: s.name.clone(),
+        address: s.address,
+        remote_asn: s.remote_asn,
+        state: state_name(s.state).to_owned(),
+        internal: s.remote_asn == asn,
+        rr_client: s.rr_client,
+        router_id: s.negotiated.as_ref().map(|n| n.peer_id),
+        advertised: s.advertised,
+    }
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Idle => "idle",
+        State::Connect => "connect",
+        State::Active => "active",
+        State::OpenSent => "open_sent",
+        State::OpenConfirm => "open_confirm",
+        State::Established => "established",
+    }
+}
+
+fn route_entry(entry: &RouteEntry) -> BgpRouteEntry {
+    let attrs = &entry.path.attrs;
+    BgpRouteEntry {
+        prefix: entry.prefix,
+        next_hop: entry
+            .from
+            .as_ref()
+            .map(|_| entry.path.next_hop)
+            .filter(|nh| !nh.is_unspecified()),
+        as_path: attrs
+            .as_path
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        local_pref: attrs.local_pref,
+        med: attrs.med,
+        communities: attrs
+            .communities
+            .iter()
+            .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+            .collect(),
+        large_communities: attrs
+            .large_communities
+            .iter()
+            .map(|c| format!("{}:{}:{}", c.global, c.local1, c.local2))
+            .collect(),
+        origin: match attrs.origin {
+            Some(Origin::Igp) | None => "igp",
+            Some(Origin::Egp) => "egp",
+            Some(Origin::Incomplete) => "incomplete",
+        }
+        .to_owned(),
+        originator_id: attrs.originator_id,
+        learnt_from: entry
+            .from
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), |f| f.name.clone()),
+        learnt_from_address: entry.from.as_ref().map(|f| f.address),
+        best: entry.best,
+        kernel: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::bgp::packet::{AsPath, LargeCommunity, PathAttributes};
+    use crate::bgp::rib::Path;
+    use crate::bgp::speaker::PeerSummary;
+
+    #[test]
+    fn attributes_are_shown_as_bgp_tools_print_them() {
+        let attrs = PathAttributes {
+            origin: Some(Origin::Incomplete),
+            as_path: Some(AsPath::from_sequence([65010, 65020])),
+            med: Some(5),
+            local_pref: Some(200),
+            communities: vec![(65010 << 16) | 42],
+            large_communities: vec![LargeCommunity {
+                global: 65010,
+                local1: 1,
+                local2: 2,
+            }],
+            originator_id: Some(Ipv4Addr::new(10, 3, 0, 1)),
+            ..PathAttributes::default()
+        };
+        let entry = RouteEntry {
+            prefix: "203.0.113.0/24".parse().unwrap(),
+            path: Path {
+                peer: 1,
+                next_hop: "10.3.0.1".parse().unwrap(),
+                attrs: Arc::new(attrs),
+            },
+            from: Some(PeerSummary {
+                name: "beta".into(),
+                address: "10.2.0.1".parse().unwrap(),
+                internal: true,
+            }),
+            best: true,
+        };
+        let shown = route_entry(&entry);
+        assert_eq!(shown.next_hop, Some("10.3.0.1".parse().unwrap()));
+        assert_eq!(shown.as_path, "65010 65020");
+        assert_eq!(shown.communities, ["65010:42"]);
+        assert_eq!(shown.large_communities, ["65010:1:2"]);
+        assert_eq!(shown.origin, "incomplete");
+        assert_eq!((shown.local_pref, shown.med), (Some(200), Some(5)));
+        assert_eq!(shown.learnt_from, "beta");
+        assert!(shown.best && !shown.kernel);
+
+        let own = RouteEntry {
+            from: None,
+            path: Path {
+                next_hop: "0.0.0.0".parse().unwrap(),
+                ..entry.path.clone()
+            },
+            ..entry
+        };
+        let shown = route_entry(&own);
+        assert_eq!(
+            (shown.next_hop, shown.learnt_from.as_str()),
+            (None, "local")
+        );
+    }
+}
