@@ -20,6 +20,39 @@ pub const DEFAULT_INVITE_TTL: &str = "24h";
 /// able to outlive a forgotten e-mail for long.
 pub const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The end of `meshd --help` and of meshd(1): how to start, the files, the environment.
+const AFTER_LONG_HELP: &str = "\
+Getting started:
+  On the first router, which holds the mesh CA:
+    meshd init --name alpha --endpoint vpn.example.net:51820
+    systemctl start meshd
+  On the CA holder, once per new router:
+    meshd invite beta --role spoke --route 192.168.42.0/24
+  On the new router, with the token that printed:
+    meshd join TOKEN
+    systemctl start meshd
+  Then, on any node: meshd status, meshd peers, meshd routes.
+
+Files:
+  /etc/meshd/meshd.toml
+      The configuration, written by `meshd init` or `meshd join`. Every setting is
+      described in the commented example /usr/share/doc/meshd/examples/meshd.toml.
+  /var/lib/meshd/
+      The node's state: WireGuard and certificate keys (mode 0600), certificates, the
+      allocation (node.json) and, on the CA holder, the mesh CA (ca/). Back it up.
+  /run/meshd/meshd.sock
+      The running daemon's control socket, used by status, peers, routes and client add.
+
+Environment:
+  RUST_LOG
+      Log filter for `meshd run` (e.g. debug, or info,meshd::bgp=debug); overrides
+      --log-level.
+  NOTIFY_SOCKET, JOURNAL_STREAM
+      Set by systemd: `meshd run` reports readiness and logs to the journal.
+
+Exit status: 0 on success, 1 on an error (the message says what and where), 2 for a usage
+error.";
+
 /// meshd joins this router to a private, encrypted, routed mesh: WireGuard tunnels among
 /// core routers, spokes behind them, a built-in CA and iBGP over the tunnels.
 #[derive(Debug, Parser)]
@@ -27,7 +60,8 @@ pub const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
     name = "meshd",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_long_help = AFTER_LONG_HELP
 )]
 pub struct Cli {
     /// The node's config file (written by `meshd init` / `meshd join` if absent).
@@ -56,8 +90,12 @@ pub enum Command {
     Invite(InviteArgs),
     /// Join a mesh with a token from `meshd invite`.
     Join(JoinArgs),
-    /// Run the daemon in the foreground.
-    Run,
+    /// Run the daemon in the foreground (what the systemd unit starts).
+    ///
+    /// Creates the TUN device, its addresses and routes, starts the data and control planes
+    /// and runs until SIGINT or SIGTERM, then removes what it set up. Under systemd it reports
+    /// readiness (Type=notify) and logs to the journal; elsewhere it logs to stderr.
+    Run(RunArgs),
     /// Show the running daemon's state.
     Status(OutputArgs),
     /// List the mesh peers the running daemon knows and their paths.
@@ -71,6 +109,25 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Print this node's WireGuard public key (base64, like `wg pubkey`).
     Pubkey,
+    /// Write the man pages and shell completions (used to build the package).
+    #[command(hide = true)]
+    GenerateDocs(GenerateDocsArgs),
+}
+
+/// `meshd run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// How much to log; `RUST_LOG`, if set, takes precedence (any tracing filter).
+    #[arg(long, value_name = "LEVEL", value_parser = crate::logging::LEVELS, default_value = crate::logging::DEFAULT_LEVEL)]
+    pub log_level: String,
+}
+
+/// `meshd generate-docs` (hidden).
+#[derive(Debug, Args)]
+pub struct GenerateDocsArgs {
+    /// Directory to write `man/*.1` and `completions/{meshd.bash,_meshd,meshd.fish}` into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `meshd init`.

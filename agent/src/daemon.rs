@@ -18,7 +18,6 @@
 //! installed is removed the same way before the error is returned.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +28,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use mesh_config::{Config, Endpoint, Host, NodeAllocation, StaticPeer};
 
 use crate::api::{ApiServer, NodeInfo};
+use crate::cli::RunArgs;
 use crate::dataplane::{
     Dataplane, DataplaneConfig, DataplaneHandle, DataplaneStats, PeerConfig, create_tun,
 };
@@ -40,10 +40,15 @@ use crate::state::StateDir;
 /// How long one endpoint name may take to resolve before it is skipped.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the daemon in the foreground until SIGINT or SIGTERM. Logs go to stderr (`RUST_LOG`
-/// filters them; default `info`).
-pub fn run(config_path: &Path, state_dir: &Path, socket_path: &Path) -> anyhow::Result<()> {
-    init_logging();
+/// Runs the daemon in the foreground until SIGINT or SIGTERM. Logs go to the journal under
+/// systemd, to stderr otherwise (crate::logging).
+pub fn run(
+    config_path: &Path,
+    state_dir: &Path,
+    socket_path: &Path,
+    args: &RunArgs,
+) -> anyhow::Result<()> {
+    crate::logging::init(Some(&args.log_level));
     let config = mesh_config::load(config_path)
         .with_context(|| format!("cannot load the configuration {}", config_path.display()))?;
     let key = crate::state::load_wireguard_key(state_dir)
@@ -61,17 +66,6 @@ pub fn run(config_path: &Path, state_dir: &Path, socket_path: &Path) -> anyhow::
         state_dir,
         socket_path,
     ))
-}
-
-/// Logs to stderr; keeps an already installed subscriber (tests, an embedding program).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 /// The daemon proper, inside the runtime.
@@ -160,6 +154,13 @@ async fn serve(
     tracing::info!(node = %config.node.name, "meshd running");
 
     let node = node_info(&config, &dataplane, mtu, &addresses, kernel.installed());
+    // The interface, its routes, the data plane and the control socket are all up: tell
+    // systemd (Type=notify), so that `systemctl start` returns only now.
+    crate::service_manager::ready(&format!(
+        "running: {interface} up, {} peers configured, {} routes",
+        initial.len(),
+        kernel.installed().len()
+    ));
     let peer_set = PeerSet::new(&dataplane, sources, plan);
     let wanted_routes = peer_set.wanted_routes();
     let signal = tokio::select! {
@@ -169,6 +170,9 @@ async fn serve(
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
     };
     tracing::info!(signal, "shutting down");
+    crate::service_manager::stopping(&format!(
+        "stopping on {signal}: removing routes and {interface}"
+    ));
     if let Some(control) = control {
         control.shutdown().await;
     }

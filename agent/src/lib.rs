@@ -5,6 +5,7 @@
 //! - [`dataplane`]: userspace WireGuard (boringtun) between the TUN device and UDP sockets.
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
 //! - [`peerset`]: the one owner of the data plane's peers (configured, clients, members).
+//! - [`service_manager`]: readiness and status for systemd (`Type=notify`).
 
 pub mod api;
 pub mod bgp;
@@ -13,7 +14,9 @@ pub mod commands;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod logging;
 pub mod netlink;
 pub mod peerset;
 pub mod routing;
+pub mod service_manager;
 pub mod state;

@@ -245,3 +245,42 @@ fn pem_body(pem: &str) -> Vec<u8> {
         .decode(body)
         .unwrap()
 }
+
+#[test]
+fn init_replaces_the_packaged_template_config_and_says_how_to_start() {
+    let node = Node::new();
+    let template = include_str!("../../packaging/meshd.toml");
+    fs::create_dir_all(node.config.parent().unwrap()).unwrap();
+    fs::write(&node.config, template).unwrap();
+    let run = node.init_alpha();
+
+    let config = mesh_config::load(&node.config).expect("written config loads");
+    assert_eq!(config.node.name, "alpha");
+    let text = fs::read_to_string(&node.config).unwrap();
+    assert!(
+        !text.contains("You normally do not write this file"),
+        "the template was kept: {text}"
+    );
+    // Not the default paths, so not the systemd unit: the foreground command.
+    assert!(
+        run.stdout().contains("Start it: `meshd --config"),
+        "{}",
+        run.stdout()
+    );
+
+    // A config with settings is the operator's: a second node over it must agree, not replace.
+    let other = Node::new();
+    fs::create_dir_all(other.config.parent().unwrap()).unwrap();
+    fs::write(
+        &other.config,
+        format!("{template}\n[node]\nname = \"beta\"\nrole = \"core\"\n"),
+    )
+    .unwrap();
+    let refused = other.init_alpha_with(&[]);
+    assert_eq!(refused.code(), Some(1), "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("node.name"),
+        "{}",
+        refused.stderr()
+    );
+}

@@ -27,6 +27,8 @@ mod wireguard_go;
 pub use command::{COMMAND_TIMEOUT, CommandError, run_checked, run_with_timeout};
 pub use meshd::{MeshdNode, MeshdPeer, MeshdSetup};
 pub use namespace::{Namespace, VethLink, connect_veth};
+/// The signals [`ChildGuard::stop_with`] sends, so tests need no `nix` of their own.
+pub use nix::sys::signal::Signal;
 pub use process::{ChildGuard, LogFile};
 pub use root::require_root;
 pub use wait::wait_until;

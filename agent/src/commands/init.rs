@@ -12,16 +12,14 @@ use mesh_config::{Config, Role};
 use pki::{CertificateAuthority, NodeKeyPair};
 use time::OffsetDateTime;
 
+use super::config_file::{self, ExistingConfig};
 use super::identity::{node_identity, random_ula48};
 use super::{CA_VALIDITY, CommandError, Context, NODE_CERT_VALIDITY, Output, pki_error};
 use crate::cli::InitArgs;
 use crate::state::{
-    CaDatabase, CertificateRecord, NodeRecord, Overwrite, PUBLIC_FILE_MODE, StateDir,
-    generate_wireguard_key, wireguard_public_key_base64, write_atomic,
+    CaDatabase, CertificateRecord, NodeRecord, Overwrite, StateDir, generate_wireguard_key,
+    wireguard_public_key_base64,
 };
-
-/// Mode of a config directory meshd creates (`/etc/meshd`): the config holds no secret.
-const CONFIG_DIR_MODE: u32 = 0o755;
 
 /// Runs `meshd init`.
 pub fn init<O: Write, N: Write>(
@@ -37,7 +35,8 @@ pub fn init<O: Write, N: Write>(
     })?;
 
     // The config: the existing one must agree with the flags; otherwise build it from them.
-    let existing = context.config_path.exists();
+    let found = ExistingConfig::of(&context.config_path);
+    let existing = found == ExistingConfig::Settings;
     let config = if existing {
         let config = mesh_config::load(&context.config_path)?;
         check_config_agrees(&config, args, &context.config_path)?;
@@ -98,7 +97,7 @@ pub fn init<O: Write, N: Write>(
     // Write: the config first (a re-run after a failure below finds it and, since it agrees,
     // goes on), then secrets (never overwritten), node.json last.
     if !existing {
-        write_config(&context.config_path, &config)?;
+        config_file::write_generated(&context.config_path, &config, "meshd init", found)?;
     }
     let ca_pem = ca.to_pem();
     state.write_wireguard_key(&wireguard_key)?;
@@ -270,27 +269,6 @@ fn refuse_existing_state(state: &StateDir) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Writes the config file atomically, creating its directory if needed.
-fn write_config(path: &Path, config: &Config) -> Result<(), CommandError> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(CONFIG_DIR_MODE)
-            .create(dir)
-            .map_err(|source| crate::state::StateError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-    }
-    let text = format!(
-        "# meshd configuration, written by `meshd init`. See docs/architecture.md.\n{}",
-        config.to_toml_string()
-    );
-    write_atomic(path, text.as_bytes(), PUBLIC_FILE_MODE, Overwrite::Refuse)?;
-    Ok(())
-}
-
 /// What `init` did and what to do next.
 fn print_summary<O: Write, N: Write>(
     context: &Context,
@@ -340,6 +318,7 @@ fn print_summary<O: Write, N: Write>(
     let meshd = context.command_prefix();
     writeln!(
         out,
-        "Next: `{meshd} invite NAME --role core|spoke` for each node to admit, then `{meshd} run`."
-    )
+        "Next: `{meshd} invite NAME --role core|spoke` for each node to admit."
+    )?;
+    writeln!(out, "{}", config_file::start_hint(context))
 }

@@ -8,6 +8,7 @@ use mesh_config::Config;
 use pki::{InvitationToken, NodeKeyPair, NodeRole};
 use time::OffsetDateTime;
 
+use super::config_file::{self, ExistingConfig};
 use super::identity::node_role;
 use super::{CommandError, Context, Output, pki_error};
 use crate::cli::JoinArgs;
@@ -15,8 +16,7 @@ use crate::control::join_client::{JoinError, join};
 use crate::control::message::{JoinAccepted, JoinRequest};
 use crate::control::store;
 use crate::state::{
-    NodeRecord, Overwrite, PUBLIC_FILE_MODE, StateDir, generate_wireguard_key,
-    wireguard_public_key_base64, write_atomic,
+    NodeRecord, Overwrite, StateDir, generate_wireguard_key, wireguard_public_key_base64,
 };
 
 /// Runs `meshd join`.
@@ -50,7 +50,8 @@ pub fn join_mesh<O: Write, N: Write>(
                 .into(),
         ));
     }
-    let config_exists = context.config_path.exists();
+    let found = ExistingConfig::of(&context.config_path);
+    let config_exists = found == ExistingConfig::Settings;
     if config_exists {
         let config = mesh_config::load(&context.config_path)?;
         if config.node.name != token.name {
@@ -103,7 +104,7 @@ pub fn join_mesh<O: Write, N: Write>(
     // Config first (a failure below can be retried with a new token), keys, certificates,
     // membership, node.json last: node.json means "join completed".
     if !config_exists {
-        write_config(context, &token, args, &accepted)?;
+        write_config(context, &token, args, &accepted, found)?;
     }
     state.write_wireguard_key(&wireguard_key)?;
     state.write_pem_key(&state.node_key_path(), &node_key.to_pem())?;
@@ -147,10 +148,7 @@ pub fn join_mesh<O: Write, N: Write>(
         format!("  Members known:  {}", accepted.members.len()),
         format!("  State:          {}", state.root().display()),
         format!("  Config:         {}", context.config_path.display()),
-        format!(
-            "Next: `{} run` (or start the service).",
-            context.command_prefix()
-        ),
+        config_file::start_hint(context),
     ];
     for line in lines {
         writeln!(out, "{line}").map_err(CommandError::Output)?;
@@ -213,6 +211,7 @@ fn write_config(
     token: &InvitationToken,
     args: &JoinArgs,
     accepted: &JoinAccepted,
+    existing: ExistingConfig,
 ) -> Result<(), CommandError> {
     let role = accepted.allocation.role;
     let mut config = Config::new(&token.name, role);
@@ -225,17 +224,5 @@ fn write_config(
     config.mesh.pool6 = Some(accepted.pool6);
     config.routing.asn = accepted.asn;
     config.routing.lan_prefixes = accepted.lan_prefixes.clone();
-    let path = &context.config_path;
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| crate::state::StateError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    let text = format!(
-        "# meshd configuration, written by `meshd join`. See docs/architecture.md.\n{}",
-        config.to_toml_string()
-    );
-    write_atomic(path, text.as_bytes(), PUBLIC_FILE_MODE, Overwrite::Refuse)?;
-    Ok(())
+    config_file::write_generated(&context.config_path, &config, "meshd join", existing)
 }

@@ -3,7 +3,9 @@
 //! [`CommandError`]; `main` turns that into a message for people and an exit code.
 
 mod client;
+mod config_file;
 mod error;
+mod generate_docs;
 pub(crate) mod identity;
 mod init;
 mod invite;
@@ -103,10 +105,11 @@ pub fn execute<O: Write, N: Write>(
         Command::Pubkey => pubkey::pubkey(&context, output),
         Command::Init(args) => init::init(&context, &args, output),
         Command::Invite(args) => invite::invite(&context, &args, output),
-        Command::Run => crate::daemon::run(
+        Command::Run(args) => crate::daemon::run(
             &context.config_path,
             context.state.root(),
             &context.socket_path,
+            &args,
         )
         .map_err(CommandError::Daemon),
         Command::Join(args) => join::join_mesh(&context, &args, output),
@@ -115,5 +118,6 @@ pub fn execute<O: Write, N: Write>(
         Command::Routes(args) => routes::routes(&context, &args, output),
         Command::Client(command) => client::client(&context, &command, output),
         Command::Revoke(args) => revoke::revoke(&context, &args, output),
+        Command::GenerateDocs(args) => generate_docs::generate_docs(&args, output),
     }
 }
