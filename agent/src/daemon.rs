@@ -9,9 +9,10 @@
 //! 3. flush routes tagged [`MESHD_ROUTE_PROTOCOL`] that a crashed run left behind;
 //! 4. create the TUN, put the overlay addresses on it, set its MTU, bring it up, and route
 //!    into it what the peer set wants (the mesh pools and every other prefix a peer carries);
-//! 5. start the data plane on the TUN, then the control plane; from then on the peer set
-//!    (crate::peerset) is the only one to change the data plane's peers, and the kernel
-//!    routes follow it.
+//! 5. start the data plane on the TUN, then the control plane, then the routing plane (BGP,
+//!    listening on the overlay addresses, so after the TUN has them); from then on the peer
+//!    set (crate::peerset) is the only one to change the data plane's peers, and the kernel
+//!    routes follow it (membership, clients and BGP best routes all go through it).
 //!
 //! Shutdown runs in reverse: stop the data plane, remove our routes, and drop the TUN (the
 //! kernel deletes the interface with its addresses). If start-up fails half-way, whatever was
@@ -35,6 +36,7 @@ use crate::dataplane::{
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
 use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
 use crate::peerset::{KernelRoutes, PeerSet, PeerSources, RoutePlan};
+use crate::routing::{RoutingPlane, RoutingSettings};
 use crate::state::StateDir;
 
 /// How long one endpoint name may take to resolve before it is skipped.
@@ -151,6 +153,22 @@ async fn serve(
         },
         None => None,
     };
+    let routing_settings =
+        RoutingSettings::for_daemon(&config, &addresses, plan.pools.clone(), control.is_some());
+    let mut routing = match routing_settings {
+        Some(settings) => match RoutingPlane::start(settings).await {
+            Ok(routing) => Some(routing),
+            Err(error) => {
+                if let Some(control) = control {
+                    control.shutdown().await;
+                }
+                dataplane.shutdown().await;
+                kernel.remove_all().await;
+                return Err(anyhow::Error::new(error).context("cannot start BGP"));
+            }
+        },
+        None => None,
+    };
     tracing::info!(node = %config.node.name, "meshd running");
 
     let node = node_info(&config, &dataplane, mtu, &addresses, kernel.installed());
@@ -161,18 +179,27 @@ async fn serve(
         initial.len(),
         kernel.installed().len()
     ));
+    let api = match &routing {
+        Some(routing) => api.with_bgp(routing.view()),
+        None => api,
+    };
     let peer_set = PeerSet::new(&dataplane, sources, plan);
     let wanted_routes = peer_set.wanted_routes();
+    let members = control.as_ref().map(crate::control::ControlHandle::members);
     let signal = tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
         never = api.serve(node, &peer_set) => match never {},
         never = kernel.follow(wanted_routes) => match never {},
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
+        never = follow_routing(routing.as_mut(), &peer_set, members) => match never {},
     };
     tracing::info!(signal, "shutting down");
     crate::service_manager::stopping(&format!(
         "stopping on {signal}: removing routes and {interface}"
     ));
+    if let Some(routing) = routing {
+        routing.shutdown().await;
+    }
     if let Some(control) = control {
         control.shutdown().await;
     }
@@ -191,6 +218,18 @@ async fn follow_membership(
 ) {
     match control {
         Some(control) => peer_set.follow_members(control.peers()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the routing plane (forever pending without one).
+async fn follow_routing(
+    routing: Option<&mut RoutingPlane>,
+    peer_set: &PeerSet<'_, DataplaneHandle>,
+    members: Option<tokio::sync::watch::Receiver<Vec<pki::NodeIdentity>>>,
+) -> std::convert::Infallible {
+    match routing {
+        Some(routing) => routing.run(peer_set, members).await,
         None => std::future::pending().await,
     }
 }

@@ -8,11 +8,18 @@
 //! core that is not the spoke's core reaches the LAN host (kernel route for the spoke's LAN,
 //! transit through the spoke's core); after `meshd revoke` the spoke is unreachable within
 //! seconds; with the CA node stopped the other cores still forward.
+//!
+//! The routing plane on the same mesh: the iBGP sessions (cores in full mesh, the spoke with
+//! its core as route-reflector client) come up by themselves; the spoke's LAN arrives by BGP
+//! at every core and is in the kernel with meshd's protocol; a LAN the spoke announces from
+//! its own configuration without approval in its certificate is refused by its core and
+//! reaches nobody; after the revocation the spoke's routes are gone.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use meshd::api::report::RoutesReport;
 use meshd::state::StateDir;
 use netns_tests::{
     ChildGuard, Namespace, connect_veth, require_root, run_checked, run_with_timeout, wait_until,
@@ -27,6 +34,10 @@ const REVOKE_TIMEOUT: Duration = Duration::from_secs(8);
 const PORT: u16 = 51820;
 const LAN: &str = "192.168.42.0/24";
 const LAN_HOST: &str = "192.168.42.2";
+/// A LAN the spoke announces without approval.
+const ROGUE_LAN: &str = "192.168.99.0/24";
+/// Bound for the iBGP sessions and routes to settle.
+const BGP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One node: its namespace, its files and, while it runs, its daemon.
 struct Node {
@@ -127,6 +138,42 @@ impl Node {
         ]
     }
 
+    /// `meshd routes --json`.
+    fn routes(&self) -> RoutesReport {
+        let json = self.meshd(&["routes", "--json"]);
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}: {json}", self.name))
+    }
+
+    /// The names of the BGP sessions that are established.
+    fn established(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .routes()
+            .bgp_sessions
+            .into_iter()
+            .filter(|s| s.state == "established")
+            .map(|s| s.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The node's best BGP path to `prefix`, with where it came from and whether it is in the
+    /// kernel.
+    fn best_bgp_route(&self, prefix: &str) -> Option<meshd::api::report::BgpRouteEntry> {
+        let prefix: ipnet::IpNet = prefix.parse().unwrap();
+        self.routes()
+            .bgp_routes
+            .into_iter()
+            .find(|r| r.prefix == prefix && r.best)
+    }
+
+    fn log(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(|d| d.log().contents())
+            .unwrap_or_default()
+    }
+
     fn pings(&self, destination: IpAddr) -> bool {
         self.namespace
             .exec(
@@ -188,6 +235,10 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
     // The spoke gives no endpoint: it calls its core.
     let out = spoke.meshd(&["join", &token]);
     assert!(out.contains("Joined mesh"), "{out}");
+    // Its own configuration adds a LAN the CA did not approve.
+    let mut config = mesh_config::load(&spoke.config()).expect("the spoke's meshd.toml");
+    config.routing.lan_prefixes.push(ROGUE_LAN.parse().unwrap());
+    std::fs::write(spoke.config(), config.to_toml_string()).expect("rewrite meshd.toml");
     spoke.start();
 
     // Every node reaches every other node's overlay addresses, both families. The spoke
@@ -218,10 +269,81 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
     let peers = alpha.meshd(&["peers"]);
     assert!(peers.contains("beta") && peers.contains("gamma"), "{peers}");
 
+    // BGP: the sessions came up by themselves, from membership.
+    for (node, expected) in [
+        (&alpha, vec!["beta", "gamma"]),
+        (&beta, vec!["alpha", "gamma", "spoke"]),
+        (&gamma, vec!["alpha", "beta"]),
+        (&spoke, vec!["beta"]),
+    ] {
+        let up = wait_until(BGP_TIMEOUT, || node.established() == expected);
+        assert!(
+            up,
+            "{}: established BGP sessions {:?}, expected {expected:?}:\n{}",
+            node.name,
+            node.established(),
+            node.log()
+        );
+    }
+    let beta_sessions = beta.routes().bgp_sessions;
+    let to_spoke = beta_sessions.iter().find(|s| s.name == "spoke").unwrap();
+    assert!(to_spoke.internal && to_spoke.rr_client, "{to_spoke:?}");
+    // The spoke's LAN by BGP at every core, best and in the kernel: from the spoke itself at
+    // its core, reflected by its core (ORIGINATOR_ID the spoke) at the others.
+    let [spoke_v4, _] = spoke.overlay();
+    for core in [&alpha, &beta, &gamma] {
+        let arrived = wait_until(BGP_TIMEOUT, || {
+            core.best_bgp_route(LAN).is_some_and(|r| r.kernel)
+        });
+        assert!(
+            arrived,
+            "{} has no BGP route to {LAN} in the kernel: {:?}",
+            core.name,
+            core.routes()
+        );
+        let route = core.best_bgp_route(LAN).unwrap();
+        let learnt_from = if core.name == "beta" { "spoke" } else { "beta" };
+        assert_eq!(route.learnt_from, learnt_from, "{route:?}");
+        assert_eq!(route.next_hop, Some(spoke_v4), "{route:?}");
+        if core.name != "beta" {
+            assert_eq!(
+                route.originator_id.map(IpAddr::V4),
+                Some(spoke_v4),
+                "{route:?}"
+            );
+        }
+        let kernel = core
+            .namespace
+            .ip(&["-4", "route", "show", "proto", &protocol]);
+        assert!(kernel.contains(LAN), "{}: {kernel}", core.name);
+    }
+    // The unapproved LAN: announced by the spoke (its own route), refused by its core, so no
+    // core has it in BGP or in the kernel.
+    assert!(
+        spoke
+            .best_bgp_route(ROGUE_LAN)
+            .is_some_and(|r| r.learnt_from == "local")
+    );
+    assert!(spoke.log().contains("not approved"), "{}", spoke.log());
+    let refused = wait_until(BGP_TIMEOUT, || {
+        beta.log()
+            .lines()
+            .any(|l| l.contains("BGP route refused") && l.contains(ROGUE_LAN))
+    });
+    assert!(refused, "beta did not log the refusal:\n{}", beta.log());
+    for core in [&alpha, &beta, &gamma] {
+        assert!(
+            core.best_bgp_route(ROGUE_LAN).is_none(),
+            "{} took {ROGUE_LAN}",
+            core.name
+        );
+        let kernel = core.namespace.ip(&["route", "show"]);
+        assert!(!kernel.contains("192.168.99."), "{}: {kernel}", core.name);
+    }
+
     // Revocation: every node drops the spoke's tunnel within seconds, and its LAN route goes.
     let out = alpha.meshd(&["revoke", "spoke"]);
     assert!(out.contains("Revoked spoke"), "{out}");
-    let [spoke_v4, _] = spoke.overlay();
     let cut = wait_until(REVOKE_TIMEOUT, || {
         !gamma.pings(spoke_v4) && !beta.pings(spoke_v4) && !gamma.pings(lan_host)
     });
@@ -236,6 +358,17 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
             .contains(LAN)
     });
     assert!(gone, "gamma still routes the revoked spoke's LAN");
+    // ... and by BGP: beta ended the session, its routes are withdrawn everywhere.
+    let withdrawn = wait_until(REVOKE_TIMEOUT, || {
+        [&alpha, &beta, &gamma]
+            .iter()
+            .all(|core| core.best_bgp_route(LAN).is_none())
+    });
+    assert!(
+        withdrawn,
+        "a core still has a BGP route to the revoked spoke's LAN"
+    );
+    assert!(!beta.established().contains(&"spoke".to_owned()));
 
     // The CA node stops: the other cores keep forwarding between each other.
     alpha.stop();

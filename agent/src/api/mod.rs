@@ -66,6 +66,7 @@ pub struct ApiServer {
     socket: ControlSocket,
     state: StateDir,
     peers: Vec<KnownPeer>,
+    bgp: Option<tokio::sync::watch::Receiver<report::BgpView>>,
 }
 
 impl ApiServer {
@@ -105,7 +106,14 @@ impl ApiServer {
             socket,
             state,
             peers,
+            bgp: None,
         })
+    }
+
+    /// Shows the routing plane's sessions and routes in `meshd routes`.
+    pub fn with_bgp(mut self, view: tokio::sync::watch::Receiver<report::BgpView>) -> Self {
+        self.bgp = Some(view);
+        self
     }
 
     /// The peers the node starts with: the configured ones, then the clients.
@@ -120,7 +128,10 @@ impl ApiServer {
         node: NodeInfo,
         peer_set: &'a PeerSet<'a, D>,
     ) -> Infallible {
-        let api = ApiState::shared(node, peer_set, self.state);
+        let mut api = ApiState::shared(node, peer_set, self.state);
+        if let Some(view) = self.bgp {
+            api.set_bgp(view);
+        }
         self.socket.serve(&api).await
     }
 }

@@ -13,10 +13,11 @@ use futures_util::stream::FuturesUnordered;
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::sync::watch;
 
 use super::client_registry::ClientRegistry;
 use super::protocol::{ErrorKind, Failure, MAX_REQUEST_BYTES, Request, Response};
-use super::report::{self, KnownPeer, NodeInfo, PeerKind, SCHEMA_VERSION};
+use super::report::{self, BgpView, KnownPeer, NodeInfo, PeerKind, SCHEMA_VERSION};
 use super::socket::ControlSocket;
 use crate::dataplane::{DataplaneError, DataplaneHandle, DataplaneStats, PeerConfig};
 use crate::peerset::{PeerSet, PeerSources, RoutePlan};
@@ -55,6 +56,8 @@ pub struct ApiState<'a, D> {
     node: NodeInfo,
     peers: Peers<'a, D>,
     state: StateDir,
+    /// The routing plane's view, when the daemon runs BGP.
+    bgp: Option<watch::Receiver<BgpView>>,
 }
 
 /// The peer set the server changes: its own (a server alone, in tests) or the daemon's,
@@ -78,6 +81,7 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             node,
             peers: Peers::Own(Box::new(peers)),
             state,
+            bgp: None,
         }
     }
 
@@ -87,7 +91,13 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             node,
             peers: Peers::Shared(peers),
             state,
+            bgp: None,
         }
+    }
+
+    /// Adds the routing plane's sessions and routes to `routes` answers.
+    pub fn set_bgp(&mut self, view: watch::Receiver<BgpView>) {
+        self.bgp = Some(view);
     }
 
     fn peer_set(&self) -> &PeerSet<'a, D> {
@@ -130,7 +140,14 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                 ))
             }
             Request::Peers => to_value(&report::peers(&self.peers(), &self.peer_set().stats())),
-            Request::Routes => to_value(&report::routes(&self.node(), &self.peers())),
+            Request::Routes => {
+                let node = self.node();
+                let routes = report::routes(&node, &self.peers());
+                match &self.bgp {
+                    Some(view) => to_value(&report::with_bgp(routes, &node, &view.borrow())),
+                    None => to_value(&routes),
+                }
+            }
             Request::AddClient { name } => match self.add_client(&name) {
                 Ok(payload) => payload,
                 Err(failure) => return Response::error(failure),

@@ -17,6 +17,9 @@ pub struct RouteSource {
     pub internal: bool,
     /// RFC 4456 ORIGINATOR_ID: set when a route reflector passed the route on.
     pub originator_id: Option<Ipv4Addr>,
+    /// The AS path names another AS: the route entered this AS from outside (through an
+    /// eBGP session somewhere), rather than being originated inside it.
+    pub external_path: bool,
 }
 
 /// Decides whether a received route may enter the RIB.

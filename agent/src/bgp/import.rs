@@ -3,8 +3,8 @@
 //! policy. Every announced prefix yields either a path or a withdrawal, so a route the peer
 //! replaced with an unacceptable one does not linger.
 //!
-//! Extension point for the mesh: a member's certificate-authorised prefixes will be checked
-//! here too (issue #5, "a route ... its certificate does not authorise is refused").
+//! A member's certificate-authorised prefixes are checked after this, by the speaker's
+//! [`super::guard::ImportGuard`] (crate::routing::authority).
 
 use std::net::IpAddr;
 use std::sync::Arc;

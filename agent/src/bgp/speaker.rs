@@ -888,6 +888,11 @@ impl Actor {
             neighbor: p.config.address,
             internal: p.info.internal,
             originator_id: update.attributes.originator_id,
+            external_path: update
+                .attributes
+                .as_path
+                .as_ref()
+                .is_some_and(|path| path.segments.iter().any(|s| !s.asns.is_empty())),
         };
         let name = p.config.name.clone();
         let mut changes = Vec::new();

@@ -1,6 +1,6 @@
 //! `meshd routes`: the data plane's crypto-key routing table (prefix -> peer) and how the
-//! kernel sends each prefix into the TUN. BGP-learnt routes join this list once the BGP
-//! speaker runs inside the daemon; until then the output says so.
+//! kernel sends each prefix into the TUN, then the BGP sessions and every BGP path with its
+//! attributes (like `birdc show protocols` and `show route all`, condensed).
 
 use std::io::Write;
 
@@ -19,8 +19,123 @@ pub fn routes<O: Write, N: Write>(
     ask_and_print::<RoutesReport, _, _>(context, args, &Request::Routes, render, output)
 }
 
-/// The routes as a table for people.
+/// The routes as tables for people.
 pub fn render(report: &RoutesReport) -> String {
+    let mut text = render_table(report);
+    if report.bgp == "running" {
+        text.push_str(&render_bgp(report));
+    }
+    text
+}
+
+/// Left-aligned columns as wide as their widest cell, two spaces apart.
+fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 < N {
+                text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            } else {
+                text.push_str(cell);
+            }
+        }
+        format!("{}\n", text.trim_end())
+    };
+    let mut text = line(header);
+    for row in rows {
+        text.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    text
+}
+
+/// The BGP sessions and paths.
+fn render_bgp(report: &RoutesReport) -> String {
+    let sessions: Vec<[String; 5]> = report
+        .bgp_sessions
+        .iter()
+        .map(|s| {
+            let kind = match (s.internal, s.rr_client) {
+                (true, true) => "ibgp rr-client",
+                (true, false) => "ibgp",
+                (false, _) => "ebgp",
+            };
+            [
+                s.name.clone(),
+                s.address.to_string(),
+                format!("AS{}", s.remote_asn),
+                kind.to_owned(),
+                s.state.clone(),
+            ]
+        })
+        .collect();
+    let mut text = String::from("\nBGP sessions:\n");
+    if sessions.is_empty() {
+        text.push_str("  none\n");
+    } else {
+        text.push_str(&columns(
+            ["NAME", "ADDRESS", "AS", "TYPE", "STATE"],
+            &sessions,
+        ));
+    }
+    let routes: Vec<[String; 6]> = report
+        .bgp_routes
+        .iter()
+        .map(|r| {
+            let mut attrs = vec![format!("origin {}", r.origin)];
+            attrs.extend(r.local_pref.map(|v| format!("local-pref {v}")));
+            attrs.extend(r.med.map(|v| format!("med {v}")));
+            attrs.extend(r.originator_id.map(|v| format!("originator {v}")));
+            if !r.communities.is_empty() || !r.large_communities.is_empty() {
+                let all: Vec<&str> = r
+                    .communities
+                    .iter()
+                    .chain(&r.large_communities)
+                    .map(String::as_str)
+                    .collect();
+                attrs.push(format!("communities {}", all.join(" ")));
+            }
+            [
+                format!("{}{}", if r.best { "*" } else { " " }, r.prefix),
+                r.next_hop
+                    .map_or_else(|| "self".to_owned(), |nh| nh.to_string()),
+                r.learnt_from.clone(),
+                if r.as_path.is_empty() {
+                    "i".to_owned()
+                } else {
+                    r.as_path.clone()
+                },
+                if r.kernel { "yes" } else { "no" }.to_owned(),
+                attrs.join(", "),
+            ]
+        })
+        .collect();
+    text.push_str("\nBGP routes (* best):\n");
+    if routes.is_empty() {
+        text.push_str("  none\n");
+    } else {
+        text.push_str(&columns(
+            [
+                "PREFIX",
+                "NEXT HOP",
+                "FROM",
+                "AS PATH",
+                "KERNEL",
+                "ATTRIBUTES",
+            ],
+            &routes,
+        ));
+    }
+    text
+}
+
+/// The data plane's table.
+fn render_table(report: &RoutesReport) -> String {
     let header = ["PREFIX", "PEER", "SOURCE", "KERNEL"];
     let rows: Vec<[String; 4]> = report
         .routes
@@ -40,37 +155,15 @@ pub fn render(report: &RoutesReport) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let line = |cells: [&str; 4]| {
-        let text = format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-        );
-        format!("{}\n", text.trim_end())
-    };
     let mut text = String::new();
     if rows.is_empty() {
         text.push_str("no routes: the data plane has no peers\n");
     } else {
-        text.push_str(&line(header));
-        for row in &rows {
-            text.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
-        }
+        text.push_str(&columns(header, &rows));
     }
     if report.bgp == "not_running" {
         text.push_str(
-            "BGP: not running in this version of the daemon; these are the configured peers' and clients' prefixes.\n",
+            "BGP: not running (no mesh membership and no [[bgp.neighbor]]); these are the configured peers' and clients' prefixes.\n",
         );
     }
     text
@@ -97,7 +190,60 @@ mod tests {
              10.1.0.2/32     laptop  client  connected on mesh0\n\
              10.2.0.0/16     beta    peer    route via mesh0\n\
              192.168.9.0/24  beta    peer    not routed to the TUN\n\
-             BGP: not running in this version of the daemon; these are the configured peers' and clients' prefixes.\n"
+             BGP: not running (no mesh membership and no [[bgp.neighbor]]); these are the configured peers' and clients' prefixes.\n"
+        );
+    }
+
+    #[test]
+    fn bgp_sessions_and_routes_follow_the_table() {
+        let beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);
+        let mut node = node();
+        node.kernel_routes.push("192.168.42.0/24".parse().unwrap());
+        let session = report::BgpSessionEntry {
+            name: "beta".into(),
+            address: "10.2.0.1".parse().unwrap(),
+            remote_asn: 64512,
+            state: "established".into(),
+            internal: true,
+            rr_client: false,
+            router_id: Some("10.2.0.1".parse().unwrap()),
+            advertised: 1,
+        };
+        let route = report::BgpRouteEntry {
+            prefix: "192.168.42.0/24".parse().unwrap(),
+            next_hop: Some("10.4.0.1".parse().unwrap()),
+            as_path: String::new(),
+            local_pref: Some(100),
+            med: None,
+            communities: vec!["64512:7".into()],
+            large_communities: Vec::new(),
+            origin: "igp".into(),
+            originator_id: Some("10.4.0.1".parse().unwrap()),
+            learnt_from: "beta".into(),
+            learnt_from_address: Some("10.2.0.1".parse().unwrap()),
+            best: true,
+            kernel: false,
+        };
+        let view = report::BgpView {
+            asn: 64512,
+            router_id: Some("10.1.0.1".parse().unwrap()),
+            sessions: vec![session],
+            routes: vec![route],
+        };
+        let report = report::with_bgp(report::routes(&node, &[beta]), &node, &view);
+        assert!(report.bgp_routes[0].kernel, "a best route in the kernel");
+        assert_eq!(
+            render(&report),
+            "PREFIX       PEER  SOURCE  KERNEL\n\
+             10.2.0.0/16  beta  peer    route via mesh0\n\
+             \n\
+             BGP sessions:\n\
+             NAME  ADDRESS   AS       TYPE  STATE\n\
+             beta  10.2.0.1  AS64512  ibgp  established\n\
+             \n\
+             BGP routes (* best):\n\
+             PREFIX            NEXT HOP  FROM  AS PATH  KERNEL  ATTRIBUTES\n\
+             *192.168.42.0/24  10.4.0.1  beta  i        yes     origin igp, local-pref 100, originator 10.4.0.1, communities 64512:7\n"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The one owner of the data plane's peer set.
 //!
-//! Three parts of the daemon decide who the data plane talks to: the configuration
-//! (`[[peer]]`), the local API (clients added at runtime) and the control plane (members).
+//! Four parts of the daemon decide who the data plane talks to and for which prefixes: the
+//! configuration (`[[peer]]`), the local API (clients added at runtime), the control plane
+//! (members) and the routing plane (BGP best routes, added to the peer carrying the next hop).
 //! `DataplaneHandle::update_peers` replaces the whole set, so if each of them called it, each
 //! would undo the others' peers. Instead each replaces only its own source here, and
 //! [`PeerSet`] combines the sources ([`merge`]), is the only caller of `update_peers`, and

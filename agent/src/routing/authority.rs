@@ -10,13 +10,20 @@
 //!    what it may reflect to us: a core for its own spokes' routes, and for anything when we
 //!    are one of its spokes. A route from an eBGP neighbour (or any router that is not a
 //!    member) has no member origin: it comes from *outside*.
-//! 3. An owned prefix is accepted only from its owner; from outside only when this node is the
-//!    owner (its own LAN router telling it about its own LAN).
-//! 4. A prefix inside the mesh pools that nobody owns is refused: nobody was allocated it.
-//! 5. Anything else (a friend's networks behind a member's eBGP neighbour, a default route) is
-//!    accepted from any member or neighbour, subject to import policy; longest-prefix match
-//!    keeps traffic for an owned prefix going to its owner even if someone announces a wider
-//!    prefix around it.
+//! 3. A member's own route (empty AS path: originated inside the mesh) is accepted only for
+//!    prefixes it owns. A LAN missing from its certificate is refused, whatever its
+//!    configuration says.
+//! 4. A route that entered the mesh from outside (an AS path naming another AS: a member
+//!    re-announcing what its eBGP neighbour, a friend's router, told it; or this node's own
+//!    eBGP neighbour) may not carry a prefix someone owns, unless the owner is the member it
+//!    came through (its own LAN router speaking BGP), and may not carry unallocated space of
+//!    the mesh pools. Anything else, such as a friend's networks or a default route, is
+//!    accepted (import policy on the eBGP session decides what enters); longest-prefix match
+//!    keeps traffic for an owned prefix going to its owner even under a wider route.
+//!
+//! What this cannot stop: a member that invents an AS path can announce space outside the
+//! mesh that nobody owns. Certificates say what is the member's, not what belongs to the
+//! Internet; members are admitted by invitation, and the refusal log names the culprit.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -50,6 +57,8 @@ pub enum Refusal {
     UnknownOriginator { originator: Ipv4Addr },
     /// `via` may not pass on `originator`'s routes to this node.
     NotAReflector { via: String, originator: String },
+    /// `member` originated a prefix that its certificate does not authorise.
+    NotInCertificate { member: String },
     /// Inside the mesh pool `pool`, but no member's certificate covers it.
     Unallocated { pool: IpNet },
 }
@@ -68,6 +77,10 @@ impl fmt::Display for Refusal {
             Refusal::NotAReflector { via, originator } => write!(
                 f,
                 "{via:?} may not reflect {originator:?}'s routes to this node"
+            ),
+            Refusal::NotInCertificate { member } => write!(
+                f,
+                "{member:?} originated it, but its certificate does not authorise the prefix"
             ),
             Refusal::Unallocated { pool } => write!(
                 f,
@@ -152,7 +165,7 @@ impl Authority {
         }
     }
 
-    /// Whether a route to `prefix` from `source` may enter the RIB (rules 1 to 5).
+    /// Whether a route to `prefix` from `source` may enter the RIB (rules 1 to 4).
     pub fn verdict(&self, prefix: &IpNet, source: &RouteSource) -> Result<(), Refusal> {
         let origin = self.origin(source)?;
         match (self.owner(prefix), origin) {
@@ -162,6 +175,11 @@ impl Authority {
                 owner: owner.name.clone(),
                 origin: origin.to_string(),
             }),
+            (None, Origin::Member(from)) if !source.external_path => {
+                Err(Refusal::NotInCertificate {
+                    member: from.name.clone(),
+                })
+            }
             (None, _) => match self.pools.iter().find(|pool| pool.contains(prefix)) {
                 Some(pool) => Err(Refusal::Unallocated { pool: *pool }),
                 None => Ok(()),
@@ -200,155 +218,101 @@ mod tests {
         )
     }
 
-    /// A session with the member whose overlay address is `10.n.0.1`.
-    fn from_member(n: u8, originator: Option<u8>) -> RouteSource {
-        RouteSource {
-            neighbor: IpAddr::V4(Ipv4Addr::new(10, n, 0, 1)),
-            internal: true,
-            originator_id: originator.map(|o| Ipv4Addr::new(10, o, 0, 1)),
-        }
-    }
+    /// One case per line: this node | prefix | source | verdict | what a refusal mentions.
+    /// Sources: `own N` (originated by the member at 10.N.0.1), `outside N` (learnt by that
+    /// member over eBGP: its AS path names another AS), either with `via R` when the route
+    /// reflector at 10.R.0.1 passed it on (ORIGINATOR_ID 10.N.0.1), or `ebgp` (this node's
+    /// own eBGP neighbour).
+    const CASES: &str = "
+        # Owners announcing their own space, directly.
+        core1  | 10.2.0.0/16        | own 2           | accept |
+        core1  | 10.3.0.0/16        | own 3           | accept |
+        core1  | 192.168.42.0/24    | own 3           | accept |
+        core1  | 192.168.42.128/25  | own 3           | accept |
+        core1  | fd00:0:0:1:3::/80  | own 3           | accept |
+        core2  | fd00:0:0:2::/64    | own 2           | accept |
+        # Reflected by the owner's core, to another core and to the core's other spoke.
+        core2  | 192.168.42.0/24    | own 3 via 1     | accept |
+        spoke4 | 192.168.42.0/24    | own 3 via 2     | accept |
+        spoke4 | 10.1.0.0/16        | own 1 via 2     | accept |
+        # Hijacks: someone else's /16, LAN or a more specific part of it.
+        core1  | 10.3.0.0/16        | own 2           | refuse | \"spoke3\"
+        core2  | 192.168.42.0/24    | own 4           | refuse | member \"spoke4\"
+        core2  | 192.168.42.0/25    | own 1           | refuse | \"spoke3\"
+        # A core announcing its spoke's /80 out of its own /64: the spoke owns it.
+        core2  | fd00:0:0:1:3::/80  | own 1           | refuse | \"spoke3\"
+        # A reflector vouching for what it may not reflect, or for no member.
+        core2  | 10.4.0.0/16        | own 4 via 1     | refuse | may not reflect
+        core2  | 10.9.0.0/16        | own 9 via 1     | refuse | 10.9.0.1
+        # Originating what the certificate does not list (a LAN from the member's own
+        # configuration, unallocated mesh space, anything else), directly or reflected.
+        core1  | 192.168.99.0/24    | own 3           | refuse | \"spoke3\" originated
+        core2  | 192.168.99.0/24    | own 3 via 1     | refuse | certificate
+        core1  | 10.200.0.0/16      | own 2           | refuse | certificate
+        core1  | 203.0.113.0/24     | own 2           | refuse | certificate
+        # From outside through a member: unallocated mesh space is refused ...
+        core1  | 10.200.0.0/16      | outside 2       | refuse | 10.0.0.0/8
+        core1  | 10.0.0.0/12        | outside 2       | refuse | no member
+        core1  | fd00:0:0:77::/64   | outside 2       | refuse | fd00::/48
+        # ... and someone else's space, but an owner's LAN router may speak for it ...
+        core1  | 192.168.42.0/24    | outside 2       | refuse | \"spoke3\"
+        core1  | 192.168.42.0/24    | outside 3       | accept |
+        # ... while a friend's network behind a member, or a default route, is accepted.
+        core1  | 203.0.113.0/24     | outside 2       | accept |
+        core1  | 0.0.0.0/0          | outside 2       | accept |
+        spoke3 | 198.18.0.0/15      | outside 4 via 1 | accept |
+        # This node's own eBGP neighbours: not members' space, except this node's own.
+        core1  | 203.0.113.0/24     | ebgp            | accept |
+        core1  | 10.2.0.0/16        | ebgp            | refuse | outside the mesh
+        core1  | 192.168.42.0/24    | ebgp            | refuse | outside the mesh
+        spoke3 | 192.168.42.0/24    | ebgp            | accept |
+        core1  | 10.77.0.0/16       | ebgp            | refuse | no member
+    ";
 
-    fn external() -> RouteSource {
-        RouteSource {
-            neighbor: "198.51.100.200".parse().unwrap(),
-            internal: false,
-            originator_id: None,
+    fn source(spec: &str) -> RouteSource {
+        let words: Vec<&str> = spec.split_whitespace().collect();
+        let address = |n: &str| Ipv4Addr::new(10, n.parse().unwrap(), 0, 1);
+        match words.as_slice() {
+            ["ebgp"] => RouteSource {
+                neighbor: "198.51.100.200".parse().unwrap(),
+                internal: false,
+                originator_id: None,
+                external_path: true,
+            },
+            [kind, origin, rest @ ..] => {
+                let (neighbor, originator_id) = match rest {
+                    [] => (address(origin), None),
+                    ["via", reflector] => (address(reflector), Some(address(origin))),
+                    _ => panic!("bad source {spec:?}"),
+                };
+                RouteSource {
+                    neighbor: IpAddr::V4(neighbor),
+                    internal: true,
+                    originator_id,
+                    external_path: *kind == "outside",
+                }
+            }
+            _ => panic!("bad source {spec:?}"),
         }
     }
 
     #[test]
     fn a_table_of_cases() {
-        // (this node, prefix, source, accepted, what the refusal mentions)
-        let cases: &[(&str, &str, RouteSource, bool, &str)] = &[
-            // Owners announcing their own space, directly.
-            ("core1", "10.2.0.0/16", from_member(2, None), true, ""),
-            ("core1", "10.3.0.0/16", from_member(3, None), true, ""),
-            ("core1", "192.168.42.0/24", from_member(3, None), true, ""),
-            ("core1", "192.168.42.128/25", from_member(3, None), true, ""),
-            ("core1", "fd00:0:0:1:3::/80", from_member(3, None), true, ""),
-            ("core2", "fd00:0:0:2::/64", from_member(2, None), true, ""),
-            // Reflected by the owner's core, to another core and to the core's other spoke.
-            (
-                "core2",
-                "192.168.42.0/24",
-                from_member(1, Some(3)),
-                true,
-                "",
-            ),
-            (
-                "spoke4",
-                "192.168.42.0/24",
-                from_member(2, Some(3)),
-                true,
-                "",
-            ),
-            ("spoke4", "10.1.0.0/16", from_member(2, Some(1)), true, ""),
-            // Hijacks: someone else's /16, LAN or more specific.
-            (
-                "core1",
-                "10.3.0.0/16",
-                from_member(2, None),
-                false,
-                "\"spoke3\"",
-            ),
-            (
-                "core2",
-                "192.168.42.0/24",
-                from_member(4, None),
-                false,
-                "member \"spoke4\"",
-            ),
-            (
-                "core2",
-                "192.168.42.0/25",
-                from_member(1, None),
-                false,
-                "\"spoke3\"",
-            ),
-            // The core announcing its spoke's /80 out of its own /64: the spoke owns it.
-            (
-                "core2",
-                "fd00:0:0:1:3::/80",
-                from_member(1, None),
-                false,
-                "\"spoke3\"",
-            ),
-            // A reflector vouching for what it may not reflect.
-            (
-                "core2",
-                "10.4.0.0/16",
-                from_member(1, Some(4)),
-                false,
-                "may not reflect",
-            ),
-            (
-                "core2",
-                "10.9.0.0/16",
-                from_member(1, Some(9)),
-                false,
-                "10.9.0.1",
-            ),
-            // Mesh space nobody holds.
-            (
-                "core1",
-                "10.200.0.0/16",
-                from_member(2, None),
-                false,
-                "10.0.0.0/8",
-            ),
-            (
-                "core1",
-                "10.0.0.0/12",
-                from_member(2, None),
-                false,
-                "no member",
-            ),
-            (
-                "core1",
-                "fd00:0:0:77::/64",
-                from_member(2, None),
-                false,
-                "fd00::/48",
-            ),
-            // Outside the mesh: a friend's network behind a member, a default route.
-            ("core1", "203.0.113.0/24", from_member(2, None), true, ""),
-            ("core1", "0.0.0.0/0", from_member(2, None), true, ""),
-            ("spoke3", "198.18.0.0/15", from_member(1, Some(4)), true, ""),
-            ("core1", "203.0.113.0/24", external(), true, ""),
-            // eBGP neighbours may not announce members' space, except a node's own LAN
-            // router telling it about its own LAN.
-            (
-                "core1",
-                "10.2.0.0/16",
-                external(),
-                false,
-                "outside the mesh",
-            ),
-            (
-                "core1",
-                "192.168.42.0/24",
-                external(),
-                false,
-                "outside the mesh",
-            ),
-            ("spoke3", "192.168.42.0/24", external(), true, ""),
-            ("core1", "10.77.0.0/16", external(), false, "no member"),
-        ];
-        for (own, prefix, source, accepted, mention) in cases {
+        let lines = CASES
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        for line in lines {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [own, prefix, from, verdict, mention] = cells[..] else {
+                panic!("bad case {line:?}");
+            };
             let prefix: IpNet = prefix.parse().unwrap();
-            let verdict = authority(own).verdict(&prefix, source);
-            assert_eq!(
-                verdict.is_ok(),
-                *accepted,
-                "{own} receiving {prefix} from {source:?}: {verdict:?}"
-            );
-            if let Err(refusal) = verdict {
+            let result = authority(own).verdict(&prefix, &source(from));
+            assert_eq!(result.is_ok(), verdict == "accept", "{line}: {result:?}");
+            if let Err(refusal) = result {
                 let text = refusal.to_string();
-                assert!(
-                    text.contains(mention),
-                    "{prefix}: {text:?} lacks {mention:?}"
-                );
+                assert!(text.contains(mention), "{line}: {text:?} lacks {mention:?}");
             }
         }
     }
@@ -359,6 +323,7 @@ mod tests {
             neighbor: "10.250.0.9".parse().unwrap(),
             internal: true,
             originator_id: None,
+            external_path: false,
         };
         let refusal = authority("core1")
             .verdict(&"10.2.0.0/16".parse().unwrap(), &source)
