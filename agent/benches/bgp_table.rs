@@ -165,16 +165,18 @@ fn main() {
         runtime.block_on(async move {
             let before = status_kib("self", "VmRSS:");
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let mut neighbor = NeighborConfig::from_config(&mesh_config::BgpNeighbor {
-                name: "feeder".into(),
-                address: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
-                remote_asn: 65010,
-                import: mesh_config::Policy {
-                    prefixes: vec![],
-                    default: mesh_config::PolicyAction::Accept,
-                },
-                export: mesh_config::Policy::default(),
+            let mut config = mesh_config::Config::new("meshd", mesh_config::Role::Core);
+            config.routing.asn = 65001;
+            let mut feeder = mesh_config::BgpNeighbor::new(
+                "feeder",
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
+                65010,
+            );
+            feeder.import = mesh_config::PolicySpec::Inline(mesh_config::Policy {
+                default: Some(mesh_config::PolicyAction::Accept),
+                ..mesh_config::Policy::default()
             });
+            let mut neighbor = NeighborConfig::from_config(&feeder, &config).unwrap();
             neighbor.connect_retry = Duration::from_millis(200);
             neighbor.families = vec![Family::Ipv4Unicast];
             let speaker = Speaker::start(

@@ -155,19 +155,25 @@ async fn serve(
     };
     let routing_settings =
         RoutingSettings::for_daemon(&config, &addresses, plan.pools.clone(), control.is_some());
-    let mut routing = match routing_settings {
-        Some(settings) => match RoutingPlane::start(settings).await {
-            Ok(routing) => Some(routing),
-            Err(error) => {
-                if let Some(control) = control {
-                    control.shutdown().await;
-                }
-                dataplane.shutdown().await;
-                kernel.remove_all().await;
-                return Err(anyhow::Error::new(error).context("cannot start BGP"));
+    // A neighbour's unusable key file and a speaker that cannot listen both stop the start.
+    let started = match routing_settings {
+        Ok(None) => Ok(None),
+        Ok(Some(settings)) => RoutingPlane::start(settings)
+            .await
+            .map(Some)
+            .map_err(anyhow::Error::new),
+        Err(error) => Err(anyhow::Error::new(error)),
+    };
+    let mut routing = match started {
+        Ok(routing) => routing,
+        Err(error) => {
+            if let Some(control) = control {
+                control.shutdown().await;
             }
-        },
-        None => None,
+            dataplane.shutdown().await;
+            kernel.remove_all().await;
+            return Err(error.context("cannot start BGP"));
+        }
     };
     tracing::info!(node = %config.node.name, "meshd running");
 

@@ -1,28 +1,39 @@
 //! meshd's BGP speaker against BIRD 2 (Debian package bird2), each in its own network namespace
-//! joined by a veth pair (needs root; CI runs as root). One eBGP session over IPv4 carries the
-//! IPv4 routes and one over IPv6 the IPv6 routes. Checked: both sessions reach Established;
-//! routes flow both ways in both families with the right next hops and AS paths; meshd's export
-//! policy holds back what it does not list (RFC 8212 default deny); a route withdrawn on either
-//! side disappears on the other; and after BIRD restarts a session, it comes back with its routes.
+//! joined by a veth pair (needs root; CI runs as root). meshd's neighbours come from a meshd.toml
+//! with the seed's filters. One eBGP session over IPv4 carries the IPv4 routes and one over IPv6
+//! the IPv6 routes; a second IPv4 session plays the seed's backup ISP; two more test TCP-MD5.
+//! Checked: the sessions reach Established, except the one whose TCP-MD5 keys differ; routes
+//! flow both ways in both families with the right next hops and AS paths; import policy keeps to
+//! the prefix length range, drops what carries a community, sets a community where a large
+//! community matched, and local-pref makes the longer path the best; export policy adds a
+//! community, prepends on the backup session (seen in `birdc show route all`) and holds back what
+//! it does not list (RFC 8212 default deny); a route withdrawn on either side disappears on the
+//! other; and after BIRD restarts a session, it comes back with its routes.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use meshd::bgp::fsm::State;
 use meshd::bgp::packet::Family;
-use meshd::bgp::speaker::{BGP_PORT, NeighborConfig, Speaker, SpeakerConfig};
-use netns_tests::{Namespace, connect_veth, require_root};
+use meshd::bgp::speaker::{BGP_PORT, SessionStatus, Speaker, SpeakerConfig};
+use netns_tests::require_root;
 use tokio::sync::mpsc;
 
 mod bgp_support;
+use bgp_support::netns::{MESHD_V4, MESHD_V6, meshd_and_peer, neighbors, run_in};
 use bgp_support::{Table, exec_in, poll_until};
 
-const MESHD_V4: &str = "198.51.100.1";
 const BIRD_V4: &str = "198.51.100.2";
-const MESHD_V6: &str = "2001:db8:1::1";
 const BIRD_V6: &str = "2001:db8:1::2";
+/// The second session, as in the seed's two ISPs: BIRD at .3 to meshd at .11.
+const BIRD_BACKUP: &str = "198.51.100.3";
+/// TCP-MD5 sessions: BIRD at .4 with meshd's key, at .5 with another one.
+const BIRD_MD5_GOOD: &str = "198.51.100.4";
+const BIRD_MD5_BAD: &str = "198.51.100.5";
+const MD5_KEY: &str = "correct horse battery staple";
 
 fn bird_config(socket_dir: &std::path::Path) -> String {
     format!(
@@ -30,15 +41,31 @@ fn bird_config(socket_dir: &std::path::Path) -> String {
 log "{log}" all;
 router id {BIRD_V4};
 protocol device {{ }}
-protocol static stay4 {{ ipv4; route 192.168.50.0/24 blackhole; }}
+protocol static stay4 {{
+    ipv4;
+    route 192.168.50.0/24 blackhole;
+    route 192.168.42.0/24 blackhole;
+    route 192.168.0.0/17 blackhole;
+    route 192.168.52.0/25 blackhole;
+    route 192.168.53.0/24 blackhole;
+    route 192.168.54.0/24 blackhole;
+}}
 protocol static gone4 {{ ipv4; route 192.168.51.0/24 blackhole; }}
 protocol static stay6 {{ ipv6; route 2001:db8:50::/48 blackhole; }}
+filter to_meshd {{
+    if net = 192.168.53.0/24 then bgp_community.add((65010,666));
+    if net = 192.168.54.0/24 then bgp_large_community.add((65010,1,7));
+    # Longer than the backup path: only meshd's local-pref can make it the best.
+    if net = 192.168.42.0/24 then bgp_path.prepend(65010);
+    if source = RTS_STATIC then accept;
+    reject;
+}}
 protocol bgp meshd4 {{
     local {BIRD_V4} as 65010;
     neighbor {MESHD_V4} as 65001;
     passive on;
     hold time 9;
-    ipv4 {{ import all; export where source = RTS_STATIC; }};
+    ipv4 {{ import all; export filter to_meshd; }};
 }}
 protocol bgp meshd6 {{
     local {BIRD_V6} as 65010;
@@ -47,8 +74,120 @@ protocol bgp meshd6 {{
     hold time 9;
     ipv6 {{ import all; export where source = RTS_STATIC; }};
 }}
+protocol bgp backup4 {{
+    local {BIRD_BACKUP} as 65010;
+    neighbor 198.51.100.11 as 65001;
+    passive on;
+    hold time 9;
+    ipv4 {{ import all; export where net = 192.168.42.0/24; }};
+}}
+protocol bgp md5good {{
+    local {BIRD_MD5_GOOD} as 65010;
+    neighbor 198.51.100.12 as 65001;
+    passive on;
+    hold time 9;
+    password "{MD5_KEY}";
+    ipv4 {{ import none; export none; }};
+}}
+protocol bgp md5bad {{
+    local {BIRD_MD5_BAD} as 65010;
+    neighbor 198.51.100.13 as 65001;
+    passive on;
+    hold time 9;
+    password "not the key meshd has";
+    ipv4 {{ import none; export none; }};
+}}
 "#,
         log = socket_dir.join("bird.log").display()
+    )
+}
+
+/// meshd's side, as meshd.toml: the seed's filters. From BIRD only /24s of 192.168/16 (and
+/// IPv6 up to /64), nothing tagged 65010:666, a community for what carries large community
+/// 65010:*:7, and local-pref 200 on the main session; to BIRD meshd's own prefixes with
+/// community 65001:100, and on the backup session prepended 3 times.
+fn meshd_bgp(key_file: &std::path::Path) -> String {
+    format!(
+        r#"
+[[bgp.neighbor]]
+name = "bird4"
+address = "{BIRD_V4}"
+remote_asn = 65010
+hold_time = 9
+connect_retry = 1
+import = ["prefer", "friend-in"]
+export = "to-friend"
+
+[[bgp.neighbor]]
+name = "bird6"
+address = "{BIRD_V6}"
+remote_asn = 65010
+hold_time = 9
+connect_retry = 1
+import = "friend-in"
+export = "to-friend"
+
+[[bgp.neighbor]]
+name = "bird4-backup"
+address = "{BIRD_BACKUP}"
+local_address = "198.51.100.11"
+remote_asn = 65010
+hold_time = 9
+connect_retry = 1
+import = "friend-in"
+export = "to-friend-backup"
+
+[[bgp.neighbor]]
+name = "md5-good"
+address = "{BIRD_MD5_GOOD}"
+local_address = "198.51.100.12"
+remote_asn = 65010
+families = ["ipv4"]
+hold_time = 9
+connect_retry = 1
+password_file = "{key}"
+
+[[bgp.neighbor]]
+name = "md5-bad"
+address = "{BIRD_MD5_BAD}"
+local_address = "198.51.100.13"
+remote_asn = 65010
+families = ["ipv4"]
+hold_time = 9
+connect_retry = 1
+password = "{MD5_KEY}"
+
+[bgp.policy.prefer]
+[[bgp.policy.prefer.term]]
+set.local_pref = 200
+action = "next"
+
+[bgp.policy.friend-in]
+[[bgp.policy.friend-in.term]]
+name = "tagged unwanted"
+match.communities = ["65010:666"]
+action = "reject"
+[[bgp.policy.friend-in.term]]
+match.large_communities = ["65010:*:7"]
+set.add_communities = ["65001:7"]
+action = "next"
+[[bgp.policy.friend-in.term]]
+match.prefixes = ["192.168.0.0/16 ge 24 le 24", "2001:db8::/32 le 64"]
+action = "accept"
+
+[bgp.policy.to-friend]
+[[bgp.policy.to-friend.term]]
+match.prefixes = ["10.0.0.0/8 le 24", "fd00::/8 le 64"]
+set.add_communities = ["65001:100"]
+action = "accept"
+
+[bgp.policy.to-friend-backup]
+[[bgp.policy.to-friend-backup.term]]
+match.prefixes = ["10.0.0.0/8 le 24"]
+set.prepend = 3
+action = "accept"
+"#,
+        key = key_file.display()
     )
 }
 
@@ -77,45 +216,21 @@ async fn bird_route_until(
     .await
 }
 
-fn neighbor(name: &str, address: &str) -> NeighborConfig {
-    let mut n = NeighborConfig::from_config(&mesh_config::BgpNeighbor {
-        name: name.into(),
-        address: address.parse().unwrap(),
-        remote_asn: 65010,
-        import: mesh_config::Policy {
-            prefixes: vec![
-                "192.168.0.0/16 le 24".parse().unwrap(),
-                "2001:db8::/32 le 64".parse().unwrap(),
-            ],
-            default: mesh_config::PolicyAction::Reject,
-        },
-        export: mesh_config::Policy {
-            prefixes: vec![
-                "10.0.0.0/8 le 24".parse().unwrap(),
-                "fd00::/8 le 64".parse().unwrap(),
-            ],
-            default: mesh_config::PolicyAction::Reject,
-        },
-    });
-    n.hold_time = 9;
-    n.connect_retry = Duration::from_secs(1);
-    n
-}
-
 #[test]
 fn bird2_interop() {
     if !require_root("bird2_interop") {
         return;
     }
-    let meshd_ns = Namespace::new("bgpmeshd");
-    let bird_ns = Namespace::new("bgpbird");
-    connect_veth(
-        &meshd_ns,
-        "eth0",
-        &["198.51.100.1/24", "2001:db8:1::1/64"],
-        &bird_ns,
-        "eth0",
-        &["198.51.100.2/24", "2001:db8:1::2/64"],
+    let (meshd_ns, bird_ns) = meshd_and_peer(
+        "bgpbird",
+        &["198.51.100.11/24", "198.51.100.12/24", "198.51.100.13/24"],
+        &[
+            "198.51.100.2/24",
+            "2001:db8:1::2/64",
+            "198.51.100.3/24",
+            "198.51.100.4/24",
+            "198.51.100.5/24",
+        ],
     );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bird.conf");
@@ -133,30 +248,24 @@ fn bird2_interop() {
         ],
         &[],
     );
+    let key_file = dir.path().join("bgp-bird.key");
+    std::fs::write(&key_file, format!("{MD5_KEY}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let bird_name = bird_ns.name().to_owned();
     let socket = Arc::new(socket);
+    let bgp = meshd_bgp(&key_file);
     let dir_path = dir.path().to_owned();
-
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        meshd_ns.run_in(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(exercise(bird_name, socket))
-        })
-    }));
-    if let Err(panic) = result {
-        eprintln!(
-            "BIRD log:\n{}\n{}",
-            std::fs::read_to_string(dir_path.join("bird.log")).unwrap_or_default(),
-            bird.log().contents()
-        );
-        std::panic::resume_unwind(panic);
-    }
+    run_in(
+        &meshd_ns,
+        move || exercise(bird_name, socket, bgp),
+        move || {
+            let log = std::fs::read_to_string(dir_path.join("bird.log")).unwrap_or_default();
+            format!("{log}\n{}", bird.log().contents())
+        },
+    );
 }
 
-async fn exercise(bird: String, socket: Arc<PathBuf>) {
+async fn exercise(bird: String, socket: Arc<PathBuf>, bgp: String) {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut table = Table::new(rx);
     let speaker = Speaker::start(
@@ -164,7 +273,7 @@ async fn exercise(bird: String, socket: Arc<PathBuf>) {
             asn: 65001,
             router_id: MESHD_V4.parse().unwrap(),
             listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), BGP_PORT)],
-            neighbors: vec![neighbor("bird4", BIRD_V4), neighbor("bird6", BIRD_V6)],
+            neighbors: neighbors(65001, &bgp),
         },
         tx,
     )
@@ -183,9 +292,20 @@ async fn exercise(bird: String, socket: Arc<PathBuf>) {
     assert_eq!(v6.next_hop, BIRD_V6.parse::<IpAddr>().unwrap());
     table.wait("192.168.51.0/24", true).await;
 
-    let sessions = speaker.sessions().await;
-    for s in &sessions {
-        assert_eq!(s.state, State::Established, "{}", s.name);
+    // Every session comes up but the one whose TCP-MD5 keys differ: BIRD's kernel drops
+    // meshd's SYNs, signed with another key, so that one never gets past Connect/Active.
+    let sessions = poll_sessions(&speaker, |s| {
+        s.iter()
+            .all(|s| (s.state == State::Established) != (s.name == "md5-bad"))
+    })
+    .await;
+    let bird_md5 = birdc(&bird, &socket, &["show", "protocols", "md5good"]).await;
+    assert!(bird_md5.contains("Established"), "{bird_md5}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // a few more connect attempts
+    for s in speaker.sessions().await {
+        if s.name == "md5-bad" {
+            assert_ne!(s.state, State::Established, "session with the wrong key");
+        }
     }
     let families = |name: &str| {
         sessions
@@ -198,12 +318,52 @@ async fn exercise(bird: String, socket: Arc<PathBuf>) {
     assert_eq!(families("bird4"), vec![Family::Ipv4Unicast]);
     assert_eq!(families("bird6"), vec![Family::Ipv6Unicast]);
 
+    // Import policy. Local-pref 200 on the main session beats the backup's shorter path.
+    let main = table
+        .wait_for("192.168.42.0/24", "via the main session", |b| {
+            b.is_some_and(|b| b.next_hop == BIRD_V4.parse::<IpAddr>().unwrap())
+        })
+        .await
+        .unwrap();
+    assert_eq!(main.attrs.local_pref, Some(200));
+    assert_eq!(
+        main.attrs.as_path.as_ref().unwrap().to_string(),
+        "65010 65010"
+    );
+    // The large community was matched and a community set; the large one passes unchanged.
+    let tagged = table.wait("192.168.54.0/24", true).await.unwrap();
+    assert!(
+        tagged.attrs.communities.contains(&((65001 << 16) | 7)),
+        "{tagged:?}"
+    );
+    assert_eq!(tagged.attrs.large_communities.len(), 1, "{tagged:?}");
+    // Outside the length range (/17, /25) or tagged 65010:666: never learned. BIRD sent them
+    // in its first table, before the routes waited for above.
+    for refused in ["192.168.0.0/17", "192.168.52.0/25", "192.168.53.0/24"] {
+        assert!(!table.has(refused), "{refused} passed the import policy");
+    }
+    let all = speaker.routes().await;
+    assert!(
+        all.iter()
+            .all(|(p, _)| !p.to_string().starts_with("192.168.53."))
+    );
+
     // meshd's routes reach BIRD, via meshd's addresses, with AS 65001.
     let shown = bird_route_until(&bird, &socket, "10.1.0.0/16", "learned", |o| {
         o.contains("10.1.0.0/16") && o.contains(MESHD_V4)
     })
     .await;
-    assert!(shown.contains("BGP.as_path: 65001"), "{shown}");
+    assert!(shown.contains("BGP.as_path: 65001\n"), "{shown}");
+    // Export policy: the community set on the main session, our AS 1 + 3 times on the backup.
+    assert!(shown.contains("BGP.community: (65001,100)"), "{shown}");
+    let both = bird_route_until(&bird, &socket, "10.1.0.0/16", "via the backup too", |o| {
+        o.contains("198.51.100.11")
+    })
+    .await;
+    assert!(
+        both.contains("BGP.as_path: 65001 65001 65001 65001"),
+        "{both}"
+    );
     bird_route_until(&bird, &socket, "fd12:3456:789a::/48", "learned", |o| {
         o.contains("fd12:3456:789a::/48") && o.contains(MESHD_V6)
     })
@@ -238,4 +398,20 @@ async fn exercise(bird: String, socket: Arc<PathBuf>) {
     )
     .await;
     speaker.shutdown().await;
+}
+
+/// Polls the speaker's sessions every 100 ms until `check` holds, for up to 20 s.
+async fn poll_sessions(
+    speaker: &Speaker,
+    check: impl Fn(&[SessionStatus]) -> bool,
+) -> Vec<SessionStatus> {
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        last = speaker.sessions().await;
+        if check(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sessions not as expected within 20 s: {last:#?}");
 }

@@ -5,19 +5,17 @@
 //! recovers with its routes.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use meshd::bgp::fsm::State;
-use meshd::bgp::speaker::{BGP_PORT, NeighborConfig, Speaker, SpeakerConfig};
-use netns_tests::{Namespace, connect_veth, require_root};
+use meshd::bgp::speaker::{BGP_PORT, Speaker, SpeakerConfig};
+use netns_tests::require_root;
 use tokio::sync::mpsc;
 
 mod bgp_support;
+use bgp_support::netns::{MESHD_V4, MESHD_V6, meshd_and_peer, neighbors, plain_neighbor, run_in};
 use bgp_support::{Table, exec_in, poll_until};
 
-const MESHD_V4: &str = "198.51.100.1";
 const GOBGP_V4: &str = "198.51.100.3";
-const MESHD_V6: &str = "2001:db8:1::1";
 const GOBGP_V6: &str = "2001:db8:1::3";
 const API: &str = "127.0.0.1";
 const API_PORT: &str = "50051";
@@ -67,46 +65,13 @@ async fn gobgp_rib_until(
     poll_until(&format!("GoBGP: {what}"), || gobgp(namespace, &args), check).await
 }
 
-fn neighbor(name: &str, address: &str) -> NeighborConfig {
-    let mut n = NeighborConfig::from_config(&mesh_config::BgpNeighbor {
-        name: name.into(),
-        address: address.parse().unwrap(),
-        remote_asn: 65020,
-        import: mesh_config::Policy {
-            prefixes: vec![
-                "192.168.0.0/16 le 24".parse().unwrap(),
-                "2001:db8::/32 le 64".parse().unwrap(),
-            ],
-            default: mesh_config::PolicyAction::Reject,
-        },
-        export: mesh_config::Policy {
-            prefixes: vec![
-                "10.0.0.0/8 le 24".parse().unwrap(),
-                "fd00::/8 le 64".parse().unwrap(),
-            ],
-            default: mesh_config::PolicyAction::Reject,
-        },
-    });
-    n.hold_time = 9;
-    n.connect_retry = Duration::from_secs(1);
-    n
-}
-
 #[test]
 fn gobgp_interop() {
     if !require_root("gobgp_interop") {
         return;
     }
-    let meshd_ns = Namespace::new("bgpmeshd");
-    let gobgp_ns = Namespace::new("bgpgobgp");
-    connect_veth(
-        &meshd_ns,
-        "eth0",
-        &["198.51.100.1/24", "2001:db8:1::1/64"],
-        &gobgp_ns,
-        "eth0",
-        &["198.51.100.3/24", "2001:db8:1::3/64"],
-    );
+    let (meshd_ns, gobgp_ns) =
+        meshd_and_peer("bgpgobgp", &[], &["198.51.100.3/24", "2001:db8:1::3/64"]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gobgpd.toml");
     std::fs::write(&config, gobgp_config()).unwrap();
@@ -125,19 +90,11 @@ fn gobgp_interop() {
         &[],
     );
     let name = gobgp_ns.name().to_owned();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        meshd_ns.run_in(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(exercise(name))
-        })
-    }));
-    if let Err(panic) = result {
-        eprintln!("gobgpd log:\n{}", daemon.log().contents());
-        std::panic::resume_unwind(panic);
-    }
+    run_in(
+        &meshd_ns,
+        move || exercise(name),
+        || daemon.log().contents(),
+    );
     drop(dir);
 }
 
@@ -175,7 +132,11 @@ async fn exercise(ns: String) {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), BGP_PORT),
                 SocketAddr::new(MESHD_V6.parse().unwrap(), BGP_PORT),
             ],
-            neighbors: vec![neighbor("gobgp4", GOBGP_V4), neighbor("gobgp6", GOBGP_V6)],
+            neighbors: neighbors(
+                65001,
+                &(plain_neighbor("gobgp4", GOBGP_V4, 65020)
+                    + &plain_neighbor("gobgp6", GOBGP_V6, 65020)),
+            ),
         },
         tx,
     )

@@ -1,4 +1,4 @@
-//! RIB, best path, export rules, import checks and policy: data-file best-path cases and
+//! RIB, best path, export rules and import checks: data-file best-path cases and
 //! focused tests of each rule.
 
 use std::collections::HashMap;
@@ -6,10 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use mesh_config::PolicyAction;
 use meshd::bgp::import::{Refusal, RibOp, import_update};
 use meshd::bgp::packet::*;
-use meshd::bgp::policy::{Match, Policy, Set, Statement};
+use meshd::bgp::policy::Policy;
 use meshd::bgp::rib::export::{LocalInfo, export_path};
 use meshd::bgp::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
 use meshd::bgp::rib::{LOCAL, Path, PeerId, PeerInfo, Rib};
@@ -263,87 +262,27 @@ fn ebgp_export_rewrites_attributes() {
     assert!(attrs.cluster_list.is_empty());
 }
 
-fn filter(s: &str) -> mesh_config::PrefixFilter {
-    s.parse().unwrap()
-}
-
 #[test]
-fn policy_prefix_lists_and_actions() {
-    let attrs = PathAttributes {
-        as_path: Some(AsPath::from_sequence([65010])),
-        communities: vec![0xFDF2_0001],
-        ..PathAttributes::default()
+fn well_known_communities_limit_export() {
+    use meshd::bgp::rib::export::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
+    let external = peer_info(false, "198.51.100.2", 65010, "198.51.100.2");
+    let internal = peer_info(true, "10.3.0.1", 65000, "10.3.0.1");
+    let from = peer_info(false, "198.51.100.3", 65020, "198.51.100.3");
+    let tagged = |c: u32| {
+        let mut p = path(2, "198.51.100.3", &[65020]);
+        p.attrs = Arc::new(PathAttributes {
+            communities: vec![c],
+            ..(*p.attrs).clone()
+        });
+        p
     };
-    // The seeds' shape: accept 192.168.50.0/24 le 28 with local-pref 200, prepend twice
-    // towards the peer, tag with a community; everything else rejected.
-    let policy = Policy {
-        statements: vec![
-            Statement {
-                matches: Match {
-                    communities: vec![0xFDF2_0666],
-                    ..Match::default()
-                },
-                action: PolicyAction::Reject,
-                set: Set::default(),
-            },
-            Statement {
-                matches: Match {
-                    prefixes: vec![filter("192.168.50.0/24 le 28")],
-                    ..Match::default()
-                },
-                action: PolicyAction::Accept,
-                set: Set {
-                    local_pref: Some(200),
-                    prepend: 2,
-                    add_communities: vec![0xFDE8_0064],
-                    remove_communities: vec![0xFDF2_0001],
-                    ..Set::default()
-                },
-            },
-        ],
-        default: PolicyAction::Reject,
-    };
-    let p = |s: &str| s.parse::<IpNet>().unwrap();
-    let out = policy
-        .apply(&p("192.168.50.128/25"), &attrs, 65000)
-        .expect("accepted");
-    assert_eq!(out.local_pref, Some(200));
-    assert_eq!(out.as_path.unwrap().to_string(), "65000 65000 65010");
-    assert_eq!(out.communities, vec![0xFDE8_0064]);
-    assert!(
-        policy.apply(&p("192.168.50.0/29"), &attrs, 65000).is_none(),
-        "longer than le 28"
-    );
-    assert!(
-        policy.apply(&p("192.168.0.0/16"), &attrs, 65000).is_none(),
-        "outside"
-    );
-    let tagged = PathAttributes {
-        communities: vec![0xFDF2_0666],
-        ..attrs.clone()
-    };
-    assert!(
-        policy
-            .apply(&p("192.168.50.0/24"), &tagged, 65000)
-            .is_none(),
-        "community match rejects"
-    );
-    // From the config schema: default deny (RFC 8212).
-    let from_config = Policy::from_config(&mesh_config::Policy {
-        prefixes: vec![filter("10.0.0.0/8 ge 16 le 24")],
-        default: PolicyAction::Reject,
-    });
-    assert!(
-        from_config
-            .apply(&p("10.5.0.0/16"), &attrs, 65000)
-            .is_some()
-    );
-    assert!(from_config.apply(&p("10.0.0.0/8"), &attrs, 65000).is_none());
-    assert!(
-        Policy::reject_all()
-            .apply(&p("10.5.0.0/16"), &attrs, 65000)
-            .is_none()
-    );
+    for c in [NO_EXPORT, NO_EXPORT_SUBCONFED] {
+        assert!(export_path(&local(), 1, &external, &tagged(c), Some(&from)).is_none());
+        assert!(export_path(&local(), 6, &internal, &tagged(c), Some(&from)).is_some());
+    }
+    assert!(export_path(&local(), 1, &external, &tagged(NO_ADVERTISE), Some(&from)).is_none());
+    assert!(export_path(&local(), 6, &internal, &tagged(NO_ADVERTISE), Some(&from)).is_none());
+    assert!(export_path(&local(), 1, &external, &tagged(0xFDE8_0001), Some(&from)).is_some());
 }
 
 fn ebgp_update(asns: &[u32]) -> Update {

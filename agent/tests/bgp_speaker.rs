@@ -34,6 +34,8 @@ fn neighbor(name: &str, address: &str, port: u16, asn: u32) -> NeighborConfig {
         hold_time: 9,
         connect_retry: Duration::from_millis(300),
         families: Family::ALL.to_vec(),
+        md5_key: None,
+        ttl: None,
     }
 }
 
@@ -65,13 +67,10 @@ async fn two_speakers_exchange_routes_and_recover_from_a_reset() {
 
     let mut to_a = neighbor("a", "127.0.0.11", port, 65001);
     to_a.local_address = Some("127.0.0.12".parse().unwrap());
-    to_a.import = Policy::from_config(&mesh_config::Policy {
-        prefixes: vec![
-            "10.0.0.0/8 le 24".parse().unwrap(),
-            "2001:db8::/32 le 64".parse().unwrap(),
-        ],
-        default: mesh_config::PolicyAction::Reject,
-    });
+    to_a.import = Policy::accept_prefixes(vec![
+        "10.0.0.0/8 le 24".parse().unwrap(),
+        "2001:db8::/32 le 64".parse().unwrap(),
+    ]);
     to_a.export = Policy::reject_all();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut b_routes = Table::new(rx);

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod alloc;
+mod community;
 mod endpoint;
 mod error;
 mod key;

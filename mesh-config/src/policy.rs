@@ -1,5 +1,10 @@
-//! Import/export policy for external BGP neighbours: a list of prefix filters in the
-//! notation router users know ("10.0.0.0/8 ge 16 le 24") and a default action.
+//! Import/export policy for external BGP neighbours, in the terms router users know: ordered
+//! terms that match prefixes ("10.0.0.0/8 ge 16 le 24"), communities, large communities and AS
+//! numbers in the path, then accept, reject or change the route (local-pref, MED, prepend,
+//! communities) and go on. Policies are written inline in a `[[bgp.neighbor]]` or named under
+//! `[bgp.policy.NAME]` and referred to by name, so two sessions can share one (the seeds' MikroTik
+//! filter chains). Whatever no term decides is rejected (RFC 8212) unless a policy says
+//! `default = "accept"`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,9 +12,10 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::community::{Community, CommunityPattern, LargeCommunity, LargeCommunityPattern};
 use crate::serde_str::serde_via_str;
 
-/// What happens to a route.
+/// What happens to a route when nothing else decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyAction {
@@ -19,14 +25,163 @@ pub enum PolicyAction {
     Reject,
 }
 
-/// Routes matching any of `prefixes` are accepted; all others get `default`.
+/// What a term does with a route it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TermAction {
+    /// Apply `set` and accept the route: no later term is looked at.
+    Accept,
+    /// Drop the route.
+    Reject,
+    /// Apply `set` and go on with the next term (the seeds' "jump"/passthrough).
+    Next,
+}
+
+/// One policy: `term`s in order, then `prefixes` (a short form of one last term accepting
+/// them), then `default`. Without a `default`, a route no term decided goes on to the next
+/// policy the neighbour names, and after the last one it is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    #[serde(default)]
+    /// `[[...term]]` in TOML.
+    #[serde(default, rename = "term", skip_serializing_if = "Vec::is_empty")]
+    pub terms: Vec<Term>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefixes: Vec<PrefixFilter>,
-    #[serde(default)]
-    pub default: PolicyAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<PolicyAction>,
+}
+
+/// One step of a policy: if the route matches every condition in `match`, apply `set` and
+/// take `action`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Term {
+    /// For people reading the config and the logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, rename = "match", skip_serializing_if = "Match::is_empty")]
+    pub matches: Match,
+    #[serde(default, skip_serializing_if = "Set::is_empty")]
+    pub set: Set,
+    pub action: TermAction,
+}
+
+/// Conditions of a term. Every key given must hold; a key holds when the route matches any
+/// one of its values. A term without conditions matches every route.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<PrefixFilter>,
+    /// The route carries one of these communities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<CommunityPattern>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub large_communities: Vec<LargeCommunityPattern>,
+    /// One of these AS numbers appears anywhere in the AS path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub as_path_contains: Vec<u32>,
+    /// The route was originated by one of these ASes (the last AS of the path).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin_asn: Vec<u32>,
+}
+
+/// Changes a term makes to a route it matches. Communities are removed before they are added,
+/// so `remove_communities = ["64513:*"]` and `add_communities = ["64513:1"]` replace them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Set {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_pref: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub med: Option<u32>,
+    /// Extra copies of an AS number put in front of the path: on export our own AS (on top of
+    /// the one every eBGP speaker adds), on import the neighbour's AS. Either way the path
+    /// looks longer and is less preferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepend: Option<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_communities: Vec<Community>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_communities: Vec<CommunityPattern>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_large_communities: Vec<LargeCommunity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_large_communities: Vec<LargeCommunityPattern>,
+}
+
+/// A neighbour's `import` or `export`: a policy written in place, or the names of policies
+/// under `[bgp.policy]` applied one after the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySpec {
+    Inline(Policy),
+    Named(Vec<String>),
+}
+
+impl Default for PolicySpec {
+    /// Nothing passes (RFC 8212).
+    fn default() -> Self {
+        PolicySpec::Inline(Policy::default())
+    }
+}
+
+impl Match {
+    pub fn is_empty(&self) -> bool {
+        self == &Match::default()
+    }
+}
+
+impl Set {
+    pub fn is_empty(&self) -> bool {
+        self == &Set::default()
+    }
+}
+
+impl Serialize for PolicySpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PolicySpec::Inline(policy) => policy.serialize(serializer),
+            PolicySpec::Named(names) if names.len() == 1 => names[0].serialize(serializer),
+            PolicySpec::Named(names) => names.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpecVisitor;
+        impl<'de> serde::de::Visitor<'de> for SpecVisitor {
+            type Value = PolicySpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a policy name, an array of policy names, or a table such as \
+                     { prefixes = [\"10.0.0.0/8 le 24\"] }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<PolicySpec, E> {
+                Ok(PolicySpec::Named(vec![s.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PolicySpec, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(PolicySpec::Named(names))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<PolicySpec, A::Error> {
+                Policy::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(PolicySpec::Inline)
+            }
+        }
+        deserializer.deserialize_any(SpecVisitor)
+    }
 }
 
 /// A prefix and the range of prefix lengths it matches: `P` alone matches exactly `P`;

@@ -2,16 +2,23 @@
 //! only describe the file's shape; [`crate::validate`] checks the meaning and
 //! [`crate::load`] turns errors into messages with file, line and column.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub use crate::community::{
+    Community, CommunityError, CommunityPattern, LargeCommunity, LargeCommunityPattern,
+};
 pub use crate::endpoint::{Endpoint, EndpointError, Host};
 pub use crate::key::{KeyError, WireGuardKey};
-pub use crate::policy::{FilterError, Policy, PolicyAction, PrefixFilter};
+pub use crate::policy::{
+    FilterError, Match, Policy, PolicyAction, PolicySpec, PrefixFilter, Set, Term, TermAction,
+};
 
 /// WireGuard and the control plane share this port unless configured otherwise.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
@@ -21,6 +28,11 @@ pub const DEFAULT_ASN: u32 = 64512;
 pub const DEFAULT_NODE_PREFIX_LEN4: u8 = 16;
 /// Smallest MTU an IPv6 link may have (RFC 8200) and the largest common jumbo frame.
 pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=9000;
+/// BGP's TCP port (RFC 4271).
+pub const DEFAULT_BGP_PORT: u16 = 179;
+/// RFC 4271 §10's suggested hold time and ConnectRetry time, in seconds.
+pub const DEFAULT_HOLD_TIME: u16 = 90;
+pub const DEFAULT_CONNECT_RETRY: u16 = 30;
 
 /// The whole `meshd.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,13 +114,33 @@ pub struct RoutingSection {
     pub lan_prefixes: Vec<IpNet>,
 }
 
-/// `[bgp]`: external BGP neighbours.
+/// `[bgp]`: external BGP neighbours and the policies they use.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BgpSection {
     /// `[[bgp.neighbor]]` in TOML.
     #[serde(default, rename = "neighbor", skip_serializing_if = "Vec::is_empty")]
     pub neighbors: Vec<BgpNeighbor>,
+    /// `[bgp.policy.NAME]` in TOML: policies neighbours refer to by name.
+    #[serde(default, rename = "policy", skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Policy>,
+}
+
+/// An address family a BGP session carries (unicast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BgpFamily {
+    Ipv4,
+    Ipv6,
+}
+
+impl fmt::Display for BgpFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BgpFamily::Ipv4 => "ipv4",
+            BgpFamily::Ipv6 => "ipv6",
+        })
+    }
 }
 
 /// One `[[bgp.neighbor]]`: a router outside the mesh.
@@ -118,12 +150,95 @@ pub struct BgpNeighbor {
     pub name: String,
     pub address: IpAddr,
     pub remote_asn: u32,
+    /// Source address of the connections meshd opens; default: chosen by the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<IpAddr>,
+    /// The neighbour's TCP port; default 179.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Wait for the neighbour to connect instead of connecting to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
+    /// Seconds; 0 (no keepalives) or at least 3 (RFC 4271 §4.2); default 90.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<u16>,
+    /// Seconds between connection attempts; default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_retry: Option<u16>,
+    /// Address families to negotiate; default both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub families: Option<Vec<BgpFamily>>,
+    /// TCP-MD5 (RFC 2385) key in a file of its own (mode 0600), preferred over `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// TCP-MD5 (RFC 2385) key written in the config itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// eBGP over more than one hop: the TTL of outgoing packets. Without it an external
+    /// neighbour must be directly connected (TTL 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multihop: Option<u8>,
     /// What we accept from the neighbour; rejects everything when omitted.
     #[serde(default)]
-    pub import: Policy,
+    pub import: PolicySpec,
     /// What we announce to the neighbour; nothing when omitted.
     #[serde(default)]
-    pub export: Policy,
+    pub export: PolicySpec,
+}
+
+impl BgpNeighbor {
+    /// A neighbour with every optional key left out: nothing imported or exported.
+    pub fn new(name: impl Into<String>, address: IpAddr, remote_asn: u32) -> BgpNeighbor {
+        BgpNeighbor {
+            name: name.into(),
+            address,
+            remote_asn,
+            local_address: None,
+            port: None,
+            passive: false,
+            hold_time: None,
+            connect_retry: None,
+            families: None,
+            password_file: None,
+            password: None,
+            multihop: None,
+            import: PolicySpec::default(),
+            export: PolicySpec::default(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_BGP_PORT)
+    }
+
+    pub fn hold_time(&self) -> u16 {
+        self.hold_time.unwrap_or(DEFAULT_HOLD_TIME)
+    }
+
+    pub fn connect_retry(&self) -> u16 {
+        self.connect_retry.unwrap_or(DEFAULT_CONNECT_RETRY)
+    }
+
+    pub fn families(&self) -> Vec<BgpFamily> {
+        self.families
+            .clone()
+            .unwrap_or_else(|| vec![BgpFamily::Ipv4, BgpFamily::Ipv6])
+    }
+}
+
+impl BgpSection {
+    pub fn is_empty(&self) -> bool {
+        self.neighbors.is_empty() && self.policies.is_empty()
+    }
+
+    /// The policies `spec` stands for, in the order they apply; names that are not defined
+    /// are left out (validation reports them).
+    pub fn resolve<'a>(&'a self, spec: &'a PolicySpec) -> Vec<&'a Policy> {
+        match spec {
+            PolicySpec::Inline(policy) => vec![policy],
+            PolicySpec::Named(names) => names.iter().filter_map(|n| self.policies.get(n)).collect(),
+        }
+    }
 }
 
 /// One `[[peer]]`: a WireGuard peer configured by hand.
@@ -223,12 +338,6 @@ impl Default for RoutingSection {
     }
 }
 
-impl BgpSection {
-    pub fn is_empty(&self) -> bool {
-        self.neighbors.is_empty()
-    }
-}
-
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -274,7 +383,8 @@ mod tests {
         assert_eq!(config.node.name, "alpha");
         assert_eq!(config.node.role, Role::Core);
         assert_eq!(config.node.endpoints.len(), 3);
-        assert_eq!(config.bgp.neighbors[0].import.prefixes[0].le, Some(28));
+        let import = config.bgp.resolve(&config.bgp.neighbors[0].import);
+        assert_eq!(import[0].prefixes[0].le, Some(28));
         assert_eq!(config.peers[0].public_key, WireGuardKey([7; 32]));
         assert_eq!(config.peers[0].persistent_keepalive, Some(25));
         assert_eq!(config.interface.mtu, None);

@@ -10,9 +10,13 @@ use ipnet::{IpNet, Ipv6Net};
 use crate::names::{check_ifname, check_node_name};
 use crate::path::KeyPath;
 use crate::schema::{
-    BgpNeighbor, Config, Endpoint, InterfaceSection, MTU_RANGE, MeshSection, NodeSection, Role,
-    RoutingSection, StaticPeer,
+    Config, Endpoint, InterfaceSection, MTU_RANGE, MeshSection, NodeSection, Role, RoutingSection,
+    StaticPeer,
 };
+
+mod bgp;
+
+pub use bgp::{MAX_MD5_KEY_LEN, MAX_PREPEND};
 
 /// Longest IPv4 node prefix: a /30 still leaves each half two addresses.
 pub const MAX_NODE_PREFIX_LEN4: u8 = 30;
@@ -36,22 +40,7 @@ pub fn validate(config: &Config) -> Vec<Issue> {
     checker.interface(&config.interface, &root.key("interface"));
     checker.mesh(&config.mesh, config.node.role, &root.key("mesh"));
     checker.routing(&config.routing, &config.mesh, &root.key("routing"));
-    let neighbors = root.key("bgp").key("neighbor");
-    checker.unique(
-        &neighbors,
-        &config.bgp.neighbors,
-        (Some("name"), "name"),
-        |n| &n.name,
-    );
-    checker.unique(
-        &neighbors,
-        &config.bgp.neighbors,
-        (Some("address"), "address"),
-        |n| &n.address,
-    );
-    for (i, neighbor) in config.bgp.neighbors.iter().enumerate() {
-        checker.neighbor(neighbor, &neighbors.index(i));
-    }
+    checker.bgp(&config.bgp, config.routing.asn, &root.key("bgp"));
     checker.peers(&config.peers, &config.node.name, &root.key("peer"));
     checker.issues
 }
@@ -267,11 +256,6 @@ impl Checker {
                 }
             }
         }
-    }
-
-    fn neighbor(&mut self, neighbor: &BgpNeighbor, path: &KeyPath) {
-        self.name(&path.key("name"), &neighbor.name);
-        self.asn(&path.key("remote_asn"), neighbor.remote_asn);
     }
 
     fn peers(&mut self, peers: &[StaticPeer], node_name: &str, path: &KeyPath) {

@@ -2,12 +2,13 @@
 //! gives the same config, and the same verdict from validation.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use mesh_config::{
-    BgpNeighbor, Config, Endpoint, Host, Policy, PolicyAction, PrefixFilter, Role, StaticPeer,
-    WireGuardKey,
+    BgpFamily, BgpNeighbor, Community, CommunityPattern, Config, Endpoint, Host, LargeCommunity,
+    LargeCommunityPattern, Match, Policy, PolicyAction, PolicySpec, PrefixFilter, Role, Set,
+    StaticPeer, Term, TermAction, WireGuardKey,
 };
 use proptest::prelude::*;
 
@@ -55,29 +56,141 @@ fn filter() -> impl Strategy<Value = PrefixFilter> {
     })
 }
 
-fn policy() -> impl Strategy<Value = Policy> {
-    (proptest::collection::vec(filter(), 0..3), any::<bool>()).prop_map(|(prefixes, accept)| {
-        Policy {
-            prefixes,
-            default: if accept {
-                PolicyAction::Accept
-            } else {
-                PolicyAction::Reject
-            },
-        }
+fn action() -> impl Strategy<Value = TermAction> {
+    prop_oneof![
+        Just(TermAction::Accept),
+        Just(TermAction::Reject),
+        Just(TermAction::Next)
+    ]
+}
+
+fn community() -> impl Strategy<Value = Community> {
+    any::<u32>().prop_map(Community)
+}
+
+fn community_pattern() -> impl Strategy<Value = CommunityPattern> {
+    (any::<Option<u16>>(), any::<Option<u16>>())
+        .prop_map(|(asn, value)| CommunityPattern { asn, value })
+}
+
+fn large() -> impl Strategy<Value = LargeCommunity> {
+    any::<(u32, u32, u32)>().prop_map(|(global, local1, local2)| LargeCommunity {
+        global,
+        local1,
+        local2,
     })
 }
 
-fn neighbor() -> impl Strategy<Value = BgpNeighbor> {
-    (name(), ip(), any::<u32>(), policy(), policy()).prop_map(
-        |(name, address, remote_asn, import, export)| BgpNeighbor {
+fn large_pattern() -> impl Strategy<Value = LargeCommunityPattern> {
+    any::<[Option<u32>; 3]>().prop_map(|parts| LargeCommunityPattern { parts })
+}
+
+fn term() -> impl Strategy<Value = Term> {
+    let matches = (
+        proptest::collection::vec(filter(), 0..2),
+        proptest::collection::vec(community_pattern(), 0..2),
+        proptest::collection::vec(large_pattern(), 0..2),
+        proptest::collection::vec(any::<u32>(), 0..2),
+        proptest::collection::vec(any::<u32>(), 0..2),
+    )
+        .prop_map(
+            |(prefixes, communities, large_communities, contains, origin)| Match {
+                prefixes,
+                communities,
+                large_communities,
+                as_path_contains: contains,
+                origin_asn: origin,
+            },
+        );
+    let set = (
+        any::<Option<u32>>(),
+        any::<Option<u32>>(),
+        any::<Option<u8>>(),
+        proptest::collection::vec(community(), 0..2),
+        proptest::collection::vec(community_pattern(), 0..2),
+        proptest::collection::vec(large(), 0..2),
+        proptest::collection::vec(large_pattern(), 0..2),
+    )
+        .prop_map(|(local_pref, med, prepend, ac, rc, al, rl)| Set {
+            local_pref,
+            med,
+            prepend,
+            add_communities: ac,
+            remove_communities: rc,
+            add_large_communities: al,
+            remove_large_communities: rl,
+        });
+    (proptest::option::of(name()), matches, set, action()).prop_map(
+        |(name, matches, set, action)| Term {
             name,
-            address,
-            remote_asn,
-            import,
-            export,
+            matches,
+            set,
+            action,
         },
     )
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        proptest::collection::vec(term(), 0..3),
+        proptest::collection::vec(filter(), 0..3),
+        proptest::option::of(any::<bool>()),
+    )
+        .prop_map(|(terms, prefixes, accept)| Policy {
+            terms,
+            prefixes,
+            default: accept.map(|a| {
+                if a {
+                    PolicyAction::Accept
+                } else {
+                    PolicyAction::Reject
+                }
+            }),
+        })
+}
+
+fn policy_spec() -> impl Strategy<Value = PolicySpec> {
+    prop_oneof![
+        policy().prop_map(PolicySpec::Inline),
+        proptest::collection::vec(name(), 0..3).prop_map(PolicySpec::Named),
+    ]
+}
+
+fn neighbor() -> impl Strategy<Value = BgpNeighbor> {
+    (
+        (name(), ip(), any::<u32>(), policy_spec(), policy_spec()),
+        (
+            proptest::option::of(ip()),
+            any::<Option<u16>>(),
+            any::<bool>(),
+            any::<Option<u16>>(),
+            any::<Option<u16>>(),
+        ),
+        (
+            proptest::option::of(proptest::collection::vec(
+                prop_oneof![Just(BgpFamily::Ipv4), Just(BgpFamily::Ipv6)],
+                0..3,
+            )),
+            proptest::option::of("/?[a-z]{1,8}(/[a-z.-]{1,8}){0,2}".prop_map(PathBuf::from)),
+            proptest::option::of("[ -~]{0,90}"),
+            any::<Option<u8>>(),
+        ),
+    )
+        .prop_map(|(base, session, extra)| {
+            let (name, address, remote_asn, import, export) = base;
+            let mut n = BgpNeighbor::new(name, address, remote_asn);
+            n.import = import;
+            n.export = export;
+            (
+                n.local_address,
+                n.port,
+                n.passive,
+                n.hold_time,
+                n.connect_retry,
+            ) = session;
+            (n.families, n.password_file, n.password, n.multihop) = extra;
+            n
+        })
 }
 
 fn peer() -> impl Strategy<Value = StaticPeer> {
@@ -119,10 +232,13 @@ fn config() -> impl Strategy<Value = Config> {
             proptest::option::of(net()),
         ),
         (any::<u32>(), proptest::collection::vec(net(), 0..3)),
-        proptest::collection::vec(neighbor(), 0..2),
+        (
+            proptest::collection::vec(neighbor(), 0..2),
+            proptest::collection::btree_map(name(), policy(), 0..2),
+        ),
         proptest::collection::vec(peer(), 0..3),
     )
-        .prop_map(|(node, interface, mesh, routing, neighbors, peers)| {
+        .prop_map(|(node, interface, mesh, routing, bgp, peers)| {
             let mut c = Config::new(node.0, if node.1 { Role::Core } else { Role::Spoke });
             c.node.listen_port = node.2;
             c.node.endpoints = node.3;
@@ -145,7 +261,7 @@ fn config() -> impl Strategy<Value = Config> {
             c.mesh.native6 = mesh.3.and_then(v6);
             c.routing.asn = routing.0;
             c.routing.lan_prefixes = routing.1;
-            c.bgp.neighbors = neighbors;
+            (c.bgp.neighbors, c.bgp.policies) = bgp;
             c.peers = peers;
             c
         })

@@ -6,6 +6,7 @@
 //! A member's certificate-authorised prefixes are checked after this, by the speaker's
 //! [`super::guard::ImportGuard`] (crate::routing::authority).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -95,19 +96,19 @@ pub fn import_update(
         // RFC 7606 §7.5: LOCAL_PREF from an external peer is discarded.
         base.local_pref = None;
     }
-    // Routes of one UPDATE share one attribute set unless policy changes it.
-    let shared = Arc::new(base.clone());
+    // Routes of one UPDATE share one attribute set unless policy changes it. Prepending on
+    // import repeats the neighbour's AS, so the path still starts with it.
+    let shared = Arc::new(base);
     for (prefix, nh) in update.announced() {
-        match policy.apply(&prefix, &base, local.asn) {
+        match policy.apply(&prefix, &shared, peer.asn) {
             None => {
                 out.rejected_by_policy += 1;
                 out.ops.push(RibOp::Withdraw(prefix));
             }
             Some(a) => {
-                let attrs = if a == base {
-                    shared.clone()
-                } else {
-                    Arc::new(a)
+                let attrs = match a {
+                    Cow::Borrowed(_) => shared.clone(),
+                    Cow::Owned(changed) => Arc::new(changed),
                 };
                 out.ops.push(RibOp::Announce(
                     prefix,

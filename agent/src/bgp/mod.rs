@@ -6,10 +6,12 @@
 //! - [`policy`]: import and export policy for external neighbours (pure).
 //! - [`import`]: a received UPDATE turned into RIB operations (RFC 7606, loop checks, policy).
 //! - [`guard`]: the hook through which the mesh refuses routes a certificate does not allow.
+//! - [`neighbor`]: a `[[bgp.neighbor]]` from meshd.toml as the speaker's neighbour config.
 //! - [`session`], [`speaker`]: the tokio shell that owns sockets and timers.
 pub mod fsm;
 pub mod guard;
 pub mod import;
+pub mod neighbor;
 pub mod packet;
 pub mod policy;
 pub mod rib;

@@ -1,64 +1,20 @@
-//! Import and export policy for external neighbours, in the terms the seeds use: prefix lists
-//! with length ranges, set local-pref, AS-path prepend, match and set communities. The first
-//! statement that matches decides; a route no statement matches gets the default, which is
-//! reject unless configured otherwise (RFC 8212).
-//!
-//! `mesh_config::Policy` (the `[[bgp.neighbor]]` schema today) carries prefix lists and the
-//! default only; [`Policy::from_config`] turns it into statements. The richer statements here
-//! are what the schema should grow into.
+//! Import and export policy evaluation, pure. A policy is the `[[bgp.neighbor]]`'s import or
+//! export from meshd.toml (`mesh_config::Term`s: match prefixes with length ranges, communities,
+//! large communities, AS numbers; set local-pref, MED, prepend, communities; accept, reject or
+//! go on) flattened into one ordered list. The first term that accepts or rejects decides; a
+//! route no term decides gets the default, which is reject (RFC 8212) for every policy built
+//! from the config.
+
+use std::borrow::Cow;
 
 use ipnet::IpNet;
-use mesh_config::{PolicyAction, PrefixFilter};
+use mesh_config::{BgpSection, Match, PolicyAction, PolicySpec, Set, Term, TermAction};
 
 use super::packet::{LargeCommunity, PathAttributes};
 
-/// Conditions of a statement; an empty list matches everything.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Match {
-    /// The prefix must pass one of these.
-    pub prefixes: Vec<PrefixFilter>,
-    /// The route must carry every one of these communities (RFC 1997).
-    pub communities: Vec<u32>,
-    /// The route must carry every one of these large communities (RFC 8092).
-    pub large_communities: Vec<LargeCommunity>,
-}
-
-impl Match {
-    fn matches(&self, prefix: &IpNet, attrs: &PathAttributes) -> bool {
-        (self.prefixes.is_empty() || self.prefixes.iter().any(|f| f.matches(prefix)))
-            && self
-                .communities
-                .iter()
-                .all(|c| attrs.communities.contains(c))
-            && self
-                .large_communities
-                .iter()
-                .all(|c| attrs.large_communities.contains(c))
-    }
-}
-
-/// Changes an accepting statement makes to the route.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Set {
-    pub local_pref: Option<u32>,
-    pub med: Option<u32>,
-    /// How many extra times to prepend our AS.
-    pub prepend: u8,
-    pub add_communities: Vec<u32>,
-    pub remove_communities: Vec<u32>,
-    pub add_large_communities: Vec<LargeCommunity>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
-    pub matches: Match,
-    pub action: PolicyAction,
-    pub set: Set,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Policy {
-    pub statements: Vec<Statement>,
+    pub terms: Vec<Term>,
     pub default: PolicyAction,
 }
 
@@ -70,73 +26,144 @@ impl Policy {
 
     pub fn accept_all() -> Policy {
         Policy {
-            statements: Vec::new(),
+            terms: Vec::new(),
             default: PolicyAction::Accept,
         }
     }
 
-    /// A `[[bgp.neighbor]]` import or export block: each prefix filter accepts what it matches.
-    pub fn from_config(config: &mesh_config::Policy) -> Policy {
-        Policy {
-            statements: config
-                .prefixes
-                .iter()
-                .map(|f| Statement {
+    /// Accepts routes for these prefixes and rejects the rest: the simplest prefix list.
+    pub fn accept_prefixes(prefixes: Vec<mesh_config::PrefixFilter>) -> Policy {
+        let policy = mesh_config::Policy {
+            prefixes,
+            ..mesh_config::Policy::default()
+        };
+        Policy::from_config(&PolicySpec::Inline(policy), &BgpSection::default())
+    }
+
+    /// A neighbour's `import` or `export` from meshd.toml. The policies it names apply one
+    /// after the other: each one's terms, then its `prefixes` (accepted), then its `default`
+    /// if it has one; what is left after the last is rejected.
+    pub fn from_config(spec: &PolicySpec, bgp: &BgpSection) -> Policy {
+        let mut terms = Vec::new();
+        for policy in bgp.resolve(spec) {
+            terms.extend(policy.terms.iter().cloned());
+            if !policy.prefixes.is_empty() {
+                terms.push(Term {
+                    name: None,
                     matches: Match {
-                        prefixes: vec![*f],
+                        prefixes: policy.prefixes.clone(),
                         ..Match::default()
                     },
-                    action: PolicyAction::Accept,
                     set: Set::default(),
-                })
-                .collect(),
-            default: config.default,
+                    action: TermAction::Accept,
+                });
+            }
+            if let Some(default) = policy.default {
+                return Policy { terms, default };
+            }
+        }
+        Policy {
+            terms,
+            default: PolicyAction::Reject,
         }
     }
 
-    /// Applies the policy to a route: `None` if rejected, else the attributes to use.
-    /// `local_asn` is what prepending adds.
-    pub fn apply(
+    /// Applies the policy to a route: `None` if rejected, else its attributes, borrowed when
+    /// no term changed them (so routes of one UPDATE keep sharing one attribute set).
+    /// `prepend_asn` is what `prepend` repeats: our AS on export, the neighbour's on import.
+    pub fn apply<'a>(
         &self,
         prefix: &IpNet,
-        attrs: &PathAttributes,
-        local_asn: u32,
-    ) -> Option<PathAttributes> {
-        let Some(st) = self
-            .statements
+        attrs: &'a PathAttributes,
+        prepend_asn: u32,
+    ) -> Option<Cow<'a, PathAttributes>> {
+        let mut route = Cow::Borrowed(attrs);
+        for term in &self.terms {
+            if !matches(&term.matches, prefix, &route) {
+                continue;
+            }
+            if term.action == TermAction::Reject {
+                return None;
+            }
+            if !term.set.is_empty() {
+                apply_set(&term.set, route.to_mut(), prepend_asn);
+            }
+            if term.action == TermAction::Accept {
+                return Some(route);
+            }
+        }
+        (self.default == PolicyAction::Accept).then_some(route)
+    }
+}
+
+fn to_config_large(c: &LargeCommunity) -> mesh_config::LargeCommunity {
+    mesh_config::LargeCommunity {
+        global: c.global,
+        local1: c.local1,
+        local2: c.local2,
+    }
+}
+
+/// Every condition given holds; each holds when one of its values does.
+fn matches(m: &Match, prefix: &IpNet, attrs: &PathAttributes) -> bool {
+    let as_path = attrs.as_path.as_ref();
+    (m.prefixes.is_empty() || m.prefixes.iter().any(|f| f.matches(prefix)))
+        && (m.communities.is_empty()
+            || attrs.communities.iter().any(|c| {
+                m.communities
+                    .iter()
+                    .any(|p| p.matches(mesh_config::Community(*c)))
+            }))
+        && (m.large_communities.is_empty()
+            || attrs.large_communities.iter().any(|c| {
+                let c = to_config_large(c);
+                m.large_communities.iter().any(|p| p.matches(&c))
+            }))
+        && (m.as_path_contains.is_empty()
+            || m.as_path_contains
+                .iter()
+                .any(|a| as_path.is_some_and(|p| p.contains(*a))))
+        && (m.origin_asn.is_empty()
+            || as_path
+                .and_then(|p| p.origin_as())
+                .is_some_and(|o| m.origin_asn.contains(&o)))
+}
+
+fn apply_set(set: &Set, attrs: &mut PathAttributes, prepend_asn: u32) {
+    if let Some(lp) = set.local_pref {
+        attrs.local_pref = Some(lp);
+    }
+    if let Some(med) = set.med {
+        attrs.med = Some(med);
+    }
+    if let Some(times) = set.prepend {
+        attrs
+            .as_path
+            .get_or_insert_with(Default::default)
+            .prepend(prepend_asn, usize::from(times));
+    }
+    attrs.communities.retain(|c| {
+        !set.remove_communities
             .iter()
-            .find(|s| s.matches.matches(prefix, attrs))
-        else {
-            return (self.default == PolicyAction::Accept).then(|| attrs.clone());
+            .any(|p| p.matches(mesh_config::Community(*c)))
+    });
+    for c in &set.add_communities {
+        if !attrs.communities.contains(&c.0) {
+            attrs.communities.push(c.0);
+        }
+    }
+    attrs.large_communities.retain(|c| {
+        let c = to_config_large(c);
+        !set.remove_large_communities.iter().any(|p| p.matches(&c))
+    });
+    for c in &set.add_large_communities {
+        let c = LargeCommunity {
+            global: c.global,
+            local1: c.local1,
+            local2: c.local2,
         };
-        if st.action == PolicyAction::Reject {
-            return None;
+        if !attrs.large_communities.contains(&c) {
+            attrs.large_communities.push(c);
         }
-        let mut out = attrs.clone();
-        let set = &st.set;
-        if let Some(lp) = set.local_pref {
-            out.local_pref = Some(lp);
-        }
-        if let Some(med) = set.med {
-            out.med = Some(med);
-        }
-        if set.prepend > 0 {
-            out.as_path
-                .get_or_insert_with(Default::default)
-                .prepend(local_asn, usize::from(set.prepend));
-        }
-        out.communities
-            .retain(|c| !set.remove_communities.contains(c));
-        for c in &set.add_communities {
-            if !out.communities.contains(c) {
-                out.communities.push(*c);
-            }
-        }
-        for c in &set.add_large_communities {
-            if !out.large_communities.contains(c) {
-                out.large_communities.push(*c);
-            }
-        }
-        Some(out)
     }
 }

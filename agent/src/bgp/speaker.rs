@@ -10,6 +10,7 @@
 //! sessions alone. An [`ImportGuard`] (the mesh's certificate check) sees every announced route
 //! after import policy; [`Speaker::set_igp_cost`] takes the data plane's path costs.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use super::fsm::{Action, Event, Fsm, Negotiated, SessionConfig, State};
 use super::guard::{ImportGuard, RouteSource};
 use super::import::{RibOp, import_update};
+use super::neighbor::Md5Key;
 use super::packet::{
     AsPath, CodecOptions, Family, Message, Notification, Open, Origin, PathAttributes,
     RouteRefresh, Update, cease_subcodes,
@@ -61,30 +63,12 @@ pub struct NeighborConfig {
     pub hold_time: u16,
     pub connect_retry: Duration,
     pub families: Vec<Family>,
-}
-
-impl NeighborConfig {
-    /// A `[[bgp.neighbor]]` from meshd.toml: eBGP with its import and export policy (both
-    /// reject everything unless configured, RFC 8212).
-    pub fn from_config(n: &mesh_config::BgpNeighbor) -> NeighborConfig {
-        NeighborConfig {
-            name: n.name.clone(),
-            address: n.address,
-            port: BGP_PORT,
-            remote_asn: n.remote_asn,
-            local_address: None,
-            passive: false,
-            import: Policy::from_config(&n.import),
-            export: Policy::from_config(&n.export),
-            rr_client: false,
-            next_hop_v4: None,
-            next_hop_v6: None,
-            next_hop_self: false,
-            hold_time: 90,
-            connect_retry: Duration::from_secs(30),
-            families: Family::ALL.to_vec(),
-        }
-    }
+    /// RFC 2385 TCP-MD5 key, on the listening sockets for this neighbour's address and on the
+    /// connections to it.
+    pub md5_key: Option<Md5Key>,
+    /// TTL (hop limit) of the session's packets; `None`: the system default. eBGP neighbours
+    /// from meshd.toml get 1 unless `multihop` says otherwise.
+    pub ttl: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +89,15 @@ pub enum SpeakerError {
     },
     #[error("neighbour {name:?} ({address}) is configured twice")]
     DuplicateNeighbor { name: String, address: IpAddr },
+    #[error(
+        "cannot set the TCP-MD5 key for neighbour {name:?} ({address}) on {listener}: {source}"
+    )]
+    Md5Key {
+        name: String,
+        address: IpAddr,
+        listener: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What the peers of a speaker see of it, for the routing plane's guard and `meshd routes`.
@@ -177,6 +170,7 @@ impl Speaker {
     ) -> Result<Speaker, SpeakerError> {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let mut listeners = Vec::new();
+        let mut listen_sockets = Vec::new();
         let mut local_addrs = Vec::new();
         for address in &config.listen {
             let listener =
@@ -186,7 +180,11 @@ impl Speaker {
                         address: *address,
                         source,
                     })?;
-            local_addrs.push(listener.local_addr().unwrap_or(*address));
+            let bound = listener.local_addr().unwrap_or(*address);
+            local_addrs.push(bound);
+            // The actor keeps a handle too, to set TCP-MD5 keys as neighbours come and go.
+            let listener = Arc::new(listener);
+            listen_sockets.push((listener.clone(), bound));
             let tx = internal_tx.clone();
             listeners.push(tokio::spawn(async move {
                 while let Ok((stream, from)) = listener.accept().await {
@@ -196,7 +194,7 @@ impl Speaker {
                 }
             }));
         }
-        let mut actor = Actor::new(&config, routes, internal_tx)?;
+        let mut actor = Actor::new(&config, listen_sockets, routes, internal_tx)?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move { actor.run(commands_rx, internal_rx).await });
         Ok(Speaker {
@@ -314,11 +312,14 @@ struct Actor {
     internal: mpsc::UnboundedSender<Internal>,
     reports_tx: mpsc::Sender<ConnReport>,
     reports_rx: mpsc::Receiver<ConnReport>,
+    /// The listening sockets with their addresses: where neighbours' TCP-MD5 keys go.
+    listen_sockets: Vec<(Arc<TcpListener>, SocketAddr)>,
 }
 
 impl Actor {
     fn new(
         config: &SpeakerConfig,
+        listen_sockets: Vec<(Arc<TcpListener>, SocketAddr)>,
         routes: mpsc::UnboundedSender<BestChange>,
         internal: mpsc::UnboundedSender<Internal>,
     ) -> Result<Actor, SpeakerError> {
@@ -350,11 +351,41 @@ impl Actor {
             internal,
             reports_tx,
             reports_rx,
+            listen_sockets,
         };
         for n in &config.neighbors {
+            actor.set_listener_keys(n, n.md5_key.as_ref())?;
             actor.insert_peer(n.clone());
         }
         Ok(actor)
+    }
+
+    /// Sets (`Some`) or removes (`None`) neighbour `n`'s TCP-MD5 key on every listening socket
+    /// that can take it: an IPv4 socket cannot hold keys for IPv6 neighbours, an IPv6 one holds
+    /// both (IPv4 as mapped addresses).
+    fn set_listener_keys(
+        &self,
+        n: &NeighborConfig,
+        key: Option<&Md5Key>,
+    ) -> Result<(), SpeakerError> {
+        if key.is_none() && n.md5_key.is_none() {
+            return Ok(());
+        }
+        for (listener, bound) in &self.listen_sockets {
+            if bound.is_ipv4() && n.address.is_ipv6() {
+                continue;
+            }
+            let bytes = key.map_or(&[][..], Md5Key::as_bytes);
+            tcp_md5sig::set_key(listener.as_ref(), n.address, bytes).map_err(|source| {
+                SpeakerError::Md5Key {
+                    name: n.name.clone(),
+                    address: n.address,
+                    listener: *bound,
+                    source,
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Adds a neighbour's session state (not started) and returns its id.
@@ -409,6 +440,10 @@ impl Actor {
             self.remove_neighbor(n.address);
         }
         tracing::info!(peer = %n.name, address = %n.address, asn = n.remote_asn, "BGP neighbour added");
+        if let Err(e) = self.set_listener_keys(&n, n.md5_key.as_ref()) {
+            // Its connections would fail their MD5 check anyway; ours to it carry the key.
+            tracing::error!(peer = %n.name, error = %e, "BGP neighbour's key not set");
+        }
         let id = self.insert_peer(n);
         self.fsm_event(id, Event::Start);
     }
@@ -426,6 +461,11 @@ impl Actor {
         self.refusals_logged.retain(|(peer, _)| *peer != id);
         if let Some(p) = self.peers.remove(&id) {
             tracing::info!(peer = %p.config.name, %address, "BGP neighbour removed");
+            if p.config.md5_key.is_some()
+                && let Err(e) = self.set_listener_keys(&p.config, None)
+            {
+                tracing::warn!(peer = %p.config.name, error = %e, "BGP neighbour's key not removed");
+            }
         }
     }
 
@@ -708,6 +748,11 @@ impl Actor {
                         self.next_conn += 1;
                         if let Some(p) = self.peers.get_mut(&id) {
                             p.connecting = None; // the peer's connection wins over ours
+                            if let Some(ttl) = p.config.ttl
+                                && let Err(e) = set_ttl(&stream, from_ip, ttl)
+                            {
+                                tracing::warn!(peer = %p.config.name, error = %e, "cannot set the TTL");
+                            }
                         }
                         self.attach(id, stream, conn, false);
                     }
@@ -826,6 +871,8 @@ impl Actor {
         let remote = SocketAddr::new(p.config.address, p.config.port);
         let bind = p.config.local_address;
         let timeout = p.config.connect_retry;
+        let key = p.config.md5_key.clone();
+        let ttl = p.config.ttl;
         let tx = self.internal.clone();
         tokio::spawn(async move {
             let attempt = async {
@@ -836,6 +883,13 @@ impl Actor {
                 };
                 if let Some(addr) = bind {
                     socket.bind(SocketAddr::new(addr, 0))?;
+                }
+                // Both before the SYN: the key signs it, the TTL limits how far it may go.
+                if let Some(key) = &key {
+                    tcp_md5sig::set_key(&socket, remote.ip(), key.as_bytes())?;
+                }
+                if let Some(ttl) = ttl {
+                    set_ttl(&socket, remote.ip(), ttl)?;
                 }
                 socket.connect(remote).await
             };
@@ -957,7 +1011,15 @@ impl Actor {
             let attrs = if p.info.internal {
                 attrs
             } else {
-                p.config.export.apply(&prefix, &attrs, local.asn)?
+                let changed = match p.config.export.apply(&prefix, &attrs, local.asn)? {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(mut changed) => {
+                        // Never to another AS (RFC 4271 §5.1.5), whatever a policy set.
+                        changed.local_pref = None;
+                        Some(changed)
+                    }
+                };
+                changed.unwrap_or(attrs)
             };
             let session_local = p.conn.as_ref().map(|c| c.local.ip());
             let self_v4 = p.config.next_hop_v4.or(match session_local {
@@ -985,5 +1047,14 @@ impl Actor {
         for update in pack_updates(changes) {
             self.send(peer, &Message::Update(update));
         }
+    }
+}
+
+/// The TTL (IPv4) or hop limit (IPv6) of a session's packets.
+fn set_ttl(socket: &impl std::os::fd::AsFd, remote: IpAddr, ttl: u8) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    match remote {
+        IpAddr::V4(_) => socket.set_ttl_v4(u32::from(ttl)),
+        IpAddr::V6(_) => socket.set_unicast_hops_v6(u32::from(ttl)),
     }
 }

@@ -108,6 +108,9 @@ fn mesh_neighbor(
         hold_time: MESH_HOLD_TIME,
         connect_retry: MESH_CONNECT_RETRY,
         families: Family::ALL.to_vec(),
+        // The tunnel already authenticates and encrypts the session.
+        md5_key: None,
+        ttl: None,
     }
 }
 

@@ -21,6 +21,7 @@ use super::plan::{self, neighbor_changes};
 use super::view::view_of;
 use crate::api::DataplaneControl;
 use crate::api::report::BgpView;
+use crate::bgp::neighbor::NeighborConfigError;
 use crate::bgp::rib::{BestChange, LOCAL, Path};
 use crate::bgp::speaker::{BGP_PORT, NeighborConfig, Speaker, SpeakerConfig, SpeakerError};
 use crate::peerset::{BgpRoute, PeerSet};
@@ -51,21 +52,28 @@ impl RoutingSettings {
     /// The settings for `meshd run`, or `None` when there is nothing to route: a node outside
     /// a mesh without `[[bgp.neighbor]]`s. `addresses` are the TUN's overlay addresses (the
     /// first IPv4 one is the router id); `mesh_member` says whether the control plane runs.
+    /// Fails when a neighbour's TCP-MD5 key file cannot be used.
     pub fn for_daemon(
         config: &mesh_config::Config,
         addresses: &[IpNet],
         pools: Vec<IpNet>,
         mesh_member: bool,
-    ) -> Option<RoutingSettings> {
+    ) -> Result<Option<RoutingSettings>, NeighborConfigError> {
         if !mesh_member && config.bgp.neighbors.is_empty() {
-            return None;
+            return Ok(None);
         }
+        let external = config
+            .bgp
+            .neighbors
+            .iter()
+            .map(|n| NeighborConfig::from_config(n, config))
+            .collect::<Result<Vec<_>, _>>()?;
         let Some(router_id) = addresses.iter().find_map(|a| match a {
             IpNet::V4(net) => Some(net.addr()),
             IpNet::V6(_) => None,
         }) else {
             tracing::warn!("BGP not started: the interface has no IPv4 address for a router id");
-            return None;
+            return Ok(None);
         };
         let listen = if mesh_member {
             addresses
@@ -75,20 +83,15 @@ impl RoutingSettings {
         } else {
             Vec::new()
         };
-        Some(RoutingSettings {
+        Ok(Some(RoutingSettings {
             node_name: config.node.name.clone(),
             asn: config.routing.asn,
             router_id,
             listen,
             pools,
             configured_lans: config.routing.lan_prefixes.clone(),
-            external: config
-                .bgp
-                .neighbors
-                .iter()
-                .map(NeighborConfig::from_config)
-                .collect(),
-        })
+            external,
+        }))
     }
 }
 

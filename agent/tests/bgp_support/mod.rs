@@ -2,6 +2,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -25,11 +27,23 @@ impl Table {
 
     /// Waits until `prefix` has a route (`present`) or none, and returns it.
     pub async fn wait(&mut self, prefix: &str, present: bool) -> Option<Path> {
+        let what = if present { "learned" } else { "withdrawn" };
+        self.wait_for(prefix, what, |best| best.is_some() == present)
+            .await
+    }
+
+    /// Waits until the best path of `prefix` (`None`: no route) satisfies `check`, and returns it.
+    pub async fn wait_for(
+        &mut self,
+        prefix: &str,
+        what: &str,
+        check: impl Fn(Option<&Path>) -> bool,
+    ) -> Option<Path> {
         let prefix: IpNet = prefix.parse().unwrap();
         let found = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 let now = self.best.get(&prefix).cloned().flatten();
-                if now.is_some() == present {
+                if check(now.as_ref()) {
                     return now;
                 }
                 let c = self.rx.recv().await.expect("speaker running");
@@ -38,8 +52,8 @@ impl Table {
         })
         .await;
         found.unwrap_or_else(|_| {
-            let what = if present { "learned" } else { "withdrawn" };
-            panic!("{prefix} not {what} within 20 s")
+            let now = self.best.get(&prefix);
+            panic!("{prefix} not {what} within 20 s; best path now: {now:?}")
         })
     }
 

@@ -76,6 +76,18 @@ impl AsPath {
         }
     }
 
+    /// The AS that originated the route: the last AS of a trailing sequence. `None` for an
+    /// empty path (our own routes) or one ending in a set, where the origin is not one AS.
+    pub fn origin_as(&self) -> Option<u32> {
+        match self.segments.last() {
+            Some(AsSegment {
+                kind: SegmentKind::Sequence,
+                asns,
+            }) => asns.last().copied(),
+            _ => None,
+        }
+    }
+
     pub fn contains(&self, asn: u32) -> bool {
         self.segments.iter().any(|s| s.asns.contains(&asn))
     }

@@ -8,6 +8,10 @@ use super::best::DEFAULT_LOCAL_PREF;
 use super::{LOCAL, Path, PeerId, PeerInfo};
 use crate::bgp::packet::{AsPath, PathAttributes};
 
+pub const NO_EXPORT: u32 = 0xFFFF_FF01;
+pub const NO_ADVERTISE: u32 = 0xFFFF_FF02;
+pub const NO_EXPORT_SUBCONFED: u32 = 0xFFFF_FF03;
+
 /// This speaker's identity, as export and import checks need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalInfo {
@@ -28,6 +32,14 @@ pub fn export_path(
 ) -> Option<(Option<IpAddr>, PathAttributes)> {
     if path.peer == to_id {
         return None; // split horizon
+    }
+    // RFC 1997's well-known communities: NO_ADVERTISE stays here, NO_EXPORT(_SUBCONFED) in this AS.
+    let communities = &path.attrs.communities;
+    if communities.contains(&NO_ADVERTISE)
+        || (!to.internal
+            && (communities.contains(&NO_EXPORT) || communities.contains(&NO_EXPORT_SUBCONFED)))
+    {
+        return None;
     }
     let mut attrs = (*path.attrs).clone();
     match (to.internal, from) {
