@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use meshd::bgp::fsm::State;
 use meshd::bgp::guard::{ImportGuard, RouteSource};
-use meshd::bgp::packet::{CodecOptions, Family, Message, Open};
+use meshd::bgp::packet::{CodecOptions, Family, Message, Notification, Open};
 use meshd::bgp::policy::Policy;
 use meshd::bgp::rib::BestChange;
 use meshd::bgp::speaker::{NeighborConfig, Speaker, SpeakerConfig};
@@ -154,32 +154,34 @@ fn raw_update(attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
     msg
 }
 
-#[tokio::test]
-async fn malformed_updates_get_the_right_answer_and_spare_other_sessions() {
-    // A raw peer that speaks BGP by hand, and a well-behaved meshd peer.
-    let raw = tokio::net::TcpListener::bind("127.0.0.21:0").await.unwrap();
-    let raw_port = raw.local_addr().unwrap().port();
-    let (a, mut a_routes) = {
-        let mut hand = neighbor("hand", "127.0.0.21", raw_port, 65030);
-        hand.local_address = Some("127.0.0.23".parse().unwrap());
-        let mut good = neighbor("good", "127.0.0.22", 0, 65002);
-        good.passive = true;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let a = Speaker::start(
-            SpeakerConfig {
-                asn: 65001,
-                router_id: Ipv4Addr::new(198, 51, 100, 23),
-                listen: vec![SocketAddr::new("127.0.0.23".parse().unwrap(), 0)],
-                neighbors: vec![hand, good],
-            },
-            tx,
-        )
+/// Speaker A (127.0.0.`base+3`) with two neighbours: "hand", a raw peer (`base+1`) that the
+/// test drives byte by byte, and "good", a second meshd speaker B (`base+2`) that originates
+/// 10.2.0.0/16. Returns A, A's table with B's route in it, B and the raw peer's listener.
+async fn hand_and_good(base: u8) -> (Speaker, Table, Speaker, tokio::net::TcpListener) {
+    let addr = |host: u8| format!("127.0.0.{}", base + host);
+    let raw = tokio::net::TcpListener::bind(format!("{}:0", addr(1)))
         .await
         .unwrap();
-        (a, Table::new(rx))
-    };
-    let mut to_a = neighbor("a", "127.0.0.23", a.local_addrs()[0].port(), 65001);
-    to_a.local_address = Some("127.0.0.22".parse().unwrap());
+    let raw_port = raw.local_addr().unwrap().port();
+    let mut hand = neighbor("hand", &addr(1), raw_port, 65030);
+    hand.local_address = Some(addr(3).parse().unwrap());
+    let mut good = neighbor("good", &addr(2), 0, 65002);
+    good.passive = true;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let a = Speaker::start(
+        SpeakerConfig {
+            asn: 65001,
+            router_id: Ipv4Addr::new(198, 51, 100, 23),
+            listen: vec![SocketAddr::new(addr(3).parse().unwrap(), 0)],
+            neighbors: vec![hand, good],
+        },
+        tx,
+    )
+    .await
+    .unwrap();
+    let mut a_routes = Table::new(rx);
+    let mut to_a = neighbor("a", &addr(3), a.local_addrs()[0].port(), 65001);
+    to_a.local_address = Some(addr(2).parse().unwrap());
     let (tx, _b_rx) = mpsc::unbounded_channel();
     let b = Speaker::start(
         SpeakerConfig {
@@ -194,6 +196,90 @@ async fn malformed_updates_get_the_right_answer_and_spare_other_sessions() {
     .unwrap();
     b.originate("10.2.0.0/16".parse().unwrap());
     a_routes.wait("10.2.0.0/16", true).await;
+    (a, a_routes, b, raw)
+}
+
+/// The next NOTIFICATION on a raw peer's socket (other messages skipped), then the close.
+async fn notification_then_close(s: &mut tokio::net::TcpStream) -> Notification {
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match read_message(s).await {
+                Some(Message::Notification(n)) => return Some(n),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("answer within 5 s")
+    .expect("a NOTIFICATION before the close");
+    assert_eq!(read_message(s).await, None, "connection closed");
+    answer
+}
+
+/// Whether A's session with B is still up and A still has B's route.
+async fn good_session_unharmed(a: &Speaker) {
+    let sessions = a.sessions().await;
+    let good = sessions.iter().find(|s| s.name == "good").unwrap();
+    assert_eq!(good.state, State::Established);
+    assert!(
+        a.routes()
+            .await
+            .iter()
+            .any(|(p, _)| *p == "10.2.0.0/16".parse::<IpNet>().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn malformed_opens_get_the_right_notification_and_spare_other_sessions() {
+    let (a, _a_routes, b, raw) = hand_and_good(40).await;
+    let accept = async || {
+        let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), raw.accept())
+            .await
+            .expect("meshd connects")
+            .unwrap();
+        assert!(matches!(read_message(&mut s).await, Some(Message::Open(_))));
+        s
+    };
+    let open = |asn: u32, hold: u16| {
+        Message::Open(Open::new(
+            asn,
+            hold,
+            Ipv4Addr::new(198, 51, 100, 41),
+            vec![],
+        ))
+        .encode(CodecOptions::default())
+        .unwrap()
+    };
+    // Not the AS configured for the neighbour: 2/2 Bad Peer AS.
+    let mut s = accept().await;
+    write_raw(&mut s, &open(65099, 9)).await;
+    let n = notification_then_close(&mut s).await;
+    assert_eq!((n.code, n.subcode), (2, 2), "{n:?}");
+    // Hold time 1 (RFC 4271 allows 0 or at least 3): 2/6 Unacceptable Hold Time. meshd
+    // connects again after its retry time.
+    let mut s = accept().await;
+    let mut bad_hold = open(65030, 9);
+    bad_hold[22..24].copy_from_slice(&1u16.to_be_bytes());
+    write_raw(&mut s, &bad_hold).await;
+    let n = notification_then_close(&mut s).await;
+    assert_eq!((n.code, n.subcode), (2, 6), "{n:?}");
+    // A header whose marker is not all ones: 1/1 Connection Not Synchronized.
+    let mut s = accept().await;
+    let mut unsynced = open(65030, 9);
+    unsynced[0] = 0;
+    write_raw(&mut s, &unsynced).await;
+    let n = notification_then_close(&mut s).await;
+    assert_eq!((n.code, n.subcode), (1, 1), "{n:?}");
+
+    good_session_unharmed(&a).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_updates_get_the_right_answer_and_spare_other_sessions() {
+    let (a, mut a_routes, b, raw) = hand_and_good(20).await;
 
     // The hand-driven session: OPEN, KEEPALIVE both ways.
     let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), raw.accept())
@@ -231,32 +317,12 @@ async fn malformed_updates_get_the_right_answer_and_spare_other_sessions() {
     let mut bad = attrs(origin(0));
     bad.extend_from_slice(&[0x40, 99, 1, 0]);
     write_raw(&mut s, &raw_update(&bad, &[24, 192, 168, 62])).await;
-    let answer = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match read_message(&mut s).await {
-                Some(Message::Notification(n)) => return Some(n),
-                Some(_) => continue,
-                None => return None,
-            }
-        }
-    })
-    .await
-    .expect("answer within 5 s")
-    .expect("a NOTIFICATION before the close");
+    let answer = notification_then_close(&mut s).await;
     assert_eq!((answer.code, answer.subcode), (3, 2));
-    assert_eq!(read_message(&mut s).await, None, "connection closed");
     a_routes.wait("192.168.61.0/24", false).await;
 
     // The other session never noticed.
-    let sessions = a.sessions().await;
-    let good = sessions.iter().find(|s| s.name == "good").unwrap();
-    assert_eq!(good.state, State::Established);
-    assert!(
-        a.routes()
-            .await
-            .iter()
-            .any(|(p, _)| *p == "10.2.0.0/16".parse::<IpNet>().unwrap())
-    );
+    good_session_unharmed(&a).await;
     a.shutdown().await;
     b.shutdown().await;
 }
