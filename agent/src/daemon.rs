@@ -191,11 +191,12 @@ async fn serve(
     };
     let peer_set = PeerSet::new(&dataplane, sources, plan);
     let wanted_routes = peer_set.wanted_routes();
+    let gateway_routes = peer_set.wanted_gateway_routes();
     let members = control.as_ref().map(crate::control::ControlHandle::members);
     let signal = tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
         never = api.serve(node, &peer_set) => match never {},
-        never = kernel.follow(wanted_routes) => match never {},
+        never = kernel.follow(wanted_routes, gateway_routes) => match never {},
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
         never = follow_routing(routing.as_mut(), &peer_set, members) => match never {},
     };

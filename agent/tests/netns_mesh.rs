@@ -13,7 +13,10 @@
 //! its core as route-reflector client) come up by themselves; the spoke's LAN arrives by BGP
 //! at every core and is in the kernel with meshd's protocol; a LAN the spoke announces from
 //! its own configuration without approval in its certificate is refused by its core and
-//! reaches nobody; after the revocation the spoke's routes are gone.
+//! reaches nobody; a friend's router on the spoke's LAN (BIRD, eBGP from the spoke's
+//! `[[bgp.neighbor]]`) announces a network outside the mesh, which the spoke routes through it
+//! and every core learns by BGP and reaches across the mesh; after the revocation the spoke's
+//! routes are gone.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -36,6 +39,10 @@ const LAN: &str = "192.168.42.0/24";
 const LAN_HOST: &str = "192.168.42.2";
 /// A LAN the spoke announces without approval.
 const ROGUE_LAN: &str = "192.168.99.0/24";
+/// The friend's router on the spoke's LAN, and the network behind it.
+const FRIEND_ASN: u32 = 65042;
+const FRIEND_NET: &str = "203.0.113.0/24";
+const FRIEND_HOST: &str = "203.0.113.1";
 /// Bound for the iBGP sessions and routes to settle.
 const BGP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -184,6 +191,37 @@ impl Node {
     }
 }
 
+/// BIRD as the friend's router: eBGP with the spoke, announcing [`FRIEND_NET`].
+fn friend_bird_config(dir: &std::path::Path) -> String {
+    format!(
+        r#"
+log "{log}" all;
+router id 192.168.42.2;
+protocol device {{ }}
+protocol static friend {{ ipv4; route {FRIEND_NET} blackhole; }}
+protocol bgp spoke {{
+    local 192.168.42.2 as {FRIEND_ASN};
+    neighbor 192.168.42.1 as 64512;
+    passive on;
+    hold time 9;
+    ipv4 {{ import all; export where source = RTS_STATIC; }};
+}}
+"#,
+        log = dir.join("bird.log").display()
+    )
+}
+
+/// The spoke's `[[bgp.neighbor]]` for the friend's router (appended as text, as a person
+/// would write it).
+const FRIEND_NEIGHBOR: &str = r#"
+[[bgp.neighbor]]
+name = "friend"
+address = "192.168.42.2"
+remote_asn = 65042
+import = { prefixes = ["203.0.113.0/24"], default = "reject" }
+export = { prefixes = ["10.0.0.0/8 le 16"], default = "reject" }
+"#;
+
 /// `meshd invite` on the CA holder (files only) → the token.
 fn invite(ca: &Node, args: &[&str]) -> String {
     let mut rest = vec!["invite"];
@@ -219,6 +257,24 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
     );
     lan.ip(&["route", "add", "default", "via", "192.168.42.1"]);
     spoke.namespace.set_sysctl("net/ipv4/ip_forward", "1");
+    // The friend's router: BIRD on the LAN host, with the friend's network on its loopback.
+    lan.ip(&["addr", "add", &format!("{FRIEND_HOST}/32"), "dev", "lo"]);
+    let bird_dir = tempfile::tempdir().expect("a temporary directory");
+    let bird_conf = bird_dir.path().join("bird.conf");
+    std::fs::write(&bird_conf, friend_bird_config(bird_dir.path())).expect("bird.conf");
+    let bird_socket = bird_dir.path().join("bird.ctl").display().to_string();
+    let _bird = lan.spawn(
+        "bird",
+        "bird",
+        &[
+            "-f",
+            "-c",
+            &bird_conf.display().to_string(),
+            "-s",
+            &bird_socket,
+        ],
+        &[],
+    );
 
     alpha.meshd(&["init", "--name", "alpha", "--endpoint", &endpoint(1)]);
     alpha.start();
@@ -238,7 +294,8 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
     // Its own configuration adds a LAN the CA did not approve.
     let mut config = mesh_config::load(&spoke.config()).expect("the spoke's meshd.toml");
     config.routing.lan_prefixes.push(ROGUE_LAN.parse().unwrap());
-    std::fs::write(spoke.config(), config.to_toml_string()).expect("rewrite meshd.toml");
+    let text = config.to_toml_string() + FRIEND_NEIGHBOR;
+    std::fs::write(spoke.config(), text).expect("rewrite meshd.toml");
     spoke.start();
 
     // Every node reaches every other node's overlay addresses, both families. The spoke
@@ -274,7 +331,7 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
         (&alpha, vec!["beta", "gamma"]),
         (&beta, vec!["alpha", "gamma", "spoke"]),
         (&gamma, vec!["alpha", "beta"]),
-        (&spoke, vec!["beta"]),
+        (&spoke, vec!["beta", "friend"]),
     ] {
         let up = wait_until(BGP_TIMEOUT, || node.established() == expected);
         assert!(
@@ -317,6 +374,35 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
             .ip(&["-4", "route", "show", "proto", &protocol]);
         assert!(kernel.contains(LAN), "{}: {kernel}", core.name);
     }
+    // The friend's network: learnt by the spoke over eBGP and routed through the friend's
+    // router, passed on by the spoke (next hop itself) and reflected by beta to every core.
+    let spoke_kernel = spoke
+        .namespace
+        .ip(&["-4", "route", "show", "proto", &protocol]);
+    assert!(
+        spoke_kernel.contains(&format!("{FRIEND_NET} via 192.168.42.2")),
+        "spoke's meshd routes: {spoke_kernel}"
+    );
+    for core in [&alpha, &beta, &gamma] {
+        let arrived = wait_until(BGP_TIMEOUT, || {
+            core.best_bgp_route(FRIEND_NET).is_some_and(|r| r.kernel)
+        });
+        assert!(
+            arrived,
+            "{} has no BGP route to {FRIEND_NET}: {:?}",
+            core.name,
+            core.routes()
+        );
+        let route = core.best_bgp_route(FRIEND_NET).unwrap();
+        assert_eq!(route.as_path, FRIEND_ASN.to_string(), "{route:?}");
+        assert_eq!(route.next_hop, Some(spoke_v4), "{route:?}");
+    }
+    let friend_host: IpAddr = FRIEND_HOST.parse().unwrap();
+    assert!(
+        wait_until(PING_TIMEOUT, || gamma.pings(friend_host)),
+        "gamma cannot reach the friend's network behind the spoke"
+    );
+
     // The unapproved LAN: announced by the spoke (its own route), refused by its core, so no
     // core has it in BGP or in the kernel.
     assert!(
@@ -360,9 +446,9 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
     assert!(gone, "gamma still routes the revoked spoke's LAN");
     // ... and by BGP: beta ended the session, its routes are withdrawn everywhere.
     let withdrawn = wait_until(REVOKE_TIMEOUT, || {
-        [&alpha, &beta, &gamma]
-            .iter()
-            .all(|core| core.best_bgp_route(LAN).is_none())
+        [&alpha, &beta, &gamma].iter().all(|core| {
+            core.best_bgp_route(LAN).is_none() && core.best_bgp_route(FRIEND_NET).is_none()
+        })
     });
     assert!(
         withdrawn,

@@ -14,7 +14,7 @@ use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
 use super::error::NetlinkError;
-use super::route::{KernelRoute, device_route, dump_request, parse_route};
+use super::route::{KernelRoute, device_route, dump_request, gateway_route, parse_route};
 
 /// `ENODEV`: the kernel's answer to a lookup of an interface name that does not exist.
 const ENODEV: i32 = 19;
@@ -301,6 +301,45 @@ impl Netlink {
             format!("remove route {destination} via interface {index}"),
         )
         .await
+    }
+
+    /// Installs (or replaces) a route for `destination` through the neighbour `gateway`,
+    /// tagged with `protocol`.
+    pub async fn replace_gateway_route(
+        &self,
+        destination: IpNet,
+        gateway: IpAddr,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let operation = format!("add route {destination} via {gateway}");
+        let message = gateway_route(destination, gateway, protocol).ok_or_else(|| {
+            NetlinkError::Protocol {
+                operation: operation.clone(),
+                detail: "an IPv6 route cannot go through an IPv4 gateway".to_owned(),
+            }
+        })?;
+        self.handle
+            .route()
+            .add(message)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::from_rtnetlink(operation, e))
+    }
+
+    /// Removes the route for `destination` through `gateway` with `protocol`; a route that is
+    /// not there is not an error.
+    pub async fn remove_gateway_route(
+        &self,
+        destination: IpNet,
+        gateway: IpAddr,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let operation = format!("remove route {destination} via {gateway}");
+        let Some(message) = gateway_route(destination, gateway, protocol) else {
+            return Ok(());
+        };
+        self.delete_route(message, operation).await
     }
 
     /// Sends a route deletion; a route that is already gone is not an error.

@@ -57,6 +57,45 @@ fn with_device_settings<T>(
         .build()
 }
 
+/// A unicast route for `destination` through the neighbour `gateway` (the kernel finds the
+/// interface), in the main table, tagged with `protocol`: for BGP routes whose next hop is a
+/// router outside the mesh. An IPv4 route may go through an IPv6 gateway (RFC 8950, `RTA_VIA`);
+/// an IPv6 route through an IPv4 gateway cannot, and gives `None`.
+pub fn gateway_route(destination: IpNet, gateway: IpAddr, protocol: u8) -> Option<RouteMessage> {
+    let message = match (destination.trunc(), gateway) {
+        (IpNet::V4(net), IpAddr::V4(gateway)) => with_gateway_settings(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(net.addr(), net.prefix_len())
+                .gateway(gateway),
+            protocol,
+        ),
+        (IpNet::V4(net), IpAddr::V6(gateway)) => with_gateway_settings(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(net.addr(), net.prefix_len())
+                .via(gateway),
+            protocol,
+        ),
+        (IpNet::V6(net), IpAddr::V6(gateway)) => with_gateway_settings(
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(net.addr(), net.prefix_len())
+                .gateway(gateway),
+            protocol,
+        ),
+        (IpNet::V6(_), IpAddr::V4(_)) => return None,
+    };
+    Some(message)
+}
+
+/// The family-independent part of [`gateway_route`].
+fn with_gateway_settings<T>(builder: RouteMessageBuilder<T>, protocol: u8) -> RouteMessage {
+    builder
+        .table_id(MAIN_TABLE)
+        .protocol(RouteProtocol::from(protocol))
+        .scope(RouteScope::Universe)
+        .kind(RouteType::Unicast)
+        .build()
+}
+
 /// A request for a dump of every route of one address family.
 pub fn dump_request(ipv6: bool) -> RouteMessage {
     if ipv6 {
@@ -149,6 +188,35 @@ mod tests {
         let message = device_route("fd00::/64".parse().unwrap(), 3, MESHD_ROUTE_PROTOCOL);
         assert_eq!(message.header.scope, RouteScope::Link);
         assert_eq!(message.header.kind, RouteType::Unicast);
+    }
+
+    #[test]
+    fn gateway_routes_carry_their_gateway_and_no_interface() {
+        let cases = [
+            ("203.0.113.0/24", "192.168.42.2", true),
+            ("2001:db8:5::/48", "fd00::2", true),
+            ("198.51.100.0/24", "fd00::2", true),
+            ("2001:db8:5::/48", "192.168.42.2", false),
+        ];
+        for (prefix, gateway, possible) in cases {
+            let prefix: IpNet = prefix.parse().unwrap();
+            let gateway: IpAddr = gateway.parse().unwrap();
+            let message = gateway_route(prefix, gateway, MESHD_ROUTE_PROTOCOL);
+            assert_eq!(message.is_some(), possible, "{prefix} via {gateway}");
+            let Some(message) = message else { continue };
+            let route = parse_route(&message).unwrap();
+            assert_eq!(route.destination, prefix);
+            assert_eq!(route.interface_index, None);
+            assert_eq!(route.protocol, MESHD_ROUTE_PROTOCOL);
+            assert_eq!(message.header.scope, RouteScope::Universe);
+            let has_gateway = message.attributes.iter().any(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => IpAddr::V4(*a) == gateway,
+                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => IpAddr::V6(*a) == gateway,
+                RouteAttribute::Via(_) => gateway.is_ipv6(),
+                _ => false,
+            });
+            assert!(has_gateway, "{message:?}");
+        }
     }
 
     #[test]

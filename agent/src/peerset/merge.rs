@@ -14,7 +14,8 @@
 //! that carries its next hop (longest match over the peers' prefixes), which for a member
 //! behind another core is that core, and for a spoke is its core. A prefix some peer already
 //! claims stays with that peer (certificates and configuration outrank BGP); a route whose
-//! next hop no peer carries is not forwarded through the TUN.
+//! next hop no peer carries (a router outside the mesh, such as an eBGP neighbour on a LAN)
+//! becomes a kernel route through that next hop instead ([`Combined::gateway_routes`]).
 
 use std::net::IpAddr;
 
@@ -48,6 +49,8 @@ pub struct Combined {
     pub peers: Vec<KnownPeer>,
     /// One sentence per peer left out or trimmed, for the log.
     pub conflicts: Vec<String>,
+    /// BGP routes whose next hop no peer carries: routed by the kernel through the next hop.
+    pub gateway_routes: Vec<BgpRoute>,
 }
 
 impl PeerSources {
@@ -102,18 +105,30 @@ impl PeerSources {
                 peers.push(peer);
             }
         }
+        let mut gateway_routes = Vec::new();
         for route in &self.bgp {
-            attach_bgp_route(&mut peers, route, &mut conflicts);
+            if !attach_bgp_route(&mut peers, route, &mut conflicts) {
+                gateway_routes.push(*route);
+            }
         }
-        Combined { peers, conflicts }
+        Combined {
+            peers,
+            conflicts,
+            gateway_routes,
+        }
     }
 }
 
 /// Adds `route.prefix` to the peer carrying its next hop, unless a peer claims it already.
-fn attach_bgp_route(peers: &mut [KnownPeer], route: &BgpRoute, conflicts: &mut Vec<String>) {
+/// `false` when no peer carries the next hop.
+fn attach_bgp_route(
+    peers: &mut [KnownPeer],
+    route: &BgpRoute,
+    conflicts: &mut Vec<String>,
+) -> bool {
     let prefix = route.prefix.trunc();
     let Some(via) = carrier(peers, route.next_hop) else {
-        return;
+        return false;
     };
     if let Some(owner) = peers
         .iter()
@@ -125,9 +140,10 @@ fn attach_bgp_route(peers: &mut [KnownPeer], route: &BgpRoute, conflicts: &mut V
                 route.next_hop, peers[owner].config.name, peers[via].config.name
             ));
         }
-        return;
+        return true;
     }
     peers[via].config.allowed_ips.push(prefix);
+    true
 }
 
 /// The peer whose most specific prefix contains `address`.
@@ -280,6 +296,10 @@ pub(crate) mod tests {
             ["10.4.0.0/16", "fd00:0:0:4::/64", "2001:db8:77::/48"].map(net)
         );
         assert_eq!(combined.conflicts.len(), 1, "{:?}", combined.conflicts);
+        assert_eq!(
+            combined.gateway_routes,
+            [route("198.18.0.0/15", "198.51.100.9")]
+        );
         assert!(combined.conflicts[0].contains("stays with peer \"beta\""));
     }
 }

@@ -31,6 +31,7 @@ pub struct PeerSet<'a, D> {
     plan: RoutePlan,
     applied: Mutex<Applied>,
     routes: watch::Sender<Vec<IpNet>>,
+    gateway_routes: watch::Sender<Vec<BgpRoute>>,
 }
 
 /// The sources and what the data plane was last given from them.
@@ -48,9 +49,11 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
         let combined = sources.combine();
         log_conflicts(&[], &combined.conflicts);
         let routes = watch::Sender::new(plan.wanted(&combined.peers));
+        let gateway_routes = watch::Sender::new(combined.gateway_routes.clone());
         Self {
             dataplane,
             plan,
+            gateway_routes,
             applied: Mutex::new(Applied {
                 sources,
                 peers: combined.peers,
@@ -73,6 +76,11 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
     /// The routes into the TUN the current set wants; changes with the set.
     pub fn wanted_routes(&self) -> watch::Receiver<Vec<IpNet>> {
         self.routes.subscribe()
+    }
+
+    /// The kernel routes through next hops outside the mesh (BGP routes no peer carries).
+    pub fn wanted_gateway_routes(&self) -> watch::Receiver<Vec<BgpRoute>> {
+        self.gateway_routes.subscribe()
     }
 
     /// Replaces the members (from the control plane). On error nothing changes.
@@ -120,6 +128,11 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
             let wanted = self.plan.wanted(&combined.peers);
             let modified = *routes != wanted;
             *routes = wanted;
+            modified
+        });
+        self.gateway_routes.send_if_modified(|routes| {
+            let modified = *routes != combined.gateway_routes;
+            routes.clone_from(&combined.gateway_routes);
             modified
         });
         *applied = Applied {

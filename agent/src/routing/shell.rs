@@ -4,7 +4,7 @@
 //! plane's peers and the kernel routes (crate::peerset). It also keeps the view that
 //! `meshd routes` shows.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -113,8 +113,6 @@ struct Applied {
     unapproved: Vec<IpNet>,
     /// The speaker's best paths, by prefix.
     best: BTreeMap<IpNet, Path>,
-    /// Prefixes already logged as not forwardable.
-    unforwarded_logged: HashSet<IpNet>,
 }
 
 impl RoutingPlane {
@@ -284,19 +282,8 @@ impl RoutingPlane {
                 next_hop: path.next_hop,
             })
             .collect();
-        if let Err(error) = peer_set.set_bgp_routes(routes.clone()) {
+        if let Err(error) = peer_set.set_bgp_routes(routes) {
             tracing::warn!(%error, "BGP routes refused by the data plane");
-            return;
-        }
-        let peers = peer_set.peers();
-        let carried = |prefix: &IpNet| peers.iter().any(|p| p.config.allowed_ips.contains(prefix));
-        applied
-            .unforwarded_logged
-            .retain(|prefix| applied.best.contains_key(prefix));
-        for route in routes.iter().filter(|r| !carried(&r.prefix)) {
-            if applied.unforwarded_logged.insert(route.prefix) {
-                tracing::info!(prefix = %route.prefix, next_hop = %route.next_hop, "BGP route not forwarded through the mesh: no tunnel carries its next hop");
-            }
         }
     }
 
