@@ -117,9 +117,10 @@ pub enum Command {
 /// `meshd run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// How much to log; `RUST_LOG`, if set, takes precedence (any tracing filter).
-    #[arg(long, value_name = "LEVEL", value_parser = crate::logging::LEVELS, default_value = crate::logging::DEFAULT_LEVEL)]
-    pub log_level: String,
+    /// How much to log [default: `[log] level` in meshd.toml, else info]; `RUST_LOG`, if set,
+    /// takes precedence (any tracing filter).
+    #[arg(long, value_name = "LEVEL", value_parser = crate::logging::LEVELS)]
+    pub log_level: Option<String>,
 }
 
 /// `meshd generate-docs` (hidden).

@@ -28,31 +28,36 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use mesh_config::{Config, Endpoint, Host, NodeAllocation, StaticPeer};
 
+use tokio::sync::watch;
+
 use crate::api::{ApiServer, NodeInfo};
 use crate::cli::RunArgs;
 use crate::dataplane::{
     Dataplane, DataplaneConfig, DataplaneHandle, DataplaneStats, PeerConfig, create_tun,
 };
+use crate::metrics::DaemonMetrics;
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
 use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
 use crate::peerset::{KernelRoutes, PeerSet, PeerSources, RoutePlan};
+use crate::reload::{LogFilterSetter, Reloader};
 use crate::routing::{RoutingPlane, RoutingSettings};
 use crate::state::StateDir;
 
 /// How long one endpoint name may take to resolve before it is skipped.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs the daemon in the foreground until SIGINT or SIGTERM. Logs go to the journal under
-/// systemd, to stderr otherwise (crate::logging).
+/// Runs the daemon in the foreground until SIGINT or SIGTERM; SIGHUP reloads the
+/// configuration (crate::reload). Logs go to the journal under systemd, to stderr otherwise
+/// (crate::logging).
 pub fn run(
     config_path: &Path,
     state_dir: &Path,
     socket_path: &Path,
     args: &RunArgs,
 ) -> anyhow::Result<()> {
-    crate::logging::init(Some(&args.log_level));
     let config = mesh_config::load(config_path)
         .with_context(|| format!("cannot load the configuration {}", config_path.display()))?;
+    let log_filter = crate::logging::init(args.log_level.as_deref(), &config.log.level);
     let key = crate::state::load_wireguard_key(state_dir)
         .context("cannot load the node's WireGuard key (did `meshd init` or `meshd join` run?)")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -61,13 +66,20 @@ pub fn run(
         .build()
         .context("cannot start the async runtime")?;
     let allocation = load_allocation(&config, state_dir)?;
-    runtime.block_on(serve(
-        config,
-        allocation,
-        key.to_bytes(),
-        state_dir,
-        socket_path,
-    ))
+    let files = Files {
+        config: config_path,
+        state: state_dir,
+        socket: socket_path,
+    };
+    runtime.block_on(serve(config, allocation, key.to_bytes(), files, log_filter))
+}
+
+/// Where the daemon's files are.
+#[derive(Debug, Clone, Copy)]
+struct Files<'a> {
+    config: &'a Path,
+    state: &'a Path,
+    socket: &'a Path,
 }
 
 /// The daemon proper, inside the runtime.
@@ -75,9 +87,13 @@ async fn serve(
     config: Config,
     allocation: Option<NodeAllocation>,
     private_key: [u8; 32],
-    state_dir: &Path,
-    socket_path: &Path,
+    files: Files<'_>,
+    log_filter: LogFilterSetter,
 ) -> anyhow::Result<()> {
+    let (state_dir, socket_path) = (files.state, files.socket);
+    // At once: until a handler is installed, SIGHUP (a reload) would end the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP (reload) handler")?;
     let addresses = overlay_addresses(&config, allocation.as_ref())?;
     let mut configured = Vec::with_capacity(config.peers.len());
     for peer in &config.peers {
@@ -115,8 +131,8 @@ async fn serve(
         Some(mtu) => mtu,
         None => computed_mtu(&netlink, &peers).await?,
     };
-    let interface = &config.interface.name;
-    let tun = create_tun(interface, mtu)
+    let interface = config.interface.name.clone();
+    let tun = create_tun(&interface, mtu)
         .with_context(|| format!("cannot create the TUN device {interface:?}"))?;
     let mut kernel = KernelRoutes::new(&netlink, tun.ifindex());
     if let Err(error) = configure_interface(&netlink, tun.ifindex(), mtu, &addresses).await {
@@ -193,10 +209,27 @@ async fn serve(
     let wanted_routes = peer_set.wanted_routes();
     let gateway_routes = peer_set.wanted_gateway_routes();
     let members = control.as_ref().map(crate::control::ControlHandle::members);
+    let metrics_address = watch::Sender::new(config.metrics.address());
+    let metrics = DaemonMetrics {
+        peer_set: &peer_set,
+        control: control.as_ref(),
+        bgp: routing.as_ref().map(RoutingPlane::view),
+        started_at_unix: node.started_at.unix_timestamp(),
+    };
+    let reloader = Reloader::new(
+        files.config.to_path_buf(),
+        StateDir::new(state_dir),
+        config,
+        &peer_set,
+        &metrics_address,
+        log_filter,
+    );
     let signal = tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
         never = api.serve(node, &peer_set) => match never {},
         never = kernel.follow(wanted_routes, gateway_routes) => match never {},
+        never = crate::metrics::serve(metrics_address.subscribe(), &metrics) => match never {},
+        never = reloader.on_hangup(hangup) => match never {},
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
         never = follow_routing(routing.as_mut(), &peer_set, members) => match never {},
     };
@@ -332,7 +365,7 @@ fn load_allocation(config: &Config, state_dir: &Path) -> anyhow::Result<Option<N
 }
 
 /// The data plane's view of a configured peer, with endpoint names resolved.
-async fn resolve_peer(peer: &StaticPeer) -> PeerConfig {
+pub(crate) async fn resolve_peer(peer: &StaticPeer) -> PeerConfig {
     let mut endpoints = Vec::new();
     for endpoint in &peer.endpoints {
         match resolve_endpoint(endpoint).await {

@@ -8,16 +8,19 @@
 //! warning.
 //!
 //! How much: `RUST_LOG` if set (for developers: any tracing filter), else `meshd run
-//! --log-level`, else `info`. At `info` meshd logs one line per event an operator cares about
+//! --log-level`, else `[log] level` in meshd.toml (default `info`); a reload (SIGHUP) can
+//! change the last one while meshd runs. At `info` meshd logs one line per event an operator cares about
 //! (start, stop, a peer or session up or down, a refused join or route), never per packet.
 
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+use crate::reload::LogFilterSetter;
 
 /// The level when neither `RUST_LOG` nor `--log-level` says otherwise.
 pub const DEFAULT_LEVEL: &str = "info";
@@ -32,42 +35,72 @@ pub enum Destination {
 }
 
 /// Installs the daemon's subscriber; keeps one that is already installed (tests, an
-/// embedding program). `level` is `--log-level`, one of [`LEVELS`].
-pub fn init(level: Option<&str>) {
-    let filter = filter(std::env::var("RUST_LOG").ok().as_deref(), level);
-    match destination() {
+/// embedding program). `level` is `--log-level` (one of [`LEVELS`]), `configured` is
+/// `[log] level`. Returns how to change `[log] level` later (a reload).
+pub fn init(level: Option<&str>, configured: &str) -> LogFilterSetter {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let overridden_by = if rust_log.as_deref().is_some_and(|t| !t.trim().is_empty()) {
+        Some("RUST_LOG is set and takes precedence")
+    } else if level.is_some() {
+        Some("meshd run --log-level takes precedence")
+    } else {
+        None
+    };
+    let (filter, handle) = reload::Layer::new(filter(rust_log.as_deref(), level, configured));
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match destination() {
         Destination::Journal => match tracing_journald::layer() {
             Ok(journal) => {
                 let journal = journal.with_syslog_identifier("meshd".to_owned());
-                let _ = tracing_subscriber::registry()
-                    .with(filter)
-                    .with(journal)
-                    .try_init();
+                registry.with(journal).try_init().is_ok()
             }
             Err(error) => {
-                init_stderr(filter);
+                let installed = init_stderr(registry);
                 tracing::warn!(%error, "cannot open the journal socket; logging to stderr");
+                installed
             }
         },
-        Destination::Stderr => init_stderr(filter),
-    }
+        Destination::Stderr => init_stderr(registry),
+    };
+    Box::new(move |level: &str| set_filter(&handle, installed, overridden_by, level))
 }
 
-fn init_stderr(filter: EnvFilter) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+fn init_stderr<S>(subscriber: S) -> bool
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    subscriber.with(stderr).try_init().is_ok()
 }
 
-/// `RUST_LOG` wins over `--log-level`, which wins over [`DEFAULT_LEVEL`]. A `RUST_LOG` that
-/// is not a valid filter is ignored (the level below it applies), as tracing does.
-fn filter(rust_log: Option<&str>, level: Option<&str>) -> EnvFilter {
+/// Applies a new `[log] level` unless something of higher precedence set the filter.
+fn set_filter(
+    handle: &reload::Handle<EnvFilter, Registry>,
+    installed: bool,
+    overridden_by: Option<&str>,
+    level: &str,
+) -> Result<(), String> {
+    if let Some(reason) = overridden_by {
+        return Err(reason.to_owned());
+    }
+    if !installed {
+        return Err("logging was set up before meshd started".to_owned());
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    handle.reload(filter).map_err(|e| e.to_string())
+}
+
+/// `RUST_LOG` wins over `--log-level`, which wins over `[log] level`, then [`DEFAULT_LEVEL`].
+/// A `RUST_LOG` that is not a valid filter is ignored (the level below it applies), as
+/// tracing does.
+fn filter(rust_log: Option<&str>, level: Option<&str>, configured: &str) -> EnvFilter {
     rust_log
         .filter(|text| !text.trim().is_empty())
         .and_then(|text| EnvFilter::try_new(text).ok())
         .or_else(|| level.and_then(|text| EnvFilter::try_new(text).ok()))
+        .or_else(|| EnvFilter::try_new(configured).ok())
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL))
 }
 
@@ -119,17 +152,25 @@ mod tests {
     }
 
     #[test]
-    fn rust_log_wins_over_the_level_flag_and_the_default() {
-        assert_eq!(filter(Some("trace"), Some("warn")).to_string(), "trace");
-        assert_eq!(filter(None, Some("warn")).to_string(), "warn");
-        assert_eq!(filter(Some(""), Some("warn")).to_string(), "warn");
-        assert_eq!(filter(None, None).to_string(), "info");
+    fn rust_log_wins_over_the_level_flag_the_config_and_the_default() {
+        assert_eq!(
+            filter(Some("trace"), Some("warn"), "debug").to_string(),
+            "trace"
+        );
+        assert_eq!(filter(None, Some("warn"), "debug").to_string(), "warn");
+        assert_eq!(filter(Some(""), Some("warn"), "debug").to_string(), "warn");
+        assert_eq!(filter(None, None, "debug").to_string(), "debug");
+        assert_eq!(
+            filter(None, None, "info,meshd::bgp=debug").to_string(),
+            "meshd::bgp=debug,info"
+        );
+        assert_eq!(filter(None, None, "").to_string(), "info");
     }
 
     #[test]
     fn every_level_is_a_valid_filter() {
         for level in LEVELS {
-            assert_eq!(filter(None, Some(level)).to_string(), level);
+            assert_eq!(filter(None, Some(level), "info").to_string(), level);
         }
     }
 }

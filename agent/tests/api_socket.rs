@@ -43,6 +43,7 @@ impl DataplaneControl for StandIn {
                 transit_packets: 0,
                 handshakes: 1,
                 last_handshake: Some(Duration::from_secs(5)),
+                rtt: None,
             }],
             drops: DropCounts::default(),
         }

@@ -85,6 +85,13 @@ fn explain_schema_error(locator: &Locator<'_>, path: KeyPath, message: &str) -> 
             format!("{value:?} is not {}", expected_address(&path)),
         );
     }
+    if message == "invalid socket address syntax" {
+        let value = locator.string_at(&path).unwrap_or_default();
+        return (
+            path.clone(),
+            format!("{value:?} is not an address with port such as 127.0.0.1:9474 or [::1]:9474"),
+        );
+    }
     let mut message = message.to_owned();
     // "expected struct NodeSection": every struct in the schema is a TOML table.
     if let Some((before, after)) = message.split_once("expected struct ") {

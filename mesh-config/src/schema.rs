@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -26,6 +26,12 @@ pub const DEFAULT_INTERFACE_NAME: &str = "mesh0";
 /// First ASN of the 16-bit private range (RFC 6996).
 pub const DEFAULT_ASN: u32 = 64512;
 pub const DEFAULT_NODE_PREFIX_LEN4: u8 = 16;
+/// Where the Prometheus metrics are served unless configured otherwise: loopback only, port
+/// 9474 (unassigned next to the range node exporters use; see docs/operations.md).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9474);
+/// The log filter unless configured otherwise (`RUST_LOG` overrides it).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Smallest MTU an IPv6 link may have (RFC 8200) and the largest common jumbo frame.
 pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=9000;
 /// BGP's TCP port (RFC 4271).
@@ -47,6 +53,10 @@ pub struct Config {
     pub routing: RoutingSection,
     #[serde(default, skip_serializing_if = "BgpSection::is_empty")]
     pub bgp: BgpSection,
+    #[serde(default, skip_serializing_if = "MetricsSection::is_default")]
+    pub metrics: MetricsSection,
+    #[serde(default, skip_serializing_if = "LogSection::is_default")]
+    pub log: LogSection,
     /// Static WireGuard peers (`[[peer]]` in TOML).
     #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<StaticPeer>,
@@ -241,6 +251,30 @@ impl BgpSection {
     }
 }
 
+/// `[metrics]`: the Prometheus endpoint (`GET /metrics`).
+///
+/// On by default and bound to loopback: like a router's SNMP agent on its management address,
+/// it costs nothing until scraped and shows nothing to the network (peer names and traffic
+/// volumes are not for everyone). Put a non-loopback address here only on a trusted network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+/// `[log]`: what the daemon logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`, `off`), optionally followed by
+    /// per-module levels: `"info,meshd::bgp=debug"`. `RUST_LOG`, when set, takes precedence.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
 /// One `[[peer]]`: a WireGuard peer configured by hand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +310,18 @@ fn default_asn() -> u32 {
     DEFAULT_ASN
 }
 
+fn default_true() -> bool {
+    true
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    DEFAULT_METRICS_LISTEN
+}
+
+fn default_log_level() -> String {
+    DEFAULT_LOG_LEVEL.to_owned()
+}
+
 impl Config {
     /// A config with every default filled in: what `meshd init` starts from.
     pub fn new(name: impl Into<String>, role: Role) -> Self {
@@ -285,6 +331,8 @@ impl Config {
             mesh: MeshSection::default(),
             routing: RoutingSection::default(),
             bgp: BgpSection::default(),
+            metrics: MetricsSection::default(),
+            log: LogSection::default(),
             peers: Vec::new(),
         }
     }
@@ -335,6 +383,40 @@ impl Default for RoutingSection {
             asn: DEFAULT_ASN,
             lan_prefixes: Vec::new(),
         }
+    }
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN,
+        }
+    }
+}
+
+impl MetricsSection {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The address to serve on, or `None` when metrics are off.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.enabled.then_some(self.listen)
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: default_log_level(),
+        }
+    }
+}
+
+impl LogSection {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -410,6 +492,24 @@ mod tests {
         assert_eq!(config.interface.name, "mesh0");
         assert_eq!(config.mesh.pool4.to_string(), "10.0.0.0/8");
         assert_eq!(config.routing.asn, 64512);
+        assert_eq!(
+            config.metrics.address(),
+            Some("127.0.0.1:9474".parse().unwrap())
+        );
+        assert_eq!(config.log.level, "info");
+    }
+
+    #[test]
+    fn metrics_and_log_sections_round_trip() {
+        let text = "[node]\nname = \"a\"\nrole = \"core\"\n\
+                    [metrics]\nenabled = false\nlisten = \"[::1]:9100\"\n\
+                    [log]\nlevel = \"info,meshd::bgp=debug\"\n";
+        let config: Config = toml::from_str(text).unwrap();
+        assert_eq!(config.metrics.address(), None);
+        assert_eq!(config.metrics.listen, "[::1]:9100".parse().unwrap());
+        assert_eq!(config.log.level, "info,meshd::bgp=debug");
+        let again: Config = toml::from_str(&config.to_toml_string()).unwrap();
+        assert_eq!(again, config);
     }
 
     #[test]

@@ -10,13 +10,16 @@ use ipnet::{IpNet, Ipv6Net};
 use crate::names::{check_ifname, check_node_name};
 use crate::path::KeyPath;
 use crate::schema::{
-    Config, Endpoint, InterfaceSection, MTU_RANGE, MeshSection, NodeSection, Role, RoutingSection,
-    StaticPeer,
+    Config, Endpoint, InterfaceSection, LogSection, MTU_RANGE, MeshSection, MetricsSection,
+    NodeSection, Role, RoutingSection, StaticPeer,
 };
 
 mod bgp;
 
 pub use bgp::{MAX_MD5_KEY_LEN, MAX_PREPEND};
+
+/// The levels a `[log] level` directive may name.
+pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// Longest IPv4 node prefix: a /30 still leaves each half two addresses.
 pub const MAX_NODE_PREFIX_LEN4: u8 = 30;
@@ -42,6 +45,12 @@ pub fn validate(config: &Config) -> Vec<Issue> {
     checker.routing(&config.routing, &config.mesh, &root.key("routing"));
     checker.bgp(&config.bgp, config.routing.asn, &root.key("bgp"));
     checker.peers(&config.peers, &config.node.name, &root.key("peer"));
+    checker.metrics(
+        &config.metrics,
+        config.node.listen_port,
+        &root.key("metrics"),
+    );
+    checker.log(&config.log, &root.key("log"));
     checker.issues
 }
 
@@ -54,6 +63,45 @@ pub fn reserved_asn(asn: u32) -> Option<&'static str> {
         u32::MAX => Some("ASN 4294967295 is reserved (RFC 7300)"),
         _ => None,
     }
+}
+
+/// Why a log filter such as `"info,meshd::bgp=debug"` is not valid, if it is not: a
+/// comma-separated list of `level` or `module::path=level`.
+pub fn check_log_level(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err(format!(
+            "empty log level; expected one of {}",
+            LOG_LEVELS.join(", ")
+        ));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let (target, level) = match directive.split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, directive),
+        };
+        if let Some(target) = target {
+            let valid = !target.is_empty()
+                && target.split("::").all(|part| {
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            if !valid {
+                return Err(format!(
+                    "{target:?} in {directive:?} is not a module path such as meshd::bgp"
+                ));
+            }
+        }
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{level:?} is not a log level; expected one of {} (optionally per module: \
+                 \"info,meshd::bgp=debug\")",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether two prefixes share any address (never across address families).
@@ -255,6 +303,30 @@ impl Checker {
                     self.report(&here, format!("{lan} overlaps lan_prefixes[{j}] {earlier}"));
                 }
             }
+        }
+    }
+
+    fn metrics(&mut self, metrics: &MetricsSection, listen_port: u16, path: &KeyPath) {
+        let port = metrics.listen.port();
+        if port == 0 {
+            self.report(
+                &path.key("listen"),
+                "port 0 is not allowed; a scraper needs a fixed port (default 9474)",
+            );
+        } else if port == listen_port {
+            self.report(
+                &path.key("listen"),
+                format!(
+                    "port {port} is node.listen_port, where the control plane listens on TCP; \
+                     choose another port (default 9474)"
+                ),
+            );
+        }
+    }
+
+    fn log(&mut self, log: &LogSection, path: &KeyPath) {
+        if let Err(message) = check_log_level(&log.level) {
+            self.report(&path.key("level"), message);
         }
     }
 

@@ -470,3 +470,45 @@ fn invalid_peer_and_neighbor_names() {
         ]
     );
 }
+
+#[test]
+fn metrics_listen_must_be_an_address_with_a_usable_port() {
+    assert_eq!(
+        error(&with_node("[metrics]\nlisten = \"localhost\"\n")),
+        "/etc/meshd/meshd.toml:5:10: metrics.listen: \"localhost\" is not an address with port such as 127.0.0.1:9474 or [::1]:9474"
+    );
+    assert_eq!(
+        error(&with_node("[metrics]\nlisten = \"127.0.0.1:0\"\n")),
+        "/etc/meshd/meshd.toml:5:10: metrics.listen: port 0 is not allowed; a scraper needs a fixed port (default 9474)"
+    );
+    assert_eq!(
+        error(&with_node("[metrics]\nlisten = \"[::1]:51820\"\n")),
+        "/etc/meshd/meshd.toml:5:10: metrics.listen: port 51820 is node.listen_port, where the control plane listens on TCP; choose another port (default 9474)"
+    );
+    assert_eq!(
+        error(&with_node("[metrics]\nenabled = \"yes\"\n")),
+        "/etc/meshd/meshd.toml:5:11: metrics.enabled: invalid type: string \"yes\", expected a boolean"
+    );
+}
+
+#[test]
+fn log_level_must_name_levels_and_modules() {
+    assert_eq!(
+        error(&with_node("[log]\nlevel = \"verbose\"\n")),
+        "/etc/meshd/meshd.toml:5:9: log.level: \"verbose\" is not a log level; expected one of off, error, warn, info, debug, trace (optionally per module: \"info,meshd::bgp=debug\")"
+    );
+    assert_eq!(
+        error(&with_node("[log]\nlevel = \"info,meshd bgp=debug\"\n")),
+        "/etc/meshd/meshd.toml:5:9: log.level: \"meshd bgp\" in \"meshd bgp=debug\" is not a module path such as meshd::bgp"
+    );
+    assert_eq!(
+        error(&with_node("[log]\nlevel = \"\"\n")),
+        "/etc/meshd/meshd.toml:5:9: log.level: empty log level; expected one of off, error, warn, info, debug, trace"
+    );
+    let config = parse(
+        &with_node("[log]\nlevel = \"warn,meshd::bgp=DEBUG\"\n"),
+        Path::new(FILE),
+    )
+    .unwrap();
+    assert_eq!(config.log.level, "warn,meshd::bgp=DEBUG");
+}

@@ -21,6 +21,7 @@ mod meshd;
 mod namespace;
 mod process;
 mod root;
+mod scrape;
 mod wait;
 mod wireguard_go;
 
@@ -31,5 +32,6 @@ pub use namespace::{Namespace, VethLink, connect_veth};
 pub use nix::sys::signal::Signal;
 pub use process::{ChildGuard, LogFile};
 pub use root::require_root;
+pub use scrape::{Exposition, HttpResponse, Sample, http_request, parse_exposition};
 pub use wait::wait_until;
 pub use wireguard_go::{WgGoPeer, WgGoPeerConfig, wg_genkey, wg_pubkey};

@@ -91,15 +91,7 @@ impl ApiServer {
                 path: ClientRegistry::path(&state),
             });
         }
-        let ca_db = ca_database(&state);
-        let role = |name: &str| Some(ca_db.as_ref()?.allocator.node(name)?.role);
-        let nodes: Vec<KnownPeer> = configured
-            .iter()
-            .map(|config| KnownPeer {
-                config: config.clone(),
-                kind: PeerKind::Node(role(&config.name)),
-            })
-            .collect();
+        let nodes = configured_nodes(&state, configured);
         let peers = server::merge_clients(&nodes, &registry);
         let socket = ControlSocket::bind(socket_path)?;
         Ok(Self {
@@ -134,6 +126,20 @@ impl ApiServer {
         }
         self.socket.serve(&api).await
     }
+}
+
+/// The configured peers as the peer set knows them: their roles are taken from the CA
+/// database when this node holds the CA (used at start and on every reload).
+pub fn configured_nodes(state: &StateDir, configured: &[PeerConfig]) -> Vec<KnownPeer> {
+    let ca_db = ca_database(state);
+    let role = |name: &str| Some(ca_db.as_ref()?.allocator.node(name)?.role);
+    configured
+        .iter()
+        .map(|config| KnownPeer {
+            config: config.clone(),
+            kind: PeerKind::Node(role(&config.name)),
+        })
+        .collect()
 }
 
 /// The CA database, where the roles of the nodes are known (only on the CA holder). The

@@ -349,7 +349,7 @@ fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>) -> PeerReport {
     }
 }
 
-fn is_up(stats: &PeerStats) -> bool {
+pub(crate) fn is_up(stats: &PeerStats) -> bool {
     stats
         .last_handshake
         .is_some_and(|age| age < SESSION_LIFETIME)
@@ -466,6 +466,7 @@ pub(crate) mod tests {
             transit_packets: 1,
             handshakes: 2,
             last_handshake: handshake.map(Duration::from_secs),
+            rtt: None,
         }
     }
 

@@ -23,4 +23,6 @@ pub mod sim;
 pub mod store;
 pub mod tls;
 
-pub use shell::{ControlError, ControlHandle, ControlPlane, ControlSettings, mesh_pool_routes};
+pub use shell::{
+    ControlError, ControlHandle, ControlPlane, ControlSettings, MembershipCounts, mesh_pool_routes,
+};

@@ -76,11 +76,21 @@ pub struct ControlSettings {
 #[derive(Debug)]
 pub struct ControlPlane;
 
+/// How big the mesh is as this node sees it (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipCounts {
+    /// Verified members, this node included.
+    pub members: usize,
+    /// Certificates on the current revocation list.
+    pub revoked: usize,
+}
+
 /// A running control plane.
 #[derive(Debug)]
 pub struct ControlHandle {
     peers: watch::Receiver<Vec<KnownPeer>>,
     members: watch::Receiver<Vec<NodeIdentity>>,
+    counts: watch::Receiver<MembershipCounts>,
     tasks: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
 }
@@ -208,6 +218,7 @@ impl ControlPlane {
         }
         let (peers_tx, peers_rx) = watch::channel(Vec::new());
         let (members_tx, members_rx) = watch::channel(Vec::new());
+        let (counts_tx, counts_rx) = watch::channel(MembershipCounts::default());
         let mut tasks = Vec::new();
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(
@@ -229,6 +240,7 @@ impl ControlPlane {
             resolved: HashMap::new(),
             peers_tx,
             members_tx,
+            counts_tx,
             next_id: 0,
             crl_number: None,
         };
@@ -237,6 +249,7 @@ impl ControlPlane {
         Ok(ControlHandle {
             peers: peers_rx,
             members: members_rx,
+            counts: counts_rx,
             tasks,
             local_addrs,
         })
@@ -259,6 +272,11 @@ impl ControlHandle {
     /// every change; the routing plane derives its iBGP sessions and route checks from them.
     pub fn members(&self) -> watch::Receiver<Vec<NodeIdentity>> {
         self.members.clone()
+    }
+
+    /// Members and revocations as of the last change.
+    pub fn counts(&self) -> MembershipCounts {
+        *self.counts.borrow()
     }
 
     /// Stops every task (connections close).
@@ -300,6 +318,7 @@ struct Hub {
     resolved: HashMap<String, Vec<SocketAddr>>,
     peers_tx: watch::Sender<Vec<KnownPeer>>,
     members_tx: watch::Sender<Vec<NodeIdentity>>,
+    counts_tx: watch::Sender<MembershipCounts>,
     next_id: u64,
     crl_number: Option<u64>,
 }
@@ -440,6 +459,15 @@ impl Hub {
                 } => tracing::info!("{text}"),
             }
         }
+        let counts = MembershipCounts {
+            members: self.membership.members().count(),
+            revoked: self.membership.crl().map_or(0, |crl| crl.entries().count()),
+        };
+        self.counts_tx.send_if_modified(|old| {
+            let modified = *old != counts;
+            *old = counts;
+            modified
+        });
         let crl_number = self.membership.crl().map(pki::Crl::crl_number);
         if crl_number != self.crl_number {
             self.crl_number = crl_number;

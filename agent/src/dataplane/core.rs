@@ -318,6 +318,7 @@ impl DataplaneCore {
             return self.drop(DropReason::UnknownPeer);
         };
         let is_cookie = matches!(packet, Packet::PacketCookieReply(_));
+        let is_response = matches!(packet, Packet::HandshakeResponse(_));
 
         let mut state = peer.state.lock();
         match state.tunn.decapsulate(Some(from.ip()), datagram, tx.room()) {
@@ -326,6 +327,9 @@ impl DataplaneCore {
                 // initiator): either way the handshake completed with this peer at `from`.
                 let len = reply.len();
                 authenticated(&mut state, from, now);
+                if is_response && let Some(sent) = state.initiation_sent_at.take() {
+                    state.rtt = Some(now.saturating_duration_since(sent));
+                }
                 PeerCounters::add(&peer.counters.handshakes, 1);
                 tx.commit(len, from);
                 self.flush_queue(peer, &mut state, now, tx);
@@ -389,6 +393,7 @@ impl DataplaneCore {
         match tx.room().first() {
             Some(&HANDSHAKE_INIT) => {
                 state.handshake_pending_since.get_or_insert(now);
+                state.initiation_sent_at = Some(now);
             }
             Some(&DATA) if len > WIREGUARD_OVERHEAD => {
                 PeerCounters::add(&peer.counters.tx_packets, 1);
@@ -461,6 +466,7 @@ impl DataplaneCore {
                     transit_packets: load(&c.transit_packets),
                     handshakes: load(&c.handshakes),
                     last_handshake: state.tunn.time_since_last_handshake(),
+                    rtt: state.rtt,
                 }
             })
             .collect();

@@ -507,3 +507,31 @@ proptest! {
         })?;
     }
 }
+
+/// Delivers everything `from` has queued to `to`, as received at `at`.
+fn deliver(from: &mut Node, to: &mut Node, at: Instant) {
+    let src = from.addr;
+    for (dst, datagram) in take_tx(from) {
+        assert_eq!(dst, to.addr);
+        let snap = to.core.snapshot();
+        to.core
+            .handle_inbound(&snap, &datagram, src, at, &mut to.to_device, &mut to.tx);
+    }
+}
+
+#[test]
+fn the_initiator_measures_the_round_trip_of_its_handshake() {
+    let start = Instant::now();
+    let (mut a, mut b) = pair();
+    send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"ping"), start);
+    assert_eq!(a.core.stats().peer("b").unwrap().rtt, None);
+    // 20 ms there, 25 ms back.
+    deliver(&mut a, &mut b, start + Duration::from_millis(20));
+    deliver(&mut b, &mut a, start + Duration::from_millis(45));
+    assert_eq!(
+        a.core.stats().peer("b").unwrap().rtt,
+        Some(Duration::from_millis(45))
+    );
+    // The responder started nothing, so it has nothing to measure.
+    assert_eq!(b.core.stats().peer("a").unwrap().rtt, None);
+}

@@ -32,6 +32,11 @@ pub(crate) struct PeerState {
     pub(crate) path: PathSelector,
     /// When we sent the first unanswered handshake initiation on the current path.
     pub(crate) handshake_pending_since: Option<Instant>,
+    /// When we sent our latest handshake initiation (retransmissions included), until its
+    /// response arrives: the response gives the path's round-trip time.
+    pub(crate) initiation_sent_at: Option<Instant>,
+    /// The round-trip time the last answered initiation measured.
+    pub(crate) rtt: Option<std::time::Duration>,
     /// A peer with a persistent keepalive (typically a spoke's core, or a core behind NAT)
     /// should be reachable from the first moment, not after its first keepalive interval:
     /// the next tick starts a handshake on its own.
@@ -84,6 +89,8 @@ impl Peer {
                 tunn,
                 path: PathSelector::new(config.endpoints.clone()),
                 handshake_pending_since: None,
+                initiation_sent_at: None,
+                rtt: None,
                 initiate_on_tick: config.persistent_keepalive.is_some(),
             }),
             counters: PeerCounters::default(),

@@ -158,6 +158,9 @@ pub struct PeerStats {
     pub handshakes: u64,
     /// Age of the current session, if there is one.
     pub last_handshake: Option<Duration>,
+    /// Round-trip time of the current path: from our last handshake initiation to its
+    /// response (`None` until a handshake this node started has completed).
+    pub rtt: Option<Duration>,
 }
 
 /// Statistics of the whole data plane.

@@ -88,6 +88,12 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
         self.change(|sources| sources.members = members)
     }
 
+    /// Replaces the configured peers (`[[peer]]`, after a reload). Peers whose key stays keep
+    /// their sessions. On error nothing changes.
+    pub fn set_configured(&self, configured: Vec<KnownPeer>) -> Result<(), DataplaneError> {
+        self.change(|sources| sources.configured = configured)
+    }
+
     /// Replaces the local clients (from `clients.json`). On error nothing changes.
     pub fn set_clients(&self, clients: Vec<KnownPeer>) -> Result<(), DataplaneError> {
         self.change(|sources| sources.clients = clients)

@@ -1,0 +1,329 @@
+//! What `GET /metrics` answers: a [`Snapshot`] of the daemon's counters turned into the
+//! OpenMetrics text format (which Prometheus reads). Pure: the snapshot is taken by the caller.
+//!
+//! Naming follows the Prometheus conventions: every name starts with `meshd_`, counters end
+//! in `_total`, and a unit is part of the name (`_bytes`, `_seconds`). Counters are the data
+//! plane's own monotonic counters, copied at scrape time; gauges are values that go up and
+//! down (peers up, session age, members).
+
+use std::fmt;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::api::report::{BgpSessionEntry, BgpView, is_up};
+use crate::api::{KnownPeer, PeerKind};
+use crate::control::MembershipCounts;
+use crate::dataplane::{DataplaneStats, DropReason};
+
+/// The media type of the text [`encode`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything one scrape reports, copied from the running daemon.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The peers the data plane has, with what each is to this node.
+    pub peers: Vec<KnownPeer>,
+    /// The data plane's counters.
+    pub stats: DataplaneStats,
+    /// `None` when the node runs without a control plane (static peers only).
+    pub control: Option<MembershipCounts>,
+    /// The routing plane's sessions and paths (`None` when BGP does not run).
+    pub bgp: Option<BgpView>,
+    /// Seconds since the Unix epoch when the daemon started.
+    pub started_at_unix: i64,
+}
+
+/// The OpenMetrics text for `snapshot` (ends with `# EOF`).
+pub fn encode(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// A snapshot handed to the registry for one scrape (collectors must own their data).
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        let mut out = Families(&mut encoder);
+        build_info(&mut out)?;
+        out.single_gauge(
+            "meshd_start_time",
+            "When the daemon started, in seconds since the Unix epoch",
+            Some(Unit::Seconds),
+            s.started_at_unix,
+        )?;
+        peers(&mut out, s)?;
+        drops(&mut out, &s.stats)?;
+        if let Some(control) = s.control {
+            out.single_gauge(
+                "meshd_control_members",
+                "Verified members of the mesh known to this node, itself included",
+                None,
+                control.members as u64,
+            )?;
+            out.single_gauge(
+                "meshd_control_revoked_certificates",
+                "Certificates on the mesh's current revocation list",
+                None,
+                control.revoked as u64,
+            )?;
+        }
+        match &s.bgp {
+            Some(view) => bgp(&mut out, view),
+            None => Ok(()),
+        }
+    }
+}
+
+fn build_info(out: &mut Families<'_, '_>) -> fmt::Result {
+    let info = Info::new([("version", env!("CARGO_PKG_VERSION"))]);
+    let metric = out
+        .0
+        .encode_descriptor("meshd_build", "meshd version", None, MetricType::Info)?;
+    info.encode(metric)
+}
+
+/// The name a peer kind has in labels.
+fn kind_label(kind: PeerKind) -> &'static str {
+    match kind {
+        PeerKind::Client => "client",
+        PeerKind::Node(Some(role)) => role.as_str(),
+        PeerKind::Node(None) => "node",
+    }
+}
+
+fn peers(out: &mut Families<'_, '_>, s: &Snapshot) -> fmt::Result {
+    const KINDS: [&str; 4] = ["core", "spoke", "node", "client"];
+    let kind_of = |name: &str| {
+        s.peers
+            .iter()
+            .find(|p| p.config.name == name)
+            .map_or("node", |p| kind_label(p.kind))
+    };
+    let configured = KINDS.map(|kind| {
+        let n = s
+            .peers
+            .iter()
+            .filter(|p| kind_label(p.kind) == kind)
+            .count();
+        ([("kind", kind)], n as u64)
+    });
+    out.gauge(
+        "meshd_peers_configured",
+        "Peers the data plane has, by kind (core, spoke, node: a [[peer]] of unknown role, client)",
+        None,
+        configured,
+    )?;
+    let up = KINDS.map(|kind| {
+        let n = s
+            .stats
+            .peers
+            .iter()
+            .filter(|p| kind_of(&p.name) == kind && is_up(p))
+            .count();
+        ([("kind", kind)], n as u64)
+    });
+    out.gauge(
+        "meshd_peers_up",
+        "Peers with a live WireGuard session (a handshake within 180 s), by kind",
+        None,
+        up,
+    )?;
+
+    let label = |name: &str| [("peer", name.to_owned())];
+    let per_peer = |value: fn(&crate::dataplane::PeerStats) -> u64| {
+        s.stats
+            .peers
+            .iter()
+            .map(move |p| (label(&p.name), value(p)))
+    };
+    out.gauge(
+        "meshd_peer_up",
+        "1 while the peer has a live WireGuard session, else 0",
+        None,
+        per_peer(|p| u64::from(is_up(p))),
+    )?;
+    out.counter(
+        "meshd_peer_handshakes",
+        "WireGuard handshakes completed with the peer",
+        None,
+        per_peer(|p| p.handshakes),
+    )?;
+    out.counter(
+        "meshd_peer_received",
+        "Inner (decrypted) bytes received from the peer",
+        Some(Unit::Bytes),
+        per_peer(|p| p.rx_bytes),
+    )?;
+    out.counter(
+        "meshd_peer_sent",
+        "Inner bytes sent to the peer, transit included",
+        Some(Unit::Bytes),
+        per_peer(|p| p.tx_bytes),
+    )?;
+    out.counter(
+        "meshd_peer_received_packets",
+        "Inner packets received from the peer",
+        None,
+        per_peer(|p| p.rx_packets),
+    )?;
+    out.counter(
+        "meshd_peer_sent_packets",
+        "Inner packets sent to the peer, transit included",
+        None,
+        per_peer(|p| p.tx_packets),
+    )?;
+    out.counter(
+        "meshd_peer_transit_packets",
+        "Packets from the peer that meshd forwarded to another peer",
+        None,
+        per_peer(|p| p.transit_packets),
+    )?;
+    out.gauge(
+        "meshd_peer_last_handshake_age",
+        "Age of the peer's current session (absent without one)",
+        Some(Unit::Seconds),
+        s.stats
+            .peers
+            .iter()
+            .filter_map(|p| Some((label(&p.name), seconds(p.last_handshake?)))),
+    )?;
+    out.gauge(
+        "meshd_peer_rtt",
+        "Round-trip time of the path to the peer, measured by the last handshake this node \
+         initiated (absent until one completed)",
+        Some(Unit::Seconds),
+        s.stats
+            .peers
+            .iter()
+            .filter_map(|p| Some((label(&p.name), seconds(p.rtt?)))),
+    )
+}
+
+fn drops(out: &mut Families<'_, '_>, stats: &DataplaneStats) -> fmt::Result {
+    out.counter(
+        "meshd_dataplane_dropped_packets",
+        "Packets the data plane dropped, by reason",
+        None,
+        DropReason::ALL.map(|r| ([("reason", r.as_str())], stats.drops.get(r))),
+    )
+}
+
+fn bgp(out: &mut Families<'_, '_>, view: &BgpView) -> fmt::Result {
+    let established = |s: &BgpSessionEntry| s.state == "established";
+    let sessions = &view.sessions;
+    out.single_gauge(
+        "meshd_bgp_sessions_established",
+        "BGP sessions in state Established",
+        None,
+        sessions.iter().filter(|s| established(s)).count() as u64,
+    )?;
+    let label = |s: &BgpSessionEntry| {
+        [
+            ("neighbor", s.name.clone()),
+            ("address", s.address.to_string()),
+        ]
+    };
+    out.gauge(
+        "meshd_bgp_session_up",
+        "1 while the BGP session with the neighbour is Established, else 0",
+        None,
+        sessions
+            .iter()
+            .map(|s| (label(s), u64::from(established(s)))),
+    )?;
+    out.gauge(
+        "meshd_bgp_session_received_prefixes",
+        "Prefixes the neighbour announces to this node (accepted by import policy)",
+        None,
+        sessions.iter().map(|s| {
+            let received = view
+                .routes
+                .iter()
+                .filter(|r| r.learnt_from_address == Some(s.address))
+                .count();
+            (label(s), received as u64)
+        }),
+    )?;
+    out.gauge(
+        "meshd_bgp_session_advertised_prefixes",
+        "Prefixes this node announces to the neighbour",
+        None,
+        sessions.iter().map(|s| (label(s), s.advertised as u64)),
+    )?;
+    out.single_gauge(
+        "meshd_bgp_best_routes",
+        "Prefixes with a best path, this node's own included",
+        None,
+        view.routes.iter().filter(|r| r.best).count() as u64,
+    )
+}
+
+/// A duration as fractional seconds.
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// Writes metric families: one descriptor, then one sample per label set.
+struct Families<'e, 'w>(&'e mut DescriptorEncoder<'w>);
+
+impl Families<'_, '_> {
+    fn counter<L: EncodeLabelSet, V: prometheus_client::encoding::EncodeCounterValue>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        samples: impl IntoIterator<Item = (L, V)>,
+    ) -> fmt::Result {
+        let mut family =
+            self.0
+                .encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+        for (labels, value) in samples {
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn gauge<L: EncodeLabelSet, V: prometheus_client::encoding::EncodeGaugeValue>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        samples: impl IntoIterator<Item = (L, V)>,
+    ) -> fmt::Result {
+        let mut family = self
+            .0
+            .encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+        for (labels, value) in samples {
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    /// A gauge family with one sample and no labels.
+    fn single_gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        value: V,
+    ) -> fmt::Result {
+        let family = self
+            .0
+            .encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+        ConstGauge::new(value).encode(family)
+    }
+}

@@ -1,0 +1,127 @@
+//! Reloading `meshd.toml` while the daemon runs (SIGHUP, `systemctl reload meshd`).
+//!
+//! The file is read and validated first; a file with errors is reported and the running
+//! configuration stays. Otherwise [`diff::plan`] sorts the differences: `[[peer]]` changes go
+//! to the peer set (peers whose key stays keep their sessions, so unchanged tunnels carry on),
+//! the metrics listener and log filter follow, and settings that need a restart are logged as
+//! such and kept. The configuration that then runs is published ([`Reloader::config`]) for
+//! the planes that derive state from it (the routing plane: LAN prefixes, BGP neighbours).
+
+pub mod diff;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mesh_config::{Config, ConfigError};
+use tokio::sync::watch;
+
+pub use diff::{FixedChange, NamedChanges, ReloadPlan, plan};
+
+use crate::api::{DataplaneControl, configured_nodes};
+use crate::dataplane::DataplaneError;
+use crate::peerset::PeerSet;
+use crate::state::StateDir;
+
+/// Changes the log filter of the running process (`[log] level`); `Err` says why not.
+pub type LogFilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("the data plane refused the new peers: {0}")]
+    Dataplane(#[from] DataplaneError),
+}
+
+/// What a reload acts on.
+pub struct Reloader<'a, D> {
+    path: PathBuf,
+    state: StateDir,
+    running: watch::Sender<Arc<Config>>,
+    peer_set: &'a PeerSet<'a, D>,
+    metrics: &'a watch::Sender<Option<SocketAddr>>,
+    log_filter: LogFilterSetter,
+}
+
+impl<D> std::fmt::Debug for Reloader<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, D: DataplaneControl> Reloader<'a, D> {
+    /// `running` is the configuration the daemon started with, read from `path`.
+    pub fn new(
+        path: PathBuf,
+        state: StateDir,
+        running: Config,
+        peer_set: &'a PeerSet<'a, D>,
+        metrics: &'a watch::Sender<Option<SocketAddr>>,
+        log_filter: LogFilterSetter,
+    ) -> Self {
+        Self {
+            path,
+            state,
+            running: watch::Sender::new(Arc::new(running)),
+            peer_set,
+            metrics,
+            log_filter,
+        }
+    }
+
+    /// The configuration that runs, replaced after every accepted reload.
+    pub fn config(&self) -> watch::Receiver<Arc<Config>> {
+        self.running.subscribe()
+    }
+
+    /// Re-reads the file and applies what changed. On error nothing changed.
+    pub async fn reload(&self) -> Result<ReloadPlan, ReloadError> {
+        let file = mesh_config::load(&self.path)?;
+        let running = self.running.borrow().clone();
+        let plan = plan(&running, &file);
+        for fixed in &plan.restart_needed {
+            tracing::warn!("{fixed}");
+        }
+        if !plan.peers.is_empty() {
+            let mut resolved = Vec::with_capacity(plan.effective.peers.len());
+            for peer in &plan.effective.peers {
+                resolved.push(crate::daemon::resolve_peer(peer).await);
+            }
+            self.peer_set
+                .set_configured(configured_nodes(&self.state, &resolved))?;
+        }
+        if let Some(address) = plan.metrics {
+            self.metrics.send_replace(address);
+        }
+        if let Some(level) = &plan.log_level
+            && let Err(reason) = (self.log_filter)(level)
+        {
+            tracing::warn!("[log] level {level:?} not applied: {reason}");
+        }
+        self.running.send_replace(Arc::new(plan.effective.clone()));
+        Ok(plan)
+    }
+
+    /// Reloads on every SIGHUP, logging the outcome; never returns. `hangup` is the signal
+    /// stream, installed by the caller as early as possible (SIGHUP's default action would
+    /// end the process).
+    pub async fn on_hangup(&self, mut hangup: tokio::signal::unix::Signal) -> Infallible {
+        loop {
+            if hangup.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+            tracing::info!(config = %self.path.display(), "SIGHUP: reloading the configuration");
+            match self.reload().await {
+                Ok(plan) => tracing::info!("configuration reloaded: {}", plan.summary()),
+                Err(error) => {
+                    tracing::error!("reload refused, the running configuration stays:\n{error}")
+                }
+            }
+        }
+    }
+}

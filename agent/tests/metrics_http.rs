@@ -1,0 +1,293 @@
+//! The metrics endpoint over real HTTP on 127.0.0.x (no root): what a Prometheus scrape gets,
+//! parsed as OpenMetrics, and how the listener follows address changes (a reload).
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use mesh_config::Role;
+use meshd::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView};
+use meshd::api::{KnownPeer, PeerKind};
+use meshd::control::MembershipCounts;
+use meshd::dataplane::{DataplaneStats, DropCounts, DropReason, PeerConfig, PeerStats};
+use meshd::metrics::{MetricsSource, Snapshot, serve};
+use netns_tests::{http_request, parse_exposition, wait_until};
+use tokio::sync::watch;
+
+struct Fixed(Snapshot);
+
+impl MetricsSource for Fixed {
+    fn snapshot(&self) -> Snapshot {
+        self.0.clone()
+    }
+}
+
+fn peer(name: &str, key: u8, kind: PeerKind) -> KnownPeer {
+    KnownPeer {
+        config: PeerConfig {
+            name: name.into(),
+            public_key: [key; 32],
+            endpoints: Vec::new(),
+            allowed_ips: Vec::new(),
+            persistent_keepalive: None,
+        },
+        kind,
+    }
+}
+
+fn stats(name: &str, key: u8, rx: u64, session: Option<u64>, rtt_ms: Option<u64>) -> PeerStats {
+    PeerStats {
+        name: name.into(),
+        public_key: [key; 32],
+        endpoint: None,
+        rx_bytes: rx,
+        rx_packets: rx / 100,
+        tx_bytes: 2 * rx,
+        tx_packets: rx / 50,
+        transit_packets: 0,
+        handshakes: 3,
+        last_handshake: session.map(Duration::from_secs),
+        rtt: rtt_ms.map(Duration::from_millis),
+    }
+}
+
+fn session(name: &str, address: &str, asn: u32, state: &str, advertised: usize) -> BgpSessionEntry {
+    BgpSessionEntry {
+        name: name.into(),
+        address: address.parse().unwrap(),
+        remote_asn: asn,
+        state: state.into(),
+        internal: asn == 64512,
+        rr_client: false,
+        router_id: None,
+        advertised,
+    }
+}
+
+fn route(prefix: &str, from: Option<&str>, best: bool) -> BgpRouteEntry {
+    BgpRouteEntry {
+        prefix: prefix.parse().unwrap(),
+        next_hop: from.map(|a| a.parse().unwrap()),
+        as_path: String::new(),
+        local_pref: Some(100),
+        med: None,
+        communities: Vec::new(),
+        large_communities: Vec::new(),
+        origin: "igp".into(),
+        originator_id: None,
+        learnt_from: from.map_or("local", |_| "beta").into(),
+        learnt_from_address: from.map(|a| a.parse().unwrap()),
+        best,
+        kernel: best && from.is_some(),
+    }
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        peers: vec![
+            peer("beta", 2, PeerKind::Node(Some(Role::Core))),
+            peer("home", 3, PeerKind::Node(Some(Role::Spoke))),
+            peer("laptop", 4, PeerKind::Client),
+        ],
+        stats: DataplaneStats {
+            peers: vec![
+                stats("beta", 2, 4096, Some(12), Some(25)),
+                stats("home", 3, 0, Some(400), None),
+                stats("laptop", 4, 100, None, None),
+            ],
+            drops: DropCounts::default(),
+        },
+        control: Some(MembershipCounts {
+            members: 4,
+            revoked: 1,
+        }),
+        bgp: Some(BgpView {
+            asn: 64512,
+            router_id: Some("10.1.0.1".parse().unwrap()),
+            sessions: vec![
+                session("beta", "10.2.0.1", 64512, "established", 3),
+                session("mikrotik", "192.168.42.1", 65010, "active", 0),
+            ],
+            routes: vec![
+                route("10.1.0.0/16", None, true),
+                route("10.2.0.0/16", Some("10.2.0.1"), true),
+                route("192.168.50.0/24", Some("10.2.0.1"), false),
+            ],
+        }),
+        started_at_unix: 1_700_000_000,
+    }
+}
+
+/// A free TCP port on `ip` (bound and released; the test binds it again at once).
+fn free_address(ip: &str) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// Runs `serve` on a runtime of its own; the returned sender moves the listener.
+fn start(address: SocketAddr) -> (watch::Sender<Option<SocketAddr>>, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = watch::channel(Some(address));
+    runtime.spawn(async move {
+        let source = Fixed(snapshot());
+        let never = serve(rx, &source).await;
+        match never {}
+    });
+    (tx, runtime)
+}
+
+fn reachable(address: SocketAddr) -> bool {
+    http_request(address, "GET", "/metrics").is_ok_and(|r| r.status == 200)
+}
+
+#[test]
+fn a_scrape_gets_every_metric_with_its_type_and_unit() {
+    let address = free_address("127.0.0.71");
+    let (_tx, _runtime) = start(address);
+    assert!(wait_until(Duration::from_secs(5), || reachable(address)));
+
+    let response = http_request(address, "GET", "/metrics").unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        response.headers["content-type"].starts_with("application/openmetrics-text"),
+        "{:?}",
+        response.headers
+    );
+    let m = parse_exposition(&response.body).unwrap_or_else(|e| panic!("{e}\n{}", response.body));
+
+    // Types: counters are counters (with _total), gauges gauges, units in the names.
+    for (family, kind) in [
+        ("meshd_peer_received_bytes", "counter"),
+        ("meshd_peer_sent_bytes", "counter"),
+        ("meshd_peer_handshakes", "counter"),
+        ("meshd_dataplane_dropped_packets", "counter"),
+        ("meshd_peer_last_handshake_age_seconds", "gauge"),
+        ("meshd_peer_rtt_seconds", "gauge"),
+        ("meshd_peers_up", "gauge"),
+        ("meshd_build", "info"),
+    ] {
+        assert_eq!(
+            m.types.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+
+    let peer = |name| [("peer", name)];
+    assert_eq!(
+        m.value("meshd_peer_received_bytes_total", &peer("beta")),
+        Some(4096.0)
+    );
+    assert_eq!(
+        m.value("meshd_peer_sent_bytes_total", &peer("beta")),
+        Some(8192.0)
+    );
+    assert_eq!(
+        m.value("meshd_peer_handshakes_total", &peer("home")),
+        Some(3.0)
+    );
+    assert_eq!(
+        m.value("meshd_peer_rtt_seconds", &peer("beta")),
+        Some(0.025)
+    );
+    assert_eq!(
+        m.value("meshd_peer_rtt_seconds", &peer("home")),
+        None,
+        "not measured"
+    );
+    assert_eq!(
+        m.value("meshd_peer_last_handshake_age_seconds", &peer("beta")),
+        Some(12.0)
+    );
+    assert_eq!(
+        m.value("meshd_peer_last_handshake_age_seconds", &peer("laptop")),
+        None
+    );
+    // A 400 s old session is over (180 s); a 12 s old one is up.
+    assert_eq!(m.value("meshd_peer_up", &peer("beta")), Some(1.0));
+    assert_eq!(m.value("meshd_peer_up", &peer("home")), Some(0.0));
+    assert_eq!(m.value("meshd_peers_up", &[("kind", "core")]), Some(1.0));
+    assert_eq!(m.value("meshd_peers_up", &[("kind", "spoke")]), Some(0.0));
+    assert_eq!(
+        m.value("meshd_peers_configured", &[("kind", "client")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("meshd_peers_configured", &[("kind", "node")]),
+        Some(0.0)
+    );
+
+    for reason in DropReason::ALL {
+        assert_eq!(
+            m.value(
+                "meshd_dataplane_dropped_packets_total",
+                &[("reason", reason.as_str())]
+            ),
+            Some(0.0),
+            "{reason:?}"
+        );
+    }
+    assert_eq!(m.value("meshd_control_members", &[]), Some(4.0));
+    assert_eq!(
+        m.value("meshd_control_revoked_certificates", &[]),
+        Some(1.0)
+    );
+    assert_eq!(m.value("meshd_bgp_sessions_established", &[]), Some(1.0));
+    assert_eq!(
+        m.value("meshd_bgp_session_up", &[("neighbor", "mikrotik")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.value(
+            "meshd_bgp_session_advertised_prefixes",
+            &[("neighbor", "beta"), ("address", "10.2.0.1")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        m.value("meshd_start_time_seconds", &[]),
+        Some(1_700_000_000.0)
+    );
+    assert_eq!(
+        m.value(
+            "meshd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn only_get_metrics_is_served() {
+    let address = free_address("127.0.0.72");
+    let (_tx, _runtime) = start(address);
+    assert!(wait_until(Duration::from_secs(5), || reachable(address)));
+
+    let other = http_request(address, "GET", "/").unwrap();
+    assert_eq!(other.status, 404);
+    assert!(other.body.contains("/metrics"), "{}", other.body);
+    let post = http_request(address, "POST", "/metrics").unwrap();
+    assert_eq!(post.status, 405);
+    assert_eq!(post.headers["allow"], "GET, HEAD");
+    // Garbage instead of HTTP gets an error status or a closed connection, and the server
+    // goes on serving.
+    let _ = http_request(address, "\u{1}\u{2} ", "x y z");
+    assert!(reachable(address));
+}
+
+#[test]
+fn the_listener_follows_address_changes() {
+    let first = free_address("127.0.0.73");
+    let (tx, _runtime) = start(first);
+    assert!(wait_until(Duration::from_secs(5), || reachable(first)));
+
+    let second = free_address("127.0.0.74");
+    tx.send_replace(Some(second));
+    assert!(wait_until(Duration::from_secs(5), || reachable(second)));
+    assert!(!reachable(first), "the old address is closed");
+
+    tx.send_replace(None);
+    assert!(wait_until(Duration::from_secs(5), || !reachable(second)));
+}
