@@ -115,10 +115,30 @@ fn two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes() {
         "beta cannot ping alpha over IPv6:\n{}",
         beta.log()
     );
+    let before = alpha.metrics(&ns_a);
     assert!(
         ns_a.ping_all(ip("10.2.0.1"), 10),
         "pings were lost on an established tunnel"
     );
+    // The byte counters of the metrics endpoint moved by at least the ten 84-byte echo
+    // requests sent and the ten replies received.
+    let after = alpha.metrics(&ns_a);
+    let counter = |m: &netns_tests::Exposition, name: &str| {
+        m.value(name, &[("peer", "beta")])
+            .unwrap_or_else(|| panic!("{name} for beta is missing"))
+    };
+    for name in [
+        "meshd_peer_sent_bytes_total",
+        "meshd_peer_received_bytes_total",
+    ] {
+        assert!(
+            counter(&after, name) - counter(&before, name) >= 840.0,
+            "{name} moved from {} to {}",
+            counter(&before, name),
+            counter(&after, name)
+        );
+    }
+    assert_eq!(after.value("meshd_peer_up", &[("peer", "beta")]), Some(1.0));
 
     // A TCP transfer over the overlay (offload paths, not only single small packets).
     let _server = ns_b.spawn(

@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 
 use crate::namespace::Namespace;
 use crate::process::ChildGuard;
+use crate::scrape::{Exposition, http_request, parse_exposition};
 use crate::wait::wait_until;
 
 static NEXT_NODE: AtomicU32 = AtomicU32::new(0);
@@ -204,6 +205,51 @@ impl MeshdNode {
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut process = self.process.take()?;
         process.stop_with(Signal::SIGTERM, Duration::from_secs(10))
+    }
+
+    /// Asks the running daemon to reload its config (SIGHUP) and waits (up to 10 s) until it
+    /// logs the outcome; returns the log from that line on.
+    pub fn reload(&mut self) -> String {
+        let process = self.process.as_mut().expect("the node runs");
+        let outcomes = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("configuration reloaded") || l.contains("reload refused"))
+                .count()
+        };
+        let before = outcomes(&process.log().contents());
+        process.signal(Signal::SIGHUP);
+        let done = wait_until(Duration::from_secs(10), || {
+            outcomes(&process.log().contents()) > before
+        });
+        let log = process.log().contents();
+        assert!(
+            done,
+            "meshd {} did not report a reload within 10 s:\n{log}",
+            self.name
+        );
+        let outcome = log
+            .lines()
+            .filter(|l| l.contains("configuration reloaded") || l.contains("reload refused"))
+            .nth(before)
+            .unwrap_or_default();
+        // An error's diagnostics follow its line.
+        let start = log.find(outcome).unwrap_or(0);
+        log[start..].to_owned()
+    }
+
+    /// Scrapes the running daemon's metrics (default address, 127.0.0.1:9474 in `namespace`)
+    /// and parses them; panics with the text if it does not parse.
+    pub fn metrics(&self, namespace: &Namespace) -> Exposition {
+        let scrape =
+            || namespace.run_in(|| http_request(([127, 0, 0, 1], 9474).into(), "GET", "/metrics"));
+        // The listener starts right after "meshd running": allow it a moment.
+        wait_until(Duration::from_secs(5), || scrape().is_ok());
+        let response = scrape().unwrap_or_else(|error| {
+            panic!("cannot scrape meshd {}: {error}\n{}", self.name, self.log())
+        });
+        assert_eq!(response.status, 200, "{}", response.body);
+        parse_exposition(&response.body)
+            .unwrap_or_else(|error| panic!("{error}\n{}", response.body))
     }
 
     /// What the running daemon has logged so far.

@@ -87,6 +87,16 @@ impl ChildGuard {
             .and_then(|child| child.try_wait().ok().flatten())
     }
 
+    /// Sends `signal` to the process if it still runs (e.g. SIGHUP for a reload).
+    pub fn signal(&mut self, signal: Signal) {
+        if self.try_exit_status().is_none()
+            && let Some(child) = &self.child
+        {
+            let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+            let _ = kill(pid, signal);
+        }
+    }
+
     /// Sends `signal` and waits up to `timeout` for the process to exit. Returns its exit
     /// status, or `None` if it did not exit in time (it is then killed).
     pub fn stop_with(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
