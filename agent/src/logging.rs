@@ -100,7 +100,11 @@ fn filter(rust_log: Option<&str>, level: Option<&str>, configured: &str) -> EnvF
         .filter(|text| !text.trim().is_empty())
         .and_then(|text| EnvFilter::try_new(text).ok())
         .or_else(|| level.and_then(|text| EnvFilter::try_new(text).ok()))
-        .or_else(|| EnvFilter::try_new(configured).ok())
+        .or_else(|| {
+            Some(configured)
+                .filter(|text| !text.trim().is_empty())
+                .and_then(|text| EnvFilter::try_new(text).ok())
+        })
         .unwrap_or_else(|| EnvFilter::new(DEFAULT_LEVEL))
 }
 
