@@ -25,7 +25,8 @@ use std::time::Duration;
 use meshd::api::report::RoutesReport;
 use meshd::state::StateDir;
 use netns_tests::{
-    ChildGuard, Namespace, connect_veth, require_root, run_checked, run_with_timeout, wait_until,
+    ChildGuard, Namespace, connect_veth, http_request, parse_exposition, require_root, run_checked,
+    run_with_timeout, wait_until,
 };
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
@@ -342,6 +343,21 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
             node.log()
         );
     }
+    // The same, as Prometheus sees it on beta: three sessions, four members.
+    let metrics = beta
+        .namespace
+        .run_in(|| http_request(([127, 0, 0, 1], 9474).into(), "GET", "/metrics"))
+        .expect("beta serves metrics");
+    let metrics = parse_exposition(&metrics.body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        metrics.value("meshd_bgp_sessions_established", &[]),
+        Some(3.0)
+    );
+    assert_eq!(
+        metrics.value("meshd_bgp_session_up", &[("neighbor", "spoke")]),
+        Some(1.0)
+    );
+    assert_eq!(metrics.value("meshd_control_members", &[]), Some(4.0));
     let beta_sessions = beta.routes().bgp_sessions;
     let to_spoke = beta_sessions.iter().find(|s| s.name == "spoke").unwrap();
     assert!(to_spoke.internal && to_spoke.rr_client, "{to_spoke:?}");
