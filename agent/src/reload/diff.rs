@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use mesh_config::Config;
+use mesh_config::{BgpNeighbor, BgpSection, Config, Policy};
 
 /// One setting that differs in the file but can only change with a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,14 +206,25 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         peers: NamedChanges::between(&running.peers, &file.peers, |p| &p.name),
         lan_prefixes: (running.routing.lan_prefixes != file.routing.lan_prefixes)
             .then(|| file.routing.lan_prefixes.clone()),
-        bgp_neighbors: NamedChanges::between(&running.bgp.neighbors, &file.bgp.neighbors, |n| {
-            &n.name
-        }),
+        bgp_neighbors: NamedChanges::between(
+            &with_policies(&running.bgp),
+            &with_policies(&file.bgp),
+            |(n, _, _)| &n.name,
+        ),
         metrics: (running.metrics.address() != file.metrics.address())
             .then(|| file.metrics.address()),
         log_level: (running.log.level != file.log.level).then(|| file.log.level.clone()),
         effective,
     }
+}
+
+/// Each neighbour with the policies it uses, so that editing a named policy changes the
+/// neighbours that refer to it.
+fn with_policies(bgp: &BgpSection) -> Vec<(&BgpNeighbor, Vec<&Policy>, Vec<&Policy>)> {
+    bgp.neighbors
+        .iter()
+        .map(|n| (n, bgp.resolve(&n.import), bgp.resolve(&n.export)))
+        .collect()
 }
 
 fn quoted(text: &str) -> String {
@@ -255,6 +266,17 @@ lan_prefixes = ["192.168.42.0/24"]
 name = "mikrotik"
 address = "192.168.42.1"
 remote_asn = 65010
+import = "from-mikrotik"
+
+[[bgp.neighbor]]
+name = "bird"
+address = "192.168.42.2"
+remote_asn = 65020
+
+[bgp.policy.from-mikrotik]
+[[bgp.policy.from-mikrotik.term]]
+match.prefixes = ["192.168.50.0/24 le 28"]
+action = "accept"
 
 [[peer]]
 name = "beta"
@@ -326,6 +348,12 @@ allowed_prefixes = ["10.3.0.0/16"]
                 "a BGP neighbour's AS",
                 "remote_asn = 65010",
                 "remote_asn = 65011",
+                "bgp neighbours: changed mikrotik",
+            ),
+            (
+                "a named policy a neighbour uses",
+                "le 28",
+                "le 29",
                 "bgp neighbours: changed mikrotik",
             ),
             (
