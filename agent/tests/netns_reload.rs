@@ -135,4 +135,31 @@ fn sighup_adds_a_peer_without_disturbing_the_running_tunnel() {
         "the tunnel to beta was renegotiated by the reload"
     );
     assert!(beta_metric(&alpha, &ns_a, "meshd_peer_received_bytes_total") > received);
+
+    // 3. gamma removed again: its tunnel and its kernel route go, beta stays.
+    std::fs::write(alpha.config_path(), &good).unwrap();
+    let outcome = alpha.reload();
+    assert!(
+        outcome.contains("configuration reloaded: peers: removed gamma"),
+        "{outcome}"
+    );
+    // The kernel routes follow the peer set a moment later.
+    let routes = || ns_a.ip(&["-4", "route", "show", "dev", "mesh0"]);
+    let settled =
+        netns_tests::wait_until(Duration::from_secs(5), || !routes().contains("10.3.0.0/16"));
+    assert!(
+        settled && routes().contains("10.2.0.0/16"),
+        "routes after removing gamma: {}",
+        routes()
+    );
+    let metrics = alpha.metrics(&ns_a);
+    assert_eq!(metrics.value("meshd_peer_up", &[("peer", "gamma")]), None);
+    assert_eq!(
+        metrics.value("meshd_peer_up", &[("peer", "beta")]),
+        Some(1.0)
+    );
+    assert!(
+        ns_a.ping_all(ip("10.2.0.1"), 3),
+        "beta lost packets after gamma was removed"
+    );
 }
