@@ -148,7 +148,8 @@ pub struct PeerReport {
     pub up: bool,
     /// Seconds since the current session's handshake; null if there is no session.
     pub last_handshake_seconds_ago: Option<u64>,
-    /// Round-trip time in milliseconds; null until path probing measures it.
+    /// Round-trip time of the path in milliseconds, from the last handshake this node
+    /// initiated; null until one completed.
     pub rtt_ms: Option<f64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -339,7 +340,7 @@ fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>) -> PeerReport {
         persistent_keepalive_seconds: config.persistent_keepalive.map(|d| d.as_secs()),
         up: stats.is_some_and(is_up),
         last_handshake_seconds_ago: stats.and_then(|s| s.last_handshake).map(|d| d.as_secs()),
-        rtt_ms: None,
+        rtt_ms: stats.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
         rx_bytes: stats.map_or(0, |s| s.rx_bytes),
         tx_bytes: stats.map_or(0, |s| s.tx_bytes),
         rx_packets: stats.map_or(0, |s| s.rx_packets),
@@ -501,8 +502,10 @@ pub(crate) mod tests {
     fn peers_join_configuration_and_counters() {
         let beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);
         let laptop = known("laptop", PeerKind::Client, &["10.1.0.2/32"]);
+        let mut beta_stats = stats_for(&beta, Some(200));
+        beta_stats.rtt = Some(Duration::from_micros(12_500));
         let stats = DataplaneStats {
-            peers: vec![stats_for(&beta, Some(200))],
+            peers: vec![beta_stats],
             drops: Default::default(),
         };
         let report = peers(&[beta, laptop], &stats);
@@ -512,6 +515,7 @@ pub(crate) mod tests {
         assert_eq!(beta.role, None);
         assert!(!beta.up, "a 200 s old session is expired");
         assert_eq!(beta.last_handshake_seconds_ago, Some(200));
+        assert_eq!(beta.rtt_ms, Some(12.5));
         assert_eq!(beta.rx_bytes, 1000);
         assert_eq!(laptop.role.as_deref(), Some("client"));
         assert_eq!(laptop.endpoint, None);
