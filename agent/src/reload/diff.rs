@@ -117,6 +117,33 @@ impl ReloadPlan {
             && self.log_level.is_none()
     }
 
+    /// For a daemon whose routing plane does not follow reloads: moves the `[routing]
+    /// lan_prefixes` and `[bgp]` changes to [`Self::restart_needed`] and keeps their running
+    /// values, so that the log says what really happens.
+    pub fn defer_routing(&mut self, running: &Config) {
+        if let Some(lans) = self.lan_prefixes.take() {
+            self.restart_needed.push(FixedChange {
+                key: "routing.lan_prefixes",
+                running: list(&running.routing.lan_prefixes),
+                file: list(&lans),
+            });
+            self.effective.routing.lan_prefixes = running.routing.lan_prefixes.clone();
+        }
+        if !self.bgp_neighbors.is_empty() || self.effective.bgp != running.bgp {
+            let changes = std::mem::take(&mut self.bgp_neighbors);
+            self.restart_needed.push(FixedChange {
+                key: "bgp",
+                running: "the running neighbours and policies".to_owned(),
+                file: if changes.is_empty() {
+                    "other policies".to_owned()
+                } else {
+                    format!("neighbours {}", changes.describe())
+                },
+            });
+            self.effective.bgp = running.bgp.clone();
+        }
+    }
+
     /// One line for the log: what the reload changes now.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
@@ -476,6 +503,32 @@ allowed_prefixes = ["10.3.0.0/16"]
             );
             assert!(plan.applies_nothing(), "{key}");
         }
+    }
+
+    #[test]
+    fn without_a_routing_plane_that_follows_routing_changes_wait_for_a_restart() {
+        let running = parse(BASE);
+        let file = parse(
+            &BASE
+                .replace("lan_prefixes = [\"192.168.42.0/24\"]", "lan_prefixes = []")
+                .replace("remote_asn = 65020", "remote_asn = 65021"),
+        );
+        let mut plan = plan(&running, &file);
+        assert_eq!(
+            plan.summary(),
+            "lan_prefixes: []; bgp neighbours: changed bird"
+        );
+        plan.defer_routing(&running);
+        assert!(plan.applies_nothing(), "{}", plan.summary());
+        assert_eq!(plan.effective, running);
+        let keys: Vec<&str> = plan.restart_needed.iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["routing.lan_prefixes", "bgp"]);
+        assert_eq!(
+            plan.restart_needed[1].to_string(),
+            "bgp changed from the running neighbours and policies to neighbours changed bird in \
+             the file, but it cannot change while meshd runs: restart meshd to apply it (keeping \
+             the running neighbours and policies until then)"
+        );
     }
 
     #[test]

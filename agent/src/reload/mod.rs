@@ -5,7 +5,9 @@
 //! to the peer set (peers whose key stays keep their sessions, so unchanged tunnels carry on),
 //! the metrics listener and log filter follow, and settings that need a restart are logged as
 //! such and kept. The configuration that then runs is published ([`Reloader::config`]) for
-//! the planes that derive state from it (the routing plane: LAN prefixes, BGP neighbours).
+//! the planes that derive state from it: the routing plane is to follow it for `[routing]
+//! lan_prefixes` and `[bgp]` (comparing with [`NamedChanges::between`] or [`diff::plan`]).
+//! While nothing subscribes, those changes are reported as needing a restart instead.
 
 pub mod diff;
 
@@ -83,7 +85,11 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
     pub async fn reload(&self) -> Result<ReloadPlan, ReloadError> {
         let file = mesh_config::load(&self.path)?;
         let running = self.running.borrow().clone();
-        let plan = plan(&running, &file);
+        let mut plan = plan(&running, &file);
+        if self.running.receiver_count() == 0 {
+            // Nobody follows the configuration: the routing plane reads it at start only.
+            plan.defer_routing(&running);
+        }
         for fixed in &plan.restart_needed {
             tracing::warn!("{fixed}");
         }
