@@ -291,3 +291,55 @@ fn the_listener_follows_address_changes() {
     tx.send_replace(None);
     assert!(wait_until(Duration::from_secs(5), || !reachable(second)));
 }
+
+#[test]
+fn idle_and_oversized_clients_cannot_block_scrapes() {
+    use std::io::{Read, Write};
+    let address = free_address("127.0.0.75");
+    let (_tx, _runtime) = start(address);
+    assert!(wait_until(Duration::from_secs(5), || reachable(address)));
+
+    // Headers far larger than any scraper sends: refused, not buffered without end.
+    let mut big = std::net::TcpStream::connect(address).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = write!(
+        big,
+        "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer:.200}"
+    );
+
+    // As many silent connections as the server serves at once: they are closed after the
+    // header timeout, and a scrape gets through.
+    let idle: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let scraped = wait_until(Duration::from_secs(15), || reachable(address));
+    assert!(
+        scraped,
+        "a scrape never got through {} idle connections",
+        idle.len()
+    );
+    assert!(started.elapsed() < Duration::from_secs(12));
+    for mut connection in idle {
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        // EOF or a reset: the server closed it (a read timeout would mean it is still open).
+        match connection.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(error) => assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "an idle connection stayed open: {error}"
+            ),
+        }
+    }
+}
