@@ -433,6 +433,17 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
             .any(|l| l.contains("BGP route refused") && l.contains(ROGUE_LAN))
     });
     assert!(refused, "beta did not log the refusal:\n{}", beta.log());
+    let refusals = beta
+        .log()
+        .lines()
+        .filter(|l| l.contains("BGP route refused") && l.contains(ROGUE_LAN))
+        .count();
+    assert_eq!(
+        refusals,
+        1,
+        "logged once per session and prefix:\n{}",
+        beta.log()
+    );
     for core in [&alpha, &beta, &gamma] {
         assert!(
             core.best_bgp_route(ROGUE_LAN).is_none(),

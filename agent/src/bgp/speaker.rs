@@ -304,7 +304,9 @@ struct Actor {
     /// mistaken for one of a neighbour added later.
     next_peer: PeerId,
     guard: Option<Arc<dyn ImportGuard>>,
-    /// (peer, prefix) pairs whose refusal by the guard was logged: once each, not per UPDATE.
+    /// (peer, prefix) pairs whose refusal by the guard was logged: once each, not per UPDATE
+    /// nor per ROUTE-REFRESH after a membership change; forgotten when the route is accepted
+    /// or the session ends.
     refusals_logged: HashSet<(PeerId, IpNet)>,
     rib: Rib,
     next_conn: u64,
@@ -472,7 +474,6 @@ impl Actor {
     /// A new guard: established peers resend their routes so that all of them pass it.
     fn set_guard(&mut self, guard: Option<Arc<dyn ImportGuard>>) {
         self.guard = guard;
-        self.refusals_logged.clear();
         let established: Vec<(PeerId, Vec<Family>)> = self
             .peers
             .iter()
@@ -953,7 +954,14 @@ impl Actor {
         for op in imported.ops {
             let change = match op {
                 RibOp::Announce(prefix, path) => match self.guard_refusal(&prefix, &source) {
-                    None => self.rib.announce(prefix, path),
+                    None => {
+                        // Accepted now (a new guard, a new announcement): a later refusal is
+                        // news again.
+                        if !self.refusals_logged.is_empty() {
+                            self.refusals_logged.remove(&(peer, prefix));
+                        }
+                        self.rib.announce(prefix, path)
+                    }
                     Some(reason) => {
                         if self.refusals_logged.insert((peer, prefix)) {
                             tracing::warn!(peer = %name, %prefix, %reason, "BGP route refused");

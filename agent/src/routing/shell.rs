@@ -75,7 +75,7 @@ impl RoutingSettings {
             tracing::warn!("BGP not started: the interface has no IPv4 address for a router id");
             return Ok(None);
         };
-        let listen = if mesh_member {
+        let mut listen: Vec<SocketAddr> = if mesh_member {
             addresses
                 .iter()
                 .map(|a| SocketAddr::new(a.addr(), BGP_PORT))
@@ -83,6 +83,7 @@ impl RoutingSettings {
         } else {
             Vec::new()
         };
+        listen.extend(passive_listeners(&external, &listen));
         Ok(Some(RoutingSettings {
             node_name: config.node.name.clone(),
             asn: config.routing.asn,
@@ -93,6 +94,31 @@ impl RoutingSettings {
             external,
         }))
     }
+}
+
+/// Where passive `[[bgp.neighbor]]`s connect to: their `local_address`, port 179, besides the
+/// overlay addresses already in `listen`. Only there: meshd never listens on every address of
+/// the underlay. A passive neighbour without `local_address` could never connect; it is
+/// reported.
+fn passive_listeners(external: &[NeighborConfig], listen: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut extra: Vec<SocketAddr> = Vec::new();
+    for n in external.iter().filter(|n| n.passive) {
+        match n.local_address {
+            Some(address) => {
+                let at = SocketAddr::new(address, BGP_PORT);
+                if !listen.contains(&at) && !extra.contains(&at) {
+                    extra.push(at);
+                }
+            }
+            None => tracing::warn!(
+                neighbor = %n.name,
+                "[[bgp.neighbor]] is passive but has no local_address: meshd listens only on \
+                 the overlay addresses and on local addresses of passive neighbours, so this \
+                 neighbour cannot connect"
+            ),
+        }
+    }
+    extra
 }
 
 /// A running routing plane.
@@ -306,5 +332,69 @@ impl RoutingPlane {
     /// Ends every session (Cease) and stops the speaker.
     pub async fn shutdown(self) {
         self.speaker.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[node]
+name = "spoke"
+role = "spoke"
+
+[routing]
+lan_prefixes = ["192.168.42.0/24"]
+
+[[bgp.neighbor]]
+name = "friend"
+address = "192.168.42.2"
+remote_asn = 65042
+passive = true
+local_address = "192.168.42.1"
+
+[[bgp.neighbor]]
+name = "upstream"
+address = "198.51.100.9"
+remote_asn = 65043
+"#;
+
+    #[test]
+    fn the_daemon_listens_on_overlay_addresses_and_passive_neighbours_local_addresses() {
+        let config = mesh_config::parse(CONFIG, std::path::Path::new("meshd.toml")).unwrap();
+        let addresses: Vec<IpNet> = vec![
+            "10.4.0.1/16".parse().unwrap(),
+            "fd00:0:0:1:4::1/80".parse().unwrap(),
+        ];
+        let settings = RoutingSettings::for_daemon(&config, &addresses, Vec::new(), true)
+            .unwrap()
+            .expect("a mesh member routes");
+        assert_eq!(settings.router_id, Ipv4Addr::new(10, 4, 0, 1));
+        let expected: Vec<SocketAddr> =
+            ["10.4.0.1:179", "[fd00:0:0:1:4::1]:179", "192.168.42.1:179"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        assert_eq!(settings.listen, expected);
+        assert_eq!(settings.external.len(), 2);
+        assert_eq!(settings.configured_lans.len(), 1);
+
+        // Outside a mesh only the passive neighbour's address is listened on.
+        let settings = RoutingSettings::for_daemon(&config, &addresses, Vec::new(), false)
+            .unwrap()
+            .expect("[[bgp.neighbor]]s route");
+        assert_eq!(settings.listen, ["192.168.42.1:179".parse().unwrap()]);
+    }
+
+    #[test]
+    fn nothing_to_route_starts_nothing() {
+        let config = mesh_config::Config::new("alpha", mesh_config::Role::Core);
+        let addresses: Vec<IpNet> = vec!["10.1.0.1/16".parse().unwrap()];
+        assert!(
+            RoutingSettings::for_daemon(&config, &addresses, Vec::new(), false)
+                .unwrap()
+                .is_none()
+        );
     }
 }
