@@ -93,8 +93,11 @@ pub enum Command {
     /// Run the daemon in the foreground (what the systemd unit starts).
     ///
     /// Creates the TUN device, its addresses and routes, starts the data and control planes
-    /// and runs until SIGINT or SIGTERM, then removes what it set up. Under systemd it reports
-    /// readiness (Type=notify) and logs to the journal; elsewhere it logs to stderr.
+    /// and runs until SIGINT or SIGTERM, then removes what it set up. SIGHUP re-reads the
+    /// configuration and applies what can change at run time (peers, metrics, log level);
+    /// tunnels that did not change keep running. Prometheus metrics are served on
+    /// http://127.0.0.1:9474/metrics unless `[metrics]` says otherwise. Under systemd it
+    /// reports readiness (Type=notify) and logs to the journal; elsewhere it logs to stderr.
     Run(RunArgs),
     /// Show the running daemon's state.
     Status(OutputArgs),
