@@ -4,7 +4,11 @@
 //!   for the TUN device; the test plays the kernel on its other end.
 //! - [`packets`]: valid IPv4/IPv6 echo packets to send through the mesh.
 //! - [`node`]: start a data plane on a loopback address and wire nodes to each other.
+//! - [`mesh`]: whole meshd nodes (commands, control plane, data plane, peer set) by name.
+//! - [`logs`]: capture the log lines of everything running in the test process.
 
+pub mod logs;
 pub mod memory_device;
+pub mod mesh;
 pub mod node;
 pub mod packets;

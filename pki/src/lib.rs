@@ -79,7 +79,7 @@ pub use error::PkiError;
 pub use extension::ExtensionError;
 pub use identity::{IdentityError, NodeIdentity, NodeRole, validate_node_name};
 pub use invitation::{InvitationRecord, InvitationRequest, create_invitation, redeem};
-pub use node_cert::{IssuedCertificate, NodeCertificate, node_dns_name};
+pub use node_cert::{IssuedCertificate, NodeCertificate, csr_public_key_der, node_dns_name};
 pub use node_key::NodeKeyPair;
 pub use oid::{MESHD_IDENTITY_OID, MESHD_IDENTITY_UUID};
 pub use serial::SerialNumber;

@@ -134,6 +134,17 @@ impl CertificateAuthority {
     }
 }
 
+/// The public key (DER SubjectPublicKeyInfo) a certificate request asks to certify, after
+/// the same checks as [`CertificateAuthority::issue_node_certificate`] makes: it lets a CA
+/// holder that renews a certificate insist on the key of the certificate being renewed.
+pub fn csr_public_key_der(csr_pem: &str) -> Result<Vec<u8>, PkiError> {
+    read_csr(csr_pem)?;
+    let block = pem::parse(csr_pem).map_err(|e| PkiError::Csr(format!("not PEM ({e})")))?;
+    let (_, parsed) = X509CertificationRequest::from_der(block.contents())
+        .map_err(|e| PkiError::Csr(format!("not a PKCS#10 request ({e})")))?;
+    Ok(parsed.certification_request_info.subject_pki.raw.to_vec())
+}
+
 /// Parses a CSR, checks its self-signature and that its key is P-256.
 fn read_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, PkiError> {
     let block = pem::parse(csr_pem).map_err(|e| PkiError::Csr(format!("not PEM ({e})")))?;

@@ -234,3 +234,28 @@ fn a_node_certificate_cannot_be_loaded_as_the_ca() {
         pki::CertificateAuthority::from_pem(&issued.pem, &ca.to_pem().private_key).unwrap_err();
     assert!(err.to_string().contains("not a CA certificate"), "{err}");
 }
+
+#[test]
+fn a_requests_public_key_is_the_one_its_certificate_gets() {
+    let key = NodeKeyPair::generate().unwrap();
+    let other = NodeKeyPair::generate().unwrap();
+    let csr = key.csr("beta").unwrap();
+    let asked = pki::csr_public_key_der(&csr).unwrap();
+    assert_eq!(asked, key.public_key_der());
+    assert_ne!(asked, other.public_key_der());
+    let issued = issue_from(&csr);
+    assert_eq!(
+        NodeCertificate::parse(&issued).unwrap().public_key_der,
+        asked
+    );
+    assert!(matches!(
+        pki::csr_public_key_der("not a request"),
+        Err(PkiError::Csr(_))
+    ));
+}
+
+fn issue_from(csr: &str) -> Vec<u8> {
+    ca().issue_node_certificate(csr, &spoke_identity(), NOW, Duration::days(1))
+        .unwrap()
+        .der
+}

@@ -92,6 +92,7 @@ pub fn init<O: Write, N: Write>(
         ca_fingerprint: ca.fingerprint_hex(),
         mesh_name: ca.mesh_name().to_owned(),
         created_at: now,
+        ca_holder: Some(args.name.clone()),
     };
 
     // Write: the config first (a re-run after a failure below finds it and, since it agrees,

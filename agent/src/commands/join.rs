@@ -93,12 +93,13 @@ pub fn join_mesh<O: Write, N: Write>(
         .enable_all()
         .build()
         .map_err(|e| invalid("meshd join", format!("cannot start the async runtime: {e}")))?;
-    let accepted = runtime
-        .block_on(join(&token, &request))
-        .map_err(|e: JoinError| CommandError::InvalidArgument {
-            flag: "meshd join".into(),
-            reason: e.to_string(),
-        })?;
+    let (accepted, ca_holder) =
+        runtime
+            .block_on(join(&token, &request))
+            .map_err(|e: JoinError| CommandError::InvalidArgument {
+                flag: "meshd join".into(),
+                reason: e.to_string(),
+            })?;
     check_answer(&token, &request, &accepted, now)?;
 
     // Config first (a failure below can be retried with a new token), keys, certificates,
@@ -129,6 +130,7 @@ pub fn join_mesh<O: Write, N: Write>(
         ca_fingerprint: pki::fingerprint_hex(&token.ca_fingerprint),
         mesh_name: accepted.mesh_name.clone(),
         created_at: now,
+        ca_holder: Some(ca_holder),
     };
     state.write_node_record(&record)?;
 

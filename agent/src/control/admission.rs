@@ -1,17 +1,18 @@
-//! The CA side of a join: redeem the invitation, allocate, issue, persist. Blocking file I/O
-//! on the state directory (call it from a blocking thread). Every refusal is a sentence for
-//! the person running `meshd join`.
+//! The CA side of a join (redeem the invitation, allocate, issue, persist) and of a
+//! certificate renewal (re-issue what the CA database holds for a member, for the same key).
+//! Blocking file I/O on the state directory (call it from a blocking thread). Every refusal
+//! is a sentence for the person running `meshd join` or reading the member's log.
 
 use mesh_config::alloc::AllocError;
 use mesh_config::names::check_node_name;
-use pki::{CertificateAuthority, TokenError};
-use time::OffsetDateTime;
+use pki::{CertificateAuthority, Crl, IssuedCertificate, NodeCertificate, TokenError};
+use time::{Duration, OffsetDateTime};
 
 use super::message::{JoinAccepted, JoinRequest};
 use super::record::SignedRecord;
-use crate::commands::NODE_CERT_VALIDITY;
+use super::store;
 use crate::commands::identity::{node_identity, node_role};
-use crate::state::{CertificateRecord, StateDir};
+use crate::state::{CaDatabase, CertificateRecord, StateDir, StateLock};
 
 /// Why a join was refused; the text goes back to the joiner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +23,8 @@ pub struct Refusal(pub String);
 #[derive(Debug, Clone)]
 pub struct MeshFacts {
     pub asn: u32,
+    /// How long the node's certificate is valid.
+    pub certificate_validity: Duration,
     pub members: Vec<SignedRecord>,
     pub crl: Option<Vec<u8>>,
 }
@@ -42,25 +45,8 @@ pub fn admit(
             "this node does not hold the mesh CA; use an endpoint of the CA holder (the token lists them)".into(),
         ));
     }
-    let internal = |what: &str, e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "join of {}: {what}", request.name);
-        Refusal(format!("the CA holder failed: {what} (see its log)"))
-    };
-    let _lock = state
-        .lock()
-        .map_err(|e| internal("cannot lock its state", &e))?;
-    let mut db = state
-        .read_ca_db()
-        .map_err(|e| internal("cannot read its CA database", &e))?;
-    let ca = CertificateAuthority::from_pem(
-        &state
-            .read_certificate(&state.ca_cert_path())
-            .map_err(|e| internal("cannot read the CA certificate", &e))?,
-        &state
-            .read_ca_key()
-            .map_err(|e| internal("cannot read the CA key", &e))?,
-    )
-    .map_err(|e| internal("cannot load the CA", &e))?;
+    let internal = internal_failure(&request.name, "join");
+    let OpenCa { _lock, mut db, ca } = open_ca(state, &internal)?;
 
     // The newest invitation under this name is the one that counts.
     let Some(invitation) = db
@@ -97,7 +83,7 @@ pub fn admit(
     debug_assert_eq!(node_role(allocation.role), invitation.role);
     let identity = node_identity(&allocation, &invitation.lan_prefixes, request.wireguard_key);
     let issued = ca
-        .issue_node_certificate(&request.csr_pem, &identity, now, NODE_CERT_VALIDITY)
+        .issue_node_certificate(&request.csr_pem, &identity, now, facts.certificate_validity)
         .map_err(|e| refuse(format!("the certificate request was refused: {e}")))?;
     db.lan_prefixes
         .insert(request.name.clone(), invitation.lan_prefixes.clone());
@@ -125,4 +111,248 @@ pub fn admit(
         members: facts.members,
         crl: facts.crl,
     })
+}
+
+/// Re-issues the certificate of the member that presented `current` on an authenticated
+/// connection (so it holds `current`'s key): same name, role, allocation, approved LANs and
+/// WireGuard key, for the key in `csr_pem`, which must be `current`'s. Refused for a node that
+/// was revoked or whose certificate this CA did not issue. The new certificate is recorded
+/// in the CA database before it is returned.
+pub fn renew(
+    state: &StateDir,
+    current: &NodeCertificate,
+    csr_pem: &str,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<IssuedCertificate, Refusal> {
+    let name = &current.identity.name;
+    let refuse = |text: String| Refusal(text);
+    if !state.is_ca_holder() {
+        return Err(refuse("this node does not hold the mesh CA".into()));
+    }
+    let internal = internal_failure(name, "renewal");
+    let OpenCa { _lock, mut db, ca } = open_ca(state, &internal)?;
+    let revoked = match store::read_crl(state)
+        .map_err(|e| internal("cannot read its revocation list", &e))?
+    {
+        Some(der) => Crl::parse(&der, ca.cert_der())
+            .map_err(|e| internal("cannot read its revocation list", &e))?
+            .is_revoked(&current.serial),
+        None => false,
+    };
+    if revoked {
+        return Err(refuse(format!(
+            "the certificate {} of {name} is revoked",
+            current.serial
+        )));
+    }
+    if !db
+        .certificates
+        .iter()
+        .any(|c| c.name == *name && c.serial == current.serial)
+    {
+        return Err(refuse(format!(
+            "this CA has no record of issuing certificate {} to {name}",
+            current.serial
+        )));
+    }
+    let Some(allocation) = db.allocator.node(name).cloned() else {
+        return Err(refuse(format!(
+            "{name} is no longer a member of the mesh (revoked)"
+        )));
+    };
+    let asked = pki::csr_public_key_der(csr_pem)
+        .map_err(|e| refuse(format!("the certificate request was refused: {e}")))?;
+    if asked != current.public_key_der {
+        return Err(refuse(
+            "the certificate request is for another key than the certificate being renewed; \
+             a renewal keeps the node's key"
+                .into(),
+        ));
+    }
+    let lan_prefixes = db.lan_prefixes.get(name).cloned().unwrap_or_default();
+    let identity = node_identity(&allocation, &lan_prefixes, current.identity.wireguard_key);
+    let issued = ca
+        .issue_node_certificate(csr_pem, &identity, now, validity)
+        .map_err(|e| refuse(format!("the certificate request was refused: {e}")))?;
+    db.certificates.push(CertificateRecord {
+        name: name.clone(),
+        serial: issued.serial.clone(),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+    });
+    state
+        .write_ca_db(&db)
+        .map_err(|e| internal("cannot write its CA database", &e))?;
+    tracing::info!(node = %name, serial = %issued.serial, not_after = %issued.not_after, "renewed a node certificate");
+    Ok(issued)
+}
+
+/// The CA holder's state, locked from reading to writing.
+struct OpenCa {
+    _lock: StateLock,
+    db: CaDatabase,
+    ca: CertificateAuthority,
+}
+
+/// Locks the state directory and loads the CA database and the CA.
+fn open_ca(
+    state: &StateDir,
+    internal: &impl Fn(&str, &dyn std::fmt::Display) -> Refusal,
+) -> Result<OpenCa, Refusal> {
+    let lock = state
+        .lock()
+        .map_err(|e| internal("cannot lock its state", &e))?;
+    let db = state
+        .read_ca_db()
+        .map_err(|e| internal("cannot read its CA database", &e))?;
+    let ca = CertificateAuthority::from_pem(
+        &state
+            .read_certificate(&state.ca_cert_path())
+            .map_err(|e| internal("cannot read the CA certificate", &e))?,
+        &state
+            .read_ca_key()
+            .map_err(|e| internal("cannot read the CA key", &e))?,
+    )
+    .map_err(|e| internal("cannot load the CA", &e))?;
+    Ok(OpenCa {
+        _lock: lock,
+        db,
+        ca,
+    })
+}
+
+/// A failure of the CA holder itself: the details go to its log, the member learns only
+/// that it failed.
+fn internal_failure<'a>(
+    name: &'a str,
+    what: &'static str,
+) -> impl Fn(&str, &dyn std::fmt::Display) -> Refusal + 'a {
+    move |step: &str, error: &dyn std::fmt::Display| {
+        tracing::error!(%error, "{what} of {name}: {step}");
+        Refusal(format!("the CA holder failed: {step} (see its log)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use pki::{InvitationToken, NodeKeyPair};
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    use super::*;
+    use crate::cli::Cli;
+    use crate::commands::{Output, execute};
+
+    const VALIDITY: Duration = Duration::days(1);
+
+    /// Runs a meshd command on the state and config in `dir`.
+    fn meshd(dir: &std::path::Path, args: &[&str]) -> String {
+        let mut argv = vec![
+            "meshd".to_owned(),
+            "--config".to_owned(),
+            dir.join("meshd.toml").display().to_string(),
+            "--state-dir".to_owned(),
+            dir.join("state").display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut output = Output {
+            out: Vec::new(),
+            note: Vec::new(),
+        };
+        execute(Cli::try_parse_from(argv).unwrap(), &mut output).unwrap();
+        String::from_utf8(output.out).unwrap()
+    }
+
+    /// A CA holder `alpha` that admitted core `beta`: its state, beta's key and certificate.
+    fn admitted() -> (tempfile::TempDir, StateDir, NodeKeyPair, NodeCertificate) {
+        let dir = tempfile::tempdir().unwrap();
+        meshd(
+            dir.path(),
+            &["init", "--name", "alpha", "--endpoint", "127.0.0.1:51820"],
+        );
+        let token = meshd(dir.path(), &["invite", "beta", "--role", "core"]);
+        let token = InvitationToken::parse(token.trim()).unwrap();
+        let key = NodeKeyPair::generate().unwrap();
+        let request = JoinRequest {
+            name: "beta".into(),
+            secret: token.secret,
+            csr_pem: key.csr("beta").unwrap(),
+            wireguard_key: [7; 32],
+            endpoints: vec![],
+        };
+        let facts = MeshFacts {
+            asn: 64512,
+            certificate_validity: VALIDITY,
+            members: vec![],
+            crl: None,
+        };
+        let state = StateDir::new(dir.path().join("state"));
+        let accepted = admit(&state, &request, facts, OffsetDateTime::now_utc()).unwrap();
+        let der = CertificateDer::from_pem_slice(accepted.certificate_pem.as_bytes()).unwrap();
+        let cert = NodeCertificate::parse(&der).unwrap();
+        (dir, state, key, cert)
+    }
+
+    #[test]
+    fn a_renewal_keeps_identity_and_key_and_is_recorded() {
+        let (_dir, state, key, current) = admitted();
+        let later = OffsetDateTime::now_utc() + Duration::hours(16);
+        let issued = renew(&state, &current, &key.csr("beta").unwrap(), later, VALIDITY).unwrap();
+        let renewed = NodeCertificate::parse(&issued.der).unwrap();
+        assert_eq!(renewed.identity, current.identity);
+        assert_eq!(renewed.public_key_der, current.public_key_der);
+        assert_ne!(renewed.serial, current.serial);
+        assert!(renewed.not_after > current.not_after);
+        let db = state.read_ca_db().unwrap();
+        let serials: Vec<_> = db
+            .certificates
+            .iter()
+            .filter(|c| c.name == "beta")
+            .map(|c| c.serial.clone())
+            .collect();
+        assert_eq!(serials, [current.serial, renewed.serial]);
+    }
+
+    #[test]
+    fn a_renewal_for_another_key_is_refused() {
+        let (_dir, state, _key, current) = admitted();
+        let other = NodeKeyPair::generate().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let refusal = renew(&state, &current, &other.csr("beta").unwrap(), now, VALIDITY)
+            .unwrap_err()
+            .0;
+        assert!(refusal.contains("another key"), "{refusal}");
+    }
+
+    #[test]
+    fn a_revoked_node_cannot_renew_and_nothing_is_issued() {
+        let (dir, state, key, current) = admitted();
+        meshd(dir.path(), &["revoke", "beta"]);
+        let before = state.read_ca_db().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, VALIDITY)
+            .unwrap_err()
+            .0;
+        assert!(
+            refusal.contains(&format!(
+                "certificate {} of beta is revoked",
+                current.serial
+            )),
+            "{refusal}"
+        );
+        assert_eq!(state.read_ca_db().unwrap(), before);
+    }
+
+    #[test]
+    fn a_certificate_this_ca_did_not_issue_is_not_renewed() {
+        let (_dir, state, key, mut current) = admitted();
+        current.serial = pki::SerialNumber::from_bytes(&[1, 2, 3]);
+        let now = OffsetDateTime::now_utc();
+        let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, VALIDITY)
+            .unwrap_err()
+            .0;
+        assert!(refusal.contains("no record of issuing"), "{refusal}");
+    }
 }

@@ -10,7 +10,7 @@ use tokio_rustls::TlsConnector;
 
 use super::frame::{FrameError, read_message, write_message};
 use super::message::{JoinAccepted, JoinRequest, Message};
-use super::tls::{JOIN_SERVER_NAME, join_client_config};
+use super::tls::{JOIN_SERVER_NAME, join_client_config, peer_name};
 
 /// How long one attempt (connect, handshake, answer) may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,17 +26,20 @@ pub enum JoinError {
     Protocol(String),
 }
 
-/// Joins through the first endpoint of `token` that answers.
+/// Joins through the first endpoint of `token` that answers. Returns the answer and the node
+/// name of the CA holder that gave it (from its certificate, checked in the handshake).
 pub async fn join(
     token: &InvitationToken,
     request: &JoinRequest,
-) -> Result<JoinAccepted, JoinError> {
+) -> Result<(JoinAccepted, String), JoinError> {
     let mut failures = Vec::new();
     for endpoint in &token.endpoints {
         match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(endpoint, token, request)).await {
-            Ok(Ok(Message::JoinAccepted(accepted))) => return Ok(*accepted),
-            Ok(Ok(Message::JoinRefused { reason })) => return Err(JoinError::Refused(reason)),
-            Ok(Ok(other)) => {
+            Ok(Ok((Message::JoinAccepted(accepted), ca_holder))) => {
+                return Ok((*accepted, ca_holder));
+            }
+            Ok(Ok((Message::JoinRefused { reason }, _))) => return Err(JoinError::Refused(reason)),
+            Ok(Ok((other, _))) => {
                 return Err(JoinError::Protocol(format!(
                     "expected an answer to the join request, got {other:?}"
                 )));
@@ -54,7 +57,7 @@ async fn attempt(
     endpoint: &str,
     token: &InvitationToken,
     request: &JoinRequest,
-) -> Result<Message, String> {
+) -> Result<(Message, String), String> {
     let tcp = TcpStream::connect(endpoint)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -66,11 +69,13 @@ async fn attempt(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let ca_holder = peer_name(tls.get_ref().1.peer_certificates())
+        .ok_or("the CA holder presented no node certificate")?;
     write_message(&mut tls, &Message::JoinRequest(request.clone()))
         .await
         .map_err(|e| e.to_string())?;
     match read_message::<_, Message>(&mut tls).await {
-        Ok(message) => Ok(message),
+        Ok(message) => Ok((message, ca_holder)),
         Err(FrameError::Closed) => {
             Err("the CA holder closed the connection without answering".into())
         }

@@ -38,6 +38,9 @@ pub enum Action {
     Send { to: String, gossip: Gossip },
     /// The set of members (or their endpoints) changed: re-derive the tunnels.
     MembersChanged,
+    /// A record was replaced by a newer one that changes no tunnel (a renewed certificate):
+    /// store the membership.
+    RecordsUpdated,
     /// Close the control connection to this node (it was revoked).
     Disconnect { peer: String, reason: String },
     /// Something a person should see in the log.
@@ -378,10 +381,13 @@ impl Membership {
         };
         let name = member.identity.name.clone();
         if name == self.own_name {
-            // Only we speak for ourselves: an older copy of our own record is harmless, a
+            // Only we speak for ourselves: an older copy of our own record is harmless (also
+            // one with the certificate we had before a renewal), a newer one with a
             // different certificate under our name is worth a warning.
-            let ours = self.members.get(&name).map(|own| &own.record.certificate);
-            if ours.is_some_and(|cert| *cert != record.certificate) {
+            let ours = self.members.get(&name).map(|own| &own.record);
+            if ours.is_some_and(|own| {
+                own.certificate != record.certificate && own.version <= record.version
+            }) {
                 self.refuse(
                     from,
                     Some(&name),
@@ -424,9 +430,11 @@ impl Membership {
             );
         }
         self.members.insert(name, member);
-        if changed {
-            actions.push(Action::MembersChanged);
-        }
+        actions.push(if changed {
+            Action::MembersChanged
+        } else {
+            Action::RecordsUpdated
+        });
         true
     }
 

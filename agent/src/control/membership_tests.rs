@@ -243,3 +243,62 @@ fn a_revocation_removes_the_member_and_spreads() {
     );
     assert_eq!(a.crl().unwrap().crl_number(), 1);
 }
+
+#[test]
+fn a_renewed_record_replaces_the_old_without_touching_tunnels() {
+    let ca = ca();
+    let (mut nodes, _, _) = mesh(&ca, 1);
+    // core2 renews: same key, same identity, a new certificate, a newer record.
+    let (key, first) = node(&ca, "core2", NodeRole::Core, None, &["10.2.0.0/16"]);
+    let identity = pki::NodeCertificate::parse(&first).unwrap().identity;
+    let mut renewed = Membership::new("core2", ca.cert_der().to_vec(), 9);
+    let old = sign_record(&key, &first, vec!["203.0.113.2:51820".into()], 5).unwrap();
+    renewed.set_own_record(old.clone(), NOW);
+    let second = ca
+        .issue_node_certificate(
+            &key.csr("core2").unwrap(),
+            &identity,
+            NOW + Duration::days(20),
+            Duration::days(30),
+        )
+        .unwrap()
+        .der;
+    let new = sign_record(&key, &second, vec!["203.0.113.2:51820".into()], 6).unwrap();
+    let core1 = &mut nodes[0];
+    let first_seen = core1.receive(
+        "core2",
+        Gossip::Records {
+            records: vec![old.clone()],
+        },
+        NOW,
+    );
+    assert!(
+        first_seen.contains(&Action::MembersChanged),
+        "{first_seen:?}"
+    );
+    let later = NOW + Duration::days(20);
+    let actions = core1.receive(
+        "core2",
+        Gossip::Records {
+            records: vec![new.clone()],
+        },
+        later,
+    );
+    assert!(actions.contains(&Action::RecordsUpdated), "{actions:?}");
+    assert!(!actions.contains(&Action::MembersChanged), "{actions:?}");
+    assert_eq!(core1.member("core2").unwrap().record, new);
+    // Past the first certificate's expiry the member stays.
+    let after = core1.tick(NOW + Duration::days(31));
+    assert!(!after.contains(&Action::MembersChanged), "{after:?}");
+    assert!(core1.member("core2").is_some());
+
+    // The renewing node itself hears its old record from a peer: harmless, no warning.
+    renewed.set_own_record(new, later);
+    let echoed = renewed.receive("core1", Gossip::Records { records: vec![old] }, later);
+    assert!(
+        !echoed
+            .iter()
+            .any(|a| matches!(a, Action::Log { warning: true, .. })),
+        "{echoed:?}"
+    );
+}

@@ -25,6 +25,22 @@ pub enum Message {
     JoinRefused { reason: String },
     /// Spreading membership among admitted nodes.
     Gossip(Gossip),
+    /// A member asks the CA holder for a new certificate (the only message of a renewal
+    /// connection, see [`super::tls::RENEWAL_ALPN`]). Who asks is the TLS client certificate.
+    RenewRequest(RenewRequest),
+    /// The CA holder renewed the certificate.
+    RenewAccepted { certificate_pem: String },
+    /// The CA holder refused; the reason goes to the member's log.
+    RenewRefused { reason: String },
+}
+
+/// A renewal request: a CSR for the key of the certificate the member holds now (the CA
+/// holder refuses another key), so the WireGuard key, name and prefixes stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// PKCS#10 request (PEM) signed with the member's current TLS key.
+    pub csr_pem: String,
 }
 
 /// What `meshd join` sends, after it has checked the CA's fingerprint.

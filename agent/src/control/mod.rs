@@ -18,6 +18,7 @@ mod membership_tests;
 pub mod message;
 pub mod peers;
 pub mod record;
+pub mod renewal;
 pub mod shell;
 pub mod sim;
 pub mod store;

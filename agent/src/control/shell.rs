@@ -5,6 +5,13 @@
 //! Who dials whom: a core dials every other core, a spoke dials its core (it may sit behind
 //! NAT). When two cores dial each other at once, both keep the connection opened by the node
 //! with the smaller name, so both ends agree without another round trip.
+//!
+//! Certificate renewal ([`super::renewal`] decides when): a member dials the CA holder on a
+//! connection of its own (ALPN [`RENEWAL_ALPN`], its current certificate as TLS client
+//! certificate), sends one [`RenewRequest`] and gets the new certificate back; the CA holder
+//! renews its own locally. The new certificate is written to `node.crt`, presented in every
+//! handshake from then on, and spread in a new version of the node's membership record. The
+//! WireGuard key does not change, so no tunnel is touched.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,18 +28,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::admission::{MeshFacts, admit};
+use super::admission::{MeshFacts, admit, renew};
 use super::frame::{FrameError, read_message, write_message};
 use super::membership::{Action, Membership};
-use super::message::{Gossip, JoinRequest, Message};
+use super::message::{Gossip, JoinRequest, Message, RenewRequest};
 use super::peers::{literal_endpoint, tunnel_peers};
 use super::record::{next_version, sign_record};
+use super::renewal::{Renewal, RenewalAction, Validity};
 use super::store;
 use super::tls::{
-    Credentials, Trust, member_client_config, member_server_name, peer_name, server_config,
+    OwnCertificate, RENEWAL_ALPN, Trust, member_client_config, member_server_name, peer_name,
+    renewal_client_config, server_config,
 };
 use crate::api::{KnownPeer, PeerKind};
-use crate::state::StateDir;
+use crate::state::{Overwrite, StateDir};
 
 /// How often the hub ticks (anti-entropy, dialing, the CRL file).
 const TICK: Duration = Duration::from_millis(500);
@@ -42,6 +51,8 @@ const REDIAL_BACKOFF: Duration = Duration::from_secs(3);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued per connection before new ones are dropped (anti-entropy repairs).
 const QUEUE: usize = 256;
+/// Limit for a whole renewal exchange with the CA holder (connect, handshake, answer).
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +81,8 @@ pub struct ControlSettings {
     pub endpoints: Vec<String>,
     /// The mesh AS number, told to joining nodes.
     pub asn: u32,
+    /// How long the certificates this node issues (as CA holder) are valid.
+    pub certificate_validity: time::Duration,
 }
 
 /// Entry point.
@@ -122,6 +135,16 @@ enum Event {
         endpoint: String,
         addresses: Vec<SocketAddr>,
     },
+    /// A member asks (us, the CA holder) for a new certificate.
+    Renew {
+        current: Box<NodeCertificate>,
+        request: RenewRequest,
+        reply: oneshot::Sender<Message>,
+    },
+    /// Our own renewal ended: the new certificate (PEM) or why not.
+    RenewalDone {
+        result: Result<String, String>,
+    },
 }
 
 struct Connection {
@@ -131,9 +154,19 @@ struct Connection {
     abort: AbortHandle,
 }
 
-/// Loaded once at start: who we are.
+/// Who we are, and what renewing our certificate needs.
 struct Own {
     identity: NodeIdentity,
+    /// The TLS key, for renewal requests and for signing our membership records.
+    key: NodeKeyPair,
+    /// The certificate presented in handshakes (replaced on renewal).
+    certificate: Arc<OwnCertificate>,
+    /// Version of our latest membership record.
+    record_version: u64,
+    /// The node holding the CA, where renewals go.
+    ca_holder: String,
+    renewal: Renewal,
+    renewal_connector: TlsConnector,
 }
 
 impl ControlPlane {
@@ -150,14 +183,21 @@ impl ControlPlane {
         let key = NodeKeyPair::from_pem(&state.read_node_key()?).map_err(|e| {
             ControlError::Identity(format!("{}: {e}", state.node_key_path().display()))
         })?;
-        let identity = NodeCertificate::parse(&cert_der)
-            .map_err(|e| {
-                ControlError::Identity(format!("{}: {e}", state.node_cert_path().display()))
-            })?
-            .identity;
+        let parsed = NodeCertificate::parse(&cert_der).map_err(|e| {
+            ControlError::Identity(format!("{}: {e}", state.node_cert_path().display()))
+        })?;
+        let identity = parsed.identity;
+        let ca_holder = state.read_node_record()?.ca_holder_name().to_owned();
         let crl = store::read_crl(state)?;
         let trust = Trust::new(ca_der.clone(), None);
-        let credentials = Credentials::new(cert_der.clone(), ca_der.clone(), key.to_pkcs8_der());
+        let certificate = OwnCertificate::new(cert_der.clone(), ca_der.clone(), key.to_pkcs8_der())
+            .map_err(|e| {
+                ControlError::Identity(format!(
+                    "{} and {} do not belong together: {e}",
+                    state.node_cert_path().display(),
+                    state.node_key_path().display()
+                ))
+            })?;
         let now = OffsetDateTime::now_utc();
 
         let mut membership = Membership::new(&identity.name, ca_der, rand::random());
@@ -179,20 +219,24 @@ impl ControlPlane {
             Gossip::Records { records: stored },
             now,
         ));
-        let own_record = sign_record(
-            &key,
-            &cert_der,
-            settings.endpoints.clone(),
-            next_version(previous, now),
-        )
-        .map_err(|e| ControlError::Identity(format!("own membership record: {e}")))?;
+        let record_version = next_version(previous, now);
+        let own_record =
+            sign_record(&key, &cert_der, settings.endpoints.clone(), record_version)
+                .map_err(|e| ControlError::Identity(format!("own membership record: {e}")))?;
         startup.extend(membership.set_own_record(own_record, now));
         if let Some(crl) = membership.crl() {
             trust.set_crl(crl.der().to_vec());
         }
 
-        let acceptor = TlsAcceptor::from(server_config(trust.clone(), &credentials)?);
-        let connector = TlsConnector::from(member_client_config(trust.clone(), &credentials)?);
+        let acceptor = TlsAcceptor::from(server_config(trust.clone(), certificate.clone())?);
+        let connector =
+            TlsConnector::from(member_client_config(trust.clone(), certificate.clone())?);
+        let renewal_connector =
+            TlsConnector::from(renewal_client_config(trust.clone(), certificate.clone())?);
+        let renewal = Renewal::new(
+            Validity::of_certificate(parsed.not_before, parsed.not_after),
+            rand::random(),
+        );
         let (events_tx, events_rx) = mpsc::channel(1024);
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
@@ -229,7 +273,15 @@ impl ControlPlane {
         }
         let hub = Hub {
             settings,
-            own: Own { identity },
+            own: Own {
+                identity,
+                key,
+                certificate,
+                record_version,
+                ca_holder,
+                renewal,
+                renewal_connector,
+            },
             trust,
             membership,
             connector,
@@ -343,6 +395,12 @@ impl Hub {
         let now = OffsetDateTime::now_utc();
         let actions = self.membership.tick(now);
         self.apply(actions);
+        for action in self.own.renewal.poll(now) {
+            match action {
+                RenewalAction::Request => self.start_renewal(now),
+                RenewalAction::Warn(text) => tracing::warn!("{text}"),
+            }
+        }
         // `meshd revoke` on the CA holder writes a new CRL file: pick it up.
         match store::read_crl(&self.settings.state) {
             Ok(Some(der)) => {
@@ -401,6 +459,7 @@ impl Hub {
             Event::Join { request, reply } => {
                 let facts = MeshFacts {
                     asn: self.settings.asn,
+                    certificate_validity: self.settings.certificate_validity,
                     members: self.membership.records(),
                     crl: self.membership.crl().map(|c| c.der().to_vec()),
                 };
@@ -427,7 +486,139 @@ impl Hub {
                 self.resolved.insert(endpoint, addresses);
                 self.members_changed();
             }
+            Event::Renew {
+                current,
+                request,
+                reply,
+            } => {
+                let state = self.settings.state.clone();
+                let validity = self.settings.certificate_validity;
+                tokio::task::spawn_blocking(move || {
+                    let name = &current.identity.name;
+                    let answer = match renew(&state, &current, &request.csr_pem, now, validity) {
+                        Ok(issued) => Message::RenewAccepted {
+                            certificate_pem: issued.pem,
+                        },
+                        Err(refusal) => {
+                            tracing::warn!(node = %name, reason = %refusal, "certificate renewal refused");
+                            Message::RenewRefused { reason: refusal.0 }
+                        }
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+            Event::RenewalDone { result } => {
+                let outcome = result.and_then(|pem| self.install_certificate(&pem, now));
+                if let Err(why) = outcome {
+                    self.own.renewal.failed(now, &why);
+                    tracing::warn!(reason = %why, retry_at = %self.own.renewal.due(), "certificate renewal failed");
+                }
+            }
         }
+    }
+
+    /// Asks for a new certificate: from the local CA on the CA holder, else from the CA
+    /// holder over a renewal connection. Always ends in [`Event::RenewalDone`].
+    fn start_renewal(&mut self, now: OffsetDateTime) {
+        let events = self.events_tx.clone();
+        let csr = match self.own.key.csr(&self.own.identity.name) {
+            Ok(csr) => csr,
+            Err(error) => {
+                let why = format!("cannot make a certificate request: {error}");
+                self.own.renewal.failed(now, &why);
+                tracing::warn!(reason = %why, "certificate renewal failed");
+                return;
+            }
+        };
+        tracing::info!(ca_holder = %self.own.ca_holder, "renewing the node certificate");
+        if self.settings.state.is_ca_holder() {
+            let state = self.settings.state.clone();
+            let validity = self.settings.certificate_validity;
+            let current = NodeCertificate::parse(&self.own.certificate.certificate_der());
+            tokio::task::spawn_blocking(move || {
+                let result = match current {
+                    Ok(current) => renew(&state, &current, &csr, now, validity)
+                        .map(|issued| issued.pem)
+                        .map_err(|refusal| refusal.0),
+                    Err(error) => Err(format!("the certificate in use does not parse: {error}")),
+                };
+                let _ = events.blocking_send(Event::RenewalDone { result });
+            });
+            return;
+        }
+        let ca_holder = self.own.ca_holder.clone();
+        let endpoints = self
+            .membership
+            .member(&ca_holder)
+            .map(|m| m.endpoints.clone())
+            .unwrap_or_default();
+        let connector = self.own.renewal_connector.clone();
+        tokio::spawn(async move {
+            let result = if endpoints.is_empty() {
+                Err(format!(
+                    "no endpoint of the CA holder {ca_holder} is known yet"
+                ))
+            } else {
+                tokio::time::timeout(
+                    RENEWAL_TIMEOUT,
+                    request_renewal(&connector, &ca_holder, &endpoints, csr),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the CA holder {ca_holder} did not answer within {RENEWAL_TIMEOUT:?}"
+                    ))
+                })
+            };
+            let _ = events.send(Event::RenewalDone { result }).await;
+        });
+    }
+
+    /// Takes a renewed certificate into use: checked, written to `node.crt`, presented in
+    /// handshakes, spread in a new membership record.
+    fn install_certificate(&mut self, pem: &str, now: OffsetDateTime) -> Result<(), String> {
+        let der = pem_der(pem)?;
+        let crl = self.membership.crl().map(|c| c.der().to_vec());
+        let cert = pki::verify_node_certificate(&der, self.trust.ca_der(), crl.as_deref(), now)
+            .map_err(|e| format!("the new certificate is not valid: {e}"))?;
+        let own = &self.own.identity;
+        if cert.identity.name != own.name || cert.identity.wireguard_key != own.wireguard_key {
+            return Err("the new certificate is for another name or WireGuard key".into());
+        }
+        // Checked against our key before anything is written.
+        let previous = self.own.certificate.certificate_der();
+        self.own
+            .certificate
+            .replace(der.clone())
+            .map_err(|e| format!("the new certificate is not for this node's key: {e}"))?;
+        let state = &self.settings.state;
+        if let Err(error) =
+            state.write_certificate(&state.node_cert_path(), pem, Overwrite::Replace)
+        {
+            let _ = self.own.certificate.replace(previous);
+            return Err(format!("cannot store it: {error}"));
+        }
+        let version = next_version(Some(self.own.record_version), now);
+        let record = sign_record(
+            &self.own.key,
+            &der,
+            self.settings.endpoints.clone(),
+            version,
+        )
+        .map_err(|e| format!("cannot sign the membership record: {e}"))?;
+        self.own.record_version = version;
+        let identity_changed = cert.identity != self.own.identity;
+        self.own.identity = cert.identity.clone();
+        let actions = self.membership.set_own_record(record, now);
+        self.apply(actions);
+        if identity_changed {
+            self.members_changed();
+        }
+        self.own
+            .renewal
+            .succeeded(Validity::of_certificate(cert.not_before, cert.not_after));
+        tracing::info!(serial = %cert.serial, not_after = %cert.not_after, next_renewal = %self.own.renewal.due(), "node certificate renewed");
+        Ok(())
     }
 
     fn apply(&mut self, actions: Vec<Action>) {
@@ -442,6 +633,7 @@ impl Hub {
                     }
                 }
                 Action::MembersChanged => changed = true,
+                Action::RecordsUpdated => self.store_members(),
                 Action::Disconnect { peer, reason } => {
                     if let Some(connection) = self.connections.remove(&peer) {
                         connection.abort.abort();
@@ -516,9 +708,7 @@ impl Hub {
             *current = identities;
             changed
         });
-        if let Err(error) = store::write_members(&self.settings.state, &self.membership.records()) {
-            tracing::warn!(%error, "cannot store the membership");
-        }
+        self.store_members();
         let unresolved: Vec<String> = self
             .membership
             .members()
@@ -549,6 +739,12 @@ impl Hub {
                     })
                     .await;
             });
+        }
+    }
+
+    fn store_members(&self) {
+        if let Err(error) = store::write_members(&self.settings.state, &self.membership.records()) {
+            tracing::warn!(%error, "cannot store the membership");
         }
     }
 
@@ -625,6 +821,36 @@ async fn dial(
     Err(last)
 }
 
+/// One renewal exchange with the CA holder: the new certificate (PEM) or why not.
+async fn request_renewal(
+    connector: &TlsConnector,
+    ca_holder: &str,
+    endpoints: &[String],
+    csr_pem: String,
+) -> Result<String, String> {
+    let mut tls = dial(connector, ca_holder, endpoints)
+        .await
+        .map_err(|e| format!("cannot reach the CA holder {ca_holder}: {e}"))?;
+    write_message(&mut tls, &Message::RenewRequest(RenewRequest { csr_pem }))
+        .await
+        .map_err(|e| format!("cannot send the request to the CA holder {ca_holder}: {e}"))?;
+    match read_message::<_, Message>(&mut tls).await {
+        Ok(Message::RenewAccepted { certificate_pem }) => Ok(certificate_pem),
+        Ok(Message::RenewRefused { reason }) => {
+            Err(format!("the CA holder {ca_holder} refused: {reason}"))
+        }
+        Ok(_) => Err(format!(
+            "the CA holder {ca_holder} answered with something other than a certificate"
+        )),
+        // In TLS 1.3 the server checks our certificate after our side of the handshake is
+        // done, so a refused (revoked, expired) certificate shows up here.
+        Err(error) => Err(format!(
+            "the CA holder {ca_holder} closed the connection without a certificate ({error}); \
+             it refuses this node's certificate if it was revoked or expired"
+        )),
+    }
+}
+
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, events: mpsc::Sender<Event>) {
     let mut next_id: u64 = 1 << 63;
     loop {
@@ -649,12 +875,22 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, events: mpsc:
                 }
                 Err(_) => return,
             };
-            match peer_name(tls.get_ref().1.peer_certificates()) {
-                Some(name) => {
+            let renewal = tls.get_ref().1.alpn_protocol() == Some(RENEWAL_ALPN);
+            let member = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|first| NodeCertificate::parse(first).ok());
+            match (peer_name(tls.get_ref().1.peer_certificates()), member) {
+                (Some(_), Some(current)) if renewal => {
+                    serve_renewal(tls, Box::new(current), remote, events).await;
+                }
+                (Some(name), _) => {
                     let initiator = name.clone();
                     run_connection(tls, name, initiator, id, events).await;
                 }
-                None => serve_join(tls, remote, events).await,
+                (None, _) => serve_join(tls, remote, events).await,
             }
         });
     }
@@ -688,6 +924,50 @@ async fn serve_join<S: AsyncRead + AsyncWrite + Unpin>(
     if events
         .send(Event::Join {
             request: Box::new(request),
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Ok(answer) = answer.await {
+        let _ = write_message(&mut stream, &answer).await;
+    }
+}
+
+/// A renewal connection from a member (authenticated by `current`, its certificate): one
+/// request, one answer.
+async fn serve_renewal<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    current: Box<NodeCertificate>,
+    remote: SocketAddr,
+    events: mpsc::Sender<Event>,
+) {
+    let node = current.identity.name.clone();
+    let request = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_message::<_, Message>(&mut stream),
+    )
+    .await
+    {
+        Ok(Ok(Message::RenewRequest(request))) => request,
+        Ok(Ok(_)) => {
+            tracing::warn!(%remote, %node, "a renewal connection may only carry a renewal request; closed");
+            return;
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%remote, %node, %error, "bad renewal request; closed");
+            return;
+        }
+        Err(_) => return,
+    };
+    tracing::info!(%remote, %node, "certificate renewal request");
+    let (reply, answer) = oneshot::channel();
+    if events
+        .send(Event::Renew {
+            current,
+            request,
             reply,
         })
         .await
@@ -785,6 +1065,7 @@ impl ControlSettings {
                 .map(ToString::to_string)
                 .collect(),
             asn: config.routing.asn,
+            certificate_validity: crate::commands::NODE_CERT_VALIDITY,
         })
     }
 }

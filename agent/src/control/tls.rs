@@ -15,10 +15,13 @@ use std::sync::{Arc, RwLock};
 
 use pki::{NodeCertificate, node_dns_name};
 use ring::digest::{SHA256, digest};
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
@@ -26,6 +29,10 @@ use time::OffsetDateTime;
 
 /// The server name a joiner sends: it does not know the CA holder's node name.
 pub const JOIN_SERVER_NAME: &str = "join.meshd.invalid";
+/// The ALPN protocol of a certificate renewal connection: one request, one answer. Member
+/// connections and joins offer no ALPN, so they are told apart from renewals in the
+/// handshake, before any message is read.
+pub const RENEWAL_ALPN: &[u8] = b"meshd-renew/1";
 
 /// What a node trusts: the mesh CA and the newest revocation list. Shared with the
 /// membership task, which replaces the CRL when a newer one arrives.
@@ -62,24 +69,84 @@ impl Trust {
     }
 }
 
-/// Our own certificate chain and key, as presented in handshakes.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key_pkcs8: Vec<u8>,
+/// Our own certificate chain and key, as presented in handshakes. The certificate is
+/// replaced when it is renewed (the key stays): every handshake after that presents the new
+/// one, connections already up keep going.
+#[derive(Debug)]
+pub struct OwnCertificate {
+    ca_der: Vec<u8>,
+    key: Arc<dyn SigningKey>,
+    current: RwLock<Arc<CertifiedKey>>,
 }
 
-impl Credentials {
-    /// `[node cert, CA cert]` and the node's PKCS#8 key.
-    pub fn new(node_cert_der: Vec<u8>, ca_der: Vec<u8>, key_pkcs8: Vec<u8>) -> Self {
-        Self {
-            chain: vec![node_cert_der.into(), ca_der.into()],
-            key_pkcs8,
-        }
+impl OwnCertificate {
+    /// `[node cert, CA cert]` and the node's PKCS#8 key; refused if they do not belong
+    /// together.
+    pub fn new(
+        node_cert_der: Vec<u8>,
+        ca_der: Vec<u8>,
+        key_pkcs8: Vec<u8>,
+    ) -> Result<Arc<Self>, rustls::Error> {
+        let key = provider()
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)))?;
+        let current = Self::certified(&key, node_cert_der, &ca_der)?;
+        Ok(Arc::new(Self {
+            ca_der,
+            key,
+            current: RwLock::new(current),
+        }))
     }
 
-    fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
+    /// Presents `node_cert_der` from now on; refused (and the old one kept) if it is not for
+    /// our key.
+    pub fn replace(&self, node_cert_der: Vec<u8>) -> Result<(), rustls::Error> {
+        let certified = Self::certified(&self.key, node_cert_der, &self.ca_der)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = certified;
+        Ok(())
+    }
+
+    /// The node certificate presented now (DER).
+    pub fn certificate_der(&self) -> Vec<u8> {
+        self.get().cert[0].to_vec()
+    }
+
+    fn certified(
+        key: &Arc<dyn SigningKey>,
+        node_cert_der: Vec<u8>,
+        ca_der: &[u8],
+    ) -> Result<Arc<CertifiedKey>, rustls::Error> {
+        let chain = vec![node_cert_der.into(), ca_der.to_vec().into()];
+        let certified = CertifiedKey::new(chain, key.clone());
+        certified.keys_match()?;
+        Ok(Arc::new(certified))
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for OwnCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for OwnCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -119,15 +186,18 @@ fn to_datetime(now: UnixTime) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// The TLS server side of a node: client certificates optional (joiners have none).
+/// The TLS server side of a node: client certificates optional (joiners have none). A
+/// member that offers [`RENEWAL_ALPN`] asks for a new certificate on that connection.
 pub fn server_config(
     trust: Arc<Trust>,
-    credentials: &Credentials,
+    own: Arc<OwnCertificate>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(MemberClientVerifier { trust }))
-        .with_single_cert(credentials.chain.clone(), credentials.key())?;
+        .with_cert_resolver(own);
+    // Members and joiners offer no ALPN and get none; only renewal asks for one.
+    config.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -135,13 +205,24 @@ pub fn server_config(
 /// in the server name.
 pub fn member_client_config(
     trust: Arc<Trust>,
-    credentials: &Credentials,
+    own: Arc<OwnCertificate>,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(MemberServerVerifier { trust }))
-        .with_client_auth_cert(credentials.chain.clone(), credentials.key())?;
+        .with_client_cert_resolver(own);
+    Ok(Arc::new(config))
+}
+
+/// The TLS client side of a renewal request to the CA holder: a member connection (our
+/// current certificate proves who asks) that offers [`RENEWAL_ALPN`].
+pub fn renewal_client_config(
+    trust: Arc<Trust>,
+    own: Arc<OwnCertificate>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut config = Arc::unwrap_or_clone(member_client_config(trust, own)?);
+    config.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -25,4 +25,17 @@ pub struct NodeRecord {
     /// When this node was created or admitted.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The node that holds the mesh CA (that admitted this one), where certificates are
+    /// renewed. Absent in files written before renewal existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_holder: Option<String>,
+}
+
+impl NodeRecord {
+    /// The name of the node holding the mesh CA. Files without `ca_holder` come from
+    /// `meshd init`/`join` of a version that named the CA after the node that created it
+    /// (`init --name`), so the mesh name is that node's name.
+    pub fn ca_holder_name(&self) -> &str {
+        self.ca_holder.as_deref().unwrap_or(&self.mesh_name)
+    }
 }

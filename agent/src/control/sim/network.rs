@@ -391,7 +391,7 @@ impl Network {
                     .stats
                     .warnings
                     .push(format!("{}: {text}", self.names[node])),
-                Action::Log { .. } | Action::MembersChanged => {}
+                Action::Log { .. } | Action::MembersChanged | Action::RecordsUpdated => {}
             }
         }
     }
