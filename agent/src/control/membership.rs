@@ -9,10 +9,14 @@
 //!   the sender). A node that already had it forwards nothing, so each node passes each
 //!   change on at most once and a change costs about one message per node;
 //! - anti-entropy: every [`ANTI_ENTROPY_INTERVAL`] a node sends one connected peer (chosen at
-//!   random) a digest, the version of each record it holds plus its CRL number; the peer
-//!   answers with what the sender lacks and asks for what it lacks itself. This repairs what
-//!   push missed and lets a node that was offline catch up in one exchange. It costs one
-//!   digest per node per interval, independent of changes.
+//!   random) a summary: a SHA-256 over the version of each record it holds and its CRL
+//!   number. A peer whose own summary is the same does nothing (the usual case); one whose
+//!   summary differs answers with its digest (the versions themselves), to which the first
+//!   node answers with what the peer lacks and asks for what it lacks itself. This repairs
+//!   what push missed and lets a node that was offline catch up in one exchange. It costs one
+//!   32-byte summary per node per interval, independent of changes and of the mesh's size;
+//!   sending the digest itself (one entry per member) every time made idle traffic O(N^2)
+//!   bytes mesh-wide. A new connection starts with the full digest at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +25,7 @@ use pki::{Crl, NodeRole};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand::seq::IteratorRandom;
+use ring::digest::{Context, SHA256};
 use time::{Duration, OffsetDateTime};
 
 use super::message::Gossip;
@@ -235,7 +240,9 @@ impl Membership {
             if let Some(peer) = self.pick_peers(None, 1).pop() {
                 actions.push(Action::Send {
                     to: peer,
-                    gossip: self.digest(),
+                    gossip: Gossip::Summary {
+                        hash: self.summary_hash(),
+                    },
                 });
             }
         }
@@ -250,6 +257,11 @@ impl Membership {
                 versions,
                 crl_number,
             } => self.answer_digest(from, &versions, crl_number, &mut actions),
+            Gossip::Summary { hash } => {
+                if hash != self.summary_hash() {
+                    actions.push(send(from, self.digest()));
+                }
+            }
             Gossip::Records { records } => {
                 if records.len() > MAX_RECORDS_PER_MESSAGE {
                     log(
@@ -294,6 +306,32 @@ impl Membership {
             Gossip::Crl { der } => actions.extend(self.install_crl(&der, Some(from))),
         }
         actions
+    }
+
+    /// A hash of what [`Self::digest`] says: every (name, version) in name order, then the
+    /// CRL number, each length-prefixed so that no two digests hash the same input. Equal
+    /// hashes mean the two nodes hold the same versions and the same CRL.
+    pub fn summary_hash(&self) -> [u8; 32] {
+        let mut context = Context::new(&SHA256);
+        context.update(b"meshd membership summary v1\0");
+        context.update(&(self.members.len() as u64).to_be_bytes());
+        for (name, member) in &self.members {
+            context.update(&(name.len() as u64).to_be_bytes());
+            context.update(name.as_bytes());
+            context.update(&member.version.to_be_bytes());
+        }
+        match self.crl.as_ref().map(Crl::crl_number) {
+            Some(number) => {
+                context.update(&[1]);
+                context.update(&number.to_be_bytes());
+            }
+            None => context.update(&[0]),
+        }
+        context
+            .finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes")
     }
 
     /// Our digest: every record's version and our CRL number.

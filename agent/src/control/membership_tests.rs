@@ -302,3 +302,95 @@ fn a_renewed_record_replaces_the_old_without_touching_tunnels() {
         "{echoed:?}"
     );
 }
+
+#[test]
+fn anti_entropy_sends_a_fixed_size_summary_and_the_digest_only_on_a_difference() {
+    let ca = ca();
+    let names = vec!["a".to_owned(), "b".to_owned()];
+    let mut nodes: Vec<Membership> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut m = Membership::new(name, ca.cert_der().to_vec(), i as u64);
+            m.set_own_record(core_record(&ca, name, i as u8 + 1), NOW);
+            m
+        })
+        .collect();
+    // Connected, but the digests of the connection are lost: they differ.
+    nodes[0].peer_connected("b");
+    nodes[1].peer_connected("a");
+    let summary = |node: &mut Membership, at| -> VecDeque<(String, Action)> {
+        let actions = node.tick(at);
+        assert!(
+            matches!(
+                &actions[..],
+                [Action::Send {
+                    gossip: Gossip::Summary { .. },
+                    ..
+                }]
+            ),
+            "{actions:?}"
+        );
+        actions.into_iter().map(|a| ("a".to_owned(), a)).collect()
+    };
+    let queue = summary(&mut nodes[0], NOW);
+    // a's summary; b's digest; a's record and a want for b's; b's record.
+    assert_eq!(run(&mut nodes, &names, queue), 5);
+    assert_eq!(nodes[0].members().count(), 2);
+    assert_eq!(nodes[1].members().count(), 2);
+    assert_eq!(nodes[0].summary_hash(), nodes[1].summary_hash());
+    // In sync: the next round is the summary alone.
+    let queue = summary(&mut nodes[0], NOW + Duration::seconds(10));
+    assert_eq!(run(&mut nodes, &names, queue), 1);
+
+    // The summary is the same size whatever the membership; the digest grows with it.
+    let mut big = Membership::new("a", ca.cert_der().to_vec(), 1);
+    let records: Vec<SignedRecord> = (1..=60u8)
+        .map(|i| core_record(&ca, &format!("core{i}"), i))
+        .collect();
+    big.receive("b", Gossip::Records { records }, NOW);
+    big.peer_connected("b");
+    let size = |m: &mut Membership, at| {
+        let Some(Action::Send { gossip, .. }) = m.tick(at).pop() else {
+            panic!("no anti-entropy message");
+        };
+        let frame =
+            crate::control::frame::encode(&crate::control::message::Message::Gossip(gossip));
+        frame.unwrap().len()
+    };
+    let small_summary = size(&mut nodes[0], NOW + Duration::seconds(20));
+    let big_summary = size(&mut big, NOW);
+    assert_eq!(small_summary, big_summary);
+    assert!(big_summary < 100, "{big_summary} bytes");
+    let digest = crate::control::frame::encode(&crate::control::message::Message::Gossip(
+        match big.peer_connected("b").pop() {
+            Some(Action::Send { gossip, .. }) => gossip,
+            other => panic!("{other:?}"),
+        },
+    ))
+    .unwrap();
+    assert!(digest.len() > 60 * 10, "{} bytes", digest.len());
+}
+
+#[test]
+fn summaries_differ_when_a_version_or_the_crl_differs() {
+    let ca = ca();
+    let mut a = Membership::new("a", ca.cert_der().to_vec(), 1);
+    a.set_own_record(core_record(&ca, "a", 1), NOW);
+    let mut b = Membership::new("b", ca.cert_der().to_vec(), 2);
+    b.set_own_record(core_record(&ca, "b", 2), NOW);
+    let empty = a.summary_hash();
+    let (key, cert) = node(&ca, "c", NodeRole::Core, None, &["10.3.0.0/16"]);
+    let c1 = sign_record(&key, &cert, vec![], 1).unwrap();
+    let c2 = sign_record(&key, &cert, vec![], 2).unwrap();
+    a.receive("x", Gossip::Records { records: vec![c1] }, NOW);
+    let with_c1 = a.summary_hash();
+    assert_ne!(with_c1, empty);
+    a.receive("x", Gossip::Records { records: vec![c2] }, NOW);
+    assert_ne!(a.summary_hash(), with_c1);
+    let before_crl = a.summary_hash();
+    let crl = ca.issue_crl(&[], 1, NOW, NOW + Duration::days(7)).unwrap();
+    a.install_crl(&crl, None);
+    assert_ne!(a.summary_hash(), before_crl);
+    assert_ne!(a.summary_hash(), b.summary_hash());
+}

@@ -91,9 +91,19 @@ pub struct JoinAccepted {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Gossip {
     /// Anti-entropy: the version of every record the sender holds, and its CRL number.
+    /// Sent when a connection comes up and in answer to a [`Gossip::Summary`] that differs.
     Digest {
         versions: BTreeMap<String, u64>,
         crl_number: Option<u64>,
+    },
+    /// Periodic anti-entropy: a hash of what a digest would say (see
+    /// `Membership::summary_hash`), 32 bytes instead of one entry per member. A receiver
+    /// whose own hash differs answers with its full digest. Added after `digest`: a node
+    /// that does not know it refuses the frame (unknown variant) and closes the connection,
+    /// as for any message it does not understand.
+    Summary {
+        #[serde(with = "key32")]
+        hash: [u8; 32],
     },
     /// Records the receiver lacks or holds in an older version.
     Records { records: Vec<SignedRecord> },

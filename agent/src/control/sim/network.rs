@@ -407,6 +407,7 @@ impl Network {
         };
         let kind = match &gossip {
             Gossip::Digest { .. } => "digest",
+            Gossip::Summary { .. } => "summary",
             Gossip::Records { .. } => "records",
             Gossip::Want { .. } => "want",
             Gossip::Crl { .. } => "crl",
