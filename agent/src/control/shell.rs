@@ -626,10 +626,16 @@ impl Hub {
         for action in actions {
             match action {
                 Action::Send { to, gossip } => {
-                    if let Some(connection) = self.connections.get(&to)
-                        && connection.sender.try_send(Message::Gossip(gossip)).is_err()
-                    {
-                        tracing::warn!(peer = %to, "control connection backlogged; message dropped");
+                    let Some(connection) = self.connections.get(&to) else {
+                        continue;
+                    };
+                    match connection.sender.try_send(Message::Gossip(gossip)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!(peer = %to, "control connection backlogged; message dropped");
+                        }
+                        // The connection just ended; its Closed event is on its way.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
                 Action::MembersChanged => changed = true,
