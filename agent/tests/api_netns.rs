@@ -10,10 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use api_support::{WgQuick, list, parse_wg_quick};
-use netns_tests::{
-    MeshdNode, MeshdSetup, Namespace, WgGoPeer, WgGoPeerConfig, connect_veth, require_root,
-};
+use api_support::{client_from, parse_wg_quick};
+use netns_tests::{MeshdNode, MeshdSetup, Namespace, connect_veth, require_root};
 use serde_json::Value;
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
@@ -40,24 +38,6 @@ fn meshd(node: &MeshdNode, args: &[&str]) -> (String, String) {
         "meshd {args:?} failed:\n{stdout}{stderr}"
     );
     (stdout, stderr)
-}
-
-/// wireguard-go in `namespace` configured from a client's wg-quick file.
-fn client_from(namespace: &Namespace, config: &WgQuick) -> WgGoPeer {
-    let peer = &config.peers[0];
-    let addresses = list(&config.interface["Address"]);
-    let allowed = list(&peer["AllowedIPs"]);
-    WgGoPeer::start(
-        namespace,
-        &WgGoPeerConfig {
-            private_key: &config.interface["PrivateKey"],
-            listen_port: 51821,
-            addresses: &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
-            peer_public_key: &peer["PublicKey"],
-            peer_endpoint: Some(&peer["Endpoint"]),
-            peer_allowed_ips: &allowed.iter().map(String::as_str).collect::<Vec<_>>(),
-        },
-    )
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! spoke has a LAN (`192.168.42.0/24`, approved with `--route`) towards a "lan" namespace
 //! holding one host. The test checks: every node pings every other node's overlay address; a
 //! core that is not the spoke's core reaches the LAN host (kernel route for the spoke's LAN,
-//! transit through the spoke's core); after `meshd revoke` the spoke is unreachable within
-//! seconds; with the CA node stopped the other cores still forward.
+//! transit through the spoke's core); a standard WireGuard client (wireguard-go) set up from
+//! `meshd client add` on gamma reaches the LAN host too; after `meshd revoke` the spoke is
+//! unreachable within seconds; with the CA node stopped the other cores still forward.
 //!
 //! The routing plane on the same mesh: the iBGP sessions (cores in full mesh, the spoke with
 //! its core as route-reflector client) come up by themselves; the spoke's LAN arrives by BGP
@@ -17,6 +18,8 @@
 //! `[[bgp.neighbor]]`) announces a network outside the mesh, which the spoke routes through it
 //! and every core learns by BGP and reaches across the mesh; after the revocation the spoke's
 //! routes are gone.
+
+mod api_support;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -453,6 +456,23 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
         let kernel = core.namespace.ip(&["route", "show"]);
         assert!(!kernel.contains("192.168.99."), "{}: {kernel}", core.name);
     }
+
+    // A phone with a standard WireGuard app, attached to gamma with the configuration
+    // `meshd client add` prints, reaches the spoke's LAN host: phone -> gamma -> beta ->
+    // spoke -> LAN, and back.
+    let phone = Node::new("phone", &isp, 9);
+    let config = gamma.meshd(&["client", "add", "phone"]);
+    let config = api_support::parse_wg_quick(&config).expect("a wg-quick configuration");
+    let allowed = &config.peers[0]["AllowedIPs"];
+    assert!(
+        allowed.contains(LAN),
+        "the client routes the LAN: {allowed}"
+    );
+    let _app = api_support::client_from(&phone.namespace, &config);
+    assert!(
+        phone.namespace.ping_until(lan_host, PING_TIMEOUT),
+        "the WireGuard client of gamma cannot reach the spoke's LAN host"
+    );
 
     // Revocation: every node drops the spoke's tunnel within seconds, and its LAN route goes.
     let out = alpha.meshd(&["revoke", "spoke"]);

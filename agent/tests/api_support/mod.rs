@@ -1,9 +1,12 @@
 //! Helpers for the local API tests: a strict reader of wg-quick configuration files (what
-//! the WireGuard apps import), so `meshd client add` output is checked field by field.
+//! the WireGuard apps import), so `meshd client add` output is checked field by field, and
+//! a wireguard-go client set up from one.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
+
+use netns_tests::{Namespace, WgGoPeer, WgGoPeerConfig};
 
 /// A parsed wg-quick file: the `[Interface]` keys and one map per `[Peer]`.
 #[derive(Debug, Default)]
@@ -88,4 +91,23 @@ pub fn list(value: &str) -> Vec<String> {
         .split(',')
         .map(|item| item.trim().to_owned())
         .collect()
+}
+
+/// wireguard-go in `namespace` configured from a client's wg-quick file, as a WireGuard app
+/// would import it (needs root).
+pub fn client_from(namespace: &Namespace, config: &WgQuick) -> WgGoPeer {
+    let peer = &config.peers[0];
+    let addresses = list(&config.interface["Address"]);
+    let allowed = list(&peer["AllowedIPs"]);
+    WgGoPeer::start(
+        namespace,
+        &WgGoPeerConfig {
+            private_key: &config.interface["PrivateKey"],
+            listen_port: 51821,
+            addresses: &addresses.iter().map(String::as_str).collect::<Vec<_>>(),
+            peer_public_key: &peer["PublicKey"],
+            peer_endpoint: Some(&peer["Endpoint"]),
+            peer_allowed_ips: &allowed.iter().map(String::as_str).collect::<Vec<_>>(),
+        },
+    )
 }
