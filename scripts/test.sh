@@ -8,8 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: ip/netns (iproute2), ping, iperf3, wireguard-go + wg as real
-# WireGuard peers, openssl to cross-check certificates, BIRD 2 (bird2) and GoBGP (gobgpd) as BGP peers.
-packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd)
+# WireGuard peers, openssl to cross-check certificates, BIRD 2 (bird2) and GoBGP (gobgpd) as BGP peers;
+# for the package test (scripts/test-package.sh): dpkg-dev (dpkg-shlibdeps for the .deb's
+# Depends), binutils (strip), lintian, and mmdebstrap for a fresh Debian root.
+packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd
+    dpkg-dev binutils lintian mmdebstrap)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -51,3 +54,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== Debian package: build, lintian, install/init/remove/purge in a fresh Debian root"
+scripts/test-package.sh

@@ -139,6 +139,14 @@ fn two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes() {
         );
     }
     assert_eq!(after.value("meshd_peer_up", &[("peer", "beta")]), Some(1.0));
+    // One "tunnel up" line per peer at info, not one per handshake or packet.
+    for (node, log) in [("alpha", alpha.log()), ("beta", beta.log())] {
+        assert_eq!(
+            log.matches("tunnel up").count(),
+            1,
+            "{node} should log its tunnel coming up once:\n{log}"
+        );
+    }
 
     // A TCP transfer over the overlay (offload paths, not only single small packets).
     let _server = ns_b.spawn(

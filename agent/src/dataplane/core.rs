@@ -331,6 +331,10 @@ impl DataplaneCore {
                     state.rtt = Some(now.saturating_duration_since(sent));
                 }
                 PeerCounters::add(&peer.counters.handshakes, 1);
+                if !state.session_up {
+                    state.session_up = true;
+                    tracing::info!(peer = %peer.name, endpoint = %from, "tunnel up");
+                }
                 tx.commit(len, from);
                 self.flush_queue(peer, &mut state, now, tx);
             }
@@ -429,6 +433,10 @@ impl DataplaneCore {
                 }
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {
                     state.handshake_pending_since = None;
+                    if state.session_up {
+                        state.session_up = false;
+                        tracing::info!(peer = %peer.name, "tunnel down: no handshake, session expired");
+                    }
                 }
                 _ => {}
             }

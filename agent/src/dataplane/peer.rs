@@ -41,6 +41,9 @@ pub(crate) struct PeerState {
     /// should be reachable from the first moment, not after its first keepalive interval:
     /// the next tick starts a handshake on its own.
     pub(crate) initiate_on_tick: bool,
+    /// Whether a session is established, so that "tunnel up" and "tunnel down" are logged
+    /// once per change and not at every rekey.
+    pub(crate) session_up: bool,
 }
 
 /// One peer.
@@ -92,6 +95,7 @@ impl Peer {
                 initiation_sent_at: None,
                 rtt: None,
                 initiate_on_tick: config.persistent_keepalive.is_some(),
+                session_up: false,
             }),
             counters: PeerCounters::default(),
         }
