@@ -224,6 +224,9 @@ async fn serve(
         &metrics_address,
         log_filter,
     );
+    // Only a routing plane follows reloads of [[bgp.neighbor]] and [routing] lan_prefixes;
+    // without one (nobody subscribed) the reloader reports them as needing a restart.
+    let routing_config = routing.is_some().then(|| reloader.config());
     let signal = tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
         never = api.serve(node, &peer_set) => match never {},
@@ -231,7 +234,7 @@ async fn serve(
         never = crate::metrics::serve(metrics_address.subscribe(), &metrics) => match never {},
         never = reloader.on_hangup(hangup) => match never {},
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
-        never = follow_routing(routing.as_mut(), &peer_set, members) => match never {},
+        never = follow_routing(routing.as_mut(), &peer_set, members, routing_config) => match never {},
     };
     tracing::info!(signal, "shutting down");
     crate::service_manager::stopping(&format!(
@@ -267,9 +270,10 @@ async fn follow_routing(
     routing: Option<&mut RoutingPlane>,
     peer_set: &PeerSet<'_, DataplaneHandle>,
     members: Option<tokio::sync::watch::Receiver<Vec<pki::NodeIdentity>>>,
+    config: Option<watch::Receiver<std::sync::Arc<Config>>>,
 ) -> std::convert::Infallible {
     match routing {
-        Some(routing) => routing.run(peer_set, members).await,
+        Some(routing) => routing.run(peer_set, members, config).await,
         None => std::future::pending().await,
     }
 }

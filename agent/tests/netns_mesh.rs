@@ -474,6 +474,35 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
         "the WireGuard client of gamma cannot reach the spoke's LAN host"
     );
 
+    // A reload (SIGHUP) of the spoke without the friend's router and the unapproved LAN: that
+    // session stops and its routes go everywhere, the own route is withdrawn, and the iBGP
+    // session with the core carries on.
+    let mut spoke_config = mesh_config::load(&spoke.config()).expect("the spoke's meshd.toml");
+    spoke_config.bgp.neighbors.clear();
+    spoke_config
+        .routing
+        .lan_prefixes
+        .retain(|lan| *lan != ROGUE_LAN.parse::<ipnet::IpNet>().unwrap());
+    std::fs::write(spoke.config(), spoke_config.to_toml_string()).expect("rewrite meshd.toml");
+    let pid = spoke.daemon.as_ref().unwrap().pid().to_string();
+    run_checked("kill", &["-HUP", &pid]).expect("kill -HUP meshd");
+    let followed = wait_until(BGP_TIMEOUT, || {
+        gamma.best_bgp_route(FRIEND_NET).is_none()
+            && spoke.best_bgp_route(ROGUE_LAN).is_none()
+            && spoke
+                .routes()
+                .bgp_sessions
+                .iter()
+                .all(|s| s.name != "friend")
+    });
+    assert!(followed, "the reload was not followed:\n{}", spoke.log());
+    let spoke_kernel = spoke
+        .namespace
+        .ip(&["-4", "route", "show", "proto", &protocol]);
+    assert!(!spoke_kernel.contains(FRIEND_NET), "{spoke_kernel}");
+    assert_eq!(spoke.established(), ["beta"]);
+    assert!(beta.established().contains(&"spoke".to_owned()));
+
     // Revocation: every node drops the spoke's tunnel within seconds, and its LAN route goes.
     let out = alpha.meshd(&["revoke", "spoke"]);
     assert!(out.contains("Revoked spoke"), "{out}");

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use mesh_config::Config;
 use pki::NodeIdentity;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -121,6 +122,23 @@ fn passive_listeners(external: &[NeighborConfig], listen: &[SocketAddr]) -> Vec<
     extra
 }
 
+/// The `[[bgp.neighbor]]`s of a reloaded `config`. A neighbour whose new settings cannot be
+/// used (its key file) keeps its `running` ones, and the error is logged.
+fn reloaded_neighbors(config: &Config, running: &[NeighborConfig]) -> Vec<NeighborConfig> {
+    let mut neighbors = Vec::new();
+    for n in &config.bgp.neighbors {
+        match NeighborConfig::from_config(n, config) {
+            Ok(neighbor) => neighbors.push(neighbor),
+            Err(error) => {
+                let kept = running.iter().find(|r| r.name == n.name);
+                tracing::error!(%error, kept = kept.is_some(), "BGP neighbour not changed by the reload");
+                neighbors.extend(kept.cloned());
+            }
+        }
+    }
+    neighbors
+}
+
 /// A running routing plane.
 #[derive(Debug)]
 pub struct RoutingPlane {
@@ -133,6 +151,8 @@ pub struct RoutingPlane {
 /// What the shell keeps between events.
 #[derive(Debug, Default)]
 struct Applied {
+    /// The membership last applied.
+    identities: Vec<NodeIdentity>,
     neighbors: Vec<NeighborConfig>,
     originated: BTreeSet<IpNet>,
     authority: Option<Authority>,
@@ -177,14 +197,20 @@ impl RoutingPlane {
         self.view.subscribe()
     }
 
-    /// Follows the membership (when the node is a mesh member) and the speaker's best routes
-    /// until the future is dropped.
+    /// Follows the membership (when the node is a mesh member), the configuration (reloads:
+    /// `[[bgp.neighbor]]`s and `[routing] lan_prefixes`) and the speaker's best routes until the
+    /// future is dropped.
     pub async fn run<D: DataplaneControl>(
         &mut self,
         peer_set: &PeerSet<'_, D>,
         mut members: Option<watch::Receiver<Vec<NodeIdentity>>>,
+        mut config: Option<watch::Receiver<Arc<Config>>>,
     ) -> Infallible {
         let mut applied = Applied::default();
+        // The configuration the daemon started with is the one the settings came from.
+        if let Some(rx) = config.as_mut() {
+            rx.borrow_and_update();
+        }
         // Without membership only the configured LANs are this node's own routes.
         let first = members.as_mut().map(|rx| rx.borrow_and_update().clone());
         self.apply_membership(&mut applied, &first.unwrap_or_default());
@@ -202,6 +228,15 @@ impl RoutingPlane {
                     std::future::pending::<()>().await;
                 }
             };
+            let reloaded = async {
+                let changed = match config.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => false,
+                };
+                if !changed {
+                    std::future::pending::<()>().await;
+                }
+            };
             let settle = async {
                 match flush_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -212,6 +247,11 @@ impl RoutingPlane {
                 () = membership => {
                     let current = members.as_mut().map(|rx| rx.borrow_and_update().clone());
                     self.apply_membership(&mut applied, &current.unwrap_or_default());
+                }
+                () = reloaded => {
+                    if let Some(current) = config.as_mut().map(|rx| rx.borrow_and_update().clone()) {
+                        self.apply_config(&mut applied, &current);
+                    }
                 }
                 Some(change) = self.changes.recv() => {
                     match change.best {
@@ -230,8 +270,38 @@ impl RoutingPlane {
         }
     }
 
+    /// A reloaded configuration: `[[bgp.neighbor]]`s that changed restart (only theirs), new
+    /// ones start, removed ones stop; changed `[routing] lan_prefixes` change the own routes.
+    fn apply_config(&mut self, applied: &mut Applied, config: &Config) {
+        let external = reloaded_neighbors(config, &self.settings.external);
+        for n in external.iter().filter(|n| n.passive) {
+            let listening = n
+                .local_address
+                .is_some_and(|a| self.settings.listen.contains(&SocketAddr::new(a, BGP_PORT)));
+            if !listening {
+                tracing::warn!(neighbor = %n.name, "a passive [[bgp.neighbor]] on a new local_address needs a restart of meshd to be listened for");
+            }
+        }
+        let (add, remove) = neighbor_changes(&self.settings.external, &external);
+        for address in remove {
+            self.speaker.remove_neighbor(address);
+        }
+        for neighbor in add {
+            self.speaker.add_neighbor(neighbor);
+        }
+        self.settings.external = external;
+        if config.routing.lan_prefixes != self.settings.configured_lans {
+            self.settings
+                .configured_lans
+                .clone_from(&config.routing.lan_prefixes);
+            let identities = applied.identities.clone();
+            self.apply_membership(applied, &identities);
+        }
+    }
+
     /// Re-plans sessions, own routes and the route check for a new membership.
     fn apply_membership(&self, applied: &mut Applied, identities: &[NodeIdentity]) {
+        applied.identities = identities.to_vec();
         let (members, problems) = members_of(identities);
         for problem in problems {
             tracing::warn!("{problem}");
@@ -338,6 +408,25 @@ impl RoutingPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_keeps_a_neighbour_whose_key_file_cannot_be_read() {
+        let text = format!(
+            "{CONFIG}\n[[bgp.neighbor]]\nname = \"keyed\"\naddress = \"198.51.100.7\"\n\
+             remote_asn = 65044\npassword_file = \"/nonexistent/meshd-test.key\"\n"
+        );
+        let config = mesh_config::parse(&text, std::path::Path::new("meshd.toml")).unwrap();
+        let mut keyed = NeighborConfig::from_config(&config.bgp.neighbors[0], &config).unwrap();
+        keyed.name = "keyed".into();
+        keyed.address = "198.51.100.7".parse().unwrap();
+        let reloaded = reloaded_neighbors(&config, std::slice::from_ref(&keyed));
+        let names: Vec<&str> = reloaded.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["friend", "upstream", "keyed"]);
+        assert_eq!(reloaded[2], keyed, "the running settings stay");
+        // Unknown before: it is left out until its key file can be read.
+        let fresh = reloaded_neighbors(&config, &[]);
+        assert_eq!(fresh.len(), 2);
+    }
 
     const CONFIG: &str = r#"
 [node]
