@@ -17,6 +17,7 @@
 //! next hop no peer carries (a router outside the mesh, such as an eBGP neighbour on a LAN)
 //! becomes a kernel route through that next hop instead ([`Combined::gateway_routes`]).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -105,12 +106,7 @@ impl PeerSources {
                 peers.push(peer);
             }
         }
-        let mut gateway_routes = Vec::new();
-        for route in &self.bgp {
-            if !attach_bgp_route(&mut peers, route, &mut conflicts) {
-                gateway_routes.push(*route);
-            }
-        }
+        let gateway_routes = attach_bgp_routes(&mut peers, &self.bgp, &mut conflicts);
         Combined {
             peers,
             conflicts,
@@ -119,42 +115,55 @@ impl PeerSources {
     }
 }
 
-/// Adds `route.prefix` to the peer carrying its next hop, unless a peer claims it already.
-/// `false` when no peer carries the next hop.
-fn attach_bgp_route(
+/// Adds each BGP route's prefix to the peer carrying its next hop, unless a peer claims it
+/// already; returns the routes whose next hop no peer carries. Linear in the routes (a full
+/// table may arrive over iBGP): carriers are looked up in the peers' own prefixes (not in
+/// the BGP prefixes added here), once per distinct next hop, and claims in a hash map.
+fn attach_bgp_routes(
     peers: &mut [KnownPeer],
-    route: &BgpRoute,
+    routes: &[BgpRoute],
     conflicts: &mut Vec<String>,
-) -> bool {
-    let prefix = route.prefix.trunc();
-    let Some(via) = carrier(peers, route.next_hop) else {
-        return false;
-    };
-    if let Some(owner) = peers
-        .iter()
-        .position(|p| p.config.allowed_ips.contains(&prefix))
-    {
-        if owner != via {
-            conflicts.push(format!(
+) -> Vec<BgpRoute> {
+    let mut claims: HashMap<IpNet, usize> = HashMap::new();
+    for (i, peer) in peers.iter().enumerate() {
+        for net in &peer.config.allowed_ips {
+            claims.entry(*net).or_insert(i);
+        }
+    }
+    let own: Vec<Vec<IpNet>> = peers.iter().map(|p| p.config.allowed_ips.clone()).collect();
+    let mut carriers: HashMap<IpAddr, Option<usize>> = HashMap::new();
+    let mut gateway_routes = Vec::new();
+    for route in routes {
+        let prefix = route.prefix.trunc();
+        let carrier = *carriers
+            .entry(route.next_hop)
+            .or_insert_with(|| carrier(&own, route.next_hop));
+        let Some(via) = carrier else {
+            gateway_routes.push(*route);
+            continue;
+        };
+        match claims.get(&prefix) {
+            Some(&owner) if owner != via => conflicts.push(format!(
                 "BGP route {prefix} via {} stays with peer {:?}, which claims it, not {:?}",
                 route.next_hop, peers[owner].config.name, peers[via].config.name
-            ));
+            )),
+            Some(_) => {}
+            None => {
+                peers[via].config.allowed_ips.push(prefix);
+                claims.insert(prefix, via);
+            }
         }
-        return true;
     }
-    peers[via].config.allowed_ips.push(prefix);
-    true
+    gateway_routes
 }
 
 /// The peer whose most specific prefix contains `address`.
-fn carrier(peers: &[KnownPeer], address: IpAddr) -> Option<usize> {
-    peers
+fn carrier(prefixes: &[Vec<IpNet>], address: IpAddr) -> Option<usize> {
+    prefixes
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| {
-            let len = p
-                .config
-                .allowed_ips
+        .filter_map(|(i, nets)| {
+            let len = nets
                 .iter()
                 .filter(|net| net.contains(&address))
                 .map(IpNet::prefix_len)
@@ -301,5 +310,26 @@ pub(crate) mod tests {
             [route("198.18.0.0/15", "198.51.100.9")]
         );
         assert!(combined.conflicts[0].contains("stays with peer \"beta\""));
+    }
+
+    /// Many routes through one core all land on it, each once.
+    #[test]
+    fn a_large_bgp_table_goes_to_the_carrier_of_its_next_hop() {
+        let mut routes = Vec::new();
+        for i in 0..20_000u32 {
+            let net = std::net::Ipv4Addr::from((100 << 24) | (i << 8));
+            routes.push(BgpRoute {
+                prefix: IpNet::V4(ipnet::Ipv4Net::new(net, 24).unwrap()),
+                next_hop: "10.2.0.1".parse().unwrap(),
+            });
+        }
+        let sources = PeerSources {
+            members: vec![peer("beta", 3, MEMBER, &["10.2.0.0/16"])],
+            bgp: routes,
+            ..PeerSources::default()
+        };
+        let combined = sources.combine();
+        assert_eq!(combined.peers[0].config.allowed_ips.len(), 20_001);
+        assert!(combined.conflicts.is_empty() && combined.gateway_routes.is_empty());
     }
 }

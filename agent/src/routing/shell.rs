@@ -30,7 +30,8 @@ use crate::peerset::{BgpRoute, PeerSet};
 /// Best-route changes are gathered this long before the peer set (and so the data plane and
 /// the kernel) is updated: one update for a burst, such as a session's initial table.
 const SETTLE: Duration = Duration::from_millis(100);
-/// How often the view of the sessions is refreshed for `meshd routes`.
+/// How often the view of the sessions, and of the paths when they changed, is refreshed for
+/// `meshd routes` (copying a full table more often would cost more than it shows).
 const VIEW_REFRESH: Duration = Duration::from_secs(1);
 
 /// What the routing plane needs from the daemon.
@@ -216,6 +217,7 @@ impl RoutingPlane {
         self.apply_membership(&mut applied, &first.unwrap_or_default());
         let mut flush_at: Option<Instant> = None;
         let mut refresh = tokio::time::interval(VIEW_REFRESH);
+        let mut paths_changed = false;
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let membership = async {
@@ -263,9 +265,12 @@ impl RoutingPlane {
                 () = settle => {
                     flush_at = None;
                     self.flush(&mut applied, peer_set);
-                    self.refresh_view().await;
+                    paths_changed = true;
                 }
-                _ = refresh.tick() => self.refresh_view().await,
+                _ = refresh.tick() => {
+                    self.refresh_view(paths_changed).await;
+                    paths_changed = false;
+                }
             }
         }
     }
@@ -383,15 +388,23 @@ impl RoutingPlane {
         }
     }
 
-    async fn refresh_view(&self) {
+    /// The sessions, and the paths when `paths_changed`, into the view.
+    async fn refresh_view(&self, paths_changed: bool) {
         let sessions = self.speaker.sessions().await;
-        let paths = self.speaker.all_paths().await;
-        let view = view_of(
+        let paths = if paths_changed {
+            self.speaker.all_paths().await
+        } else {
+            Vec::new()
+        };
+        let mut view = view_of(
             self.settings.asn,
             self.settings.router_id,
             &sessions,
             &paths,
         );
+        if !paths_changed {
+            view.routes = self.view.borrow().routes.clone();
+        }
         self.view.send_if_modified(|current| {
             let changed = *current != view;
             *current = view;
