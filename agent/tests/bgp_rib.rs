@@ -129,7 +129,7 @@ fn best_path_cases_from_data_file() {
         // The choice must not depend on the order paths arrived in.
         let (mut rib2, _) = rib_with_peers();
         for p in rib.paths(&prefix()).iter().rev() {
-            rib2.announce(prefix(), p.clone());
+            rib2.announce(prefix(), (**p).clone());
         }
         for spec in &case.path {
             if let Some(cost) = spec.cost {

@@ -498,17 +498,17 @@ impl Actor {
     fn all_paths(&self) -> Vec<RouteEntry> {
         let mut out = Vec::new();
         for (prefix, best) in self.rib.best_routes() {
-            for path in self.rib.paths(prefix) {
+            for path in self.rib.paths(&prefix) {
                 let from = self.peers.get(&path.peer).map(|p| PeerSummary {
                     name: p.config.name.clone(),
                     address: p.config.address,
                     internal: p.info.internal,
                 });
                 out.push(RouteEntry {
-                    prefix: *prefix,
-                    path: path.clone(),
+                    prefix,
+                    path: (**path).clone(),
                     from,
-                    best: path == best,
+                    best: **path == *best,
                 });
             }
         }
@@ -621,7 +621,7 @@ impl Actor {
                 let routes = self
                     .rib
                     .best_routes()
-                    .map(|(p, path)| (*p, path.clone()))
+                    .map(|(p, path)| (p, path.clone()))
                     .collect();
                 let _ = reply.send(routes);
             }
@@ -913,14 +913,11 @@ impl Actor {
         p.info.bgp_id = negotiated.peer_id;
         self.rib.add_peer(peer, p.info.clone());
         // The initial table, then End-of-RIB for each family (RFC 4724 §2).
-        let best: Vec<(IpNet, Path)> = self
-            .rib
-            .best_routes()
-            .map(|(prefix, path)| (*prefix, path.clone()))
-            .collect();
+        // Shared paths: a full table is a million of them.
+        let best: Vec<(IpNet, Arc<Path>)> = self.rib.best_routes_shared().collect();
         let changes: Vec<OutChange> = best
             .into_iter()
-            .filter_map(|(prefix, path)| self.export_to(peer, prefix, Some(&path)))
+            .filter_map(|(prefix, path)| self.export_to(peer, prefix, Some(&*path)))
             .collect();
         self.send_changes(peer, changes);
         for family in negotiated.families {

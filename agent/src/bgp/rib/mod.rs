@@ -5,6 +5,7 @@
 pub mod best;
 pub mod export;
 pub mod out;
+mod table;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -47,18 +48,15 @@ pub struct BestChange {
 }
 
 #[derive(Debug, Default)]
-struct Entry {
-    paths: Vec<Path>,
-    best: Option<usize>,
-}
-
-#[derive(Debug, Default)]
 pub struct Rib {
     peers: HashMap<PeerId, PeerInfo>,
-    table: HashMap<IpNet, Entry>,
+    table: table::Table,
     /// Cost to each next hop as the data plane reports it; `None` = unreachable. Next hops not
     /// listed are directly reachable at cost 0 (an eBGP neighbour on a shared link).
     igp_cost: HashMap<IpAddr, Option<u32>>,
+    /// The path last announced: the routes of one UPDATE arrive one after the other with equal
+    /// paths, and then all share this one allocation.
+    last_path: Option<Arc<Path>>,
 }
 
 impl Rib {
@@ -76,12 +74,9 @@ impl Rib {
 
     /// Forgets a peer and every path it gave (its session went down).
     pub fn remove_peer(&mut self, id: PeerId) -> Vec<BestChange> {
-        let prefixes: Vec<IpNet> = self
+        let prefixes = self
             .table
-            .iter()
-            .filter(|(_, e)| e.paths.iter().any(|p| p.peer == id))
-            .map(|(p, _)| *p)
-            .collect();
+            .prefixes_where(|paths| paths.iter().any(|p| p.peer == id));
         let changes = prefixes
             .into_iter()
             .filter_map(|p| self.withdraw(id, p))
@@ -92,33 +87,27 @@ impl Rib {
 
     /// Adds or replaces `path.peer`'s path to `prefix`.
     pub fn announce(&mut self, prefix: IpNet, path: Path) -> Option<BestChange> {
-        let before = self.best(&prefix).cloned();
-        let entry = self.table.entry(prefix).or_default();
-        match entry.paths.iter_mut().find(|p| p.peer == path.peer) {
-            Some(existing) if *existing == path => return None,
-            Some(existing) => *existing = path,
-            None => {
-                // Most prefixes have one or two paths; the default growth to 4 at the first
-                // push would triple the memory of a full table.
-                entry.paths.reserve_exact(1);
-                entry.paths.push(path)
+        let path = match &self.last_path {
+            Some(last) if **last == path => last.clone(),
+            _ => {
+                let shared = Arc::new(path);
+                self.last_path = Some(shared.clone());
+                shared
             }
+        };
+        let before = self.best(&prefix).cloned();
+        if !self.table.upsert(prefix, path) {
+            return None;
         }
         self.reselect(prefix, before)
     }
 
     pub fn withdraw(&mut self, peer: PeerId, prefix: IpNet) -> Option<BestChange> {
         let before = self.best(&prefix).cloned();
-        let entry = self.table.get_mut(&prefix)?;
-        let at = entry.paths.iter().position(|p| p.peer == peer)?;
-        // swap_remove moves the last path; the best index is recomputed right after.
-        entry.paths.swap_remove(at);
-        entry.best = None;
-        let change = self.reselect(prefix, before);
-        if self.table.get(&prefix).is_some_and(|e| e.paths.is_empty()) {
-            self.table.remove(&prefix);
+        if !self.table.remove(prefix, peer) {
+            return None;
         }
-        change
+        self.reselect(prefix, before)
     }
 
     /// Records the data plane's cost to `next_hop` (`None`: unreachable) and reselects the
@@ -128,12 +117,9 @@ impl Rib {
             return Vec::new();
         }
         self.igp_cost.insert(next_hop, cost);
-        let prefixes: Vec<IpNet> = self
+        let prefixes = self
             .table
-            .iter()
-            .filter(|(_, e)| e.paths.iter().any(|p| p.next_hop == next_hop))
-            .map(|(p, _)| *p)
-            .collect();
+            .prefixes_where(|paths| paths.iter().any(|p| p.next_hop == next_hop));
         prefixes
             .into_iter()
             .filter_map(|p| {
@@ -144,19 +130,26 @@ impl Rib {
     }
 
     pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
-        let e = self.table.get(prefix)?;
-        e.paths.get(e.best?)
+        self.table.get(prefix)?.best().map(|p| &**p)
     }
 
-    pub fn paths(&self, prefix: &IpNet) -> &[Path] {
-        self.table.get(prefix).map_or(&[], |e| &e.paths)
+    /// Every path to `prefix`, in no particular order.
+    pub fn paths(&self, prefix: &IpNet) -> &[Arc<Path>] {
+        self.table.get(prefix).map_or(&[], |slot| slot.paths())
     }
 
     /// Every prefix with its best path.
-    pub fn best_routes(&self) -> impl Iterator<Item = (&IpNet, &Path)> {
+    pub fn best_routes(&self) -> impl Iterator<Item = (IpNet, &Path)> {
         self.table
             .iter()
-            .filter_map(|(p, e)| Some((p, e.paths.get(e.best?)?)))
+            .filter_map(|(p, slot)| Some((p, &**slot.best()?)))
+    }
+
+    /// Every prefix with its best path, sharing the path (cheap to hold many of).
+    pub fn best_routes_shared(&self) -> impl Iterator<Item = (IpNet, Arc<Path>)> {
+        self.table
+            .iter()
+            .filter_map(|(p, slot)| Some((p, slot.best()?.clone())))
     }
 
     pub fn len(&self) -> usize {
@@ -164,15 +157,18 @@ impl Rib {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.table.len() == 0
     }
 
     /// Runs the decision process over the prefix's paths and reports whether the best path
     /// differs from `before`.
     fn reselect(&mut self, prefix: IpNet, before: Option<Path>) -> Option<BestChange> {
-        let entry = self.table.get(&prefix)?;
+        let Some(slot) = self.table.get(&prefix) else {
+            // The last path went: the prefix is gone.
+            return before.map(|_| BestChange { prefix, best: None });
+        };
         let mut best: Option<(usize, Candidate<'_>)> = None;
-        for (i, path) in entry.paths.iter().enumerate() {
+        for (i, path) in slot.paths().iter().enumerate() {
             let cost = match self.igp_cost.get(&path.next_hop) {
                 Some(None) => continue, // next hop unreachable: not a candidate (§9.1.2)
                 Some(Some(c)) => *c,
@@ -192,10 +188,10 @@ impl Rib {
             }
         }
         let best = best.map(|(i, _)| i);
-        let after = best.and_then(|b| entry.paths.get(b)).cloned();
-        if let Some(e) = self.table.get_mut(&prefix) {
-            e.best = best;
-        }
+        let after = best
+            .and_then(|b| slot.paths().get(b))
+            .map(|p| (**p).clone());
+        self.table.set_best(&prefix, best);
         (before != after).then_some(BestChange {
             prefix,
             best: after,

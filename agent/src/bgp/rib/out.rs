@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::table::{Key4, Key6, key4, key6, net4, net6};
 use crate::bgp::packet::{
     Family, HEADER_LEN, MAX_MESSAGE_LEN, MpReach, MpUnreach, NextHop, PathAttributes, Update,
     encoded_prefix_len,
@@ -19,9 +20,14 @@ pub struct Advertised {
     pub attrs: Arc<PathAttributes>,
 }
 
+/// What one peer was sent, per prefix. Compact keys per family like the RIB's table, and one
+/// shared `Advertised` for consecutive prefixes announced alike (a full table to an iBGP peer
+/// costs a bucket per prefix, not an attribute set).
 #[derive(Debug, Default)]
 pub struct AdjRibOut {
-    sent: HashMap<IpNet, Advertised>,
+    v4: HashMap<Key4, Arc<Advertised>>,
+    v6: HashMap<Key6, Arc<Advertised>>,
+    last: Option<Arc<Advertised>>,
 }
 
 /// One change to send.
@@ -39,40 +45,66 @@ impl AdjRibOut {
     /// Records what should now be advertised for `prefix` and returns the change to send, if
     /// it differs from what the peer has.
     pub fn set(&mut self, prefix: IpNet, adv: Option<Advertised>) -> Option<OutChange> {
-        match adv {
-            Some(adv) => {
-                if self.sent.get(&prefix) == Some(&adv) {
-                    return None;
-                }
-                self.sent.insert(prefix, adv.clone());
-                Some(OutChange::Announce(prefix, adv))
-            }
-            None => self
-                .sent
-                .remove(&prefix)
-                .map(|_| OutChange::Withdraw(prefix)),
+        let Some(adv) = adv else {
+            let removed = match prefix {
+                IpNet::V4(n) => self.v4.remove(&key4(&n)),
+                IpNet::V6(n) => self.v6.remove(&key6(&n)),
+            };
+            return removed.map(|_| OutChange::Withdraw(prefix));
+        };
+        let sent = match prefix {
+            IpNet::V4(n) => self.v4.get(&key4(&n)),
+            IpNet::V6(n) => self.v6.get(&key6(&n)),
+        };
+        if sent.is_some_and(|s| **s == adv) {
+            return None;
         }
+        let shared = match &self.last {
+            Some(last) if **last == adv => last.clone(),
+            _ => {
+                let shared = Arc::new(adv.clone());
+                self.last = Some(shared.clone());
+                shared
+            }
+        };
+        match prefix {
+            IpNet::V4(n) => self.v4.insert(key4(&n), shared),
+            IpNet::V6(n) => self.v6.insert(key6(&n), shared),
+        };
+        Some(OutChange::Announce(prefix, adv))
     }
 
     /// Everything advertised in `family`, for a route refresh.
     pub fn all(&self, family: Family) -> Vec<OutChange> {
-        self.sent
-            .iter()
-            .filter(|(p, _)| Family::of(p) == family)
-            .map(|(p, a)| OutChange::Announce(*p, a.clone()))
-            .collect()
+        let announce = |(p, a): (IpNet, &Arc<Advertised>)| OutChange::Announce(p, (**a).clone());
+        match family {
+            Family::Ipv4Unicast => self
+                .v4
+                .iter()
+                .map(|(k, a)| (net4(k), a))
+                .map(announce)
+                .collect(),
+            Family::Ipv6Unicast => self
+                .v6
+                .iter()
+                .map(|(k, a)| (net6(k), a))
+                .map(announce)
+                .collect(),
+        }
     }
 
     pub fn clear(&mut self) {
-        self.sent.clear();
+        self.v4.clear();
+        self.v6.clear();
+        self.last = None;
     }
 
     pub fn len(&self) -> usize {
-        self.sent.len()
+        self.v4.len() + self.v6.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sent.is_empty()
+        self.len() == 0
     }
 }
 
