@@ -4,6 +4,7 @@
 
 pub mod best;
 pub mod export;
+mod intern;
 pub mod out;
 mod table;
 
@@ -32,7 +33,7 @@ pub struct PeerInfo {
 }
 
 /// One path to a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Path {
     pub peer: PeerId,
     pub next_hop: IpAddr,
@@ -55,8 +56,10 @@ pub struct Rib {
     /// listed are directly reachable at cost 0 (an eBGP neighbour on a shared link).
     igp_cost: HashMap<IpAddr, Option<u32>>,
     /// The path last announced: the routes of one UPDATE arrive one after the other with equal
-    /// paths, and then all share this one allocation.
+    /// paths, and then all share this one allocation without a lookup.
     last_path: Option<Arc<Path>>,
+    /// Equal paths from different UPDATEs share one allocation too.
+    interner: intern::Interner,
 }
 
 impl Rib {
@@ -90,7 +93,7 @@ impl Rib {
         let path = match &self.last_path {
             Some(last) if **last == path => last.clone(),
             _ => {
-                let shared = Arc::new(path);
+                let shared = self.interner.intern(path);
                 self.last_path = Some(shared.clone());
                 shared
             }

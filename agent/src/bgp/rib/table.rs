@@ -77,9 +77,7 @@ impl Slot {
             }
             Slot::One { path: old, .. } => {
                 // Most prefixes have one or two paths: room for exactly two.
-                let mut paths = Vec::with_capacity(2);
-                paths.push(old.clone());
-                paths.push(path);
+                let paths = vec![old.clone(), path];
                 *self = Slot::Many(Box::new(Many { paths, best: None }));
             }
             Slot::Many(many) => {
