@@ -46,15 +46,19 @@ Files:
 Environment:
   RUST_LOG
       Log filter for `meshd run` (e.g. debug, or info,meshd::bgp=debug); overrides
-      --log-level.
+      --log-level and [log] level.
   NOTIFY_SOCKET, JOURNAL_STREAM
       Set by systemd: `meshd run` reports readiness and logs to the journal.
 
 Exit status: 0 on success, 1 on an error (the message says what and where), 2 for a usage
 error.";
 
+/// Private, encrypted, routed mesh of WireGuard tunnels between routers
+///
 /// meshd joins this router to a private, encrypted, routed mesh: WireGuard tunnels among
-/// core routers, spokes behind them, a built-in CA and iBGP over the tunnels.
+/// core routers, spokes behind them, a built-in CA that admits routers with one-time tokens and
+/// hands out their address blocks, and iBGP over the tunnels so every router learns every LAN.
+/// One binary is both the command-line tool and the daemon (`meshd run`).
 #[derive(Debug, Parser)]
 #[command(
     name = "meshd",

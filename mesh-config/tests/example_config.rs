@@ -63,6 +63,11 @@ fn every_setting_uncommented_is_a_valid_config() {
     assert!(config.mesh.native6.is_some());
     assert_eq!(config.routing.lan_prefixes.len(), 1);
     assert_eq!(config.bgp.neighbors.len(), 1);
+    assert_eq!(config.bgp.neighbors[0].multihop, Some(2));
+    assert_eq!(config.bgp.policies.len(), 2);
+    assert_eq!(config.bgp.policies["office-in"].terms.len(), 2);
+    assert!(!config.metrics.listen.ip().is_unspecified());
+    assert_eq!(config.log.level, "info");
     assert_eq!(config.peers.len(), 1);
     assert_eq!(config.peers[0].persistent_keepalive, Some(25));
 }
@@ -79,4 +84,13 @@ fn the_documented_defaults_are_the_real_defaults() {
     assert_eq!(full.mesh.pool4, defaults.mesh.pool4);
     assert_eq!(full.mesh.node_prefix_len4, defaults.mesh.node_prefix_len4);
     assert_eq!(full.routing.asn, defaults.routing.asn);
+    assert_eq!(full.metrics, defaults.metrics);
+    assert_eq!(full.log, defaults.log);
+    let neighbor = &full.bgp.neighbors[0];
+    assert_eq!(neighbor.port, Some(mesh_config::DEFAULT_BGP_PORT));
+    assert_eq!(neighbor.hold_time, Some(mesh_config::DEFAULT_HOLD_TIME));
+    assert_eq!(
+        neighbor.connect_retry,
+        Some(mesh_config::DEFAULT_CONNECT_RETRY)
+    );
 }
