@@ -251,7 +251,7 @@ fn render(results: &[SizeResult], options: &Options, start: OffsetDateTime) -> S
          mesh of control connections, each spoke connects to its core; one core per four spokes. \
          One-way latency 5-40 ms between cores, 2-20 ms from a spoke to its core; a new \
          connection takes two round trips (TCP, TLS 1.3). The shell ticks every 0.5 s, \
-         anti-entropy runs every 10 s per node; a core pushes news from itself or its spokes to every core, and every core passes news on to its spokes. Bandwidth and CPU time are not \
+         anti-entropy runs every 10 s per node (a 32-byte summary hash to one random peer, the full digest only when the hashes differ); a core pushes news from itself or its spokes to every core, and every core passes news on to its spokes. Bandwidth and CPU time are not \
          modelled.\n",
     );
     out.push_str(
@@ -304,16 +304,17 @@ fn render(results: &[SizeResult], options: &Options, start: OffsetDateTime) -> S
         }
     }
 
-    out.push_str("\n| mesh | background anti-entropy (messages/s) | background (KiB/s, whole mesh) | memory per node, resident (KiB) | records held per node (KiB, JSON) | simulated in (s, build) |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|\n");
+    out.push_str("\n| mesh | background anti-entropy (messages/s) | background (KiB/s, whole mesh) | background per node (bytes/s) | memory per node, resident (KiB) | records held per node (KiB, JSON) | simulated in (s, build) |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
     for result in results {
         out.push_str(&format!(
-            "| {} ({} + {}) | {} | {:.0} | {} | {:.0} | {:.1} |\n",
+            "| {} ({} + {}) | {} | {:.2} | {:.0} | {} | {:.0} | {:.1} |\n",
             result.shape.nodes(),
             result.shape.cores,
             result.shape.spokes,
             result.background.messages,
             result.background.bytes as f64 / 1024.0,
+            result.background.bytes as f64 / result.shape.nodes() as f64,
             result
                 .rss_per_node
                 .map_or("n/a".to_owned(), |b| format!("{:.0}", b as f64 / 1024.0)),
