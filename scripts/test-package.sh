@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_DEB_VERSION=3.8.0
-SUITE="${SUITE:-bookworm}"
+# The root is of the host's own Debian release, so the package is tested where it was built.
+SUITE="${SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
 started=$SECONDS
 
 fail() {
@@ -63,7 +64,7 @@ trap cleanup EXIT
 
 step "mmdebstrap $SUITE (minbase) into $root"
 # minbase: essential packages + apt. init-system-helpers comes with it (deb-systemd-helper).
-mmdebstrap --variant=minbase --quiet "$SUITE" "$root" >&2 || fail "mmdebstrap failed"
+mmdebstrap --variant=minbase --quiet "$SUITE" "$root" </dev/null >&2 || fail "mmdebstrap failed"
 
 in_root() {
     chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 "$@"
