@@ -157,8 +157,8 @@ fn attach_bgp_routes(
     gateway_routes
 }
 
-/// The peer whose most specific prefix contains `address`.
-fn carrier(prefixes: &[Vec<IpNet>], address: IpAddr) -> Option<usize> {
+/// The peer whose most specific prefix contains `address` (as the data plane routes it).
+pub(crate) fn carrier(prefixes: &[Vec<IpNet>], address: IpAddr) -> Option<usize> {
     prefixes
         .iter()
         .enumerate()

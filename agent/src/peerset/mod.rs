@@ -68,6 +68,21 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
         self.lock().peers.clone()
     }
 
+    /// The peers with only the prefixes they carry by themselves (configuration, clients,
+    /// certificates), without the BGP routes added to them: enough to find the tunnel that
+    /// carries a member's address, and cheap even when BGP brings a full table.
+    pub fn peers_without_bgp(&self) -> Vec<KnownPeer> {
+        let applied = self.lock();
+        let sources = PeerSources {
+            configured: applied.sources.configured.clone(),
+            clients: applied.sources.clients.clone(),
+            members: applied.sources.members.clone(),
+            bgp: Vec::new(),
+        };
+        drop(applied);
+        sources.combine().peers
+    }
+
     /// The data plane's counters.
     pub fn stats(&self) -> DataplaneStats {
         self.dataplane.stats()

@@ -4,6 +4,7 @@
 //!   authorised prefixes);
 //! - [`plan`]: the iBGP sessions, listen addresses and own routes for a membership;
 //! - [`authority`]: which member may announce which prefix (the speaker's import guard);
+//! - [`igp_cost`]: the cost of a member's next hop from the RTT of the tunnel carrying it;
 //! - [`view`]: what `meshd routes` shows of the speaker;
 //! - [`shell`]: the tokio side, which starts the speaker, follows the membership and feeds the
 //!   best routes into the peer set (crate::peerset), the one owner of data-plane peers and
@@ -12,6 +13,7 @@
 //! All but [`shell`] are pure.
 
 pub mod authority;
+pub mod igp_cost;
 pub mod member;
 pub mod plan;
 pub mod shell;

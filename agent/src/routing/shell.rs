@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::authority::Authority;
+use super::igp_cost::{COST_REFRESH, IgpCosts, member_next_hops, reach_of};
 use super::member::members_of;
 use super::plan::{self, neighbor_changes};
 use super::view::view_of;
@@ -160,6 +161,10 @@ struct Applied {
     unapproved: Vec<IpNet>,
     /// The speaker's best paths, by prefix.
     best: BTreeMap<IpNet, Path>,
+    /// The members' next hops (their overlay addresses), for the IGP cost.
+    next_hops: Vec<std::net::IpAddr>,
+    /// The IGP costs told to the speaker.
+    igp_costs: IgpCosts,
 }
 
 impl RoutingPlane {
@@ -219,6 +224,8 @@ impl RoutingPlane {
         let mut refresh = tokio::time::interval(VIEW_REFRESH);
         let mut paths_changed = false;
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut costs = tokio::time::interval(COST_REFRESH);
+        costs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let membership = async {
                 let changed = match members.as_mut() {
@@ -271,6 +278,7 @@ impl RoutingPlane {
                     self.refresh_view(paths_changed).await;
                     paths_changed = false;
                 }
+                _ = costs.tick() => self.update_igp_costs(&mut applied, peer_set),
             }
         }
     }
@@ -311,6 +319,7 @@ impl RoutingPlane {
         for problem in problems {
             tracing::warn!("{problem}");
         }
+        applied.next_hops = member_next_hops(&self.settings.node_name, &members);
         let own = members.iter().find(|m| m.name == self.settings.node_name);
         let (neighbors, originate, unapproved) = match own {
             Some(own) => {
@@ -369,6 +378,24 @@ impl RoutingPlane {
         if applied.authority.as_ref() != Some(&authority) {
             self.speaker.set_guard(Some(Arc::new(authority.clone())));
             applied.authority = Some(authority);
+        }
+    }
+
+    /// Tells the speaker how costly each member's next hop is now: the RTT of the tunnel that
+    /// carries it (changes only, see [`super::igp_cost`]).
+    fn update_igp_costs<D: DataplaneControl>(
+        &self,
+        applied: &mut Applied,
+        peer_set: &PeerSet<'_, D>,
+    ) {
+        let reach = reach_of(
+            &applied.next_hops,
+            &peer_set.peers_without_bgp(),
+            &peer_set.stats(),
+        );
+        for (next_hop, cost) in applied.igp_costs.update(&reach) {
+            tracing::debug!(%next_hop, ?cost, "IGP cost of a next hop changed");
+            self.speaker.set_igp_cost(next_hop, cost);
         }
     }
 
