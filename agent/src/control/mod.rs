@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod frame;
 pub mod join_client;
+pub mod log_throttle;
 pub mod membership;
 #[cfg(test)]
 mod membership_tests;

@@ -30,6 +30,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::admission::{MeshFacts, admit, renew};
 use super::frame::{FrameError, read_message, write_message};
+use super::log_throttle::{LOG_WINDOW, LogThrottle};
 use super::membership::{Action, Membership};
 use super::message::{Gossip, JoinRequest, Message, RenewRequest};
 use super::peers::{literal_endpoint, tunnel_peers};
@@ -859,6 +860,7 @@ async fn request_renewal(
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, events: mpsc::Sender<Event>) {
     let mut next_id: u64 = 1 << 63;
+    let refusals = Arc::new(std::sync::Mutex::new(LogThrottle::new(LOG_WINDOW)));
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -870,13 +872,30 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, events: mpsc:
         };
         let acceptor = acceptor.clone();
         let events = events.clone();
+        let refusals = refusals.clone();
         let id = next_id;
         next_id += 1;
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
-                    tracing::warn!(%remote, %error, "control connection refused in the TLS handshake");
+                    // Anyone can cause this: one line a minute, with how many were left out.
+                    let admitted = refusals
+                        .lock()
+                        .map(|mut throttle| throttle.admit(std::time::Instant::now()))
+                        .unwrap_or(Some(0));
+                    if let Some(more) = admitted {
+                        tracing::warn!(
+                            %remote,
+                            %error,
+                            "control connection refused in the TLS handshake{}",
+                            if more > 0 {
+                                format!(" ({more} more refused since the last report)")
+                            } else {
+                                String::new()
+                            }
+                        );
+                    }
                     return;
                 }
                 Err(_) => return,
