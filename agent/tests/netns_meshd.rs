@@ -138,6 +138,15 @@ fn two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes() {
             counter(&after, name)
         );
     }
+    // Both ends measured the round trip of the handshake, whichever of them started it (the
+    // responder from its response to the initiator's first data message).
+    for (metrics, peer) in [(&after, "beta"), (&beta.metrics(&ns_b), "alpha")] {
+        let rtt = metrics.value("meshd_peer_rtt_seconds", &[("peer", peer)]);
+        assert!(
+            rtt.is_some_and(|s| (0.0..1.0).contains(&s)),
+            "no sensible handshake RTT for {peer}: {rtt:?}"
+        );
+    }
     assert_eq!(after.value("meshd_peer_up", &[("peer", "beta")]), Some(1.0));
     // One "tunnel up" line per peer at info, not one per handshake or packet.
     for (node, log) in [("alpha", alpha.log()), ("beta", beta.log())] {

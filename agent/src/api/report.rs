@@ -148,8 +148,8 @@ pub struct PeerReport {
     pub up: bool,
     /// Seconds since the current session's handshake; null if there is no session.
     pub last_handshake_seconds_ago: Option<u64>,
-    /// Round-trip time of the path in milliseconds, from the last handshake this node
-    /// initiated; null until one completed.
+    /// Round-trip time of the path in milliseconds, measured by the last completed handshake
+    /// (either side); null until one completed.
     pub rtt_ms: Option<f64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,

@@ -245,12 +245,14 @@ impl DataplaneCore {
                 TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
                     let len = p.len();
                     authenticated(&mut state, from, now);
+                    first_data_after_response(&mut state, datagram, now);
                     len
                 }
                 // A keepalive (or a message boringtun answered itself): proof the peer is
                 // alive on this path, nothing to deliver.
                 TunnResult::Done | TunnResult::WriteToNetwork(_) => {
                     authenticated(&mut state, from, now);
+                    first_data_after_response(&mut state, datagram, now);
                     return;
                 }
             }
@@ -329,6 +331,12 @@ impl DataplaneCore {
                 authenticated(&mut state, from, now);
                 if is_response && let Some(sent) = state.initiation_sent_at.take() {
                     state.rtt = Some(now.saturating_duration_since(sent));
+                }
+                if !is_response
+                    && !is_cookie
+                    && let Some(index) = session_index(reply)
+                {
+                    state.response_sent_at = Some((now, index));
                 }
                 PeerCounters::add(&peer.counters.handshakes, 1);
                 if !state.session_up {
@@ -494,6 +502,27 @@ impl DataplaneCore {
 fn authenticated(state: &mut PeerState, from: SocketAddr, now: Instant) {
     state.path.on_authenticated(from, now);
     state.handshake_pending_since = None;
+}
+
+/// The session index at bytes 4..8 (little endian): in a handshake response the responder's
+/// (sender) index, in a data message the receiver's, which is the same number for the session
+/// the response opened.
+fn session_index(message: &[u8]) -> Option<u32> {
+    let bytes: [u8; 4] = message.get(4..8)?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes))
+}
+
+/// An authenticated data message: if it is the first on the session our latest response
+/// opened (its receiver index is the one we gave), the time since that response is the
+/// round trip. Messages of the previous session, still in flight, are not mistaken for it.
+fn first_data_after_response(state: &mut PeerState, datagram: &[u8], now: Instant) {
+    let Some((sent, index)) = state.response_sent_at else {
+        return;
+    };
+    if session_index(datagram) == Some(index) {
+        state.response_sent_at = None;
+        state.rtt = Some(now.saturating_duration_since(sent));
+    }
 }
 
 /// A free peer index: not used by the old table nor by peers created in this update.

@@ -520,7 +520,7 @@ fn deliver(from: &mut Node, to: &mut Node, at: Instant) {
 }
 
 #[test]
-fn the_initiator_measures_the_round_trip_of_its_handshake() {
+fn both_ends_measure_the_round_trip_of_a_handshake() {
     let start = Instant::now();
     let (mut a, mut b) = pair();
     send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"ping"), start);
@@ -532,6 +532,19 @@ fn the_initiator_measures_the_round_trip_of_its_handshake() {
         a.core.stats().peer("b").unwrap().rtt,
         Some(Duration::from_millis(45))
     );
-    // The responder started nothing, so it has nothing to measure.
+    // The responder: from its response to the initiator's first data on the new session
+    // (its keepalive and the queued ping), 30 ms on the way there.
     assert_eq!(b.core.stats().peer("a").unwrap().rtt, None);
+    deliver(&mut a, &mut b, start + Duration::from_millis(75));
+    assert_eq!(
+        b.core.stats().peer("a").unwrap().rtt,
+        Some(Duration::from_millis(55))
+    );
+    // Later data on that session measures nothing more.
+    send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"again"), start);
+    deliver(&mut a, &mut b, start + Duration::from_millis(500));
+    assert_eq!(
+        b.core.stats().peer("a").unwrap().rtt,
+        Some(Duration::from_millis(55))
+    );
 }

@@ -35,7 +35,11 @@ pub(crate) struct PeerState {
     /// When we sent our latest handshake initiation (retransmissions included), until its
     /// response arrives: the response gives the path's round-trip time.
     pub(crate) initiation_sent_at: Option<Instant>,
-    /// The round-trip time the last answered initiation measured.
+    /// When we answered the peer's latest initiation, and the session index our response
+    /// gave it: the first data message for that index (the initiator's keepalive, sent as soon
+    /// as it has our response) gives the path's round-trip time on the responder's side too.
+    pub(crate) response_sent_at: Option<(Instant, u32)>,
+    /// The round-trip time the last completed handshake measured (as initiator or responder).
     pub(crate) rtt: Option<std::time::Duration>,
     /// A peer with a persistent keepalive (typically a spoke's core, or a core behind NAT)
     /// should be reachable from the first moment, not after its first keepalive interval:
@@ -93,6 +97,7 @@ impl Peer {
                 path: PathSelector::new(config.endpoints.clone()),
                 handshake_pending_since: None,
                 initiation_sent_at: None,
+                response_sent_at: None,
                 rtt: None,
                 initiate_on_tick: config.persistent_keepalive.is_some(),
                 session_up: false,

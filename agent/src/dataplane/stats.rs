@@ -158,8 +158,9 @@ pub struct PeerStats {
     pub handshakes: u64,
     /// Age of the current session, if there is one.
     pub last_handshake: Option<Duration>,
-    /// Round-trip time of the current path: from our last handshake initiation to its
-    /// response (`None` until a handshake this node started has completed).
+    /// Round-trip time of the current path, measured by the last completed handshake: as
+    /// initiator from our initiation to its response, as responder from our response to the
+    /// first data message on the session it opened (`None` until a handshake completed).
     pub rtt: Option<Duration>,
 }
 

@@ -203,8 +203,8 @@ fn peers(out: &mut Families<'_, '_>, s: &Snapshot) -> fmt::Result {
     )?;
     out.gauge(
         "meshd_peer_rtt",
-        "Round-trip time of the path to the peer, measured by the last handshake this node \
-         initiated (absent until one completed)",
+        "Round-trip time of the path to the peer, measured by the last completed handshake \
+         (absent until one completed)",
         Some(Unit::Seconds),
         s.stats
             .peers

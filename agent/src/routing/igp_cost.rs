@@ -14,9 +14,9 @@
 //!   session with the first packet (here, typically the BGP session's), so a tunnel that was
 //!   never up is not evidence of an outage, and excluding its paths would only delay the
 //!   first routes until the next refresh;
-//! - 0 while a session is up but unmeasured (the data plane measures the RTT of handshakes
-//!   this node started; a peer that always initiates leaves it unknown), which is also what
-//!   the RIB assumes for a next hop it was never told about.
+//! - 0 while a session is up but not yet measured (the responder measures only when the
+//!   initiator's first data message arrives), which is also what the RIB assumes for a next
+//!   hop it was never told about.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -251,7 +251,7 @@ mod tests {
                 Reach::Up(Some(ms(23))), // a spoke behind core2: core2's tunnel
                 Reach::Down,             // its session is gone (the old RTT is not used)
                 Reach::Down,             // in the peer set, not yet in the data plane
-                Reach::Up(None),         // never measured: this node did not initiate
+                Reach::Up(None),         // not measured yet
                 Reach::Down,             // older than Reject-After-Time
                 Reach::NoCarrier,
             ]
