@@ -316,5 +316,9 @@ fn the_packaged_example_is_valid_when_uncommented() {
         .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
     let n = &config.bgp.neighbors[0];
     assert!(n.password_file.is_some() && n.multihop.is_some());
-    assert_eq!(config.bgp.policies.len(), 1);
+    assert!(
+        config.bgp.policies.values().all(|p| !p.terms.is_empty()),
+        "every example policy has terms"
+    );
+    assert!(!config.bgp.policies.is_empty());
 }
