@@ -485,20 +485,9 @@ mod tests {
         );
     }
 
+    /// A spoke's allocation (10.3.0.0/16, fd00:1:2:1:1::/80): the client registry's fixture.
     fn allocation() -> NodeAllocation {
-        NodeAllocation {
-            name: "alpha".into(),
-            role: mesh_config::Role::Spoke,
-            index: 3,
-            ipv4: "10.3.0.0/16".parse().unwrap(),
-            ipv4_clients: "10.3.0.0/17".parse().unwrap(),
-            ipv4_apps: "10.3.128.0/17".parse().unwrap(),
-            ipv4_address: "10.3.0.1".parse().unwrap(),
-            ipv6: "fd00:1:2:1:1::/80".parse().unwrap(),
-            ipv6_clients: "fd00:1:2:1:1:1::/96".parse().unwrap(),
-            ipv6_address: "fd00:1:2:1:1::1".parse().unwrap(),
-            core: Some("core".into()),
-        }
+        crate::api::client_registry::tests::spoke()
     }
 
     #[test]
