@@ -945,19 +945,26 @@ async fn serve_join<S: AsyncRead + AsyncWrite + Unpin>(
         Err(_) => return,
     };
     tracing::info!(%remote, node = %request.name, "join request");
+    answer_from_hub(&mut stream, &events, |reply| Event::Join {
+        request: Box::new(request),
+        reply,
+    })
+    .await;
+}
+
+/// Hands `event` (which carries the reply channel) to the hub and writes its answer back on
+/// `stream`; a hub that has stopped, or drops the request, ends the connection silently.
+async fn answer_from_hub<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    events: &mpsc::Sender<Event>,
+    event: impl FnOnce(oneshot::Sender<Message>) -> Event,
+) {
     let (reply, answer) = oneshot::channel();
-    if events
-        .send(Event::Join {
-            request: Box::new(request),
-            reply,
-        })
-        .await
-        .is_err()
-    {
+    if events.send(event(reply)).await.is_err() {
         return;
     }
     if let Ok(answer) = answer.await {
-        let _ = write_message(&mut stream, &answer).await;
+        let _ = write_message(stream, &answer).await;
     }
 }
 
@@ -988,21 +995,12 @@ async fn serve_renewal<S: AsyncRead + AsyncWrite + Unpin>(
         Err(_) => return,
     };
     tracing::info!(%remote, %node, "certificate renewal request");
-    let (reply, answer) = oneshot::channel();
-    if events
-        .send(Event::Renew {
-            current,
-            request,
-            reply,
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    if let Ok(answer) = answer.await {
-        let _ = write_message(&mut stream, &answer).await;
-    }
+    answer_from_hub(&mut stream, &events, |reply| Event::Renew {
+        current,
+        request,
+        reply,
+    })
+    .await;
 }
 
 /// Runs one authenticated member connection until it fails or the hub aborts it.
