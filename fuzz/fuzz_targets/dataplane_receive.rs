@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use boringtun::x25519::{PublicKey, StaticSecret};
 use libfuzzer_sys::fuzz_target;
-use meshd::dataplane::tx::TxBatch;
-use meshd::dataplane::{DataplaneCore, PacketBatch, PeerConfig};
+use meshd_tunnel::TxBatch;
+use meshd_tunnel::{DataplaneCore, PacketBatch, PeerConfig};
 
 fn peer(name: &str, key: &StaticSecret, endpoint: &str, allowed: &str) -> PeerConfig {
     PeerConfig {

@@ -1,13 +1,15 @@
-//! Typed errors of the data plane.
+//! Typed errors of the data plane shell.
 
 use std::net::SocketAddr;
+
+use meshd_tunnel::ConfigError;
 
 /// Why the data plane could not be configured, started or run.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    /// The configuration is inconsistent; the message names the field and the value.
-    #[error("invalid data plane configuration: {0}")]
-    InvalidConfig(String),
+    /// The configuration is inconsistent (checked by the core).
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
     /// Creating or configuring the TUN device failed.
     #[error("TUN device {name:?}: {source}")]
     Tun {
@@ -25,7 +27,8 @@ pub enum DataplaneError {
 }
 
 impl DataplaneError {
-    pub(crate) fn config(msg: impl Into<String>) -> Self {
-        DataplaneError::InvalidConfig(msg.into())
+    /// An inconsistent configuration, described by `msg`.
+    pub fn config(msg: impl Into<String>) -> Self {
+        DataplaneError::InvalidConfig(ConfigError::new(msg))
     }
 }

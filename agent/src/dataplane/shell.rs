@@ -19,12 +19,12 @@ use quinn_udp::RecvMeta;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::{DataplaneConfig, PeerConfig, WIREGUARD_OVERHEAD};
-use super::core::{DataplaneCore, MIN_TX_ROOM};
-use super::device::{PacketBatch, PacketDevice};
+use meshd_tunnel::config::{DataplaneConfig, PeerConfig, WIREGUARD_OVERHEAD};
+use meshd_tunnel::core::{DataplaneCore, MIN_TX_ROOM};
+use meshd_tunnel::{DataplaneStats, DropReason, PacketBatch, TxBatch};
+
+use super::device::PacketDevice;
 use super::error::DataplaneError;
-use super::stats::{DataplaneStats, DropReason};
-use super::tx::TxBatch;
 use super::udp::{RECV_BUFFER_BYTES, RECV_SLOTS, UdpPort, canonical, wildcard_addresses};
 
 /// How often the protocol timers run.
@@ -120,7 +120,7 @@ impl DataplaneHandle {
     /// Replaces the peer set (membership or routing changes). Unchanged peers keep their
     /// sessions.
     pub fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
-        self.core.update_peers(peers)
+        Ok(self.core.update_peers(peers)?)
     }
 
     /// The UDP addresses we listen on (with the real port when 0 was configured).

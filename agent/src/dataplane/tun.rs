@@ -2,15 +2,17 @@
 //!
 //! With `offload(true)` tun-rs opens the device with `IFF_VNET_HDR` and enables TSO/USO, so
 //! the kernel hands us TCP super-packets of up to 64 KiB (one read, split by tun-rs into
-//! MTU-sized segments) and accepts coalesced ones back: [`super::gro`] glues decrypted
+//! MTU-sized segments) and accepts coalesced ones back: [`meshd_tunnel::gro`] glues decrypted
 //! segments into super-packets for the write. This is what removes most of the per-packet
 //! system calls a plain TUN costs.
 
 use std::io;
 
-use super::device::{HEADROOM, PacketBatch, PacketDevice};
+use meshd_tunnel::batch::{DeviceIo, HEADROOM, PacketBatch};
+use meshd_tunnel::gro;
+
+use super::device::PacketDevice;
 use super::error::DataplaneError;
-use super::gro;
 
 /// An open TUN device. Dropping it deletes the interface (it is not persistent).
 pub struct TunDevice {
@@ -72,15 +74,15 @@ impl TunDevice {
 impl PacketDevice for TunDevice {
     async fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<()> {
         batch.clear();
-        for buf in batch.bufs.iter_mut() {
-            buf.expose_all();
-        }
-        let PacketBatch {
+        let DeviceIo {
             bufs,
             sizes,
             scratch,
             ..
-        } = batch;
+        } = batch.device_io();
+        for buf in bufs.iter_mut() {
+            buf.expose_all();
+        }
         let count = self
             .device
             .recv_multiple(scratch, bufs, sizes, HEADROOM)
@@ -94,7 +96,7 @@ impl PacketDevice for TunDevice {
             return Ok(());
         }
         let count = batch.len();
-        let PacketBatch { bufs, writes, .. } = batch;
+        let DeviceIo { bufs, writes, .. } = batch.device_io();
         let bufs = &mut bufs[..count];
         let vnet = self.device.tcp_gso();
         if vnet {

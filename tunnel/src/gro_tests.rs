@@ -1,5 +1,5 @@
 use super::*;
-use crate::dataplane::device::PacketBatch;
+use crate::batch::PacketBatch;
 use proptest::prelude::*;
 
 /// A TCP/IPv4 segment 10.1.0.1:1000 -> 10.2.0.1:2000 with `payload`, a valid header

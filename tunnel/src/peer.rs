@@ -10,10 +10,10 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::x25519::{PublicKey, StaticSecret};
 use parking_lot::Mutex;
 
-use super::config::PeerConfig;
-use super::path::PathSelector;
-use super::routing::CryptoRouter;
-use super::stats::PeerCounters;
+use crate::config::PeerConfig;
+use crate::path::PathSelector;
+use crate::routing::CryptoRouter;
+use crate::stats::PeerCounters;
 
 /// Number of bits boringtun keeps below the peer index in a receiver index (the rest
 /// numbers the sessions of that peer).

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use meshd::dataplane::tx::TxBatch;
-use meshd::dataplane::{DataplaneCore, PacketBatch, PeerConfig};
+use meshd_tunnel::TxBatch;
+use meshd_tunnel::{DataplaneCore, PacketBatch, PeerConfig};
 
 const BATCH: usize = 64;
 const PACKET: usize = 1420;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::error::DataplaneError;
+use crate::error::ConfigError;
 
 /// Bytes WireGuard adds to an inner packet: 16 header + 16 tag (the outer IP/UDP headers come on top).
 pub const WIREGUARD_OVERHEAD: usize = 32;
@@ -65,9 +65,9 @@ impl std::fmt::Debug for DataplaneConfig {
 
 impl DataplaneConfig {
     /// Checks the configuration; the error names the offending field and value.
-    pub fn validate(&self) -> Result<(), DataplaneError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
-            return Err(DataplaneError::config(format!(
+            return Err(ConfigError::new(format!(
                 "mtu {} is outside {MIN_MTU}..={MAX_MTU}",
                 self.mtu
             )));
@@ -80,7 +80,7 @@ impl DataplaneConfig {
 pub(crate) fn validate_peers(
     peers: &[PeerConfig],
     private_key: &[u8; 32],
-) -> Result<(), DataplaneError> {
+) -> Result<(), ConfigError> {
     let own_public =
         boringtun::x25519::PublicKey::from(&boringtun::x25519::StaticSecret::from(*private_key));
     let mut names = HashSet::new();
@@ -88,22 +88,22 @@ pub(crate) fn validate_peers(
     let mut prefixes: Vec<(IpNet, &str)> = Vec::new();
     for peer in peers {
         if peer.name.is_empty() {
-            return Err(DataplaneError::config("a peer has an empty name"));
+            return Err(ConfigError::new("a peer has an empty name"));
         }
         if !names.insert(peer.name.as_str()) {
-            return Err(DataplaneError::config(format!(
+            return Err(ConfigError::new(format!(
                 "peer name {:?} appears twice",
                 peer.name
             )));
         }
         if !keys.insert(peer.public_key) {
-            return Err(DataplaneError::config(format!(
+            return Err(ConfigError::new(format!(
                 "peer {:?}: its public key is already used by another peer",
                 peer.name
             )));
         }
         if peer.public_key == *own_public.as_bytes() {
-            return Err(DataplaneError::config(format!(
+            return Err(ConfigError::new(format!(
                 "peer {:?}: its public key is our own",
                 peer.name
             )));
@@ -111,21 +111,21 @@ pub(crate) fn validate_peers(
         if let Some(ka) = peer.persistent_keepalive
             && (ka.is_zero() || ka.as_secs() > u64::from(u16::MAX) || ka.subsec_nanos() != 0)
         {
-            return Err(DataplaneError::config(format!(
+            return Err(ConfigError::new(format!(
                 "peer {:?}: persistent_keepalive {ka:?} must be whole seconds in 1..=65535",
                 peer.name
             )));
         }
         for net in &peer.allowed_ips {
             if net.trunc() != *net {
-                return Err(DataplaneError::config(format!(
+                return Err(ConfigError::new(format!(
                     "peer {:?}: allowed prefix {net} has host bits set (did you mean {}?)",
                     peer.name,
                     net.trunc()
                 )));
             }
             if let Some((_, other)) = prefixes.iter().find(|(p, _)| p == net) {
-                return Err(DataplaneError::config(format!(
+                return Err(ConfigError::new(format!(
                     "peers {other:?} and {:?} both claim prefix {net}",
                     peer.name
                 )));

@@ -22,14 +22,14 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use parking_lot::{Mutex, RwLock};
 
-use super::config::{PeerConfig, WIREGUARD_OVERHEAD, validate_peers};
-use super::device::PacketBatch;
-use super::error::DataplaneError;
-use super::ip;
-use super::path::HANDSHAKE_TIMEOUT;
-use super::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
-use super::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
-use super::tx::TxBatch;
+use crate::batch::PacketBatch;
+use crate::config::{PeerConfig, WIREGUARD_OVERHEAD, validate_peers};
+use crate::error::ConfigError;
+use crate::ip;
+use crate::path::HANDSHAKE_TIMEOUT;
+use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
+use crate::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
+use crate::tx::TxBatch;
 
 /// Handshake messages per second (all peers together) before we answer with cookies.
 /// Each message passes the limiter twice (our pre-check, then boringtun's own), hence 2x.
@@ -113,7 +113,7 @@ impl std::fmt::Debug for DataplaneCore {
 
 impl DataplaneCore {
     /// A core with our private key and an initial peer set.
-    pub fn new(private_key: [u8; 32], peers: &[PeerConfig]) -> Result<Self, DataplaneError> {
+    pub fn new(private_key: [u8; 32], peers: &[PeerConfig]) -> Result<Self, ConfigError> {
         Self::with_handshake_limit(private_key, peers, HANDSHAKES_PER_SECOND)
     }
 
@@ -122,7 +122,7 @@ impl DataplaneCore {
         private_key: [u8; 32],
         peers: &[PeerConfig],
         handshakes_per_second: u64,
-    ) -> Result<Self, DataplaneError> {
+    ) -> Result<Self, ConfigError> {
         let secret = StaticSecret::from(private_key);
         let public_key = PublicKey::from(&secret);
         let core = DataplaneCore {
@@ -145,7 +145,7 @@ impl DataplaneCore {
 
     /// Replaces the peer set. Peers whose key, name and keepalive are unchanged keep their
     /// tunnel (sessions survive); their endpoints and prefixes are updated.
-    pub fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
+    pub fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), ConfigError> {
         validate_peers(peers, &self.private_key.to_bytes())?;
         let mut next_slot = self.next_slot.lock();
         let old = self.table.read().clone();
@@ -493,7 +493,7 @@ impl DataplaneCore {
     }
 
     /// Counts a drop.
-    pub(crate) fn drop(&self, reason: DropReason) {
+    pub fn drop(&self, reason: DropReason) {
         self.drops.count(reason);
     }
 }

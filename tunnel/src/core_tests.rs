@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
-use crate::dataplane::stats::DropReason;
+use crate::stats::DropReason;
 
 struct Node {
     core: DataplaneCore,

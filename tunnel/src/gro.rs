@@ -16,7 +16,7 @@
 //! datagrams from one peer looks like); anything unusual — IP options, fragments, IPv6
 //! extension headers, SYN/FIN/RST/URG, different TCP options or window — is written alone.
 
-use super::device::PacketBuf;
+use crate::batch::PacketBuf;
 
 /// Size of the virtio-net header the TUN device expects in front of every packet.
 pub const VNET_HDR_LEN: usize = 10;
