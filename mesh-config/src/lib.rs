@@ -26,6 +26,7 @@
 
 pub mod alloc;
 mod community;
+pub mod dns;
 mod endpoint;
 mod error;
 mod key;
@@ -33,6 +34,7 @@ mod load;
 mod locate;
 pub mod names;
 pub mod path;
+pub mod path_settings;
 mod policy;
 pub mod schema;
 mod serde_str;

@@ -11,6 +11,10 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+pub use crate::dns::{DnsSection, DnsServer, DnsServerError};
+pub use crate::path_settings::{
+    LocalUplink, PathTimers, PathsSection, PeerPaths, Uplink, UplinkDistance, path_preference,
+};
 pub use crate::community::{
     Community, CommunityError, CommunityPattern, LargeCommunity, LargeCommunityPattern,
 };
@@ -57,6 +61,10 @@ pub struct Config {
     pub metrics: MetricsSection,
     #[serde(default, skip_serializing_if = "LogSection::is_default")]
     pub log: LogSection,
+    #[serde(default, skip_serializing_if = "DnsSection::is_default")]
+    pub dns: DnsSection,
+    #[serde(default, skip_serializing_if = "PathsSection::is_default")]
+    pub paths: PathsSection,
     /// Static WireGuard peers (`[[peer]]` in TOML).
     #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<StaticPeer>,
@@ -80,6 +88,7 @@ pub struct NodeSection {
     pub role: Role,
     #[serde(default = "default_listen_port")]
     pub listen_port: u16,
+    /// In order of preference: peers use the first one while it works (see `[paths]`).
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
 }
@@ -333,6 +342,8 @@ impl Config {
             bgp: BgpSection::default(),
             metrics: MetricsSection::default(),
             log: LogSection::default(),
+            dns: DnsSection::default(),
+            paths: PathsSection::default(),
             peers: Vec::new(),
         }
     }

@@ -15,6 +15,7 @@ use crate::schema::{
 };
 
 mod bgp;
+mod paths;
 
 pub use bgp::{MAX_MD5_KEY_LEN, MAX_PREPEND};
 
@@ -51,6 +52,8 @@ pub fn validate(config: &Config) -> Vec<Issue> {
         &root.key("metrics"),
     );
     checker.log(&config.log, &root.key("log"));
+    checker.dns(&config.dns, &root.key("dns"));
+    checker.paths(&config.paths, &root.key("paths"));
     checker.issues
 }
 

@@ -70,6 +70,9 @@ fn every_setting_uncommented_is_a_valid_config() {
     assert_eq!(config.log.level, "info");
     assert_eq!(config.peers.len(), 1);
     assert_eq!(config.peers[0].persistent_keepalive, Some(25));
+    assert_eq!(config.dns.servers.len(), 2);
+    assert_eq!(config.paths.uplinks[0].distance, 2);
+    assert!(config.paths.peers[0].preferred_endpoint.is_some());
 }
 
 #[test]
@@ -86,6 +89,17 @@ fn the_documented_defaults_are_the_real_defaults() {
     assert_eq!(full.routing.asn, defaults.routing.asn);
     assert_eq!(full.metrics, defaults.metrics);
     assert_eq!(full.log, defaults.log);
+    assert_eq!(full.dns.min_ttl, defaults.dns.min_ttl);
+    assert_eq!(full.dns.max_ttl, defaults.dns.max_ttl);
+    let (paths, default_paths) = (&full.paths, &defaults.paths);
+    assert_eq!(paths.probe_interval_ms, default_paths.probe_interval_ms);
+    assert_eq!(paths.idle_probe_interval_ms, default_paths.idle_probe_interval_ms);
+    assert_eq!(
+        paths.standby_probe_interval_ms,
+        default_paths.standby_probe_interval_ms
+    );
+    assert_eq!(paths.probe_misses, default_paths.probe_misses);
+    assert_eq!(paths.failback_hold, default_paths.failback_hold);
     let neighbor = &full.bgp.neighbors[0];
     assert_eq!(neighbor.port, Some(mesh_config::DEFAULT_BGP_PORT));
     assert_eq!(neighbor.hold_time, Some(mesh_config::DEFAULT_HOLD_TIME));

@@ -218,6 +218,10 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         list(&file.interface.addresses),
     );
     keep("mesh", section(&running.mesh), section(&file.mesh));
+    // Read by the path probers and the resolver when they start; until they follow reloads a
+    // change waits for a restart.
+    keep("paths", section(&running.paths), section(&file.paths));
+    keep("dns", section(&running.dns), section(&file.dns));
     keep(
         "routing.asn",
         running.routing.asn.to_string(),
@@ -226,6 +230,8 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
     effective.node = running.node.clone();
     effective.interface = running.interface.clone();
     effective.mesh = running.mesh.clone();
+    effective.paths = running.paths.clone();
+    effective.dns = running.dns.clone();
     effective.routing.asn = running.routing.asn;
 
     ReloadPlan {
@@ -455,6 +461,13 @@ allowed_prefixes = ["10.3.0.0/16"]
                 "node.endpoints",
                 "[\"198.51.100.1:51820\"]",
                 "[\"198.51.100.9:51820\"]",
+            ),
+            (
+                "[interface]",
+                "[paths]\nfailback_hold = 30\n[interface]",
+                "paths",
+                "{\"probe_interval_ms\":100,\"idle_probe_interval_ms\":2000,\"standby_probe_interval_ms\":10000,\"probe_misses\":3,\"failback_hold\":10}",
+                "{\"probe_interval_ms\":100,\"idle_probe_interval_ms\":2000,\"standby_probe_interval_ms\":10000,\"probe_misses\":3,\"failback_hold\":30}",
             ),
             (
                 "[interface]",
