@@ -11,15 +11,15 @@ use std::str::FromStr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-pub use crate::dns::{DnsSection, DnsServer, DnsServerError};
-pub use crate::path_settings::{
-    LocalUplink, PathTimers, PathsSection, PeerPaths, Uplink, UplinkDistance, path_preference,
-};
 pub use crate::community::{
     Community, CommunityError, CommunityPattern, LargeCommunity, LargeCommunityPattern,
 };
+pub use crate::dns::{DnsSection, DnsServer, DnsServerError};
 pub use crate::endpoint::{Endpoint, EndpointError, Host};
 pub use crate::key::{KeyError, WireGuardKey};
+pub use crate::path_settings::{
+    LocalUplink, PathTimers, PathsSection, PeerPaths, Uplink, UplinkDistance, path_preference,
+};
 pub use crate::policy::{
     FilterError, Match, Policy, PolicyAction, PolicySpec, PrefixFilter, Set, Term, TermAction,
 };

@@ -45,9 +45,11 @@ fn dns_and_paths_sections_parse() {
 fn dns_mistakes_point_at_their_key() {
     assert_eq!(
         errors("[dns]\nservers = [\"ns.example.net\"]\n"),
-        ["/etc/meshd/meshd.toml:5:12: dns.servers[0]: \"ns.example.net\" is not a name server \
+        [
+            "/etc/meshd/meshd.toml:5:12: dns.servers[0]: \"ns.example.net\" is not a name server \
           address; write an IP address, optionally with a port: \"192.0.2.53\", \
-          \"192.0.2.53:53\" or \"[2001:db8::53]:53\""]
+          \"192.0.2.53:53\" or \"[2001:db8::53]:53\""
+        ]
     );
     assert_eq!(
         errors("[dns]\nmin_ttl = 60\nmax_ttl = 30\n"),
@@ -66,12 +68,18 @@ fn dns_mistakes_point_at_their_key() {
 fn paths_mistakes_point_at_their_key() {
     assert_eq!(
         errors("[paths]\nprobe_interval_ms = 1\n"),
-        ["/etc/meshd/meshd.toml:5:21: paths.probe_interval_ms: 1 ms is out of range; expected \
-          10 to 3600000 milliseconds"]
+        [
+            "/etc/meshd/meshd.toml:5:21: paths.probe_interval_ms: 1 ms is out of range; expected \
+          10 to 3600000 milliseconds"
+        ]
     );
-    let uplink = errors("[[paths.uplink]]\ninterface = \"wan1\"\naddress = \"192.0.2.1\"\ndistance = 0\n");
+    let uplink =
+        errors("[[paths.uplink]]\ninterface = \"wan1\"\naddress = \"192.0.2.1\"\ndistance = 0\n");
     assert_eq!(uplink.len(), 2, "{uplink:#?}");
-    assert!(uplink[0].contains("either interface or address"), "{uplink:#?}");
+    assert!(
+        uplink[0].contains("either interface or address"),
+        "{uplink:#?}"
+    );
     assert!(
         uplink[1].starts_with("/etc/meshd/meshd.toml:7:12: paths.uplink[0].distance: distance 0"),
         "{uplink:#?}"
@@ -81,7 +89,10 @@ fn paths_mistakes_point_at_their_key() {
     );
     assert_eq!(peer.len(), 2, "{peer:#?}");
     assert!(peer[0].contains("paths.peer[0].probe_misses"), "{peer:#?}");
-    assert!(peer[1].contains("paths.peer[1].name: duplicate name"), "{peer:#?}");
+    assert!(
+        peer[1].contains("paths.peer[1].name: duplicate name"),
+        "{peer:#?}"
+    );
     let bad = errors("[[paths.peer]]\nname = \"beta\"\npreferred_uplink = \"not an interface\"\n");
     assert!(
         bad[0].contains("paths.peer[0].preferred_uplink") && bad[0].contains("neither"),

@@ -93,7 +93,10 @@ fn the_documented_defaults_are_the_real_defaults() {
     assert_eq!(full.dns.max_ttl, defaults.dns.max_ttl);
     let (paths, default_paths) = (&full.paths, &defaults.paths);
     assert_eq!(paths.probe_interval_ms, default_paths.probe_interval_ms);
-    assert_eq!(paths.idle_probe_interval_ms, default_paths.idle_probe_interval_ms);
+    assert_eq!(
+        paths.idle_probe_interval_ms,
+        default_paths.idle_probe_interval_ms
+    );
     assert_eq!(
         paths.standby_probe_interval_ms,
         default_paths.standby_probe_interval_ms

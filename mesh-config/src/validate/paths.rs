@@ -39,7 +39,10 @@ impl Checker {
         if dns.max_ttl > MAX_TTL_LIMIT {
             self.report(
                 &path.key("max_ttl"),
-                format!("{} seconds is more than a day ({MAX_TTL_LIMIT}); default 3600", dns.max_ttl),
+                format!(
+                    "{} seconds is more than a day ({MAX_TTL_LIMIT}); default 3600",
+                    dns.max_ttl
+                ),
             );
         } else if dns.max_ttl < dns.min_ttl {
             self.report(
@@ -126,7 +129,10 @@ impl Checker {
         for (key, value) in [
             ("probe_interval_ms", timers.probe_interval_ms),
             ("idle_probe_interval_ms", timers.idle_probe_interval_ms),
-            ("standby_probe_interval_ms", timers.standby_probe_interval_ms),
+            (
+                "standby_probe_interval_ms",
+                timers.standby_probe_interval_ms,
+            ),
         ] {
             if let Some(ms) = value
                 && !PROBE_INTERVAL_RANGE_MS.contains(&ms)
