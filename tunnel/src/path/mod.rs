@@ -3,8 +3,19 @@
 //!
 //! - [`selector`]: the endpoint choice without probes: the address authenticated traffic
 //!   last came from, else the configured endpoints in turn, moving on when a handshake goes
-//!   unanswered.
+//!   unanswered. Used for peers that do not answer probes.
+//! - [`probe`]: the 64-byte authenticated probe request/reply on the WireGuard port.
+//! - [`prober`]: per peer, probes every candidate path and chooses the active one
+//!   (timers, hysteresis, failback, and the idle byte budget are documented there).
 
+pub mod probe;
+pub mod prober;
 pub mod selector;
 
 pub use selector::{HANDSHAKE_TIMEOUT, PathSelector};
+
+pub use probe::{Probe, ProbeError, ProbeKey, ProbeKind, SenderId};
+pub use prober::{
+    Path, PathAction, PathCandidate, PathProber, PathSource, PathState, PathStats, ProberConfig,
+    SwitchReason,
+};
