@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use meshd::bgp::packet::Family;
-use meshd::bgp::speaker::{NeighborConfig, Speaker, SpeakerConfig};
+use meshd::bgp::speaker::{Speaker, SpeakerConfig};
 use netns_tests::{Namespace, connect_veth};
 use tokio::sync::mpsc;
 
@@ -176,7 +176,7 @@ fn main() {
                 default: Some(mesh_config::PolicyAction::Accept),
                 ..mesh_config::Policy::default()
             });
-            let mut neighbor = NeighborConfig::from_config(&feeder, &config).unwrap();
+            let mut neighbor = meshd::bgp::neighbor::load(&feeder, &config).unwrap();
             neighbor.connect_retry = Duration::from_millis(200);
             neighbor.families = vec![Family::Ipv4Unicast];
             let speaker = Speaker::start(

@@ -9,7 +9,7 @@
 
 use ipnet::Ipv4Net;
 use libfuzzer_sys::fuzz_target;
-use meshd::bgp::packet::{CodecOptions, Message};
+use meshd_bgp::packet::{CodecOptions, Message};
 use netgauze_bgp_pkt::BgpMessage;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
 use netgauze_parse_utils::reader::SliceReader;

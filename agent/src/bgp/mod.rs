@@ -1,19 +1,13 @@
-//! meshd's BGP speaker (issue #5).
+//! meshd's BGP speaker: the tokio shell around the engine in the `meshd-bgp` crate.
 //!
-//! - [`packet`]: the message codec (pure).
-//! - [`fsm`]: the RFC 4271 session state machine (pure: events and `now` in, actions out).
-//! - [`rib`]: Adj-RIB-In, Loc-RIB with best-path selection, Adj-RIB-Out (pure).
-//! - [`policy`]: import and export policy for external neighbours (pure).
-//! - [`import`]: a received UPDATE turned into RIB operations (RFC 7606, loop checks, policy).
-//! - [`guard`]: the hook through which the mesh refuses routes a certificate does not allow.
-//! - [`neighbor`]: a `[[bgp.neighbor]]` from meshd.toml as the speaker's neighbour config.
-//! - [`session`], [`speaker`]: the tokio shell that owns sockets and timers.
-pub mod fsm;
-pub mod guard;
-pub mod import;
+//! - [`session`]: one connection's reader and writer tasks.
+//! - [`speaker`]: the task that owns the sessions' sockets and timers and feeds the engine.
+//! - [`neighbor`]: a neighbour's `password_file` read from disk.
+//!
+//! The engine's modules are re-exported so that the shell's API (and its users) name one
+//! `bgp` module.
 pub mod neighbor;
-pub mod packet;
-pub mod policy;
-pub mod rib;
 pub mod session;
 pub mod speaker;
+
+pub use meshd_bgp::{fsm, guard, import, packet, policy, rib};

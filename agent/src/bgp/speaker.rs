@@ -25,51 +25,17 @@ use tokio::time::Instant;
 use super::fsm::{Action, Event, Fsm, Negotiated, SessionConfig, State};
 use super::guard::{ImportGuard, RouteSource};
 use super::import::{RibOp, import_update};
-use super::neighbor::Md5Key;
 use super::packet::{
     AsPath, CodecOptions, Family, Message, Notification, Open, Origin, PathAttributes,
     RouteRefresh, Update, cease_subcodes,
 };
-use super::policy::Policy;
 use super::rib::export::{LocalInfo, export_path};
 use super::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
 use super::rib::{BestChange, LOCAL, Path, PeerId, PeerInfo, Rib};
 use super::session::{ConnEvent, ConnReport, Connection};
+use meshd_bgp::neighbor::Md5Key;
 
-pub const BGP_PORT: u16 = 179;
-
-/// One neighbour.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NeighborConfig {
-    pub name: String,
-    pub address: IpAddr,
-    pub port: u16,
-    pub remote_asn: u32,
-    /// Source address for connections we open.
-    pub local_address: Option<IpAddr>,
-    pub passive: bool,
-    pub import: Policy,
-    pub export: Policy,
-    /// RFC 4456 client of ours (iBGP only).
-    pub rr_client: bool,
-    /// Next hops to announce as "self" for each family; default: the session's local address
-    /// for its own family.
-    pub next_hop_v4: Option<Ipv4Addr>,
-    pub next_hop_v6: Option<Ipv6Addr>,
-    /// iBGP: announce routes learnt from eBGP neighbours (and our own) with our address as
-    /// next hop instead of the external router's, which the other members cannot reach
-    /// directly (the mesh's sessions set it; an external iBGP router may not want it).
-    pub next_hop_self: bool,
-    pub hold_time: u16,
-    pub connect_retry: Duration,
-    pub families: Vec<Family>,
-    /// RFC 2385 TCP-MD5 key, on the listening sockets for this neighbour's address and on the
-    /// connections to it.
-    pub md5_key: Option<Md5Key>,
-    /// TTL (hop limit) of the session's packets; `None`: the system default. eBGP neighbours
-    /// from meshd.toml get 1 unless `multihop` says otherwise.
-    pub ttl: Option<u8>,
-}
+pub use meshd_bgp::neighbor::{BGP_PORT, NeighborConfig};
 
 #[derive(Debug, Clone)]
 pub struct SpeakerConfig {

@@ -23,7 +23,7 @@ use super::plan::{self, neighbor_changes};
 use super::view::view_of;
 use crate::api::DataplaneControl;
 use crate::api::report::BgpView;
-use crate::bgp::neighbor::NeighborConfigError;
+use crate::bgp::neighbor::{self, NeighborConfigError};
 use crate::bgp::rib::{BestChange, LOCAL, Path};
 use crate::bgp::speaker::{BGP_PORT, NeighborConfig, Speaker, SpeakerConfig, SpeakerError};
 use crate::peerset::{BgpRoute, PeerSet};
@@ -69,7 +69,7 @@ impl RoutingSettings {
             .bgp
             .neighbors
             .iter()
-            .map(|n| NeighborConfig::from_config(n, config))
+            .map(|n| neighbor::load(n, config))
             .collect::<Result<Vec<_>, _>>()?;
         let Some(router_id) = addresses.iter().find_map(|a| match a {
             IpNet::V4(net) => Some(net.addr()),
@@ -129,7 +129,7 @@ fn passive_listeners(external: &[NeighborConfig], listen: &[SocketAddr]) -> Vec<
 fn reloaded_neighbors(config: &Config, running: &[NeighborConfig]) -> Vec<NeighborConfig> {
     let mut neighbors = Vec::new();
     for n in &config.bgp.neighbors {
-        match NeighborConfig::from_config(n, config) {
+        match neighbor::load(n, config) {
             Ok(neighbor) => neighbors.push(neighbor),
             Err(error) => {
                 let kept = running.iter().find(|r| r.name == n.name);
@@ -456,7 +456,7 @@ mod tests {
              remote_asn = 65044\npassword_file = \"/nonexistent/meshd-test.key\"\n"
         );
         let config = mesh_config::parse(&text, std::path::Path::new("meshd.toml")).unwrap();
-        let mut keyed = NeighborConfig::from_config(&config.bgp.neighbors[0], &config).unwrap();
+        let mut keyed = neighbor::load(&config.bgp.neighbors[0], &config).unwrap();
         keyed.name = "keyed".into();
         keyed.address = "198.51.100.7".parse().unwrap();
         let reloaded = reloaded_neighbors(&config, std::slice::from_ref(&keyed));

@@ -1,6 +1,6 @@
 //! What the BGP interop tests share: a namespace for meshd and one for the other daemon on a
 //! veth link, the speaker's neighbours written as meshd.toml (so the tests go through the same
-//! parsing, validation and `NeighborConfig::from_config` as the daemon), and running the test
+//! parsing, validation and `bgp::neighbor::load` as the daemon), and running the test
 //! body inside meshd's namespace with the other daemon's log printed when it fails.
 
 use std::future::Future;
@@ -73,6 +73,6 @@ pub fn neighbors(asn: u32, bgp: &str) -> Vec<NeighborConfig> {
         .bgp
         .neighbors
         .iter()
-        .map(|n| NeighborConfig::from_config(n, &config).unwrap())
+        .map(|n| meshd::bgp::neighbor::load(n, &config).unwrap())
         .collect()
 }

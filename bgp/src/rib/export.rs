@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::best::DEFAULT_LOCAL_PREF;
 use super::{LOCAL, Path, PeerId, PeerInfo};
-use crate::bgp::packet::{AsPath, PathAttributes};
+use crate::packet::{AsPath, PathAttributes};
 
 pub const NO_EXPORT: u32 = 0xFFFF_FF01;
 pub const NO_ADVERTISE: u32 = 0xFFFF_FF02;

@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use meshd::bgp::fsm::{Action, DownReason, Event, Fsm, SessionConfig, State};
-use meshd::bgp::packet::*;
+use meshd_bgp::fsm::{Action, DownReason, Event, Fsm, SessionConfig, State};
+use meshd_bgp::packet::*;
 use proptest::prelude::*;
 use serde::Deserialize;
 

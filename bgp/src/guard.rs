@@ -1,5 +1,5 @@
 //! A hook for checks beyond import policy that every received route must pass: the mesh uses
-//! it to refuse routes a member's certificate does not authorise (crate::routing::authority).
+//! it to refuse routes a member's certificate does not authorise (the agent's `routing::authority`).
 //! The speaker asks the guard after import policy and treats a refusal as a withdrawal.
 
 use std::fmt::Debug;

@@ -6,12 +6,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use meshd::bgp::import::{Refusal, RibOp, import_update};
-use meshd::bgp::packet::*;
-use meshd::bgp::policy::Policy;
-use meshd::bgp::rib::export::{LocalInfo, export_path};
-use meshd::bgp::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
-use meshd::bgp::rib::{LOCAL, Path, PeerId, PeerInfo, Rib};
+use meshd_bgp::import::{Refusal, RibOp, import_update};
+use meshd_bgp::packet::*;
+use meshd_bgp::policy::Policy;
+use meshd_bgp::rib::export::{LocalInfo, export_path};
+use meshd_bgp::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
+use meshd_bgp::rib::{LOCAL, Path, PeerId, PeerInfo, Rib};
 use serde::Deserialize;
 
 const PEERS: [(&str, PeerId, &str, u32, &str, bool); 6] = [
@@ -264,7 +264,7 @@ fn ebgp_export_rewrites_attributes() {
 
 #[test]
 fn well_known_communities_limit_export() {
-    use meshd::bgp::rib::export::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
+    use meshd_bgp::rib::export::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
     let external = peer_info(false, "198.51.100.2", 65010, "198.51.100.2");
     let internal = peer_info(true, "10.3.0.1", 65000, "10.3.0.1");
     let from = peer_info(false, "198.51.100.3", 65020, "198.51.100.3");

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ipnet::{IpNet, Ipv4Net};
-use meshd::bgp::import::{RibOp, import_update};
-use meshd::bgp::packet::{AsPath, CodecOptions, Message, Origin, PathAttributes, Update};
-use meshd::bgp::policy::Policy;
-use meshd::bgp::rib::export::LocalInfo;
-use meshd::bgp::rib::out::{AdjRibOut, Advertised, pack_updates};
-use meshd::bgp::rib::{PeerInfo, Rib};
+use meshd_bgp::import::{RibOp, import_update};
+use meshd_bgp::packet::{AsPath, CodecOptions, Message, Origin, PathAttributes, Update};
+use meshd_bgp::policy::Policy;
+use meshd_bgp::rib::export::LocalInfo;
+use meshd_bgp::rib::out::{AdjRibOut, Advertised, pack_updates};
+use meshd_bgp::rib::{PeerInfo, Rib};
 
 const PREFIXES: u32 = 100_000;
 
@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(u64::from(PREFIXES)));
     group.bench_function("pack 100k prefixes for a peer", |b| {
         let adv = Advertised {
-            next_hop: meshd::bgp::packet::NextHop::V4(Ipv4Addr::new(198, 51, 100, 1)),
+            next_hop: meshd_bgp::packet::NextHop::V4(Ipv4Addr::new(198, 51, 100, 1)),
             attrs: Arc::new(PathAttributes {
                 origin: Some(Origin::Igp),
                 as_path: Some(AsPath::from_sequence([65001, 65010])),

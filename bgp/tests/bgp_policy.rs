@@ -7,8 +7,8 @@ use std::borrow::Cow;
 
 use ipnet::IpNet;
 use mesh_config::{BgpSection, PolicySpec};
-use meshd::bgp::packet::{AsPath, LargeCommunity, PathAttributes};
-use meshd::bgp::policy::Policy;
+use meshd_bgp::packet::{AsPath, LargeCommunity, PathAttributes};
+use meshd_bgp::policy::Policy;
 
 const POLICIES: &str = r#"
 [policy.prefer]

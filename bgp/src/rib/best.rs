@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 
 use super::{Path, PeerInfo};
-use crate::bgp::packet::Origin;
+use crate::packet::Origin;
 
 /// LOCAL_PREF of a route that has none (eBGP-learned before policy, or locally originated).
 pub const DEFAULT_LOCAL_PREF: u32 = 100;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::table::{Key4, Key6, key4, key6, net4, net6};
-use crate::bgp::packet::{
+use crate::packet::{
     Family, HEADER_LEN, MAX_MESSAGE_LEN, MpReach, MpUnreach, NextHop, PathAttributes, Update,
     encoded_prefix_len,
 };

@@ -4,7 +4,7 @@
 //! replaced with an unacceptable one does not linger.
 //!
 //! A member's certificate-authorised prefixes are checked after this, by the speaker's
-//! [`super::guard::ImportGuard`] (crate::routing::authority).
+//! [`super::guard::ImportGuard`] (the agent's `routing::authority`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
