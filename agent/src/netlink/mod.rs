@@ -9,17 +9,20 @@
 //!   `/etc/iproute2/rt_protos.d/meshd.conf` names the number.
 //!
 //! [`mtu`] is pure arithmetic for the tunnel MTU; [`route`] turns prefixes into rtnetlink messages
-//! and back (pure, tested without root); [`client`] does the requests.
+//! and back (pure, tested without root); [`client`] does the requests; [`uplinks`] follows the
+//! host's own usable addresses (the local ends of underlay paths) from rtnetlink notifications.
 
 pub mod client;
 pub mod error;
 pub mod mtu;
 pub mod route;
+pub mod uplinks;
 
 pub use client::Netlink;
 pub use error::NetlinkError;
 pub use mtu::{ENCAPSULATION_OVERHEAD, tunnel_mtu};
 pub use route::KernelRoute;
+pub use uplinks::{Uplink, UplinkChange, UplinkMonitor, Uplinks};
 
 /// The route protocol (`rtm_protocol`) meshd tags its kernel routes with.
 ///
