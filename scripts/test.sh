@@ -52,6 +52,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== layers: module imports point down, protocol crates stay pure, root tests check root"
+scripts/check-layers.sh
 echo "== cargo test"
 cargo test --workspace
 echo "== Debian package: build, lintian, install/init/remove/purge in a fresh Debian root"

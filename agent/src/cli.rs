@@ -10,10 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use mesh_config::{Endpoint, Role};
 
+use crate::state::DEFAULT_STATE_DIR;
+
 /// Where the config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/meshd/meshd.toml";
-/// Where the state lives unless `--state-dir` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/meshd";
 /// How long an invitation stays valid unless `--ttl` says otherwise.
 pub const DEFAULT_INVITE_TTL: &str = "24h";
 /// The longest `--ttl` accepted: a token is a secret that admits a node, so it should not be

@@ -21,43 +21,39 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use mesh_config::{Config, Endpoint, Host, NodeAllocation, StaticPeer};
+use mesh_config::{Config, NodeAllocation};
 
 use tokio::sync::watch;
 
 use crate::api::{ApiServer, NodeInfo};
-use crate::cli::RunArgs;
 use crate::dataplane::{
     Dataplane, DataplaneConfig, DataplaneHandle, DataplaneStats, PeerConfig, create_tun,
 };
+use crate::logging::LogFilterSetter;
 use crate::metrics::DaemonMetrics;
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
 use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
 use crate::peerset::{KernelRoutes, PeerSet, PeerSources, RoutePlan};
-use crate::reload::{LogFilterSetter, Reloader};
+use crate::reload::Reloader;
 use crate::routing::{RoutingPlane, RoutingSettings};
 use crate::state::StateDir;
 
-/// How long one endpoint name may take to resolve before it is skipped.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Runs the daemon in the foreground until SIGINT or SIGTERM; SIGHUP reloads the
 /// configuration (crate::reload). Logs go to the journal under systemd, to stderr otherwise
-/// (crate::logging).
+/// (crate::logging). `log_level` is `meshd run --log-level`.
 pub fn run(
     config_path: &Path,
     state_dir: &Path,
     socket_path: &Path,
-    args: &RunArgs,
+    log_level: Option<&str>,
 ) -> anyhow::Result<()> {
     let config = mesh_config::load(config_path)
         .with_context(|| format!("cannot load the configuration {}", config_path.display()))?;
-    let log_filter = crate::logging::init(args.log_level.as_deref(), &config.log.level);
+    let log_filter = crate::logging::init(log_level, &config.log.level);
     let key = crate::state::load_wireguard_key(state_dir)
         .context("cannot load the node's WireGuard key (did `meshd init` or `meshd join` run?)")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -97,7 +93,7 @@ async fn serve(
     let addresses = overlay_addresses(&config, allocation.as_ref())?;
     let mut configured = Vec::with_capacity(config.peers.len());
     for peer in &config.peers {
-        configured.push(resolve_peer(peer).await);
+        configured.push(crate::peerset::resolve_peer(peer).await);
     }
     // The control socket before touching the system: a second daemon stops here. It also
     // brings the client devices from clients.json (covered by the node's own prefixes, so
@@ -368,51 +364,6 @@ fn load_allocation(config: &Config, state_dir: &Path) -> anyhow::Result<Option<N
     Ok(Some(record.allocation))
 }
 
-/// The data plane's view of a configured peer, with endpoint names resolved.
-pub(crate) async fn resolve_peer(peer: &StaticPeer) -> PeerConfig {
-    let mut endpoints = Vec::new();
-    for endpoint in &peer.endpoints {
-        match resolve_endpoint(endpoint).await {
-            Ok(addresses) => endpoints.extend(addresses),
-            // The peer may still reach us; its endpoint is learnt from its packets.
-            Err(error) => tracing::warn!(peer = %peer.name, %error, "endpoint skipped"),
-        }
-    }
-    PeerConfig {
-        name: peer.name.clone(),
-        public_key: *peer.public_key.as_bytes(),
-        endpoints,
-        allowed_ips: peer.allowed_prefixes.iter().map(IpNet::trunc).collect(),
-        persistent_keepalive: keepalive(peer.persistent_keepalive),
-    }
-}
-
-/// The socket addresses of one endpoint: the address itself, or what its name resolves to.
-async fn resolve_endpoint(endpoint: &Endpoint) -> anyhow::Result<Vec<SocketAddr>> {
-    match &endpoint.host {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, endpoint.port)]),
-        Host::Name(name) => {
-            let lookup = tokio::net::lookup_host((name.as_str(), endpoint.port));
-            let found = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
-                .await
-                .with_context(|| format!("resolving {name} timed out after {RESOLVE_TIMEOUT:?}"))?
-                .with_context(|| format!("cannot resolve {name}"))?;
-            let addresses: Vec<SocketAddr> = found.collect();
-            if addresses.is_empty() {
-                bail!("{name} resolves to no address");
-            }
-            Ok(addresses)
-        }
-    }
-}
-
-/// `persistent_keepalive` seconds; 0 means off, as in `wg`.
-fn keepalive(seconds: Option<u16>) -> Option<Duration> {
-    seconds
-        .filter(|s| *s > 0)
-        .map(|s| Duration::from_secs(u64::from(s)))
-}
-
 /// The tunnel MTU for the smallest underlay MTU towards any peer endpoint (Ethernet's 1500
 /// when no endpoint is known yet).
 async fn computed_mtu(netlink: &Netlink, peers: &[PeerConfig]) -> anyhow::Result<u16> {
@@ -469,13 +420,6 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_zero_means_off() {
-        assert_eq!(keepalive(None), None);
-        assert_eq!(keepalive(Some(0)), None);
-        assert_eq!(keepalive(Some(25)), Some(Duration::from_secs(25)));
-    }
-
-    #[test]
     fn missing_addresses_are_a_clear_error() {
         let config = Config::new("alpha", mesh_config::Role::Core);
         let error = overlay_addresses(&config, None).unwrap_err().to_string();
@@ -506,15 +450,6 @@ mod tests {
         assert_eq!(
             overlay_addresses(&config, Some(&allocation())).unwrap(),
             nets(&["10.9.0.1/24"])
-        );
-    }
-
-    #[tokio::test]
-    async fn literal_endpoints_resolve_without_dns() {
-        let endpoint: Endpoint = "[2001:db8::1]:51820".parse().unwrap();
-        assert_eq!(
-            resolve_endpoint(&endpoint).await.unwrap(),
-            vec!["[2001:db8::1]:51820".parse::<SocketAddr>().unwrap()]
         );
     }
 }

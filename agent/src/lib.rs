@@ -6,6 +6,11 @@
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
 //! - [`peerset`]: the one owner of the data plane's peers (configured, clients, members).
 //! - [`service_manager`]: readiness and status for systemd (`Type=notify`).
+//! - [`identity`]: what a node's certificate says about it (shared by commands and control).
+//!
+//! Modules are layered (commands on top, then cli, daemon, the planes' shells, the peer set,
+//! and the modules that know nothing of the rest at the bottom); a module uses only lower ones.
+//! scripts/check-layers.sh holds the order and fails on an upward `crate::` path.
 
 pub mod api;
 pub mod bgp;
@@ -14,6 +19,7 @@ pub mod commands;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod netlink;

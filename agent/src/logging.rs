@@ -20,7 +20,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
-use crate::reload::LogFilterSetter;
+/// Changes the log filter of the running process (`[log] level`); `Err` says why not.
+pub type LogFilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// The level when neither `RUST_LOG` nor `--log-level` says otherwise.
 pub const DEFAULT_LEVEL: &str = "info";

@@ -11,8 +11,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use meshd::api::protocol::MAX_REQUEST_BYTES;
-use meshd::api::{ApiState, ControlSocket, DataplaneControl, KnownPeer, NodeInfo, PeerKind};
+use meshd::api::{ApiState, ControlSocket, NodeInfo};
 use meshd::dataplane::{DataplaneError, DataplaneStats, DropCounts, PeerConfig, PeerStats};
+use meshd::peerset::{DataplaneControl, KnownPeer, PeerKind};
 use meshd::state::StateDir;
 use serde_json::Value;
 

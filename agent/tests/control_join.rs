@@ -5,32 +5,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
-use meshd::cli::Cli;
-use meshd::commands::{Output, execute};
+use meshd::commands::run_captured;
 use meshd::control::{ControlHandle, ControlPlane, ControlSettings};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Runs a meshd command; Ok(stdout) or Err(error text).
+/// Runs a meshd command for `node` (`dir/NODE.toml`, state in `dir/NODE`); Ok(stdout) or
+/// Err(error text).
 fn meshd(dir: &Path, node: &str, args: &[&str]) -> Result<String, String> {
     let config = dir.join(format!("{node}.toml"));
-    let state = dir.join(node);
-    let mut argv = vec![
-        "meshd".to_owned(),
-        "--config".to_owned(),
-        config.display().to_string(),
-        "--state-dir".to_owned(),
-        state.display().to_string(),
-    ];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let mut output = Output {
-        out: Vec::new(),
-        note: Vec::new(),
-    };
-    execute(cli, &mut output).map_err(|e| e.to_string())?;
-    Ok(String::from_utf8(output.out).unwrap())
+    run_captured(&config, &dir.join(node), args).map_err(|e| e.to_string())
 }
 
 async fn meshd_async(dir: &Path, node: &str, args: &[&str]) -> Result<String, String> {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use mesh_config::Role;
 use meshd::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView};
-use meshd::api::{KnownPeer, PeerKind};
 use meshd::control::MembershipCounts;
 use meshd::dataplane::{DataplaneStats, DropCounts, DropReason, PeerConfig, PeerStats};
 use meshd::metrics::{MetricsSource, Snapshot, serve};
+use meshd::peerset::{KnownPeer, PeerKind};
 use netns_tests::{http_request, parse_exposition, wait_until};
 use tokio::sync::watch;
 

@@ -7,9 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-use meshd::cli::Cli;
-use meshd::commands::{Output, execute};
+use meshd::commands::run_captured;
 use meshd::control::{ControlPlane, ControlSettings};
 use meshd::dataplane::{Dataplane, DataplaneConfig};
 use meshd::peerset::{PeerSet, PeerSources, RoutePlan};
@@ -26,21 +24,7 @@ pub const CONVERGE: Duration = Duration::from_secs(15);
 /// Runs a meshd command for node `name` (files under `dir/name`); Ok(stdout) or Err(error).
 pub fn meshd(dir: &Path, name: &str, args: &[&str]) -> Result<String, String> {
     let node = dir.join(name);
-    let mut argv = vec![
-        "meshd".to_owned(),
-        "--config".to_owned(),
-        node.join("meshd.toml").display().to_string(),
-        "--state-dir".to_owned(),
-        node.join("state").display().to_string(),
-    ];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
-    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-    let mut output = Output {
-        out: Vec::new(),
-        note: Vec::new(),
-    };
-    execute(cli, &mut output).map_err(|e| e.to_string())?;
-    Ok(String::from_utf8(output.out).expect("meshd prints UTF-8"))
+    run_captured(&node.join("meshd.toml"), &node.join("state"), args).map_err(|e| e.to_string())
 }
 
 /// `meshd` on a blocking thread (join talks to a control plane in this runtime).

@@ -34,12 +34,12 @@ use std::path::Path;
 
 pub use client::{ApiClient, request};
 pub use error::ApiError;
-pub use report::{KnownPeer, NodeInfo, PeerKind};
-pub use server::{ApiState, DataplaneControl};
+pub use report::NodeInfo;
+pub use server::ApiState;
 pub use socket::{ControlSocket, DEFAULT_SOCKET_PATH, socket_path};
 
 use crate::dataplane::PeerConfig;
-use crate::peerset::PeerSet;
+use crate::peerset::{DataplaneControl, KnownPeer, PeerKind, PeerSet};
 use crate::state::{CaDatabase, StateDir, StateError};
 use client_registry::ClientRegistry;
 

@@ -14,7 +14,8 @@ use mesh_config::Role;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::dataplane::{DataplaneStats, DropReason, PeerConfig, PeerStats};
+use crate::dataplane::{DataplaneStats, DropReason, PeerStats};
+use crate::peerset::{KnownPeer, PeerKind};
 use crate::state::encode_key;
 
 /// Version of the report schema (the `schema` field of every payload).
@@ -44,22 +45,6 @@ pub struct NodeInfo {
     /// Routes meshd installed in the kernel towards the TUN.
     pub kernel_routes: Vec<IpNet>,
     pub started_at: OffsetDateTime,
-}
-
-/// What a peer is to this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerKind {
-    /// Another meshd node; its role when known (from the CA database on the CA holder).
-    Node(Option<Role>),
-    /// An end-user device added with `meshd client add`.
-    Client,
-}
-
-/// A peer the data plane was configured with, and what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownPeer {
-    pub config: PeerConfig,
-    pub kind: PeerKind,
 }
 
 /// `meshd status`.
@@ -444,7 +429,7 @@ pub(crate) mod tests {
 
     pub(crate) fn known(name: &str, kind: PeerKind, allowed: &[&str]) -> KnownPeer {
         KnownPeer {
-            config: PeerConfig {
+            config: crate::dataplane::PeerConfig {
                 name: name.into(),
                 public_key: [name.len() as u8 + 10; 32],
                 endpoints: vec!["203.0.113.2:51820".parse().unwrap()],

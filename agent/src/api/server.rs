@@ -17,10 +17,9 @@ use tokio::sync::watch;
 
 use super::client_registry::ClientRegistry;
 use super::protocol::{ErrorKind, Failure, MAX_REQUEST_BYTES, Request, Response};
-use super::report::{self, BgpView, KnownPeer, NodeInfo, PeerKind, SCHEMA_VERSION};
+use super::report::{self, BgpView, NodeInfo, SCHEMA_VERSION};
 use super::socket::ControlSocket;
-use crate::dataplane::{DataplaneError, DataplaneHandle, DataplaneStats, PeerConfig};
-use crate::peerset::{PeerSet, PeerSources, RoutePlan};
+use crate::peerset::{DataplaneControl, KnownPeer, PeerKind, PeerSet, PeerSources, RoutePlan};
 use crate::state::StateDir;
 
 /// Connections served at once; more are answered "busy" and closed.
@@ -31,23 +30,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of file descriptors) so it is not a busy loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// What the server needs from the data plane; the daemon's [`DataplaneHandle`], or a fake in
-/// tests.
-pub trait DataplaneControl {
-    fn stats(&self) -> DataplaneStats;
-    fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError>;
-}
-
-impl DataplaneControl for DataplaneHandle {
-    fn stats(&self) -> DataplaneStats {
-        DataplaneHandle::stats(self)
-    }
-
-    fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
-        DataplaneHandle::update_peers(self, peers)
-    }
-}
 
 /// The server's view of the node: fixed facts, the peer set (which the control plane may
 /// change too) and the state directory clients are read from.
@@ -279,6 +261,7 @@ async fn serve_connection<D: DataplaneControl>(stream: UnixStream, api: &ApiStat
 mod tests {
     use super::*;
     use crate::api::report::tests::{known, node, stats_for};
+    use crate::dataplane::{DataplaneError, DataplaneStats, PeerConfig};
     use std::sync::Mutex as StdMutex;
 
     /// A data plane that records the peer sets it was given.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::UnixListener;
 
 use super::error::ApiError;
-use crate::cli::DEFAULT_STATE_DIR;
+use crate::state::DEFAULT_STATE_DIR;
 
 /// The socket of a node with the default state directory.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/meshd/meshd.sock";

@@ -7,15 +7,17 @@
 use std::io::Write;
 use std::path::Path;
 
+use ipnet::Ipv6Net;
 use mesh_config::alloc::{AddressPlan, Allocator, NodeAllocation};
 use mesh_config::{Config, Role};
 use pki::{CertificateAuthority, NodeKeyPair};
+use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
 use super::config_file::{self, ExistingConfig};
-use super::identity::{node_identity, random_ula48};
-use super::{CA_VALIDITY, CommandError, Context, NODE_CERT_VALIDITY, Output, pki_error};
+use super::{CA_VALIDITY, CommandError, Context, Output, pki_error};
 use crate::cli::InitArgs;
+use crate::identity::{NODE_CERT_VALIDITY, node_identity};
 use crate::state::{
     CaDatabase, CertificateRecord, NodeRecord, Overwrite, StateDir, generate_wireguard_key,
     wireguard_public_key_base64,
@@ -322,4 +324,15 @@ fn print_summary<O: Write, N: Write>(
         "Next: `{meshd} invite NAME --role core|spoke` for each node to admit."
     )?;
     writeln!(out, "{}", config_file::start_hint(context))
+}
+
+/// A random RFC 4193 unique local /48, with the global ID drawn from the OS's secure RNG.
+fn random_ula48() -> Ipv6Net {
+    let mut global_id = [0u8; 5];
+    // ring's SystemRandom reads getrandom(2); it fails only if the kernel has no entropy
+    // source at all, in which case nothing meshd does with keys could work either.
+    SystemRandom::new()
+        .fill(&mut global_id)
+        .expect("the operating system's random number generator failed");
+    mesh_config::alloc::random_ula48(global_id)
 }

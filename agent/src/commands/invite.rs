@@ -16,10 +16,10 @@ use pki::{CertificateAuthority, InvitationRequest, create_invitation};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::identity::node_role;
 use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output, pki_error};
 use crate::cli::InviteArgs;
+use crate::identity::node_role;
 use crate::state::CaDatabase;
 
 /// Runs `meshd invite`.

@@ -9,12 +9,12 @@ use pki::{InvitationToken, NodeKeyPair, NodeRole};
 use time::OffsetDateTime;
 
 use super::config_file::{self, ExistingConfig};
-use super::identity::node_role;
 use super::{CommandError, Context, Output, pki_error};
 use crate::cli::JoinArgs;
 use crate::control::join_client::{JoinError, join};
 use crate::control::message::{JoinAccepted, JoinRequest};
 use crate::control::store;
+use crate::identity::node_role;
 use crate::state::{
     NodeRecord, Overwrite, StateDir, generate_wireguard_key, wireguard_public_key_base64,
 };

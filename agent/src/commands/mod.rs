@@ -6,7 +6,6 @@ mod client;
 mod config_file;
 mod error;
 mod generate_docs;
-pub(crate) mod identity;
 mod init;
 mod invite;
 mod join;
@@ -20,7 +19,8 @@ mod status;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR};
+use crate::cli::DEFAULT_CONFIG_PATH;
+use crate::state::DEFAULT_STATE_DIR;
 
 use crate::cli::{Cli, Command};
 use crate::state::StateDir;
@@ -76,8 +76,6 @@ fn shell_quote(text: &str) -> String {
 
 /// How long the mesh CA is valid: it signs every node certificate, so it outlives them by far.
 pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
-/// How long a node certificate is valid before the node must renew it.
-pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(90);
 
 /// Wraps a pki error with what the command was doing.
 fn pki_error(context: &'static str) -> impl Fn(pki::PkiError) -> CommandError {
@@ -95,6 +93,36 @@ pub struct Output<O: Write, N: Write> {
     pub note: N,
 }
 
+/// Why [`run_captured`] failed: the arguments did not parse, or the command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CapturedError {
+    #[error(transparent)]
+    Usage(#[from] clap::Error),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+/// Runs `meshd --config CONFIG --state-dir STATE ARGS...` in this process and returns what it
+/// printed as its result (stdout); notes for people are dropped. For tests and simulations that
+/// drive several nodes' commands without spawning the binary.
+pub fn run_captured(config: &Path, state: &Path, args: &[&str]) -> Result<String, CapturedError> {
+    use clap::Parser;
+    let mut argv = vec![
+        "meshd".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--state-dir".to_owned(),
+        state.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let mut output = Output {
+        out: Vec::new(),
+        note: std::io::sink(),
+    };
+    execute(Cli::try_parse_from(argv)?, &mut output)?;
+    Ok(String::from_utf8_lossy(&output.out).into_owned())
+}
+
 /// Runs the command `cli` asks for.
 pub fn execute<O: Write, N: Write>(
     cli: Cli,
@@ -109,7 +137,7 @@ pub fn execute<O: Write, N: Write>(
             &context.config_path,
             context.state.root(),
             &context.socket_path,
-            &args,
+            args.log_level.as_deref(),
         )
         .map_err(CommandError::Daemon),
         Command::Join(args) => join::join_mesh(&context, &args, output),

@@ -69,9 +69,10 @@ fn render_peer(peer: &PeerReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::report;
     use crate::api::report::tests::{known, stats_for};
-    use crate::api::report::{self, PeerKind};
     use crate::dataplane::DataplaneStats;
+    use crate::peerset::PeerKind;
     use crate::state::encode_key;
 
     #[test]

@@ -172,8 +172,9 @@ fn render_table(report: &RoutesReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::report;
     use crate::api::report::tests::{known, node};
-    use crate::api::report::{self, PeerKind};
+    use crate::peerset::PeerKind;
 
     #[test]
     fn routes_are_a_table_with_the_bgp_note() {

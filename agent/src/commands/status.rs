@@ -113,9 +113,10 @@ pub fn render(report: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::report;
     use crate::api::report::tests::{known, node, stats_for};
-    use crate::api::report::{self, PeerKind};
     use crate::dataplane::DataplaneStats;
+    use crate::peerset::PeerKind;
 
     #[test]
     fn the_summary_reads_like_wg_show() {

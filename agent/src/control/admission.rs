@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 use super::message::{JoinAccepted, JoinRequest};
 use super::record::SignedRecord;
 use super::store;
-use crate::commands::identity::{node_identity, node_role};
+use crate::identity::{node_identity, node_role};
 use crate::state::{CaDatabase, CertificateRecord, StateDir, StateLock};
 
 /// Why a join was refused; the text goes back to the joiner.
@@ -231,128 +231,5 @@ fn internal_failure<'a>(
     move |step: &str, error: &dyn std::fmt::Display| {
         tracing::error!(%error, "{what} of {name}: {step}");
         Refusal(format!("the CA holder failed: {step} (see its log)"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-    use pki::{InvitationToken, NodeKeyPair};
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-
-    use super::*;
-    use crate::cli::Cli;
-    use crate::commands::{Output, execute};
-
-    const VALIDITY: Duration = Duration::days(1);
-
-    /// Runs a meshd command on the state and config in `dir`.
-    fn meshd(dir: &std::path::Path, args: &[&str]) -> String {
-        let mut argv = vec![
-            "meshd".to_owned(),
-            "--config".to_owned(),
-            dir.join("meshd.toml").display().to_string(),
-            "--state-dir".to_owned(),
-            dir.join("state").display().to_string(),
-        ];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        let mut output = Output {
-            out: Vec::new(),
-            note: Vec::new(),
-        };
-        execute(Cli::try_parse_from(argv).unwrap(), &mut output).unwrap();
-        String::from_utf8(output.out).unwrap()
-    }
-
-    /// A CA holder `alpha` that admitted core `beta`: its state, beta's key and certificate.
-    fn admitted() -> (tempfile::TempDir, StateDir, NodeKeyPair, NodeCertificate) {
-        let dir = tempfile::tempdir().unwrap();
-        meshd(
-            dir.path(),
-            &["init", "--name", "alpha", "--endpoint", "127.0.0.1:51820"],
-        );
-        let token = meshd(dir.path(), &["invite", "beta", "--role", "core"]);
-        let token = InvitationToken::parse(token.trim()).unwrap();
-        let key = NodeKeyPair::generate().unwrap();
-        let request = JoinRequest {
-            name: "beta".into(),
-            secret: token.secret,
-            csr_pem: key.csr("beta").unwrap(),
-            wireguard_key: [7; 32],
-            endpoints: vec![],
-        };
-        let facts = MeshFacts {
-            asn: 64512,
-            certificate_validity: VALIDITY,
-            members: vec![],
-            crl: None,
-        };
-        let state = StateDir::new(dir.path().join("state"));
-        let accepted = admit(&state, &request, facts, OffsetDateTime::now_utc()).unwrap();
-        let der = CertificateDer::from_pem_slice(accepted.certificate_pem.as_bytes()).unwrap();
-        let cert = NodeCertificate::parse(&der).unwrap();
-        (dir, state, key, cert)
-    }
-
-    #[test]
-    fn a_renewal_keeps_identity_and_key_and_is_recorded() {
-        let (_dir, state, key, current) = admitted();
-        let later = OffsetDateTime::now_utc() + Duration::hours(16);
-        let issued = renew(&state, &current, &key.csr("beta").unwrap(), later, VALIDITY).unwrap();
-        let renewed = NodeCertificate::parse(&issued.der).unwrap();
-        assert_eq!(renewed.identity, current.identity);
-        assert_eq!(renewed.public_key_der, current.public_key_der);
-        assert_ne!(renewed.serial, current.serial);
-        assert!(renewed.not_after > current.not_after);
-        let db = state.read_ca_db().unwrap();
-        let serials: Vec<_> = db
-            .certificates
-            .iter()
-            .filter(|c| c.name == "beta")
-            .map(|c| c.serial.clone())
-            .collect();
-        assert_eq!(serials, [current.serial, renewed.serial]);
-    }
-
-    #[test]
-    fn a_renewal_for_another_key_is_refused() {
-        let (_dir, state, _key, current) = admitted();
-        let other = NodeKeyPair::generate().unwrap();
-        let now = OffsetDateTime::now_utc();
-        let refusal = renew(&state, &current, &other.csr("beta").unwrap(), now, VALIDITY)
-            .unwrap_err()
-            .0;
-        assert!(refusal.contains("another key"), "{refusal}");
-    }
-
-    #[test]
-    fn a_revoked_node_cannot_renew_and_nothing_is_issued() {
-        let (dir, state, key, current) = admitted();
-        meshd(dir.path(), &["revoke", "beta"]);
-        let before = state.read_ca_db().unwrap();
-        let now = OffsetDateTime::now_utc();
-        let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, VALIDITY)
-            .unwrap_err()
-            .0;
-        assert!(
-            refusal.contains(&format!(
-                "certificate {} of beta is revoked",
-                current.serial
-            )),
-            "{refusal}"
-        );
-        assert_eq!(state.read_ca_db().unwrap(), before);
-    }
-
-    #[test]
-    fn a_certificate_this_ca_did_not_issue_is_not_renewed() {
-        let (_dir, state, key, mut current) = admitted();
-        current.serial = pki::SerialNumber::from_bytes(&[1, 2, 3]);
-        let now = OffsetDateTime::now_utc();
-        let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, VALIDITY)
-            .unwrap_err()
-            .0;
-        assert!(refusal.contains("no record of issuing"), "{refusal}");
     }
 }

@@ -41,7 +41,7 @@ use super::tls::{
     OwnCertificate, RENEWAL_ALPN, Trust, member_client_config, member_server_name, peer_name,
     renewal_client_config, server_config,
 };
-use crate::api::{KnownPeer, PeerKind};
+use crate::peerset::{KnownPeer, PeerKind};
 use crate::state::{Overwrite, StateDir};
 
 /// How often the hub ticks (anti-entropy, dialing, the CRL file).
@@ -1088,7 +1088,7 @@ impl ControlSettings {
                 .map(ToString::to_string)
                 .collect(),
             asn: config.routing.asn,
-            certificate_validity: crate::commands::NODE_CERT_VALIDITY,
+            certificate_validity: crate::identity::NODE_CERT_VALIDITY,
         })
     }
 }

@@ -18,9 +18,9 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::api::report::{BgpSessionEntry, BgpView, is_up};
-use crate::api::{KnownPeer, PeerKind};
 use crate::control::MembershipCounts;
 use crate::dataplane::{DataplaneStats, DropReason};
+use crate::peerset::{KnownPeer, PeerKind};
 
 /// The media type of the text [`encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -21,7 +21,7 @@ pub struct DaemonMetrics<'a, D> {
     pub started_at_unix: i64,
 }
 
-impl<D: crate::api::DataplaneControl> MetricsSource for DaemonMetrics<'_, D> {
+impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D> {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             peers: self.peer_set.peers(),

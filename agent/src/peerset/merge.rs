@@ -22,7 +22,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::api::{KnownPeer, PeerKind};
+use super::{KnownPeer, PeerKind};
 
 /// Where the peer set's entries come from; each source is replaced as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

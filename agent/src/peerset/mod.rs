@@ -10,6 +10,8 @@
 
 pub mod kernel;
 pub mod merge;
+mod peer;
+mod resolve;
 pub mod routes;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -19,9 +21,10 @@ use tokio::sync::watch;
 
 pub use kernel::KernelRoutes;
 pub use merge::{BgpRoute, Combined, PeerSources};
+pub use peer::{DataplaneControl, KnownPeer, PeerKind};
+pub use resolve::resolve_peer;
 pub use routes::RoutePlan;
 
-use crate::api::{DataplaneControl, KnownPeer};
 use crate::dataplane::{DataplaneError, DataplaneStats};
 
 /// The combined peer set, applied to a data plane.
@@ -181,7 +184,6 @@ fn log_conflicts(before: &[String], now: &[String]) {
 mod tests {
     use super::merge::tests::peer;
     use super::*;
-    use crate::api::PeerKind;
     use crate::dataplane::PeerConfig;
     use mesh_config::Role;
 

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
-use crate::api::KnownPeer;
+use super::KnownPeer;
 
 /// The fixed facts the wanted routes depend on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub fn route_changes(installed: &[IpNet], wanted: &[IpNet]) -> (Vec<IpNet>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::PeerKind;
+    use crate::peerset::PeerKind;
     use crate::peerset::merge::tests::peer;
 
     fn nets(list: &[&str]) -> Vec<IpNet> {

@@ -21,13 +21,11 @@ use tokio::sync::watch;
 
 pub use diff::{FixedChange, NamedChanges, ReloadPlan, plan};
 
-use crate::api::{DataplaneControl, configured_nodes};
+use crate::api::configured_nodes;
 use crate::dataplane::DataplaneError;
-use crate::peerset::PeerSet;
+use crate::logging::LogFilterSetter;
+use crate::peerset::{DataplaneControl, PeerSet, resolve_peer};
 use crate::state::StateDir;
-
-/// Changes the log filter of the running process (`[log] level`); `Err` says why not.
-pub type LogFilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +94,7 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
         if !plan.peers.is_empty() {
             let mut resolved = Vec::with_capacity(plan.effective.peers.len());
             for peer in &plan.effective.peers {
-                resolved.push(crate::daemon::resolve_peer(peer).await);
+                resolved.push(resolve_peer(peer).await);
             }
             self.peer_set
                 .set_configured(configured_nodes(&self.state, &resolved))?;

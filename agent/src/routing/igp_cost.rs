@@ -23,8 +23,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::member::MeshMember;
-use crate::api::KnownPeer;
 use crate::dataplane::DataplaneStats;
+use crate::peerset::KnownPeer;
 use crate::peerset::merge::carrier;
 
 /// How often the data plane's RTTs are read.
@@ -140,8 +140,8 @@ fn within_a_bucket(rtt: Duration, cost: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::PeerKind;
     use crate::dataplane::PeerStats;
+    use crate::peerset::PeerKind;
     use crate::peerset::merge::tests::peer;
     use crate::routing::member::members_of;
     use crate::routing::member::tests::{core, spoke};

@@ -21,12 +21,11 @@ use super::igp_cost::{COST_REFRESH, IgpCosts, member_next_hops, reach_of};
 use super::member::members_of;
 use super::plan::{self, neighbor_changes};
 use super::view::view_of;
-use crate::api::DataplaneControl;
 use crate::api::report::BgpView;
 use crate::bgp::neighbor::{self, NeighborConfigError};
 use crate::bgp::rib::{BestChange, LOCAL, Path};
 use crate::bgp::speaker::{BGP_PORT, NeighborConfig, Speaker, SpeakerConfig, SpeakerError};
-use crate::peerset::{BgpRoute, PeerSet};
+use crate::peerset::{BgpRoute, DataplaneControl, PeerSet};
 
 /// Best-route changes are gathered this long before the peer set (and so the data plane and
 /// the kernel) is updated: one update for a burst, such as a session's initial table.

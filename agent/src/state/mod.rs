@@ -30,6 +30,9 @@ pub use lock::StateLock;
 pub use node_record::{NODE_RECORD_VERSION, NodeRecord};
 pub use versioned::{decode as decode_json, read_json, write_json};
 
+/// Where the state lives unless `--state-dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/meshd";
+
 /// What to tell a person whose node has no state yet.
 const NOT_INITIALISED: &str =
     "this node has no mesh identity yet: run `meshd init` (first node) or `meshd join TOKEN`";

@@ -10,8 +10,8 @@ use pki::{CertificateAuthority, NodeKeyPair, NodeRole};
 use time::{Duration, OffsetDateTime};
 
 use super::SimError;
-use crate::commands::identity::node_identity;
 use crate::control::record::{SignedRecord, next_version, sign_record};
+use crate::identity::node_identity;
 
 /// How long the simulated certificates live: far beyond any simulated run.
 const VALIDITY: Duration = Duration::days(365);

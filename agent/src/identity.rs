@@ -1,10 +1,14 @@
-//! Helpers shared by the commands that create node identities (`init`, `invite`, `join`).
+//! What a node's certificate says about it: the identity the CA binds from the node's
+//! allocation, and how long the certificate is valid. Shared by the commands that admit nodes
+//! (`init`, `invite`, `join`) and the control plane that admits and renews them.
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::IpNet;
 use mesh_config::Role;
 use mesh_config::alloc::NodeAllocation;
 use pki::{NodeIdentity, NodeRole};
-use ring::rand::{SecureRandom, SystemRandom};
+
+/// How long a node certificate is valid before the node must renew it.
+pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(90);
 
 /// What the CA binds into a node's certificate, from the node's allocation.
 pub fn node_identity(
@@ -32,15 +36,4 @@ pub fn node_role(role: Role) -> NodeRole {
         Role::Core => NodeRole::Core,
         Role::Spoke => NodeRole::Spoke,
     }
-}
-
-/// A random RFC 4193 unique local /48, with the global ID drawn from the OS's secure RNG.
-pub fn random_ula48() -> Ipv6Net {
-    let mut global_id = [0u8; 5];
-    // ring's SystemRandom reads getrandom(2); it fails only if the kernel has no entropy
-    // source at all, in which case nothing meshd does with keys could work either.
-    SystemRandom::new()
-        .fill(&mut global_id)
-        .expect("the operating system's random number generator failed");
-    mesh_config::alloc::random_ula48(global_id)
 }
