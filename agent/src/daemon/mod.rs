@@ -6,20 +6,20 @@
 //!    the node's allocation from `node.json` (fail before touching the system);
 //! 2. resolve peer endpoints (names are looked up once for now; re-resolution belongs to the
 //!    path manager that follows);
-//! 3. flush routes tagged [`MESHD_ROUTE_PROTOCOL`] that a crashed run left behind;
-//! 4. create the TUN, put the overlay addresses on it, set its MTU, bring it up, and route
-//!    into it what the peer set wants (the mesh pools and every other prefix a peer carries);
-//! 5. start the data plane on the TUN, then the control plane, then the routing plane (BGP,
-//!    listening on the overlay addresses, so after the TUN has them); from then on the peer
-//!    set (crate::peerset) is the only one to change the data plane's peers, and the kernel
-//!    routes follow it (membership, clients and BGP best routes all go through it).
+//! 3. open the control socket (a second daemon stops here), flush routes tagged
+//!    [`MESHD_ROUTE_PROTOCOL`] that a crashed run left behind;
+//! 4. start the planes, one stage each ([`stages::STAGES`]: interface, data plane, control
+//!    plane, routing plane); from then on the peer set (crate::peerset) is the only one to
+//!    change the data plane's peers, and the kernel routes follow it (membership, clients and
+//!    BGP best routes all go through it);
+//! 5. tell systemd the node is ready, only now.
 //!
-//! Shutdown runs in reverse: stop the data plane, remove our routes, and drop the TUN (the
-//! kernel deletes the interface with its addresses). If start-up fails half-way, whatever was
-//! installed is removed the same way before the error is returned.
+//! Shutdown stops the stages in reverse (the routing plane first, the interface and our
+//! routes last). If a stage fails to start, the stages before it are stopped the same way
+//! before the error is returned, and systemd never hears READY.
 
-use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+mod stages;
+
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -30,17 +30,15 @@ use mesh_config::{Config, NodeAllocation};
 use tokio::sync::watch;
 
 use crate::api::{ApiServer, NodeInfo};
-use crate::dataplane::{
-    Dataplane, DataplaneConfig, DataplaneHandle, DataplaneStats, PeerConfig, create_tun,
-};
+use crate::dataplane::{DataplaneHandle, PeerConfig};
 use crate::logging::LogFilterSetter;
 use crate::metrics::DaemonMetrics;
-use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
-use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, tunnel_mtu};
-use crate::peerset::{KernelRoutes, PeerSet, PeerSources, RoutePlan};
+use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink};
+use crate::peerset::{PeerSet, PeerSources, RoutePlan};
 use crate::reload::Reloader;
-use crate::routing::{RoutingPlane, RoutingSettings};
+use crate::routing::RoutingPlane;
 use crate::state::StateDir;
+use stages::Node;
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM; SIGHUP reloads the
 /// configuration (crate::reload). Logs go to the journal under systemd, to stderr otherwise
@@ -123,85 +121,67 @@ async fn serve(
         tracing::info!(count = stale.len(), "removed routes left by an earlier run");
     }
 
-    let mtu = match config.interface.mtu {
-        Some(mtu) => mtu,
-        None => computed_mtu(&netlink, &peers).await?,
-    };
-    let interface = config.interface.name.clone();
-    let tun = create_tun(&interface, mtu)
-        .with_context(|| format!("cannot create the TUN device {interface:?}"))?;
-    let mut kernel = KernelRoutes::new(&netlink, tun.ifindex());
-    if let Err(error) = configure_interface(&netlink, tun.ifindex(), mtu, &addresses).await {
-        return Err(error.context(format!("cannot configure interface {interface}")));
-    }
-    if let Err(error) = kernel.sync(&routes).await {
-        kernel.remove_all().await;
-        return Err(anyhow::Error::new(error).context(format!("cannot route into {interface}")));
-    }
-    tracing::info!(%interface, mtu, addresses = ?addresses, routes = routes.len(), "interface configured");
-
-    let dataplane_config = DataplaneConfig {
+    let mut node = Node::new(
+        &config,
+        &netlink,
+        addresses,
         private_key,
-        listen_port: config.node.listen_port,
-        bind_addresses: Vec::new(),
-        mtu,
         peers,
-    };
-    let dataplane = match Dataplane::start(dataplane_config, tun).await {
-        Ok(dataplane) => dataplane,
-        Err(error) => {
-            kernel.remove_all().await;
-            return Err(anyhow::Error::new(error).context("cannot start the data plane"));
-        }
-    };
-    let control = match control_settings {
-        Some(settings) => match crate::control::ControlPlane::start(settings).await {
-            Ok(control) => Some(control),
-            Err(error) => {
-                dataplane.shutdown().await;
-                kernel.remove_all().await;
-                return Err(anyhow::Error::new(error).context("cannot start the control plane"));
-            }
-        },
-        None => None,
-    };
-    let routing_settings =
-        RoutingSettings::for_daemon(&config, &addresses, plan.pools.clone(), control.is_some());
-    // A neighbour's unusable key file and a speaker that cannot listen both stop the start.
-    let started = match routing_settings {
-        Ok(None) => Ok(None),
-        Ok(Some(settings)) => RoutingPlane::start(settings)
-            .await
-            .map(Some)
-            .map_err(anyhow::Error::new),
-        Err(error) => Err(anyhow::Error::new(error)),
-    };
-    let mut routing = match started {
-        Ok(routing) => routing,
-        Err(error) => {
-            if let Some(control) = control {
-                control.shutdown().await;
-            }
-            dataplane.shutdown().await;
-            kernel.remove_all().await;
-            return Err(error.context("cannot start BGP"));
-        }
-    };
+        routes,
+        plan.pools.clone(),
+        control_settings,
+    );
+    node.start().await?;
     tracing::info!(node = %config.node.name, "meshd running");
-
-    let node = node_info(&config, &dataplane, mtu, &addresses, kernel.installed());
+    let interface = &config.interface.name;
     // The interface, its routes, the data plane and the control socket are all up: tell
     // systemd (Type=notify), so that `systemctl start` returns only now.
     crate::service_manager::ready(&format!(
         "running: {interface} up, {} peers configured, {} routes",
         initial.len(),
-        kernel.installed().len()
+        node.kernel().installed().len()
     ));
-    let api = match &routing {
+    let signal = run_planes(&mut node, api, sources, plan, files, log_filter, hangup).await;
+    tracing::info!(signal, "shutting down");
+    crate::service_manager::stopping(&format!(
+        "stopping on {signal}: removing routes and {interface}"
+    ));
+    node.stop().await;
+    signal_result(signal)
+}
+
+/// Runs what works on the started planes (the control socket, the peer set and its kernel
+/// routes, metrics, reloads, membership and routing) until SIGINT or SIGTERM, whose name it
+/// returns.
+async fn run_planes(
+    node: &mut Node<'_>,
+    api: ApiServer,
+    sources: PeerSources,
+    plan: RoutePlan,
+    files: Files<'_>,
+    log_filter: LogFilterSetter,
+    hangup: tokio::signal::unix::Signal,
+) -> &'static str {
+    let Node {
+        config,
+        mtu,
+        addresses,
+        kernel,
+        dataplane,
+        control,
+        routing,
+        ..
+    } = node;
+    let kernel = kernel.as_mut().expect("the interface stage has started");
+    let dataplane = dataplane
+        .as_ref()
+        .expect("the data-plane stage has started");
+    let info = node_info(config, dataplane, *mtu, addresses, kernel.installed());
+    let api = match routing {
         Some(routing) => api.with_bgp(routing.view()),
         None => api,
     };
-    let peer_set = PeerSet::new(&dataplane, sources, plan);
+    let peer_set = PeerSet::new(dataplane, sources, plan);
     let wanted_routes = peer_set.wanted_routes();
     let gateway_routes = peer_set.wanted_gateway_routes();
     let members = control.as_ref().map(crate::control::ControlHandle::members);
@@ -210,12 +190,12 @@ async fn serve(
         peer_set: &peer_set,
         control: control.as_ref(),
         bgp: routing.as_ref().map(RoutingPlane::view),
-        started_at_unix: node.started_at.unix_timestamp(),
+        started_at_unix: info.started_at.unix_timestamp(),
     };
     let reloader = Reloader::new(
         files.config.to_path_buf(),
-        StateDir::new(state_dir),
-        config,
+        StateDir::new(files.state),
+        (*config).clone(),
         &peer_set,
         &metrics_address,
         log_filter,
@@ -223,31 +203,15 @@ async fn serve(
     // Only a routing plane follows reloads of [[bgp.neighbor]] and [routing] lan_prefixes;
     // without one (nobody subscribed) the reloader reports them as needing a restart.
     let routing_config = routing.is_some().then(|| reloader.config());
-    let signal = tokio::select! {
+    tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
-        never = api.serve(node, &peer_set) => match never {},
+        never = api.serve(info, &peer_set) => match never {},
         never = kernel.follow(wanted_routes, gateway_routes) => match never {},
         never = crate::metrics::serve(metrics_address.subscribe(), &metrics) => match never {},
         never = reloader.on_hangup(hangup) => match never {},
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
         never = follow_routing(routing.as_mut(), &peer_set, members, routing_config) => match never {},
-    };
-    tracing::info!(signal, "shutting down");
-    crate::service_manager::stopping(&format!(
-        "stopping on {signal}: removing routes and {interface}"
-    ));
-    if let Some(routing) = routing {
-        routing.shutdown().await;
     }
-    if let Some(control) = control {
-        control.shutdown().await;
-    }
-    let stats = dataplane.stats();
-    drop(peer_set);
-    dataplane.shutdown().await;
-    kernel.remove_all().await;
-    log_final_stats(&stats);
-    signal_result(signal)
 }
 
 /// Feeds membership changes into the peer set (forever pending without a control plane).
@@ -272,20 +236,6 @@ async fn follow_routing(
         Some(routing) => routing.run(peer_set, members, config).await,
         None => std::future::pending().await,
     }
-}
-
-/// Addresses, MTU and up.
-async fn configure_interface(
-    netlink: &Netlink,
-    index: u32,
-    mtu: u16,
-    addresses: &[IpNet],
-) -> anyhow::Result<()> {
-    for address in addresses {
-        netlink.add_address(index, *address).await?;
-    }
-    netlink.set_mtu_and_up(index, mtu).await?;
-    Ok(())
 }
 
 /// What the control socket reports about this node.
@@ -364,32 +314,6 @@ fn load_allocation(config: &Config, state_dir: &Path) -> anyhow::Result<Option<N
     Ok(Some(record.allocation))
 }
 
-/// The tunnel MTU for the smallest underlay MTU towards any peer endpoint (Ethernet's 1500
-/// when no endpoint is known yet).
-async fn computed_mtu(netlink: &Netlink, peers: &[PeerConfig]) -> anyhow::Result<u16> {
-    let mut underlay: Option<u32> = None;
-    let endpoints: BTreeSet<IpAddr> = peers
-        .iter()
-        .flat_map(|p| p.endpoints.iter().map(SocketAddr::ip))
-        .collect();
-    for endpoint in endpoints {
-        match netlink.underlay_mtu_towards(endpoint).await {
-            Ok(Some(mtu)) => underlay = Some(underlay.map_or(mtu, |m| m.min(mtu))),
-            Ok(None) => tracing::warn!(%endpoint, "no route to peer endpoint"),
-            Err(error) => tracing::warn!(%endpoint, %error, "cannot find the underlay MTU"),
-        }
-    }
-    let underlay = underlay.map_or(DEFAULT_UNDERLAY_MTU, |mtu| {
-        u16::try_from(mtu).unwrap_or(u16::MAX)
-    });
-    tunnel_mtu(underlay).with_context(|| {
-        format!(
-            "the underlay MTU towards the peers is {underlay}, too small for a 1280-byte tunnel MTU; \
-             set [interface] mtu to override"
-        )
-    })
-}
-
 /// Waits for SIGINT or SIGTERM and returns its name; `"none"` if the handlers could not be
 /// installed.
 async fn wait_for_shutdown_signal() -> &'static str {
@@ -404,11 +328,6 @@ async fn wait_for_shutdown_signal() -> &'static str {
         _ = interrupt.recv() => "SIGINT",
         _ = terminate.recv() => "SIGTERM",
     }
-}
-
-/// One line per peer and the drop counters, so that a stopped daemon leaves a summary.
-fn log_final_stats(stats: &DataplaneStats) {
-    tracing::info!(stats = ?stats, "final data plane counters");
 }
 
 #[cfg(test)]
