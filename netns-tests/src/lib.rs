@@ -1,7 +1,7 @@
 //! Root tests in network namespaces: real TUN devices, kernel routes and real peers.
 //!
 //! This crate is the harness; the tests that drive meshd live next to its binary
-//! (`agent/tests/netns_*.rs`, which get the binary's path from cargo) and this crate's own
+//! (`agent/tests/netns/*.rs`, test targets `netns_*`, which get the binary's path from cargo) and this crate's own
 //! `tests/` check the harness itself.
 //!
 //! Rules it enforces (see the test network rules in the brief):

@@ -19,6 +19,7 @@
 //! and every core learns by BGP and reaches across the mesh; after the revocation the spoke's
 //! routes are gone.
 
+#[path = "../api_support/mod.rs"]
 mod api_support;
 
 use std::net::IpAddr;

@@ -3,6 +3,7 @@
 //! loaded from the state directory, one created while the daemon runs is accepted at once,
 //! and wireguard-go set up from each printed wg-quick configuration reaches the node.
 
+#[path = "../api_support/mod.rs"]
 mod api_support;
 
 use std::net::IpAddr;

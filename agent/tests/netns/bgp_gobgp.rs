@@ -11,6 +11,7 @@ use meshd::bgp::speaker::{BGP_PORT, Speaker, SpeakerConfig};
 use netns_tests::require_root;
 use tokio::sync::mpsc;
 
+#[path = "../bgp_support/mod.rs"]
 mod bgp_support;
 use bgp_support::netns::{MESHD_V4, MESHD_V6, meshd_and_peer, neighbors, plain_neighbor, run_in};
 use bgp_support::{Table, exec_in, poll_until};
