@@ -2,62 +2,11 @@
 //! 127.0.0.x (no root, no TUN): `meshd init`, `invite`, `join` and `revoke` run as commands,
 //! the control planes run as the daemon would run them.
 
-use std::path::Path;
+mod control_support;
+
 use std::time::Duration;
 
-use meshd::commands::run_captured;
-use meshd::control::{ControlHandle, ControlPlane, ControlSettings};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-/// Runs a meshd command for `node` (`dir/NODE.toml`, state in `dir/NODE`); Ok(stdout) or
-/// Err(error text).
-fn meshd(dir: &Path, node: &str, args: &[&str]) -> Result<String, String> {
-    let config = dir.join(format!("{node}.toml"));
-    run_captured(&config, &dir.join(node), args).map_err(|e| e.to_string())
-}
-
-async fn meshd_async(dir: &Path, node: &str, args: &[&str]) -> Result<String, String> {
-    let dir = dir.to_path_buf();
-    let node = node.to_owned();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        meshd(&dir, &node, &args)
-    })
-    .await
-    .unwrap()
-}
-
-async fn start(dir: &Path, node: &str, endpoint: &str) -> ControlHandle {
-    let config = mesh_config::load(&dir.join(format!("{node}.toml"))).unwrap();
-    let mut settings =
-        ControlSettings::for_daemon(&config, &dir.join(node)).expect("a certificate");
-    settings.bind = vec![endpoint.parse().unwrap()];
-    ControlPlane::start(settings).await.unwrap()
-}
-
-async fn wait_for_peers(handle: &ControlHandle, what: &str, want: &[&str]) {
-    let mut peers = handle.peers();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut names: Vec<String> = peers
-            .borrow()
-            .iter()
-            .map(|p| p.config.name.clone())
-            .collect();
-        names.sort();
-        if names == want {
-            return;
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(
-            !left.is_zero(),
-            "{what}: peers are {names:?}, want {want:?}"
-        );
-        let _ = tokio::time::timeout(left, peers.changed()).await;
-    }
-}
+use control_support::{WAIT, meshd, meshd_async, start, wait_for_peers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_from_tokens_form_tunnels_and_revocation_spreads() {

@@ -25,8 +25,6 @@ use crate::state::{
     write_json,
 };
 
-/// Name of the file in the state directory.
-pub const CLIENTS_FILE: &str = "clients.json";
 /// Format version of `clients.json`.
 pub const CLIENTS_VERSION: u32 = 1;
 
@@ -105,7 +103,7 @@ impl ClientRecord {
 impl ClientRegistry {
     /// The path of `clients.json` in `state`.
     pub fn path(state: &StateDir) -> PathBuf {
-        state.root().join(CLIENTS_FILE)
+        state.clients_path()
     }
 
     /// Reads `clients.json`; a node that never added a client has none (no file). A file

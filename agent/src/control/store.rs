@@ -28,12 +28,12 @@ const NO_MEMBERS: &str = "the node has not learnt the membership yet";
 
 /// `members.json`.
 pub fn members_path(state: &StateDir) -> PathBuf {
-    state.root().join("members.json")
+    state.members_path()
 }
 
 /// `crl.der`.
 pub fn crl_path(state: &StateDir) -> PathBuf {
-    state.root().join("crl.der")
+    state.crl_path()
 }
 
 /// The stored membership; empty if there is none yet. A corrupt file is an error.

@@ -52,8 +52,10 @@ pub fn run(
     let config = mesh_config::load(config_path)
         .with_context(|| format!("cannot load the configuration {}", config_path.display()))?;
     let log_filter = crate::logging::init(log_level, &config.log.level);
-    let key = crate::state::load_wireguard_key(state_dir)
-        .context("cannot load the node's WireGuard key (did `meshd init` or `meshd join` run?)")?;
+    // The whole state directory, once: a damaged one stops the start here, naming the file.
+    let key = crate::state::check::at_start(&StateDir::new(state_dir))
+        .context("cannot start from the state directory")?
+        .wireguard_key;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("meshd")

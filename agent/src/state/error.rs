@@ -50,10 +50,50 @@ pub enum StateError {
         wanted: u32,
     },
 
+    /// The file is missing or does not belong with the rest of the state directory (checked
+    /// as a whole when the daemon starts); `remedy` says what the person can do.
+    /// `problem` reads after the path ("does not exist", "is not the key of ...").
+    #[error("{} {problem}; {remedy}", path.display())]
+    Damaged {
+        path: PathBuf,
+        problem: String,
+        remedy: Remedy,
+    },
+
     /// Another meshd command holds the state directory lock.
     #[error(
         "{} is locked by another meshd command that is changing this state directory; try again when it has finished",
         path.display()
     )]
     Locked { path: PathBuf },
+}
+
+/// What a person can do about a damaged state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// A node that is not the CA holder can be admitted again if there is no backup.
+    RestoreOrRejoin,
+    /// The CA holder cannot re-join its own mesh: only a backup brings it back.
+    RestoreHolder,
+    /// A cache: deleting it is safe, the node learns it again from its peers.
+    DeleteCache,
+}
+
+impl std::fmt::Display for Remedy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Remedy::RestoreOrRejoin => {
+                "restore it from a backup of this state directory; without one, the node must join \
+                 again: move the state directory away and run `meshd join` with a new token (on the \
+                 CA holder: `meshd revoke NAME`, then invite it again)"
+            }
+            Remedy::RestoreHolder => {
+                "restore it from a backup of this state directory (this node holds the mesh CA and \
+                 cannot re-join; without its CA files no node can join or renew its certificate)"
+            }
+            Remedy::DeleteCache => {
+                "it is a cache: delete it, and meshd learns it again from its peers"
+            }
+        })
+    }
 }

@@ -82,7 +82,10 @@ pub fn read_pem_key(path: &Path, hint: &'static str) -> Result<Zeroizing<String>
 }
 
 /// Reads a private file after checking its permissions.
-fn read_private_text(path: &Path, hint: &'static str) -> Result<Zeroizing<String>, StateError> {
+pub(super) fn read_private_text(
+    path: &Path,
+    hint: &'static str,
+) -> Result<Zeroizing<String>, StateError> {
     let meta = fs::metadata(path).map_err(|source| missing_or_read(path, source, hint))?;
     check_private(path, meta.permissions().mode(), PRIVATE_FILE_MODE)?;
     let bytes = fs::read(path).map_err(|source| missing_or_read(path, source, hint))?;

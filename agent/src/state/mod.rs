@@ -9,6 +9,7 @@
 
 mod atomic;
 mod ca_db;
+pub mod check;
 mod error;
 mod keys;
 mod lock;
@@ -24,7 +25,7 @@ pub use atomic::{
     write_atomic,
 };
 pub use ca_db::{CA_DB_VERSION, CaDatabase, CertificateRecord};
-pub use error::StateError;
+pub use error::{Remedy, StateError};
 pub use keys::{decode_key, encode_key, generate_wireguard_key, wireguard_public_key_base64};
 pub use lock::StateLock;
 pub use node_record::{NODE_RECORD_VERSION, NodeRecord};
@@ -98,6 +99,21 @@ impl StateDir {
     /// `ca/db.json`: the CA database (allocator, issued certificates, invitations, ...).
     pub fn ca_db_path(&self) -> PathBuf {
         self.ca_dir().join("db.json")
+    }
+
+    /// `members.json`: the last membership records this node learnt (see control::store).
+    pub fn members_path(&self) -> PathBuf {
+        self.root.join("members.json")
+    }
+
+    /// `crl.der`: the newest revocation list (see control::store).
+    pub fn crl_path(&self) -> PathBuf {
+        self.root.join("crl.der")
+    }
+
+    /// `clients.json`: the end-user devices of this node (see api::client_registry).
+    pub fn clients_path(&self) -> PathBuf {
+        self.root.join("clients.json")
     }
 
     /// `lock`: the file `flock`ed by commands that change the state directory.
