@@ -1,4 +1,4 @@
-//! Full-table benchmark (issue #5): one BIRD 2 feeds the same table of IPv4 prefixes to meshd's
+//! Full-table benchmark (docs/benchmarks.md): one BIRD 2 feeds the same table of IPv4 prefixes to meshd's
 //! speaker and to a second BIRD 2, each in its own network namespace, in the same run. Reports,
 //! for both receivers, the time from the session coming up (meshd: its first route; BIRD: polled
 //! every 10 ms) until every prefix is in the Loc-RIB with a best path, and the peak memory (meshd: this process's peak RSS above its starting RSS; BIRD: its

@@ -1,7 +1,7 @@
 //! BGP speaker hot paths without sockets: decoding a full table's worth of UPDATEs, importing
 //! them into the RIB with best-path selection against a second copy of the table from another
 //! peer, and packing the result into UPDATEs for a third peer. This is the pure part of
-//! the "feed a large table" benchmark of issue #5 (the BIRD-to-meshd run needs namespaces).
+//! the full-table benchmark (the BIRD-to-meshd run, agent/benches/bgp_table.rs, needs namespaces).
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;

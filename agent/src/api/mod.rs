@@ -11,13 +11,9 @@
 //!   [`wg_quick`]: a client's wg-quick configuration and QR code.
 //! - [`human`]: counts and durations for people.
 //!
-//! For the daemon:
-//! ```text
-//! let api = ApiServer::open(&socket_path, state_dir, &configured_peers)?; // early: fails if another daemon runs
-//! let peers = api.known_peers();             // configured peers + clients.json, for the peer set
-//! ... start the data plane, wrap it in a `PeerSet` (crate::peerset) ...
-//! tokio::select! { s = shutdown_signal() => ..., never = api.serve(node_info, &peer_set) => match never {} }
-//! ```
+//! The daemon opens the socket with [`ApiServer::open`] before it touches the system (a second
+//! daemon stops there) and serves it with [`ApiServer::serve`] once its planes run
+//! (crate::daemon).
 
 pub mod client;
 pub mod client_registry;
