@@ -6,6 +6,7 @@
 //! - [`netlink`]: kernel addresses, routes and link settings over rtnetlink.
 //! - [`peerset`]: the one owner of the data plane's peers (configured, clients, members).
 //! - [`service_manager`]: readiness and status for systemd (`Type=notify`).
+//! - [`dns`]: endpoint names to addresses (hickory-resolver), re-resolved as TTLs run out.
 //! - [`identity`]: what a node's certificate says about it (shared by commands and control).
 //!
 //! Modules are layered (commands on top, then cli, daemon, the planes' shells, the peer set,
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

@@ -1,4 +1,5 @@
-//! The joiner's side of the join protocol: connect to a bootstrap endpoint from the token,
+//! The joiner's side of the join protocol: connect to a bootstrap endpoint from the token
+//! (an address, or a name resolved with crate::dns),
 //! let the TLS verifier check the CA fingerprint before anything is sent, then send the
 //! request and read the answer.
 
@@ -58,7 +59,12 @@ async fn attempt(
     token: &InvitationToken,
     request: &JoinRequest,
 ) -> Result<(Message, String), String> {
-    let tcp = TcpStream::connect(endpoint)
+    // A bootstrap endpoint may be a name: resolved (A and AAAA) by the daemon's resolver with
+    // the system's configuration (the joiner has no [dns] settings yet); every address is
+    // tried in turn.
+    let parsed: mesh_config::Endpoint = endpoint.parse().map_err(|e| format!("{e}"))?;
+    let addresses = crate::dns::resolve_once(&parsed, &mesh_config::DnsSection::default()).await?;
+    let tcp = TcpStream::connect(&addresses[..])
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let config = join_client_config(token.ca_fingerprint).map_err(|e| e.to_string())?;

@@ -93,7 +93,7 @@ async fn serve(
     let addresses = overlay_addresses(&config, allocation.as_ref())?;
     let mut configured = Vec::with_capacity(config.peers.len());
     for peer in &config.peers {
-        configured.push(crate::peerset::resolve_peer(peer).await);
+        configured.push(crate::peerset::resolve_peer(peer, &config.dns).await);
     }
     // The control socket before touching the system: a second daemon stops here. It also
     // brings the client devices from clients.json (covered by the node's own prefixes, so

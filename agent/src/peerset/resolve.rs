@@ -4,20 +4,20 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use ipnet::IpNet;
-use mesh_config::{Endpoint, Host, StaticPeer};
+use mesh_config::{DnsSection, Endpoint, StaticPeer};
 
 use crate::dataplane::PeerConfig;
 
 /// How long one endpoint name may take to resolve before it is skipped.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The data plane's view of a configured peer, with endpoint names resolved.
-pub async fn resolve_peer(peer: &StaticPeer) -> PeerConfig {
+/// The data plane's view of a configured peer, with endpoint names resolved (once, with the
+/// same hickory resolver and `[dns]` settings as the daemon's resolver, crate::dns).
+pub async fn resolve_peer(peer: &StaticPeer, dns: &DnsSection) -> PeerConfig {
     let mut endpoints = Vec::new();
     for endpoint in &peer.endpoints {
-        match resolve_endpoint(endpoint).await {
+        match resolve_endpoint(endpoint, dns).await {
             Ok(addresses) => endpoints.extend(addresses),
             // The peer may still reach us; its endpoint is learnt from its packets.
             Err(error) => tracing::warn!(peer = %peer.name, %error, "endpoint skipped"),
@@ -33,22 +33,13 @@ pub async fn resolve_peer(peer: &StaticPeer) -> PeerConfig {
 }
 
 /// The socket addresses of one endpoint: the address itself, or what its name resolves to.
-async fn resolve_endpoint(endpoint: &Endpoint) -> anyhow::Result<Vec<SocketAddr>> {
-    match &endpoint.host {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, endpoint.port)]),
-        Host::Name(name) => {
-            let lookup = tokio::net::lookup_host((name.as_str(), endpoint.port));
-            let found = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
-                .await
-                .with_context(|| format!("resolving {name} timed out after {RESOLVE_TIMEOUT:?}"))?
-                .with_context(|| format!("cannot resolve {name}"))?;
-            let addresses: Vec<SocketAddr> = found.collect();
-            if addresses.is_empty() {
-                bail!("{name} resolves to no address");
-            }
-            Ok(addresses)
-        }
-    }
+async fn resolve_endpoint(
+    endpoint: &Endpoint,
+    dns: &DnsSection,
+) -> Result<Vec<SocketAddr>, String> {
+    tokio::time::timeout(RESOLVE_TIMEOUT, crate::dns::resolve_once(endpoint, dns))
+        .await
+        .map_err(|_| format!("resolving {endpoint} timed out after {RESOLVE_TIMEOUT:?}"))?
 }
 
 /// `persistent_keepalive` seconds; 0 means off, as in `wg`.
@@ -73,7 +64,9 @@ mod tests {
     async fn literal_endpoints_resolve_without_dns() {
         let endpoint: Endpoint = "[2001:db8::1]:51820".parse().unwrap();
         assert_eq!(
-            resolve_endpoint(&endpoint).await.unwrap(),
+            resolve_endpoint(&endpoint, &DnsSection::default())
+                .await
+                .unwrap(),
             vec!["[2001:db8::1]:51820".parse::<SocketAddr>().unwrap()]
         );
     }

@@ -94,7 +94,7 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
         if !plan.peers.is_empty() {
             let mut resolved = Vec::with_capacity(plan.effective.peers.len());
             for peer in &plan.effective.peers {
-                resolved.push(resolve_peer(peer).await);
+                resolved.push(resolve_peer(peer, &plan.effective.dns).await);
             }
             self.peer_set
                 .set_configured(configured_nodes(&self.state, &resolved))?;
