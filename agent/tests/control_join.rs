@@ -58,6 +58,24 @@ async fn nodes_join_from_tokens_form_tunnels_and_revocation_spreads() {
     )
     .await;
     assert!(again.unwrap_err().contains("already been used"));
+    // A refused join leaves no stray files: no directory where there was none, and an empty
+    // one stays empty (no lock file).
+    assert!(
+        !d.join("beta2").exists(),
+        "a refused join left a state directory"
+    );
+    let empty = d.join("beta3");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let again = meshd_async(
+        d,
+        "beta3",
+        &["join", beta_token.trim(), "--endpoint", beta_ep],
+    )
+    .await;
+    assert!(again.unwrap_err().contains("already been used"));
+    let left: Vec<_> = std::fs::read_dir(&empty).unwrap().collect();
+    assert!(left.is_empty(), "a refused join left {left:?}");
 
     let beta = start(d, "beta", beta_ep).await;
     wait_for_peers(&alpha, "alpha sees beta", &["beta"]).await;

@@ -65,8 +65,33 @@ pub fn join_mesh<O: Write, N: Write>(
         }
     }
 
+    // A refused join (a used or expired token, an unreachable CA holder) leaves the state
+    // directory as it found it: no empty directory, no lock file, no half an identity.
     let state = &context.state;
+    let before = Before::of(state);
     state.create()?;
+    let result = admit(context, args, &token, found, now, output);
+    if result.is_err() {
+        before.restore();
+    }
+    result
+}
+
+/// The part of a join that writes the state directory, under its lock.
+fn admit<O: Write, N: Write>(
+    context: &Context,
+    args: &JoinArgs,
+    token: &InvitationToken,
+    found: ExistingConfig,
+    now: OffsetDateTime,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
+    let invalid = |flag: &str, reason: String| CommandError::InvalidArgument {
+        flag: flag.to_owned(),
+        reason,
+    };
+    let config_exists = found == ExistingConfig::Settings;
+    let state = &context.state;
     let _lock = state.lock()?;
     refuse_existing_identity(state)?;
 
@@ -95,17 +120,17 @@ pub fn join_mesh<O: Write, N: Write>(
         .map_err(|e| invalid("meshd join", format!("cannot start the async runtime: {e}")))?;
     let (accepted, ca_holder) =
         runtime
-            .block_on(join(&token, &request))
+            .block_on(join(token, &request))
             .map_err(|e: JoinError| CommandError::InvalidArgument {
                 flag: "meshd join".into(),
                 reason: e.to_string(),
             })?;
-    check_answer(&token, &request, &accepted, now)?;
+    check_answer(token, &request, &accepted, now)?;
 
     // Config first (a failure below can be retried with a new token), keys, certificates,
     // membership, node.json last: node.json means "join completed".
     if !config_exists {
-        write_config(context, &token, args, &accepted, found)?;
+        write_config(context, token, args, &accepted, found)?;
     }
     state.write_wireguard_key(&wireguard_key)?;
     state.write_pem_key(&state.node_key_path(), &node_key.to_pem())?;
@@ -156,6 +181,54 @@ pub fn join_mesh<O: Write, N: Write>(
         writeln!(out, "{line}").map_err(CommandError::Output)?;
     }
     Ok(())
+}
+
+/// What existed in the state directory before a join, so that a failed one can remove what
+/// it created and nothing else.
+struct Before {
+    /// The paths a join may create, in the order to remove them (files before their
+    /// directories), each with whether it existed.
+    paths: Vec<(std::path::PathBuf, bool)>,
+}
+
+impl Before {
+    fn of(state: &StateDir) -> Self {
+        let paths = [
+            state.node_record_path(),
+            state.crl_path(),
+            state.members_path(),
+            state.node_cert_path(),
+            state.ca_cert_path(),
+            state.node_key_path(),
+            state.wireguard_key_path(),
+            state.lock_path(),
+            state.ca_dir(),
+            state.root().to_path_buf(),
+        ];
+        Before {
+            paths: paths
+                .into_iter()
+                .map(|path| {
+                    let existed = path.exists();
+                    (path, existed)
+                })
+                .collect(),
+        }
+    }
+
+    /// Best effort: removes what did not exist before (a directory only if it is empty).
+    fn restore(&self) {
+        for (path, existed) in &self.paths {
+            if *existed {
+                continue;
+            }
+            let _ = if path.is_dir() {
+                std::fs::remove_dir(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+        }
+    }
 }
 
 /// The answer must be for us: issued by the token's CA, for our name and keys.
