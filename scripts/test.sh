@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: ip/netns (iproute2), ping, iperf3, wireguard-go + wg as real
 # WireGuard peers, openssl to cross-check certificates, BIRD 2 (bird2) and GoBGP (gobgpd) as BGP peers;
+# dnsmasq (dnsmasq-base) as the DNS server of endpoint-name tests;
 # for the package test (scripts/test-package.sh): dpkg-dev (dpkg-shlibdeps for the .deb's
 # Depends), binutils (strip), lintian, and mmdebstrap for a fresh Debian root.
-packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd
+packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd dnsmasq-base
     dpkg-dev binutils lintian mmdebstrap)
 
 missing=()

@@ -17,6 +17,7 @@
 //! `false` and the test returns early, after printing that it was skipped.
 
 mod command;
+mod dns;
 mod meshd;
 mod namespace;
 mod process;
@@ -26,6 +27,7 @@ mod wait;
 mod wireguard_go;
 
 pub use command::{COMMAND_TIMEOUT, CommandError, run_checked, run_with_timeout};
+pub use dns::Dnsmasq;
 pub use meshd::{MeshdNode, MeshdPeer, MeshdSetup};
 pub use namespace::{Namespace, VethLink, connect_veth};
 /// The signals [`ChildGuard::stop_with`] sends, so tests need no `nix` of their own.
