@@ -212,6 +212,23 @@ pub struct VethLink {
     pub b_interface: String,
 }
 
+/// Two new namespaces `LABELa` and `LABELb` joined by one underlay link, `ul0` on both sides:
+/// `198.51.100.1/24` and `2001:db8:100::1/64` in the first, `.2` and `::2` in the second. The
+/// setup most two-node tests start from.
+pub fn underlay_pair(label: &str) -> (Namespace, Namespace) {
+    let a = Namespace::new(&format!("{label}a"));
+    let b = Namespace::new(&format!("{label}b"));
+    connect_veth(
+        &a,
+        "ul0",
+        &["198.51.100.1/24", "2001:db8:100::1/64"],
+        &b,
+        "ul0",
+        &["198.51.100.2/24", "2001:db8:100::2/64"],
+    );
+    (a, b)
+}
+
 /// Joins namespaces `a` and `b` with a veth pair created directly between them (the root
 /// namespace never sees it), named `a_interface` in `a` and `b_interface` in `b`, puts the given
 /// addresses (CIDR strings from the documentation ranges, e.g. `198.51.100.1/24`,

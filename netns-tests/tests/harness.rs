@@ -4,7 +4,7 @@ use std::net::{IpAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
-use netns_tests::{Namespace, connect_veth, require_root};
+use netns_tests::{Namespace, connect_veth, require_root, underlay_pair};
 
 fn namespace_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
@@ -17,17 +17,8 @@ fn veth_underlay_carries_ipv4_and_ipv6_and_namespaces_are_deleted() {
     }
     let names;
     {
-        let a = Namespace::new("veth-a");
-        let b = Namespace::new("veth-b");
+        let (a, b) = underlay_pair("veth-");
         names = (a.name().to_owned(), b.name().to_owned());
-        connect_veth(
-            &a,
-            "ul0",
-            &["198.51.100.1/24", "2001:db8:100::1/64"],
-            &b,
-            "ul0",
-            &["198.51.100.2/24", "2001:db8:100::2/64"],
-        );
         let v4: IpAddr = "198.51.100.2".parse().unwrap();
         let v6: IpAddr = "2001:db8:100::2".parse().unwrap();
         assert!(

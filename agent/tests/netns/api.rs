@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use api_support::{client_from, parse_wg_quick};
-use netns_tests::{MeshdNode, MeshdSetup, Namespace, connect_veth, require_root};
+use netns_tests::{MeshdNode, MeshdSetup, require_root, underlay_pair};
 use serde_json::Value;
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
@@ -46,16 +46,7 @@ fn status_peers_and_clients_over_the_control_socket() {
     if !require_root("status_peers_and_clients_over_the_control_socket") {
         return;
     }
-    let ns_node = Namespace::new("apin");
-    let ns_client = Namespace::new("apic");
-    connect_veth(
-        &ns_node,
-        "ul0",
-        &["198.51.100.1/24", "2001:db8:100::1/64"],
-        &ns_client,
-        "ul0",
-        &["198.51.100.2/24", "2001:db8:100::2/64"],
-    );
+    let (ns_node, ns_client) = underlay_pair("api");
     // The harness's mesh pool6 is fd00:99::/48: the first core gets fd00:99:0:1::/64, and its
     // clients come from fd00:99:0:1:0:1::/96.
     let mut alpha = MeshdNode::init(

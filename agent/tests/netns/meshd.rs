@@ -8,7 +8,7 @@ use std::time::Duration;
 use meshd::netlink::MESHD_ROUTE_PROTOCOL;
 use netns_tests::{
     MeshdNode, MeshdPeer, MeshdSetup, Namespace, WgGoPeer, WgGoPeerConfig, connect_veth,
-    require_root, wg_genkey, wg_pubkey,
+    require_root, underlay_pair, wg_genkey, wg_pubkey,
 };
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
@@ -38,20 +38,6 @@ fn meshd_routes(namespace: &Namespace) -> String {
 }
 
 /// Two namespaces joined by a dual-stack veth underlay.
-fn underlay_pair(label: &str) -> (Namespace, Namespace) {
-    let a = Namespace::new(&format!("{label}a"));
-    let b = Namespace::new(&format!("{label}b"));
-    connect_veth(
-        &a,
-        "ul0",
-        &["198.51.100.1/24", "2001:db8:100::1/64"],
-        &b,
-        "ul0",
-        &["198.51.100.2/24", "2001:db8:100::2/64"],
-    );
-    (a, b)
-}
-
 #[test]
 fn two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes() {
     if !require_root("two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes") {

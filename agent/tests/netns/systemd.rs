@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netns_tests::{MeshdNode, MeshdSetup, Namespace, Signal, require_root};
+use netns_tests::{ChildGuard, MeshdNode, MeshdSetup, Namespace, Signal, require_root};
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 
@@ -72,14 +72,33 @@ impl FakeServiceManager {
     }
 }
 
-fn run_args(node: &MeshdNode) -> Vec<String> {
-    vec![
-        "--config".into(),
-        node.config_path().display().to_string(),
-        "--state-dir".into(),
-        node.state_dir().display().to_string(),
-        "run".into(),
-    ]
+/// Node alpha (with `addresses`) initialised, and `meshd run` started in `namespace` under a
+/// fake service manager: the manager and the running daemon.
+fn start_under_service_manager(
+    namespace: &Namespace,
+    addresses: &[&str],
+    prepare: impl FnOnce(&Namespace),
+) -> (MeshdNode, FakeServiceManager, ChildGuard) {
+    let node = MeshdNode::init(
+        Path::new(MESHD),
+        &MeshdSetup {
+            name: "alpha",
+            endpoint: "198.51.100.1:51820",
+            addresses,
+        },
+    );
+    prepare(namespace);
+    let manager = FakeServiceManager::bind();
+    let config = node.config_path().display().to_string();
+    let state = node.state_dir().display().to_string();
+    let args = ["--config", &config, "--state-dir", &state, "run"];
+    let daemon = namespace.spawn(
+        "meshd-alpha",
+        MESHD,
+        &args,
+        &[("RUST_LOG", "info"), ("NOTIFY_SOCKET", manager.path())],
+    );
+    (node, manager, daemon)
 }
 
 #[test]
@@ -89,23 +108,8 @@ fn ready_comes_after_the_interface_and_control_socket_and_stopping_at_shutdown()
         return;
     }
     let namespace = Namespace::new("sdnotify");
-    let node = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "alpha",
-            endpoint: "198.51.100.1:51820",
-            addresses: &["10.1.0.1/16", "fd00:1::1/64"],
-        },
-    );
-    let manager = FakeServiceManager::bind();
-    let args = run_args(&node);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut daemon = namespace.spawn(
-        "meshd-alpha",
-        MESHD,
-        &args,
-        &[("RUST_LOG", "info"), ("NOTIFY_SOCKET", manager.path())],
-    );
+    let (node, manager, mut daemon) =
+        start_under_service_manager(&namespace, &["10.1.0.1/16", "fd00:1::1/64"], |_| {});
 
     let before_ready = manager.receive_until("READY=1", Duration::from_secs(15));
     // Checked the moment READY=1 is read: a daemon that said it too early fails here.
@@ -177,35 +181,21 @@ fn a_failed_start_never_reports_ready() {
         return;
     }
     let namespace = Namespace::new("sdfail");
-    let node = MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name: "alpha",
-            endpoint: "198.51.100.1:51820",
-            addresses: &["10.1.0.1/16"],
-        },
-    );
     // mesh0 already exists and is no TUN device: start-up fails after the configuration, keys
     // and control socket, when the TUN is created.
-    namespace.ip(&[
-        "link",
-        "add",
-        "mesh0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "mesh0-peer",
-    ]);
-    let manager = FakeServiceManager::bind();
-    let args = run_args(&node);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut daemon = namespace.spawn(
-        "meshd-alpha",
-        MESHD,
-        &args,
-        &[("RUST_LOG", "info"), ("NOTIFY_SOCKET", manager.path())],
-    );
+    let (_node, manager, mut daemon) =
+        start_under_service_manager(&namespace, &["10.1.0.1/16"], |namespace| {
+            namespace.ip(&[
+                "link",
+                "add",
+                "mesh0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "mesh0-peer",
+            ]);
+        });
     let exited = netns_tests::wait_until(Duration::from_secs(10), || {
         daemon.try_exit_status().is_some()
     });
