@@ -5,7 +5,7 @@
 #    each other. A new top-level module must be given a layer here.
 # 2. The protocol crates have no tokio, netlink or socket crate among their normal
 #    dependencies (`cargo tree -e normal`): their purity is a fact, not a convention.
-# 3. Every test in agent/tests/netns/ starts with `require_root`, so a run without root fails
+# 3. Every test in agent/tests/netns/ (and netns-tests/tests/) starts with `require_root`, so a run without root fails
 #    (or is skipped on request) instead of passing silently.
 # Fails naming the file, the line and the rule broken. Usage: scripts/check-layers.sh
 set -euo pipefail
@@ -116,7 +116,7 @@ for crate in "${pure_crates[@]}"; do
 done
 
 # --- 3. root tests call require_root -------------------------------------------------------
-for file in agent/tests/netns/*.rs; do
+for file in agent/tests/netns/*.rs netns-tests/tests/*.rs; do
     [ -f "$file" ] || continue
     # Each #[test] / #[tokio::test] function must call require_root before its next sibling.
     perl -ne '

@@ -9,13 +9,11 @@
 use std::path::PathBuf;
 
 use crate::state::{
-    Overwrite, PUBLIC_FILE_MODE, StateDir, StateError, read_json, write_atomic, write_json,
+    MEMBERS_VERSION, Overwrite, PUBLIC_FILE_MODE, StateDir, StateError, read_json, write_atomic,
+    write_json,
 };
 
 use super::record::SignedRecord;
-
-/// Format version of `members.json`.
-pub const MEMBERS_VERSION: u32 = 1;
 
 /// The body of `members.json`.
 #[derive(serde::Serialize, serde::Deserialize)]

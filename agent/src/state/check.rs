@@ -18,11 +18,10 @@ use zeroize::Zeroizing;
 
 use super::error::{Remedy, StateError};
 use super::keys::{decode_key, missing_or_read, read_private_text};
-use super::{CA_DB_VERSION, CaDatabase, NODE_RECORD_VERSION, NOT_INITIALISED, NodeRecord};
+use super::{
+    CA_DB_VERSION, CaDatabase, MEMBERS_VERSION, NODE_RECORD_VERSION, NOT_INITIALISED, NodeRecord,
+};
 use super::{StateDir, versioned};
-
-/// Format version of `members.json` (the control plane's store reads the records).
-const MEMBERS_VERSION: u32 = crate::control::store::MEMBERS_VERSION;
 
 /// What the files of a state directory contain; `None`: the file does not exist.
 #[derive(Default)]

@@ -31,6 +31,10 @@ pub use lock::StateLock;
 pub use node_record::{NODE_RECORD_VERSION, NodeRecord};
 pub use versioned::{decode as decode_json, read_json, write_json};
 
+/// Format version of `members.json`, the members the control plane learnt (its store,
+/// crate::control::store, writes it; the start-up check reads it).
+pub const MEMBERS_VERSION: u32 = 1;
+
 /// Where the state lives unless `--state-dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/meshd";
 
