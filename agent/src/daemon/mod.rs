@@ -201,7 +201,9 @@ async fn run_planes(
         &peer_set,
         &metrics_address,
         log_filter,
-    );
+    )
+    // [[peer]] endpoint names follow their DNS records (crate::dns) while the daemon runs.
+    .with_resolver(crate::dns::Resolver::start(&config.dns));
     // Only a routing plane follows reloads of [[bgp.neighbor]] and [routing] lan_prefixes;
     // without one (nobody subscribed) the reloader reports them as needing a restart.
     let routing_config = routing.is_some().then(|| reloader.config());
@@ -211,6 +213,7 @@ async fn run_planes(
         never = kernel.follow(wanted_routes, gateway_routes) => match never {},
         never = crate::metrics::serve(metrics_address.subscribe(), &metrics) => match never {},
         never = reloader.on_hangup(hangup) => match never {},
+        never = reloader.follow_names() => match never {},
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
         never = follow_routing(routing.as_mut(), &peer_set, members, routing_config) => match never {},
     }

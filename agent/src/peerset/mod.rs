@@ -22,7 +22,7 @@ use tokio::sync::watch;
 pub use kernel::KernelRoutes;
 pub use merge::{BgpRoute, Combined, PeerSources};
 pub use peer::{DataplaneControl, KnownPeer, PeerKind};
-pub use resolve::resolve_peer;
+pub use resolve::{configured_peer, resolve_peer};
 pub use routes::RoutePlan;
 
 use crate::dataplane::{DataplaneError, DataplaneStats};

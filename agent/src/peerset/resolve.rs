@@ -23,6 +23,11 @@ pub async fn resolve_peer(peer: &StaticPeer, dns: &DnsSection) -> PeerConfig {
             Err(error) => tracing::warn!(peer = %peer.name, %error, "endpoint skipped"),
         }
     }
+    configured_peer(peer, endpoints)
+}
+
+/// The data plane's view of a configured peer whose endpoints are `endpoints`.
+pub fn configured_peer(peer: &StaticPeer, endpoints: Vec<SocketAddr>) -> PeerConfig {
     PeerConfig {
         name: peer.name.clone(),
         public_key: *peer.public_key.as_bytes(),

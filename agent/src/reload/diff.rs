@@ -3,7 +3,7 @@
 //! Pure: it compares two validated [`Config`]s.
 //!
 //! Applied at run time: `[[peer]]` (added, removed, new endpoints, allowed prefixes, key or
-//! keepalive), `[routing] lan_prefixes`, `[[bgp.neighbor]]`, `[metrics]` and `[log]`.
+//! keepalive), `[routing] lan_prefixes`, `[[bgp.neighbor]]`, `[metrics]`, `[log]` and `[dns]`.
 //! Fixed until a restart: the node's identity and place in the mesh (`[node]`, `[mesh]`,
 //! `[routing] asn`) and the TUN device (`[interface]`): changing them means new sockets, a
 //! new device, new addresses or a new certificate, i.e. what a restart does anyway. The
@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
-use mesh_config::{BgpNeighbor, BgpSection, Config, Policy};
+use mesh_config::{BgpNeighbor, BgpSection, Config, DnsSection, Policy};
 
 /// One setting that differs in the file but can only change with a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +105,8 @@ pub struct ReloadPlan {
     pub metrics: Option<Option<SocketAddr>>,
     /// The new log filter, if it changed.
     pub log_level: Option<String>,
+    /// The new `[dns]` settings, if they changed (for the resolver; every name is asked again).
+    pub dns: Option<DnsSection>,
 }
 
 impl ReloadPlan {
@@ -115,6 +117,7 @@ impl ReloadPlan {
             && self.bgp_neighbors.is_empty()
             && self.metrics.is_none()
             && self.log_level.is_none()
+            && self.dns.is_none()
     }
 
     /// For a daemon whose routing plane does not follow reloads: moves the `[routing]
@@ -164,6 +167,9 @@ impl ReloadPlan {
         }
         if let Some(level) = &self.log_level {
             parts.push(format!("log level {level:?}"));
+        }
+        if self.dns.is_some() {
+            parts.push("dns settings (every endpoint name asked again)".to_owned());
         }
         if parts.is_empty() {
             "nothing to change".to_owned()
@@ -218,10 +224,9 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         list(&file.interface.addresses),
     );
     keep("mesh", section(&running.mesh), section(&file.mesh));
-    // Read by the path probers and the resolver when they start; until they follow reloads a
-    // change waits for a restart.
+    // Read by the path probers when they start; until they follow reloads a change waits
+    // for a restart.
     keep("paths", section(&running.paths), section(&file.paths));
-    keep("dns", section(&running.dns), section(&file.dns));
     keep(
         "routing.asn",
         running.routing.asn.to_string(),
@@ -231,7 +236,6 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
     effective.interface = running.interface.clone();
     effective.mesh = running.mesh.clone();
     effective.paths = running.paths.clone();
-    effective.dns = running.dns.clone();
     effective.routing.asn = running.routing.asn;
 
     ReloadPlan {
@@ -247,6 +251,7 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         metrics: (running.metrics.address() != file.metrics.address())
             .then(|| file.metrics.address()),
         log_level: (running.log.level != file.log.level).then(|| file.log.level.clone()),
+        dns: (running.dns != file.dns).then(|| file.dns.clone()),
         effective,
     }
 }
@@ -412,6 +417,12 @@ allowed_prefixes = ["10.3.0.0/16"]
                 "",
                 "[log]\nlevel = \"debug\"\n",
                 "log level \"debug\"",
+            ),
+            (
+                "name servers",
+                "",
+                "[dns]\nservers = [\"192.0.2.53\"]\n",
+                "dns settings (every endpoint name asked again)",
             ),
         ];
         for (what, from, to, expected) in cases {

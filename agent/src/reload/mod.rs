@@ -23,8 +23,9 @@ pub use diff::{FixedChange, NamedChanges, ReloadPlan, plan};
 
 use crate::api::configured_nodes;
 use crate::dataplane::DataplaneError;
+use crate::dns::Resolver;
 use crate::logging::LogFilterSetter;
-use crate::peerset::{DataplaneControl, PeerSet, resolve_peer};
+use crate::peerset::{DataplaneControl, PeerSet, configured_peer, resolve_peer};
 use crate::state::StateDir;
 
 /// Why a reload changed nothing.
@@ -44,6 +45,9 @@ pub struct Reloader<'a, D> {
     peer_set: &'a PeerSet<'a, D>,
     metrics: &'a watch::Sender<Option<SocketAddr>>,
     log_filter: LogFilterSetter,
+    /// Keeps the `[[peer]]` endpoint names current (crate::dns); `None` in a reloader without
+    /// one, whose peers are resolved at start and at reloads only.
+    resolver: Option<Resolver>,
 }
 
 impl<D> std::fmt::Debug for Reloader<'_, D> {
@@ -71,6 +75,56 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             peer_set,
             metrics,
             log_filter,
+            resolver: None,
+        }
+    }
+
+    /// Follows the `[[peer]]` endpoint names with `resolver` ([`Self::follow_names`]) and hands
+    /// it `[dns]` changes.
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = Some(resolver);
+        self.watch_peer_names(&self.running.borrow().clone());
+        self
+    }
+
+    fn watch_peer_names(&self, config: &Config) {
+        if let Some(resolver) = &self.resolver {
+            let names = crate::dns::names(config.peers.iter().flat_map(|p| &p.endpoints));
+            resolver.watch_names("peers", names.collect());
+        }
+    }
+
+    /// Re-derives the `[[peer]]`s whenever one of their endpoint names resolves to something
+    /// new, so a peer that moved is reached at its new address without a reload; never
+    /// returns (pending without a resolver).
+    pub async fn follow_names(&self) -> Infallible {
+        let Some(mut answers) = self.resolver.as_ref().map(Resolver::answers) else {
+            return std::future::pending().await;
+        };
+        loop {
+            if answers.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let current = answers.borrow_and_update().clone();
+            let config = self.running.borrow().clone();
+            let peers: Vec<_> = config
+                .peers
+                .iter()
+                .map(|peer| {
+                    let endpoints = peer
+                        .endpoints
+                        .iter()
+                        .flat_map(|e| crate::dns::endpoint_addresses(e, &current))
+                        .collect();
+                    configured_peer(peer, endpoints)
+                })
+                .collect();
+            if let Err(error) = self
+                .peer_set
+                .set_configured(configured_nodes(&self.state, &peers))
+            {
+                tracing::warn!(%error, "the data plane refused the re-resolved peer endpoints");
+            }
         }
     }
 
@@ -107,6 +161,10 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
         {
             tracing::warn!("[log] level {level:?} not applied: {reason}");
         }
+        if let (Some(resolver), Some(dns)) = (&self.resolver, &plan.dns) {
+            resolver.reconfigure(dns.clone());
+        }
+        self.watch_peer_names(&plan.effective);
         self.running.send_replace(Arc::new(plan.effective.clone()));
         Ok(plan)
     }
