@@ -114,6 +114,9 @@ pub enum Command {
     Client(ClientCommand),
     /// Revoke a node or a client (run on the CA holder).
     Revoke(RevokeArgs),
+    /// Manage the mesh CA's registry (run on the CA holder).
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Print this node's WireGuard public key (base64, like `wg pubkey`).
     Pubkey,
     /// Write the man pages and shell completions (used to build the package).
@@ -233,6 +236,25 @@ pub struct ClientAddArgs {
 #[derive(Debug, Args)]
 pub struct RevokeArgs {
     /// The node or client to revoke.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `meshd ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Let a revoked node's name be invited again.
+    ///
+    /// The names of revoked nodes are never handed out again on their own, so that nobody
+    /// takes a newcomer for the node that was thrown out. This frees one on purpose (a router
+    /// that was revoked and reinstalled). Its prefixes stay burnt: the new node gets new ones.
+    FreeName(FreeNameArgs),
+}
+
+/// `meshd ca free-name`.
+#[derive(Debug, Args)]
+pub struct FreeNameArgs {
+    /// The revoked node's name.
     #[arg(value_name = "NAME")]
     pub name: String,
 }

@@ -96,6 +96,12 @@ fn check_name_is_free(db: &CaDatabase, name: &str, now: OffsetDateTime) -> Resul
     if db.allocator.node(name).is_some() {
         return Err(format!("a node named {name:?} is already in the mesh"));
     }
+    if db.name_is_burnt(name) {
+        return Err(format!(
+            "{name:?} was revoked, and names of revoked nodes are not handed out again; to give \
+             it to a new node on purpose, run `meshd ca free-name {name}` first"
+        ));
+    }
     if let Some(pending) = db.pending_invitations(now).find(|inv| inv.name == name) {
         return Err(format!(
             "{name:?} already has an invitation, valid until {}; wait for it to expire or choose another name",

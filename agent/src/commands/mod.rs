@@ -2,6 +2,7 @@
 //! (the `--config` and `--state-dir` every command honours) and returns a typed
 //! [`CommandError`]; `main` turns that into a message for people and an exit code.
 
+mod ca;
 mod client;
 mod config_file;
 mod error;
@@ -146,6 +147,7 @@ pub fn execute<O: Write, N: Write>(
         Command::Routes(args) => routes::routes(&context, &args, output),
         Command::Client(command) => client::client(&context, &command, output),
         Command::Revoke(args) => revoke::revoke(&context, &args, output),
+        Command::Ca(command) => ca::ca(&context, &command, output),
         Command::GenerateDocs(args) => generate_docs::generate_docs(&args, output),
     }
 }

@@ -49,6 +49,8 @@ pub fn revoke<O: Write, N: Write>(
                 reason: e.to_string(),
             })?;
 
+    // Freed before and admitted again: revoking burns the name again.
+    db.freed_names.retain(|name| *name != args.name);
     let now = OffsetDateTime::now_utc();
     let previous = match store::read_crl(state)? {
         Some(der) => Some(

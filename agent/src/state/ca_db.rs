@@ -25,6 +25,11 @@ pub struct CaDatabase {
     pub certificates: Vec<CertificateRecord>,
     /// Invitations, used or not (never the secret, only its hash).
     pub invitations: Vec<InvitationRecord>,
+    /// Names of revoked nodes that an operator freed (`meshd ca free-name`): they may be
+    /// invited again. A revocation burns the name again. Absent when empty, so files without
+    /// freed names stay readable by older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freed_names: Vec<String>,
 }
 
 /// One issued certificate.
@@ -49,7 +54,14 @@ impl CaDatabase {
             lan_prefixes: BTreeMap::new(),
             certificates: Vec::new(),
             invitations: Vec::new(),
+            freed_names: Vec::new(),
         }
+    }
+
+    /// Whether `name` belonged to a revoked node and was not freed since: it is not handed
+    /// out again, so nobody mistakes a newcomer for the node that was thrown out.
+    pub fn name_is_burnt(&self, name: &str) -> bool {
+        self.allocator.is_revoked(name) && !self.freed_names.iter().any(|n| n == name)
     }
 
     /// Invitations that can still be redeemed at `now`.

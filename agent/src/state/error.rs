@@ -85,7 +85,7 @@ impl std::fmt::Display for Remedy {
             Remedy::RestoreOrRejoin => {
                 "restore it from a backup of this state directory; without one, the node must join \
                  again: move the state directory away and run `meshd join` with a new token (on the \
-                 CA holder: `meshd revoke NAME`, then invite it again)"
+                 CA holder: `meshd revoke NAME`, `meshd ca free-name NAME`, `meshd invite NAME`)"
             }
             Remedy::RestoreHolder => {
                 "restore it from a backup of this state directory (this node holds the mesh CA and \
