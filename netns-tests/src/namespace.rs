@@ -229,6 +229,33 @@ pub fn underlay_pair(label: &str) -> (Namespace, Namespace) {
     (a, b)
 }
 
+/// Three new namespaces `LABELh` (the hub), `LABELl` and `LABELr` with the hub in the middle:
+/// the hub's `ul1` (`198.51.100.1/24`) goes to `ul0` of the left one (`198.51.100.2/24`), its
+/// `ul2` (`203.0.113.1/24`) to `ul0` of the right one (`203.0.113.2/24`). Returned as
+/// (hub, left, right).
+pub fn underlay_hub(label: &str) -> (Namespace, Namespace, Namespace) {
+    let hub = Namespace::new(&format!("{label}h"));
+    let left = Namespace::new(&format!("{label}l"));
+    let right = Namespace::new(&format!("{label}r"));
+    connect_veth(
+        &hub,
+        "ul1",
+        &["198.51.100.1/24"],
+        &left,
+        "ul0",
+        &["198.51.100.2/24"],
+    );
+    connect_veth(
+        &hub,
+        "ul2",
+        &["203.0.113.1/24"],
+        &right,
+        "ul0",
+        &["203.0.113.2/24"],
+    );
+    (hub, left, right)
+}
+
 /// Joins namespaces `a` and `b` with a veth pair created directly between them (the root
 /// namespace never sees it), named `a_interface` in `a` and `b_interface` in `b`, puts the given
 /// addresses (CIDR strings from the documentation ranges, e.g. `198.51.100.1/24`,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use meshd::netlink::MESHD_ROUTE_PROTOCOL;
 use netns_tests::{
-    MeshdNode, MeshdPeer, MeshdSetup, Namespace, WgGoPeer, WgGoPeerConfig, connect_veth,
-    require_root, underlay_pair, wg_genkey, wg_pubkey,
+    MeshdNode, MeshdPeer, MeshdSetup, Namespace, WgGoPeer, WgGoPeerConfig, require_root,
+    underlay_hub, underlay_pair, wg_genkey, wg_pubkey,
 };
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
@@ -290,25 +290,7 @@ fn a_core_relays_between_two_spokes_without_kernel_forwarding() {
     if !require_root("a_core_relays_between_two_spokes_without_kernel_forwarding") {
         return;
     }
-    let spoke1 = Namespace::new("spoke1");
-    let core = Namespace::new("core");
-    let spoke2 = Namespace::new("spoke2");
-    connect_veth(
-        &spoke1,
-        "ul0",
-        &["198.51.100.2/24"],
-        &core,
-        "ul1",
-        &["198.51.100.1/24"],
-    );
-    connect_veth(
-        &spoke2,
-        "ul0",
-        &["203.0.113.2/24"],
-        &core,
-        "ul2",
-        &["203.0.113.1/24"],
-    );
+    let (core, spoke1, spoke2) = underlay_hub("relay");
     // The relay must happen inside meshd: the core's kernel does not forward.
     core.set_sysctl("net/ipv4/ip_forward", "0");
     core.set_sysctl("net/ipv6/conf/all/forwarding", "0");

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use netns_tests::{MeshdNode, MeshdSetup, Namespace, Signal, connect_veth, require_root};
+use netns_tests::{MeshdNode, MeshdSetup, Namespace, Signal, require_root, underlay_hub};
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 
@@ -39,28 +39,10 @@ fn sighup_adds_a_peer_without_disturbing_the_running_tunnel() {
         return;
     }
     // alpha in the middle: beta on one underlay link, gamma on another.
-    let ns_a = Namespace::new("rlda");
-    let ns_b = Namespace::new("rldb");
-    let ns_c = Namespace::new("rldc");
-    connect_veth(
-        &ns_a,
-        "ulb",
-        &["198.51.100.1/24"],
-        &ns_b,
-        "ul0",
-        &["198.51.100.2/24"],
-    );
-    connect_veth(
-        &ns_a,
-        "ulc",
-        &["203.0.113.1/24"],
-        &ns_c,
-        "ul0",
-        &["203.0.113.3/24"],
-    );
+    let (ns_a, ns_b, ns_c) = underlay_hub("rld");
     let mut alpha = node("alpha", "198.51.100.1:51820", &["10.1.0.1/16"]);
     let mut beta = node("beta", "198.51.100.2:51820", &["10.2.0.1/16"]);
-    let mut gamma = node("gamma", "203.0.113.3:51820", &["10.3.0.1/16"]);
+    let mut gamma = node("gamma", "203.0.113.2:51820", &["10.3.0.1/16"]);
     alpha.add_peer_node(&beta, &["198.51.100.2:51820"], &["10.2.0.0/16"], None);
     beta.add_peer_node(&alpha, &["198.51.100.1:51820"], &["10.1.0.0/16"], None);
     gamma.add_peer_node(&alpha, &["203.0.113.1:51820"], &["10.1.0.0/16"], None);
@@ -98,7 +80,7 @@ fn sighup_adds_a_peer_without_disturbing_the_running_tunnel() {
         good.replace("listen_port = 51820", "listen_port = 51821"),
     )
     .unwrap();
-    alpha.add_peer_node(&gamma, &["203.0.113.3:51820"], &["10.3.0.0/16"], None);
+    alpha.add_peer_node(&gamma, &["203.0.113.2:51820"], &["10.3.0.0/16"], None);
     let outcome = alpha.reload();
     assert!(
         outcome.contains("configuration reloaded: peers: added gamma"),
