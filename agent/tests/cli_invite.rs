@@ -193,3 +193,36 @@ fn invite_needs_the_ca_and_a_matching_config() {
     ];
     cli_support::meshd(&mixed).fails_with(1, &["\"omega\"", "\"alpha\"", "--state-dir"]);
 }
+
+#[test]
+fn a_route_covering_an_underlay_endpoint_is_refused_with_the_reason() {
+    let node = Node::new();
+    node.init_alpha();
+    // alpha is reached at 203.0.113.1:51820.
+    node.meshd(&[
+        "invite",
+        "beta",
+        "--role",
+        "core",
+        "--route",
+        "203.0.113.0/24",
+    ])
+    .fails_with(
+        1,
+        &[
+            "--route",
+            "203.0.113.0/24 covers 203.0.113.1",
+            "alpha",
+            "underlay",
+        ],
+    );
+    node.meshd(&[
+        "invite",
+        "beta",
+        "--role",
+        "core",
+        "--route",
+        "192.168.42.0/24",
+    ])
+    .success();
+}

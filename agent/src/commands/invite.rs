@@ -8,6 +8,8 @@
 
 use std::io::Write;
 
+use std::net::{IpAddr, SocketAddr};
+
 use ipnet::IpNet;
 use mesh_config::Role;
 use mesh_config::alloc::AddressPlan;
@@ -19,6 +21,8 @@ use time::format_description::well_known::Rfc3339;
 use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output, pki_error};
 use crate::cli::InviteArgs;
+use crate::control::record::SignedRecord;
+use crate::control::store;
 use crate::identity::node_role;
 use crate::state::CaDatabase;
 
@@ -54,6 +58,9 @@ pub fn invite<O: Write, N: Write>(
     check_name_is_free(&db, &args.name, now).map_err(|reason| invalid("NAME", reason))?;
     let core = core_of(&db, args).map_err(|reason| invalid("--core", reason))?;
     check_routes(&db, db.allocator.plan(), &args.routes, now)
+        .map_err(|reason| invalid("--route", reason))?;
+    let underlay = underlay_endpoints(&config.node.name, &endpoints, &store::read_members(state)?);
+    check_routes_avoid_underlay(&args.routes, &underlay)
         .map_err(|reason| invalid("--route", reason))?;
     let ttl =
         time::Duration::try_from(args.ttl).map_err(|err| invalid("--ttl", err.to_string()))?;
@@ -195,7 +202,74 @@ fn check_routes(
     Ok(())
 }
 
+/// The underlay addresses the tunnels run over, as far as this node knows them: its own
+/// endpoints and those in the members' records (endpoints given by name are left out: what
+/// they resolve to can change).
+fn underlay_endpoints(
+    own_name: &str,
+    own: &[String],
+    members: &[SignedRecord],
+) -> Vec<(IpAddr, String)> {
+    let own = own.iter().map(|e| (e.as_str(), own_name.to_owned()));
+    let theirs = members.iter().flat_map(|record| {
+        let name = pki::NodeCertificate::parse(&record.certificate)
+            .map_or_else(|_| "a member".to_owned(), |c| c.identity.name);
+        record
+            .endpoints
+            .iter()
+            .map(move |e| (e.as_str(), name.clone()))
+    });
+    own.chain(theirs)
+        .filter_map(|(endpoint, node)| {
+            let ip = endpoint.parse::<SocketAddr>().ok()?.ip();
+            Some((ip, node))
+        })
+        .collect()
+}
+
+/// A LAN prefix may not cover an address the tunnels run over: announcing it would route the
+/// tunnels into themselves.
+fn check_routes_avoid_underlay(
+    routes: &[IpNet],
+    underlay: &[(IpAddr, String)],
+) -> Result<(), String> {
+    for route in routes {
+        if let Some((ip, node)) = underlay.iter().find(|(ip, _)| route.contains(ip)) {
+            return Err(format!(
+                "{route} covers {ip}, an underlay endpoint of node {node}: the tunnels run over \
+                 it, and announcing it through the mesh would route them into themselves"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A time as RFC 3339 (`2026-11-22T10:00:00Z`), the form people and scripts read best.
 fn rfc3339(time: OffsetDateTime) -> String {
     time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_that_cover_a_member_endpoint_are_refused_with_the_member() {
+        let underlay = vec![
+            ("198.51.100.1".parse().unwrap(), "alpha".to_owned()),
+            ("2001:db8::7".parse().unwrap(), "beta".to_owned()),
+        ];
+        let nets =
+            |list: &[&str]| -> Vec<IpNet> { list.iter().map(|n| n.parse().unwrap()).collect() };
+        let err = check_routes_avoid_underlay(&nets(&["198.51.100.0/24"]), &underlay).unwrap_err();
+        assert!(
+            err.contains("198.51.100.1") && err.contains("alpha"),
+            "{err}"
+        );
+        let err = check_routes_avoid_underlay(&nets(&["10.9.0.0/16", "2001:db8::/32"]), &underlay)
+            .unwrap_err();
+        assert!(err.contains("2001:db8::7") && err.contains("beta"), "{err}");
+        check_routes_avoid_underlay(&nets(&["192.168.42.0/24", "2001:db9::/32"]), &underlay)
+            .unwrap();
+    }
 }
