@@ -35,27 +35,12 @@ pub(super) struct Stage {
 }
 
 /// In start order.
+#[rustfmt::skip]
 pub(super) const STAGES: &[Stage] = &[
-    Stage {
-        name: "interface",
-        start: start_interface,
-        stop: stop_interface,
-    },
-    Stage {
-        name: "data plane",
-        start: start_dataplane,
-        stop: stop_dataplane,
-    },
-    Stage {
-        name: "control plane",
-        start: start_control,
-        stop: stop_control,
-    },
-    Stage {
-        name: "routing plane",
-        start: start_routing,
-        stop: stop_routing,
-    },
+    Stage { name: "interface", start: start_interface, stop: stop_interface },
+    Stage { name: "data plane", start: start_dataplane, stop: stop_dataplane },
+    Stage { name: "control plane", start: start_control, stop: stop_control },
+    Stage { name: "routing plane", start: start_routing, stop: stop_routing },
 ];
 
 /// What the stages start from, and the handles of the planes they started.
