@@ -96,3 +96,31 @@ fn write_hosts(path: &std::path::Path, records: &[(&str, IpAddr)]) {
         .collect();
     std::fs::write(path, text).expect("write the dnsmasq hosts file");
 }
+
+/// `/etc/netns/NS/resolv.conf` naming `nameserver`: what `ip netns exec NS` shows a process
+/// as `/etc/resolv.conf`. The directory is removed on drop, also when the test panics.
+#[derive(Debug)]
+pub struct NetnsResolvConf {
+    directory: PathBuf,
+}
+
+impl NetnsResolvConf {
+    /// Must be written before the process that reads it starts in `namespace`.
+    pub fn write(namespace: &str, nameserver: IpAddr) -> NetnsResolvConf {
+        let directory = PathBuf::from("/etc/netns").join(namespace);
+        std::fs::create_dir_all(&directory).expect("create /etc/netns/NS");
+        let guard = NetnsResolvConf { directory };
+        std::fs::write(
+            guard.directory.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:1 attempts:1\n"),
+        )
+        .expect("write /etc/netns/NS/resolv.conf");
+        guard
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}

@@ -27,7 +27,7 @@ mod wait;
 mod wireguard_go;
 
 pub use command::{COMMAND_TIMEOUT, CommandError, run_checked, run_with_timeout};
-pub use dns::Dnsmasq;
+pub use dns::{Dnsmasq, NetnsResolvConf};
 pub use meshd::{MeshdNode, MeshdPeer, MeshdSetup};
 pub use namespace::{Namespace, VethLink, connect_veth, underlay_hub, underlay_pair};
 /// The signals [`ChildGuard::stop_with`] sends, so tests need no `nix` of their own.

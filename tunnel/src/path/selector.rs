@@ -66,9 +66,17 @@ impl PathSelector {
         }
     }
 
-    /// New configured endpoints (membership update). What was learned stays.
+    /// New configured endpoints (membership update, a DNS name that moved). What was learned
+    /// stays, unless it was one of the old configured endpoints and is not among the new
+    /// ones: then the peer has left it (its name resolves elsewhere now).
     pub fn set_configured(&mut self, configured: Vec<SocketAddr>) {
         if configured != self.configured {
+            if let Some((learned, _)) = self.learned
+                && self.configured.contains(&learned)
+                && !configured.contains(&learned)
+            {
+                self.learned = None;
+            }
             self.configured = configured;
             self.next_configured = 0;
         }
@@ -81,6 +89,21 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_learned_endpoint_that_is_no_longer_configured_is_left() {
+        let now = Instant::now();
+        let (old, new) = (addr("198.51.100.2:51820"), addr("198.51.100.22:51820"));
+        let mut p = PathSelector::new(vec![old]);
+        p.on_authenticated(old, now);
+        p.set_configured(vec![new]);
+        assert_eq!(p.current(), Some(new));
+        // A learned address that was never configured (NAT) stays.
+        let nat = addr("192.0.2.7:40000");
+        p.on_authenticated(nat, now);
+        p.set_configured(vec![old]);
+        assert_eq!(p.current(), Some(nat));
     }
 
     #[test]
