@@ -36,4 +36,10 @@ pub use process::{ChildGuard, LogFile};
 pub use root::require_root;
 pub use scrape::{Exposition, HttpResponse, Sample, http_request, parse_exposition};
 pub use wait::wait_until;
+
+/// An address written in a test; panics if it is not one.
+pub fn ip(text: &str) -> std::net::IpAddr {
+    text.parse()
+        .unwrap_or_else(|_| panic!("{text:?} is not an IP address"))
+}
 pub use wireguard_go::{WgGoPeer, WgGoPeerConfig, wg_genkey, wg_pubkey};

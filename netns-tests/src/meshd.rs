@@ -51,6 +51,23 @@ pub struct MeshdNode {
 }
 
 impl MeshdNode {
+    /// [`Self::init`] for a node set up by hand: `name`, its endpoint and overlay addresses.
+    pub fn with_addresses(
+        binary: &Path,
+        name: &str,
+        endpoint: &str,
+        addresses: &[&str],
+    ) -> MeshdNode {
+        MeshdNode::init(
+            binary,
+            &MeshdSetup {
+                name,
+                endpoint,
+                addresses,
+            },
+        )
+    }
+
     /// Writes the config and runs `meshd init` and `meshd pubkey` with `binary`. Panics with
     /// meshd's output if either fails.
     pub fn init(binary: &Path, setup: &MeshdSetup<'_>) -> MeshdNode {

@@ -4,30 +4,16 @@
 //! bring alpha to beta. Then beta moves to a new underlay address and the record follows:
 //! alpha reaches beta at the new address through the tunnel, without a restart or a reload.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use netns_tests::{
-    Dnsmasq, MeshdNode, MeshdSetup, Namespace, NetnsResolvConf, connect_veth, require_root,
-};
+use netns_tests::{Dnsmasq, MeshdNode, Namespace, NetnsResolvConf, connect_veth, ip, require_root};
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 const NAME: &str = "beta.mesh.test";
 
 fn node(name: &str, endpoint: &str, addresses: &[&str]) -> MeshdNode {
-    MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name,
-            endpoint,
-            addresses,
-        },
-    )
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
+    MeshdNode::with_addresses(Path::new(MESHD), name, endpoint, addresses)
 }
 
 #[test]

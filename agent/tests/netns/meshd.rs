@@ -1,14 +1,13 @@
 //! meshd end to end in network namespaces (needs root): real TUN devices, kernel routes, the
 //! built `meshd` binary, and wireguard-go as a reference peer.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use meshd::netlink::MESHD_ROUTE_PROTOCOL;
 use netns_tests::{
-    MeshdNode, MeshdPeer, MeshdSetup, Namespace, WgGoPeer, WgGoPeerConfig, require_root,
-    underlay_hub, underlay_pair, wg_genkey, wg_pubkey,
+    MeshdNode, MeshdPeer, Namespace, WgGoPeer, WgGoPeerConfig, ip, require_root, underlay_hub,
+    underlay_pair, wg_genkey, wg_pubkey,
 };
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
@@ -16,18 +15,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A node with its config written and `meshd init` done.
 fn node(name: &str, endpoint: &str, addresses: &[&str]) -> MeshdNode {
-    MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name,
-            endpoint,
-            addresses,
-        },
-    )
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
+    MeshdNode::with_addresses(Path::new(MESHD), name, endpoint, addresses)
 }
 
 fn meshd_routes(namespace: &Namespace) -> String {

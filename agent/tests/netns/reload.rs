@@ -2,23 +2,15 @@
 //! while a ping runs comes up, the tunnel that did not change keeps its session, a broken
 //! file changes nothing, and a setting that needs a restart is refused with a log line.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use netns_tests::{MeshdNode, MeshdSetup, Namespace, Signal, require_root, underlay_hub};
+use netns_tests::{MeshdNode, Namespace, Signal, ip, require_root, underlay_hub};
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 
 fn node(name: &str, endpoint: &str, addresses: &[&str]) -> MeshdNode {
-    MeshdNode::init(
-        Path::new(MESHD),
-        &MeshdSetup {
-            name,
-            endpoint,
-            addresses,
-        },
-    )
+    MeshdNode::with_addresses(Path::new(MESHD), name, endpoint, addresses)
 }
 
 /// A metric of alpha's peer beta.
@@ -27,10 +19,6 @@ fn beta_metric(alpha: &MeshdNode, namespace: &Namespace, name: &str) -> f64 {
         .metrics(namespace)
         .value(name, &[("peer", "beta")])
         .unwrap_or_else(|| panic!("{name} for beta missing"))
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
 }
 
 #[test]
