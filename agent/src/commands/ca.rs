@@ -23,10 +23,7 @@ fn free_name<O: Write, N: Write>(
     output: &mut Output<O, N>,
 ) -> Result<(), CommandError> {
     let state = &context.state;
-    // Fail early, with the "not the CA holder" hint, before taking the lock.
-    state.read_ca_db()?;
-    let _lock = state.lock()?;
-    let mut db = state.read_ca_db()?;
+    let (_lock, mut db) = super::locked_ca_db(state)?;
     if db.allocator.node(name).is_some() {
         return Err(CommandError::invalid(
             "NAME",

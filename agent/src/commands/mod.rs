@@ -78,6 +78,16 @@ fn shell_quote(text: &str) -> String {
 /// How long the mesh CA is valid: it signs every node certificate, so it outlives them by far.
 pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
 
+/// The CA database, read again under the state directory lock (held until the returned lock
+/// drops) after a first read that fails early, with the "not the CA holder" hint.
+fn locked_ca_db(
+    state: &StateDir,
+) -> Result<(crate::state::StateLock, crate::state::CaDatabase), CommandError> {
+    state.read_ca_db()?;
+    let lock = state.lock()?;
+    Ok((lock, state.read_ca_db()?))
+}
+
 /// Wraps a pki error with what the command was doing.
 fn pki_error(context: &'static str) -> impl Fn(pki::PkiError) -> CommandError {
     move |source| CommandError::Pki {

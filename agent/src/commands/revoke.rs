@@ -23,9 +23,7 @@ pub fn revoke<O: Write, N: Write>(
     output: &mut Output<O, N>,
 ) -> Result<(), CommandError> {
     let state = &context.state;
-    state.read_ca_db()?;
-    let _lock = state.lock()?;
-    let mut db = state.read_ca_db()?;
+    let (_lock, mut db) = super::locked_ca_db(state)?;
     let ca = CertificateAuthority::from_pem(
         &state.read_certificate(&state.ca_cert_path())?,
         &state.read_ca_key()?,
