@@ -3,9 +3,9 @@
 //! deadlines; [`Fsm::next_deadline`] tells the shell when to send [`Event::Tick`].
 //!
 //! One machine drives one connection at a time. Connection collisions (RFC 4271 §6.8) are
-//! resolved by the shell, which compares BGP identifiers and, when the other connection wins,
-//! tells the machine with [`Event::ConnectionReplaced`]. The optional DelayOpen and damping
-//! attributes of RFC 4271 §8.1 are not modelled.
+//! resolved by the speaker core ([`crate::speaker`]), which compares BGP identifiers and, when
+//! the other connection wins, tells the machine with [`Event::ConnectionReplaced`]. The
+//! optional DelayOpen and damping attributes of RFC 4271 §8.1 are not modelled.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

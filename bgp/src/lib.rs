@@ -9,6 +9,8 @@
 //! - [`import`]: a received UPDATE turned into RIB operations (RFC 7606, loop checks, policy).
 //! - [`guard`]: the hook through which the mesh refuses routes a certificate does not allow.
 //! - [`neighbor`]: a neighbour's configuration, and its translation from meshd.toml.
+//! - [`speaker`]: the speaker's decisions (sessions, collisions, UPDATEs, exports) as a core the
+//!   shell feeds events and `now`.
 pub mod fsm;
 pub mod guard;
 pub mod import;
@@ -16,3 +18,4 @@ pub mod neighbor;
 pub mod packet;
 pub mod policy;
 pub mod rib;
+pub mod speaker;

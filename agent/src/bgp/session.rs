@@ -1,7 +1,7 @@
 //! The I/O of one BGP connection: a reader task that cuts the TCP stream into messages and
-//! decodes them, and a writer task that sends encoded messages. Both report to the speaker
-//! through a channel, tagged with the connection's number so that events of a connection the
-//! speaker already dropped are recognised and ignored.
+//! decodes them, and a writer task that sends encoded messages. The reader reports to the
+//! speaker through a channel, tagged with the connection's number so that the engine can tell
+//! events of a connection it already dropped.
 
 use std::net::SocketAddr;
 
@@ -10,60 +10,45 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-use super::packet::{CodecOptions, DecodeError, MAX_MESSAGE_LEN, Message};
-use super::rib::PeerId;
-
-/// What a connection reports. Nearly every report is a message, so it is not boxed.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum ConnEvent {
-    Message(Message),
-    BadMessage(DecodeError),
-    Closed,
-}
+use meshd_bgp::packet::{CodecOptions, MAX_MESSAGE_LEN, Message};
+use meshd_bgp::rib::PeerId;
+use meshd_bgp::speaker::{ConnEvent, ConnId};
 
 /// A connection's report, addressed to its session.
 #[derive(Debug)]
 pub struct ConnReport {
     pub peer: PeerId,
-    pub conn: u64,
+    pub conn: ConnId,
     pub event: ConnEvent,
 }
 
-/// The speaker's side of a live connection.
+/// Readies a new stream for a session (no Nagle delay: KEEPALIVEs and small UPDATEs go out at
+/// once) and returns its local address, which the engine announces as next hop "self".
+pub fn prepare(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    stream.set_nodelay(true)?;
+    stream.peer_addr()?;
+    stream.local_addr()
+}
+
+/// The speaker's side of a live connection: where its messages are queued.
 #[derive(Debug)]
 pub struct Connection {
-    pub id: u64,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// We opened it (as opposed to accepting it); collision resolution needs to know.
-    pub outgoing: bool,
     writer: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 impl Connection {
-    /// Starts the reader and writer tasks for `stream`.
+    /// Starts the reader and writer tasks for `stream` (readied by [`prepare`]).
     pub fn start(
         stream: TcpStream,
         peer: PeerId,
-        id: u64,
-        outgoing: bool,
+        id: ConnId,
         reports: mpsc::Sender<ConnReport>,
-    ) -> std::io::Result<Connection> {
-        stream.set_nodelay(true)?;
-        let local = stream.local_addr()?;
-        let remote = stream.peer_addr()?;
+    ) -> Connection {
         let (read, write) = stream.into_split();
         let (writer, queue) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(write, queue));
         tokio::spawn(read_loop(read, peer, id, reports));
-        Ok(Connection {
-            id,
-            local,
-            remote,
-            outgoing,
-            writer,
-        })
+        Connection { writer }
     }
 
     /// Queues an encoded message; a closed writer is noticed by the reader as EOF.
@@ -85,7 +70,7 @@ async fn write_loop(mut write: OwnedWriteHalf, mut queue: mpsc::UnboundedReceive
 async fn read_loop(
     mut read: OwnedReadHalf,
     peer: PeerId,
-    conn: u64,
+    conn: ConnId,
     reports: mpsc::Sender<ConnReport>,
 ) {
     // The channel is bounded: a peer that sends faster than the speaker digests waits in TCP
