@@ -20,7 +20,9 @@
 //! - **After a lost probe, the next one goes out early:** 100 ms, then doubling per further
 //!   loss (200, 400 ms ...), never later than the path's normal interval. So an idle path is
 //!   confirmed dead in well under a second after its first loss, and a dead path backs off
-//!   to the standby rate (about 13 s after it died) instead of costing 10 probes/s forever.
+//!   to the standby rate (about 13 s after it died) instead of costing 10 probes/s forever;
+//!   while traffic waits and no path works at all, Down paths are retried at least every
+//!   second, so a returning uplink carries traffic again within about a second.
 //! - **When the active path goes down:** traffic moves at once to the best other path that is
 //!   Up (else Unknown), and every other path is probed immediately, so a stale "Up" is found
 //!   out within the same few hundred milliseconds.
@@ -176,6 +178,9 @@ pub struct ProberConfig {
     pub idle_interval: Duration,
     /// Probe interval of each standby path (default 10 s).
     pub standby_interval: Duration,
+    /// Longest probe interval of a Down path while traffic flows and no path works
+    /// (default 1 s).
+    pub stranded_interval: Duration,
     /// Probe interval of a path in a failback or latency hold (default 250 ms).
     pub verify_interval: Duration,
     /// Traffic sent within this long counts as "traffic flows" (default 1 s).
@@ -218,6 +223,7 @@ impl Default for ProberConfig {
             fast_interval: Duration::from_millis(100),
             idle_interval: Duration::from_secs(2),
             standby_interval: Duration::from_secs(10),
+            stranded_interval: Duration::from_secs(1),
             verify_interval: Duration::from_millis(250),
             traffic_window: Duration::from_secs(1),
             miss_limit: 3,
@@ -811,7 +817,14 @@ impl PathProber {
                 .fast_interval
                 .saturating_mul(1u32 << (e.misses - 1).min(20));
             if e.state == PathState::Down {
-                cfg.standby_interval.min(backoff)
+                // Traffic waits and nothing carries it: look for a way back quickly.
+                let stranded = self.busy(now) && self.none_working();
+                let cap = if stranded {
+                    cfg.stranded_interval
+                } else {
+                    cfg.standby_interval
+                };
+                cap.min(backoff)
             } else {
                 base.min(backoff)
             }
