@@ -45,6 +45,7 @@ impl DataplaneControl for StandIn {
                 handshakes: 1,
                 last_handshake: Some(Duration::from_secs(5)),
                 rtt: None,
+                ..Default::default()
             }],
             drops: DropCounts::default(),
         }

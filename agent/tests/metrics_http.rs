@@ -47,6 +47,7 @@ fn stats(name: &str, key: u8, rx: u64, session: Option<u64>, rtt_ms: Option<u64>
         handshakes: 3,
         last_handshake: session.map(Duration::from_secs),
         rtt: rtt_ms.map(Duration::from_millis),
+        ..Default::default()
     }
 }
 

@@ -26,7 +26,8 @@ use crate::batch::PacketBatch;
 use crate::config::{PeerConfig, WIREGUARD_OVERHEAD, validate_peers};
 use crate::error::ConfigError;
 use crate::ip;
-use crate::path::HANDSHAKE_TIMEOUT;
+use crate::path::probe::{self, PROBE_LEN, Probe, ProbeKind, SenderId};
+use crate::path::{HANDSHAKE_TIMEOUT, Path, PathAction, PathState, ProberConfig, candidates};
 use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
 use crate::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
 use crate::tx::TxBatch;
@@ -36,6 +37,9 @@ use crate::tx::TxBatch;
 const HANDSHAKES_PER_SECOND: u64 = 2 * 100;
 /// Largest WireGuard message we produce besides data: a handshake initiation.
 pub const MIN_TX_ROOM: usize = 148;
+/// Probe requests answered per peer and second. A peer hunting for a path probes each of at
+/// most 16 paths every 100 ms; more than that is a replay and gets no answer.
+const PROBE_REPLIES_PER_SECOND: u32 = 200;
 const HANDSHAKE_INIT: u8 = 1;
 const DATA: u8 = 4;
 
@@ -100,6 +104,13 @@ pub struct DataplaneCore {
     /// Serialises peer updates and hands out peer indexes.
     next_slot: Mutex<u32>,
     drops: DropCounters,
+    /// Our probe sender id, and the prober settings every new peer gets.
+    probe_id: SenderId,
+    prober_config: RwLock<ProberConfig>,
+    /// Our usable local uplink addresses, primary first (empty: the kernel chooses sources).
+    locals: RwLock<Vec<IpAddr>>,
+    /// Probe timestamps count microseconds from here (they are only echoed back to us).
+    epoch: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for DataplaneCore {
@@ -133,6 +144,10 @@ impl DataplaneCore {
             // Start at a random peer index so indexes differ across restarts.
             next_slot: Mutex::new(rand::random_range(1..=MAX_SLOT / 2)),
             drops: DropCounters::default(),
+            probe_id: probe::sender_id(public_key.as_bytes()),
+            prober_config: RwLock::new(ProberConfig::default()),
+            locals: RwLock::new(Vec::new()),
+            epoch: Mutex::new(None),
         };
         core.update_peers(peers)?;
         Ok(core)
@@ -156,10 +171,13 @@ impl DataplaneCore {
             });
             let peer = match reused {
                 Some(peer) => {
-                    peer.state
-                        .lock()
-                        .path
-                        .set_configured(config.endpoints.clone());
+                    let mut state = peer.state.lock();
+                    state.path.set_configured(config.endpoints.clone());
+                    if state.endpoints != config.endpoints {
+                        state.endpoints = config.endpoints.clone();
+                        state.candidates_stale = true;
+                    }
+                    drop(state);
                     peer.clone()
                 }
                 None => {
@@ -169,6 +187,7 @@ impl DataplaneCore {
                         slot,
                         &self.private_key,
                         &self.rate_limiter,
+                        self.prober_config.read().clone(),
                     ))
                 }
             };
@@ -176,6 +195,34 @@ impl DataplaneCore {
         }
         *self.table.write() = Arc::new(PeerTable::new(entries));
         Ok(())
+    }
+
+    /// Probe timers and thresholds for peers added from now on (`[paths]` in the config).
+    pub fn set_prober_config(&self, config: ProberConfig) {
+        *self.prober_config.write() = config;
+    }
+
+    /// Our usable local uplink addresses changed (the shell follows rtnetlink): paths from
+    /// an address that went away are down at once, paths from a new one become candidates
+    /// and are probed at once. `locals` is in order of preference, primary uplink first.
+    pub fn set_local_addresses(&self, locals: Vec<IpAddr>, now: Instant) {
+        let old = std::mem::replace(&mut *self.locals.write(), locals.clone());
+        if old == locals {
+            return;
+        }
+        let snap = self.snapshot();
+        for peer in snap.peers() {
+            let mut state = peer.state.lock();
+            for gone in old.iter().filter(|ip| !locals.contains(ip)) {
+                state.prober.local_address_down(*gone, now);
+            }
+            for new in locals.iter().filter(|ip| !old.contains(ip)) {
+                state.prober.local_address_up(*new, now);
+            }
+            let candidates = candidates::candidates(&state.endpoints, &locals);
+            state.prober.set_candidates(candidates, now);
+            state.candidates_stale = false;
+        }
     }
 
     /// The peer set to use for one batch.
@@ -208,15 +255,39 @@ impl DataplaneCore {
         to_device: &mut PacketBatch,
         tx: &mut TxBatch,
     ) {
+        self.handle_inbound_on(snap, datagram, from, None, now, to_device, tx);
+    }
+
+    /// [`Self::handle_inbound`] for a datagram that arrived on our local address `local`
+    /// (`None`: unknown): the path it came by is `local` x `from`, and a probe is answered
+    /// from the address it was sent to.
+    #[allow(clippy::too_many_arguments)] // the datagram, both its addresses, the clock and two outputs
+    pub fn handle_inbound_on(
+        &self,
+        snap: &Snapshot,
+        datagram: &[u8],
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        now: Instant,
+        to_device: &mut PacketBatch,
+        tx: &mut TxBatch,
+    ) {
+        if probe::is_probe(datagram) {
+            return self.handle_probe(snap, datagram, from, local, now, tx);
+        }
         match Tunn::parse_incoming_packet(datagram) {
             Err(_) => self.drop(DropReason::Malformed),
             Ok(Packet::PacketData(data)) => {
                 let Some((index, peer)) = snap.table.by_receiver_index(data.receiver_idx) else {
                     return self.drop(DropReason::UnknownPeer);
                 };
-                self.handle_data(snap, index, peer, datagram, from, now, to_device, tx);
+                let path = Path {
+                    local,
+                    remote: from,
+                };
+                self.handle_data(snap, index, peer, datagram, path, now, to_device, tx);
             }
-            Ok(_) => self.handle_handshake(snap, datagram, from, now, tx),
+            Ok(_) => self.handle_handshake(snap, datagram, from, local, now, tx),
         }
     }
 
@@ -227,11 +298,12 @@ impl DataplaneCore {
         index: usize,
         peer: &Peer,
         datagram: &[u8],
-        from: SocketAddr,
+        path: Path,
         now: Instant,
         to_device: &mut PacketBatch,
         tx: &mut TxBatch,
     ) {
+        let from = path.remote;
         let Some(buf) = to_device.next_free() else {
             return self.drop(DropReason::NoBuffer);
         };
@@ -244,14 +316,14 @@ impl DataplaneCore {
                 TunnResult::Err(e) => return self.drop(drop_reason(&e)),
                 TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
                     let len = p.len();
-                    authenticated(&mut state, from, now);
+                    authenticated(&mut state, path, now);
                     first_data_after_response(&mut state, datagram, now);
                     len
                 }
                 // A keepalive (or a message boringtun answered itself): proof the peer is
                 // alive on this path, nothing to deliver.
                 TunnResult::Done | TunnResult::WriteToNetwork(_) => {
-                    authenticated(&mut state, from, now);
+                    authenticated(&mut state, path, now);
                     first_data_after_response(&mut state, datagram, now);
                     return;
                 }
@@ -285,6 +357,7 @@ impl DataplaneCore {
         snap: &Snapshot,
         datagram: &[u8],
         from: SocketAddr,
+        local: Option<IpAddr>,
         now: Instant,
         tx: &mut TxBatch,
     ) {
@@ -299,7 +372,7 @@ impl DataplaneCore {
             Ok(packet) => packet,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let len = cookie.len();
-                tx.commit(len, from);
+                tx.commit_from(len, from, local);
                 return self.drop(DropReason::UnderLoad);
             }
             Err(TunnResult::Err(e)) => return self.drop(drop_reason(&e)),
@@ -328,7 +401,14 @@ impl DataplaneCore {
                 // A handshake response (we are responder) or the first keepalive (we were
                 // initiator): either way the handshake completed with this peer at `from`.
                 let len = reply.len();
-                authenticated(&mut state, from, now);
+                authenticated(
+                    &mut state,
+                    Path {
+                        local,
+                        remote: from,
+                    },
+                    now,
+                );
                 if is_response && let Some(sent) = state.initiation_sent_at.take() {
                     state.rtt = Some(now.saturating_duration_since(sent));
                 }
@@ -343,7 +423,7 @@ impl DataplaneCore {
                     state.session_up = true;
                     tracing::info!(peer = %peer.name, endpoint = %from, "tunnel up");
                 }
-                tx.commit(len, from);
+                tx.commit_from(len, from, local);
                 self.flush_queue(peer, &mut state, now, tx);
             }
             TunnResult::Done if is_cookie => {}
@@ -353,6 +433,124 @@ impl DataplaneCore {
                 self.drop(DropReason::Malformed)
             }
         }
+    }
+
+    /// A probe request or reply (0x50/0x51). Requests from a peer are answered, from the
+    /// address they were sent to, with a reply of the same size; anything that does not
+    /// authenticate is dropped without an answer.
+    fn handle_probe(
+        &self,
+        snap: &Snapshot,
+        datagram: &[u8],
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        now: Instant,
+        tx: &mut TxBatch,
+    ) {
+        let Ok((_, sender)) = probe::peek(datagram) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let Some((_, peer)) = snap.table.by_probe_id(&sender) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        let Ok(received) = probe::decode(datagram, &peer.probe_key) else {
+            return self.drop(DropReason::InvalidMac);
+        };
+        let mut state = peer.state.lock();
+        match received.kind {
+            ProbeKind::Request => {
+                if !reply_allowed(&mut state, now) {
+                    return self.drop(DropReason::UnderLoad);
+                }
+                if tx.remaining() < PROBE_LEN {
+                    return self.drop(DropReason::NoBuffer);
+                }
+                let reply = received.reply(self.probe_id).encode(&peer.probe_key);
+                tx.room()[..PROBE_LEN].copy_from_slice(&reply);
+                tx.commit_from(PROBE_LEN, from, local);
+                state.last_received = Some(now);
+                state.prober.authenticated_from(from, local, now);
+            }
+            ProbeKind::Reply => {
+                if state
+                    .prober
+                    .probe_reply(received.path_id, received.seq, now)
+                {
+                    state.last_received = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Runs the path probers: probes due, lost probes, switches. Cheap enough to call at
+    /// every [`Self::next_path_deadline`] (it is also part of [`Self::tick`]).
+    pub fn poll_paths(&self, now: Instant, tx: &mut TxBatch) {
+        let snap = self.snapshot();
+        let epoch = *self.epoch.lock().get_or_insert(now);
+        let locals = self.locals.read().clone();
+        let mut actions = Vec::new();
+        for peer in snap.peers() {
+            if tx.remaining() < MIN_TX_ROOM + usize::from(u16::MAX) {
+                break; // the rest get their turn at the next poll
+            }
+            let mut state = peer.state.lock();
+            if state.candidates_stale {
+                state.candidates_stale = false;
+                let candidates = candidates::candidates(&state.endpoints, &locals);
+                state.prober.set_candidates(candidates, now);
+            }
+            let session_up = state.session_up;
+            state.prober.set_session_up(session_up, now);
+            actions.clear();
+            state.prober.poll_into(now, &mut actions);
+            for action in actions.drain(..) {
+                match action {
+                    PathAction::SendProbe { path, path_id, seq } => {
+                        let micros = now.saturating_duration_since(epoch).as_micros();
+                        let timestamp = u64::try_from(micros).unwrap_or(u64::MAX);
+                        let request = Probe::request(self.probe_id, seq, timestamp, path_id)
+                            .encode(&peer.probe_key);
+                        tx.room()[..PROBE_LEN].copy_from_slice(&request);
+                        tx.commit_from(PROBE_LEN, path.remote, path.local);
+                    }
+                    PathAction::Switched { from, to, reason } => {
+                        PeerCounters::add(&peer.counters.path_switches, 1);
+                        let show =
+                            |p: Option<Path>| p.map_or("none".to_string(), |p| p.to_string());
+                        tracing::info!(
+                            peer = %peer.name,
+                            from = %show(from),
+                            to = %show(to),
+                            %reason,
+                            "path switch"
+                        );
+                    }
+                    PathAction::Resolve => state.resolve_wanted = true,
+                }
+            }
+        }
+    }
+
+    /// When [`Self::poll_paths`] has something to do next (`None`: nothing until an event).
+    pub fn next_path_deadline(&self) -> Option<Instant> {
+        let snap = self.snapshot();
+        snap.peers()
+            .iter()
+            // A peer whose candidates are not applied yet has no deadline: the next tick
+            // applies them (the core reads no clock of its own).
+            .filter_map(|peer| peer.state.lock().prober.next_deadline())
+            .min()
+    }
+
+    /// Names of the peers whose paths all failed since the last call: the shell asks DNS
+    /// for their endpoint names again.
+    pub fn take_resolve_requests(&self) -> Vec<String> {
+        let snap = self.snapshot();
+        snap.peers()
+            .iter()
+            .filter(|peer| std::mem::take(&mut peer.state.lock().resolve_wanted))
+            .map(|peer| peer.name.clone())
+            .collect()
     }
 
     /// Sends the packets boringtun queued while the handshake was in progress.
@@ -399,7 +597,7 @@ impl DataplaneCore {
         now: Instant,
         tx: &mut TxBatch,
     ) {
-        let Some(dst) = state.path.current() else {
+        let Some(path) = send_path(state) else {
             return self.drop(DropReason::NoEndpoint);
         };
         match tx.room().first() {
@@ -410,10 +608,11 @@ impl DataplaneCore {
             Some(&DATA) if len > WIREGUARD_OVERHEAD => {
                 PeerCounters::add(&peer.counters.tx_packets, 1);
                 PeerCounters::add(&peer.counters.tx_bytes, (len - WIREGUARD_OVERHEAD) as u64);
+                state.prober.traffic_sent(now);
             }
             _ => {}
         }
-        tx.commit(len, dst);
+        tx.commit_from(len, path.remote, path.local);
     }
 
     /// Runs the protocol timers of every peer (handshake retry, keepalives, rekeying,
@@ -425,7 +624,7 @@ impl DataplaneCore {
                 break; // the rest get their turn on the next tick
             }
             let mut state = peer.state.lock();
-            if state.initiate_on_tick && state.path.current().is_some() {
+            if state.initiate_on_tick && send_path(&state).is_some() {
                 state.initiate_on_tick = false;
                 if let TunnResult::WriteToNetwork(p) =
                     state.tunn.format_handshake_initiation(tx.room(), false)
@@ -458,6 +657,7 @@ impl DataplaneCore {
         }
         // The shared limiter resets itself at most once a second, on its own clock.
         self.rate_limiter.reset_count();
+        self.poll_paths(now, tx);
     }
 
     /// A copy of the counters.
@@ -474,7 +674,13 @@ impl DataplaneCore {
                 PeerStats {
                     name: peer.name.clone(),
                     public_key: peer.public_key,
-                    endpoint: state.path.current(),
+                    endpoint: send_path(&state).map(|p| p.remote),
+                    local_address: send_path(&state).and_then(|p| p.local),
+                    last_received: state.last_received,
+                    probing: state.prober.probing_supported(),
+                    paths: state.prober.path_stats(),
+                    last_switch: state.prober.last_switch().cloned(),
+                    path_switches: load(&c.path_switches),
                     rx_bytes: load(&c.rx_bytes),
                     rx_packets: load(&c.rx_packets),
                     tx_bytes: load(&c.tx_bytes),
@@ -498,10 +704,42 @@ impl DataplaneCore {
     }
 }
 
-/// Authenticated traffic from `from`: the peer is there, and any handshake is answered.
-fn authenticated(state: &mut PeerState, from: SocketAddr, now: Instant) {
-    state.path.on_authenticated(from, now);
+/// Authenticated traffic came by `path`: the peer is there, and any handshake is answered.
+fn authenticated(state: &mut PeerState, path: Path, now: Instant) {
+    state.path.on_authenticated(path.remote, now);
+    state
+        .prober
+        .authenticated_from(path.remote, path.local, now);
+    state.last_received = Some(now);
     state.handshake_pending_since = None;
+}
+
+/// The path the peer's datagrams go on: the prober's choice while the peer answers probes
+/// and that path is not known to be dead; else the handshake-timeout selector's endpoint.
+/// So a peer whose every path is down (all probes lost, or it is not meshd and its session
+/// is not up yet) is still reached by rotating through its endpoints, as without probes.
+fn send_path(state: &PeerState) -> Option<Path> {
+    if state.prober.probing_supported()
+        && state.prober.active_state() != Some(PathState::Down)
+        && let Some(path) = state.prober.active_path()
+    {
+        return Some(path);
+    }
+    state.path.current().map(|remote| Path {
+        local: None,
+        remote,
+    })
+}
+
+/// Whether one more probe reply fits this peer's budget for the current second.
+fn reply_allowed(state: &mut PeerState, now: Instant) -> bool {
+    let (since, sent) = state.probe_replies.get_or_insert((now, 0));
+    if now.saturating_duration_since(*since) >= std::time::Duration::from_secs(1) {
+        *since = now;
+        *sent = 0;
+    }
+    *sent += 1;
+    *sent <= PROBE_REPLIES_PER_SECOND
 }
 
 /// The session index at bytes 4..8 (little endian): in a handshake response the responder's
@@ -563,3 +801,7 @@ fn drop_reason(e: &WireGuardError) -> DropReason {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "core_paths_tests.rs"]
+mod paths_tests;

@@ -344,33 +344,67 @@ fn unanswered_handshake_rotates_to_the_next_endpoint_on_the_clock_given() {
     );
     send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"x"), t0);
     assert_eq!(take_tx(&mut a)[0].0, e1);
-    a.core.tick(t0 + Duration::from_secs(4), &mut a.tx);
-    assert_eq!(a.core.stats().peer("b").unwrap().endpoint, Some(e1));
-    a.core.tick(t0 + HANDSHAKE_TIMEOUT, &mut a.tx);
-    assert_eq!(a.core.stats().peer("b").unwrap().endpoint, Some(e2));
+    // Nobody answers, neither handshakes nor probes: once the prober has found every path
+    // dead, the handshake-timeout rotation decides, as for a peer that does not probe.
+    let mut clock = Clock::new(t0);
+    let endpoint = |a: &Node| a.core.stats().peer("b").unwrap().endpoint;
+    clock.run(&mut a, t0 + Duration::from_secs(4));
+    assert_eq!(endpoint(&a), Some(e1));
+    clock.run(&mut a, t0 + HANDSHAKE_TIMEOUT);
+    assert_eq!(endpoint(&a), Some(e2));
     // The next rotation is timed from the previous one, and wraps around.
-    a.core.tick(
-        t0 + HANDSHAKE_TIMEOUT * 2 - Duration::from_secs(1),
-        &mut a.tx,
-    );
-    assert_eq!(a.core.stats().peer("b").unwrap().endpoint, Some(e2));
-    a.core.tick(t0 + HANDSHAKE_TIMEOUT * 2, &mut a.tx);
-    assert_eq!(a.core.stats().peer("b").unwrap().endpoint, Some(e1));
+    clock.run(&mut a, t0 + HANDSHAKE_TIMEOUT * 2 - Duration::from_secs(1));
+    assert_eq!(endpoint(&a), Some(e2));
+    clock.run(&mut a, t0 + HANDSHAKE_TIMEOUT * 2);
+    assert_eq!(endpoint(&a), Some(e1));
+}
+
+/// Drives one node's timers the way the shell does: `tick` every 250 ms, the path probers
+/// at their deadlines in between (10 ms resolution); what the node sends is dropped.
+struct Clock {
+    now: Instant,
+    next_tick: Instant,
+}
+
+impl Clock {
+    fn new(now: Instant) -> Self {
+        Clock {
+            now,
+            next_tick: now,
+        }
+    }
+
+    fn run(&mut self, n: &mut Node, until: Instant) {
+        while self.now < until {
+            self.now = (self.now + Duration::from_millis(10)).min(until);
+            if self.now >= self.next_tick {
+                n.core.tick(self.now, &mut n.tx);
+                self.next_tick += Duration::from_millis(250);
+            } else if n.core.next_path_deadline().is_some_and(|d| d <= self.now) {
+                n.core.poll_paths(self.now, &mut n.tx);
+            }
+            n.tx.clear();
+        }
+    }
 }
 
 #[test]
 fn a_persistent_keepalive_peer_is_dialled_on_the_first_tick() {
     let now = Instant::now();
     let (mut a, mut b) = pair();
-    // Without a persistent keepalive, a tick sends nothing until there is traffic.
+    // Without a persistent keepalive, a tick sends nothing but path probes until there is
+    // traffic.
     a.core.tick(now, &mut a.tx);
-    assert!(take_tx(&mut a).is_empty());
+    assert!(take_tx(&mut a).iter().all(|(_, d)| probe::is_probe(d)));
     let mut spoke_view = peer("a", 1, &["127.0.0.11:51820"], &["10.1.0.0/16"]);
     spoke_view.persistent_keepalive = Some(Duration::from_secs(25));
     b.core.update_peers(&[spoke_view]).unwrap();
     b.core.tick(now, &mut b.tx);
-    let out = take_tx(&mut b);
-    assert_eq!(out.len(), 1, "one handshake initiation");
+    let out: Vec<_> = take_tx(&mut b)
+        .into_iter()
+        .filter(|(_, d)| !probe::is_probe(d))
+        .collect();
+    assert_eq!(out.len(), 1, "one handshake initiation (besides probes)");
     assert_eq!(out[0].0, "127.0.0.11:51820".parse::<SocketAddr>().unwrap());
     assert_eq!(out[0].1[0], 1, "message type 1: handshake initiation");
     // The answer completes the session, so the core can now reach the spoke first.

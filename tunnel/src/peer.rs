@@ -11,7 +11,8 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use parking_lot::Mutex;
 
 use crate::config::PeerConfig;
-use crate::path::PathSelector;
+use crate::path::probe::{self, ProbeKey, SenderId};
+use crate::path::{PathProber, PathSelector, ProberConfig};
 use crate::routing::CryptoRouter;
 use crate::stats::PeerCounters;
 
@@ -29,7 +30,23 @@ pub(crate) fn slot_of_receiver_index(receiver_index: u32) -> u32 {
 /// The mutable part of a peer, behind one short-held lock.
 pub(crate) struct PeerState {
     pub(crate) tunn: Tunn,
+    /// The endpoint choice without probes, for peers that do not answer them (wireguard-go,
+    /// static `[[peer]]`s) and while the prober has no path at all.
     pub(crate) path: PathSelector,
+    /// Probes every local x remote path and chooses the one traffic takes.
+    pub(crate) prober: PathProber,
+    /// When authenticated traffic of any kind (data, keepalive, handshake, probe) last came
+    /// from the peer: what "up" in `meshd peers` is judged by.
+    pub(crate) last_received: Option<Instant>,
+    /// Probe replies sent in the current second, and when that second began: replies are
+    /// limited per peer so that replayed requests cannot make us send without bound.
+    pub(crate) probe_replies: Option<(Instant, u32)>,
+    /// The peer's configured endpoints, and whether the prober still has to be told of
+    /// them (set by a peer update, applied at the next poll, which brings `now`).
+    pub(crate) endpoints: Vec<std::net::SocketAddr>,
+    pub(crate) candidates_stale: bool,
+    /// The prober asked to resolve the peer's endpoint names again (no path works).
+    pub(crate) resolve_wanted: bool,
     /// When we sent the first unanswered handshake initiation on the current path.
     pub(crate) handshake_pending_since: Option<Instant>,
     /// When we sent our latest handshake initiation (retransmissions included), until its
@@ -54,6 +71,9 @@ pub(crate) struct PeerState {
 pub(crate) struct Peer {
     pub(crate) name: String,
     pub(crate) public_key: [u8; 32],
+    /// The peer's probe sender id, and the probe MAC key only it and we can compute.
+    pub(crate) probe_id: SenderId,
+    pub(crate) probe_key: ProbeKey,
     pub(crate) slot: u32,
     pub(crate) persistent_keepalive: Option<std::time::Duration>,
     pub(crate) state: Mutex<PeerState>,
@@ -75,13 +95,16 @@ impl Peer {
         slot: u32,
         private_key: &StaticSecret,
         rate_limiter: &Arc<RateLimiter>,
+        prober: ProberConfig,
     ) -> Self {
+        let peer_public = PublicKey::from(config.public_key);
+        let shared = private_key.diffie_hellman(&peer_public);
         let keepalive = config
             .persistent_keepalive
             .map(|d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX));
         let tunn = Tunn::new(
             private_key.clone(),
-            PublicKey::from(config.public_key),
+            peer_public,
             None,
             keepalive,
             slot,
@@ -90,11 +113,21 @@ impl Peer {
         Peer {
             name: config.name.clone(),
             public_key: config.public_key,
+            probe_id: probe::sender_id(&config.public_key),
+            probe_key: ProbeKey::from_shared_secret(shared.as_bytes()),
             slot,
             persistent_keepalive: config.persistent_keepalive,
             state: Mutex::new(PeerState {
                 tunn,
                 path: PathSelector::new(config.endpoints.clone()),
+                // Sequence numbers start at random so that replies to an earlier run of
+                // this node are not taken for answers to this one.
+                prober: PathProber::new(prober, rand::random()),
+                last_received: None,
+                probe_replies: None,
+                endpoints: config.endpoints.clone(),
+                candidates_stale: true,
+                resolve_wanted: false,
                 handshake_pending_since: None,
                 initiation_sent_at: None,
                 response_sent_at: None,
@@ -114,6 +147,7 @@ pub(crate) struct PeerTable {
     pub(crate) peers: Vec<Arc<Peer>>,
     by_slot: HashMap<u32, usize>,
     by_key: HashMap<[u8; 32], usize>,
+    by_probe_id: HashMap<SenderId, usize>,
     router: CryptoRouter<usize>,
 }
 
@@ -123,12 +157,14 @@ impl PeerTable {
         let mut table = PeerTable {
             by_slot: HashMap::with_capacity(peers.len()),
             by_key: HashMap::with_capacity(peers.len()),
+            by_probe_id: HashMap::with_capacity(peers.len()),
             router: CryptoRouter::new(),
             peers: Vec::new(),
         };
         for (i, (peer, allowed)) in peers.into_iter().enumerate() {
             table.by_slot.insert(peer.slot, i);
             table.by_key.insert(peer.public_key, i);
+            table.by_probe_id.insert(peer.probe_id, i);
             for net in allowed {
                 table.router.insert(*net, i);
             }
@@ -145,6 +181,12 @@ impl PeerTable {
 
     pub(crate) fn by_key(&self, key: &[u8; 32]) -> Option<(usize, &Arc<Peer>)> {
         let i = *self.by_key.get(key)?;
+        Some((i, &self.peers[i]))
+    }
+
+    /// The peer whose probes carry this sender id.
+    pub(crate) fn by_probe_id(&self, id: &SenderId) -> Option<(usize, &Arc<Peer>)> {
+        let i = *self.by_probe_id.get(id)?;
         Some((i, &self.peers[i]))
     }
 

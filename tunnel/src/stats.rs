@@ -3,9 +3,9 @@
 //! Counters are relaxed atomics bumped on the packet path; [`DataplaneStats`] is a copy
 //! taken for `meshd status`/`peers`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -131,6 +131,7 @@ pub(crate) struct PeerCounters {
     pub(crate) tx_packets: AtomicU64,
     pub(crate) handshakes: AtomicU64,
     pub(crate) transit_packets: AtomicU64,
+    pub(crate) path_switches: AtomicU64,
 }
 
 impl PeerCounters {
@@ -139,13 +140,29 @@ impl PeerCounters {
     }
 }
 
+use crate::path::{PathStats, SwitchReason};
+
 /// Statistics of one peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerStats {
     pub name: String,
     pub public_key: [u8; 32],
-    /// The path packets go to now.
+    /// The remote end of the path packets go on now.
     pub endpoint: Option<SocketAddr>,
+    /// The local address they leave from (`None`: the kernel chooses).
+    pub local_address: Option<IpAddr>,
+    /// When the last authenticated packet of any kind (data, keepalive, handshake, probe)
+    /// came from the peer, on the clock the shell passes in as `now`; `None`: none ever did.
+    pub last_received: Option<Instant>,
+    /// Whether the peer answers path probes (meshd does; wireguard-go does not, and its
+    /// path is then chosen by handshake timeouts).
+    pub probing: bool,
+    /// Every candidate path with its state and measurements (the active one marked).
+    pub paths: Vec<PathStats>,
+    /// When traffic last moved to another path, and why.
+    pub last_switch: Option<(Instant, SwitchReason)>,
+    /// How often traffic moved to another path.
+    pub path_switches: u64,
     /// Inner (decrypted) bytes and packets received from the peer.
     pub rx_bytes: u64,
     pub rx_packets: u64,

@@ -1,15 +1,20 @@
 //! The outgoing datagram batch: encrypted packets written back to back into one buffer.
 //!
 //! The core encrypts straight into [`TxBatch::room`]; the shell then sends runs of
-//! equal-sized datagrams to the same destination with one `sendmsg` each (UDP GSO:
-//! the kernel cuts the run into datagrams at `segment_size`).
+//! equal-sized datagrams to the same destination from the same source address with one
+//! `sendmsg` each (UDP GSO: the kernel cuts the run into datagrams at `segment_size`).
+//!
+//! Each datagram carries the local address it must leave from (`None`: the kernel chooses
+//! by its routing table): a path is local uplink x remote endpoint, so two datagrams to
+//! the same endpoint over two ISPs differ only in their source.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// One datagram in the batch.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     dst: SocketAddr,
+    src: Option<IpAddr>,
     start: usize,
     len: usize,
 }
@@ -18,6 +23,8 @@ struct Entry {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Run<'a> {
     pub dst: SocketAddr,
+    /// The local address to send from (`None`: the kernel chooses).
+    pub src: Option<IpAddr>,
     pub contents: &'a [u8],
     /// `Some(size)` when the run holds several datagrams of `size` bytes (the last may be shorter).
     pub segment_size: Option<usize>,
@@ -56,11 +63,19 @@ impl TxBatch {
         self.buf.len() - self.used
     }
 
-    /// Counts the first `len` bytes of [`TxBatch::room`] as a datagram for `dst`.
+    /// Counts the first `len` bytes of [`TxBatch::room`] as a datagram for `dst`, sent from
+    /// whatever local address the kernel chooses.
     pub fn commit(&mut self, len: usize, dst: SocketAddr) {
+        self.commit_from(len, dst, None);
+    }
+
+    /// Counts the first `len` bytes of [`TxBatch::room`] as a datagram for `dst`, sent from
+    /// the local address `src` (`None`: the kernel chooses).
+    pub fn commit_from(&mut self, len: usize, dst: SocketAddr, src: Option<IpAddr>) {
         let len = len.min(self.remaining());
         self.entries.push(Entry {
             dst,
+            src,
             start: self.used,
             len,
         });
@@ -84,7 +99,7 @@ impl TxBatch {
     }
 
     /// The datagrams grouped into GSO runs of at most `max_segments` datagrams: same
-    /// destination, same size except a shorter last one, adjacent in the buffer.
+    /// destination and source, same size except a shorter last one, adjacent in the buffer.
     pub fn runs(&self, max_segments: usize) -> impl Iterator<Item = Run<'_>> {
         let max_segments = max_segments.max(1);
         let mut i = 0;
@@ -98,6 +113,7 @@ impl TxBatch {
                 };
                 // A run continues while datagrams are the same size; a shorter one may end it.
                 let fits = next.dst == first.dst
+                    && next.src == first.src
                     && next.start == end
                     && next.len <= first.len
                     && end + next.len - first.start <= MAX_GSO_BYTES;
@@ -113,6 +129,7 @@ impl TxBatch {
             i += count;
             Some(Run {
                 dst: first.dst,
+                src: first.src,
                 contents: &self.buf[first.start..end],
                 segment_size: (count > 1).then_some(first.len),
             })
@@ -164,6 +181,23 @@ mod tests {
                 ("198.51.100.2".into(), 240, Some(120)),
                 ("198.51.100.2".into(), 120, None),
             ]
+        );
+    }
+
+    #[test]
+    fn runs_split_on_source_address() {
+        let mut b = TxBatch::new(10_000);
+        let dst: SocketAddr = "198.51.100.1:1".parse().unwrap();
+        let isp1: IpAddr = "198.51.100.2".parse().unwrap();
+        let isp2: IpAddr = "203.0.113.2".parse().unwrap();
+        for src in [Some(isp1), Some(isp1), Some(isp2), None] {
+            b.room()[..100].fill(1);
+            b.commit_from(100, dst, src);
+        }
+        let shape: Vec<_> = b.runs(64).map(|r| (r.src, r.contents.len())).collect();
+        assert_eq!(
+            shape,
+            vec![(Some(isp1), 200), (Some(isp2), 100), (None, 100)]
         );
     }
 

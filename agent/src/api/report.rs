@@ -453,6 +453,7 @@ pub(crate) mod tests {
             handshakes: 2,
             last_handshake: handshake.map(Duration::from_secs),
             rtt: None,
+            ..Default::default()
         }
     }
 

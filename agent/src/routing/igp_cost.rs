@@ -173,6 +173,7 @@ mod tests {
             handshakes: 0,
             last_handshake,
             rtt,
+            ..Default::default()
         }
     }
 

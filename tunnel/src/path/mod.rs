@@ -4,10 +4,12 @@
 //! - [`selector`]: the endpoint choice without probes: the address authenticated traffic
 //!   last came from, else the configured endpoints in turn, moving on when a handshake goes
 //!   unanswered. Used for peers that do not answer probes.
+//! - [`candidates`]: local uplinks x remote endpoints, ranked (primary first).
 //! - [`probe`]: the 64-byte authenticated probe request/reply on the WireGuard port.
 //! - [`prober`]: per peer, probes every candidate path and chooses the active one
 //!   (timers, hysteresis, failback, and the idle byte budget are documented there).
 
+pub mod candidates;
 pub mod probe;
 pub mod prober;
 pub mod selector;

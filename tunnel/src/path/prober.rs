@@ -548,6 +548,11 @@ impl PathProber {
                 if self.paths.len() >= self.cfg.max_paths {
                     return;
                 }
+                // A remote address no path of ours goes to: the peer sends from somewhere
+                // it does not advertise (it moved, or a NAT rebinds), so that is where it
+                // can be answered, as WireGuard's roaming does. A known remote reached on
+                // another local address is only the peer's choice of path, not a move.
+                let moved = !self.paths.iter().any(|e| e.path().remote == remote);
                 let mut e = self.new_entry(PathCandidate {
                     path: Path { local, remote },
                     preference: self.cfg.learned_preference,
@@ -561,7 +566,7 @@ impl PathProber {
                     .active
                     .and_then(|a| self.index(a))
                     .is_some_and(|a| self.paths[a].candidate.source == PathSource::Learned);
-                if active_is_learned {
+                if active_is_learned || (moved && self.active.is_some()) {
                     let from = self.active_path();
                     let to = self.index(id);
                     self.switch(from, to, SwitchReason::Roamed, now);
@@ -702,6 +707,11 @@ impl PathProber {
     /// The path the peer's traffic goes on now.
     pub fn active_path(&self) -> Option<Path> {
         self.active_entry().map(Entry::path)
+    }
+
+    /// The state of the path the peer's traffic goes on now.
+    pub fn active_state(&self) -> Option<PathState> {
+        self.active_entry().map(|e| e.state)
     }
 
     /// False once the peer is known not to answer probes (see the module documentation):
@@ -904,6 +914,22 @@ impl PathProber {
             .min_by_key(|&i| self.paths[i].rank(&self.cfg))
     }
 
+    /// The best Up path that shares neither end's address with path `failed`.
+    fn best_disjoint(&self, failed: usize) -> Option<usize> {
+        let dead = self.paths[failed].path();
+        (0..self.paths.len())
+            .filter(|&i| {
+                let e = &self.paths[i];
+                let p = e.path();
+                i != failed
+                    && !e.local_gone
+                    && e.state == PathState::Up
+                    && p.remote.ip() != dead.remote.ip()
+                    && (p.local.is_none() || p.local != dead.local)
+            })
+            .min_by_key(|&i| self.paths[i].rank(&self.cfg))
+    }
+
     fn switch(
         &mut self,
         from: Option<Path>,
@@ -948,7 +974,14 @@ impl PathProber {
         let from = Some(a.path());
         if a.state == PathState::Down {
             let reason = a.down_reason.clone().unwrap_or(SwitchReason::ProbesLost(0));
-            if let Some(b) = self.best(Some(ai), false) {
+            // Probes lost say the path died, not which end: a path that shares neither its
+            // local address nor the remote address is the one that survives either ISP's
+            // failure. Paths that share one are probed at once and win back later.
+            let disjoint = match reason {
+                SwitchReason::ProbesLost(_) => self.best_disjoint(ai),
+                _ => None,
+            };
+            if let Some(b) = disjoint.or_else(|| self.best(Some(ai), false)) {
                 self.switch(from, Some(b), reason, now);
             }
             return;
