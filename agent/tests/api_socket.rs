@@ -45,6 +45,8 @@ impl DataplaneControl for StandIn {
                 handshakes: 1,
                 last_handshake: Some(Duration::from_secs(5)),
                 rtt: None,
+                // Heard from just now: up (a stand-in without this would be stale).
+                last_received: Some(std::time::Instant::now()),
                 ..Default::default()
             }],
             drops: DropCounts::default(),

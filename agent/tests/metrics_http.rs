@@ -2,7 +2,7 @@
 //! parsed as OpenMetrics, and how the listener follows address changes (a reload).
 
 use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh_config::Role;
 use meshd::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView};
@@ -10,6 +10,7 @@ use meshd::control::MembershipCounts;
 use meshd::dataplane::{DataplaneStats, DropCounts, DropReason, PeerConfig, PeerStats};
 use meshd::metrics::{MetricsSource, Snapshot, serve};
 use meshd::peerset::{KnownPeer, PeerKind};
+use meshd_tunnel::path::{Path, PathSource, PathState, PathStats};
 use netns_tests::{http_request, parse_exposition, wait_until};
 use tokio::sync::watch;
 
@@ -82,7 +83,40 @@ fn route(prefix: &str, from: Option<&str>, best: bool) -> BgpRouteEntry {
     }
 }
 
+/// beta: a meshd core heard from 1 s ago on one of its two paths.
+fn beta(now: Instant) -> PeerStats {
+    let path = |remote: &str, state, active: bool| PathStats {
+        path: Path {
+            local: Some("198.51.100.1".parse().unwrap()),
+            remote: remote.parse().unwrap(),
+        },
+        path_id: 1,
+        source: PathSource::Configured {
+            name: "vpn.example.net:51820".into(),
+        },
+        preference: 0,
+        state,
+        srtt: active.then_some(Duration::from_millis(25)),
+        rttvar: Duration::ZERO,
+        lost: if active { 8 } else { 32 },
+        sampled: 32,
+        consecutive_misses: 0,
+        up_since: None,
+        active,
+    };
+    PeerStats {
+        probing: true,
+        last_received: Some(now - Duration::from_secs(1)),
+        paths: vec![
+            path("203.0.113.2:51820", PathState::Up, true),
+            path("203.0.113.3:51820", PathState::Down, false),
+        ],
+        ..stats("beta", 2, 4096, Some(12), Some(25))
+    }
+}
+
 fn snapshot() -> Snapshot {
+    let now = Instant::now();
     Snapshot {
         peers: vec![
             peer("beta", 2, PeerKind::Node(Some(Role::Core))),
@@ -91,7 +125,7 @@ fn snapshot() -> Snapshot {
         ],
         stats: DataplaneStats {
             peers: vec![
-                stats("beta", 2, 4096, Some(12), Some(25)),
+                beta(now),
                 stats("home", 3, 0, Some(400), None),
                 stats("laptop", 4, 100, None, None),
             ],
@@ -115,6 +149,7 @@ fn snapshot() -> Snapshot {
             ],
         }),
         started_at_unix: 1_700_000_000,
+        now,
     }
 }
 
@@ -167,6 +202,12 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         ("meshd_peer_last_handshake_age_seconds", "gauge"),
         ("meshd_peer_rtt_seconds", "gauge"),
         ("meshd_peers_up", "gauge"),
+        ("meshd_peer_state", "gauge"),
+        ("meshd_peer_last_received_age_seconds", "gauge"),
+        ("meshd_path_state", "gauge"),
+        ("meshd_path_active", "gauge"),
+        ("meshd_path_rtt_seconds", "gauge"),
+        ("meshd_path_loss_ratio", "gauge"),
         ("meshd_build", "info"),
     ] {
         assert_eq!(
@@ -211,6 +252,52 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
     assert_eq!(m.value("meshd_peer_up", &peer("home")), Some(0.0));
     assert_eq!(m.value("meshd_peers_up", &[("kind", "core")]), Some(1.0));
     assert_eq!(m.value("meshd_peers_up", &[("kind", "spoke")]), Some(0.0));
+    // States: beta heard from 1 s ago; home's session expired; laptop never had one.
+    for (name, state) in [("beta", "up"), ("home", "down"), ("laptop", "down")] {
+        for other in ["up", "stale", "down"] {
+            assert_eq!(
+                m.value("meshd_peer_state", &[("peer", name), ("state", other)]),
+                Some(f64::from(u8::from(other == state))),
+                "{name} {other}"
+            );
+        }
+    }
+    assert_eq!(
+        m.value("meshd_peer_last_received_age_seconds", &peer("beta")),
+        Some(1.0)
+    );
+    let path = |remote| {
+        [
+            ("peer", "beta"),
+            ("local", "198.51.100.1"),
+            ("remote", remote),
+        ]
+    };
+    assert_eq!(
+        m.value("meshd_path_rtt_seconds", &path("203.0.113.2:51820")),
+        Some(0.025)
+    );
+    assert_eq!(
+        m.value("meshd_path_rtt_seconds", &path("203.0.113.3:51820")),
+        None
+    );
+    assert_eq!(
+        m.value("meshd_path_loss_ratio", &path("203.0.113.2:51820")),
+        Some(0.25)
+    );
+    assert_eq!(
+        m.value("meshd_path_active", &path("203.0.113.3:51820")),
+        Some(0.0)
+    );
+    let [p, l, r] = path("203.0.113.3:51820");
+    assert_eq!(
+        m.value("meshd_path_state", &[p, l, r, ("state", "down")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("meshd_path_state", &[p, l, r, ("state", "up")]),
+        Some(0.0)
+    );
     assert_eq!(
         m.value("meshd_peers_configured", &[("kind", "client")]),
         Some(1.0)

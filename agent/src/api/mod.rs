@@ -10,6 +10,7 @@
 //! - [`client_registry`]: `clients.json`, the client devices and their addresses;
 //!   [`wg_quick`]: a client's wg-quick configuration and QR code.
 //! - [`human`]: counts and durations for people.
+//! - [`peer_state`]: up / stale / down for a peer, the one place that decides it (pure).
 //!
 //! The daemon opens the socket with [`ApiServer::open`] before it touches the system (a second
 //! daemon stops there) and serves it with [`ApiServer::serve`] once its planes run
@@ -19,6 +20,7 @@ pub mod client;
 pub mod client_registry;
 mod error;
 pub mod human;
+pub mod peer_state;
 pub mod protocol;
 pub mod report;
 pub mod server;

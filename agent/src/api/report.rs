@@ -7,13 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use mesh_config::Role;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use meshd_tunnel::path::{PathSource, PathStats};
+
+use super::peer_state::{self, PeerState};
 use crate::dataplane::{DataplaneStats, DropReason, PeerStats};
 use crate::peerset::{KnownPeer, PeerKind};
 use crate::state::encode_key;
@@ -21,9 +24,7 @@ use crate::state::encode_key;
 /// Version of the report schema (the `schema` field of every payload).
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// A peer counts as up while its session is younger than this: WireGuard rejects a session
-/// after 180 s without a new handshake (REJECT_AFTER_TIME), so an older one carries nothing.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(180);
+pub use peer_state::SESSION_LIFETIME;
 
 /// Facts about the node that the daemon fixed when it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +88,27 @@ pub struct DaemonSummary {
 pub struct PeerCounts {
     /// Peers configured, clients included.
     pub total: usize,
-    /// Peers with a live session (handshake within [`SESSION_LIFETIME`]).
+    /// Peers with a live session (handshake within [`SESSION_LIFETIME`]). A killed peer's
+    /// session stays live for up to 180 s: `states` says whether peers are really there.
     pub up: usize,
     /// Of `total`, how many are clients.
     pub clients: usize,
+    /// Peers by state (see [`peer_state`]): up, stale, down. Sums to `total`.
+    #[serde(default)]
+    pub states: StateCounts,
+    /// Paths of all peers, and how many of them are down.
+    #[serde(default)]
+    pub paths_total: usize,
+    #[serde(default)]
+    pub paths_down: usize,
+}
+
+/// Peers by [`PeerState`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    pub up: usize,
+    pub stale: usize,
+    pub down: usize,
 }
 
 /// Inner (decrypted) traffic summed over all peers.
@@ -129,8 +147,39 @@ pub struct PeerReport {
     pub configured_endpoints: Vec<SocketAddr>,
     pub allowed_prefixes: Vec<IpNet>,
     pub persistent_keepalive_seconds: Option<u64>,
-    /// A session younger than 180 s exists.
+    /// A session younger than 180 s exists. This stays true for a killed peer until its
+    /// session expires: `state` is the field that says whether the peer is there.
     pub up: bool,
+    /// `up`, `stale` or `down` ([`peer_state`]; docs/operations.md, "Peer states").
+    #[serde(default = "unknown_state")]
+    pub state: PeerState,
+    /// Why: `no session`, `session expired`, `all paths down`, `heard from recently`,
+    /// `silent, session not expired`.
+    #[serde(default)]
+    pub state_reason: String,
+    /// Seconds (tenths) since the last authenticated packet from the peer (data, keepalive,
+    /// handshake or probe reply); null if none came since the daemon started.
+    #[serde(default)]
+    pub last_received_seconds_ago: Option<f64>,
+    /// Silence longer than this (seconds) makes a peer with a live session stale.
+    #[serde(default)]
+    pub silence_limit_seconds: u64,
+    /// The peer answers path probes (it is meshd); else its path is chosen by handshake
+    /// timeouts and its paths show state `unknown`.
+    #[serde(default)]
+    pub probing: bool,
+    /// The local address the peer's datagrams leave from (null: the kernel chooses).
+    #[serde(default)]
+    pub local_address: Option<IpAddr>,
+    /// Every candidate path, the active one marked.
+    #[serde(default)]
+    pub paths: Vec<PathReport>,
+    /// When traffic last moved to another path, and why (null: never since start).
+    #[serde(default)]
+    pub last_switch: Option<SwitchReport>,
+    /// How often traffic moved to another path since the daemon started.
+    #[serde(default)]
+    pub path_switches: u64,
     /// Seconds since the current session's handshake; null if there is no session.
     pub last_handshake_seconds_ago: Option<u64>,
     /// Round-trip time of the path in milliseconds, measured by the last completed handshake
@@ -142,6 +191,46 @@ pub struct PeerReport {
     pub tx_packets: u64,
     pub transit_packets: u64,
     pub handshakes: u64,
+}
+
+fn unknown_state() -> PeerState {
+    PeerState::Down
+}
+
+/// One path to a peer: from a local address to one of the peer's endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathReport {
+    /// Null: the kernel chooses the source address.
+    pub local: Option<IpAddr>,
+    pub remote: SocketAddr,
+    /// The endpoint as configured or advertised (`vpn.example.net:51820`, the DNS name
+    /// `remote` was resolved from), or null for a path learnt from the peer's traffic.
+    pub endpoint_name: Option<String>,
+    /// `configured` or `learned`.
+    pub source: String,
+    /// 0 is the primary; larger numbers are backups (learned paths 255).
+    pub preference: u8,
+    /// `unknown`, `up` or `down`, as probing found it.
+    pub state: String,
+    /// Smoothed probe round-trip time, milliseconds; null before the first answer.
+    pub rtt_ms: Option<f64>,
+    /// Share of the last `probes_sampled` probes lost, 0.0 to 1.0.
+    pub loss: f64,
+    pub probes_sampled: u32,
+    pub probes_lost: u32,
+    /// Traffic to the peer goes on this path.
+    pub active: bool,
+    /// Seconds since the path last came up (null while not up).
+    pub up_seconds: Option<u64>,
+}
+
+/// The last time traffic moved to another path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchReport {
+    /// Seconds (tenths) ago.
+    pub seconds_ago: f64,
+    /// For people: `active path down: 3 probes lost`, `failback to preferred`, ...
+    pub reason: String,
 }
 
 /// `meshd routes`.
@@ -242,12 +331,14 @@ pub struct RouteEntry {
     pub kernel: String,
 }
 
-/// Builds the `status` payload.
+/// Builds the `status` payload. `now` is the wall clock (uptime), `clock` the data plane's
+/// monotonic one (peer states).
 pub fn status(
     node: &NodeInfo,
     peers: &[KnownPeer],
     stats: &DataplaneStats,
     now: OffsetDateTime,
+    clock: Instant,
 ) -> StatusReport {
     let mut traffic = Traffic::default();
     for peer in &stats.peers {
@@ -262,6 +353,22 @@ pub fn status(
         .map(|reason| (reason.as_str().to_owned(), stats.drops.get(*reason)))
         .collect();
     let uptime = now - node.started_at;
+    let mut states = StateCounts::default();
+    for peer in peers {
+        let state = stats
+            .peer(&peer.config.name)
+            .map_or(PeerState::Down, |s| health(peer, s, clock).state);
+        match state {
+            PeerState::Up => states.up += 1,
+            PeerState::Stale => states.stale += 1,
+            PeerState::Down => states.down += 1,
+        }
+    }
+    let paths = stats.peers.iter().flat_map(|p| &p.paths);
+    let paths_down = paths
+        .clone()
+        .filter(|p| p.state == meshd_tunnel::path::PathState::Down)
+        .count();
     StatusReport {
         schema: SCHEMA_VERSION,
         node: NodeSummary {
@@ -285,6 +392,9 @@ pub fn status(
             total: peers.len(),
             up: stats.peers.iter().filter(|p| is_up(p)).count(),
             clients: peers.iter().filter(|p| p.kind == PeerKind::Client).count(),
+            states,
+            paths_total: paths.count(),
+            paths_down,
         },
         traffic,
         drops: Drops {
@@ -294,13 +404,14 @@ pub fn status(
     }
 }
 
-/// Builds the `peers` payload: the configured peers in order, with their counters.
-pub fn peers(peers: &[KnownPeer], stats: &DataplaneStats) -> PeersReport {
+/// Builds the `peers` payload: the configured peers in order, with their counters, states
+/// and paths at `now` (the data plane's monotonic clock).
+pub fn peers(peers: &[KnownPeer], stats: &DataplaneStats, now: Instant) -> PeersReport {
     let reports = peers
         .iter()
         .map(|peer| {
             let counters = stats.peer(&peer.config.name);
-            peer_report(peer, counters)
+            peer_report(peer, counters, now)
         })
         .collect();
     PeersReport {
@@ -309,8 +420,42 @@ pub fn peers(peers: &[KnownPeer], stats: &DataplaneStats) -> PeersReport {
     }
 }
 
-fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>) -> PeerReport {
+/// The peer's state: [`peer_state::health`] with the peer's keepalive.
+pub fn health(peer: &KnownPeer, stats: &PeerStats, now: Instant) -> peer_state::Health {
+    peer_state::health(stats, peer.config.persistent_keepalive, now)
+}
+
+/// Seconds to one decimal, for ages in JSON.
+fn tenths(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 10.0).round() / 10.0
+}
+
+fn path_report(path: &PathStats, now: Instant) -> PathReport {
+    let (source, endpoint_name) = match &path.source {
+        PathSource::Configured { name } => ("configured", Some(name.clone())),
+        PathSource::Learned => ("learned", None),
+    };
+    PathReport {
+        local: path.path.local,
+        remote: path.path.remote,
+        endpoint_name,
+        source: source.to_owned(),
+        preference: path.preference,
+        state: path.state.to_string(),
+        rtt_ms: path.srtt.map(|d| d.as_secs_f64() * 1000.0),
+        loss: path.loss(),
+        probes_sampled: path.sampled,
+        probes_lost: path.lost,
+        active: path.active,
+        up_seconds: path
+            .up_since
+            .map(|since| now.saturating_duration_since(since).as_secs()),
+    }
+}
+
+fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>, now: Instant) -> PeerReport {
     let config = &peer.config;
+    let health = stats.map(|s| health(peer, s, now));
     let role = match peer.kind {
         PeerKind::Client => Some("client".to_owned()),
         PeerKind::Node(role) => role.map(|r| r.to_string()),
@@ -324,6 +469,30 @@ fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>) -> PeerReport {
         allowed_prefixes: config.allowed_ips.clone(),
         persistent_keepalive_seconds: config.persistent_keepalive.map(|d| d.as_secs()),
         up: stats.is_some_and(is_up),
+        state: health.map_or(PeerState::Down, |h| h.state),
+        state_reason: health
+            .map_or(peer_state::Reason::NoSession, |h| h.reason)
+            .as_str()
+            .to_owned(),
+        last_received_seconds_ago: health.and_then(|h| h.last_received_ago).map(tenths),
+        silence_limit_seconds: health
+            .map_or_else(
+                || peer_state::silence_limit(false, config.persistent_keepalive),
+                |h| h.silence_limit,
+            )
+            .as_secs(),
+        probing: stats.is_some_and(|s| s.probing),
+        local_address: stats.and_then(|s| s.local_address),
+        paths: stats.map_or_else(Vec::new, |s| {
+            s.paths.iter().map(|p| path_report(p, now)).collect()
+        }),
+        last_switch: stats
+            .and_then(|s| s.last_switch.as_ref())
+            .map(|(at, reason)| SwitchReport {
+                seconds_ago: tenths(now.saturating_duration_since(*at)),
+                reason: reason.to_string(),
+            }),
+        path_switches: stats.map_or(0, |s| s.path_switches),
         last_handshake_seconds_ago: stats.and_then(|s| s.last_handshake).map(|d| d.as_secs()),
         rtt_ms: stats.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
         rx_bytes: stats.map_or(0, |s| s.rx_bytes),
@@ -335,6 +504,7 @@ fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>) -> PeerReport {
     }
 }
 
+/// The session is live (the old meaning of "up", kept for `up` fields and `meshd_peer_up`).
 pub(crate) fn is_up(stats: &PeerStats) -> bool {
     stats
         .last_handshake
@@ -453,8 +623,15 @@ pub(crate) mod tests {
             handshakes: 2,
             last_handshake: handshake.map(Duration::from_secs),
             rtt: None,
+            last_received: Some(clock()),
             ..Default::default()
         }
+    }
+
+    /// The data plane clock of the tests: one fixed instant, `now` of every report.
+    pub(crate) fn clock() -> Instant {
+        static CLOCK: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *CLOCK.get_or_init(Instant::now)
     }
 
     #[test]
@@ -466,7 +643,7 @@ pub(crate) mod tests {
             drops: Default::default(),
         };
         let now = node().started_at + time::Duration::seconds(3725);
-        let report = status(&node(), &[beta, laptop], &stats, now);
+        let report = status(&node(), &[beta, laptop], &stats, now, clock());
         assert_eq!(report.schema, 1);
         assert_eq!(report.daemon.uptime_seconds, 3725);
         assert_eq!(
@@ -474,7 +651,14 @@ pub(crate) mod tests {
             PeerCounts {
                 total: 2,
                 up: 1,
-                clients: 1
+                clients: 1,
+                states: StateCounts {
+                    up: 1,
+                    stale: 0,
+                    down: 1
+                },
+                paths_total: 0,
+                paths_down: 0,
             }
         );
         assert_eq!(report.traffic.rx_bytes, 2000);
@@ -494,7 +678,7 @@ pub(crate) mod tests {
             peers: vec![beta_stats],
             drops: Default::default(),
         };
-        let report = peers(&[beta, laptop], &stats);
+        let report = peers(&[beta, laptop], &stats, clock());
         let [beta, laptop] = &report.peers[..] else {
             panic!("two peers expected: {report:?}")
         };
@@ -540,7 +724,7 @@ pub(crate) mod tests {
             peers: vec![],
             drops: Default::default(),
         };
-        let report = status(&node(), &[], &stats, node().started_at);
+        let report = status(&node(), &[], &stats, node().started_at, clock());
         let value = serde_json::to_value(&report).unwrap();
         assert_eq!(value["schema"], 1);
         assert_eq!(value["node"]["name"], "alpha");

@@ -119,9 +119,14 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                     &peers,
                     &stats,
                     OffsetDateTime::now_utc(),
+                    std::time::Instant::now(),
                 ))
             }
-            Request::Peers => to_value(&report::peers(&self.peers(), &self.peer_set().stats())),
+            Request::Peers => to_value(&report::peers(
+                &self.peers(),
+                &self.peer_set().stats(),
+                std::time::Instant::now(),
+            )),
             Request::Routes => {
                 let node = self.node();
                 let routes = report::routes(&node, &self.peers());

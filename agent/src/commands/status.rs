@@ -60,6 +60,16 @@ pub fn render(report: &StatusReport) -> String {
         1 => " (1 client)".to_owned(),
         n => format!(" ({n} clients)"),
     };
+    let not_up: String = [(peers.states.stale, "stale"), (peers.states.down, "down")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, state)| format!(", {n} {state}"))
+        .collect();
+    let paths = match (peers.paths_total, peers.paths_down) {
+        (0, _) => String::new(),
+        (total, 0) => format!("  paths: {total}, none down\n"),
+        (total, down) => format!("  paths: {down} of {total} down\n"),
+    };
     let started = daemon
         .started_at
         .format(&time::format_description::well_known::Rfc3339)
@@ -67,7 +77,7 @@ pub fn render(report: &StatusReport) -> String {
     let mut text = format!(
         "node: {} ({})\n  public key: {}\n  interface: {}, mtu {}\n  addresses: {}\n  \
          listening port: {}\n  endpoints: {}\n  uptime: {} (since {started}, pid {})\n  \
-         peers: {} up of {}{clients}\n  transfer: {} received, {} sent\n",
+         peers: {} up of {}{clients}{not_up}\n{paths}  transfer: {} received, {} sent\n",
         node.name,
         node.role,
         node.public_key,
@@ -78,7 +88,7 @@ pub fn render(report: &StatusReport) -> String {
         human::list(&node.endpoints),
         human::duration(daemon.uptime_seconds),
         daemon.pid,
-        peers.up,
+        peers.states.up,
         peers.total,
         human::bytes(traffic.rx_bytes),
         human::bytes(traffic.tx_bytes),
@@ -114,7 +124,7 @@ pub fn render(report: &StatusReport) -> String {
 mod tests {
     use super::*;
     use crate::api::report;
-    use crate::api::report::tests::{known, node, stats_for};
+    use crate::api::report::tests::{clock, known, node, stats_for};
     use crate::dataplane::DataplaneStats;
     use crate::peerset::PeerKind;
 
@@ -127,8 +137,10 @@ mod tests {
             drops: Default::default(),
         };
         let now = node().started_at + time::Duration::seconds(3725);
-        let mut status = report::status(&node(), &[beta, laptop], &stats, now);
+        let mut status = report::status(&node(), &[beta, laptop], &stats, now, clock());
         status.daemon.pid = 42;
+        status.peers.paths_total = 3;
+        status.peers.paths_down = 1;
         status.drops.total = 12;
         status.drops.by_reason.insert("no_route".into(), 10);
         status.drops.by_reason.insert("replay".into(), 2);
@@ -137,7 +149,7 @@ mod tests {
              addresses: 10.1.0.1/16, fd00:1::1/64\n  listening port: 51820\n  \
              endpoints: vpn.example.net:51820\n  \
              uptime: 1 hour, 2 minutes, 5 seconds (since 2026-01-02T03:04:05Z, pid 42)\n  \
-             peers: 1 up of 2 (1 client)\n  transfer: 1000 B received, 1.95 KiB sent\n  \
+             peers: 1 up of 2 (1 client), 1 down\n  paths: 1 of 3 down\n  transfer: 1000 B received, 1.95 KiB sent\n  \
              transit: 1 packets between peers\n  drops: 12 (no_route 10, replay 2)\n",
             crate::state::encode_key(&[1; 32])
         );
@@ -150,7 +162,7 @@ mod tests {
             peers: vec![],
             drops: Default::default(),
         };
-        let status = report::status(&node(), &[], &stats, node().started_at);
+        let status = report::status(&node(), &[], &stats, node().started_at, clock());
         assert!(render(&status).contains("drops: none"));
     }
 }

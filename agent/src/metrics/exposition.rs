@@ -17,7 +17,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::api::report::{BgpSessionEntry, BgpView, is_up};
+use std::time::Instant;
+
+use meshd_tunnel::path::{PathState, PathStats};
+
+use crate::api::peer_state::PeerState;
+use crate::api::report::{self, BgpSessionEntry, BgpView, is_up};
 use crate::control::MembershipCounts;
 use crate::dataplane::{DataplaneStats, DropReason};
 use crate::peerset::{KnownPeer, PeerKind};
@@ -38,6 +43,8 @@ pub struct Snapshot {
     pub bgp: Option<BgpView>,
     /// Seconds since the Unix epoch when the daemon started.
     pub started_at_unix: i64,
+    /// The data plane's clock when `stats` was taken (peer states and ages).
+    pub now: Instant,
 }
 
 /// The OpenMetrics text for `snapshot` (ends with `# EOF`).
@@ -66,6 +73,8 @@ impl Collector for SnapshotCollector {
             s.started_at_unix,
         )?;
         peers(&mut out, s)?;
+        peer_states(&mut out, s)?;
+        paths(&mut out, s)?;
         drops(&mut out, &s.stats)?;
         if let Some(control) = s.control {
             out.single_gauge(
@@ -210,6 +219,99 @@ fn peers(out: &mut Families<'_, '_>, s: &Snapshot) -> fmt::Result {
             .peers
             .iter()
             .filter_map(|p| Some((label(&p.name), seconds(p.rtt?)))),
+    )
+}
+
+/// `meshd_peer_state`: one sample per peer and state, 1 for the peer's state and 0 for the
+/// others (so `sum by (state)` counts peers per state); the last packet's age.
+fn peer_states(out: &mut Families<'_, '_>, s: &Snapshot) -> fmt::Result {
+    let health: Vec<(String, crate::api::peer_state::Health)> = s
+        .peers
+        .iter()
+        .filter_map(|peer| {
+            let stats = s.stats.peer(&peer.config.name)?;
+            Some((peer.config.name.clone(), report::health(peer, stats, s.now)))
+        })
+        .collect();
+    out.gauge(
+        "meshd_peer_state",
+        "1 for the peer's state (up: heard from within its silence limit; stale: silent longer, \
+         session live; down: no session or every path down), 0 for the others",
+        None,
+        health.iter().flat_map(|(name, h)| {
+            PeerState::ALL.map(|state| {
+                (
+                    [("peer", name.clone()), ("state", state.as_str().to_owned())],
+                    u64::from(h.state == state),
+                )
+            })
+        }),
+    )?;
+    out.gauge(
+        "meshd_peer_last_received_age",
+        "Time since the last authenticated packet from the peer (data, keepalive, handshake or \
+         probe reply; absent if none came)",
+        Some(Unit::Seconds),
+        health.iter().filter_map(|(name, h)| {
+            Some(([("peer", name.clone())], seconds(h.last_received_ago?)))
+        }),
+    )
+}
+
+/// The labels of one path: peer, local address (`*`: the kernel chooses) and remote endpoint.
+fn path_labels(peer: &str, path: &PathStats) -> [(&'static str, String); 3] {
+    [
+        ("peer", peer.to_owned()),
+        (
+            "local",
+            path.path
+                .local
+                .map_or_else(|| "*".to_owned(), |ip| ip.to_string()),
+        ),
+        ("remote", path.path.remote.to_string()),
+    ]
+}
+
+fn paths(out: &mut Families<'_, '_>, s: &Snapshot) -> fmt::Result {
+    let all = || {
+        s.stats
+            .peers
+            .iter()
+            .flat_map(|peer| peer.paths.iter().map(move |path| (&*peer.name, path)))
+    };
+    const STATES: [PathState; 3] = [PathState::Unknown, PathState::Up, PathState::Down];
+    out.gauge(
+        "meshd_path_state",
+        "1 for the path's probing state (unknown: not answered yet or the peer does not answer \
+         probes; up; down: probes lost in a row or its local address gone), 0 for the others",
+        None,
+        all().flat_map(|(peer, path)| {
+            STATES.map(|state| {
+                let [p, l, r] = path_labels(peer, path);
+                (
+                    [p, l, r, ("state", state.to_string())],
+                    u64::from(path.state == state),
+                )
+            })
+        }),
+    )?;
+    out.gauge(
+        "meshd_path_active",
+        "1 for the path the peer's traffic takes, 0 for its other paths",
+        None,
+        all().map(|(peer, path)| (path_labels(peer, path), u64::from(path.active))),
+    )?;
+    out.gauge(
+        "meshd_path_rtt",
+        "Smoothed round-trip time of the path's probes (absent before the first answer)",
+        Some(Unit::Seconds),
+        all().filter_map(|(peer, path)| Some((path_labels(peer, path), seconds(path.srtt?)))),
+    )?;
+    out.gauge(
+        "meshd_path_loss",
+        "Share of the path's recent probes (at most 32) that were lost, 0 to 1",
+        Some(Unit::Other("ratio".to_owned())),
+        all().map(|(peer, path)| (path_labels(peer, path), path.loss())),
     )
 }
 

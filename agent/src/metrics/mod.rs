@@ -29,6 +29,7 @@ impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D>
             control: self.control.map(crate::control::ControlHandle::counts),
             bgp: self.bgp.as_ref().map(|view| view.borrow().clone()),
             started_at_unix: self.started_at_unix,
+            now: std::time::Instant::now(),
         }
     }
 }
