@@ -29,6 +29,7 @@ use crate::ip;
 use crate::path::probe::{self, PROBE_LEN, Probe, ProbeKind, SenderId};
 use crate::path::{HANDSHAKE_TIMEOUT, Path, PathAction, PathState, ProberConfig, candidates};
 use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
+use crate::source_limit::SourceLimiter;
 use crate::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
 use crate::tx::TxBatch;
 
@@ -100,6 +101,8 @@ pub struct DataplaneCore {
     private_key: StaticSecret,
     public_key: PublicKey,
     rate_limiter: Arc<RateLimiter>,
+    /// Handshake messages per source address (checked before anything else about them).
+    source_limiter: SourceLimiter,
     table: RwLock<Arc<PeerTable>>,
     /// Serialises peer updates and hands out peer indexes.
     next_slot: Mutex<u32>,
@@ -138,6 +141,7 @@ impl DataplaneCore {
         let public_key = PublicKey::from(&secret);
         let core = DataplaneCore {
             rate_limiter: Arc::new(RateLimiter::new(&public_key, handshakes_per_second)),
+            source_limiter: SourceLimiter::default(),
             private_key: secret,
             public_key,
             table: RwLock::new(Arc::new(PeerTable::default())),
@@ -287,7 +291,14 @@ impl DataplaneCore {
                 };
                 self.handle_data(snap, index, peer, datagram, path, now, to_device, tx);
             }
-            Ok(_) => self.handle_handshake(snap, datagram, from, local, now, tx),
+            Ok(_) => {
+                // Before the MAC check, so a flood from one address stops costing anything
+                // but this lookup once its bucket is empty.
+                if !self.source_limiter.allow(from.ip(), now) {
+                    return self.drop(DropReason::RateLimited);
+                }
+                self.handle_handshake(snap, datagram, from, local, now, tx)
+            }
         }
     }
 

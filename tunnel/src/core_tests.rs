@@ -476,13 +476,16 @@ fn handshake_flood_gets_cookies_and_a_cookie_holder_gets_through() {
     let mut buf = vec![0u8; 2048];
     let snap = b.core.snapshot();
     let mut cookie = None;
+    // 50 ms apart: the per-source rate lets every one through to the load check.
+    let mut at = now;
     for _ in 0..(LIMIT + 5) {
+        at += Duration::from_millis(50);
         let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, true)
         else {
             panic!("no initiation");
         };
         b.core
-            .handle_inbound(&snap, init, a.addr, now, &mut b.to_device, &mut b.tx);
+            .handle_inbound(&snap, init, a.addr, at, &mut b.to_device, &mut b.tx);
         for (dst, d) in take_tx(&mut b) {
             assert_eq!(dst, a.addr);
             if d.len() == 64 {
@@ -501,12 +504,48 @@ fn handshake_flood_gets_cookies_and_a_cookie_holder_gets_through() {
     let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, true) else {
         panic!("no initiation");
     };
+    at += Duration::from_millis(50);
     b.core
-        .handle_inbound(&snap, init, a.addr, now, &mut b.to_device, &mut b.tx);
+        .handle_inbound(&snap, init, a.addr, at, &mut b.to_device, &mut b.tx);
     assert_eq!(drops(&b, DropReason::UnderLoad), under_load);
     let replies = take_tx(&mut b);
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].1.len(), 92, "a handshake response");
+}
+
+#[test]
+fn a_flood_from_one_address_is_cut_to_its_per_source_rate_and_others_still_get_in() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair();
+    // The attacker knows b's public key, so its initiations carry a valid MAC1 (the same
+    // initiation resent: the per-source check comes before any MAC or timestamp check).
+    let mut attacker = Tunn::new(
+        StaticSecret::from(key(9)),
+        PublicKey::from(public(2)),
+        None,
+        None,
+        3,
+        None,
+    );
+    let mut buf = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(init) = attacker.format_handshake_initiation(&mut buf, false)
+    else {
+        panic!("no initiation");
+    };
+    let init = init.to_vec();
+    let from: SocketAddr = "203.0.113.66:40000".parse().unwrap();
+    let snap = b.core.snapshot();
+    for _ in 0..10_000 {
+        b.core
+            .handle_inbound(&snap, &init, from, now, &mut b.to_device, &mut b.tx);
+    }
+    let limited = drops(&b, DropReason::RateLimited);
+    assert!(limited >= 10_000 - 5, "{limited} of 10000 rate limited");
+    assert!(take_tx(&mut b).len() <= 5, "no reply beyond the burst");
+    // A real peer from another address completes its handshake in the middle of it.
+    send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"still here"), now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(delivered(&mut b).len(), 1);
 }
 
 thread_local! {

@@ -23,6 +23,7 @@ pub mod ip;
 pub mod path;
 mod peer;
 pub mod routing;
+mod source_limit;
 pub mod stats;
 pub mod tx;
 

@@ -26,6 +26,9 @@ pub enum DropReason {
     NoSession,
     /// A handshake refused because we are under load (a cookie reply was sent instead).
     UnderLoad,
+    /// A handshake message from a source address over its per-source rate (a flood from
+    /// one address costs a lookup, no MAC check and no reply).
+    RateLimited,
     /// A decrypted packet whose source address the sending peer may not use.
     SpoofedSource,
     /// A decrypted packet that is not a valid IP packet.
@@ -44,7 +47,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::InvalidMac,
@@ -53,6 +56,7 @@ impl DropReason {
         DropReason::Replay,
         DropReason::NoSession,
         DropReason::UnderLoad,
+        DropReason::RateLimited,
         DropReason::SpoofedSource,
         DropReason::InvalidInnerPacket,
         DropReason::NoRoute,
@@ -73,6 +77,7 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::NoSession => "no_session",
             DropReason::UnderLoad => "under_load",
+            DropReason::RateLimited => "rate_limited",
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::InvalidInnerPacket => "invalid_inner_packet",
             DropReason::NoRoute => "no_route",
