@@ -481,6 +481,20 @@ impl DataplaneCore {
                 tx.commit_from(PROBE_LEN, from, local);
                 state.last_received = Some(now);
                 state.prober.authenticated_from(from, local, now);
+                // The peer is there and we have no session with it: we restarted (it still
+                // sends on a session we forgot) or the session expired. Handshake now, on
+                // the path it probes by, instead of waiting for its handshake timeout.
+                if !state.session_up {
+                    self.initiate_on(
+                        &mut state,
+                        Path {
+                            local,
+                            remote: from,
+                        },
+                        now,
+                        tx,
+                    );
+                }
             }
             ProbeKind::Reply => {
                 if state
@@ -490,6 +504,22 @@ impl DataplaneCore {
                     state.last_received = Some(now);
                 }
             }
+        }
+    }
+
+    /// Sends a handshake initiation to the peer on `path` (none if one is already under
+    /// way: boringtun sends at most one per rekey timeout unless forced).
+    fn initiate_on(&self, state: &mut PeerState, path: Path, now: Instant, tx: &mut TxBatch) {
+        if tx.remaining() < MIN_TX_ROOM {
+            return self.drop(DropReason::NoBuffer);
+        }
+        if let TunnResult::WriteToNetwork(p) =
+            state.tunn.format_handshake_initiation(tx.room(), false)
+        {
+            let len = p.len();
+            state.handshake_pending_since.get_or_insert(now);
+            state.initiation_sent_at = Some(now);
+            tx.commit_from(len, path.remote, path.local);
         }
     }
 

@@ -304,3 +304,62 @@ fn forged_probes_get_no_answer_and_replies_are_never_larger() {
         }
     }
 }
+
+#[test]
+fn a_restarted_core_is_reached_from_its_spoke_within_a_second() {
+    // Alpha is the spoke: it knows beta's endpoints and pings through it. Beta, the core,
+    // knows no endpoint of alpha (a spoke behind NAT): it answers where alpha comes from.
+    let mut net = Net::new();
+    let beta_peer = peer("alpha", 1, &[], "10.1.0.0/16");
+    net.nodes[1].core = DataplaneCore::new([2; 32], std::slice::from_ref(&beta_peer)).unwrap();
+    let now = net.now;
+    let addrs = net.nodes[1].addrs.clone();
+    net.nodes[1].core.set_local_addresses(addrs.clone(), now);
+    net.run(Duration::from_secs(5));
+    assert!(net.replies.len() > 80, "{} replies", net.replies.len());
+
+    // kill -9 and start again: a new core with the same key and no memory of the session.
+    // Alpha keeps sending on the old session, which beta no longer knows.
+    let restart_at = net.now;
+    net.nodes[1].core = DataplaneCore::new([2; 32], &[beta_peer]).unwrap();
+    net.nodes[1].core.set_local_addresses(addrs, restart_at);
+    net.nodes[1].next_tick = restart_at;
+    net.run(Duration::from_secs(3));
+    let first = net
+        .replies
+        .iter()
+        .find(|&&t| t > restart_at)
+        .map(|t| *t - restart_at);
+    eprintln!("core restart: first reply after {first:?}");
+    assert!(
+        first.is_some_and(|d| d < Duration::from_secs(1)),
+        "first reply after the restart: {first:?}"
+    );
+    assert!(
+        net.longest_gap_after(restart_at + Duration::from_secs(1)) < Duration::from_millis(200)
+    );
+}
+
+#[test]
+fn a_restarted_core_handshakes_at_once_with_peers_it_has_endpoints_for() {
+    let mut net = started();
+    let restart_at = net.now;
+    let addrs = net.nodes[1].addrs.clone();
+    net.nodes[1].core = DataplaneCore::new(
+        [2; 32],
+        &[peer(
+            "alpha",
+            1,
+            &["198.51.100.1", "203.0.113.1"],
+            "10.1.0.0/16",
+        )],
+    )
+    .unwrap();
+    net.nodes[1].core.set_local_addresses(addrs, restart_at);
+    net.nodes[1].next_tick = restart_at;
+    net.run(Duration::from_millis(100));
+    assert!(
+        net.replies.iter().any(|&t| t > restart_at),
+        "pings answered within 100 ms of the restart"
+    );
+}

@@ -389,13 +389,18 @@ impl Clock {
 }
 
 #[test]
-fn a_persistent_keepalive_peer_is_dialled_on_the_first_tick() {
+fn a_peer_with_an_endpoint_or_keepalive_is_dialled_on_the_first_tick() {
     let now = Instant::now();
     let (mut a, mut b) = pair();
-    // Without a persistent keepalive, a tick sends nothing but path probes until there is
-    // traffic.
-    a.core.tick(now, &mut a.tx);
-    assert!(take_tx(&mut a).iter().all(|(_, d)| probe::is_probe(d)));
+    // A peer with neither an endpoint nor a keepalive (a spoke behind NAT, seen from its
+    // core) waits until it makes contact.
+    let mut core = node(
+        3,
+        "127.0.0.13:51820",
+        vec![peer("b", 2, &[], &["10.2.0.0/16"])],
+    );
+    core.core.tick(now, &mut core.tx);
+    assert!(take_tx(&mut core).is_empty());
     let mut spoke_view = peer("a", 1, &["127.0.0.11:51820"], &["10.1.0.0/16"]);
     spoke_view.persistent_keepalive = Some(Duration::from_secs(25));
     b.core.update_peers(&[spoke_view]).unwrap();
@@ -543,7 +548,11 @@ fn a_flood_from_one_address_is_cut_to_its_per_source_rate_and_others_still_get_i
     assert!(limited >= 10_000 - 5, "{limited} of 10000 rate limited");
     assert!(take_tx(&mut b).len() <= 5, "no reply beyond the burst");
     // A real peer from another address completes its handshake in the middle of it.
-    send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"still here"), now);
+    send(
+        &mut a,
+        &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"still here"),
+        now,
+    );
     pump(&mut [&mut a, &mut b], now);
     assert_eq!(delivered(&mut b).len(), 1);
 }
