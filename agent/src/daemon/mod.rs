@@ -19,6 +19,7 @@
 //! before the error is returned, and systemd never hears READY.
 
 mod stages;
+mod uplinks;
 
 use std::path::Path;
 

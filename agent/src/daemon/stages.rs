@@ -5,7 +5,8 @@
 //!
 //! Why this order: the interface (TUN, addresses, routes) first, since the data plane reads
 //! and writes the TUN; the control plane after the data plane, since members it learns become
-//! the data plane's peers; the routing plane last, since BGP listens on the overlay addresses
+//! the data plane's peers; the uplink follower right after the data plane, which it tells
+//! where paths can leave from; the routing plane last, since BGP listens on the overlay addresses
 //! and its sessions run through the tunnels.
 
 use std::collections::BTreeSet;
@@ -24,6 +25,8 @@ use crate::netlink::{Netlink, tunnel_mtu};
 use crate::peerset::KernelRoutes;
 use crate::routing::{RoutingPlane, RoutingSettings};
 
+use super::uplinks::{self, UplinkFollower};
+
 /// A stage's start or stop, borrowing the node while it runs.
 type StageFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
@@ -39,6 +42,7 @@ pub(super) struct Stage {
 pub(super) const STAGES: &[Stage] = &[
     Stage { name: "interface", start: start_interface, stop: stop_interface },
     Stage { name: "data plane", start: start_dataplane, stop: stop_dataplane },
+    Stage { name: "uplinks", start: start_uplinks, stop: stop_uplinks },
     Stage { name: "control plane", start: start_control, stop: stop_control },
     Stage { name: "routing plane", start: start_routing, stop: stop_routing },
 ];
@@ -64,6 +68,7 @@ pub(super) struct Node<'n> {
     tun: Option<TunDevice>,
     pub kernel: Option<KernelRoutes<'n>>,
     pub dataplane: Option<DataplaneHandle>,
+    uplinks: Option<UplinkFollower>,
     pub control: Option<ControlHandle>,
     pub routing: Option<RoutingPlane>,
 }
@@ -94,6 +99,7 @@ impl<'n> Node<'n> {
             tun: None,
             kernel: None,
             dataplane: None,
+            uplinks: None,
             control: None,
             routing: None,
         }
@@ -198,6 +204,30 @@ fn start_dataplane<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result
             .context("cannot start the data plane")?;
         node.dataplane = Some(dataplane);
         Ok(())
+    })
+}
+
+/// Follows the uplinks (rtnetlink) into the data plane. Without it the node still works,
+/// with the kernel choosing every path's source address, so a failure is a warning.
+fn start_uplinks<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let dataplane = node
+            .dataplane
+            .as_ref()
+            .expect("the data plane stage has started");
+        match uplinks::follow(&node.config.interface.name, dataplane.uplinks()).await {
+            Ok(follower) => node.uplinks = Some(follower),
+            Err(error) => tracing::warn!(
+                "cannot follow the uplinks ({error}); paths leave from the address the kernel chooses"
+            ),
+        }
+        Ok(())
+    })
+}
+
+fn stop_uplinks<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, ()> {
+    Box::pin(async move {
+        node.uplinks = None;
     })
 }
 

@@ -30,5 +30,5 @@ pub use meshd_tunnel::{
     DataplaneConfig, DataplaneCore, DataplaneStats, DropCounts, DropReason, PacketBatch, PacketBuf,
     PeerConfig, PeerStats, TxBatch,
 };
-pub use shell::{Dataplane, DataplaneHandle};
+pub use shell::{Dataplane, DataplaneHandle, UplinkSink};
 pub use tun::{TunDevice, create_tun};

@@ -7,11 +7,12 @@
 //! - UDP -> core (decrypt) -> device: one task per socket, datagrams handled in arrival
 //!   order (boringtun's replay window never sees a peer's packets reordered by us), written
 //!   to the device in one batch (GRO-coalesced by tun-rs).
-//! - timers: one task ticks the core every 250 ms.
+//! - timers: one task ticks the core every 250 ms, and runs the path probers at their
+//!   deadlines in between (probes every 100 ms on a busy path).
 //!
 //! The two directions share nothing but the per-peer `Tunn` locks, so they run on two cores.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,6 +124,18 @@ impl DataplaneHandle {
         Ok(self.core.update_peers(peers)?)
     }
 
+    /// A handle that tells the data plane which local uplink addresses it can send from
+    /// (for the task that follows rtnetlink).
+    pub fn uplinks(&self) -> UplinkSink {
+        UplinkSink(self.core.clone())
+    }
+
+    /// Peers whose paths all failed since the last call (their endpoint names are worth
+    /// asking DNS again).
+    pub fn take_resolve_requests(&self) -> Vec<String> {
+        self.core.take_resolve_requests()
+    }
+
     /// The UDP addresses we listen on (with the real port when 0 was configured).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
@@ -131,6 +144,18 @@ impl DataplaneHandle {
     /// Our WireGuard public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.core.public_key()
+    }
+}
+
+/// Where the node's usable uplink addresses go: paths from an address that went away are
+/// down at once, paths from a new one are probed at once.
+#[derive(Debug, Clone)]
+pub struct UplinkSink(Arc<DataplaneCore>);
+
+impl UplinkSink {
+    /// The usable local addresses now, primary uplink first.
+    pub fn set(&self, addresses: Vec<IpAddr>) {
+        self.0.set_local_addresses(addresses, Instant::now());
     }
 }
 
@@ -168,14 +193,14 @@ impl Sockets {
                     let mut result = Ok(());
                     for chunk in run.contents.chunks(size * max.max(1)) {
                         let seg = (chunk.len() > size).then_some(size);
-                        result = result.and(socket.send(run.dst, chunk, seg).await);
+                        result = result.and(socket.send(run.dst, run.src, chunk, seg).await);
                     }
                     result
                 }
-                seg => socket.send(run.dst, run.contents, seg).await,
+                seg => socket.send(run.dst, run.src, run.contents, seg).await,
             };
             if let Err(e) = result {
-                tracing::debug!(dst = %run.dst, error = %e, "UDP send failed");
+                tracing::debug!(dst = %run.dst, src = ?run.src, error = %e, "UDP send failed");
                 core.drop(DropReason::SendFailed);
             }
         }
@@ -285,11 +310,13 @@ async fn inbound_task<D: PacketDevice>(
         let snap = core.snapshot();
         for (buf, meta) in bufs.iter().zip(&meta).take(count) {
             let from = canonical(meta.addr);
+            // The local address it came to: with it, the path it came by.
+            let local = meta.dst_ip.map(|ip| canonical(SocketAddr::new(ip, 0)).ip());
             let stride = meta.stride.max(1);
             let data = &buf[..meta.len.min(buf.len())];
             if data.is_empty() {
                 // An empty datagram is junk too; let the core count it.
-                core.handle_inbound(&snap, data, from, now, &mut to_device, &mut tx);
+                core.handle_inbound_on(&snap, data, from, local, now, &mut to_device, &mut tx);
             }
             for datagram in data.chunks(stride) {
                 if to_device.is_full() {
@@ -298,7 +325,7 @@ async fn inbound_task<D: PacketDevice>(
                 if tx.remaining() < 2 * (MIN_TX_ROOM + usize::from(u16::MAX)) {
                     sockets.flush(&core, &mut tx).await;
                 }
-                core.handle_inbound(&snap, datagram, from, now, &mut to_device, &mut tx);
+                core.handle_inbound_on(&snap, datagram, from, local, now, &mut to_device, &mut tx);
             }
         }
         flush_device(&*device, &mut to_device).await;
@@ -322,15 +349,24 @@ async fn timer_task(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tx = TxBatch::new(TX_CAPACITY);
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_tick = Instant::now();
     loop {
+        // A prober deadline earlier than the next tick wakes us for the probers alone.
+        let wake = core
+            .next_path_deadline()
+            .map_or(next_tick, |d| d.min(next_tick));
         tokio::select! {
             biased;
             _ = stop.changed() => return,
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        core.tick(Instant::now(), &mut tx);
+        let now = Instant::now();
+        if now >= next_tick {
+            core.tick(now, &mut tx);
+            next_tick = now + TICK;
+        } else {
+            core.poll_paths(now, &mut tx);
+        }
         sockets.flush(&core, &mut tx).await;
     }
 }

@@ -22,6 +22,9 @@ pub struct UdpPort {
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    /// Bound to the wildcard address: it can send from any local address (IP_PKTINFO /
+    /// IPV6_PKTINFO), which is how one path leaves by one ISP and another by the other.
+    any_source: bool,
 }
 
 impl std::fmt::Debug for UdpPort {
@@ -55,6 +58,7 @@ impl UdpPort {
             socket,
             state,
             local,
+            any_source: addr.ip().is_unspecified(),
         })
     }
 
@@ -89,10 +93,13 @@ impl UdpPort {
         }
     }
 
-    /// Sends one datagram, or a GSO run of `segment_size`-sized datagrams, to `dst`.
+    /// Sends one datagram, or a GSO run of `segment_size`-sized datagrams, to `dst`, from
+    /// the local address `src` (`None`, or a socket bound to one address: the kernel's
+    /// choice).
     pub async fn send(
         &self,
         dst: SocketAddr,
+        src: Option<IpAddr>,
         contents: &[u8],
         segment_size: Option<usize>,
     ) -> io::Result<()> {
@@ -101,7 +108,7 @@ impl UdpPort {
             ecn: None,
             contents,
             segment_size,
-            src_ip: None,
+            src_ip: src.filter(|_| self.any_source),
         };
         self.socket
             .async_io(Interest::WRITABLE, || {
