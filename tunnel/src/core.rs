@@ -665,6 +665,10 @@ impl DataplaneCore {
                 break; // the rest get their turn on the next tick
             }
             let mut state = peer.state.lock();
+            if state.initiate_on_tick && state.session_up {
+                // The peer was quicker: its handshake already opened a session.
+                state.initiate_on_tick = false;
+            }
             if state.initiate_on_tick && send_path(&state).is_some() {
                 state.initiate_on_tick = false;
                 if let TunnResult::WriteToNetwork(p) =

@@ -426,6 +426,21 @@ fn a_peer_with_an_endpoint_or_keepalive_is_dialled_on_the_first_tick() {
 }
 
 #[test]
+fn a_peer_that_handshook_first_is_not_dialled_again_on_the_first_tick() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair();
+    send(&mut a, &ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"x"), now);
+    pump(&mut [&mut a, &mut b], now);
+    assert_eq!(delivered(&mut b).len(), 1);
+    b.core.tick(now, &mut b.tx);
+    assert!(
+        take_tx(&mut b).iter().all(|(_, d)| d[0] != 1),
+        "no second handshake"
+    );
+    assert_eq!(a.core.stats().peer("b").unwrap().handshakes, 1);
+}
+
+#[test]
 fn update_peers_keeps_sessions_of_unchanged_peers() {
     let now = Instant::now();
     let (mut a, mut b) = pair();
