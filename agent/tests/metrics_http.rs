@@ -11,7 +11,7 @@ use meshd::dataplane::{DataplaneStats, DropCounts, DropReason, PeerConfig, PeerS
 use meshd::metrics::{MetricsSource, Snapshot, serve};
 use meshd::peerset::{KnownPeer, PeerKind};
 use meshd_tunnel::path::{Path, PathSource, PathState, PathStats};
-use netns_tests::{http_request, parse_exposition, wait_until};
+use netns_tests::{dashboard_metrics, http_request, parse_exposition, wait_until};
 use tokio::sync::watch;
 
 struct Fixed(Snapshot);
@@ -178,6 +178,31 @@ fn reachable(address: SocketAddr) -> bool {
     http_request(address, "GET", "/metrics").is_ok_and(|r| r.status == 200)
 }
 
+const DASHBOARD: &str = include_str!("../../packaging/grafana/meshd-dashboard.json");
+
+#[test]
+fn the_dashboard_queries_documented_metrics_that_a_scrape_has() {
+    let address = free_address("127.0.0.72");
+    let (_tx, _runtime) = start(address);
+    assert!(wait_until(Duration::from_secs(5), || reachable(address)));
+    let response = http_request(address, "GET", "/metrics").unwrap();
+    let m = parse_exposition(&response.body).unwrap();
+    let operations = include_str!("../../docs/operations.md");
+    let queried = dashboard_metrics(DASHBOARD);
+    assert!(queried.len() >= 15, "{queried:?}");
+    for name in &queried {
+        assert!(
+            m.has_sample(name),
+            "the dashboard queries {name}, not exported"
+        );
+        assert!(
+            operations.contains(&format!("`{name}`")),
+            "{name} is not in docs/operations.md's metrics table"
+        );
+    }
+    serde_json::from_str::<serde_json::Value>(DASHBOARD).expect("the dashboard is JSON");
+}
+
 #[test]
 fn a_scrape_gets_every_metric_with_its_type_and_unit() {
     let address = free_address("127.0.0.71");
@@ -208,6 +233,7 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         ("meshd_path_active", "gauge"),
         ("meshd_path_rtt_seconds", "gauge"),
         ("meshd_path_loss_ratio", "gauge"),
+        ("meshd_path_switches", "counter"),
         ("meshd_build", "info"),
     ] {
         assert_eq!(

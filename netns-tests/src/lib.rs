@@ -34,7 +34,9 @@ pub use namespace::{Namespace, VethLink, connect_veth, underlay_hub, underlay_pa
 pub use nix::sys::signal::Signal;
 pub use process::{ChildGuard, LogFile};
 pub use root::require_root;
-pub use scrape::{Exposition, HttpResponse, Sample, http_request, parse_exposition};
+pub use scrape::{
+    Exposition, HttpResponse, Sample, dashboard_metrics, http_request, parse_exposition,
+};
 pub use wait::wait_until;
 
 /// An address written in a test; panics if it is not one.

@@ -224,6 +224,13 @@ impl MeshdNode {
         process.stop_with(Signal::SIGTERM, Duration::from_secs(10))
     }
 
+    /// Kills `meshd run` with SIGKILL, as a crash or `kill -9` would: nothing is sent on the
+    /// way out. Returns its exit status (`None`: it was not running or did not die in 10 s).
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        let mut process = self.process.take()?;
+        process.stop_with(Signal::SIGKILL, Duration::from_secs(10))
+    }
+
     /// Asks the running daemon to reload its config (SIGHUP) and waits (up to 10 s) until it
     /// logs the outcome; returns the log from that line on.
     pub fn reload(&mut self) -> String {

@@ -71,6 +71,11 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// Whether any sample is called `name` (`meshd_peer_sent_bytes_total`, not the family).
+    pub fn has_sample(&self, name: &str) -> bool {
+        self.samples.iter().any(|s| s.name == name)
+    }
+
     /// The value of the sample called `name` whose labels include `labels`.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
@@ -195,6 +200,25 @@ fn parse_labels(mut inner: &str) -> Result<BTreeMap<String, String>, String> {
         inner = inner.strip_prefix(',').unwrap_or(inner);
     }
     Ok(labels)
+}
+
+/// The metric names a Grafana dashboard queries: every `meshd_...` word of its JSON
+/// (packaging/grafana/meshd-dashboard.json writes `meshd_` only in PromQL expressions and
+/// variable queries), as sample names (`_total` included where the query has it).
+pub fn dashboard_metrics(json: &str) -> std::collections::BTreeSet<String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = json;
+    while let Some(at) = rest.find("meshd_") {
+        let starts_word = !rest[..at].chars().next_back().is_some_and(word);
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
+        if starts_word {
+            names.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
 }
 
 #[cfg(test)]

@@ -100,12 +100,12 @@ fn render_peer(peer: &PeerReport) -> String {
 }
 
 /// `* 198.51.100.1 -> 203.0.113.2:51820 (vpn.example.net:51820): up, rtt 1.2 ms, loss 0 %`;
-/// the star marks the active path.
+/// the star marks the active path, `any` a local address the kernel chooses.
 fn render_path(path: &PathReport) -> String {
     let marker = if path.active { "*" } else { " " };
     let local = path
         .local
-        .map_or_else(|| "*".to_owned(), |local| local.to_string());
+        .map_or_else(|| "any".to_owned(), |local| local.to_string());
     let name = match &path.endpoint_name {
         Some(name) if *name != path.remote.to_string() => format!(" ({name})"),
         Some(_) => String::new(),

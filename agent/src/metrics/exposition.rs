@@ -307,6 +307,16 @@ fn paths(out: &mut Families<'_, '_>, s: &Snapshot) -> fmt::Result {
         Some(Unit::Seconds),
         all().filter_map(|(peer, path)| Some((path_labels(peer, path), seconds(path.srtt?)))),
     )?;
+    out.counter(
+        "meshd_path_switches",
+        "How often the peer's traffic moved to another path (failover, failback, lower latency, \
+         roaming)",
+        None,
+        s.stats
+            .peers
+            .iter()
+            .map(|peer| ([("peer", peer.name.clone())], peer.path_switches)),
+    )?;
     out.gauge(
         "meshd_path_loss",
         "Share of the path's recent probes (at most 32) that were lost, 0 to 1",

@@ -1,7 +1,8 @@
 //! The local API of a real daemon in a network namespace (needs root): `meshd status --json`
 //! and `meshd peers` answer over the control socket, a client created before the start is
 //! loaded from the state directory, one created while the daemon runs is accepted at once,
-//! and wireguard-go set up from each printed wg-quick configuration reaches the node.
+//! and wireguard-go set up from each printed wg-quick configuration reaches the node; a killed
+//! peer is shown down within seconds, in `meshd peers`, `status` and the metrics.
 
 #[path = "../api_support/mod.rs"]
 mod api_support;
@@ -9,7 +10,7 @@ mod api_support;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api_support::{client_from, parse_wg_quick};
 use netns_tests::{MeshdNode, MeshdSetup, require_root, underlay_pair};
@@ -126,5 +127,111 @@ fn status_peers_and_clients_over_the_control_socket() {
     assert!(
         !alpha.state_dir().join("meshd.sock").exists(),
         "the control socket is removed on shutdown"
+    );
+}
+
+/// The state of peer `name` in `node`'s `meshd peers --json`.
+fn peer_state(node: &MeshdNode, name: &str) -> String {
+    let (peers, _) = meshd(node, &["peers", "--json"]);
+    let peers: Value = serde_json::from_str(&peers).unwrap();
+    let peer = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no peer {name}: {peers}"));
+    peer["state"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_killed_peer_is_down_within_seconds() {
+    if !require_root("a_killed_peer_is_down_within_seconds") {
+        return;
+    }
+    let (ns_a, ns_b) = underlay_pair("kill");
+    let mut alpha = MeshdNode::with_addresses(
+        Path::new(MESHD),
+        "alpha",
+        "198.51.100.1:51820",
+        &["10.1.0.1/16"],
+    );
+    let mut beta = MeshdNode::with_addresses(
+        Path::new(MESHD),
+        "beta",
+        "198.51.100.2:51820",
+        &["10.2.0.1/16"],
+    );
+    alpha.add_peer_node(&beta, &["198.51.100.2:51820"], &["10.2.0.0/16"], Some(25));
+    beta.add_peer_node(&alpha, &["198.51.100.1:51820"], &["10.1.0.0/16"], Some(25));
+    alpha.start(&ns_a);
+    beta.start(&ns_b);
+    assert!(
+        ns_a.ping_until(ip("10.2.0.1"), PING_TIMEOUT),
+        "alpha cannot reach beta:\n{}",
+        alpha.log()
+    );
+    assert!(
+        netns_tests::wait_until(Duration::from_secs(10), || peer_state(&alpha, "beta")
+            == "up"),
+        "beta never up at alpha:\n{}",
+        meshd(&alpha, &["peers"]).0
+    );
+    // Idle for a while, so the kill falls into the slow (2 s) probe cycle, as on a quiet night.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        peer_state(&alpha, "beta"),
+        "up",
+        "an idle live peer stays up"
+    );
+
+    beta.kill().expect("beta dies");
+    let killed = Instant::now();
+    let (mut stale, mut down) = (None, None);
+    while down.is_none() && killed.elapsed() < Duration::from_secs(30) {
+        let state = peer_state(&alpha, "beta");
+        let at = killed.elapsed();
+        match state.as_str() {
+            "up" => assert!(
+                stale.is_none() && at < Duration::from_secs(6),
+                "up {at:?} after the kill"
+            ),
+            "stale" => {
+                stale.get_or_insert(at);
+            }
+            "down" => down = Some(at),
+            other => panic!("state {other}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let down = down.unwrap_or_else(|| {
+        panic!(
+            "beta not down 30 s after the kill:\n{}",
+            meshd(&alpha, &["peers"]).0
+        )
+    });
+    eprintln!("killed peer: stale after {stale:?}, down after {down:?}");
+    // The virtual-clock figure is 2.4 s; the shell adds its tick and the process starts.
+    assert!(
+        down < Duration::from_secs(5),
+        "down only {down:?} after the kill"
+    );
+
+    let (peers, _) = meshd(&alpha, &["peers"]);
+    assert!(
+        peers.starts_with("peer: beta (mesh node), down (all paths down)\n"),
+        "{peers}"
+    );
+    let (status, _) = meshd(&alpha, &["status"]);
+    assert!(status.contains("  peers: 0 up of 1, 1 down\n"), "{status}");
+    assert!(status.contains("  paths: 1 of 1 down\n"), "{status}");
+    let metrics = alpha.metrics(&ns_a);
+    assert_eq!(
+        metrics.value("meshd_peer_state", &[("peer", "beta"), ("state", "down")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("meshd_peer_up", &[("peer", "beta")]),
+        Some(1.0),
+        "the old gauge still says the session is live: the reason for meshd_peer_state"
     );
 }

@@ -29,11 +29,12 @@ use std::time::Duration;
 use meshd::api::report::RoutesReport;
 use meshd::state::StateDir;
 use netns_tests::{
-    ChildGuard, Namespace, connect_veth, http_request, parse_exposition, require_root, run_checked,
-    run_with_timeout, wait_until,
+    ChildGuard, Namespace, connect_veth, dashboard_metrics, http_request, parse_exposition,
+    require_root, run_checked, run_with_timeout, wait_until,
 };
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
+const DASHBOARD: &str = include_str!("../../../packaging/grafana/meshd-dashboard.json");
 /// Bound for one node to come up, and for the mesh to converge on one ping.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -362,6 +363,30 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
         Some(1.0)
     );
     assert_eq!(metrics.value("meshd_control_members", &[]), Some(4.0));
+    // Every metric the Grafana dashboard queries is one beta exports, with paths and BGP up
+    // (#16.5); beta's peers are up, each with an active, probed path (#17.1, #12.7).
+    for name in dashboard_metrics(DASHBOARD) {
+        assert!(
+            metrics.has_sample(&name),
+            "the dashboard queries {name}; beta has none"
+        );
+    }
+    for peer in ["alpha", "gamma", "spoke"] {
+        assert_eq!(
+            metrics.value("meshd_peer_state", &[("peer", peer), ("state", "up")]),
+            Some(1.0),
+            "{peer}"
+        );
+    }
+    let peers: serde_json::Value = serde_json::from_str(&beta.meshd(&["peers", "--json"])).unwrap();
+    for peer in peers["peers"].as_array().unwrap() {
+        assert_eq!(peer["state"], "up", "{peer}");
+        let paths = peer["paths"].as_array().unwrap();
+        let active: Vec<_> = paths.iter().filter(|p| p["active"] == true).collect();
+        assert_eq!(active.len(), 1, "one active path: {peer}");
+        assert_eq!(active[0]["state"], "up", "{peer}");
+        assert!(active[0]["rtt_ms"].is_number(), "{peer}");
+    }
     let beta_sessions = beta.routes().bgp_sessions;
     let to_spoke = beta_sessions.iter().find(|s| s.name == "spoke").unwrap();
     assert!(to_spoke.internal && to_spoke.rr_client, "{to_spoke:?}");
