@@ -87,7 +87,8 @@ for path in /usr/bin/meshd /usr/lib/systemd/system/meshd.service /etc/meshd/mesh
     /etc/iproute2/rt_protos.d/meshd.conf /usr/share/man/man1/meshd.1.gz \
     /usr/share/man/man1/meshd-init.1.gz /usr/share/man/man1/meshd-join.1.gz \
     /usr/share/doc/meshd/copyright /usr/share/doc/meshd/changelog.Debian.gz \
-    /usr/share/doc/meshd/examples/meshd.toml /usr/share/bash-completion/completions/meshd \
+    /usr/share/doc/meshd/examples/meshd.toml /usr/share/doc/meshd/grafana/meshd-dashboard.json \
+    /usr/share/bash-completion/completions/meshd \
     /usr/share/zsh/vendor-completions/_meshd /usr/share/fish/vendor_completions.d/meshd.fish; do
     [ -e "$root$path" ] || fail "$path is not installed"
 done
