@@ -27,7 +27,10 @@ use crate::config::{PeerConfig, WIREGUARD_OVERHEAD, validate_peers};
 use crate::error::ConfigError;
 use crate::ip;
 use crate::path::probe::{self, PROBE_LEN, Probe, ProbeKind, SenderId};
-use crate::path::{HANDSHAKE_TIMEOUT, Path, PathAction, PathState, ProberConfig, candidates};
+use crate::path::{
+    DefaultPolicy, HANDSHAKE_TIMEOUT, LocalUplink, Path, PathAction, PathPolicy, PathProber,
+    PathState, candidates,
+};
 use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
 use crate::source_limit::SourceLimiter;
 use crate::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
@@ -107,11 +110,12 @@ pub struct DataplaneCore {
     /// Serialises peer updates and hands out peer indexes.
     next_slot: Mutex<u32>,
     drops: DropCounters,
-    /// Our probe sender id, and the prober settings every new peer gets.
+    /// Our probe sender id.
     probe_id: SenderId,
-    prober_config: RwLock<ProberConfig>,
+    /// How paths are ranked and probed (`[paths]`).
+    policy: RwLock<Arc<dyn PathPolicy>>,
     /// Our usable local uplink addresses, primary first (empty: the kernel chooses sources).
-    locals: RwLock<Vec<IpAddr>>,
+    locals: RwLock<Vec<LocalUplink>>,
     /// Probe timestamps count microseconds from here (they are only echoed back to us).
     epoch: Mutex<Option<Instant>>,
 }
@@ -149,7 +153,7 @@ impl DataplaneCore {
             next_slot: Mutex::new(rand::random_range(1..=MAX_SLOT / 2)),
             drops: DropCounters::default(),
             probe_id: probe::sender_id(public_key.as_bytes()),
-            prober_config: RwLock::new(ProberConfig::default()),
+            policy: RwLock::new(Arc::new(DefaultPolicy)),
             locals: RwLock::new(Vec::new()),
             epoch: Mutex::new(None),
         };
@@ -191,7 +195,7 @@ impl DataplaneCore {
                         slot,
                         &self.private_key,
                         &self.rate_limiter,
-                        self.prober_config.read().clone(),
+                        self.policy.read().prober_config(&config.name),
                     ))
                 }
             };
@@ -201,29 +205,43 @@ impl DataplaneCore {
         Ok(())
     }
 
-    /// Probe timers and thresholds for peers added from now on (`[paths]` in the config).
-    pub fn set_prober_config(&self, config: ProberConfig) {
-        *self.prober_config.write() = config;
+    /// How paths are ranked and probed from now on (`[paths]` in the config): every peer's
+    /// candidates are ranked again at the next poll; a peer whose probe timers changed starts
+    /// probing afresh with them.
+    pub fn set_path_policy(&self, policy: Arc<dyn PathPolicy>) {
+        *self.policy.write() = policy.clone();
+        for peer in self.snapshot().peers() {
+            let mut state = peer.state.lock();
+            let config = policy.prober_config(&peer.name);
+            if *state.prober.config() != config {
+                state.prober = PathProber::new(config, rand::random());
+            }
+            state.candidates_stale = true;
+        }
     }
 
     /// Our usable local uplink addresses changed (the shell follows rtnetlink): paths from
     /// an address that went away are down at once, paths from a new one become candidates
     /// and are probed at once. `locals` is in order of preference, primary uplink first.
-    pub fn set_local_addresses(&self, locals: Vec<IpAddr>, now: Instant) {
+    pub fn set_local_addresses(&self, locals: Vec<LocalUplink>, now: Instant) {
         let old = std::mem::replace(&mut *self.locals.write(), locals.clone());
         if old == locals {
             return;
         }
+        let addresses = |l: &[LocalUplink]| l.iter().map(|u| u.address).collect::<Vec<_>>();
+        let (old, new) = (addresses(&old), addresses(&locals));
+        let policy = self.policy.read().clone();
         let snap = self.snapshot();
         for peer in snap.peers() {
             let mut state = peer.state.lock();
-            for gone in old.iter().filter(|ip| !locals.contains(ip)) {
+            for gone in old.iter().filter(|ip| !new.contains(ip)) {
                 state.prober.local_address_down(*gone, now);
             }
-            for new in locals.iter().filter(|ip| !old.contains(ip)) {
-                state.prober.local_address_up(*new, now);
+            for added in new.iter().filter(|ip| !old.contains(ip)) {
+                state.prober.local_address_up(*added, now);
             }
-            let candidates = candidates::candidates(&state.endpoints, &locals);
+            let candidates =
+                candidates::candidates(&peer.name, &state.endpoints, &locals, &*policy);
             state.prober.set_candidates(candidates, now);
             state.candidates_stale = false;
         }
@@ -529,6 +547,7 @@ impl DataplaneCore {
         let snap = self.snapshot();
         let epoch = *self.epoch.lock().get_or_insert(now);
         let locals = self.locals.read().clone();
+        let policy = self.policy.read().clone();
         let mut actions = Vec::new();
         for peer in snap.peers() {
             if tx.remaining() < MIN_TX_ROOM + usize::from(u16::MAX) {
@@ -537,7 +556,8 @@ impl DataplaneCore {
             let mut state = peer.state.lock();
             if state.candidates_stale {
                 state.candidates_stale = false;
-                let candidates = candidates::candidates(&state.endpoints, &locals);
+                let candidates =
+                    candidates::candidates(&peer.name, &state.endpoints, &locals, &*policy);
                 state.prober.set_candidates(candidates, now);
             }
             let session_up = state.session_up;

@@ -91,7 +91,7 @@ impl Net {
             peer("alpha", 1, &["198.51.100.1", "203.0.113.1"], "10.1.0.0/16"),
         );
         for n in [&mut alpha, &mut beta] {
-            n.core.set_local_addresses(n.addrs.clone(), now);
+            n.core.set_local_addresses(uplinks(&n.addrs), now);
             n.next_tick = now;
         }
         Net {
@@ -199,6 +199,17 @@ impl Net {
     }
 }
 
+fn uplinks(addrs: &[IpAddr]) -> Vec<LocalUplink> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| LocalUplink {
+            address: *a,
+            interface: format!("wan{}", i + 1),
+        })
+        .collect()
+}
+
 /// A minimal IPv4 packet.
 fn ipv4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let mut p = vec![0u8; 28];
@@ -249,7 +260,7 @@ fn an_uplink_that_goes_away_moves_traffic_at_once_and_back_after_the_hold() {
     let now = net.now;
     net.nodes[0]
         .core
-        .set_local_addresses(vec![ip("203.0.113.1")], now);
+        .set_local_addresses(uplinks(&[ip("203.0.113.1")]), now);
     net.run(Duration::from_secs(3));
     let gap = net.longest_gap_after(cut_at);
     // Alpha moves at once; beta's replies follow when its probes of the old path are lost.
@@ -263,7 +274,7 @@ fn an_uplink_that_goes_away_moves_traffic_at_once_and_back_after_the_hold() {
     let now = net.now;
     net.nodes[0]
         .core
-        .set_local_addresses(vec![ip("198.51.100.1"), ip("203.0.113.1")], now);
+        .set_local_addresses(uplinks(&[ip("198.51.100.1"), ip("203.0.113.1")]), now);
     net.run(Duration::from_secs(5));
     assert_eq!(net.alpha_local(), Some(ip("203.0.113.1")), "held back");
     net.run(Duration::from_secs(10));
@@ -314,7 +325,7 @@ fn a_restarted_core_is_reached_from_its_spoke_within_a_second() {
     net.nodes[1].core = DataplaneCore::new([2; 32], std::slice::from_ref(&beta_peer)).unwrap();
     let now = net.now;
     let addrs = net.nodes[1].addrs.clone();
-    net.nodes[1].core.set_local_addresses(addrs.clone(), now);
+    net.nodes[1].core.set_local_addresses(uplinks(&addrs), now);
     net.run(Duration::from_secs(5));
     assert!(net.replies.len() > 80, "{} replies", net.replies.len());
 
@@ -322,7 +333,9 @@ fn a_restarted_core_is_reached_from_its_spoke_within_a_second() {
     // Alpha keeps sending on the old session, which beta no longer knows.
     let restart_at = net.now;
     net.nodes[1].core = DataplaneCore::new([2; 32], &[beta_peer]).unwrap();
-    net.nodes[1].core.set_local_addresses(addrs, restart_at);
+    net.nodes[1]
+        .core
+        .set_local_addresses(uplinks(&addrs), restart_at);
     net.nodes[1].next_tick = restart_at;
     net.run(Duration::from_secs(3));
     let first = net
@@ -355,7 +368,9 @@ fn a_restarted_core_handshakes_at_once_with_peers_it_has_endpoints_for() {
         )],
     )
     .unwrap();
-    net.nodes[1].core.set_local_addresses(addrs, restart_at);
+    net.nodes[1]
+        .core
+        .set_local_addresses(uplinks(&addrs), restart_at);
     net.nodes[1].next_tick = restart_at;
     net.run(Duration::from_millis(100));
     assert!(

@@ -13,13 +13,16 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context;
 use ipnet::IpNet;
 use mesh_config::Config;
 
 use crate::control::{ControlHandle, ControlPlane, ControlSettings};
-use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneHandle, PeerConfig, TunDevice};
+use crate::dataplane::{
+    ConfiguredPaths, Dataplane, DataplaneConfig, DataplaneHandle, PeerConfig, TunDevice,
+};
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
 use crate::netlink::{Netlink, tunnel_mtu};
 use crate::peerset::KernelRoutes;
@@ -202,6 +205,7 @@ fn start_dataplane<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result
         let dataplane = Dataplane::start(config, tun)
             .await
             .context("cannot start the data plane")?;
+        dataplane.set_path_policy(Arc::new(ConfiguredPaths::new(node.config.paths.clone())));
         node.dataplane = Some(dataplane);
         Ok(())
     })

@@ -2,8 +2,7 @@
 //! path to a peer can leave from. The monitor itself (and its log lines) is
 //! crate::netlink::uplinks; this is the glue that orders the addresses and hands them on.
 
-use std::net::IpAddr;
-
+use meshd_tunnel::path::LocalUplink;
 use tokio::task::JoinHandle;
 
 use crate::dataplane::UplinkSink;
@@ -49,8 +48,14 @@ pub(super) async fn follow(
 /// (an address that reaches only its own link is no way to a peer elsewhere), those whose
 /// default route is in the main table before those reached by source routing alone, then by
 /// address so the order is stable.
-fn ordered(uplinks: &Uplinks) -> Vec<IpAddr> {
+fn ordered(uplinks: &Uplinks) -> Vec<LocalUplink> {
     let mut usable: Vec<_> = uplinks.iter().filter(|u| u.has_default_route()).collect();
     usable.sort_by_key(|u| (!u.default_route_tables.contains(&MAIN_TABLE), u.address));
-    usable.into_iter().map(|u| u.address).collect()
+    usable
+        .into_iter()
+        .map(|u| LocalUplink {
+            address: u.address,
+            interface: u.interface.clone(),
+        })
+        .collect()
 }

@@ -20,6 +20,7 @@
 
 pub mod device;
 pub mod error;
+pub mod path_policy;
 pub mod shell;
 pub mod tun;
 pub mod udp;
@@ -30,5 +31,6 @@ pub use meshd_tunnel::{
     DataplaneConfig, DataplaneCore, DataplaneStats, DropCounts, DropReason, PacketBatch, PacketBuf,
     PeerConfig, PeerStats, TxBatch,
 };
+pub use path_policy::ConfiguredPaths;
 pub use shell::{Dataplane, DataplaneHandle, UplinkSink};
 pub use tun::{TunDevice, create_tun};

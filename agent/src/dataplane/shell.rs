@@ -12,7 +12,7 @@
 //!
 //! The two directions share nothing but the per-peer `Tunn` locks, so they run on two cores.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use meshd_tunnel::config::{DataplaneConfig, PeerConfig, WIREGUARD_OVERHEAD};
 use meshd_tunnel::core::{DataplaneCore, MIN_TX_ROOM};
+use meshd_tunnel::path::{LocalUplink, PathPolicy};
 use meshd_tunnel::{DataplaneStats, DropReason, PacketBatch, TxBatch};
 
 use super::device::PacketDevice;
@@ -130,6 +131,11 @@ impl DataplaneHandle {
         UplinkSink(self.core.clone())
     }
 
+    /// How paths are ranked and probed (`[paths]`).
+    pub fn set_path_policy(&self, policy: Arc<dyn PathPolicy>) {
+        self.core.set_path_policy(policy);
+    }
+
     /// Peers whose paths all failed since the last call (their endpoint names are worth
     /// asking DNS again).
     pub fn take_resolve_requests(&self) -> Vec<String> {
@@ -154,8 +160,8 @@ pub struct UplinkSink(Arc<DataplaneCore>);
 
 impl UplinkSink {
     /// The usable local addresses now, primary uplink first.
-    pub fn set(&self, addresses: Vec<IpAddr>) {
-        self.0.set_local_addresses(addresses, Instant::now());
+    pub fn set(&self, uplinks: Vec<LocalUplink>) {
+        self.0.set_local_addresses(uplinks, Instant::now());
     }
 }
 

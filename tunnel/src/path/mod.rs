@@ -14,6 +14,7 @@ pub mod probe;
 pub mod prober;
 pub mod selector;
 
+pub use candidates::{DefaultPolicy, LocalUplink, PathPolicy};
 pub use selector::{HANDSHAKE_TIMEOUT, PathSelector};
 
 pub use probe::{Probe, ProbeError, ProbeKey, ProbeKind, SenderId};
