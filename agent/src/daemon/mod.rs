@@ -215,6 +215,7 @@ async fn run_planes(
         never = crate::metrics::serve(metrics_address.subscribe(), &metrics) => match never {},
         never = reloader.on_hangup(hangup) => match never {},
         never = reloader.follow_names() => match never {},
+        never = reloader.follow_path_resolves(|| dataplane.take_resolve_requests()) => match never {},
         () = follow_membership(control.as_ref(), &peer_set) => wait_for_shutdown_signal().await,
         never = follow_routing(routing.as_mut(), &peer_set, members, routing_config) => match never {},
     }

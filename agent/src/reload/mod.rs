@@ -128,6 +128,30 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
         }
     }
 
+    /// Asks DNS again, at once, for the endpoint names of the `[[peer]]`s whose every path
+    /// failed (the data plane's prober says so through `requests`, polled each second): the
+    /// peer may have moved before its record's TTL ran out. Never returns.
+    pub async fn follow_path_resolves(&self, requests: impl Fn() -> Vec<String>) -> Infallible {
+        let Some(resolver) = &self.resolver else {
+            return std::future::pending().await;
+        };
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let stranded = requests();
+            if stranded.is_empty() {
+                continue;
+            }
+            let config = self.running.borrow().clone();
+            for peer in config.peers.iter().filter(|p| stranded.contains(&p.name)) {
+                for name in crate::dns::names(&peer.endpoints) {
+                    tracing::debug!(peer = %peer.name, %name, "no path works: asking DNS again");
+                    resolver.refresh(&name);
+                }
+            }
+        }
+    }
+
     /// The configuration that runs, replaced after every accepted reload.
     pub fn config(&self) -> watch::Receiver<Arc<Config>> {
         self.running.subscribe()
