@@ -65,7 +65,13 @@ async fn ping_both_ways_over_ipv4_and_ipv6() {
 
     let stats = a.dataplane.stats();
     let peer = stats.peer("b").unwrap();
-    assert_eq!(peer.handshakes, 1);
+    // Both nodes dial each other on their first tick (fast recovery after a restart), so
+    // the two initiations may cross: one handshake, or two when they do.
+    assert!(
+        (1..=2).contains(&peer.handshakes),
+        "{} handshakes",
+        peer.handshakes
+    );
     assert_eq!(peer.tx_packets, 4);
     assert_eq!(peer.rx_packets, 4);
     assert_eq!(peer.endpoint, Some(b.endpoint()));
