@@ -58,10 +58,9 @@ pub(crate) struct PeerState {
     pub(crate) response_sent_at: Option<(Instant, u32)>,
     /// The round-trip time the last completed handshake measured (as initiator or responder).
     pub(crate) rtt: Option<std::time::Duration>,
-    /// A new peer (at start, after a restart above all) should be reachable from the first
-    /// moment: the next tick starts a handshake on its own if the peer has an endpoint or a
-    /// persistent keepalive, so a peer still sending on a session we forgot gets a new one
-    /// at once instead of after its handshake timeout.
+    /// A peer with a persistent keepalive (typically a spoke's core, or a core behind NAT)
+    /// should be reachable from the first moment, not after its first keepalive interval:
+    /// the next tick starts a handshake on its own.
     pub(crate) initiate_on_tick: bool,
     /// Whether a session is established, so that "tunnel up" and "tunnel down" are logged
     /// once per change and not at every rekey.
@@ -133,8 +132,11 @@ impl Peer {
                 initiation_sent_at: None,
                 response_sent_at: None,
                 rtt: None,
-                initiate_on_tick: config.persistent_keepalive.is_some()
-                    || !config.endpoints.is_empty(),
+                // Only keepalive peers: dialling every peer with an endpoint made two nodes
+                // that start together cross initiations and measure the handshake RTT from
+                // an initiation the other side never saw (1 s in netns_meshd). A peer that
+                // still probes us on a forgotten session gets a handshake anyway (core.rs).
+                initiate_on_tick: config.persistent_keepalive.is_some(),
                 session_up: false,
             }),
             counters: PeerCounters::default(),
