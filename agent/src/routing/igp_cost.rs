@@ -4,7 +4,8 @@
 //! A member's overlay addresses (router id and IPv6 node address, the next hops of what it
 //! announces) are carried by the data-plane peer whose prefixes match them most specifically
 //! (the member itself, or for a spoke behind another core that core, or for a spoke's view
-//! of the mesh its core). The cost is that peer's handshake RTT in milliseconds:
+//! of the mesh its core). The cost is that peer's RTT in milliseconds: the smoothed probe RTT
+//! of its active path when it answers probes, else its handshake RTT:
 //!
 //! - rounded to [`BUCKET_MS`], and changed only when the RTT moves a whole bucket away from
 //!   the cost last published (hysteresis), so that jitter does not flap best paths and every
@@ -75,7 +76,7 @@ pub fn reach_of(
                             .last_handshake
                             .is_some_and(|age| age < SESSION_LIFETIME) =>
                     {
-                        Reach::Up(peer.rtt)
+                        Reach::Up(measured_rtt(peer))
                     }
                     _ => Reach::Down,
                 },
@@ -83,6 +84,17 @@ pub fn reach_of(
             (next_hop, reach)
         })
         .collect()
+}
+
+/// The peer's round trip: the smoothed probe RTT of the path its traffic is on (measured
+/// every few hundred milliseconds while it carries traffic, so it follows a path switch),
+/// else the handshake RTT (a peer that does not answer probes, or before the first reply).
+fn measured_rtt(peer: &crate::dataplane::PeerStats) -> Option<Duration> {
+    peer.paths
+        .iter()
+        .find(|path| path.active)
+        .and_then(|path| path.srtt)
+        .or(peer.rtt)
 }
 
 /// The costs told to the speaker so far, and the hysteresis that decides the next ones.
@@ -191,6 +203,40 @@ mod tests {
         for (rtt, cost) in cases {
             assert_eq!(bucket(rtt), cost, "{rtt:?}");
         }
+    }
+
+    /// A peer that answers probes is costed by the smoothed RTT of the path its traffic is
+    /// on (here the backup, 41 ms), not by the handshake RTT nor by an idle path.
+    #[test]
+    fn a_probing_peer_costs_its_active_paths_smoothed_rtt() {
+        use meshd_tunnel::path::{Path, PathSource, PathState, PathStats};
+        let path = |remote: &str, srtt: u64, active: bool| PathStats {
+            path: Path {
+                local: None,
+                remote: remote.parse().unwrap(),
+            },
+            path_id: 0,
+            source: PathSource::Learned,
+            preference: 0,
+            state: PathState::Up,
+            srtt: Some(ms(srtt)),
+            rttvar: Duration::ZERO,
+            lost: 0,
+            sampled: 10,
+            consecutive_misses: 0,
+            up_since: None,
+            active,
+        };
+        let mut probing = peer_stats("core2", Some(ms(1_000)), Some(ms(23)));
+        probing.probing = true;
+        probing.paths = vec![
+            path("198.51.100.2:51820", 9, false),
+            path("203.0.113.2:51820", 41, true),
+        ];
+        assert_eq!(measured_rtt(&probing), Some(ms(41)));
+        // No reply yet on the active path: the handshake RTT stands in.
+        probing.paths[1].srtt = None;
+        assert_eq!(measured_rtt(&probing), Some(ms(23)));
     }
 
     #[test]
