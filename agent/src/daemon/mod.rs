@@ -204,7 +204,13 @@ async fn run_planes(
         log_filter,
     )
     // [[peer]] endpoint names follow their DNS records (crate::dns) while the daemon runs.
-    .with_resolver(crate::dns::Resolver::start(&config.dns));
+    .with_resolver(crate::dns::Resolver::start(&config.dns))
+    // [paths] changes re-rank every peer's paths in the running data plane.
+    .with_path_policy(|paths| {
+        dataplane.set_path_policy(std::sync::Arc::new(crate::dataplane::ConfiguredPaths::new(
+            paths,
+        )));
+    });
     // Only a routing plane follows reloads of [[bgp.neighbor]] and [routing] lan_prefixes;
     // without one (nobody subscribed) the reloader reports them as needing a restart.
     let routing_config = routing.is_some().then(|| reloader.config());

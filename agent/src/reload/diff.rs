@@ -14,6 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
+use mesh_config::path_settings::PathsSection;
 use mesh_config::{BgpNeighbor, BgpSection, Config, DnsSection, Policy};
 
 /// One setting that differs in the file but can only change with a restart.
@@ -107,6 +108,9 @@ pub struct ReloadPlan {
     pub log_level: Option<String>,
     /// The new `[dns]` settings, if they changed (for the resolver; every name is asked again).
     pub dns: Option<DnsSection>,
+    /// The new `[paths]` settings, if they changed (for the data plane's path probers: every
+    /// peer's paths are ranked again, a peer whose probe timers changed starts probing afresh).
+    pub paths: Option<PathsSection>,
 }
 
 impl ReloadPlan {
@@ -118,6 +122,7 @@ impl ReloadPlan {
             && self.metrics.is_none()
             && self.log_level.is_none()
             && self.dns.is_none()
+            && self.paths.is_none()
     }
 
     /// For a daemon whose routing plane does not follow reloads: moves the `[routing]
@@ -170,6 +175,9 @@ impl ReloadPlan {
         }
         if self.dns.is_some() {
             parts.push("dns settings (every endpoint name asked again)".to_owned());
+        }
+        if self.paths.is_some() {
+            parts.push("paths (ranks and probe timers)".to_owned());
         }
         if parts.is_empty() {
             "nothing to change".to_owned()
@@ -224,9 +232,6 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         list(&file.interface.addresses),
     );
     keep("mesh", section(&running.mesh), section(&file.mesh));
-    // Read by the path probers when they start; until they follow reloads a change waits
-    // for a restart.
-    keep("paths", section(&running.paths), section(&file.paths));
     keep(
         "routing.asn",
         running.routing.asn.to_string(),
@@ -235,7 +240,6 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
     effective.node = running.node.clone();
     effective.interface = running.interface.clone();
     effective.mesh = running.mesh.clone();
-    effective.paths = running.paths.clone();
     effective.routing.asn = running.routing.asn;
 
     ReloadPlan {
@@ -252,6 +256,7 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
             .then(|| file.metrics.address()),
         log_level: (running.log.level != file.log.level).then(|| file.log.level.clone()),
         dns: (running.dns != file.dns).then(|| file.dns.clone()),
+        paths: (running.paths != file.paths).then(|| file.paths.clone()),
         effective,
     }
 }
@@ -442,6 +447,17 @@ allowed_prefixes = ["10.3.0.0/16"]
     }
 
     #[test]
+    fn a_paths_change_applies_now() {
+        let plan = plan_for("[interface]", "[paths]\nfailback_hold = 30\n[interface]");
+        assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
+        let paths = plan.paths.as_ref().expect("the [paths] change is applied");
+        assert_eq!(paths, &plan.effective.paths);
+        assert!(!plan.applies_nothing());
+        assert_eq!(plan.summary(), "paths (ranks and probe timers)");
+        assert!(plan_for("", "").paths.is_none());
+    }
+
+    #[test]
     fn fixed_settings_are_kept_and_reported() {
         // (replace, with, key, running, file)
         let cases: &[(&str, &str, &str, &str, &str)] = &[
@@ -472,13 +488,6 @@ allowed_prefixes = ["10.3.0.0/16"]
                 "node.endpoints",
                 "[\"198.51.100.1:51820\"]",
                 "[\"198.51.100.9:51820\"]",
-            ),
-            (
-                "[interface]",
-                "[paths]\nfailback_hold = 30\n[interface]",
-                "paths",
-                "{\"probe_interval_ms\":100,\"idle_probe_interval_ms\":2000,\"standby_probe_interval_ms\":10000,\"probe_misses\":3,\"failback_hold\":10}",
-                "{\"probe_interval_ms\":100,\"idle_probe_interval_ms\":2000,\"standby_probe_interval_ms\":10000,\"probe_misses\":3,\"failback_hold\":30}",
             ),
             (
                 "[interface]",

@@ -27,6 +27,7 @@ use crate::dns::Resolver;
 use crate::logging::LogFilterSetter;
 use crate::peerset::{DataplaneControl, PeerSet, configured_peer, resolve_peer};
 use crate::state::StateDir;
+use mesh_config::path_settings::PathsSection;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,13 @@ pub struct Reloader<'a, D> {
     /// Keeps the `[[peer]]` endpoint names current (crate::dns); `None` in a reloader without
     /// one, whose peers are resolved at start and at reloads only.
     resolver: Option<Resolver>,
+    /// Hands `[paths]` changes to the data plane; `None` in a reloader without one, where a
+    /// change waits for a restart.
+    path_policy: Option<PathPolicySetter<'a>>,
 }
+
+/// Applies new `[paths]` settings to the running data plane.
+pub type PathPolicySetter<'a> = Box<dyn Fn(PathsSection) + Send + Sync + 'a>;
 
 impl<D> std::fmt::Debug for Reloader<'_, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,6 +83,7 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             metrics,
             log_filter,
             resolver: None,
+            path_policy: None,
         }
     }
 
@@ -84,6 +92,12 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
         self.resolver = Some(resolver);
         self.watch_peer_names(&self.running.borrow().clone());
+        self
+    }
+
+    /// Applies `[paths]` changes with `set` instead of asking for a restart.
+    pub fn with_path_policy(mut self, set: impl Fn(PathsSection) + Send + Sync + 'a) -> Self {
+        self.path_policy = Some(Box::new(set));
         self
     }
 
@@ -166,6 +180,16 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             // Nobody follows the configuration: the routing plane reads it at start only.
             plan.defer_routing(&running);
         }
+        if self.path_policy.is_none()
+            && let Some(paths) = plan.paths.take()
+        {
+            plan.restart_needed.push(FixedChange {
+                key: "paths",
+                running: "the running [paths]".to_owned(),
+                file: format!("{paths:?}"),
+            });
+            plan.effective.paths = running.paths.clone();
+        }
         for fixed in &plan.restart_needed {
             tracing::warn!("{fixed}");
         }
@@ -184,6 +208,9 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             && let Err(reason) = (self.log_filter)(level)
         {
             tracing::warn!("[log] level {level:?} not applied: {reason}");
+        }
+        if let (Some(set), Some(paths)) = (&self.path_policy, &plan.paths) {
+            set(paths.clone());
         }
         if let (Some(resolver), Some(dns)) = (&self.resolver, &plan.dns) {
             resolver.reconfigure(dns.clone());
