@@ -202,15 +202,14 @@ async fn run_planes(
         &peer_set,
         &metrics_address,
         log_filter,
+        // [paths] changes re-rank every peer's paths in the running data plane.
+        |paths| {
+            let policy = crate::dataplane::ConfiguredPaths::new(paths);
+            dataplane.set_path_policy(std::sync::Arc::new(policy));
+        },
     )
     // [[peer]] endpoint names follow their DNS records (crate::dns) while the daemon runs.
-    .with_resolver(crate::dns::Resolver::start(&config.dns))
-    // [paths] changes re-rank every peer's paths in the running data plane.
-    .with_path_policy(|paths| {
-        dataplane.set_path_policy(std::sync::Arc::new(crate::dataplane::ConfiguredPaths::new(
-            paths,
-        )));
-    });
+    .with_resolver(crate::dns::Resolver::start(&config.dns));
     // Only a routing plane follows reloads of [[bgp.neighbor]] and [routing] lan_prefixes;
     // without one (nobody subscribed) the reloader reports them as needing a restart.
     let routing_config = routing.is_some().then(|| reloader.config());

@@ -49,9 +49,8 @@ pub struct Reloader<'a, D> {
     /// Keeps the `[[peer]]` endpoint names current (crate::dns); `None` in a reloader without
     /// one, whose peers are resolved at start and at reloads only.
     resolver: Option<Resolver>,
-    /// Hands `[paths]` changes to the data plane; `None` in a reloader without one, where a
-    /// change waits for a restart.
-    path_policy: Option<PathPolicySetter<'a>>,
+    /// Hands `[paths]` changes to the data plane.
+    path_policy: PathPolicySetter<'a>,
 }
 
 /// Applies new `[paths]` settings to the running data plane.
@@ -74,6 +73,7 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
         peer_set: &'a PeerSet<'a, D>,
         metrics: &'a watch::Sender<Option<SocketAddr>>,
         log_filter: LogFilterSetter,
+        path_policy: impl Fn(PathsSection) + Send + Sync + 'a,
     ) -> Self {
         Self {
             path,
@@ -83,7 +83,7 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             metrics,
             log_filter,
             resolver: None,
-            path_policy: None,
+            path_policy: Box::new(path_policy),
         }
     }
 
@@ -92,12 +92,6 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
         self.resolver = Some(resolver);
         self.watch_peer_names(&self.running.borrow().clone());
-        self
-    }
-
-    /// Applies `[paths]` changes with `set` instead of asking for a restart.
-    pub fn with_path_policy(mut self, set: impl Fn(PathsSection) + Send + Sync + 'a) -> Self {
-        self.path_policy = Some(Box::new(set));
         self
     }
 
@@ -180,16 +174,6 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             // Nobody follows the configuration: the routing plane reads it at start only.
             plan.defer_routing(&running);
         }
-        if self.path_policy.is_none()
-            && let Some(paths) = plan.paths.take()
-        {
-            plan.restart_needed.push(FixedChange {
-                key: "paths",
-                running: "the running [paths]".to_owned(),
-                file: format!("{paths:?}"),
-            });
-            plan.effective.paths = running.paths.clone();
-        }
         for fixed in &plan.restart_needed {
             tracing::warn!("{fixed}");
         }
@@ -209,8 +193,8 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
         {
             tracing::warn!("[log] level {level:?} not applied: {reason}");
         }
-        if let (Some(set), Some(paths)) = (&self.path_policy, &plan.paths) {
-            set(paths.clone());
+        if let Some(paths) = &plan.paths {
+            (self.path_policy)(paths.clone());
         }
         if let (Some(resolver), Some(dns)) = (&self.resolver, &plan.dns) {
             resolver.reconfigure(dns.clone());
