@@ -10,6 +10,7 @@
 //! - spokes may sit behind NAT: their core does not dial them (no endpoints; it learns their
 //!   address from authenticated packets) and they keep the path open with keepalives.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -86,8 +87,60 @@ pub fn tunnel_peers<'a>(
     peers
 }
 
-/// Resolves an endpoint written as an IP literal (`203.0.113.1:51820`, `[2001:db8::1]:51820`)
-/// without any lookup; names give nothing here.
-pub fn literal_endpoint(endpoint: &str) -> Vec<SocketAddr> {
-    endpoint.parse::<SocketAddr>().into_iter().collect()
+/// The addresses a member's advertised endpoint (`host:port`, as signed in its record)
+/// stands for now: itself when it is an IP literal, else its name's current DNS answer.
+/// An endpoint that does not parse gives nothing (the record is another node's word).
+pub fn member_addresses(endpoint: &str, answers: &crate::dns::Answers) -> Vec<SocketAddr> {
+    endpoint
+        .parse::<mesh_config::Endpoint>()
+        .map(|e| crate::dns::endpoint_addresses(&e, answers))
+        .unwrap_or_default()
+}
+
+/// The DNS names among members' advertised endpoints, per member (members with none are
+/// absent): what the resolver follows, and what to ask again when a member is unreachable.
+pub fn member_names<'a>(
+    members: impl IntoIterator<Item = (&'a str, &'a [String])>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    members
+        .into_iter()
+        .filter_map(|(name, endpoints)| {
+            let parsed: Vec<mesh_config::Endpoint> =
+                endpoints.iter().filter_map(|e| e.parse().ok()).collect();
+            let names: BTreeSet<String> = crate::dns::names(&parsed).collect();
+            (!names.is_empty()).then(|| (name.to_owned(), names))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod member_endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn member_endpoints_use_dns_answers_and_literals_skip_dns() {
+        let mut answers = crate::dns::Answers::new();
+        assert_eq!(
+            member_addresses("203.0.113.7:51820", &answers),
+            ["203.0.113.7:51820".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(member_addresses("vpn.example.net:51820", &answers).is_empty());
+        assert!(member_addresses("not an endpoint", &answers).is_empty());
+        answers.insert(
+            "vpn.example.net".into(),
+            vec!["2001:db8::7".parse().unwrap()],
+        );
+        assert_eq!(
+            member_addresses("vpn.example.net:51820", &answers),
+            ["[2001:db8::7]:51820".parse::<SocketAddr>().unwrap()]
+        );
+        let a = vec![
+            "vpn.example.net:51820".to_owned(),
+            "[2001:db8::1]:51820".to_owned(),
+        ];
+        let b = vec!["198.51.100.3:51820".to_owned()];
+        let names = member_names([("a", a.as_slice()), ("b", b.as_slice())]);
+        assert_eq!(names.len(), 1);
+        assert_eq!(names["a"].iter().collect::<Vec<_>>(), ["vpn.example.net"]);
+    }
 }

@@ -13,7 +13,7 @@
 //! handshake from then on, and spread in a new version of the node's membership record. The
 //! WireGuard key does not change, so no tunnel is touched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use super::frame::{FrameError, read_message, write_message};
 use super::log_throttle::{LOG_WINDOW, LogThrottle};
 use super::membership::{Action, Membership};
 use super::message::{Gossip, JoinRequest, Message, RenewRequest};
-use super::peers::{literal_endpoint, tunnel_peers};
+use super::peers::{member_addresses, member_names, tunnel_peers};
 use super::record::{next_version, sign_record};
 use super::renewal::{Renewal, RenewalAction, Validity};
 use super::store;
@@ -82,6 +82,9 @@ pub struct ControlSettings {
     pub endpoints: Vec<String>,
     /// The mesh AS number, told to joining nodes.
     pub asn: u32,
+    /// The daemon's DNS resolver: members' endpoint names follow their records through it
+    /// (without one, only literal endpoints are used).
+    pub resolver: Option<crate::dns::Resolver>,
     /// How long the certificates this node issues (as CA holder) are valid.
     pub certificate_validity: time::Duration,
 }
@@ -105,6 +108,7 @@ pub struct ControlHandle {
     peers: watch::Receiver<Vec<KnownPeer>>,
     members: watch::Receiver<Vec<NodeIdentity>>,
     counts: watch::Receiver<MembershipCounts>,
+    member_names: watch::Receiver<BTreeMap<String, BTreeSet<String>>>,
     tasks: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
 }
@@ -131,10 +135,6 @@ enum Event {
     },
     DialFailed {
         name: String,
-    },
-    Resolved {
-        endpoint: String,
-        addresses: Vec<SocketAddr>,
     },
     /// A member asks (us, the CA holder) for a new certificate.
     Renew {
@@ -264,6 +264,7 @@ impl ControlPlane {
         let (peers_tx, peers_rx) = watch::channel(Vec::new());
         let (members_tx, members_rx) = watch::channel(Vec::new());
         let (counts_tx, counts_rx) = watch::channel(MembershipCounts::default());
+        let (member_names_tx, member_names_rx) = watch::channel(BTreeMap::new());
         let mut tasks = Vec::new();
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(
@@ -290,7 +291,8 @@ impl ControlPlane {
             connections: HashMap::new(),
             dialing: HashSet::new(),
             backoff: HashMap::new(),
-            resolved: HashMap::new(),
+            answers: Arc::new(crate::dns::Answers::new()),
+            member_names_tx,
             peers_tx,
             members_tx,
             counts_tx,
@@ -303,6 +305,7 @@ impl ControlPlane {
             peers: peers_rx,
             members: members_rx,
             counts: counts_rx,
+            member_names: member_names_rx,
             tasks,
             local_addrs,
         })
@@ -325,6 +328,11 @@ impl ControlHandle {
     /// every change; the routing plane derives its iBGP sessions and route checks from them.
     pub fn members(&self) -> watch::Receiver<Vec<NodeIdentity>> {
         self.members.clone()
+    }
+
+    /// The DNS names of each member's endpoints, to ask again when no path to it works.
+    pub fn member_names(&self) -> watch::Receiver<BTreeMap<String, BTreeSet<String>>> {
+        self.member_names.clone()
     }
 
     /// Members and revocations as of the last change.
@@ -368,7 +376,10 @@ struct Hub {
     connections: HashMap<String, Connection>,
     dialing: HashSet<String>,
     backoff: HashMap<String, Instant>,
-    resolved: HashMap<String, Vec<SocketAddr>>,
+    /// The resolver's latest answers (members' endpoint names to addresses).
+    answers: Arc<crate::dns::Answers>,
+    /// DNS names per member, given to the resolver and to [`ControlHandle::member_names`].
+    member_names_tx: watch::Sender<BTreeMap<String, BTreeSet<String>>>,
     peers_tx: watch::Sender<Vec<KnownPeer>>,
     members_tx: watch::Sender<Vec<NodeIdentity>>,
     counts_tx: watch::Sender<MembershipCounts>,
@@ -376,14 +387,40 @@ struct Hub {
     crl_number: Option<u64>,
 }
 
+/// The resolver's next changed answers; `None` once it is gone (then never asked again).
+async fn next_answers(
+    answers: &mut Option<watch::Receiver<Arc<crate::dns::Answers>>>,
+) -> Option<Arc<crate::dns::Answers>> {
+    match answers {
+        Some(receiver) => match receiver.changed().await {
+            Ok(()) => Some(receiver.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Hub {
     async fn run(mut self, mut events: mpsc::Receiver<Event>, startup: Vec<Action>) {
         self.apply(startup);
         self.members_changed();
         let mut tick = tokio::time::interval(TICK);
+        let mut answers = self
+            .settings
+            .resolver
+            .as_ref()
+            .map(crate::dns::Resolver::answers);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.on_tick(),
+                changed = next_answers(&mut answers) => match changed {
+                    // A name's addresses changed: the tunnels follow at once.
+                    Some(current) => {
+                        self.answers = current;
+                        self.members_changed();
+                    }
+                    None => answers = None,
+                },
                 event = events.recv() => match event {
                     Some(event) => self.on_event(event),
                     None => return,
@@ -479,13 +516,6 @@ impl Hub {
             Event::DialFailed { name } => {
                 self.dialing.remove(&name);
                 self.backoff.insert(name, Instant::now() + REDIAL_BACKOFF);
-            }
-            Event::Resolved {
-                endpoint,
-                addresses,
-            } => {
-                self.resolved.insert(endpoint, addresses);
-                self.members_changed();
             }
             Event::Renew {
                 current,
@@ -684,13 +714,8 @@ impl Hub {
 
     /// Re-derives the tunnels, stores the membership, resolves new endpoint names.
     fn members_changed(&mut self) {
-        let resolved = &self.resolved;
-        let resolve = |endpoint: &str| {
-            resolved
-                .get(endpoint)
-                .cloned()
-                .unwrap_or_else(|| literal_endpoint(endpoint))
-        };
+        let answers = &self.answers;
+        let resolve = |endpoint: &str| member_addresses(endpoint, answers);
         let members = self.membership.members();
         let peers = tunnel_peers(&self.own.identity, members.clone(), &resolve)
             .into_iter()
@@ -716,36 +741,31 @@ impl Hub {
             changed
         });
         self.store_members();
-        let unresolved: Vec<String> = self
-            .membership
-            .members()
-            .flat_map(|m| m.endpoints.iter())
-            .filter(|e| literal_endpoint(e).is_empty() && !self.resolved.contains_key(*e))
-            .cloned()
-            .collect();
-        for endpoint in unresolved {
-            self.resolved.insert(endpoint.clone(), Vec::new());
-            let events = self.events_tx.clone();
-            tokio::spawn(async move {
-                let addresses = match tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    tokio::net::lookup_host(&endpoint),
-                )
-                .await
-                {
-                    Ok(Ok(found)) => found.collect(),
-                    _ => {
-                        tracing::warn!(%endpoint, "cannot resolve a member's endpoint");
-                        Vec::new()
-                    }
-                };
-                let _ = events
-                    .send(Event::Resolved {
-                        endpoint,
-                        addresses,
-                    })
-                    .await;
-            });
+        self.follow_member_names();
+    }
+
+    /// Tells the resolver which names the members' endpoints use now (only when that set
+    /// changed): new names are looked up, names no member uses any more are dropped.
+    fn follow_member_names(&self) {
+        let names = member_names(
+            self.membership
+                .members()
+                .map(|m| (m.identity.name.as_str(), m.endpoints.as_slice())),
+        );
+        let changed = self.member_names_tx.send_if_modified(|current| {
+            let changed = *current != names;
+            *current = names;
+            changed
+        });
+        if let (true, Some(resolver)) = (changed, &self.settings.resolver) {
+            let all = self
+                .member_names_tx
+                .borrow()
+                .values()
+                .flatten()
+                .cloned()
+                .collect();
+            resolver.watch_names("members", all);
         }
     }
 
@@ -1088,6 +1108,7 @@ impl ControlSettings {
                 .map(ToString::to_string)
                 .collect(),
             asn: config.routing.asn,
+            resolver: None,
             certificate_validity: crate::identity::NODE_CERT_VALIDITY,
         })
     }

@@ -79,6 +79,13 @@ struct Files<'a> {
     socket: &'a Path,
 }
 
+/// What the reloader needs besides the planes: SIGHUP, the log filter, the DNS resolver.
+struct Reloading {
+    log_filter: LogFilterSetter,
+    hangup: tokio::signal::unix::Signal,
+    resolver: crate::dns::Resolver,
+}
+
 /// The daemon proper, inside the runtime.
 async fn serve(
     config: Config,
@@ -101,7 +108,15 @@ async fn serve(
     // they need no kernel routes of their own).
     let api = ApiServer::open(socket_path, state_dir, &configured)
         .context("cannot open the local control socket")?;
-    let control_settings = crate::control::ControlSettings::for_daemon(&config, state_dir);
+    // One resolver for every endpoint name: [[peer]]s (the reloader) and members (control).
+    let resolver = crate::dns::Resolver::start(&config.dns);
+    let control_settings =
+        crate::control::ControlSettings::for_daemon(&config, state_dir).map(|settings| {
+            crate::control::ControlSettings {
+                resolver: Some(resolver.clone()),
+                ..settings
+            }
+        });
     let plan = RoutePlan {
         own_addresses: addresses.clone(),
         pools: if control_settings.is_some() {
@@ -144,7 +159,12 @@ async fn serve(
         initial.len(),
         node.kernel().installed().len()
     ));
-    let signal = run_planes(&mut node, api, sources, plan, files, log_filter, hangup).await;
+    let reloading = Reloading {
+        log_filter,
+        hangup,
+        resolver,
+    };
+    let signal = run_planes(&mut node, api, sources, plan, files, reloading).await;
     tracing::info!(signal, "shutting down");
     crate::service_manager::stopping(&format!(
         "stopping on {signal}: removing routes and {interface}"
@@ -162,9 +182,13 @@ async fn run_planes(
     sources: PeerSources,
     plan: RoutePlan,
     files: Files<'_>,
-    log_filter: LogFilterSetter,
-    hangup: tokio::signal::unix::Signal,
+    reloading: Reloading,
 ) -> &'static str {
+    let Reloading {
+        log_filter,
+        hangup,
+        resolver,
+    } = reloading;
     let Node {
         config,
         mtu,
@@ -209,7 +233,12 @@ async fn run_planes(
         },
     )
     // [[peer]] endpoint names follow their DNS records (crate::dns) while the daemon runs.
-    .with_resolver(crate::dns::Resolver::start(&config.dns));
+    .with_resolver(resolver);
+    // Members' names are asked again too when every path to that member fails.
+    let reloader = match control.as_ref() {
+        Some(control) => reloader.with_member_names(control.member_names()),
+        None => reloader,
+    };
     // Only a routing plane follows reloads of [[bgp.neighbor]] and [routing] lan_prefixes;
     // without one (nobody subscribed) the reloader reports them as needing a restart.
     let routing_config = routing.is_some().then(|| reloader.config());

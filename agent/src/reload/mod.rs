@@ -49,6 +49,9 @@ pub struct Reloader<'a, D> {
     /// Keeps the `[[peer]]` endpoint names current (crate::dns); `None` in a reloader without
     /// one, whose peers are resolved at start and at reloads only.
     resolver: Option<Resolver>,
+    member_names: Option<
+        watch::Receiver<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
+    >,
     /// Hands `[paths]` changes to the data plane.
     path_policy: PathPolicySetter<'a>,
 }
@@ -83,12 +86,25 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             metrics,
             log_filter,
             resolver: None,
+            member_names: None,
             path_policy: Box::new(path_policy),
         }
     }
 
     /// Follows the `[[peer]]` endpoint names with `resolver` ([`Self::follow_names`]) and hands
     /// it `[dns]` changes.
+    /// The members' endpoint names (from the control plane), refreshed like the
+    /// `[[peer]]`s' when every path to that member fails.
+    pub fn with_member_names(
+        mut self,
+        names: watch::Receiver<
+            std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        >,
+    ) -> Self {
+        self.member_names = Some(names);
+        self
+    }
+
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
         self.resolver = Some(resolver);
         self.watch_peer_names(&self.running.borrow().clone());
@@ -155,6 +171,15 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
                 for name in crate::dns::names(&peer.endpoints) {
                     tracing::debug!(peer = %peer.name, %name, "no path works: asking DNS again");
                     resolver.refresh(&name);
+                }
+            }
+            if let Some(members) = &self.member_names {
+                let members = members.borrow().clone();
+                for (peer, names) in members.iter().filter(|(p, _)| stranded.contains(p)) {
+                    for name in names {
+                        tracing::debug!(%peer, %name, "no path works: asking DNS again");
+                        resolver.refresh(name);
+                    }
                 }
             }
         }

@@ -4,10 +4,15 @@
 //! bring alpha to beta. Then beta moves to a new underlay address and the record follows:
 //! alpha reaches beta at the new address through the tunnel, without a restart or a reload.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use netns_tests::{Dnsmasq, MeshdNode, Namespace, NetnsResolvConf, connect_veth, ip, require_root};
+use meshd::state::StateDir;
+use netns_tests::{
+    ChildGuard, Dnsmasq, MeshdNode, Namespace, NetnsResolvConf, connect_veth, ip, require_root,
+    run_with_timeout, wait_until,
+};
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 const NAME: &str = "beta.mesh.test";
@@ -16,14 +21,13 @@ fn node(name: &str, endpoint: &str, addresses: &[&str]) -> MeshdNode {
     MeshdNode::with_addresses(Path::new(MESHD), name, endpoint, addresses)
 }
 
-#[test]
-fn a_peer_named_in_dns_is_followed_to_its_new_address() {
-    if !require_root("a_peer_named_in_dns_is_followed_to_its_new_address") {
-        return;
-    }
-    let ns_a = Namespace::new("dnsa");
-    let ns_b = Namespace::new("dnsb");
-    let ns_d = Namespace::new("dnsd");
+/// Namespaces PREFIX-a and PREFIX-b on one underlay (alpha 198.51.100.1, beta .2), and a
+/// dnsmasq in its own namespace answering NAME with beta's address (TTL 1 s) that alpha's
+/// namespace resolves through.
+fn world(prefix: &str, label: &str) -> (Namespace, Namespace, Namespace, Dnsmasq, NetnsResolvConf) {
+    let ns_a = Namespace::new(&format!("{prefix}a"));
+    let ns_b = Namespace::new(&format!("{prefix}b"));
+    let ns_d = Namespace::new(&format!("{prefix}d"));
     connect_veth(
         &ns_a,
         "ulb",
@@ -41,14 +45,35 @@ fn a_peer_named_in_dns_is_followed_to_its_new_address() {
         &["203.0.113.53/24"],
     );
     let server = ip("203.0.113.53");
-    let mut dnsmasq = Dnsmasq::start(
-        "mesh",
+    let dnsmasq = Dnsmasq::start(
+        label,
         (server, 53).into(),
         1,
         &[(NAME, ip("198.51.100.2"))],
         Some(ns_d.name()),
     );
-    let _resolv = NetnsResolvConf::write(ns_a.name(), server);
+    let resolv = NetnsResolvConf::write(ns_a.name(), server);
+    (ns_a, ns_b, ns_d, dnsmasq, resolv)
+}
+
+/// beta moves: a new address, the record follows, the old address goes; when the record changed.
+fn move_beta(ns_b: &Namespace, dnsmasq: &mut Dnsmasq) -> Instant {
+    // Without promote_secondaries, deleting the first address of the subnet deletes the
+    // second one too.
+    ns_b.set_sysctl("net/ipv4/conf/ul0/promote_secondaries", "1");
+    ns_b.ip(&["address", "add", "198.51.100.22/24", "dev", "ul0"]);
+    dnsmasq.set_records(&[(NAME, ip("198.51.100.22"))]);
+    let moved = Instant::now();
+    ns_b.ip(&["address", "del", "198.51.100.2/24", "dev", "ul0"]);
+    moved
+}
+
+#[test]
+fn a_peer_named_in_dns_is_followed_to_its_new_address() {
+    if !require_root("a_peer_named_in_dns_is_followed_to_its_new_address") {
+        return;
+    }
+    let (ns_a, ns_b, _ns_d, mut dnsmasq, _resolv) = world("dns", "mesh");
 
     let mut alpha = node("alpha", "198.51.100.1:51820", &["10.1.0.1/16"]);
     let mut beta = node("beta", "198.51.100.2:51820", &["10.2.0.1/16"]);
@@ -71,14 +96,7 @@ fn a_peer_named_in_dns_is_followed_to_its_new_address() {
         dnsmasq.log()
     );
 
-    // beta moves: a new address, the record follows, the old address goes.
-    // (Without promote_secondaries, deleting the first address of the subnet deletes the
-    // second one too.)
-    ns_b.set_sysctl("net/ipv4/conf/ul0/promote_secondaries", "1");
-    ns_b.ip(&["address", "add", "198.51.100.22/24", "dev", "ul0"]);
-    dnsmasq.set_records(&[(NAME, ip("198.51.100.22"))]);
-    let moved = Instant::now();
-    ns_b.ip(&["address", "del", "198.51.100.2/24", "dev", "ul0"]);
+    let moved = move_beta(&ns_b, &mut dnsmasq);
     let reached = ns_a.ping_until(ip("10.2.0.1"), Duration::from_secs(10));
     let took = moved.elapsed();
     assert!(
@@ -93,5 +111,113 @@ fn a_peer_named_in_dns_is_followed_to_its_new_address() {
         "alpha never logged the new answer:\n{}",
         alpha.log()
     );
+    drop(dnsmasq);
+}
+
+/// `meshd ARGS` inside `namespace` with the files under `dir`; its stdout, or the failure.
+fn meshd_in(namespace: &Namespace, dir: &Path, rest: &[&str]) -> Result<String, String> {
+    let config = dir.join("meshd.toml").display().to_string();
+    let state = dir.join("state").display().to_string();
+    let mut args = vec!["netns", "exec", namespace.name(), MESHD];
+    args.extend(["--config", &config, "--state-dir", &state]);
+    args.extend_from_slice(rest);
+    run_with_timeout("ip", &args, Duration::from_secs(60))
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|error| error.to_string())
+}
+
+/// `meshd run` in `namespace`, once it says it runs.
+fn run_in(namespace: &Namespace, dir: &Path) -> ChildGuard {
+    let config = dir.join("meshd.toml").display().to_string();
+    let state = dir.join("state").display().to_string();
+    let mut daemon = namespace.spawn(
+        "meshd",
+        MESHD,
+        &["--config", &config, "--state-dir", &state, "run"],
+        &[("RUST_LOG", "info")],
+    );
+    let up = wait_until(Duration::from_secs(10), || {
+        daemon.try_exit_status().is_none() && daemon.log().contents().contains("meshd running")
+    });
+    assert!(up, "meshd did not start:\n{}", daemon.log().contents());
+    daemon
+}
+
+/// A member (not a `[[peer]]`) whose signed record advertises a DNS name: beta joins alpha's
+/// mesh with `--endpoint beta.mesh.test:51820`, alpha resolves it through dnsmasq, and when
+/// beta moves and the record follows, alpha's tunnel follows the new answer while both run.
+#[test]
+fn a_member_endpoint_named_in_dns_is_followed_to_its_new_address() {
+    if !require_root("a_member_endpoint_named_in_dns_is_followed_to_its_new_address") {
+        return;
+    }
+    let (ns_a, ns_b, _ns_d, mut dnsmasq, _resolv) = world("dnm", "member");
+    let dir_a = tempfile::tempdir().expect("a temporary directory");
+    let dir_b = tempfile::tempdir().expect("a temporary directory");
+
+    let out = meshd_in(
+        &ns_a,
+        dir_a.path(),
+        &[
+            "init",
+            "--name",
+            "alpha",
+            "--endpoint",
+            "198.51.100.1:51820",
+        ],
+    );
+    assert!(out.is_ok(), "init: {out:?}");
+    let config = dir_a.path().join("meshd.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[dns]\nmin_ttl = 1\n");
+    std::fs::write(&config, text).unwrap();
+    let alpha = run_in(&ns_a, dir_a.path());
+    let token =
+        meshd_in(&ns_a, dir_a.path(), &["invite", "beta", "--role", "core"]).expect("invite");
+    let endpoint = format!("{NAME}:51820");
+    let out = meshd_in(
+        &ns_b,
+        dir_b.path(),
+        &["join", token.trim(), "--endpoint", &endpoint],
+    );
+    assert!(
+        out.as_ref().is_ok_and(|o| o.contains("Joined mesh")),
+        "beta cannot join: {out:?}\n{}",
+        alpha.log().contents()
+    );
+    let beta = run_in(&ns_b, dir_b.path());
+    let beta_overlay = StateDir::new(dir_b.path().join("state"))
+        .read_node_record()
+        .expect("beta's node.json after join")
+        .allocation
+        .ipv4_address;
+    assert!(
+        ns_a.ping_until(IpAddr::V4(beta_overlay), Duration::from_secs(20)),
+        "alpha cannot reach beta by its member name:\n{}\n{}\n{}",
+        alpha.log().contents(),
+        beta.log().contents(),
+        dnsmasq.log()
+    );
+
+    let moved = move_beta(&ns_b, &mut dnsmasq);
+    let followed = wait_until(Duration::from_secs(15), || {
+        meshd_in(&ns_a, dir_a.path(), &["peers"]).is_ok_and(|p| p.contains("198.51.100.22"))
+    });
+    let took = moved.elapsed();
+    assert!(
+        followed && ns_a.ping_until(IpAddr::V4(beta_overlay), Duration::from_secs(10)),
+        "alpha lost beta after the move:\n{}\n{:?}",
+        alpha.log().contents(),
+        meshd_in(&ns_a, dir_a.path(), &["peers"])
+    );
+    eprintln!("member beta followed to its new address {took:?} after the record changed");
+    let log = alpha.log().contents();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("endpoint name resolved") && l.contains("198.51.100.22")),
+        "alpha's resolver never gave the new answer:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "alpha:\n{log}");
+    drop(beta);
     drop(dnsmasq);
 }
