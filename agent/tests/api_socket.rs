@@ -27,6 +27,7 @@ fn beta() -> PeerConfig {
         endpoints: vec!["203.0.113.2:51820".parse().unwrap()],
         allowed_ips: vec!["10.2.0.0/16".parse().unwrap()],
         persistent_keepalive: None,
+        relay: false,
     }
 }
 

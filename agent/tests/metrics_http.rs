@@ -30,6 +30,7 @@ fn peer(name: &str, key: u8, kind: PeerKind) -> KnownPeer {
             endpoints: Vec::new(),
             allowed_ips: Vec::new(),
             persistent_keepalive: None,
+            relay: false,
         },
         kind,
     }

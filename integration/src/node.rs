@@ -73,6 +73,7 @@ impl Node {
                 .map(|a| a.parse::<IpNet>().expect("test prefix"))
                 .collect(),
             persistent_keepalive: None,
+            relay: false,
         }
     }
 

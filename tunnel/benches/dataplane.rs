@@ -25,6 +25,7 @@ fn peer(name: &str, key: [u8; 32], endpoint: SocketAddr, allowed: &str) -> PeerC
         endpoints: vec![endpoint],
         allowed_ips: vec![allowed.parse().unwrap()],
         persistent_keepalive: None,
+        relay: false,
     }
 }
 

@@ -48,6 +48,10 @@ pub struct PeerConfig {
     pub allowed_ips: Vec<IpNet>,
     /// Send a keepalive this often even when idle (keeps NAT mappings open).
     pub persistent_keepalive: Option<Duration>,
+    /// A core of the mesh, as we are: it may relay our traffic to another core, and we to
+    /// it, when direct paths fail ([`crate::path::relay`]). False for spokes, clients and
+    /// static peers.
+    pub relay: bool,
 }
 
 // Hand-written so that the private key never lands in a log.

@@ -13,7 +13,8 @@
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -27,9 +28,10 @@ use crate::config::{PeerConfig, WIREGUARD_OVERHEAD, validate_peers};
 use crate::error::ConfigError;
 use crate::ip;
 use crate::path::probe::{self, PROBE_LEN, Probe, ProbeKind, SenderId};
+use crate::path::reach::{self, REACH_LEN, Reach, ReachKind};
 use crate::path::{
     DefaultPolicy, HANDSHAKE_TIMEOUT, LocalUplink, Path, PathAction, PathPolicy, PathProber,
-    PathState, candidates,
+    PathState, RelayAction, RelayCandidate, candidates,
 };
 use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
 use crate::source_limit::SourceLimiter;
@@ -175,7 +177,9 @@ impl DataplaneCore {
         let mut entries = Vec::with_capacity(peers.len());
         for config in peers {
             let reused = old.by_key(&config.public_key).map(|(_, p)| p).filter(|p| {
-                p.name == config.name && p.persistent_keepalive == config.persistent_keepalive
+                p.name == config.name
+                    && p.persistent_keepalive == config.persistent_keepalive
+                    && p.relay == config.relay
             });
             let peer = match reused {
                 Some(peer) => {
@@ -260,7 +264,44 @@ impl DataplaneCore {
         let Some(to) = snap.route_dst(dst) else {
             return self.drop(DropReason::NoRoute);
         };
-        self.send_to_peer(&snap.peers()[to], packet, now, tx);
+        self.send_routed(snap, &snap.peers()[to], packet, now, tx);
+    }
+
+    /// Sends `packet` to `peer`, or through the core that relays to it now.
+    fn send_routed(
+        &self,
+        snap: &Snapshot,
+        peer: &Peer,
+        packet: &[u8],
+        now: Instant,
+        tx: &mut TxBatch,
+    ) {
+        let via = peer.relay_via.load(Ordering::Relaxed);
+        if via != 0
+            && let Some(relay) = snap.table.by_slot(via)
+        {
+            PeerCounters::add(&peer.counters.relayed_packets, 1);
+            return self.send_to_peer(relay, packet, now, tx);
+        }
+        self.send_to_peer(peer, packet, now, tx);
+    }
+
+    /// Whether core `via` may bring us packets from the addresses of core `origin` (it
+    /// relays them): only between cores, and only while our direct paths to `origin` are
+    /// all down, or `via` is our own relay to `origin`, or `via` told us that it reaches
+    /// `origin` faster than our direct path (see `RelayChooser::vouches`). So a core cannot
+    /// use another core's addresses while the direct path between them is the better one.
+    /// Only relayed packets come here (two short locks each, one at a time).
+    fn relay_accepted(&self, via: &Peer, origin: &Peer, now: Instant) -> bool {
+        if !(via.relay && origin.relay) {
+            return false;
+        }
+        let via_rtt = via.state.lock().prober.active_up_srtt();
+        let state = origin.state.lock();
+        state.prober.all_down()
+            || state
+                .relay
+                .vouches(via.slot, via_rtt, state.prober.active_up_srtt(), now)
     }
 
     /// A UDP datagram from `from`: decrypt it into `to_device`, forward it to another peer
@@ -296,6 +337,9 @@ impl DataplaneCore {
     ) {
         if probe::is_probe(datagram) {
             return self.handle_probe(snap, datagram, from, local, now, tx);
+        }
+        if reach::is_reach(datagram) {
+            return self.handle_reach(snap, datagram, from, local, now, tx);
         }
         match Tunn::parse_incoming_packet(datagram) {
             Err(_) => self.drop(DropReason::Malformed),
@@ -366,15 +410,29 @@ impl DataplaneCore {
         let Some((src, dst)) = ip::addresses(packet) else {
             return self.drop(DropReason::InvalidInnerPacket);
         };
-        // Crypto-key routing on receive: the source must route back to the sender.
-        if snap.route_src(src) != Some(index) {
-            return self.drop(DropReason::SpoofedSource);
-        }
+        // Crypto-key routing on receive: the source must route back to the sender, or to a
+        // core this core relays for.
+        let relayed = match snap.route_src(src) {
+            Some(origin) if origin == index => false,
+            Some(origin) if self.relay_accepted(peer, &snap.peers()[origin], now) => true,
+            _ => return self.drop(DropReason::SpoofedSource),
+        };
         match snap.route_dst(dst) {
             // Behind another peer: relay inside meshd, no kernel round trip.
             Some(to) if to != index => {
+                let next = &snap.peers()[to];
+                // Relayed once is enough: a relayed packet goes no further than our own
+                // spokes, and what a core sends through us goes on our direct path (never
+                // relayed again), so two cores cannot bounce a packet between them.
+                if relayed && next.relay {
+                    return self.drop(DropReason::NoRoute);
+                }
                 PeerCounters::add(&peer.counters.transit_packets, 1);
-                self.send_to_peer(&snap.peers()[to], packet, now, tx);
+                if peer.relay {
+                    self.send_to_peer(next, packet, now, tx);
+                } else {
+                    self.send_routed(snap, next, packet, now, tx);
+                }
             }
             // For us (or for the kernel to decide).
             _ => to_device.commit(),
@@ -525,6 +583,67 @@ impl DataplaneCore {
         }
     }
 
+    /// A reach query or answer (0x54/0x55) from another core. A query is answered with
+    /// our smoothed RTT to the core it asks about (our direct path, never a relay: relayed
+    /// traffic is not relayed again), from the address it was sent to and at the same size;
+    /// an answer feeds the relay choice for that core.
+    fn handle_reach(
+        &self,
+        snap: &Snapshot,
+        datagram: &[u8],
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        now: Instant,
+        tx: &mut TxBatch,
+    ) {
+        let Ok((_, sender)) = reach::peek(datagram) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let Some((_, asker)) = snap.table.by_probe_id(&sender) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        let Ok(received) = reach::decode(datagram, &asker.probe_key) else {
+            return self.drop(DropReason::InvalidMac);
+        };
+        let target = snap
+            .table
+            .by_probe_id(&received.target)
+            .map(|(_, t)| t)
+            .filter(|t| asker.relay && t.relay && t.slot != asker.slot);
+        match received.kind {
+            ReachKind::Query => {
+                {
+                    let mut state = asker.state.lock();
+                    if !reply_allowed(&mut state, now) {
+                        return self.drop(DropReason::UnderLoad);
+                    }
+                    state.last_received = Some(now);
+                }
+                if tx.remaining() < REACH_LEN {
+                    return self.drop(DropReason::NoBuffer);
+                }
+                let rtt = target.and_then(|t| t.state.lock().prober.active_up_srtt());
+                let answer = received.answer(self.probe_id, rtt).encode(&asker.probe_key);
+                tx.room()[..REACH_LEN].copy_from_slice(&answer);
+                tx.commit_from(REACH_LEN, from, local);
+            }
+            ReachKind::Answer => {
+                let Some(target) = target else {
+                    return self.drop(DropReason::UnknownPeer);
+                };
+                let taken =
+                    target
+                        .state
+                        .lock()
+                        .relay
+                        .answer(asker.slot, received.seq, received.rtt, now);
+                if taken {
+                    asker.state.lock().last_received = Some(now);
+                }
+            }
+        }
+    }
+
     /// Sends a handshake initiation to the peer on `path` (none if one is already under
     /// way: boringtun sends at most one per rekey timeout unless forced).
     fn initiate_on(&self, state: &mut PeerState, path: Path, now: Instant, tx: &mut TxBatch) {
@@ -590,6 +709,88 @@ impl DataplaneCore {
                 }
             }
         }
+        self.poll_relays(&snap, now, tx);
+    }
+
+    /// Runs the relay choice of every core peer: who could relay (cores whose active path
+    /// is up, with our RTT to them), reach queries due, relay switches. One peer lock at a
+    /// time: the candidates are read first, then each target is decided on its own.
+    fn poll_relays(&self, snap: &Snapshot, now: Instant, tx: &mut TxBatch) {
+        let cores: Vec<(&Arc<Peer>, Option<UsablePath>)> = snap
+            .peers()
+            .iter()
+            .filter(|peer| peer.relay)
+            .map(|peer| {
+                let state = peer.state.lock();
+                let usable = state
+                    .prober
+                    .active_up_srtt()
+                    .zip(state.prober.active_path());
+                (peer, usable)
+            })
+            .collect();
+        if cores.len() < 2 {
+            return;
+        }
+        let mut candidates = Vec::with_capacity(cores.len());
+        let mut actions = Vec::new();
+        for (target, direct) in &cores {
+            if tx.remaining() < REACH_LEN * cores.len() + MIN_TX_ROOM + usize::from(u16::MAX) {
+                break; // the rest get their turn at the next poll
+            }
+            candidates.clear();
+            candidates.extend(
+                cores
+                    .iter()
+                    .filter(|(c, _)| c.slot != target.slot)
+                    .filter_map(|(c, usable)| {
+                        usable.map(|(rtt, _)| RelayCandidate { relay: c.slot, rtt })
+                    }),
+            );
+            actions.clear();
+            {
+                let mut state = target.state.lock();
+                // Until some direct path has been tried to the end, there is nothing to
+                // replace: a peer still being reached for the first time is not relayed.
+                let direct = match direct {
+                    Some((rtt, _)) => Some(*rtt),
+                    None if state.prober.all_down() => None,
+                    None => continue,
+                };
+                state.relay.poll(now, direct, &candidates, &mut actions);
+                let via = state.relay.active().unwrap_or(0);
+                target.relay_via.store(via, Ordering::Relaxed);
+            }
+            for action in actions.drain(..) {
+                match action {
+                    RelayAction::Query { relay, seq } => {
+                        let Some((relay, Some((_, path)))) =
+                            cores.iter().find(|(c, _)| c.slot == relay)
+                        else {
+                            continue;
+                        };
+                        let query = Reach::query(self.probe_id, seq, target.probe_id)
+                            .encode(&relay.probe_key);
+                        tx.room()[..REACH_LEN].copy_from_slice(&query);
+                        tx.commit_from(REACH_LEN, path.remote, path.local);
+                    }
+                    RelayAction::Switched { from, to, reason } => {
+                        PeerCounters::add(&target.counters.path_switches, 1);
+                        let name = |slot: Option<u32>| {
+                            slot.and_then(|s| snap.table.by_slot(s))
+                                .map_or("direct".to_string(), |p| format!("via {}", p.name))
+                        };
+                        tracing::info!(
+                            peer = %target.name,
+                            from = %name(from),
+                            to = %name(to),
+                            %reason,
+                            "relay switch"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// When [`Self::poll_paths`] has something to do next (`None`: nothing until an event).
@@ -599,7 +800,14 @@ impl DataplaneCore {
             .iter()
             // A peer whose candidates are not applied yet has no deadline: the next tick
             // applies them (the core reads no clock of its own).
-            .filter_map(|peer| peer.state.lock().prober.next_deadline())
+            .filter_map(|peer| {
+                let state = peer.state.lock();
+                let relay = peer.relay.then(|| state.relay.next_deadline()).flatten();
+                [state.prober.next_deadline(), relay]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            })
             .min()
     }
 
@@ -751,6 +959,14 @@ impl DataplaneCore {
                     tx_bytes: load(&c.tx_bytes),
                     tx_packets: load(&c.tx_packets),
                     transit_packets: load(&c.transit_packets),
+                    relay: state
+                        .relay
+                        .active()
+                        .filter(|_| peer.relay)
+                        .and_then(|slot| snap.table.by_slot(slot))
+                        .map(|relay| relay.name.clone()),
+                    relay_reason: state.relay.active_reason().filter(|_| peer.relay),
+                    relayed_packets: load(&c.relayed_packets),
                     handshakes: load(&c.handshakes),
                     last_handshake: state.tunn.time_since_last_handshake(),
                     rtt: state.rtt,
@@ -768,6 +984,9 @@ impl DataplaneCore {
         self.drops.count(reason);
     }
 }
+
+/// A peer's active path while it is up, with its smoothed RTT.
+type UsablePath = (Duration, Path);
 
 /// Authenticated traffic came by `path`: the peer is there, and any handshake is answered.
 fn authenticated(state: &mut PeerState, path: Path, now: Instant) {
@@ -870,3 +1089,7 @@ mod tests;
 #[cfg(test)]
 #[path = "core_paths_tests.rs"]
 mod paths_tests;
+
+#[cfg(test)]
+#[path = "core_relay_tests.rs"]
+mod relay_tests;

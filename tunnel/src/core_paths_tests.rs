@@ -64,6 +64,7 @@ fn peer(name: &str, seed: u8, endpoints: &[&str], allowed: &str) -> PeerConfig {
             .collect(),
         allowed_ips: vec![allowed.parse().unwrap()],
         persistent_keepalive: None,
+        relay: false,
     }
 }
 

@@ -30,6 +30,7 @@ fn peer(name: &str, seed: u8, endpoints: &[&str], allowed: &[&str]) -> PeerConfi
         endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
         allowed_ips: allowed.iter().map(|a| a.parse().unwrap()).collect(),
         persistent_keepalive: None,
+        relay: false,
     }
 }
 

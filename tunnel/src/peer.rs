@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
 use boringtun::noise::Tunn;
@@ -12,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::config::PeerConfig;
 use crate::path::probe::{self, ProbeKey, SenderId};
-use crate::path::{PathProber, PathSelector, ProberConfig};
+use crate::path::{PathProber, PathSelector, ProberConfig, RelayChooser, RelayConfig};
 use crate::routing::CryptoRouter;
 use crate::stats::PeerCounters;
 
@@ -35,6 +36,9 @@ pub(crate) struct PeerState {
     pub(crate) path: PathSelector,
     /// Probes every local x remote path and chooses the one traffic takes.
     pub(crate) prober: PathProber,
+    /// For a core: whether its traffic goes through another core instead (no direct path
+    /// works, or a much faster one through a relay).
+    pub(crate) relay: RelayChooser,
     /// When authenticated traffic of any kind (data, keepalive, handshake, probe) last came
     /// from the peer: what "up" in `meshd peers` is judged by.
     pub(crate) last_received: Option<Instant>,
@@ -76,6 +80,11 @@ pub(crate) struct Peer {
     pub(crate) probe_key: ProbeKey,
     pub(crate) slot: u32,
     pub(crate) persistent_keepalive: Option<std::time::Duration>,
+    /// A core that may relay for us and be relayed to (see `PeerConfig::relay`).
+    pub(crate) relay: bool,
+    /// The slot of the core our packets to this peer go through now, 0 for direct. Read on
+    /// every packet without the state lock; written by the relay choice.
+    pub(crate) relay_via: AtomicU32,
     pub(crate) state: Mutex<PeerState>,
     pub(crate) counters: PeerCounters,
 }
@@ -117,12 +126,15 @@ impl Peer {
             probe_key: ProbeKey::from_shared_secret(shared.as_bytes()),
             slot,
             persistent_keepalive: config.persistent_keepalive,
+            relay: config.relay,
+            relay_via: AtomicU32::new(0),
             state: Mutex::new(PeerState {
                 tunn,
                 path: PathSelector::new(config.endpoints.clone()),
                 // Sequence numbers start at random so that replies to an earlier run of
                 // this node are not taken for answers to this one.
                 prober: PathProber::new(prober, rand::random()),
+                relay: RelayChooser::new(RelayConfig::default(), rand::random()),
                 last_received: None,
                 probe_replies: None,
                 endpoints: config.endpoints.clone(),
@@ -181,6 +193,11 @@ impl PeerTable {
     pub(crate) fn by_receiver_index(&self, receiver_index: u32) -> Option<(usize, &Arc<Peer>)> {
         let i = *self.by_slot.get(&slot_of_receiver_index(receiver_index))?;
         Some((i, &self.peers[i]))
+    }
+
+    /// The peer with this slot (peer index).
+    pub(crate) fn by_slot(&self, slot: u32) -> Option<&Arc<Peer>> {
+        Some(&self.peers[*self.by_slot.get(&slot)?])
     }
 
     pub(crate) fn by_key(&self, key: &[u8; 32]) -> Option<(usize, &Arc<Peer>)> {

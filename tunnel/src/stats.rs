@@ -137,6 +137,8 @@ pub(crate) struct PeerCounters {
     pub(crate) handshakes: AtomicU64,
     pub(crate) transit_packets: AtomicU64,
     pub(crate) path_switches: AtomicU64,
+    /// Packets for this peer sent through a relay core instead.
+    pub(crate) relayed_packets: AtomicU64,
 }
 
 impl PeerCounters {
@@ -176,6 +178,11 @@ pub struct PeerStats {
     pub tx_packets: u64,
     /// Packets received from this peer and forwarded to another peer inside meshd.
     pub transit_packets: u64,
+    /// The core our packets to this peer go through now (`None`: direct), and why.
+    pub relay: Option<String>,
+    pub relay_reason: Option<crate::path::RelayReason>,
+    /// Packets for this peer sent through a relay core.
+    pub relayed_packets: u64,
     /// Handshakes completed with the peer.
     pub handshakes: u64,
     /// Age of the current session, if there is one.

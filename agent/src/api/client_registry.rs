@@ -88,6 +88,7 @@ impl ClientRecord {
             endpoints: Vec::new(),
             allowed_ips: self.prefixes(),
             persistent_keepalive: None,
+            relay: false,
         }
     }
 

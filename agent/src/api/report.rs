@@ -180,6 +180,10 @@ pub struct PeerReport {
     /// How often traffic moved to another path since the daemon started.
     #[serde(default)]
     pub path_switches: u64,
+    /// The core our traffic to this peer goes through because direct paths fail or are much
+    /// slower (null: direct), why, and how many packets went that way.
+    #[serde(default)]
+    pub relay: Option<RelayReport>,
     /// Seconds since the current session's handshake; null if there is no session.
     pub last_handshake_seconds_ago: Option<u64>,
     /// Round-trip time of the path in milliseconds, measured by the last completed handshake
@@ -191,6 +195,14 @@ pub struct PeerReport {
     pub tx_packets: u64,
     pub transit_packets: u64,
     pub handshakes: u64,
+}
+
+/// Traffic to a peer that goes through another core.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayReport {
+    pub via: String,
+    pub reason: String,
+    pub packets: u64,
 }
 
 fn unknown_state() -> PeerState {
@@ -493,6 +505,13 @@ fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>, now: Instant) -> Pee
                 reason: reason.to_string(),
             }),
         path_switches: stats.map_or(0, |s| s.path_switches),
+        relay: stats.and_then(|s| {
+            Some(RelayReport {
+                via: s.relay.clone()?,
+                reason: s.relay_reason.map(|r| r.to_string()).unwrap_or_default(),
+                packets: s.relayed_packets,
+            })
+        }),
         last_handshake_seconds_ago: stats.and_then(|s| s.last_handshake).map(|d| d.as_secs()),
         rtt_ms: stats.and_then(|s| s.rtt).map(|d| d.as_secs_f64() * 1000.0),
         rx_bytes: stats.map_or(0, |s| s.rx_bytes),
@@ -605,6 +624,7 @@ pub(crate) mod tests {
                 endpoints: vec!["203.0.113.2:51820".parse().unwrap()],
                 allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
                 persistent_keepalive: Some(Duration::from_secs(25)),
+                relay: false,
             },
             kind,
         }

@@ -85,6 +85,12 @@ fn render_peer(peer: &PeerReport) -> String {
             peer.path_switches
         ));
     }
+    if let Some(relay) = &peer.relay {
+        text.push_str(&format!(
+            "  relayed via {} ({}), {} packets so far\n",
+            relay.via, relay.reason, relay.packets
+        ));
+    }
     if peer.transit_packets > 0 {
         text.push_str(&format!(
             "  transit: {} packets forwarded to other peers\n",

@@ -82,6 +82,8 @@ pub fn tunnel_peers<'a>(
             },
             allowed_ips: allowed,
             persistent_keepalive: (own.role == NodeRole::Spoke).then_some(SPOKE_KEEPALIVE),
+            // Cores relay for each other when a direct path fails; spokes go through their core anyway.
+            relay: own.role == NodeRole::Core && id.role == NodeRole::Core,
         });
     }
     peers

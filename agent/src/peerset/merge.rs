@@ -192,6 +192,7 @@ pub(crate) mod tests {
                 endpoints: Vec::new(),
                 allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
                 persistent_keepalive: None,
+                relay: false,
             },
             kind,
         }

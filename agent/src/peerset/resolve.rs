@@ -34,6 +34,7 @@ pub fn configured_peer(peer: &StaticPeer, endpoints: Vec<SocketAddr>) -> PeerCon
         endpoints,
         allowed_ips: peer.allowed_prefixes.iter().map(IpNet::trunc).collect(),
         persistent_keepalive: keepalive(peer.persistent_keepalive),
+        relay: false,
     }
 }
 

@@ -8,10 +8,14 @@
 //! - [`probe`]: the 64-byte authenticated probe request/reply on the WireGuard port.
 //! - [`prober`]: per peer, probes every candidate path and chooses the active one
 //!   (timers, hysteresis, failback, and the idle byte budget are documented there).
+//! - [`reach`]: the 64-byte "do you reach this core?" query and answer between cores.
+//! - [`relay`]: per target core, whether its traffic goes direct or through another core.
 
 pub mod candidates;
 pub mod probe;
 pub mod prober;
+pub mod reach;
+pub mod relay;
 pub mod selector;
 
 pub use candidates::{DefaultPolicy, LocalUplink, PathPolicy};
@@ -22,3 +26,4 @@ pub use prober::{
     Path, PathAction, PathCandidate, PathProber, PathSource, PathState, PathStats, ProberConfig,
     SwitchReason,
 };
+pub use relay::{RelayAction, RelayCandidate, RelayChooser, RelayConfig, RelayReason};

@@ -79,7 +79,7 @@ impl ProbeKey {
         ProbeKey(hmac::Key::from(okm))
     }
 
-    fn mac(&self, bytes: &[u8]) -> [u8; MAC_LEN] {
+    pub(crate) fn mac(&self, bytes: &[u8]) -> [u8; MAC_LEN] {
         let tag = hmac::sign(&self.0, bytes);
         let mut mac = [0u8; MAC_LEN];
         mac.copy_from_slice(&tag.as_ref()[..MAC_LEN]);

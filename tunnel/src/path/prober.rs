@@ -714,6 +714,19 @@ impl PathProber {
         self.active_entry().map(|e| e.state)
     }
 
+    /// The smoothed RTT of the active path, while it is up.
+    pub fn active_up_srtt(&self) -> Option<Duration> {
+        self.active_entry()
+            .filter(|e| e.state == PathState::Up)
+            .and_then(|e| e.srtt)
+    }
+
+    /// Whether every path has been tried and none works (the peer is unreachable directly);
+    /// false while any path is up or still unanswered.
+    pub fn all_down(&self) -> bool {
+        !self.paths.is_empty() && self.paths.iter().all(|e| e.state == PathState::Down)
+    }
+
     /// False once the peer is known not to answer probes (see the module documentation):
     /// the core then chooses its path the old way.
     pub fn probing_supported(&self) -> bool {
