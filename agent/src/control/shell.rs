@@ -109,6 +109,7 @@ pub struct ControlHandle {
     members: watch::Receiver<Vec<NodeIdentity>>,
     counts: watch::Receiver<MembershipCounts>,
     member_names: watch::Receiver<BTreeMap<String, BTreeSet<String>>>,
+    events: mpsc::Sender<Event>,
     tasks: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
 }
@@ -136,6 +137,8 @@ enum Event {
     DialFailed {
         name: String,
     },
+    /// `[node] endpoints` changed at a reload.
+    SetEndpoints(Vec<String>),
     /// A member asks (us, the CA holder) for a new certificate.
     Renew {
         current: Box<NodeCertificate>,
@@ -287,7 +290,7 @@ impl ControlPlane {
             trust,
             membership,
             connector,
-            events_tx,
+            events_tx: events_tx.clone(),
             connections: HashMap::new(),
             dialing: HashSet::new(),
             backoff: HashMap::new(),
@@ -306,6 +309,7 @@ impl ControlPlane {
             members: members_rx,
             counts: counts_rx,
             member_names: member_names_rx,
+            events: events_tx,
             tasks,
             local_addrs,
         })
@@ -328,6 +332,20 @@ impl ControlHandle {
     /// every change; the routing plane derives its iBGP sessions and route checks from them.
     pub fn members(&self) -> watch::Receiver<Vec<NodeIdentity>> {
         self.members.clone()
+    }
+
+    /// Advertises `endpoints` from now on (a reload of `[node] endpoints`): a new version of
+    /// this node's membership record, signed and spread to the members.
+    pub fn set_endpoints(&self, endpoints: Vec<String>) {
+        if self
+            .events
+            .try_send(Event::SetEndpoints(endpoints))
+            .is_err()
+        {
+            tracing::warn!(
+                "the control plane is busy or gone: new [node] endpoints not advertised"
+            );
+        }
     }
 
     /// The DNS names of each member's endpoints, to ask again when no path to it works.
@@ -517,6 +535,7 @@ impl Hub {
                 self.dialing.remove(&name);
                 self.backoff.insert(name, Instant::now() + REDIAL_BACKOFF);
             }
+            Event::SetEndpoints(endpoints) => self.set_endpoints(endpoints, now),
             Event::Renew {
                 current,
                 request,
@@ -650,6 +669,28 @@ impl Hub {
             .succeeded(Validity::of_certificate(cert.not_before, cert.not_after));
         tracing::info!(serial = %cert.serial, not_after = %cert.not_after, next_renewal = %self.own.renewal.due(), "node certificate renewed");
         Ok(())
+    }
+
+    /// Re-signs this node's record with `endpoints` (a new version, as after a renewal) and
+    /// spreads it; members switch to the new endpoints, tunnels stay up.
+    fn set_endpoints(&mut self, endpoints: Vec<String>, now: OffsetDateTime) {
+        if endpoints == self.settings.endpoints {
+            return;
+        }
+        let version = next_version(Some(self.own.record_version), now);
+        let der = self.own.certificate.certificate_der();
+        match sign_record(&self.own.key, &der, endpoints.clone(), version) {
+            Ok(record) => {
+                self.own.record_version = version;
+                tracing::info!(endpoints = ?endpoints, version, "advertising new node endpoints");
+                self.settings.endpoints = endpoints;
+                let actions = self.membership.set_own_record(record, now);
+                self.apply(actions);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot sign the membership record: endpoints not changed");
+            }
+        }
     }
 
     fn apply(&mut self, actions: Vec<Action>) {

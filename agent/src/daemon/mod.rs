@@ -234,9 +234,12 @@ async fn run_planes(
     )
     // [[peer]] endpoint names follow their DNS records (crate::dns) while the daemon runs.
     .with_resolver(resolver);
-    // Members' names are asked again too when every path to that member fails.
+    // Members' names are asked again too when every path to that member fails, and new
+    // [node] endpoints are advertised in a new membership record.
     let reloader = match control.as_ref() {
-        Some(control) => reloader.with_member_names(control.member_names()),
+        Some(control) => reloader
+            .with_member_names(control.member_names())
+            .with_endpoints(|endpoints| control.set_endpoints(endpoints)),
         None => reloader,
     };
     // Only a routing plane follows reloads of [[bgp.neighbor]] and [routing] lan_prefixes;

@@ -3,10 +3,11 @@
 //! Pure: it compares two validated [`Config`]s.
 //!
 //! Applied at run time: `[[peer]]` (added, removed, new endpoints, allowed prefixes, key or
-//! keepalive), `[routing] lan_prefixes`, `[[bgp.neighbor]]`, `[metrics]`, `[log]` and `[dns]`.
-//! Fixed until a restart: the node's identity and place in the mesh (`[node]`, `[mesh]`,
-//! `[routing] asn`) and the TUN device (`[interface]`): changing them means new sockets, a
-//! new device, new addresses or a new certificate, i.e. what a restart does anyway. The
+//! keepalive), `[routing] lan_prefixes`, `[[bgp.neighbor]]`, `[metrics]`, `[log]`, `[dns]`,
+//! `[paths]` and `[node] endpoints` (a new version of the node's membership record).
+//! Fixed until a restart: the node's identity and place in the mesh (the rest of `[node]`,
+//! `[mesh]`, `[routing] asn`) and the TUN device (`[interface]`): changing them means new
+//! sockets, a new device, new addresses or a new certificate, i.e. what a restart does anyway. The
 //! WireGuard key is not in the file; it is read from the state directory at start only.
 
 use std::collections::BTreeMap;
@@ -111,6 +112,9 @@ pub struct ReloadPlan {
     /// The new `[paths]` settings, if they changed (for the data plane's path probers: every
     /// peer's paths are ranked again, a peer whose probe timers changed starts probing afresh).
     pub paths: Option<PathsSection>,
+    /// The new `[node] endpoints`, if they changed (for the control plane: a new version of
+    /// the node's membership record, spread to the members; no tunnel is touched).
+    pub endpoints: Option<Vec<String>>,
 }
 
 impl ReloadPlan {
@@ -123,6 +127,7 @@ impl ReloadPlan {
             && self.log_level.is_none()
             && self.dns.is_none()
             && self.paths.is_none()
+            && self.endpoints.is_none()
     }
 
     /// For a daemon whose routing plane does not follow reloads: moves the `[routing]
@@ -179,6 +184,9 @@ impl ReloadPlan {
         if self.paths.is_some() {
             parts.push("paths (ranks and probe timers)".to_owned());
         }
+        if let Some(endpoints) = &self.endpoints {
+            parts.push(format!("node endpoints [{}]", endpoints.join(", ")));
+        }
         if parts.is_empty() {
             "nothing to change".to_owned()
         } else {
@@ -212,11 +220,6 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         file.node.listen_port.to_string(),
     );
     keep(
-        "node.endpoints",
-        list(&running.node.endpoints),
-        list(&file.node.endpoints),
-    );
-    keep(
         "interface.name",
         quoted(&running.interface.name),
         quoted(&file.interface.name),
@@ -237,7 +240,10 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         running.routing.asn.to_string(),
         file.routing.asn.to_string(),
     );
-    effective.node = running.node.clone();
+    effective.node = mesh_config::NodeSection {
+        endpoints: file.node.endpoints.clone(),
+        ..running.node.clone()
+    };
     effective.interface = running.interface.clone();
     effective.mesh = running.mesh.clone();
     effective.routing.asn = running.routing.asn;
@@ -257,6 +263,13 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         log_level: (running.log.level != file.log.level).then(|| file.log.level.clone()),
         dns: (running.dns != file.dns).then(|| file.dns.clone()),
         paths: (running.paths != file.paths).then(|| file.paths.clone()),
+        endpoints: (running.node.endpoints != file.node.endpoints).then(|| {
+            file.node
+                .endpoints
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        }),
         effective,
     }
 }
@@ -447,6 +460,38 @@ allowed_prefixes = ["10.3.0.0/16"]
     }
 
     #[test]
+    fn a_node_endpoints_change_applies_now() {
+        let plan = plan_for(
+            "endpoints = [\"198.51.100.1:51820\"]",
+            "endpoints = [\"vpn.example.net:51820\", \"[2001:db8::1]:51820\"]",
+        );
+        assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
+        assert_eq!(
+            plan.endpoints.as_deref(),
+            Some(
+                &[
+                    "vpn.example.net:51820".to_owned(),
+                    "[2001:db8::1]:51820".to_owned()
+                ][..]
+            )
+        );
+        let effective: Vec<String> = plan
+            .effective
+            .node
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(Some(effective), plan.endpoints);
+        assert!(!plan.applies_nothing());
+        assert_eq!(
+            plan.summary(),
+            "node endpoints [vpn.example.net:51820, [2001:db8::1]:51820]"
+        );
+        assert!(plan_for("", "").endpoints.is_none());
+    }
+
+    #[test]
     fn a_paths_change_applies_now() {
         let plan = plan_for("[interface]", "[paths]\nfailback_hold = 30\n[interface]");
         assert!(plan.restart_needed.is_empty(), "{:?}", plan.restart_needed);
@@ -481,13 +526,6 @@ allowed_prefixes = ["10.3.0.0/16"]
                 "node.listen_port",
                 "51820",
                 "51821",
-            ),
-            (
-                "endpoints = [\"198.51.100.1:51820\"]",
-                "endpoints = [\"198.51.100.9:51820\"]",
-                "node.endpoints",
-                "[\"198.51.100.1:51820\"]",
-                "[\"198.51.100.9:51820\"]",
             ),
             (
                 "[interface]",

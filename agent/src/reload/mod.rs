@@ -54,7 +54,13 @@ pub struct Reloader<'a, D> {
     >,
     /// Hands `[paths]` changes to the data plane.
     path_policy: PathPolicySetter<'a>,
+    /// Hands `[node] endpoints` changes to the control plane (`None` without one: the
+    /// endpoints are only advertised in a membership record).
+    endpoints: Option<EndpointsSetter<'a>>,
 }
+
+/// Advertises new `[node] endpoints` (the control plane re-signs the node's record).
+pub type EndpointsSetter<'a> = Box<dyn Fn(Vec<String>) + Send + Sync + 'a>;
 
 /// Applies new `[paths]` settings to the running data plane.
 pub type PathPolicySetter<'a> = Box<dyn Fn(PathsSection) + Send + Sync + 'a>;
@@ -87,12 +93,19 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
             log_filter,
             resolver: None,
             member_names: None,
+            endpoints: None,
             path_policy: Box::new(path_policy),
         }
     }
 
     /// Follows the `[[peer]]` endpoint names with `resolver` ([`Self::follow_names`]) and hands
     /// it `[dns]` changes.
+    /// Where `[node] endpoints` changes go (the control plane's record).
+    pub fn with_endpoints(mut self, setter: impl Fn(Vec<String>) + Send + Sync + 'a) -> Self {
+        self.endpoints = Some(Box::new(setter));
+        self
+    }
+
     /// The members' endpoint names (from the control plane), refreshed like the
     /// `[[peer]]`s' when every path to that member fails.
     pub fn with_member_names(
@@ -220,6 +233,9 @@ impl<'a, D: DataplaneControl> Reloader<'a, D> {
         }
         if let Some(paths) = &plan.paths {
             (self.path_policy)(paths.clone());
+        }
+        if let (Some(setter), Some(endpoints)) = (&self.endpoints, &plan.endpoints) {
+            setter(endpoints.clone());
         }
         if let (Some(resolver), Some(dns)) = (&self.resolver, &plan.dns) {
             resolver.reconfigure(dns.clone());
