@@ -495,6 +495,14 @@ impl PathProber {
                 e.srtt = Some((srtt * 7 + sample) / 8);
             }
         }
+        if e.state == PathState::Down && !e.local_gone {
+            // The probes lost while the path was down measured the outage, not the path:
+            // kept in the loss window they would mark it lossy for minutes after it came
+            // back (never a failback target, probed only at the lossy rate, so the window
+            // clears one probe per 10 s). The failback hold still asks for a stable path.
+            e.history = 0;
+            e.sampled = 0;
+        }
         e.record(false);
         e.misses = 0;
         if e.state != PathState::Up && !e.local_gone {
