@@ -143,20 +143,26 @@ fn run_in(namespace: &Namespace, dir: &Path) -> ChildGuard {
     daemon
 }
 
-/// A member (not a `[[peer]]`) whose signed record advertises a DNS name: beta joins alpha's
-/// mesh with `--endpoint beta.mesh.test:51820`, alpha resolves it through dnsmasq, and when
-/// beta moves and the record follows, alpha's tunnel follows the new answer while both run.
-#[test]
-fn a_member_endpoint_named_in_dns_is_followed_to_its_new_address() {
-    if !require_root("a_member_endpoint_named_in_dns_is_followed_to_its_new_address") {
-        return;
-    }
-    let (ns_a, ns_b, _ns_d, mut dnsmasq, _resolv) = world("dnm", "member");
+/// The node's overlay IPv4 address, from the node.json its init or join wrote.
+fn overlay_v4(dir: &Path) -> IpAddr {
+    let record = StateDir::new(dir.join("state"))
+        .read_node_record()
+        .expect("node.json after init or join");
+    IpAddr::V4(record.allocation.ipv4_address)
+}
+
+/// alpha founds a mesh in `ns_a` (`alpha_config` appended to its meshd.toml) and runs; beta
+/// joins it from `ns_b` advertising `beta_endpoint` and runs. Their directories and daemons.
+fn alpha_and_beta(
+    ns_a: &Namespace,
+    ns_b: &Namespace,
+    alpha_config: &str,
+    beta_endpoint: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, ChildGuard, ChildGuard) {
     let dir_a = tempfile::tempdir().expect("a temporary directory");
     let dir_b = tempfile::tempdir().expect("a temporary directory");
-
     let out = meshd_in(
-        &ns_a,
+        ns_a,
         dir_a.path(),
         &[
             "init",
@@ -169,30 +175,40 @@ fn a_member_endpoint_named_in_dns_is_followed_to_its_new_address() {
     assert!(out.is_ok(), "init: {out:?}");
     let config = dir_a.path().join("meshd.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[dns]\nmin_ttl = 1\n");
+    text.push_str(alpha_config);
     std::fs::write(&config, text).unwrap();
-    let alpha = run_in(&ns_a, dir_a.path());
+    let alpha = run_in(ns_a, dir_a.path());
     let token =
-        meshd_in(&ns_a, dir_a.path(), &["invite", "beta", "--role", "core"]).expect("invite");
-    let endpoint = format!("{NAME}:51820");
+        meshd_in(ns_a, dir_a.path(), &["invite", "beta", "--role", "core"]).expect("invite");
     let out = meshd_in(
-        &ns_b,
+        ns_b,
         dir_b.path(),
-        &["join", token.trim(), "--endpoint", &endpoint],
+        &["join", token.trim(), "--endpoint", beta_endpoint],
     );
     assert!(
         out.as_ref().is_ok_and(|o| o.contains("Joined mesh")),
         "beta cannot join: {out:?}\n{}",
         alpha.log().contents()
     );
-    let beta = run_in(&ns_b, dir_b.path());
-    let beta_overlay = StateDir::new(dir_b.path().join("state"))
-        .read_node_record()
-        .expect("beta's node.json after join")
-        .allocation
-        .ipv4_address;
+    let beta = run_in(ns_b, dir_b.path());
+    (dir_a, dir_b, alpha, beta)
+}
+
+/// A member (not a `[[peer]]`) whose signed record advertises a DNS name: beta joins alpha's
+/// mesh with `--endpoint beta.mesh.test:51820`, alpha resolves it through dnsmasq, and when
+/// beta moves and the record follows, alpha's tunnel follows the new answer while both run.
+#[test]
+fn a_member_endpoint_named_in_dns_is_followed_to_its_new_address() {
+    if !require_root("a_member_endpoint_named_in_dns_is_followed_to_its_new_address") {
+        return;
+    }
+    let (ns_a, ns_b, _ns_d, mut dnsmasq, _resolv) = world("dnm", "member");
+    let endpoint = format!("{NAME}:51820");
+    let (dir_a, dir_b, alpha, beta) =
+        alpha_and_beta(&ns_a, &ns_b, "\n[dns]\nmin_ttl = 1\n", &endpoint);
+    let beta_overlay = overlay_v4(dir_b.path());
     assert!(
-        ns_a.ping_until(IpAddr::V4(beta_overlay), Duration::from_secs(20)),
+        ns_a.ping_until(beta_overlay, Duration::from_secs(20)),
         "alpha cannot reach beta by its member name:\n{}\n{}\n{}",
         alpha.log().contents(),
         beta.log().contents(),
@@ -205,7 +221,7 @@ fn a_member_endpoint_named_in_dns_is_followed_to_its_new_address() {
     });
     let took = moved.elapsed();
     assert!(
-        followed && ns_a.ping_until(IpAddr::V4(beta_overlay), Duration::from_secs(10)),
+        followed && ns_a.ping_until(beta_overlay, Duration::from_secs(10)),
         "alpha lost beta after the move:\n{}\n{:?}",
         alpha.log().contents(),
         meshd_in(&ns_a, dir_a.path(), &["peers"])
@@ -220,4 +236,73 @@ fn a_member_endpoint_named_in_dns_is_followed_to_its_new_address() {
     assert!(!log.contains("panicked"), "alpha:\n{log}");
     drop(beta);
     drop(dnsmasq);
+}
+
+/// The endpoints alpha takes from its members' records for `peer` (`meshd peers --json`).
+fn configured_endpoints(ns: &Namespace, dir: &Path, peer: &str) -> Vec<String> {
+    let out = meshd_in(ns, dir, &["peers", "--json"]).unwrap_or_default();
+    let report: meshd::api::report::PeersReport = match serde_json::from_str(&out) {
+        Ok(report) => report,
+        Err(_) => return Vec::new(),
+    };
+    report
+        .peers
+        .into_iter()
+        .filter(|p| p.name == peer)
+        .flat_map(|p| p.configured_endpoints)
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// `[node] endpoints` at SIGHUP: beta (a member) moves to a new address and reloads its
+/// edited config; alpha learns the new endpoint from beta's re-signed record (not from
+/// traffic), and the tunnel between them carries on without a restart.
+#[test]
+fn a_members_new_endpoints_spread_at_sighup() {
+    if !require_root("a_members_new_endpoints_spread_at_sighup") {
+        return;
+    }
+    let (ns_a, ns_b, _ns_d, _dnsmasq, _resolv) = world("dnr", "reload");
+    let (dir_a, dir_b, alpha, mut beta) = alpha_and_beta(&ns_a, &ns_b, "", "198.51.100.2:51820");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            configured_endpoints(&ns_a, dir_a.path(), "beta") == ["198.51.100.2:51820"]
+        }),
+        "alpha never took beta's first endpoint:\n{}",
+        alpha.log().contents()
+    );
+
+    ns_b.ip(&["address", "add", "198.51.100.22/24", "dev", "ul0"]);
+    let config = dir_b.path().join("meshd.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("198.51.100.2:51820"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("198.51.100.2:51820", "198.51.100.22:51820"),
+    )
+    .unwrap();
+    let reloaded = Instant::now();
+    beta.signal(netns_tests::Signal::SIGHUP);
+    let spread = wait_until(Duration::from_secs(15), || {
+        configured_endpoints(&ns_a, dir_a.path(), "beta") == ["198.51.100.22:51820"]
+    });
+    let took = reloaded.elapsed();
+    let beta_log = beta.log().contents();
+    assert!(
+        spread,
+        "alpha never took beta's new endpoint:\n{}\n{beta_log}",
+        alpha.log().contents()
+    );
+    eprintln!("beta's new endpoint reached alpha {took:?} after SIGHUP");
+    assert!(
+        beta_log.contains("advertising new node endpoints"),
+        "{beta_log}"
+    );
+    assert!(!beta_log.contains("restart meshd to apply"), "{beta_log}");
+    let beta_overlay = overlay_v4(dir_b.path());
+    assert!(
+        ns_a.ping_until(beta_overlay, Duration::from_secs(10)),
+        "the tunnel to beta broke after the reload:\n{}\n{beta_log}",
+        alpha.log().contents()
+    );
 }
