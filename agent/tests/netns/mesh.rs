@@ -17,7 +17,8 @@
 //! reaches nobody; a friend's router on the spoke's LAN (BIRD, eBGP from the spoke's
 //! `[[bgp.neighbor]]`) announces a network outside the mesh, which the spoke routes through it
 //! and every core learns by BGP and reaches across the mesh; after the revocation the spoke's
-//! routes are gone.
+//! routes are gone. With alpha and beta cut from each other on the underlay, alpha's
+//! traffic to beta goes through gamma (relay), and back to the direct path afterwards.
 
 #[path = "../api_support/mod.rs"]
 mod api_support;
@@ -348,6 +349,48 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
             node.log()
         );
     }
+    // Relay (#12.5): the ISP drops everything between alpha and beta, both ways, while
+    // gamma still reaches both. alpha's traffic to beta goes through gamma within seconds,
+    // the iBGP session alpha-beta stays up over it, and traffic returns to the direct path
+    // once the ISP heals.
+    let [beta_v4, _] = beta.overlay();
+    let cut = |verb: &str| {
+        for (node, other) in [(&alpha, 2), (&beta, 1)] {
+            let to = format!("198.51.100.{other}/32");
+            node.namespace.ip(&["route", verb, "blackhole", &to]);
+        }
+    };
+    cut("add");
+    let relayed = wait_until(Duration::from_secs(20), || {
+        alpha.pings(beta_v4) && alpha.meshd(&["peers"]).contains("relayed via gamma")
+    });
+    assert!(
+        relayed,
+        "alpha does not reach beta through gamma:\n{}\n{}",
+        alpha.meshd(&["peers"]),
+        alpha.log()
+    );
+    assert!(
+        alpha.log().contains("relay switch"),
+        "no relay switch logged:\n{}",
+        alpha.log()
+    );
+    assert!(
+        beta.pings(alpha.overlay()[0]),
+        "beta does not reach alpha back"
+    );
+    assert_eq!(alpha.established(), vec!["beta", "gamma"]);
+    cut("del");
+    let direct = wait_until(Duration::from_secs(30), || {
+        !alpha.meshd(&["peers"]).contains("relayed via") && alpha.pings(beta_v4)
+    });
+    assert!(
+        direct,
+        "alpha still relays to beta after the ISP healed:\n{}\n{}",
+        alpha.meshd(&["peers"]),
+        alpha.log()
+    );
+
     // The same, as Prometheus sees it on beta: three sessions, four members.
     let metrics = beta
         .namespace
