@@ -22,6 +22,8 @@ fn peer(name: &str, key: &StaticSecret, endpoint: &str, allowed: &str) -> PeerCo
         endpoints: vec![endpoint.parse().unwrap()],
         allowed_ips: vec![allowed.parse().unwrap()],
         persistent_keepalive: None,
+        // Cores, so that reach queries and answers are handled, not refused at once.
+        relay: true,
     }
 }
 

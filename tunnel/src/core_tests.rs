@@ -585,13 +585,18 @@ proptest! {
     #[test]
     fn malformed_datagrams_never_panic(
         body in proptest::collection::vec(any::<u8>(), 0..300),
-        kind in 0u8..6,
+        kind in 0u8..9,
     ) {
         let mut datagram = body;
         let len = match kind { 1 => Some(148), 2 => Some(92), 3 => Some(64), 4 => Some(datagram.len().max(32)), _ => None };
         if let Some(len) = len {
             datagram.resize(len, 0);
             datagram[..4].copy_from_slice(&u32::from(kind).to_le_bytes());
+        }
+        // Dressed as a path probe (0x50) or a reach query or answer (0x54, 0x55): 64 bytes.
+        if let Some(first) = match kind { 6 => Some(0x50u8), 7 => Some(0x54), 8 => Some(0x55), _ => None } {
+            datagram.resize(64, 0);
+            datagram[0] = first;
         }
         // One node for all cases: building one per case would dominate the run time.
         FUZZ_NODE.with_borrow_mut(|b| {
