@@ -79,6 +79,66 @@ impl CertificateAuthority {
     }
 }
 
+/// One DER element: its tag, its contents, and the bytes after it.
+struct Element<'a> {
+    tag: u8,
+    contents: &'a [u8],
+    encoded: &'a [u8],
+    rest: &'a [u8],
+}
+
+/// Reads the DER element at the start of `input` (definite lengths up to four bytes, which
+/// covers anything this CA signs); `None` for anything malformed or truncated.
+fn element(input: &[u8]) -> Option<Element<'_>> {
+    let (&tag, after_tag) = input.split_first()?;
+    let (&first, after_len) = after_tag.split_first()?;
+    let (len, body) = if first < 0x80 {
+        (usize::from(first), after_len)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || after_len.len() < count {
+            return None;
+        }
+        let (len_bytes, body) = after_len.split_at(count);
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, body)
+    };
+    if body.len() < len {
+        return None;
+    }
+    let header = input.len() - body.len();
+    Some(Element {
+        tag,
+        contents: &body[..len],
+        encoded: &input[..header + len],
+        rest: &body[len..],
+    })
+}
+
+/// Whether the CRL's outer signatureAlgorithm is byte for byte the `signature` field inside
+/// tbsCertList, as RFC 5280 (5.1.1.2) requires.
+fn signature_algorithms_agree(der: &[u8]) -> bool {
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    let agree = || -> Option<bool> {
+        let outer = element(der)?;
+        let tbs = element(outer.contents)?;
+        let outer_algorithm = element(tbs.rest)?;
+        if outer.tag != SEQUENCE || tbs.tag != SEQUENCE || outer_algorithm.tag != SEQUENCE {
+            return Some(false);
+        }
+        let mut field = element(tbs.contents)?;
+        if field.tag == INTEGER {
+            // The optional version comes first.
+            field = element(field.rest)?;
+        }
+        Some(field.encoded == outer_algorithm.encoded)
+    };
+    agree().unwrap_or(false)
+}
+
 /// A CRL whose signature has been checked against the mesh CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Crl {
@@ -103,6 +163,13 @@ impl Crl {
             }
             Err(e) => return Err(PkiError::Crl(format!("not a DER X.509 CRL ({e})"))),
         };
+        if !signature_algorithms_agree(der) {
+            // The outer algorithm is not covered by the signature, so a parser that tolerates
+            // a damaged one would accept bytes the CA never wrote (RFC 5280, 5.1.1.2).
+            return Err(PkiError::Crl(
+                "its outer signature algorithm is not the one in the signed part".into(),
+            ));
+        }
         let ca = parse_certificate(ca_cert_der).map_err(PkiError::CaCertificate)?;
         if crl.issuer().as_raw() != ca.subject().as_raw() {
             return Err(PkiError::Crl(format!(

@@ -268,6 +268,29 @@ fn bad_crls_are_rejected() {
 }
 
 #[test]
+fn a_crl_whose_unsigned_algorithm_field_was_damaged_is_rejected() {
+    // Found by the mutation property test: x509-parser tolerated a wrong tag on the OID of
+    // the outer signatureAlgorithm, which the signature does not cover.
+    let ca = ca();
+    let der = ca.issue_crl(&[], 1, NOW, NOW + Duration::days(7)).unwrap();
+    let ecdsa_sha256 = [
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+    ];
+    let outer = der
+        .windows(ecdsa_sha256.len())
+        .rposition(|w| w == ecdsa_sha256)
+        .expect("the CRL names ECDSA with SHA-256");
+    let mut damaged = der.clone();
+    damaged[outer + 2] = 0x40;
+    let err = Crl::parse(&damaged, ca.cert_der()).unwrap_err();
+    assert!(
+        err.to_string().contains("outer signature algorithm"),
+        "{err}"
+    );
+    assert!(Crl::parse(&der, ca.cert_der()).is_ok());
+}
+
+#[test]
 fn node_key_from_pem_still_matches_its_certificate() {
     // The agent stores node.key and node.crt separately; a reload must pair them again.
     let ca = ca();
