@@ -29,6 +29,7 @@ mod community;
 pub mod dns;
 mod endpoint;
 mod error;
+pub mod exit;
 mod key;
 mod load;
 mod locate;

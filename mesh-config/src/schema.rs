@@ -16,6 +16,7 @@ pub use crate::community::{
 };
 pub use crate::dns::{DnsSection, DnsServer, DnsServerError};
 pub use crate::endpoint::{Endpoint, EndpointError, Host};
+pub use crate::exit::{ExitRoute, ExitSection, UseExits};
 pub use crate::key::{KeyError, WireGuardKey};
 pub use crate::path_settings::{
     LocalUplink, PathTimers, PathsSection, PeerPaths, Uplink, UplinkDistance, path_preference,
@@ -65,6 +66,8 @@ pub struct Config {
     pub dns: DnsSection,
     #[serde(default, skip_serializing_if = "PathsSection::is_default")]
     pub paths: PathsSection,
+    #[serde(default, skip_serializing_if = "ExitSection::is_default")]
+    pub exit: ExitSection,
     /// Static WireGuard peers (`[[peer]]` in TOML).
     #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<StaticPeer>,
@@ -131,6 +134,10 @@ pub struct RoutingSection {
     pub asn: u32,
     #[serde(default)]
     pub lan_prefixes: Vec<IpNet>,
+    /// Shared (anycast) prefixes this node announces along with others; each must be
+    /// approved in its certificate (`meshd invite --anycast`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anycast_prefixes: Vec<IpNet>,
 }
 
 /// `[bgp]`: external BGP neighbours and the policies they use.
@@ -344,6 +351,7 @@ impl Config {
             log: LogSection::default(),
             dns: DnsSection::default(),
             paths: PathsSection::default(),
+            exit: ExitSection::default(),
             peers: Vec::new(),
         }
     }
@@ -393,6 +401,7 @@ impl Default for RoutingSection {
         RoutingSection {
             asn: DEFAULT_ASN,
             lan_prefixes: Vec::new(),
+            anycast_prefixes: Vec::new(),
         }
     }
 }

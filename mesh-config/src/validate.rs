@@ -15,6 +15,7 @@ use crate::schema::{
 };
 
 mod bgp;
+mod exit;
 mod paths;
 
 pub use bgp::{MAX_MD5_KEY_LEN, MAX_PREPEND};
@@ -54,6 +55,8 @@ pub fn validate(config: &Config) -> Vec<Issue> {
     checker.log(&config.log, &root.key("log"));
     checker.dns(&config.dns, &root.key("dns"));
     checker.paths(&config.paths, &root.key("paths"));
+    checker.exit(&config.exit, &config.mesh, &root.key("exit"));
+    checker.anycast(&config.routing, &root.key("routing"));
     checker.issues
 }
 
