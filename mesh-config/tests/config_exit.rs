@@ -66,7 +66,10 @@ fn exit_mistakes_are_reported_at_their_keys() {
         "not a network address",
         "exit.route[1].via",
     ] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
 }
 
@@ -91,6 +94,9 @@ fn anycast_prefixes_must_be_networks_apart_from_the_lans() {
         "[exit] serve",
         "routing.anycast_prefixes[2]",
     ] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
 }

@@ -28,9 +28,12 @@ impl Checker {
         }
         let pools = mesh_pools(mesh);
         let routes = path.key("route");
-        self.unique(&routes, &exit.routes, (Some("destination"), "destination"), |r| {
-            &r.destination
-        });
+        self.unique(
+            &routes,
+            &exit.routes,
+            (Some("destination"), "destination"),
+            |r| &r.destination,
+        );
         for (i, route) in exit.routes.iter().enumerate() {
             let here = routes.index(i);
             let destination = here.key("destination");
