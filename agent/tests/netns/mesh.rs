@@ -22,26 +22,23 @@
 
 #[path = "../api_support/mod.rs"]
 mod api_support;
+#[path = "member_node.rs"]
+mod member_node;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use meshd::api::report::RoutesReport;
-use meshd::state::StateDir;
+use member_node::{Node, endpoint, invite};
 use netns_tests::{
-    ChildGuard, Namespace, connect_veth, dashboard_metrics, http_request, parse_exposition,
-    require_root, run_checked, run_with_timeout, wait_until,
+    Namespace, connect_veth, dashboard_metrics, http_request, parse_exposition, require_root,
+    run_checked, wait_until,
 };
 
-const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 const DASHBOARD: &str = include_str!("../../../packaging/grafana/meshd-dashboard.json");
-/// Bound for one node to come up, and for the mesh to converge on one ping.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound for the mesh to converge on one ping.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// The revocation must tear the spoke's tunnel down within this.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(8);
-const PORT: u16 = 51820;
 const LAN: &str = "192.168.42.0/24";
 const LAN_HOST: &str = "192.168.42.2";
 /// A LAN the spoke announces without approval.
@@ -52,151 +49,6 @@ const FRIEND_NET: &str = "203.0.113.0/24";
 const FRIEND_HOST: &str = "203.0.113.1";
 /// Bound for the iBGP sessions and routes to settle.
 const BGP_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// One node: its namespace, its files and, while it runs, its daemon.
-struct Node {
-    name: String,
-    namespace: Namespace,
-    dir: tempfile::TempDir,
-    daemon: Option<ChildGuard>,
-}
-
-impl Node {
-    /// A namespace on the underlay bridge of `isp` with `198.51.100.<host>/24`.
-    fn new(name: &str, isp: &Namespace, host: u8) -> Node {
-        let namespace = Namespace::new(name);
-        let address = format!("198.51.100.{host}/24");
-        let isp_side = format!("n{host}");
-        connect_veth(&namespace, "ul0", &[&address], isp, &isp_side, &[]);
-        isp.ip(&["link", "set", &isp_side, "master", "br0"]);
-        Node {
-            name: name.to_owned(),
-            namespace,
-            dir: tempfile::tempdir().expect("a temporary directory"),
-            daemon: None,
-        }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("meshd.toml")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn args<'a>(&'a self, config: &'a str, state: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["--config", config, "--state-dir", state];
-        args.extend_from_slice(rest);
-        args
-    }
-
-    /// Runs `meshd args...` inside the node's namespace (it may need the underlay) and
-    /// returns its standard output; panics with its output if it fails.
-    fn meshd(&self, rest: &[&str]) -> String {
-        let config = self.config().display().to_string();
-        let state = self.state().display().to_string();
-        let args = self.args(&config, &state, rest);
-        let mut full = vec!["netns", "exec", self.namespace.name(), MESHD];
-        full.extend_from_slice(&args);
-        let output = run_with_timeout("ip", &full, Duration::from_secs(30))
-            .unwrap_or_else(|error| panic!("meshd {rest:?} on {}: {error}", self.name));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Starts `meshd run` and waits until it says it runs.
-    fn start(&mut self) {
-        let config = self.config().display().to_string();
-        let state = self.state().display().to_string();
-        let args = self.args(&config, &state, &["run"]);
-        let mut daemon = self
-            .namespace
-            .spawn(&self.name, MESHD, &args, &[("RUST_LOG", "info")]);
-        let up = wait_until(START_TIMEOUT, || {
-            daemon.try_exit_status().is_none() && daemon.log().contents().contains("meshd running")
-        });
-        assert!(
-            up,
-            "meshd {} did not start within {START_TIMEOUT:?} (exit {:?}):\n{}",
-            self.name,
-            daemon.try_exit_status(),
-            daemon.log().contents()
-        );
-        self.daemon = Some(daemon);
-    }
-
-    /// Stops the daemon with SIGTERM and checks that it exits cleanly.
-    fn stop(&mut self) {
-        let Some(mut daemon) = self.daemon.take() else {
-            return;
-        };
-        run_checked("kill", &["-TERM", &daemon.pid().to_string()]).expect("kill -TERM meshd");
-        let stopped = wait_until(START_TIMEOUT, || daemon.try_exit_status().is_some());
-        let status = daemon.try_exit_status();
-        assert!(
-            stopped && status.is_some_and(|s| s.success()),
-            "meshd {} did not stop cleanly ({status:?}):\n{}",
-            self.name,
-            daemon.log().contents()
-        );
-    }
-
-    /// The node's own overlay IPv4 and IPv6 addresses, from the allocation in `node.json`.
-    fn overlay(&self) -> [IpAddr; 2] {
-        let record = StateDir::new(self.state())
-            .read_node_record()
-            .expect("node.json after init/join");
-        [
-            IpAddr::V4(record.allocation.ipv4_address),
-            IpAddr::V6(record.allocation.ipv6_address),
-        ]
-    }
-
-    /// `meshd routes --json`.
-    fn routes(&self) -> RoutesReport {
-        let json = self.meshd(&["routes", "--json"]);
-        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}: {json}", self.name))
-    }
-
-    /// The names of the BGP sessions that are established.
-    fn established(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .routes()
-            .bgp_sessions
-            .into_iter()
-            .filter(|s| s.state == "established")
-            .map(|s| s.name)
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// The node's best BGP path to `prefix`, with where it came from and whether it is in the
-    /// kernel.
-    fn best_bgp_route(&self, prefix: &str) -> Option<meshd::api::report::BgpRouteEntry> {
-        let prefix: ipnet::IpNet = prefix.parse().unwrap();
-        self.routes()
-            .bgp_routes
-            .into_iter()
-            .find(|r| r.prefix == prefix && r.best)
-    }
-
-    fn log(&self) -> String {
-        self.daemon
-            .as_ref()
-            .map(|d| d.log().contents())
-            .unwrap_or_default()
-    }
-
-    fn pings(&self, destination: IpAddr) -> bool {
-        self.namespace
-            .exec(
-                "ping",
-                &["-n", "-q", "-c", "1", "-W", "1", &destination.to_string()],
-            )
-            .is_ok()
-    }
-}
 
 /// BIRD as the friend's router: eBGP with the spoke, announcing [`FRIEND_NET`].
 fn friend_bird_config(dir: &std::path::Path) -> String {
@@ -228,17 +80,6 @@ remote_asn = 65042
 import = { prefixes = ["203.0.113.0/24"], default = "reject" }
 export = { prefixes = ["10.0.0.0/8 le 16"], default = "reject" }
 "#;
-
-/// `meshd invite` on the CA holder (files only) → the token.
-fn invite(ca: &Node, args: &[&str]) -> String {
-    let mut rest = vec!["invite"];
-    rest.extend_from_slice(args);
-    ca.meshd(&rest).trim().to_owned()
-}
-
-fn endpoint(host: u8) -> String {
-    format!("198.51.100.{host}:{PORT}")
-}
 
 #[test]
 fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {

@@ -1,0 +1,176 @@
+//! A mesh member in its own network namespace for the netns tests: its files, `meshd`
+//! commands run inside the namespace (init, invite, join, routes) and, while it runs, its
+//! daemon. Included by the tests that build a mesh from real tokens (`#[path]`).
+
+// Each test that includes this uses a different part of it.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshd::api::report::RoutesReport;
+use meshd::state::StateDir;
+use netns_tests::{ChildGuard, Namespace, connect_veth, run_checked, run_with_timeout, wait_until};
+
+const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
+/// Bound for one node to come up or stop.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The port every node listens on.
+pub const PORT: u16 = 51820;
+
+/// One node: its namespace, its files and, while it runs, its daemon.
+pub struct Node {
+    pub name: String,
+    pub namespace: Namespace,
+    pub dir: tempfile::TempDir,
+    pub daemon: Option<ChildGuard>,
+}
+
+impl Node {
+    /// A namespace on the underlay bridge of `isp` with `198.51.100.<host>/24`.
+    pub fn new(name: &str, isp: &Namespace, host: u8) -> Node {
+        let namespace = Namespace::new(name);
+        let address = format!("198.51.100.{host}/24");
+        let isp_side = format!("n{host}");
+        connect_veth(&namespace, "ul0", &[&address], isp, &isp_side, &[]);
+        isp.ip(&["link", "set", &isp_side, "master", "br0"]);
+        Node {
+            name: name.to_owned(),
+            namespace,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            daemon: None,
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("meshd.toml")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn args<'a>(&'a self, config: &'a str, state: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--config", config, "--state-dir", state];
+        args.extend_from_slice(rest);
+        args
+    }
+
+    /// Runs `meshd args...` inside the node's namespace (it may need the underlay) and
+    /// returns its standard output; panics with its output if it fails.
+    pub fn meshd(&self, rest: &[&str]) -> String {
+        let config = self.config().display().to_string();
+        let state = self.state().display().to_string();
+        let args = self.args(&config, &state, rest);
+        let mut full = vec!["netns", "exec", self.namespace.name(), MESHD];
+        full.extend_from_slice(&args);
+        let output = run_with_timeout("ip", &full, Duration::from_secs(30))
+            .unwrap_or_else(|error| panic!("meshd {rest:?} on {}: {error}", self.name));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Starts `meshd run` and waits until it says it runs.
+    pub fn start(&mut self) {
+        let config = self.config().display().to_string();
+        let state = self.state().display().to_string();
+        let args = self.args(&config, &state, &["run"]);
+        let mut daemon = self
+            .namespace
+            .spawn(&self.name, MESHD, &args, &[("RUST_LOG", "info")]);
+        let up = wait_until(START_TIMEOUT, || {
+            daemon.try_exit_status().is_none() && daemon.log().contents().contains("meshd running")
+        });
+        assert!(
+            up,
+            "meshd {} did not start within {START_TIMEOUT:?} (exit {:?}):\n{}",
+            self.name,
+            daemon.try_exit_status(),
+            daemon.log().contents()
+        );
+        self.daemon = Some(daemon);
+    }
+
+    /// Stops the daemon with SIGTERM and checks that it exits cleanly.
+    pub fn stop(&mut self) {
+        let Some(mut daemon) = self.daemon.take() else {
+            return;
+        };
+        run_checked("kill", &["-TERM", &daemon.pid().to_string()]).expect("kill -TERM meshd");
+        let stopped = wait_until(START_TIMEOUT, || daemon.try_exit_status().is_some());
+        let status = daemon.try_exit_status();
+        assert!(
+            stopped && status.is_some_and(|s| s.success()),
+            "meshd {} did not stop cleanly ({status:?}):\n{}",
+            self.name,
+            daemon.log().contents()
+        );
+    }
+
+    /// The node's own overlay IPv4 and IPv6 addresses, from the allocation in `node.json`.
+    pub fn overlay(&self) -> [IpAddr; 2] {
+        let record = StateDir::new(self.state())
+            .read_node_record()
+            .expect("node.json after init/join");
+        [
+            IpAddr::V4(record.allocation.ipv4_address),
+            IpAddr::V6(record.allocation.ipv6_address),
+        ]
+    }
+
+    /// `meshd routes --json`.
+    pub fn routes(&self) -> RoutesReport {
+        let json = self.meshd(&["routes", "--json"]);
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}: {json}", self.name))
+    }
+
+    /// The names of the BGP sessions that are established.
+    pub fn established(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .routes()
+            .bgp_sessions
+            .into_iter()
+            .filter(|s| s.state == "established")
+            .map(|s| s.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The node's best BGP path to `prefix`, with where it came from and whether it is in the
+    /// kernel.
+    pub fn best_bgp_route(&self, prefix: &str) -> Option<meshd::api::report::BgpRouteEntry> {
+        let prefix: ipnet::IpNet = prefix.parse().unwrap();
+        self.routes()
+            .bgp_routes
+            .into_iter()
+            .find(|r| r.prefix == prefix && r.best)
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(|d| d.log().contents())
+            .unwrap_or_default()
+    }
+
+    pub fn pings(&self, destination: IpAddr) -> bool {
+        self.namespace
+            .exec(
+                "ping",
+                &["-n", "-q", "-c", "1", "-W", "1", &destination.to_string()],
+            )
+            .is_ok()
+    }
+}
+
+/// `meshd invite` on the CA holder (files only) → the token.
+pub fn invite(ca: &Node, args: &[&str]) -> String {
+    let mut rest = vec!["invite"];
+    rest.extend_from_slice(args);
+    ca.meshd(&rest).trim().to_owned()
+}
+
+pub fn endpoint(host: u8) -> String {
+    format!("198.51.100.{host}:{PORT}")
+}
