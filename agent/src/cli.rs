@@ -230,6 +230,12 @@ pub struct ClientAddArgs {
     /// Also print the config as a QR code for a phone.
     #[arg(long)]
     pub qr: bool,
+
+    /// Send all the client's traffic into the mesh (AllowedIPs 0.0.0.0/0, ::/0): its
+    /// Internet traffic leaves through the exit this node uses (the nearest live one, or
+    /// the one an `[[exit.route]]` names).
+    #[arg(long)]
+    pub exit: bool,
 }
 
 /// `meshd revoke`.

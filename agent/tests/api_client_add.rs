@@ -149,6 +149,15 @@ fn allowed_ips_add_the_approved_lans_of_the_node_and_of_live_nodes_in_the_ca_db(
 }
 
 #[test]
+fn with_exit_the_client_sends_everything_into_the_mesh() {
+    let node = Node::new();
+    node.init_alpha();
+    let run = node.meshd(&["client", "add", "laptop", "--exit"]).success();
+    let config = parse_wg_quick(&run.stdout()).unwrap_or_else(|e| panic!("{e}:\n{}", run.stdout()));
+    assert_eq!(list(&config.peers[0]["AllowedIPs"]), ["0.0.0.0/0", "::/0"]);
+}
+
+#[test]
 fn clients_get_the_next_address_and_names_are_unique() {
     let node = Node::new();
     node.init_alpha();

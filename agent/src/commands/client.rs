@@ -1,6 +1,7 @@
-//! `meshd client add NAME [--qr]`: creates a client device of this node (a laptop or phone
-//! with a standard WireGuard app) and prints its wg-quick configuration, or the same as a QR
-//! code for the phone apps.
+//! `meshd client add NAME [--qr] [--exit]`: creates a client device of this node (a laptop or
+//! phone with a standard WireGuard app) and prints its wg-quick configuration, or the same as
+//! a QR code for the phone apps. With `--exit` the client sends everything into the mesh and
+//! its Internet traffic leaves through the exit this node uses.
 //!
 //! Order: the client is persisted first (addresses in `ca/db.json` on the CA holder, the
 //! record in `clients.json`), then the configuration is printed (its private key exists only
@@ -106,10 +107,18 @@ fn add<O: Write, N: Write>(
     // IPv6 prefix.
     let pool6 = config.mesh.pool6.unwrap_or(record.allocation.ipv6);
     let now = OffsetDateTime::now_utc();
-    let allowed_ips = client_allowed_ips(
-        &[IpNet::V4(config.mesh.pool4), IpNet::V6(pool6)],
-        approved_lan_prefixes(state, &config.routing.lan_prefixes, now)?,
-    );
+    let allowed_ips = if args.exit {
+        // Everything: the mesh and the Internet through its exits.
+        vec![
+            IpNet::V4(ipnet::Ipv4Net::default()),
+            IpNet::V6(ipnet::Ipv6Net::default()),
+        ]
+    } else {
+        client_allowed_ips(
+            &[IpNet::V4(config.mesh.pool4), IpNet::V6(pool6)],
+            approved_lan_prefixes(state, &config.routing.lan_prefixes, now)?,
+        )
+    };
 
     let NewClient {
         record: client,
