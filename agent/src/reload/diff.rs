@@ -240,6 +240,15 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         running.routing.asn.to_string(),
         file.routing.asn.to_string(),
     );
+    // The exit's NAT, forwarding, routing table and rules are set up at start.
+    keep("exit", section(&running.exit), section(&file.exit));
+    keep(
+        "routing.anycast_prefixes",
+        list(&running.routing.anycast_prefixes),
+        list(&file.routing.anycast_prefixes),
+    );
+    effective.exit = running.exit.clone();
+    effective.routing.anycast_prefixes = running.routing.anycast_prefixes.clone();
     effective.node = mesh_config::NodeSection {
         endpoints: file.node.endpoints.clone(),
         ..running.node.clone()
@@ -503,6 +512,14 @@ allowed_prefixes = ["10.3.0.0/16"]
     }
 
     #[test]
+    fn an_exit_change_waits_for_a_restart() {
+        let plan = plan_for("[routing]", "[exit]\nuse = \"nearest\"\n[routing]");
+        let keys: Vec<&str> = plan.restart_needed.iter().map(|c| c.key).collect();
+        assert_eq!(keys, ["exit"]);
+        assert_eq!(plan.effective.exit, mesh_config::ExitSection::default());
+    }
+
+    #[test]
     fn fixed_settings_are_kept_and_reported() {
         // (replace, with, key, running, file)
         let cases: &[(&str, &str, &str, &str, &str)] = &[
@@ -554,6 +571,13 @@ allowed_prefixes = ["10.3.0.0/16"]
                 "routing.asn",
                 "64512",
                 "65000",
+            ),
+            (
+                "[routing]",
+                "[routing]\nanycast_prefixes = [\"203.0.113.53/32\"]",
+                "routing.anycast_prefixes",
+                "[]",
+                "[\"203.0.113.53/32\"]",
             ),
         ];
         for (from, to, key, running, file) in cases {
