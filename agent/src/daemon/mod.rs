@@ -124,6 +124,8 @@ async fn serve(
         } else {
             Vec::new()
         },
+        exit_destinations: config.exit.routes.iter().map(|r| r.destination).collect(),
+        use_exits: config.exit.use_exits == mesh_config::exit::UseExits::Nearest,
     };
     let sources = PeerSources::from_local(api.known_peers());
     let initial = sources.combine().peers;

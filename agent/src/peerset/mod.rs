@@ -224,6 +224,7 @@ mod tests {
         RoutePlan {
             own_addresses: vec!["10.1.0.1/16".parse().unwrap()],
             pools: vec!["10.0.0.0/8".parse().unwrap()],
+            ..RoutePlan::default()
         }
     }
 

@@ -7,6 +7,14 @@
 //! that `ip route` and `meshd routes` show each one. Prefixes inside the TUN's own networks
 //! (the node's clients) are left alone: the kernel's connected routes already send them
 //! there.
+//!
+//! Routes to the Internet through the mesh's exits (a prefix of length 0, and the
+//! destinations of `[[exit.route]]` rules) never go into the main table: with the main
+//! table's default route pointing into the TUN, the tunnels' own underlay packets would
+//! follow it into the tunnel (the "WireGuard default route" trap). They are exit-table
+//! routes, installed into `[exit] table` behind policy rules, and only when the node uses
+//! exits (`[exit] use = "nearest"`). With `use = "none"` the data plane still carries them
+//! (for the spokes and clients behind this node that do use the exit), the kernel does not.
 
 use std::collections::BTreeSet;
 
@@ -21,20 +29,71 @@ pub struct RoutePlan {
     pub own_addresses: Vec<IpNet>,
     /// The mesh pools (IPv4 and IPv6), when the node is a mesh member.
     pub pools: Vec<IpNet>,
+    /// The destinations of `[[exit.route]]` rules: routed through exits like the defaults.
+    pub exit_destinations: Vec<IpNet>,
+    /// Whether exit-table routes go into the kernel (`[exit] use = "nearest"`).
+    pub use_exits: bool,
+}
+
+/// The wanted routes into the TUN, by routing table; each list sorted, each route once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WantedRoutes {
+    /// Into the main table.
+    pub main: Vec<IpNet>,
+    /// Into the exit table (empty unless the node uses exits).
+    pub exit: Vec<IpNet>,
 }
 
 impl RoutePlan {
-    /// The routes into the TUN for `peers`, sorted, each once.
+    /// The main-table routes into the TUN for `peers`, sorted, each once.
     pub fn wanted(&self, peers: &[KnownPeer]) -> Vec<IpNet> {
+        self.wanted_by_table(peers).main
+    }
+
+    /// The exit-table routes into the TUN for `peers`, sorted, each once; empty unless the
+    /// node uses exits.
+    pub fn wanted_exit(&self, peers: &[KnownPeer]) -> Vec<IpNet> {
+        self.wanted_by_table(peers).exit
+    }
+
+    /// The routes into the TUN for `peers`, split by table.
+    pub fn wanted_by_table(&self, peers: &[KnownPeer]) -> WantedRoutes {
         let connected: Vec<IpNet> = self.own_addresses.iter().map(IpNet::trunc).collect();
-        let mut wanted: BTreeSet<IpNet> = self.pools.iter().map(IpNet::trunc).collect();
-        wanted.extend(
-            peers
+        // The pools are always main-table routes, even if a rule names one.
+        let mut main: BTreeSet<IpNet> = self.pools.iter().map(IpNet::trunc).collect();
+        let mut exit = BTreeSet::new();
+        let carried = peers
+            .iter()
+            .flat_map(|peer| peer.config.allowed_ips.iter().map(IpNet::trunc))
+            .filter(|prefix| !connected.iter().any(|net| net.contains(prefix)));
+        for prefix in carried {
+            if main.contains(&prefix) {
+                continue;
+            }
+            if self.is_exit_route(prefix) {
+                exit.insert(prefix);
+            } else {
+                main.insert(prefix);
+            }
+        }
+        WantedRoutes {
+            main: main.into_iter().collect(),
+            exit: if self.use_exits {
+                exit.into_iter().collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// A default route, or exactly a rule's destination (not whatever lies inside one: a
+    /// rule for 0.0.0.0/1 must not pull members' prefixes out of the main table).
+    fn is_exit_route(&self, prefix: IpNet) -> bool {
+        prefix.prefix_len() == 0
+            || self
+                .exit_destinations
                 .iter()
-                .flat_map(|peer| peer.config.allowed_ips.iter().map(IpNet::trunc))
-                .filter(|prefix| !connected.iter().any(|net| net.contains(prefix))),
-        );
-        wanted.into_iter().collect()
+                .any(|destination| destination.trunc() == prefix)
     }
 }
 
@@ -68,6 +127,7 @@ mod tests {
         let plan = RoutePlan {
             own_addresses: nets(&["10.1.0.1/16", "fd00:1::1/64"]),
             pools: nets(&["10.0.0.0/8", "fd00::/16"]),
+            ..RoutePlan::default()
         };
         let peers = [
             peer(
@@ -107,6 +167,7 @@ mod tests {
         let plan = RoutePlan {
             own_addresses: nets(&["10.1.0.1/16", "10.3.0.1/16"]),
             pools: Vec::new(),
+            ..RoutePlan::default()
         };
         let peers = [
             peer(
@@ -126,6 +187,70 @@ mod tests {
             plan.wanted(&peers),
             nets(&["10.2.0.0/16", "192.168.42.0/24", "fd00:0:0:2::/64"])
         );
+    }
+
+    fn exit_peers() -> [KnownPeer; 2] {
+        [
+            peer(
+                "exit",
+                1,
+                PeerKind::Node(None),
+                &[
+                    "10.2.0.0/16",
+                    "0.0.0.0/0",
+                    "::/0",
+                    "203.0.113.0/24",
+                    "10.9.0.0/16",
+                ],
+            ),
+            peer("lan", 2, PeerKind::Node(None), &["203.0.113.128/25"]),
+        ]
+    }
+
+    #[test]
+    fn defaults_and_rule_destinations_go_to_the_exit_table_when_exits_are_used() {
+        let plan = RoutePlan {
+            own_addresses: nets(&["10.1.0.1/16"]),
+            pools: nets(&["10.0.0.0/8"]),
+            // A rule naming the pool does not take it out of the main table.
+            exit_destinations: nets(&["203.0.113.0/24", "10.0.0.0/8"]),
+            use_exits: true,
+        };
+        let wanted = plan.wanted_by_table(&exit_peers());
+        assert_eq!(
+            wanted.main,
+            nets(&[
+                "10.0.0.0/8",
+                "10.2.0.0/16",
+                "10.9.0.0/16",
+                "203.0.113.128/25"
+            ]),
+            "a prefix inside a rule's destination stays in main"
+        );
+        assert_eq!(wanted.exit, nets(&["0.0.0.0/0", "203.0.113.0/24", "::/0"]));
+        assert_eq!(plan.wanted(&exit_peers()), wanted.main);
+        assert_eq!(plan.wanted_exit(&exit_peers()), wanted.exit);
+    }
+
+    #[test]
+    fn without_use_exit_routes_are_not_installed_anywhere() {
+        let plan = RoutePlan {
+            own_addresses: nets(&["10.1.0.1/16"]),
+            pools: nets(&["10.0.0.0/8"]),
+            exit_destinations: nets(&["203.0.113.0/24"]),
+            use_exits: false,
+        };
+        let wanted = plan.wanted_by_table(&exit_peers());
+        assert_eq!(
+            wanted.main,
+            nets(&[
+                "10.0.0.0/8",
+                "10.2.0.0/16",
+                "10.9.0.0/16",
+                "203.0.113.128/25"
+            ]),
+        );
+        assert!(wanted.exit.is_empty());
     }
 
     #[test]
