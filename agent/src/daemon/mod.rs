@@ -213,6 +213,7 @@ async fn run_planes(
     let peer_set = PeerSet::new(dataplane, sources, plan);
     let wanted_routes = peer_set.wanted_routes();
     let gateway_routes = peer_set.wanted_gateway_routes();
+    let exit_routes = peer_set.wanted_exit_routes();
     let members = control.as_ref().map(crate::control::ControlHandle::members);
     let metrics_address = watch::Sender::new(config.metrics.address());
     let metrics = DaemonMetrics {
@@ -250,7 +251,7 @@ async fn run_planes(
     tokio::select! {
         signal = wait_for_shutdown_signal() => signal,
         never = api.serve(info, &peer_set) => match never {},
-        never = kernel.follow(wanted_routes, gateway_routes) => match never {},
+        never = kernel.follow(wanted_routes, gateway_routes, exit_routes) => match never {},
         never = crate::metrics::serve(metrics_address.subscribe(), &metrics) => match never {},
         never = reloader.on_hangup(hangup) => match never {},
         never = reloader.follow_names() => match never {},

@@ -154,7 +154,8 @@ fn start_interface<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result
         };
         let interface = &node.config.interface.name;
         let tun = create_tun(interface, mtu)?;
-        let mut kernel = KernelRoutes::new(node.netlink, tun.ifindex());
+        let exit = crate::peerset::ExitTable::from_config(&node.config.exit);
+        let mut kernel = KernelRoutes::new(node.netlink, tun.ifindex()).with_exit_table(exit);
         if let Err(error) =
             configure_interface(node.netlink, tun.ifindex(), mtu, &node.addresses).await
         {
@@ -163,6 +164,12 @@ fn start_interface<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result
         if let Err(error) = kernel.sync(&node.routes).await {
             kernel.remove_all().await;
             return Err(anyhow::Error::new(error).context(format!("cannot route into {interface}")));
+        }
+        // Stale exit rules go; with [exit] use = "nearest" ours are added (the exit table
+        // fills as exits are learnt).
+        if let Err(error) = kernel.set_up_exit_rules().await {
+            kernel.remove_all().await;
+            return Err(anyhow::Error::new(error).context("cannot set up the exit policy rules"));
         }
         tracing::info!(%interface, mtu, addresses = ?node.addresses, routes = node.routes.len(), "interface configured");
         node.mtu = mtu;

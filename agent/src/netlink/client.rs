@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::error::NetlinkError;
 use super::route::{KernelRoute, device_route, dump_request, gateway_route, parse_route};
+use super::rule::{KernelRule, PolicyRule, parse_rule, rule_message};
 
 /// `ENODEV`: the kernel's answer to a lookup of an interface name that does not exist.
 const ENODEV: i32 = 19;
@@ -28,6 +29,8 @@ const ENETUNREACH: i32 = 101;
 const EHOSTUNREACH: i32 = 113;
 /// `ENOENT`: returned by some kernels for the two cases above.
 const ENOENT: i32 = 2;
+/// `EEXIST`: an equal rule is there already.
+const EEXIST: i32 = 17;
 
 /// A connection to the kernel's routing netlink in the current network namespace.
 ///
@@ -301,6 +304,117 @@ impl Netlink {
             format!("remove route {destination} via interface {index}"),
         )
         .await
+    }
+
+    /// Installs (or replaces) a route for `destination` out of interface `index` in routing
+    /// table `table`, tagged with `protocol`.
+    pub async fn replace_route_in_table(
+        &self,
+        index: u32,
+        destination: IpNet,
+        table: u32,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let mut message = device_route(destination, index, protocol);
+        set_table(&mut message, table);
+        self.handle
+            .route()
+            .add(message)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::from_rtnetlink(
+                    format!("add route {destination} via interface {index} in table {table}"),
+                    e,
+                )
+            })
+    }
+
+    /// Removes the route for `destination` out of interface `index` from table `table`; a
+    /// route that is not there is not an error.
+    pub async fn remove_route_in_table(
+        &self,
+        index: u32,
+        destination: IpNet,
+        table: u32,
+        protocol: u8,
+    ) -> Result<(), NetlinkError> {
+        let mut message = device_route(destination, index, protocol);
+        set_table(&mut message, table);
+        self.delete_route(
+            message,
+            format!("remove route {destination} via interface {index} from table {table}"),
+        )
+        .await
+    }
+
+    /// Adds the policy rule `rule`, tagged with `protocol`; an equal rule already there is
+    /// not an error.
+    pub async fn add_rule(&self, rule: &PolicyRule, protocol: u8) -> Result<(), NetlinkError> {
+        let mut request = self.handle.rule().add();
+        *request.message_mut() = rule_message(rule, protocol);
+        let result = request.execute().await.map_err(|e| {
+            NetlinkError::from_rtnetlink(
+                format!("add policy rule {} lookup {}", rule.priority, rule.table()),
+                e,
+            )
+        });
+        ignore_errnos(result, &[EEXIST])
+    }
+
+    /// Every IPv4 and IPv6 policy rule.
+    pub async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError> {
+        Ok(self
+            .rule_messages()
+            .await?
+            .iter()
+            .filter_map(parse_rule)
+            .collect())
+    }
+
+    /// Removes every IPv4 and IPv6 policy rule for which `doomed` is true and returns them.
+    /// Each is deleted with the kernel's own description of it, so exactly that rule goes.
+    pub async fn remove_rules(
+        &self,
+        doomed: impl Fn(&KernelRule) -> bool,
+    ) -> Result<Vec<KernelRule>, NetlinkError> {
+        let mut removed = Vec::new();
+        for message in self.rule_messages().await? {
+            let Some(rule) = parse_rule(&message).filter(|rule| doomed(rule)) else {
+                continue;
+            };
+            let result = self.handle.rule().del(message).execute().await;
+            ignore_errnos(
+                result.map_err(|e| {
+                    NetlinkError::from_rtnetlink(
+                        format!("remove policy rule {} lookup {}", rule.priority, rule.table),
+                        e,
+                    )
+                }),
+                &[ENOENT, ESRCH],
+            )?;
+            removed.push(rule);
+        }
+        Ok(removed)
+    }
+
+    /// The kernel's IPv4 and IPv6 rule messages.
+    async fn rule_messages(
+        &self,
+    ) -> Result<Vec<rtnetlink::packet_route::rule::RuleMessage>, NetlinkError> {
+        let mut all = Vec::new();
+        for version in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
+            let mut messages = self.handle.rule().get(version).execute();
+            while let Some(message) = messages
+                .try_next()
+                .await
+                .map_err(|e| NetlinkError::from_rtnetlink("list policy rules", e))?
+            {
+                all.push(message);
+            }
+        }
+        Ok(all)
     }
 
     /// Installs (or replaces) a route for `destination` through the neighbour `gateway`,

@@ -8,20 +8,26 @@
 //! - an operator can see them with `ip route show proto meshd` once
 //!   `/etc/iproute2/rt_protos.d/meshd.conf` names the number.
 //!
+//! While the node uses the mesh's exits, meshd also owns the routes in `[exit] table` (tagged
+//! the same way) and two policy rules per family ([`rule`]), found again by their tag or by
+//! their table and priority.
+//!
 //! [`mtu`] is pure arithmetic for the tunnel MTU; [`route`] turns prefixes into rtnetlink messages
-//! and back (pure, tested without root); [`client`] does the requests; [`uplinks`] follows the
+//! and back (pure, tested without root); [`rule`] does the same for policy rules; [`client`] does the requests; [`uplinks`] follows the
 //! host's own usable addresses (the local ends of underlay paths) from rtnetlink notifications.
 
 pub mod client;
 pub mod error;
 pub mod mtu;
 pub mod route;
+pub mod rule;
 pub mod uplinks;
 
 pub use client::Netlink;
 pub use error::NetlinkError;
 pub use mtu::{ENCAPSULATION_OVERHEAD, tunnel_mtu};
 pub use route::KernelRoute;
+pub use rule::{EXIT_LOOKUP_PRIORITY, EXIT_SUPPRESS_PRIORITY, KernelRule, PolicyRule, exit_rules};
 pub use uplinks::{Uplink, UplinkChange, UplinkMonitor, Uplinks};
 
 /// The route protocol (`rtm_protocol`) meshd tags its kernel routes with.

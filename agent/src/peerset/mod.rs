@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use ipnet::IpNet;
 use tokio::sync::watch;
 
-pub use kernel::KernelRoutes;
+pub use kernel::{ExitTable, KernelRoutes};
 pub use merge::{BgpRoute, Combined, PeerSources};
 pub use peer::{DataplaneControl, KnownPeer, PeerKind};
 pub use resolve::{configured_peer, resolve_peer};
@@ -34,6 +34,7 @@ pub struct PeerSet<'a, D> {
     plan: RoutePlan,
     applied: Mutex<Applied>,
     routes: watch::Sender<Vec<IpNet>>,
+    exit_routes: watch::Sender<Vec<IpNet>>,
     gateway_routes: watch::Sender<Vec<BgpRoute>>,
 }
 
@@ -51,7 +52,9 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
     pub fn new(dataplane: &'a D, sources: PeerSources, plan: RoutePlan) -> Self {
         let combined = sources.combine();
         log_conflicts(&[], &combined.conflicts);
-        let routes = watch::Sender::new(plan.wanted(&combined.peers));
+        let wanted = plan.wanted_by_table(&combined.peers);
+        let routes = watch::Sender::new(wanted.main);
+        let exit_routes = watch::Sender::new(wanted.exit);
         let gateway_routes = watch::Sender::new(combined.gateway_routes.clone());
         Self {
             dataplane,
@@ -63,6 +66,7 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
                 conflicts: combined.conflicts,
             }),
             routes,
+            exit_routes,
         }
     }
 
@@ -94,6 +98,12 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
     /// The routes into the TUN the current set wants; changes with the set.
     pub fn wanted_routes(&self) -> watch::Receiver<Vec<IpNet>> {
         self.routes.subscribe()
+    }
+
+    /// The routes into the TUN the current set wants in the exit table (empty unless the node
+    /// uses exits); changes with the set.
+    pub fn wanted_exit_routes(&self) -> watch::Receiver<Vec<IpNet>> {
+        self.exit_routes.subscribe()
     }
 
     /// The kernel routes through next hops outside the mesh (BGP routes no peer carries).
@@ -148,12 +158,17 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
         let configs: Vec<_> = combined.peers.iter().map(|p| p.config.clone()).collect();
         self.dataplane.update_peers(&configs)?;
         log_conflicts(&applied.conflicts, &combined.conflicts);
-        self.routes.send_if_modified(|routes| {
-            let wanted = self.plan.wanted(&combined.peers);
-            let modified = *routes != wanted;
-            *routes = wanted;
-            modified
-        });
+        let wanted = self.plan.wanted_by_table(&combined.peers);
+        for (sender, wanted) in [
+            (&self.routes, wanted.main),
+            (&self.exit_routes, wanted.exit),
+        ] {
+            sender.send_if_modified(|routes| {
+                let modified = *routes != wanted;
+                *routes = wanted;
+                modified
+            });
+        }
         self.gateway_routes.send_if_modified(|routes| {
             let modified = *routes != combined.gateway_routes;
             routes.clone_from(&combined.gateway_routes);
@@ -316,5 +331,40 @@ mod tests {
         set.set_clients(vec![peer("phone", 3, PeerKind::Client, &["10.1.0.2/32"])])
             .unwrap();
         assert!(!routes.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_default_route_learnt_over_bgp_goes_to_the_exit_table_only() {
+        let dataplane = Recorder::default();
+        let plan = RoutePlan {
+            use_exits: true,
+            ..plan()
+        };
+        let set = PeerSet::new(&dataplane, PeerSources::default(), plan.clone());
+        let mut routes = set.wanted_routes();
+        let mut exit = set.wanted_exit_routes();
+        assert!(exit.borrow_and_update().is_empty());
+        set.set_members(vec![peer("exit", 2, CORE, &["10.2.0.0/16"])])
+            .unwrap();
+        routes.borrow_and_update();
+        set.set_bgp_routes(vec![BgpRoute {
+            prefix: "0.0.0.0/0".parse().unwrap(),
+            next_hop: "10.2.0.1".parse().unwrap(),
+        }])
+        .unwrap();
+        assert!(!routes.has_changed().unwrap(), "main table unchanged");
+        assert!(exit.has_changed().unwrap());
+        let default: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(*exit.borrow_and_update(), vec![default]);
+        // The data plane carries it either way.
+        assert!(
+            set.peers()[0].config.allowed_ips.contains(&default),
+            "{:?}",
+            set.peers()
+        );
+
+        // The exit goes away: the exit table empties.
+        set.set_bgp_routes(Vec::new()).unwrap();
+        assert!(exit.borrow_and_update().is_empty());
     }
 }
