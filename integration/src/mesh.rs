@@ -88,6 +88,7 @@ pub async fn start_tuned(
             bind_addresses: vec![ip.parse().expect("test address")],
             mtu: 1420,
             peers: Vec::new(),
+            fwmark: None,
         },
         device,
     )

@@ -40,6 +40,7 @@ pub async fn start_node(name: &str, seed: u8, ip: &str, peers: Vec<PeerConfig>) 
         bind_addresses: vec![ip.parse::<IpAddr>().expect("test address")],
         mtu: 1420,
         peers,
+        fwmark: None,
     };
     let dataplane = Dataplane::start(config, device)
         .await

@@ -32,6 +32,10 @@ pub struct DataplaneConfig {
     pub mtu: u16,
     /// The peers we hold tunnels with.
     pub peers: Vec<PeerConfig>,
+    /// The firewall mark (`SO_MARK`) put on the UDP sockets, so that policy rules can keep
+    /// the tunnels' own packets out of routes that lead into the tunnels (`[exit] fwmark`
+    /// while the node uses exits). `None`: unmarked.
+    pub fwmark: Option<u32>,
 }
 
 /// One WireGuard peer: a core, a spoke or a client.
@@ -63,6 +67,7 @@ impl std::fmt::Debug for DataplaneConfig {
             .field("bind_addresses", &self.bind_addresses)
             .field("mtu", &self.mtu)
             .field("peers", &self.peers)
+            .field("fwmark", &self.fwmark)
             .finish()
     }
 }

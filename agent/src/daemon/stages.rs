@@ -208,6 +208,10 @@ fn start_dataplane<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result
             bind_addresses: Vec::new(),
             mtu: node.mtu,
             peers: node.peers.clone(),
+            // Only while the node uses exits: then the exit rules need it to let the tunnels
+            // through; otherwise nothing on the host is changed for nothing.
+            fwmark: (node.config.exit.use_exits == mesh_config::exit::UseExits::Nearest)
+                .then_some(node.config.exit.fwmark),
         };
         let dataplane = Dataplane::start(config, tun)
             .await

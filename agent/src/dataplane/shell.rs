@@ -220,7 +220,7 @@ fn bind_sockets(config: &DataplaneConfig) -> Result<Vec<UdpPort>, DataplaneError
         let mut sockets = Vec::new();
         let mut last_error = None;
         for ip in wildcard_addresses() {
-            match UdpPort::bind(SocketAddr::new(ip, config.listen_port)) {
+            match UdpPort::bind(SocketAddr::new(ip, config.listen_port), config.fwmark) {
                 Ok(s) => sockets.push(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot listen on this address family");
@@ -250,7 +250,7 @@ fn bind_sockets(config: &DataplaneConfig) -> Result<Vec<UdpPort>, DataplaneError
     config
         .bind_addresses
         .iter()
-        .map(|ip| UdpPort::bind(SocketAddr::new(*ip, config.listen_port)))
+        .map(|ip| UdpPort::bind(SocketAddr::new(*ip, config.listen_port), config.fwmark))
         .collect()
 }
 

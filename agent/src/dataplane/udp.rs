@@ -36,9 +36,9 @@ impl std::fmt::Debug for UdpPort {
 }
 
 impl UdpPort {
-    /// Binds `addr` (an IPv6 socket is IPv6-only: IPv4 has its own socket). Must run
-    /// inside a tokio runtime.
-    pub fn bind(addr: SocketAddr) -> Result<Self, DataplaneError> {
+    /// Binds `addr` (an IPv6 socket is IPv6-only: IPv4 has its own socket), with firewall
+    /// mark `fwmark` if given. Must run inside a tokio runtime.
+    pub fn bind(addr: SocketAddr, fwmark: Option<u32>) -> Result<Self, DataplaneError> {
         let err = |source: io::Error| DataplaneError::Socket { addr, source };
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(err)?;
@@ -49,6 +49,15 @@ impl UdpPort {
         // Best effort: a smaller buffer only costs throughput, so failure is not fatal.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        if let Some(mark) = fwmark {
+            // Without the mark the exit rules send the tunnels' own packets into the exit
+            // table, that is into the tunnels; still, a node that cannot mark (no
+            // CAP_NET_ADMIN) keeps working where the exit table is empty, so it goes on.
+            if let Err(error) = socket.set_mark(mark) {
+                tracing::warn!(%addr, mark = format_args!("{mark:#x}"), %error,
+                    "cannot mark the tunnel socket; with an exit in use its packets may loop into the mesh");
+            }
+        }
         socket.bind(&addr.into()).map_err(err)?;
         let std_socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new((&std_socket).into()).map_err(err)?;
