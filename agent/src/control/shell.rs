@@ -87,6 +87,9 @@ pub struct ControlSettings {
     pub resolver: Option<crate::dns::Resolver>,
     /// How long the certificates this node issues (as CA holder) are valid.
     pub certificate_validity: time::Duration,
+    /// The firewall mark put on connections to members (`[exit] fwmark` while the node uses
+    /// exits), so that they use the underlay and not a default route through the mesh.
+    pub fwmark: Option<u32>,
 }
 
 /// Entry point.
@@ -603,6 +606,7 @@ impl Hub {
             .map(|m| m.endpoints.clone())
             .unwrap_or_default();
         let connector = self.own.renewal_connector.clone();
+        let fwmark = self.settings.fwmark;
         tokio::spawn(async move {
             let result = if endpoints.is_empty() {
                 Err(format!(
@@ -611,7 +615,7 @@ impl Hub {
             } else {
                 tokio::time::timeout(
                     RENEWAL_TIMEOUT,
-                    request_renewal(&connector, &ca_holder, &endpoints, csr),
+                    request_renewal(&connector, fwmark, &ca_holder, &endpoints, csr),
                 )
                 .await
                 .unwrap_or_else(|_| {
@@ -844,12 +848,13 @@ impl Hub {
             }
             self.dialing.insert(name.clone());
             let connector = self.connector.clone();
+            let fwmark = self.settings.fwmark;
             let events = self.events_tx.clone();
             let own_name = own.name.clone();
             let id = self.next_id;
             self.next_id += 1;
             tokio::spawn(async move {
-                match dial(&connector, &name, &endpoints).await {
+                match dial(&connector, fwmark, &name, &endpoints).await {
                     Ok(stream) => {
                         run_connection(stream, name, own_name, id, events).await;
                     }
@@ -865,6 +870,7 @@ impl Hub {
 
 async fn dial(
     connector: &TlsConnector,
+    fwmark: Option<u32>,
     name: &str,
     endpoints: &[String],
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
@@ -872,9 +878,7 @@ async fn dial(
     let mut last = String::from("no endpoint");
     for endpoint in endpoints {
         let attempt = async {
-            let tcp = TcpStream::connect(endpoint.as_str())
-                .await
-                .map_err(|e| e.to_string())?;
+            let tcp = connect(endpoint, fwmark).await.map_err(|e| e.to_string())?;
             connector
                 .connect(server_name.clone(), tcp)
                 .await
@@ -889,14 +893,55 @@ async fn dial(
     Err(last)
 }
 
+/// A TCP connection to `endpoint` (`host:port`), its socket marked with `fwmark` if given.
+async fn connect(endpoint: &str, fwmark: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(mark) = fwmark else {
+        return TcpStream::connect(endpoint).await;
+    };
+    let mut last = None;
+    for address in tokio::net::lookup_host(endpoint).await? {
+        match marked_socket(address, mark)?.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{endpoint} has no address"),
+        )
+    }))
+}
+
+/// An unconnected TCP socket for `address` with firewall mark `mark`. Marking needs
+/// CAP_NET_ADMIN; without it the connection goes on unmarked (said once: it still works
+/// while the exit table is empty).
+fn marked_socket(address: SocketAddr, mark: u32) -> std::io::Result<tokio::net::TcpSocket> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if let Err(error) = socket.set_mark(mark)
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(%error, mark = format_args!("{mark:#x}"),
+            "cannot mark connections to members; with an exit in use they may go through the mesh");
+    }
+    socket.set_nonblocking(true)?;
+    Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+}
+
 /// One renewal exchange with the CA holder: the new certificate (PEM) or why not.
 async fn request_renewal(
     connector: &TlsConnector,
+    fwmark: Option<u32>,
     ca_holder: &str,
     endpoints: &[String],
     csr_pem: String,
 ) -> Result<String, String> {
-    let mut tls = dial(connector, ca_holder, endpoints)
+    let mut tls = dial(connector, fwmark, ca_holder, endpoints)
         .await
         .map_err(|e| format!("cannot reach the CA holder {ca_holder}: {e}"))?;
     write_message(&mut tls, &Message::RenewRequest(RenewRequest { csr_pem }))
@@ -1151,6 +1196,8 @@ impl ControlSettings {
             asn: config.routing.asn,
             resolver: None,
             certificate_validity: crate::identity::NODE_CERT_VALIDITY,
+            fwmark: (config.exit.use_exits == mesh_config::exit::UseExits::Nearest)
+                .then_some(config.exit.fwmark),
         })
     }
 }
