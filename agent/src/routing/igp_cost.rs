@@ -15,6 +15,10 @@
 //!   session with the first packet (here, typically the BGP session's), so a tunnel that was
 //!   never up is not evidence of an outage, and excluding its paths would only delay the
 //!   first routes until the next refresh;
+//! - `None` too when the carrying peer answers path probes, every one of its paths is down
+//!   and it is not relayed through another core: the prober knows within about a second,
+//!   while the session would look alive for up to three minutes (a dead exit would keep the
+//!   default route that long);
 //! - 0 while a session is up but not yet measured (the responder measures only when the
 //!   initiator's first data message arrives), which is also what the RIB assumes for a next
 //!   hop it was never told about.
@@ -71,6 +75,7 @@ pub fn reach_of(
             let reach = match carrier(&prefixes, next_hop) {
                 None => Reach::NoCarrier,
                 Some(i) => match stats.peer(&peers[i].config.name) {
+                    Some(peer) if probes_fail(peer) => Reach::Down,
                     Some(peer)
                         if peer
                             .last_handshake
@@ -84,6 +89,19 @@ pub fn reach_of(
             (next_hop, reach)
         })
         .collect()
+}
+
+/// Whether the path prober says the peer cannot be reached: it answers probes (so their
+/// silence means something), it has paths and all are down, and no relay core carries its
+/// traffic instead.
+fn probes_fail(peer: &crate::dataplane::PeerStats) -> bool {
+    peer.probing
+        && peer.relay.is_none()
+        && !peer.paths.is_empty()
+        && peer
+            .paths
+            .iter()
+            .all(|path| path.state == meshd_tunnel::path::PathState::Down)
 }
 
 /// The peer's round trip: the smoothed probe RTT of the path its traffic is on (measured
@@ -237,6 +255,77 @@ mod tests {
         // No reply yet on the active path: the handshake RTT stands in.
         probing.paths[1].srtt = None;
         assert_eq!(measured_rtt(&probing), Some(ms(23)));
+    }
+
+    /// A live session is not enough when the prober has seen every path die: the next hop is
+    /// down at once, unless a relay carries the peer's traffic or the peer does not probe.
+    #[test]
+    fn a_probing_peer_whose_paths_are_all_down_is_down_unless_relayed() {
+        use meshd_tunnel::path::{Path, PathSource, PathState, PathStats};
+        let path = |remote: &str, state: PathState| PathStats {
+            path: Path {
+                local: None,
+                remote: remote.parse().unwrap(),
+            },
+            path_id: 0,
+            source: PathSource::Learned,
+            preference: 0,
+            state,
+            srtt: Some(ms(9)),
+            rttvar: Duration::ZERO,
+            lost: 0,
+            sampled: 10,
+            consecutive_misses: 0,
+            up_since: None,
+            active: false,
+        };
+        let peers = [peer("exit", 1, MEMBER, &["10.2.0.0/16"])];
+        let hop = [ip("10.2.0.1")];
+        let reach = |stats: PeerStats| {
+            let stats = DataplaneStats {
+                peers: vec![stats],
+                drops: Default::default(),
+            };
+            reach_of(&hop, &peers, &stats)[0].1
+        };
+        // A fresh session, probes answered until now.
+        let mut exit = peer_stats("exit", Some(ms(10_000)), Some(ms(9)));
+        exit.probing = true;
+        exit.paths = vec![
+            path("198.51.100.2:51820", PathState::Down),
+            path("203.0.113.2:51820", PathState::Up),
+        ];
+        assert_eq!(reach(exit.clone()), Reach::Up(Some(ms(9))), "one path left");
+        exit.paths[1].state = PathState::Down;
+        assert_eq!(reach(exit.clone()), Reach::Down, "every path down");
+        let mut relayed = exit.clone();
+        relayed.relay = Some("core3".into());
+        assert_eq!(reach(relayed), Reach::Up(Some(ms(9))), "a relay carries it");
+        let mut not_probing = exit.clone();
+        not_probing.probing = false;
+        assert_eq!(
+            reach(not_probing),
+            Reach::Up(Some(ms(9))),
+            "silence of a peer that never answers probes means nothing"
+        );
+        let mut unknown = exit.clone();
+        unknown.paths[0].state = PathState::Unknown;
+        assert_eq!(reach(unknown), Reach::Up(Some(ms(9))), "not yet known");
+
+        // And the cost follows: the next hop becomes unreachable, then comes back.
+        let mut costs = IgpCosts::default();
+        exit.paths[1].state = PathState::Up;
+        costs.update(&[(hop[0], reach(exit.clone()))]);
+        exit.paths[1].state = PathState::Down;
+        assert_eq!(
+            costs.update(&[(hop[0], reach(exit.clone()))]),
+            vec![(hop[0], None)]
+        );
+        exit.paths[1].state = PathState::Up;
+        assert_eq!(
+            costs.update(&[(hop[0], reach(exit))]),
+            vec![(hop[0], Some(10))]
+        );
     }
 
     #[test]
