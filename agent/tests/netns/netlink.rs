@@ -1,4 +1,5 @@
 //! The netlink module against a real kernel, inside a network namespace (needs root).
+
 use ipnet::IpNet;
 use meshd::netlink::{KernelRoute, MESHD_ROUTE_PROTOCOL, NetlinkError};
 use netns_tests::{Namespace, connect_veth, require_root};
