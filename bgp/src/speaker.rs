@@ -100,6 +100,13 @@ pub struct RouteEntry {
     pub best: bool,
 }
 
+/// A path the decision process may select (its next hop is reachable), with its IGP cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsablePath {
+    pub entry: RouteEntry,
+    pub igp_cost: u32,
+}
+
 /// A session's neighbour, as a route's "learnt from".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSummary {
@@ -440,11 +447,7 @@ impl SpeakerCore {
         let mut out = Vec::new();
         for (prefix, best) in self.rib.best_routes() {
             for path in self.rib.paths(&prefix) {
-                let from = self.peers.get(&path.peer).map(|p| PeerSummary {
-                    name: p.config.name.clone(),
-                    address: p.config.address,
-                    internal: p.info.internal,
-                });
+                let from = self.summary(path.peer);
                 out.push(RouteEntry {
                     prefix,
                     path: (**path).clone(),
@@ -455,6 +458,34 @@ impl SpeakerCore {
         }
         out.sort_by_key(|e| (e.prefix, !e.best));
         out
+    }
+
+    /// The paths to `prefix` the decision process chooses among, with their IGP costs and
+    /// whether each is the best: for choices made by other means than the best path (an
+    /// exit preferred by name), which need the runners-up too.
+    pub fn usable_paths(&self, prefix: &IpNet) -> Vec<UsablePath> {
+        let best = self.rib.best(prefix);
+        self.rib
+            .candidates(prefix)
+            .into_iter()
+            .map(|(path, igp_cost)| UsablePath {
+                entry: RouteEntry {
+                    prefix: *prefix,
+                    path: path.clone(),
+                    from: self.summary(path.peer),
+                    best: best == Some(path),
+                },
+                igp_cost,
+            })
+            .collect()
+    }
+
+    fn summary(&self, peer: PeerId) -> Option<PeerSummary> {
+        self.peers.get(&peer).map(|p| PeerSummary {
+            name: p.config.name.clone(),
+            address: p.config.address,
+            internal: p.info.internal,
+        })
     }
 
     /// Our connection attempt `conn` succeeded; `local` is its local address. The stream is

@@ -201,6 +201,37 @@ fn igp_cost_changes_move_the_best_path() {
     );
 }
 
+#[test]
+fn candidates_are_the_paths_with_a_reachable_next_hop_and_their_costs() {
+    let (mut rib, _) = rib_with_peers();
+    let default: IpNet = "0.0.0.0/0".parse().unwrap();
+    assert!(rib.candidates(&default).is_empty(), "no paths");
+    rib.announce(default, path(4, "10.1.0.1", &[]));
+    rib.announce(default, path(5, "10.2.0.1", &[]));
+    // A path from a session the RIB does not know is never selected, so it is no candidate.
+    rib.announce(default, path(9, "10.9.0.1", &[]));
+    rib.set_igp_cost("10.1.0.1".parse().unwrap(), Some(30));
+    rib.set_igp_cost("10.2.0.1".parse().unwrap(), Some(10));
+    let listed = |rib: &Rib| {
+        let mut all: Vec<(PeerId, u32)> = rib
+            .candidates(&default)
+            .iter()
+            .map(|(p, cost)| (p.peer, *cost))
+            .collect();
+        all.sort_unstable();
+        all
+    };
+    assert_eq!(listed(&rib), [(4, 30), (5, 10)], "the runner-up too");
+    assert_eq!(rib.best(&default).unwrap().peer, 5);
+    rib.set_igp_cost("10.2.0.1".parse().unwrap(), None);
+    assert_eq!(
+        listed(&rib),
+        [(4, 30)],
+        "an unreachable next hop is left out"
+    );
+    assert_eq!(rib.best(&default).unwrap().peer, 4);
+}
+
 fn local() -> LocalInfo {
     LocalInfo {
         asn: 65000,

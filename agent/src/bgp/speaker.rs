@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::session::{ConnReport, Connection, prepare};
 
 pub use meshd_bgp::neighbor::{BGP_PORT, NeighborConfig};
-pub use meshd_bgp::speaker::{PeerSummary, RouteEntry, SessionStatus};
+pub use meshd_bgp::speaker::{PeerSummary, RouteEntry, SessionStatus, UsablePath};
 
 #[derive(Debug, Clone)]
 pub struct SpeakerConfig {
@@ -66,6 +66,7 @@ enum Command {
     Sessions(oneshot::Sender<Vec<SessionStatus>>),
     Routes(oneshot::Sender<Vec<(IpNet, Path)>>),
     AllPaths(oneshot::Sender<Vec<RouteEntry>>),
+    UsablePaths(Vec<IpNet>, oneshot::Sender<Vec<UsablePath>>),
     Shutdown,
 }
 
@@ -188,6 +189,14 @@ impl Speaker {
     pub async fn all_paths(&self) -> Vec<RouteEntry> {
         let (tx, rx) = oneshot::channel();
         let _ = self.commands.send(Command::AllPaths(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// The selectable paths (next hop reachable) to each of `prefixes`, with their IGP costs.
+    /// Commands are handled in order, so this sees every IGP cost set before it.
+    pub async fn usable_paths(&self, prefixes: Vec<IpNet>) -> Vec<UsablePath> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::UsablePaths(prefixes, tx));
         rx.await.unwrap_or_default()
     }
 
@@ -330,6 +339,13 @@ impl Actor {
             }
             Command::AllPaths(reply) => {
                 let _ = reply.send(self.core.all_paths());
+            }
+            Command::UsablePaths(prefixes, reply) => {
+                let paths = prefixes
+                    .iter()
+                    .flat_map(|prefix| self.core.usable_paths(prefix))
+                    .collect();
+                let _ = reply.send(paths);
             }
             Command::Shutdown => {}
         }

@@ -141,6 +141,28 @@ impl Rib {
         self.table.get(prefix).map_or(&[], |slot| slot.paths())
     }
 
+    /// The paths to `prefix` that the decision process chooses among (next hop reachable,
+    /// session known), each with its IGP cost; the best is one of them. Callers that pick a
+    /// path by something other than the decision process (an exit preferred by name) need
+    /// the runners-up, not just the best.
+    pub fn candidates(&self, prefix: &IpNet) -> Vec<(&Path, u32)> {
+        self.paths(prefix)
+            .iter()
+            .filter_map(|path| Some((&**path, self.usable_cost(path)?)))
+            .collect()
+    }
+
+    /// The IGP cost of a path that may be selected, `None` for one that may not: its next
+    /// hop is unreachable (RFC 4271 §9.1.2), or its session is unknown.
+    fn usable_cost(&self, path: &Path) -> Option<u32> {
+        let cost = match self.igp_cost.get(&path.next_hop) {
+            Some(None) => return None,
+            Some(Some(c)) => *c,
+            None => 0,
+        };
+        (path.peer == LOCAL || self.peers.contains_key(&path.peer)).then_some(cost)
+    }
+
     /// Every prefix with its best path.
     pub fn best_routes(&self) -> impl Iterator<Item = (IpNet, &Path)> {
         self.table
@@ -172,15 +194,10 @@ impl Rib {
         };
         let mut best: Option<(usize, Candidate<'_>)> = None;
         for (i, path) in slot.paths().iter().enumerate() {
-            let cost = match self.igp_cost.get(&path.next_hop) {
-                Some(None) => continue, // next hop unreachable: not a candidate (§9.1.2)
-                Some(Some(c)) => *c,
-                None => 0,
+            let Some(cost) = self.usable_cost(path) else {
+                continue;
             };
             let peer = self.peers.get(&path.peer);
-            if path.peer != LOCAL && peer.is_none() {
-                continue;
-            }
             let cand = Candidate {
                 path,
                 peer,
