@@ -262,6 +262,9 @@ pub struct RoutesReport {
     /// Every BGP path, by prefix, the best first.
     #[serde(default)]
     pub bgp_routes: Vec<BgpRouteEntry>,
+    /// Which exit each default route and `[[exit.route]]` destination uses, and why.
+    #[serde(default)]
+    pub exits: Vec<ExitEntry>,
 }
 
 /// What the routing plane shows; the daemon keeps it current.
@@ -272,6 +275,7 @@ pub struct BgpView {
     pub sessions: Vec<BgpSessionEntry>,
     /// `kernel` is filled in when a report is built.
     pub routes: Vec<BgpRouteEntry>,
+    pub exits: Vec<ExitEntry>,
 }
 
 impl BgpView {
@@ -329,6 +333,28 @@ pub struct BgpRouteEntry {
     pub best: bool,
     /// A best path whose prefix meshd routes into the TUN (this node's own routes: false).
     pub kernel: bool,
+}
+
+/// The exit a default route (0.0.0.0/0, ::/0) or an `[[exit.route]]` destination uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitEntry {
+    pub prefix: IpNet,
+    /// The exit's member name (`None`: no exit reachable, or a router outside the mesh).
+    pub exit: Option<String>,
+    /// The next hop traffic is sent to (`None`: this node is the exit, or none is reachable).
+    pub next_hop: Option<IpAddr>,
+    /// The IGP cost to the exit (the tunnel's RTT in milliseconds).
+    pub cost: Option<u32>,
+    /// `nearest` (a default route: BGP's best path, the nearest live exit), `rule` (the
+    /// rule's first exit with a usable default route), `fallback` (none of the rule's exits
+    /// has one: the nearest) or `none` (no exit reachable).
+    pub reason: String,
+    /// A rule's exits, most preferred first (empty for a default route).
+    #[serde(default)]
+    pub via: Vec<String>,
+    /// The rule's exits passed over because they have no usable default route.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -559,6 +585,7 @@ pub fn routes(node: &NodeInfo, peers: &[KnownPeer]) -> RoutesReport {
         bgp: "not_running".to_owned(),
         bgp_sessions: Vec::new(),
         bgp_routes: Vec::new(),
+        exits: Vec::new(),
     }
 }
 
@@ -566,6 +593,7 @@ pub fn routes(node: &NodeInfo, peers: &[KnownPeer]) -> RoutesReport {
 pub fn with_bgp(mut report: RoutesReport, node: &NodeInfo, view: &BgpView) -> RoutesReport {
     report.bgp = "running".to_owned();
     report.bgp_sessions = view.sessions.clone();
+    report.exits = view.exits.clone();
     report.bgp_routes = view
         .routes
         .iter()

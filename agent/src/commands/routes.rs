@@ -131,7 +131,46 @@ fn render_bgp(report: &RoutesReport) -> String {
             &routes,
         ));
     }
+    if !report.exits.is_empty() {
+        text.push_str("\nExits:\n");
+        text.push_str(&render_exits(report));
+    }
     text
+}
+
+/// Which exit each default route and `[[exit.route]]` destination uses, and why.
+fn render_exits(report: &RoutesReport) -> String {
+    let rows: Vec<[String; 4]> = report
+        .exits
+        .iter()
+        .map(|e| {
+            let nearest = match e.cost {
+                Some(cost) => format!("nearest by cost {cost}"),
+                None => "nearest".to_owned(),
+            };
+            let unreachable = e.unreachable.join(", ");
+            let why = match e.reason.as_str() {
+                "nearest" => nearest,
+                "rule" if e.unreachable.is_empty() => format!("rule (via {})", e.via.join(", ")),
+                "rule" => format!("rule (via {}; {unreachable} unreachable)", e.via.join(", ")),
+                "fallback" => format!("fallback: {unreachable} unreachable, {nearest}"),
+                "none" if e.via.is_empty() => "no exit reachable".to_owned(),
+                "none" => format!("no exit reachable (via {})", e.via.join(", ")),
+                other => other.to_owned(),
+            };
+            let (exit, next_hop) = match (&e.exit, e.next_hop) {
+                (_, None) if e.reason == "none" => ("-".to_owned(), "-".to_owned()),
+                (Some(name), None) => (name.clone(), "self".to_owned()),
+                (None, None) => ("self".to_owned(), "self".to_owned()),
+                (name, Some(nh)) => (
+                    name.clone().unwrap_or_else(|| nh.to_string()),
+                    nh.to_string(),
+                ),
+            };
+            [e.prefix.to_string(), exit, next_hop, why]
+        })
+        .collect();
+    columns(["PREFIX", "EXIT", "NEXT HOP", "WHY"], &rows)
 }
 
 /// The data plane's table.
@@ -230,6 +269,7 @@ mod tests {
             router_id: Some("10.1.0.1".parse().unwrap()),
             sessions: vec![session],
             routes: vec![route],
+            exits: Vec::new(),
         };
         let report = report::with_bgp(report::routes(&node, &[beta]), &node, &view);
         assert!(report.bgp_routes[0].kernel, "a best route in the kernel");
@@ -246,5 +286,100 @@ mod tests {
              PREFIX            NEXT HOP  FROM  AS PATH  KERNEL  ATTRIBUTES\n\
              *192.168.42.0/24  10.4.0.1  beta  i        yes     origin igp, local-pref 100, originator 10.4.0.1, communities 64512:7\n"
         );
+    }
+
+    #[test]
+    fn exits_say_which_exit_each_default_and_rule_uses_and_why() {
+        let entry = |prefix: &str,
+                     exit: Option<&str>,
+                     next_hop: Option<&str>,
+                     cost,
+                     reason: &str,
+                     via: &[&str],
+                     unreachable: &[&str]| {
+            report::ExitEntry {
+                prefix: prefix.parse().unwrap(),
+                exit: exit.map(str::to_owned),
+                next_hop: next_hop.map(|nh| nh.parse().unwrap()),
+                cost,
+                reason: reason.to_owned(),
+                via: via.iter().map(|v| (*v).to_owned()).collect(),
+                unreachable: unreachable.iter().map(|v| (*v).to_owned()).collect(),
+            }
+        };
+        let view = report::BgpView {
+            asn: 64512,
+            router_id: Some("10.1.0.1".parse().unwrap()),
+            sessions: Vec::new(),
+            routes: Vec::new(),
+            exits: vec![
+                entry(
+                    "0.0.0.0/0",
+                    Some("paris"),
+                    Some("10.2.0.1"),
+                    Some(10),
+                    "nearest",
+                    &[],
+                    &[],
+                ),
+                entry("::/0", Some("alpha"), None, Some(0), "nearest", &[], &[]),
+                entry(
+                    "203.0.113.0/24",
+                    Some("tokyo"),
+                    Some("10.3.0.1"),
+                    Some(250),
+                    "rule",
+                    &["tokyo", "paris"],
+                    &[],
+                ),
+                entry(
+                    "192.0.2.0/24",
+                    Some("paris"),
+                    Some("10.2.0.1"),
+                    Some(10),
+                    "rule",
+                    &["tokyo", "paris"],
+                    &["tokyo"],
+                ),
+                entry(
+                    "198.51.100.0/24",
+                    Some("paris"),
+                    Some("10.2.0.1"),
+                    Some(10),
+                    "fallback",
+                    &["osaka"],
+                    &["osaka"],
+                ),
+                entry(
+                    "2001:db8::/32",
+                    None,
+                    None,
+                    None,
+                    "none",
+                    &["tokyo"],
+                    &["tokyo"],
+                ),
+            ],
+        };
+        let report = report::with_bgp(report::routes(&node(), &[]), &node(), &view);
+        let text = render(&report);
+        let exits = text.split("\nExits:\n").nth(1).expect("an exits section");
+        assert_eq!(
+            exits,
+            "PREFIX           EXIT   NEXT HOP  WHY\n\
+             0.0.0.0/0        paris  10.2.0.1  nearest by cost 10\n\
+             ::/0             alpha  self      nearest by cost 0\n\
+             203.0.113.0/24   tokyo  10.3.0.1  rule (via tokyo, paris)\n\
+             192.0.2.0/24     paris  10.2.0.1  rule (via tokyo, paris; tokyo unreachable)\n\
+             198.51.100.0/24  paris  10.2.0.1  fallback: osaka unreachable, nearest by cost 10\n\
+             2001:db8::/32    -      -         no exit reachable (via tokyo)\n"
+        );
+        // Without exits there is no section.
+        let none = report::with_bgp(
+            report::routes(&node(), &[]),
+            &node(),
+            &report::BgpView::default(),
+        );
+        assert!(!render(&none).contains("Exits:"));
     }
 }

@@ -4,6 +4,7 @@
 //!   authorised prefixes);
 //! - [`plan`]: the iBGP sessions, listen addresses and own routes for a membership;
 //! - [`authority`]: which member may announce which prefix (the speaker's import guard);
+//! - [`exits`]: which exit a default route and each `[[exit.route]]` destination uses;
 //! - [`igp_cost`]: the cost of a member's next hop from the RTT of the tunnel carrying it;
 //! - [`view`]: what `meshd routes` shows of the speaker;
 //! - [`shell`]: the tokio side, which starts the speaker, follows the membership and feeds the
@@ -13,6 +14,7 @@
 //! All but [`shell`] are pure.
 
 pub mod authority;
+pub mod exits;
 pub mod igp_cost;
 pub mod member;
 pub mod plan;

@@ -17,10 +17,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::authority::Authority;
+use super::exits::{self, DefaultPath, ExitChoice, default_prefixes, exit_name};
 use super::igp_cost::{COST_REFRESH, IgpCosts, member_next_hops, reach_of};
-use super::member::members_of;
+use super::member::{MeshMember, members_of};
 use super::plan::{self, neighbor_changes};
-use super::view::view_of;
+use super::view::{exit_entries, view_of};
 use crate::api::report::BgpView;
 use crate::bgp::neighbor::{self, NeighborConfigError};
 use crate::bgp::rib::{BestChange, LOCAL, Path};
@@ -48,6 +49,9 @@ pub struct RoutingSettings {
     pub configured_lans: Vec<IpNet>,
     /// `[[bgp.neighbor]]`s.
     pub external: Vec<NeighborConfig>,
+    /// `[[exit.route]]`s: destinations sent through preferred exits (a change waits for a
+    /// restart, like the rest of `[exit]`).
+    pub exit_rules: Vec<mesh_config::ExitRoute>,
 }
 
 impl RoutingSettings {
@@ -94,6 +98,7 @@ impl RoutingSettings {
             pools,
             configured_lans: config.routing.lan_prefixes.clone(),
             external,
+            exit_rules: config.exit.routes.clone(),
         }))
     }
 }
@@ -164,6 +169,10 @@ struct Applied {
     next_hops: Vec<std::net::IpAddr>,
     /// The IGP costs told to the speaker.
     igp_costs: IgpCosts,
+    /// The members, to name the exits behind default routes.
+    members: Vec<MeshMember>,
+    /// The exit each default route and `[[exit.route]]` destination uses.
+    exits: Vec<ExitChoice>,
 }
 
 impl RoutingPlane {
@@ -222,6 +231,9 @@ impl RoutingPlane {
         let mut flush_at: Option<Instant> = None;
         let mut refresh = tokio::time::interval(VIEW_REFRESH);
         let mut paths_changed = false;
+        // A default route's best path changed: the exit choices are made again before the
+        // next flush.
+        let mut exits_stale = false;
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut costs = tokio::time::interval(COST_REFRESH);
         costs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -262,6 +274,7 @@ impl RoutingPlane {
                     }
                 }
                 Some(change) = self.changes.recv() => {
+                    exits_stale |= change.prefix.prefix_len() == 0;
                     match change.best {
                         Some(path) => applied.best.insert(change.prefix, path),
                         None => applied.best.remove(&change.prefix),
@@ -270,14 +283,24 @@ impl RoutingPlane {
                 }
                 () = settle => {
                     flush_at = None;
+                    if std::mem::take(&mut exits_stale) {
+                        self.update_exits(&mut applied).await;
+                    }
                     self.flush(&mut applied, peer_set);
                     paths_changed = true;
                 }
                 _ = refresh.tick() => {
-                    self.refresh_view(paths_changed).await;
+                    self.refresh_view(paths_changed, &applied.exits).await;
                     paths_changed = false;
                 }
-                _ = costs.tick() => self.update_igp_costs(&mut applied, peer_set),
+                _ = costs.tick() => {
+                    self.update_igp_costs(&mut applied, peer_set);
+                    // Also what no best-route change shows: a preferred exit that is not
+                    // the nearest appears, or its next hop becomes (un)reachable.
+                    if self.update_exits(&mut applied).await {
+                        flush_at.get_or_insert_with(|| Instant::now() + SETTLE);
+                    }
+                }
             }
         }
     }
@@ -319,6 +342,7 @@ impl RoutingPlane {
             tracing::warn!("{problem}");
         }
         applied.next_hops = member_next_hops(&self.settings.node_name, &members);
+        applied.members.clone_from(&members);
         let own = members.iter().find(|m| m.name == self.settings.node_name);
         let (neighbors, originate, unapproved) = match own {
             Some(own) => {
@@ -398,9 +422,47 @@ impl RoutingPlane {
         }
     }
 
-    /// Gives the peer set the best routes learnt from peers (own routes need no forwarding).
+    /// Chooses again which exit each default route and `[[exit.route]]` destination uses,
+    /// from the speaker's selectable default paths (the IGP costs just set included: the
+    /// speaker handles commands in order), and logs what changed. True when the routes for
+    /// rule destinations changed (the peer set needs them).
+    async fn update_exits(&self, applied: &mut Applied) -> bool {
+        let paths = self.speaker.usable_paths(default_prefixes().to_vec()).await;
+        let defaults: Vec<DefaultPath> = paths
+            .iter()
+            .map(|p| {
+                let own = p.entry.path.peer == LOCAL;
+                DefaultPath {
+                    prefix: p.entry.prefix,
+                    next_hop: (!own).then_some(p.entry.path.next_hop),
+                    exit: if own {
+                        Some(self.settings.node_name.clone())
+                    } else {
+                        exit_name(
+                            &applied.members,
+                            p.entry.path.attrs.originator_id,
+                            p.entry.path.next_hop,
+                            p.entry.from.as_ref().map(|f| f.address),
+                        )
+                    },
+                    igp_cost: p.igp_cost,
+                    best: p.entry.best,
+                }
+            })
+            .collect();
+        let choices = exits::choose(&defaults, &self.settings.exit_rules);
+        for line in exits::log_lines(&applied.exits, &choices) {
+            tracing::info!("{line}");
+        }
+        let routes_changed = exits::rule_routes(&applied.exits) != exits::rule_routes(&choices);
+        applied.exits = choices;
+        routes_changed
+    }
+
+    /// Gives the peer set the best routes learnt from peers (own routes need no forwarding),
+    /// with the `[[exit.route]]` destinations through their exits.
     fn flush<D: DataplaneControl>(&self, applied: &mut Applied, peer_set: &PeerSet<'_, D>) {
-        let routes: Vec<BgpRoute> = applied
+        let best: Vec<BgpRoute> = applied
             .best
             .iter()
             .filter(|(_, path)| path.peer != LOCAL)
@@ -409,13 +471,14 @@ impl RoutingPlane {
                 next_hop: path.next_hop,
             })
             .collect();
+        let routes = exits::with_rules(&best, &applied.exits);
         if let Err(error) = peer_set.set_bgp_routes(routes) {
             tracing::warn!(%error, "BGP routes refused by the data plane");
         }
     }
 
-    /// The sessions, and the paths when `paths_changed`, into the view.
-    async fn refresh_view(&self, paths_changed: bool) {
+    /// The sessions, the exits, and the paths when `paths_changed`, into the view.
+    async fn refresh_view(&self, paths_changed: bool, exits: &[ExitChoice]) {
         let sessions = self.speaker.sessions().await;
         let paths = if paths_changed {
             self.speaker.all_paths().await
@@ -431,6 +494,7 @@ impl RoutingPlane {
         if !paths_changed {
             view.routes = self.view.borrow().routes.clone();
         }
+        view.exits = exit_entries(exits);
         self.view.send_if_modified(|current| {
             let changed = *current != view;
             *current = view;

@@ -2,7 +2,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView};
+use super::exits::{ExitChoice, Reason};
+use crate::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView, ExitEntry};
 use crate::bgp::fsm::State;
 use crate::bgp::packet::Origin;
 use crate::bgp::speaker::{RouteEntry, SessionStatus};
@@ -19,7 +20,32 @@ pub fn view_of(
         router_id: Some(router_id),
         sessions: sessions.iter().map(|s| session_entry(asn, s)).collect(),
         routes: paths.iter().map(route_entry).collect(),
+        exits: Vec::new(),
     }
+}
+
+/// The exits the default routes and the `[[exit.route]]` destinations use, for the view.
+pub fn exit_entries(choices: &[ExitChoice]) -> Vec<ExitEntry> {
+    choices
+        .iter()
+        .map(|choice| {
+            let (reason, unreachable) = match &choice.reason {
+                Reason::Nearest => ("nearest", &[][..]),
+                Reason::Rule { skipped } => ("rule", &skipped[..]),
+                Reason::Fallback { skipped } => ("fallback", &skipped[..]),
+                Reason::NoExit => ("none", &choice.via[..]),
+            };
+            ExitEntry {
+                prefix: choice.prefix,
+                exit: choice.used.as_ref().and_then(|u| u.exit.clone()),
+                next_hop: choice.used.as_ref().and_then(|u| u.next_hop),
+                cost: choice.used.as_ref().map(|u| u.igp_cost),
+                reason: reason.to_owned(),
+                via: choice.via.clone(),
+                unreachable: unreachable.to_vec(),
+            }
+        })
+        .collect()
 }
 
 fn session_entry(asn: u32, s: &SessionStatus) -> BgpSessionEntry {
@@ -97,6 +123,50 @@ mod tests {
     use crate::bgp::packet::{AsPath, LargeCommunity, PathAttributes};
     use crate::bgp::rib::Path;
     use crate::bgp::speaker::PeerSummary;
+
+    #[test]
+    fn exit_choices_say_which_exit_and_why() {
+        use crate::routing::exits::{DefaultPath, choose};
+        let path = |prefix: &str, exit: &str, next_hop: &str, cost, best| DefaultPath {
+            prefix: prefix.parse().unwrap(),
+            next_hop: Some(next_hop.parse().unwrap()),
+            exit: Some(exit.to_owned()),
+            igp_cost: cost,
+            best,
+        };
+        let defaults = [
+            path("0.0.0.0/0", "paris", "10.2.0.1", 10, true),
+            path("0.0.0.0/0", "tokyo", "10.3.0.1", 250, false),
+        ];
+        let rule = |destination: &str, via: &[&str]| mesh_config::ExitRoute {
+            destination: destination.parse().unwrap(),
+            via: via.iter().map(|v| (*v).to_owned()).collect(),
+        };
+        let rules = [
+            rule("203.0.113.0/24", &["tokyo"]),
+            rule("198.51.100.0/24", &["osaka"]),
+            rule("2001:db8::/32", &["tokyo"]),
+        ];
+        let entries = exit_entries(&choose(&defaults, &rules));
+        let shown: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {:?} {:?} {:?} {} {:?}",
+                    e.prefix, e.exit, e.next_hop, e.cost, e.reason, e.unreachable
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                r#"0.0.0.0/0 Some("paris") Some(10.2.0.1) Some(10) nearest []"#,
+                r#"203.0.113.0/24 Some("tokyo") Some(10.3.0.1) Some(250) rule []"#,
+                r#"198.51.100.0/24 Some("paris") Some(10.2.0.1) Some(10) fallback ["osaka"]"#,
+                r#"2001:db8::/32 None None None none ["tokyo"]"#,
+            ]
+        );
+    }
 
     #[test]
     fn attributes_are_shown_as_bgp_tools_print_them() {
