@@ -148,6 +148,7 @@ fn snapshot() -> Snapshot {
                 route("10.2.0.0/16", Some("10.2.0.1"), true),
                 route("192.168.50.0/24", Some("10.2.0.1"), false),
             ],
+            exits: Vec::new(),
         }),
         started_at_unix: 1_700_000_000,
         now,
