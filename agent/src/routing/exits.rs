@@ -335,11 +335,13 @@ mod tests {
         ]
     }
 
-    /// Each case: the rules, the exits whose default paths are gone (unreachable or
+    /// A case: its name, the rules, the exits whose default paths are gone (unreachable or
     /// withdrawn), and for each rule the expected log line.
+    type Case<'a> = (&'a str, &'a [ExitRoute], &'a [&'a str], &'a [&'a str]);
+
     #[test]
     fn rules_pick_the_first_usable_exit_else_the_nearest() {
-        let cases: &[(&str, &[ExitRoute], &[&str], &[&str])] = &[
+        let cases: &[Case<'_>] = &[
             (
                 "the first exit of the rule",
                 &[rule("203.0.113.0/24", &["tokyo", "london"])],
