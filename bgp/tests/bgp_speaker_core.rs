@@ -406,3 +406,31 @@ fn two_cores_exchange_routes_over_an_in_memory_wire() {
     wire.settle();
     assert!(wire.nodes[1].1.best_routes().is_empty());
 }
+
+#[test]
+fn usable_paths_follow_the_next_hops_reachability() {
+    let now = Instant::now();
+    let (mut a, peer, conn) = a_established(now);
+    let default: IpNet = "0.0.0.0/0".parse().unwrap();
+    assert!(a.usable_paths(&default).is_empty());
+    a.received(
+        peer,
+        conn,
+        ConnEvent::Message(update_from_b("0.0.0.0/0", vec![65002])),
+        now,
+    );
+    drain(&mut a);
+    let next_hop: IpAddr = B_ADDR.parse().unwrap();
+    a.set_igp_cost(next_hop, Some(12));
+    let usable = a.usable_paths(&default);
+    assert_eq!(usable.len(), 1);
+    assert_eq!(usable[0].igp_cost, 12);
+    assert!(usable[0].entry.best);
+    assert_eq!(usable[0].entry.path.next_hop, next_hop);
+    assert_eq!(
+        usable[0].entry.from.as_ref().map(|f| f.address),
+        Some(next_hop)
+    );
+    a.set_igp_cost(next_hop, None);
+    assert!(a.usable_paths(&default).is_empty(), "next hop unreachable");
+}
