@@ -184,9 +184,47 @@ pub struct InviteArgs {
     #[arg(long = "route", value_name = "CIDR")]
     pub routes: Vec<IpNet>,
 
+    /// Approve the node as an Internet exit: it may announce the default route of these
+    /// families (`[exit] serve` on the node makes it one).
+    #[arg(long, value_name = "ipv4|ipv6|both", num_args = 0..=1, default_missing_value = "both")]
+    pub exit: Option<ExitFamilies>,
+
+    /// A prefix the node shares with other nodes (anycast), such as a service address;
+    /// approve the same prefix for each of them (repeat for several).
+    #[arg(long = "anycast", value_name = "CIDR")]
+    pub anycast: Vec<IpNet>,
+
     /// How long the token stays valid: 30m, 2h, 7d, ... (at most 30d).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_INVITE_TTL, value_parser = parse_ttl)]
     pub ttl: Duration,
+}
+
+/// The families an exit serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExitFamilies {
+    Ipv4,
+    Ipv6,
+    Both,
+}
+
+impl ExitFamilies {
+    pub fn ipv4(self) -> bool {
+        matches!(self, ExitFamilies::Ipv4 | ExitFamilies::Both)
+    }
+
+    pub fn ipv6(self) -> bool {
+        matches!(self, ExitFamilies::Ipv6 | ExitFamilies::Both)
+    }
+}
+
+impl std::fmt::Display for ExitFamilies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExitFamilies::Ipv4 => "IPv4",
+            ExitFamilies::Ipv6 => "IPv6",
+            ExitFamilies::Both => "IPv4 and IPv6",
+        })
+    }
 }
 
 /// `meshd join`.

@@ -5,7 +5,7 @@
 use ipnet::IpNet;
 use mesh_config::Role;
 use mesh_config::alloc::NodeAllocation;
-use pki::{NodeIdentity, NodeRole};
+use pki::{Approvals, NodeIdentity, NodeRole};
 
 /// How long a node certificate is valid before the node must renew it.
 pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(90);
@@ -14,6 +14,7 @@ pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(90);
 pub fn node_identity(
     allocation: &NodeAllocation,
     lan_prefixes: &[IpNet],
+    approvals: &Approvals,
     wireguard_public_key: [u8; 32],
 ) -> NodeIdentity {
     NodeIdentity {
@@ -27,6 +28,7 @@ pub fn node_identity(
         ],
         lan_prefixes: lan_prefixes.to_vec(),
         wireguard_key: wireguard_public_key,
+        approvals: approvals.clone(),
     }
 }
 

@@ -226,3 +226,54 @@ fn a_route_covering_an_underlay_endpoint_is_refused_with_the_reason() {
     ])
     .success();
 }
+
+#[test]
+fn exit_and_anycast_approvals_are_recorded_and_checked() {
+    let node = Node::new();
+    node.init_alpha();
+    let run = node
+        .meshd(&[
+            "invite",
+            "beta",
+            "--role",
+            "core",
+            "--exit",
+            "--anycast",
+            "203.0.113.53/32",
+        ])
+        .success();
+    assert!(
+        run.stderr()
+            .contains("may serve as an Internet exit for IPv4 and IPv6, shares 203.0.113.53/32"),
+        "{}",
+        run.stderr()
+    );
+    let db = StateDir::new(node.state_file("")).read_ca_db().unwrap();
+    let approvals = &db.invitations.last().unwrap().approvals;
+    assert!(approvals.exit_ipv4 && approvals.exit_ipv6);
+    assert_eq!(approvals.anycast, ["203.0.113.53/32".parse().unwrap()]);
+
+    // Another node may share the very same prefix, but not overlap it or a LAN.
+    node.meshd(&[
+        "invite",
+        "gamma",
+        "--role",
+        "core",
+        "--exit",
+        "ipv6",
+        "--anycast",
+        "203.0.113.53/32",
+    ])
+    .success();
+    let db = StateDir::new(node.state_file("")).read_ca_db().unwrap();
+    let gamma = &db.invitations.last().unwrap().approvals;
+    assert!(!gamma.exit_ipv4 && gamma.exit_ipv6);
+    for (anycast, needle) in [
+        ("203.0.113.0/24", "shared by beta"),
+        ("0.0.0.0/0", "--exit"),
+        ("10.7.0.1/32", "mesh IPv4 pool"),
+    ] {
+        node.meshd(&["invite", "delta", "--role", "core", "--anycast", anycast])
+            .fails_with(1, &["--anycast", needle]);
+    }
+}

@@ -330,6 +330,7 @@ fn identity(name: &str, prefix: &str, wireguard_key: [u8; 32]) -> NodeIdentity {
         prefixes: vec![prefix.parse().unwrap()],
         lan_prefixes: vec![],
         wireguard_key,
+        approvals: Default::default(),
     }
 }
 

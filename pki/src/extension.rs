@@ -6,10 +6,17 @@
 use ipnet::IpNet;
 
 use crate::encoding::{PrefixBytesError, prefix_from_bytes, prefix_to_bytes};
-use crate::identity::{IdentityError, NodeIdentity, NodeRole};
+use crate::identity::{Approvals, IdentityError, NodeIdentity, NodeRole};
 
 /// The only version of the extension body this code writes and reads.
 pub const EXTENSION_VERSION: i64 = 1;
+
+/// Context tags of the optional approvals after the WireGuard key.
+const TAG_EXIT: u64 = 0;
+const TAG_ANYCAST: u64 = 1;
+/// Bits of the `exit` INTEGER.
+const EXIT_IPV4: u8 = 1;
+const EXIT_IPV6: u8 = 2;
 
 /// `role` ENUMERATED values.
 const ROLE_CORE: i64 = 0;
@@ -28,6 +35,12 @@ pub enum ExtensionError {
     Prefix(#[from] PrefixBytesError),
     #[error("the meshd identity extension has a {0}-byte WireGuard key; it must be 32 bytes")]
     WireguardKeyLength(usize),
+    #[error(
+        "the meshd identity extension has exit approval bits {0:#04x}; known are 0x01 (IPv4) and 0x02 (IPv6)"
+    )]
+    BadExitFlags(u8),
+    #[error("the meshd identity extension has an empty anycast list; an absent list means none")]
+    EmptyAnycast,
     #[error("the meshd identity extension describes an invalid node: {0}")]
     Identity(#[from] IdentityError),
 }
@@ -54,6 +67,21 @@ pub fn encode_identity(identity: &NodeIdentity) -> Vec<u8> {
             write_prefixes(w.next(), &identity.prefixes);
             write_prefixes(w.next(), &identity.lan_prefixes);
             w.next().write_bytes(&identity.wireguard_key);
+            // Optional, tagged, and only written when set: a certificate without approvals
+            // encodes exactly as before they existed.
+            let approvals = &identity.approvals;
+            let exit = u8::from(approvals.exit_ipv4) * EXIT_IPV4
+                | u8::from(approvals.exit_ipv6) * EXIT_IPV6;
+            if exit != 0 {
+                w.next()
+                    .write_tagged_implicit(yasna::Tag::context(TAG_EXIT), |w| w.write_u8(exit));
+            }
+            if !approvals.anycast.is_empty() {
+                w.next()
+                    .write_tagged_implicit(yasna::Tag::context(TAG_ANYCAST), |w| {
+                        write_prefixes(w, &approvals.anycast)
+                    });
+            }
         })
     })
 }
@@ -84,7 +112,17 @@ pub fn decode_identity(der: &[u8]) -> Result<NodeIdentity, ExtensionError> {
             let prefixes = r.next().collect_sequence_of(|r| r.read_bytes())?;
             let lan_prefixes = r.next().collect_sequence_of(|r| r.read_bytes())?;
             let wireguard_key = r.next().read_bytes()?;
+            let exit = r.read_optional(|r| {
+                r.read_tagged_implicit(yasna::Tag::context(TAG_EXIT), |r| r.read_u8())
+            })?;
+            let anycast = r.read_optional(|r| {
+                r.read_tagged_implicit(yasna::Tag::context(TAG_ANYCAST), |r| {
+                    r.collect_sequence_of(|r| r.read_bytes())
+                })
+            })?;
             Ok(Ok(RawIdentity {
+                exit,
+                anycast,
                 name,
                 role,
                 core,
@@ -105,6 +143,8 @@ struct RawIdentity {
     prefixes: Vec<Vec<u8>>,
     lan_prefixes: Vec<Vec<u8>>,
     wireguard_key: Vec<u8>,
+    exit: Option<u8>,
+    anycast: Option<Vec<Vec<u8>>>,
 }
 
 impl RawIdentity {
@@ -125,7 +165,26 @@ impl RawIdentity {
             .as_slice()
             .try_into()
             .map_err(|_| ExtensionError::WireguardKeyLength(self.wireguard_key.len()))?;
+        let exit = match self.exit {
+            // Written only when set, so DER has no room for an explicit 0.
+            Some(0) => return Err(ExtensionError::BadExitFlags(0)),
+            Some(bits) if bits & !(EXIT_IPV4 | EXIT_IPV6) != 0 => {
+                return Err(ExtensionError::BadExitFlags(bits));
+            }
+            Some(bits) => bits,
+            None => 0,
+        };
+        let anycast = match &self.anycast {
+            Some(list) if list.is_empty() => return Err(ExtensionError::EmptyAnycast),
+            Some(list) => decode_all(list)?,
+            None => Vec::new(),
+        };
         let identity = NodeIdentity {
+            approvals: Approvals {
+                exit_ipv4: exit & EXIT_IPV4 != 0,
+                exit_ipv6: exit & EXIT_IPV6 != 0,
+                anycast,
+            },
             name: self.name,
             role,
             core: self.core,
@@ -158,8 +217,29 @@ mod tests {
             prefixes: vec![],
             lan_prefixes: vec![],
             wireguard_key: [0; 32],
+            approvals: Default::default(),
         };
         assert_eq!(decode_identity(&encode_identity(&c)), Ok(c));
+    }
+
+    #[test]
+    fn approvals_round_trip_and_are_absent_when_empty() {
+        let mut s = spoke();
+        let plain = encode_identity(&s);
+        s.approvals = Approvals {
+            exit_ipv4: true,
+            exit_ipv6: false,
+            anycast: vec!["203.0.113.53/32".parse().unwrap()],
+        };
+        let with = encode_identity(&s);
+        assert_eq!(decode_identity(&with), Ok(s.clone()));
+        // The optional fields come after everything an older certificate holds.
+        assert!(with.len() > plain.len());
+        s.approvals.anycast = vec!["0.0.0.0/0".parse().unwrap()];
+        assert!(matches!(
+            decode_identity(&encode_identity(&s)),
+            Err(ExtensionError::Identity(IdentityError::AnycastDefault(_)))
+        ));
     }
 
     #[test]
@@ -171,6 +251,7 @@ mod tests {
             prefixes: vec!["10.1.0.0/16".parse().unwrap()],
             lan_prefixes: vec![],
             wireguard_key: [0xaa; 32],
+            approvals: Default::default(),
         };
         let mut expected = vec![
             0x30, 0x36, // SEQUENCE

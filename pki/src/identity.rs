@@ -67,6 +67,39 @@ pub struct NodeIdentity {
     /// The node's WireGuard (Curve25519) public key.
     #[serde(with = "crate::encoding::base64_key")]
     pub wireguard_key: [u8; 32],
+    /// What the CA approved beyond the node's own prefixes.
+    #[serde(default, skip_serializing_if = "Approvals::is_empty")]
+    pub approvals: Approvals,
+}
+
+/// What a node may announce besides its allocation and its LANs: the default routes, as an
+/// Internet exit, and prefixes it shares with other nodes (anycast).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approvals {
+    /// May announce 0.0.0.0/0: traffic from the mesh to the IPv4 Internet leaves through it.
+    #[serde(default)]
+    pub exit_ipv4: bool,
+    /// May announce ::/0.
+    #[serde(default)]
+    pub exit_ipv6: bool,
+    /// Prefixes approved for this node and others alike (a service address several nodes
+    /// serve); each is announced by all of them, and the nearest one is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anycast: Vec<IpNet>,
+}
+
+impl Approvals {
+    pub fn is_empty(&self) -> bool {
+        *self == Approvals::default()
+    }
+
+    /// Whether the node is an approved exit for the family of `prefix`.
+    pub fn exit_for(&self, prefix: &IpNet) -> bool {
+        match prefix {
+            IpNet::V4(_) => self.exit_ipv4,
+            IpNet::V6(_) => self.exit_ipv6,
+        }
+    }
 }
 
 impl fmt::Debug for NodeIdentity {
@@ -77,6 +110,7 @@ impl fmt::Debug for NodeIdentity {
             .field("core", &self.core)
             .field("prefixes", &self.prefixes)
             .field("lan_prefixes", &self.lan_prefixes)
+            .field("approvals", &self.approvals)
             .field(
                 "wireguard_key",
                 &crate::encoding::base64_key::encode(&self.wireguard_key),
@@ -106,6 +140,8 @@ pub enum IdentityError {
     },
     #[error("{field} lists prefix {0} twice", field = .1)]
     DuplicatePrefix(IpNet, &'static str),
+    #[error("anycast prefix {0} is a default route; approve an Internet exit instead")]
+    AnycastDefault(IpNet),
 }
 
 /// Checks that `name` is a node name: one lowercase DNS label.
@@ -178,6 +214,10 @@ impl NodeIdentity {
         validate_role(&self.name, self.role, self.core.as_deref())?;
         validate_prefixes("allocated", &self.prefixes)?;
         validate_prefixes("LAN", &self.lan_prefixes)?;
+        validate_prefixes("anycast", &self.approvals.anycast)?;
+        if let Some(default) = self.approvals.anycast.iter().find(|p| p.prefix_len() == 0) {
+            return Err(IdentityError::AnycastDefault(*default));
+        }
         Ok(())
     }
 }
@@ -241,6 +281,7 @@ mod tests {
             prefixes: vec!["10.1.0.0/16".parse().unwrap()],
             lan_prefixes: vec![],
             wireguard_key: [0xff; 32],
+            approvals: Default::default(),
         };
         let json = serde_json::to_string(&id).unwrap();
         assert!(

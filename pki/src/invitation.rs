@@ -7,7 +7,7 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
 use crate::ca::{CertificateAuthority, truncate_to_seconds};
-use crate::identity::NodeRole;
+use crate::identity::{Approvals, NodeRole};
 use crate::token::{InvitationSecret, InvitationToken, TokenError, fresh_secret, validate_terms};
 
 /// What `meshd invite` asks for.
@@ -21,6 +21,8 @@ pub struct InvitationRequest {
     pub core: Option<String>,
     /// LAN prefixes the node may announce.
     pub lan_prefixes: Vec<IpNet>,
+    /// Exit and anycast approvals for the node's certificate.
+    pub approvals: Approvals,
     /// Where the joiner reaches the CA holder (`host:port`).
     pub endpoints: Vec<String>,
     /// How long the invitation stays valid.
@@ -34,6 +36,9 @@ pub struct InvitationRecord {
     pub role: NodeRole,
     pub core: Option<String>,
     pub lan_prefixes: Vec<IpNet>,
+    /// Absent when empty, so databases without approvals stay readable by older versions.
+    #[serde(default, skip_serializing_if = "Approvals::is_empty")]
+    pub approvals: Approvals,
     /// SHA-256 of the secret, hex in JSON.
     #[serde(with = "crate::encoding::hex32")]
     pub secret_hash: [u8; 32],
@@ -73,6 +78,7 @@ pub fn create_invitation(
         role: request.role,
         core: request.core.clone(),
         lan_prefixes: request.lan_prefixes.clone(),
+        approvals: request.approvals.clone(),
         secret_hash: secret.hash(),
         expires_at,
         used: false,

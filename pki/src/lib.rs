@@ -27,6 +27,7 @@
 //!     role: NodeRole::Spoke,
 //!     core: Some("alpha".into()),
 //!     lan_prefixes: vec!["192.168.42.0/24".parse()?],
+//!     approvals: Default::default(),
 //!     endpoints: vec!["vpn.example.net:51820".into()],
 //!     ttl: Duration::hours(24),
 //! };
@@ -48,6 +49,7 @@
 //!     prefixes: vec!["10.2.0.0/16".parse()?],
 //!     lan_prefixes: record.lan_prefixes.clone(),
 //!     wireguard_key: [9; 32],
+//!     approvals: record.approvals.clone(),
 //! };
 //! let issued = ca.issue_node_certificate(&csr, &identity, now, Duration::days(30))?;
 //!
@@ -77,7 +79,7 @@ pub use crl::{Crl, RevokedEntry};
 pub use encoding::PrefixBytesError;
 pub use error::PkiError;
 pub use extension::ExtensionError;
-pub use identity::{IdentityError, NodeIdentity, NodeRole, validate_node_name};
+pub use identity::{Approvals, IdentityError, NodeIdentity, NodeRole, validate_node_name};
 pub use invitation::{InvitationRecord, InvitationRequest, create_invitation, redeem};
 pub use node_cert::{IssuedCertificate, NodeCertificate, csr_public_key_der, node_dns_name};
 pub use node_key::NodeKeyPair;

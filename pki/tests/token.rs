@@ -19,6 +19,7 @@ fn request() -> InvitationRequest {
             "192.168.42.0/24".parse().unwrap(),
             "2001:db8:42::/48".parse().unwrap(),
         ],
+        approvals: Default::default(),
         endpoints: vec![
             "vpn.example.net:51820".into(),
             "203.0.113.1:51820".into(),
@@ -60,6 +61,7 @@ fn token_round_trips() {
         role: NodeRole::Core,
         core: None,
         lan_prefixes: vec![],
+        approvals: Default::default(),
         endpoints: vec!["vpn.example.net:51820".into()],
         ttl: Duration::hours(1),
     };

@@ -70,6 +70,7 @@ pub fn init<O: Write, N: Write>(
     let identity = node_identity(
         &allocation,
         &lan_prefixes,
+        &pki::Approvals::default(),
         *boringtun::x25519::PublicKey::from(&wireguard_key).as_bytes(),
     );
     let csr = node_key

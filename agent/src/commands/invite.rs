@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output, pki_error};
-use crate::cli::InviteArgs;
+use crate::cli::{ExitFamilies, InviteArgs};
 use crate::control::record::SignedRecord;
 use crate::control::store;
 use crate::identity::node_role;
@@ -62,6 +62,13 @@ pub fn invite<O: Write, N: Write>(
     let underlay = underlay_endpoints(&config.node.name, &endpoints, &store::read_members(state)?);
     check_routes_avoid_underlay(&args.routes, &underlay)
         .map_err(|reason| invalid("--route", reason))?;
+    check_anycast(&db, db.allocator.plan(), &args.anycast, &args.routes, now)
+        .map_err(|reason| invalid("--anycast", reason))?;
+    let approvals = pki::Approvals {
+        exit_ipv4: args.exit.is_some_and(ExitFamilies::ipv4),
+        exit_ipv6: args.exit.is_some_and(ExitFamilies::ipv6),
+        anycast: args.anycast.clone(),
+    };
     let ttl =
         time::Duration::try_from(args.ttl).map_err(|err| invalid("--ttl", err.to_string()))?;
 
@@ -70,6 +77,7 @@ pub fn invite<O: Write, N: Write>(
         role: node_role(args.role),
         core: core.clone(),
         lan_prefixes: args.routes.clone(),
+        approvals: approvals.clone(),
         endpoints,
         ttl,
     };
@@ -90,9 +98,19 @@ pub fn invite<O: Write, N: Write>(
         let list: Vec<String> = args.routes.iter().map(ToString::to_string).collect();
         format!(", may announce {}", list.join(", "))
     };
+    let exit = match args.exit {
+        Some(families) => format!(", may serve as an Internet exit for {families}"),
+        None => String::new(),
+    };
+    let anycast = if args.anycast.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = args.anycast.iter().map(ToString::to_string).collect();
+        format!(", shares {}", list.join(", "))
+    };
     writeln!(
         output.note,
-        "Invited {} as a {}{behind}{lans}. The token works once, until {expires}.\nOn {}, run: meshd join TOKEN",
+        "Invited {} as a {}{behind}{lans}{exit}{anycast}. The token works once, until {expires}.\nOn {}, run: meshd join TOKEN",
         args.name, args.role, args.name
     )
     .map_err(CommandError::Output)
@@ -163,7 +181,91 @@ fn check_routes(
     routes: &[IpNet],
     now: OffsetDateTime,
 ) -> Result<(), String> {
-    let taken: Vec<(IpNet, String)> = [
+    let taken = taken_prefixes(db, plan, now);
+    for (i, route) in routes.iter().enumerate() {
+        if route.trunc() != *route {
+            return Err(format!(
+                "{route} has host bits set (did you mean {}?)",
+                route.trunc()
+            ));
+        }
+        if let Some((other, owner)) = taken.iter().find(|(other, _)| overlaps(route, other)) {
+            return Err(format!("{route} overlaps {other}, {owner}"));
+        }
+        if let Some(other) = routes[..i].iter().find(|other| overlaps(route, other)) {
+            return Err(format!("{route} overlaps {other}, given earlier"));
+        }
+    }
+    Ok(())
+}
+
+/// Shared prefixes must be networks (not a default route: that is what exits announce) apart
+/// from the mesh pools, every LAN (approved, promised, or given with this invitation) and any
+/// other shared prefix, except the very same one: that is how several nodes share it.
+fn check_anycast(
+    db: &CaDatabase,
+    plan: &AddressPlan,
+    anycast: &[IpNet],
+    routes: &[IpNet],
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let mut taken = taken_prefixes(db, plan, now);
+    taken.extend(
+        routes
+            .iter()
+            .map(|lan| (*lan, "a LAN of this invitation".to_owned())),
+    );
+    let shared = db
+        .approvals
+        .iter()
+        .flat_map(|(node, a)| a.anycast.iter().map(move |p| (*p, node.clone())))
+        .chain(db.pending_invitations(now).flat_map(|invitation| {
+            let name = invitation.name.clone();
+            invitation
+                .approvals
+                .anycast
+                .iter()
+                .map(move |p| (*p, name.clone()))
+        }));
+    let shared: Vec<(IpNet, String)> = shared.collect();
+    for (i, prefix) in anycast.iter().enumerate() {
+        if prefix.trunc() != *prefix {
+            return Err(format!(
+                "{prefix} has host bits set (did you mean {}?)",
+                prefix.trunc()
+            ));
+        }
+        if prefix.prefix_len() == 0 {
+            return Err(format!(
+                "{prefix} is a default route; make the node an Internet exit with --exit"
+            ));
+        }
+        if let Some((other, owner)) = taken.iter().find(|(other, _)| overlaps(prefix, other)) {
+            return Err(format!("{prefix} overlaps {other}, {owner}"));
+        }
+        if let Some((other, node)) = shared
+            .iter()
+            .find(|(other, _)| other != prefix && overlaps(prefix, other))
+        {
+            return Err(format!(
+                "{prefix} overlaps {other}, shared by {node}; a shared prefix is shared whole"
+            ));
+        }
+        if anycast[..i].contains(prefix) {
+            return Err(format!("{prefix} is given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// What new LANs and shared prefixes must stay clear of: the mesh pools, the approved LANs,
+/// and those promised by pending invitations.
+fn taken_prefixes(
+    db: &CaDatabase,
+    plan: &AddressPlan,
+    now: OffsetDateTime,
+) -> Vec<(IpNet, String)> {
+    [
         (IpNet::V4(plan.pool4), "the mesh IPv4 pool".to_owned()),
         (IpNet::V6(plan.pool6), "the mesh IPv6 pool".to_owned()),
     ]
@@ -183,23 +285,7 @@ fn check_routes(
             )
         })
     }))
-    .collect();
-
-    for (i, route) in routes.iter().enumerate() {
-        if route.trunc() != *route {
-            return Err(format!(
-                "{route} has host bits set (did you mean {}?)",
-                route.trunc()
-            ));
-        }
-        if let Some((other, owner)) = taken.iter().find(|(other, _)| overlaps(route, other)) {
-            return Err(format!("{route} overlaps {other}, {owner}"));
-        }
-        if let Some(other) = routes[..i].iter().find(|other| overlaps(route, other)) {
-            return Err(format!("{route} overlaps {other}, given earlier"));
-        }
-    }
-    Ok(())
+    .collect()
 }
 
 /// The underlay addresses the tunnels run over, as far as this node knows them: its own

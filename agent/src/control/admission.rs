@@ -81,12 +81,21 @@ pub fn admit(
             other => refuse(format!("no addresses could be allocated: {other}")),
         })?;
     debug_assert_eq!(node_role(allocation.role), invitation.role);
-    let identity = node_identity(&allocation, &invitation.lan_prefixes, request.wireguard_key);
+    let identity = node_identity(
+        &allocation,
+        &invitation.lan_prefixes,
+        &invitation.approvals,
+        request.wireguard_key,
+    );
     let issued = ca
         .issue_node_certificate(&request.csr_pem, &identity, now, facts.certificate_validity)
         .map_err(|e| refuse(format!("the certificate request was refused: {e}")))?;
     db.lan_prefixes
         .insert(request.name.clone(), invitation.lan_prefixes.clone());
+    if !invitation.approvals.is_empty() {
+        db.approvals
+            .insert(request.name.clone(), invitation.approvals.clone());
+    }
     db.certificates.push(CertificateRecord {
         name: request.name.clone(),
         serial: issued.serial.clone(),
@@ -171,7 +180,14 @@ pub fn renew(
         ));
     }
     let lan_prefixes = db.lan_prefixes.get(name).cloned().unwrap_or_default();
-    let identity = node_identity(&allocation, &lan_prefixes, current.identity.wireguard_key);
+    // From the database, so that approvals granted or withdrawn since take effect.
+    let approvals = db.approvals.get(name).cloned().unwrap_or_default();
+    let identity = node_identity(
+        &allocation,
+        &lan_prefixes,
+        &approvals,
+        current.identity.wireguard_key,
+    );
     let issued = ca
         .issue_node_certificate(csr_pem, &identity, now, validity)
         .map_err(|e| refuse(format!("the certificate request was refused: {e}")))?;

@@ -176,6 +176,7 @@ pub(crate) mod tests {
                 .as_ref()
                 .try_into()
                 .unwrap(),
+            approvals: Default::default(),
         };
         let issued = ca
             .issue_node_certificate(&key.csr(name).unwrap(), &identity, NOW, Duration::days(30))

@@ -119,6 +119,7 @@ pub(crate) mod tests {
             prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
             lan_prefixes: lans.iter().map(|p| p.parse().unwrap()).collect(),
             wireguard_key: [name.len() as u8; 32],
+            approvals: Default::default(),
         }
     }
 

@@ -21,6 +21,10 @@ pub struct CaDatabase {
     pub allocator: Allocator,
     /// Extra LAN prefixes approved per admitted node (by name).
     pub lan_prefixes: BTreeMap<String, Vec<IpNet>>,
+    /// Exit and anycast approvals per admitted node (by name); absent when empty, so files
+    /// without approvals stay readable by older versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approvals: BTreeMap<String, pki::Approvals>,
     /// Every certificate this CA issued, in order.
     pub certificates: Vec<CertificateRecord>,
     /// Invitations, used or not (never the secret, only its hash).
@@ -52,6 +56,7 @@ impl CaDatabase {
         Self {
             allocator,
             lan_prefixes: BTreeMap::new(),
+            approvals: BTreeMap::new(),
             certificates: Vec::new(),
             invitations: Vec::new(),
             freed_names: Vec::new(),
