@@ -75,7 +75,11 @@ async fn ping_both_ways_over_ipv4_and_ipv6() {
     assert_eq!(peer.tx_packets, 4);
     assert_eq!(peer.rx_packets, 4);
     assert_eq!(peer.endpoint, Some(b.endpoint()));
-    assert_eq!(stats.drops.total(), 0, "{:?}", stats.drops);
+    // Crossed initiations may leave one of them rejected (the other side had already
+    // answered the first); nothing else may be dropped.
+    let crossed = stats.drops.get(DropReason::HandshakeRejected);
+    assert!(crossed <= 1, "{:?}", stats.drops);
+    assert_eq!(stats.drops.total() - crossed, 0, "{:?}", stats.drops);
     a.dataplane.shutdown().await;
     b.dataplane.shutdown().await;
 }
