@@ -70,8 +70,8 @@ pub fn encode_identity(identity: &NodeIdentity) -> Vec<u8> {
             // Optional, tagged, and only written when set: a certificate without approvals
             // encodes exactly as before they existed.
             let approvals = &identity.approvals;
-            let exit = u8::from(approvals.exit_ipv4) * EXIT_IPV4
-                | u8::from(approvals.exit_ipv6) * EXIT_IPV6;
+            let exit = (u8::from(approvals.exit_ipv4) * EXIT_IPV4)
+                | (u8::from(approvals.exit_ipv6) * EXIT_IPV6);
             if exit != 0 {
                 w.next()
                     .write_tagged_implicit(yasna::Tag::context(TAG_EXIT), |w| w.write_u8(exit));
