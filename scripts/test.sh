@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 # dnsmasq (dnsmasq-base) as the DNS server of endpoint-name tests;
 # for the package test (scripts/test-package.sh): dpkg-dev (dpkg-shlibdeps for the .deb's
 # Depends), binutils (strip), lintian, and mmdebstrap for a fresh Debian root.
+# To build: libclang-dev, which rustables' build script (bindgen) needs for the kernel's nf_tables headers.
 packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd dnsmasq-base
-    dpkg-dev binutils lintian mmdebstrap)
+    dpkg-dev binutils lintian mmdebstrap libclang-dev)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -24,7 +24,7 @@ use crate::dataplane::{
     ConfiguredPaths, Dataplane, DataplaneConfig, DataplaneHandle, PeerConfig, TunDevice,
 };
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
-use crate::netlink::{Netlink, tunnel_mtu};
+use crate::netlink::{ExitNat, Families, Netlink, tunnel_mtu};
 use crate::peerset::KernelRoutes;
 use crate::routing::{RoutingPlane, RoutingSettings};
 
@@ -46,6 +46,7 @@ pub(super) const STAGES: &[Stage] = &[
     Stage { name: "interface", start: start_interface, stop: stop_interface },
     Stage { name: "data plane", start: start_dataplane, stop: stop_dataplane },
     Stage { name: "uplinks", start: start_uplinks, stop: stop_uplinks },
+    Stage { name: "exit", start: start_exit, stop: stop_exit },
     Stage { name: "control plane", start: start_control, stop: stop_control },
     Stage { name: "routing plane", start: start_routing, stop: stop_routing },
 ];
@@ -72,6 +73,7 @@ pub(super) struct Node<'n> {
     pub kernel: Option<KernelRoutes<'n>>,
     pub dataplane: Option<DataplaneHandle>,
     uplinks: Option<UplinkFollower>,
+    exit_nat: Option<ExitNat>,
     pub control: Option<ControlHandle>,
     pub routing: Option<RoutingPlane>,
 }
@@ -103,6 +105,7 @@ impl<'n> Node<'n> {
             kernel: None,
             dataplane: None,
             uplinks: None,
+            exit_nat: None,
             control: None,
             routing: None,
         }
@@ -243,6 +246,42 @@ fn start_uplinks<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<(
 fn stop_uplinks<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, ()> {
     Box::pin(async move {
         node.uplinks = None;
+    })
+}
+
+/// With `[exit] serve`, masquerades mesh traffic out of the uplinks (`[exit] interfaces`, else
+/// those of the default routes) and turns forwarding on; undone at stop. Before the control
+/// plane, so that the exit works before it is announced.
+fn start_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let exit = &node.config.exit;
+        if !exit.serve {
+            return Ok(());
+        }
+        let tun = &node.config.interface.name;
+        let mut uplinks = exit.interfaces.clone();
+        if uplinks.is_empty() {
+            uplinks = node
+                .netlink
+                .default_route_interfaces()
+                .await
+                .context("cannot find the default routes' interfaces for [exit] serve")?;
+            uplinks.retain(|uplink| uplink != tun);
+        }
+        let nat = ExitNat::install(tun, &uplinks, Families::BOTH)
+            .context("cannot set up the exit's masquerade")?;
+        node.exit_nat = Some(nat);
+        Ok(())
+    })
+}
+
+fn stop_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, ()> {
+    Box::pin(async move {
+        if let Some(nat) = node.exit_nat.take()
+            && let Err(error) = nat.remove()
+        {
+            tracing::warn!(%error, "cannot remove the exit's masquerade");
+        }
     })
 }
 

@@ -493,6 +493,60 @@ impl Netlink {
         Ok(routes)
     }
 
+    /// The names of the interfaces the main table's IPv4 and IPv6 default routes leave
+    /// through, each once, IPv4 first. A multipath default (no single output interface) is
+    /// not listed.
+    pub async fn default_route_interfaces(&self) -> Result<Vec<String>, NetlinkError> {
+        let mut indexes: Vec<u32> = Vec::new();
+        for ipv6 in [false, true] {
+            let family = if ipv6 { "IPv6" } else { "IPv4" };
+            let mut messages = self.handle.route().get(dump_request(ipv6)).execute();
+            while let Some(message) = messages
+                .try_next()
+                .await
+                .map_err(|e| NetlinkError::from_rtnetlink(format!("list {family} routes"), e))?
+            {
+                if let Some(route) = parse_route(&message)
+                    && route.destination.prefix_len() == 0
+                    && route.table == super::route::MAIN_TABLE
+                    && let Some(index) = route.interface_index
+                    && !indexes.contains(&index)
+                {
+                    indexes.push(index);
+                }
+            }
+        }
+        let mut names = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            names.push(self.link_name(index).await?);
+        }
+        Ok(names)
+    }
+
+    /// The name of interface `index`.
+    pub async fn link_name(&self, index: u32) -> Result<String, NetlinkError> {
+        let operation = || format!("read the name of interface {index}");
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let link = links
+            .try_next()
+            .await
+            .map_err(|e| NetlinkError::from_rtnetlink(operation(), e))?
+            .ok_or_else(|| NetlinkError::Protocol {
+                operation: operation(),
+                detail: "the kernel returned no link".into(),
+            })?;
+        link.attributes
+            .into_iter()
+            .find_map(|attribute| match attribute {
+                LinkAttribute::IfName(name) => Some(name),
+                _ => None,
+            })
+            .ok_or_else(|| NetlinkError::Protocol {
+                operation: operation(),
+                detail: "the link has no name attribute".into(),
+            })
+    }
+
     /// Removes every route whose protocol is `protocol` (what a crashed run left behind) and
     /// returns them.
     pub async fn flush_routes(&self, protocol: u8) -> Result<Vec<KernelRoute>, NetlinkError> {

@@ -15,9 +15,12 @@
 //! [`mtu`] is pure arithmetic for the tunnel MTU; [`route`] turns prefixes into rtnetlink messages
 //! and back (pure, tested without root); [`rule`] does the same for policy rules; [`client`] does the requests; [`uplinks`] follows the
 //! host's own usable addresses (the local ends of underlay paths) from rtnetlink notifications.
+//! [`exit_nat`] is the exception to rtnetlink: an exit's masquerade rules, in meshd's own
+//! nftables table, over nfnetlink.
 
 pub mod client;
 pub mod error;
+pub mod exit_nat;
 pub mod mtu;
 pub mod route;
 pub mod rule;
@@ -25,6 +28,7 @@ pub mod uplinks;
 
 pub use client::Netlink;
 pub use error::NetlinkError;
+pub use exit_nat::{ExitNat, ExitNatError, Families};
 pub use mtu::{ENCAPSULATION_OVERHEAD, tunnel_mtu};
 pub use route::KernelRoute;
 pub use rule::{EXIT_LOOKUP_PRIORITY, EXIT_SUPPRESS_PRIORITY, KernelRule, PolicyRule, exit_rules};
