@@ -12,23 +12,40 @@
 # `meshd peers` and pings across the mesh, and removes everything it created when it ends
 # (also on Ctrl-C or an error). Nothing is added to the machine's own network namespace.
 #
-# Usage: sudo scripts/demo.sh          (KEEP=1 waits for Enter before cleaning up)
+# Usage: scripts/demo.sh          (KEEP=1 waits for Enter before cleaning up)
+#
+# It installs the Debian packages it needs (as root, or through sudo) and builds meshd with
+# cargo as the user who runs it; the namespaces need root, so run as another user it goes on
+# under sudo with the binary it built.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self="$(realpath "$0")"
+cd "$(dirname "$self")/.."
 
-if [[ $EUID -ne 0 ]]; then
-    echo "demo.sh needs root: it creates network namespaces, veth pairs and TUN devices." >&2
+if [[ $EUID -ne 0 ]] && ! command -v sudo >/dev/null; then
+    echo "demo.sh: error: needs root (it installs packages, creates network namespaces, veth pairs and TUN devices); run it as root" >&2
     exit 1
 fi
-for tool in ip ping wg wireguard-go; do
-    command -v "$tool" >/dev/null || {
-        echo "demo.sh needs '$tool' (Debian: iproute2, iputils-ping, wireguard-tools, wireguard-go)" >&2
-        exit 1
-    }
-done
+# shellcheck source=lib/install-packages.sh
+. scripts/lib/install-packages.sh
+# ip/netns (iproute2), ping, and wireguard-go + wg for the phone; build_packages to build meshd.
+install_packages demo.sh iproute2 iputils-ping wireguard-tools wireguard-go "${build_packages[@]}"
 
-cargo build --quiet --bin meshd
-meshd="${CARGO_TARGET_DIR:-$PWD/target}/debug/meshd"
+if [[ -n "${MESHD_DEMO_BINARY:-}" ]]; then
+    # Started again under sudo by the lines below, with what the user built.
+    meshd=$MESHD_DEMO_BINARY
+else
+    if ! command -v cargo >/dev/null; then
+        echo "demo.sh: error: cargo not found; install a Rust toolchain (1.88 or newer) with rustup" >&2
+        exit 1
+    fi
+    echo "demo.sh: building meshd (cargo build --bin meshd)" >&2
+    cargo build --quiet --bin meshd
+    meshd="${CARGO_TARGET_DIR:-$PWD/target}/debug/meshd"
+fi
+if [[ $EUID -ne 0 ]]; then
+    echo "demo.sh: the network namespaces need root: going on with sudo" >&2
+    exec sudo MESHD_DEMO_BINARY="$meshd" KEEP="${KEEP:-0}" "$self"
+fi
 
 readonly prefix="mdemo"
 work="$(mktemp -d -t meshd-demo.XXXXXX)"

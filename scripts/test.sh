@@ -7,34 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=lib/install-packages.sh
+. scripts/lib/install-packages.sh
 # Debian packages the tests use: ip/netns (iproute2), ping, iperf3, wireguard-go + wg as real
 # WireGuard peers, openssl to cross-check certificates, BIRD 2 (bird2) and GoBGP (gobgpd) as BGP peers;
 # dnsmasq (dnsmasq-base) as the DNS server of endpoint-name tests;
 # for the package test (scripts/test-package.sh): dpkg-dev (dpkg-shlibdeps for the .deb's
 # Depends), binutils (strip), lintian, and mmdebstrap for a fresh Debian root.
-# To build: libclang-dev, which rustables' build script (bindgen) needs for the kernel's nf_tables headers.
+# To build: build_packages (a C compiler, libclang-dev for rustables' bindgen), shared with demo.sh.
 packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd dnsmasq-base
-    dpkg-dev binutils lintian mmdebstrap libclang-dev)
-
-missing=()
-for package in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$package")
-    fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "test.sh: installing ${missing[*]}" >&2
-    if [ "$(id -u)" -eq 0 ]; then
-        sudo=()
-    elif command -v sudo >/dev/null; then
-        sudo=(sudo)
-    else
-        echo "test.sh: error: need root (or sudo) to install: ${missing[*]}" >&2
-        exit 1
-    fi
-    "${sudo[@]}" apt-get update
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+    dpkg-dev binutils lintian mmdebstrap "${build_packages[@]}")
+install_packages test.sh "${packages[@]}"
 
 if ! command -v cargo >/dev/null; then
     echo "test.sh: error: cargo not found; install a Rust toolchain (1.88 or newer) with rustup" >&2
