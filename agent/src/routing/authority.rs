@@ -21,6 +21,14 @@
 //!    accepted (import policy on the eBGP session decides what enters); longest-prefix match
 //!    keeps traffic for an owned prefix going to its owner even under a wider route.
 //!
+//! 5. A default route (0.0.0.0/0, ::/0) from a member is accepted only if its certificate
+//!    approves it as an Internet exit for that family (`meshd invite --exit`), whether it
+//!    originated the route or passes on its eBGP neighbour's; otherwise any member could pull
+//!    the mesh's Internet traffic to itself. This node's own eBGP neighbours are the
+//!    operator's choice (import policy).
+//! 6. A shared (anycast) prefix, approved for several members alike (`meshd invite
+//!    --anycast`), may come from any of them, and from nobody else.
+//!
 //! What this cannot stop: a member that invents an AS path can announce space outside the
 //! mesh that nobody owns. Certificates say what is the member's, not what belongs to the
 //! Internet; members are admitted by invitation, and the refusal log names the culprit.
@@ -61,6 +69,11 @@ pub enum Refusal {
     NotInCertificate { member: String },
     /// Inside the mesh pool `pool`, but no member's certificate covers it.
     Unallocated { pool: IpNet },
+    /// A default route from `member`, whose certificate does not make it an Internet exit for
+    /// `family`.
+    NotAnExit { member: String, family: &'static str },
+    /// A shared prefix approved for `holders`; the route came from someone else.
+    NotShared { holders: Vec<String>, origin: String },
 }
 
 impl fmt::Display for Refusal {
@@ -85,6 +98,17 @@ impl fmt::Display for Refusal {
             Refusal::Unallocated { pool } => write!(
                 f,
                 "the prefix lies in the mesh pool {pool} but no member's certificate covers it"
+            ),
+            Refusal::NotAnExit { member, family } => write!(
+                f,
+                "{member:?} is not an approved Internet exit for {family}: its certificate \
+                 does not allow it a default route (the CA holder approves exits with \
+                 `meshd invite --exit`)"
+            ),
+            Refusal::NotShared { holders, origin } => write!(
+                f,
+                "the prefix is shared by {holders:?} by their certificates, but the route comes \
+                 from {origin}"
             ),
         }
     }
@@ -165,9 +189,16 @@ impl Authority {
         }
     }
 
-    /// Whether a route to `prefix` from `source` may enter the RIB (rules 1 to 4).
+    /// Whether a route to `prefix` from `source` may enter the RIB (rules 1 to 6).
     pub fn verdict(&self, prefix: &IpNet, source: &RouteSource) -> Result<(), Refusal> {
         let origin = self.origin(source)?;
+        if prefix.prefix_len() == 0 {
+            return Self::default_route_verdict(prefix, origin);
+        }
+        let holders: Vec<&MeshMember> = self.members.iter().filter(|m| m.shares(prefix)).collect();
+        if !holders.is_empty() {
+            return self.shared_verdict(&holders, origin);
+        }
         match (self.owner(prefix), origin) {
             (Some(owner), Origin::Member(from)) if from.name == owner.name => Ok(()),
             (Some(owner), Origin::Outside) if owner.name == self.own => Ok(()),
@@ -188,6 +219,40 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// Rule 5: a member's default route needs its exit approval for the family.
+    fn default_route_verdict(prefix: &IpNet, origin: Origin<'_>) -> Result<(), Refusal> {
+        match origin {
+            Origin::Member(from) if from.is_exit_for(prefix) => Ok(()),
+            Origin::Member(from) => Err(Refusal::NotAnExit {
+                member: from.name.clone(),
+                family: match prefix {
+                    IpNet::V4(_) => "IPv4",
+                    IpNet::V6(_) => "IPv6",
+                },
+            }),
+            Origin::Outside => Ok(()),
+        }
+    }
+
+    /// Rule 6: a shared prefix comes from one of the members it is approved for (or from
+    /// this node's own eBGP neighbours when this node is one of them).
+    fn shared_verdict(&self, holders: &[&MeshMember], origin: Origin<'_>) -> Result<(), Refusal> {
+        let allowed = match origin {
+            Origin::Member(from) => holders.iter().any(|h| h.name == from.name),
+            Origin::Outside => holders.iter().any(|h| h.name == self.own),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::NotShared {
+                holders: holders.iter().map(|h| h.name.clone()).collect(),
+                origin: origin.to_string(),
+            })
+        }
+    }
+}
+
 impl ImportGuard for Authority {
     fn check(&self, prefix: &IpNet, source: &RouteSource) -> Result<(), String> {
         self.verdict(prefix, source).map_err(|r| r.to_string())
@@ -199,14 +264,17 @@ mod tests {
     use super::*;
     use crate::routing::member::tests::{core, spoke};
 
-    /// core1 with spoke3 (LAN 192.168.42.0/24), core2 with spoke4 (LAN 192.168.43.0/24).
+    /// core1 with spoke3 (LAN 192.168.42.0/24), core2 with spoke4 (LAN 192.168.43.0/24);
+    /// core2 is an IPv4 Internet exit, core1 and spoke4 share 192.0.2.53/32.
     fn authority(own: &str) -> Authority {
-        let identities = [
-            core(1),
-            core(2),
-            spoke(3, 1, &["192.168.42.0/24"]),
-            spoke(4, 2, &["192.168.43.0/24"]),
-        ];
+        let shared = vec!["192.0.2.53/32".parse().unwrap()];
+        let mut core1 = core(1);
+        core1.approvals.anycast.clone_from(&shared);
+        let mut core2 = core(2);
+        core2.approvals.exit_ipv4 = true;
+        let mut spoke4 = spoke(4, 2, &["192.168.43.0/24"]);
+        spoke4.approvals.anycast = shared;
+        let identities = [core1, core2, spoke(3, 1, &["192.168.42.0/24"]), spoke4];
         let members = identities
             .iter()
             .map(|i| MeshMember::from_identity(i).unwrap())
@@ -257,10 +325,27 @@ mod tests {
         # ... and someone else's space, but an owner's LAN router may speak for it ...
         core1  | 192.168.42.0/24    | outside 2       | refuse | \"spoke3\"
         core1  | 192.168.42.0/24    | outside 3       | accept |
-        # ... while a friend's network behind a member, or a default route, is accepted.
+        # ... while a friend's network behind a member is accepted.
         core1  | 203.0.113.0/24     | outside 2       | accept |
-        core1  | 0.0.0.0/0          | outside 2       | accept |
         spoke3 | 198.18.0.0/15      | outside 4 via 1 | accept |
+        # Default routes: only from an approved exit, for its approved family.
+        core1  | 0.0.0.0/0          | own 2           | accept |
+        core1  | 0.0.0.0/0          | outside 2       | accept |
+        spoke3 | 0.0.0.0/0          | own 2 via 1     | accept |
+        core1  | ::/0               | own 2           | refuse | \"core2\" is not an approved Internet exit for IPv6
+        core2  | 0.0.0.0/0          | own 1           | refuse | \"core1\" is not an approved Internet exit for IPv4
+        core2  | 0.0.0.0/0          | outside 1       | refuse | IPv4
+        core1  | 0.0.0.0/0          | outside 4 via 2 | refuse | \"spoke4\" is not
+        core1  | 0.0.0.0/0          | ebgp            | accept |
+        # Shared (anycast) prefixes: from each member they are approved for, nobody else.
+        core2  | 192.0.2.53/32      | own 1           | accept |
+        core2  | 192.0.2.53/32      | own 4           | accept |
+        core1  | 192.0.2.53/32      | own 4 via 2     | accept |
+        core1  | 192.0.2.53/32      | own 2           | refuse | shared by [\"core1\", \"spoke4\"]
+        core1  | 192.0.2.53/32      | outside 2       | refuse | member \"core2\"
+        core1  | 192.0.2.53/32      | ebgp            | accept |
+        core2  | 192.0.2.53/32      | ebgp            | refuse | outside the mesh
+        core2  | 192.0.2.0/24       | outside 1       | accept |
         # This node's own eBGP neighbours: not members' space, except this node's own.
         core1  | 203.0.113.0/24     | ebgp            | accept |
         core1  | 10.2.0.0/16        | ebgp            | refuse | outside the mesh

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use pki::{NodeIdentity, NodeRole};
+use pki::{Approvals, NodeIdentity, NodeRole};
 
 /// One member of the mesh (this node included).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct MeshMember {
     pub allocated: Vec<IpNet>,
     /// LAN prefixes approved in its certificate.
     pub lans: Vec<IpNet>,
+    /// What else its certificate lets it announce: default routes (as an Internet exit) and
+    /// shared (anycast) prefixes.
+    pub approvals: Approvals,
 }
 
 /// Why a certificate cannot be used for routing.
@@ -61,12 +64,26 @@ impl MeshMember {
             address6: v6.map(first_host6),
             allocated: identity.prefixes.iter().map(IpNet::trunc).collect(),
             lans: identity.lan_prefixes.iter().map(IpNet::trunc).collect(),
+            approvals: Approvals {
+                anycast: identity.approvals.anycast.iter().map(IpNet::trunc).collect(),
+                ..identity.approvals.clone()
+            },
         })
     }
 
     /// Everything the member may announce: its allocation and its approved LANs.
     pub fn authorised(&self) -> impl Iterator<Item = &IpNet> {
         self.allocated.iter().chain(&self.lans)
+    }
+
+    /// Whether its certificate approves it as an Internet exit for `prefix`'s family.
+    pub fn is_exit_for(&self, prefix: &IpNet) -> bool {
+        self.approvals.exit_for(prefix)
+    }
+
+    /// Whether `prefix` lies inside one of its approved shared (anycast) prefixes.
+    pub fn shares(&self, prefix: &IpNet) -> bool {
+        self.approvals.anycast.iter().any(|shared| shared.contains(prefix))
     }
 
     pub fn is_core(&self) -> bool {
