@@ -71,9 +71,15 @@ pub enum Refusal {
     Unallocated { pool: IpNet },
     /// A default route from `member`, whose certificate does not make it an Internet exit for
     /// `family`.
-    NotAnExit { member: String, family: &'static str },
+    NotAnExit {
+        member: String,
+        family: &'static str,
+    },
     /// A shared prefix approved for `holders`; the route came from someone else.
-    NotShared { holders: Vec<String>, origin: String },
+    NotShared {
+        holders: Vec<String>,
+        origin: String,
+    },
 }
 
 impl fmt::Display for Refusal {

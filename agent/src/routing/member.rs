@@ -65,7 +65,12 @@ impl MeshMember {
             allocated: identity.prefixes.iter().map(IpNet::trunc).collect(),
             lans: identity.lan_prefixes.iter().map(IpNet::trunc).collect(),
             approvals: Approvals {
-                anycast: identity.approvals.anycast.iter().map(IpNet::trunc).collect(),
+                anycast: identity
+                    .approvals
+                    .anycast
+                    .iter()
+                    .map(IpNet::trunc)
+                    .collect(),
                 ..identity.approvals.clone()
             },
         })
@@ -83,7 +88,10 @@ impl MeshMember {
 
     /// Whether `prefix` lies inside one of its approved shared (anycast) prefixes.
     pub fn shares(&self, prefix: &IpNet) -> bool {
-        self.approvals.anycast.iter().any(|shared| shared.contains(prefix))
+        self.approvals
+            .anycast
+            .iter()
+            .any(|shared| shared.contains(prefix))
     }
 
     pub fn is_core(&self) -> bool {
