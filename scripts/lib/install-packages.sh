@@ -8,11 +8,9 @@
 # are missing and fails. SCRIPT names the caller in its messages.
 
 # What building meshd needs besides rustup's toolchain: a C compiler and the C library's
-# headers (ring's and rustables' build scripts; rustup installs neither, and rustc links
-# through cc) and libclang, which rustables' build script (bindgen) needs for the kernel's
-# nf_tables headers.
+# headers (ring's build script; rustup installs neither, and rustc links through cc).
 # shellcheck disable=SC2034 # used by the scripts that source this file
-build_packages=(gcc libc6-dev libclang-dev)
+build_packages=(gcc libc6-dev)
 
 install_packages() {
     local script=$1

@@ -5,31 +5,26 @@
 //! meshd keeps this in an nftables table of its own, `inet meshd`, with one nat chain on the
 //! postrouting hook and one `iifname TUN oifname UPLINK masquerade` rule per uplink. Nothing
 //! else on the host's ruleset is read or changed: removing the table removes all of it, and a
-//! table left by a crashed run is found by its name and replaced. The rules go to the kernel
-//! over nfnetlink (the `rustables` crate; see docs/architecture.md), not through `nft`.
+//! table left by a crashed run is found by its name and replaced in the same transaction.
+//!
+//! `ruleset` builds the table as libnftables-json commands with the `nftables` crate's typed
+//! schema (pure, tested without root); `nft` hands them to the `nft` program (Debian package
+//! `nftables`) as one atomic batch, `nft -j -f -`, a child process with arguments and no shell.
+//! That costs a process per change, only at start and stop (docs/architecture.md says why).
 //!
 //! Forwarding (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`) is switched on only
 //! where it is off, and put back as it was when the NAT is removed.
 
+mod nft;
+mod ruleset;
+
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-
-use rustables::error::QueryError;
-use rustables::expr::{Cmp, CmpOp, Meta, MetaType};
-use rustables::{Batch, Chain, ChainPolicy, ChainType, Hook, HookClass, MsgType, ProtocolFamily};
-use rustables::{Rule, Table};
 
 /// The name of meshd's nftables table (family `inet`: one table for IPv4 and IPv6).
 pub const NAT_TABLE: &str = "meshd";
 /// Its chain on the postrouting hook.
 pub const NAT_CHAIN: &str = "postrouting";
-/// `NF_IP_PRI_NAT_SRC`, the priority `nft` calls `srcnat`.
-const SRCNAT_PRIORITY: i32 = 100;
-/// `meta nfproto` values.
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
-/// Interface names are at most 15 bytes (`IFNAMSIZ` less the terminating NUL).
-const MAX_INTERFACE_NAME: usize = 15;
 
 const ENOENT: i32 = 2;
 const EPERM: i32 = 1;
@@ -61,18 +56,31 @@ pub enum ExitNatError {
     )]
     NoUplinks,
 
-    #[error("{name:?} is not an interface name (1 to 15 bytes, no NUL)")]
+    #[error(
+        "{name:?} is not an interface name meshd can match (1 to 15 bytes; no NUL, `*` or `\\`, \
+         and no leading `@`, which nft reads as a wildcard, an escape or a set)"
+    )]
     InterfaceName { name: String },
 
     #[error("the exit serves neither IPv4 nor IPv6")]
     NoFamily,
 
-    /// The kernel refused an nftables request, or the netlink socket failed.
-    #[error("cannot {operation} the nftables table inet {NAT_TABLE}: {detail}{}", hint(*errno))]
+    /// The `nft` program is not on `PATH` nor in /usr/sbin.
+    #[error(
+        "cannot {operation} the nftables table inet {NAT_TABLE}: the nft program is not \
+         installed; an exit needs it: install the Debian package nftables"
+    )]
+    NftMissing { operation: &'static str },
+
+    /// nft refused the batch (its complaint is in `detail`), or could not be run.
+    #[error(
+        "cannot {operation} the nftables table inet {NAT_TABLE}: {detail}{}",
+        hint(operation, *errno)
+    )]
     Nftables {
         operation: &'static str,
         detail: String,
-        /// The kernel's errno, when it gave one.
+        /// The kernel's errno, when nft's message names one.
         errno: Option<i32>,
     },
 
@@ -97,10 +105,11 @@ pub enum ExitNatError {
 }
 
 /// What to do about an nftables errno, in words.
-fn hint(errno: Option<i32>) -> &'static str {
+fn hint(operation: &str, errno: Option<i32>) -> &'static str {
     match errno {
         Some(EPERM) => " (meshd needs root or CAP_NET_ADMIN)",
-        Some(ENOENT | EOPNOTSUPP) => {
+        // Only creating asks for the nat chain type and the masquerade expression.
+        Some(ENOENT | EOPNOTSUPP) if operation == "create" => {
             " (the kernel lacks nftables NAT: load nft_chain_nat and nft_masq, or build with \
              CONFIG_NFT_NAT and CONFIG_NFT_MASQ)"
         }
@@ -109,32 +118,6 @@ fn hint(errno: Option<i32>) -> &'static str {
 }
 
 impl ExitNatError {
-    fn nftables(operation: &'static str, error: QueryError) -> Self {
-        let errno = match &error {
-            // The kernel sends a negative errno; rustables hands it on positive in some
-            // paths, so take the magnitude.
-            QueryError::NetlinkError(message) => Some(message.error.wrapping_abs()),
-            _ => None,
-        };
-        let detail = match errno {
-            Some(errno) => std::io::Error::from_raw_os_error(errno).to_string(),
-            None => error.to_string(),
-        };
-        ExitNatError::Nftables {
-            operation,
-            detail,
-            errno,
-        }
-    }
-
-    fn builder(operation: &'static str, error: rustables::error::BuilderError) -> Self {
-        ExitNatError::Nftables {
-            operation,
-            detail: error.to_string(),
-            errno: None,
-        }
-    }
-
     /// The kernel's errno, for nftables errors that have one.
     pub fn errno(&self) -> Option<i32> {
         match self {
@@ -164,24 +147,22 @@ pub struct ExitNat {
 impl ExitNat {
     /// Replaces any stale `inet meshd` table with one that masquerades what comes in on `tun`
     /// and goes out of one of `uplinks`, for `families`, and turns forwarding on for them.
-    /// Blocking (a few netlink round trips and /proc writes).
+    /// Blocking (runs nft twice, writes /proc).
     pub fn install(
         tun: &str,
         uplinks: &[String],
         families: Families,
     ) -> Result<Self, ExitNatError> {
-        let batch = nat_batch(tun, uplinks, families)?;
-        match delete_table() {
-            Ok(()) => tracing::warn!(
+        let batch = ruleset::install_batch(tun, uplinks, families)?;
+        // Only for the log: the batch replaces a stale table by itself.
+        let stale = ruleset::lists_nat_table(&nft::list_tables("create")?);
+        nft::apply("create", &batch)?;
+        if stale {
+            tracing::warn!(
                 table = NAT_TABLE,
-                "removed the nftables table inet {NAT_TABLE} an earlier run left behind"
-            ),
-            Err(error) if error.errno() == Some(ENOENT) => {}
-            Err(error) => return Err(error),
+                "replaced the nftables table inet {NAT_TABLE} an earlier run left behind"
+            );
         }
-        batch
-            .send()
-            .map_err(|e| ExitNatError::nftables("create", e))?;
         let mut nat = ExitNat {
             tun: tun.to_owned(),
             uplinks: uplinks.to_vec(),
@@ -203,13 +184,9 @@ impl ExitNat {
         Ok(nat)
     }
 
-    /// Whether a table named `meshd` exists in this network namespace (of any family:
-    /// rustables does not expose the family of a listed table).
+    /// Whether the table `inet meshd` exists in this network namespace.
     pub fn table_exists() -> Result<bool, ExitNatError> {
-        let tables = rustables::list_tables().map_err(|e| ExitNatError::nftables("list", e))?;
-        Ok(tables
-            .iter()
-            .any(|table| table.get_name().map(String::as_str) == Some(NAT_TABLE)))
+        Ok(ruleset::lists_nat_table(&nft::list_tables("list")?))
     }
 
     /// The TUN and uplinks the rules name.
@@ -228,10 +205,8 @@ impl ExitNat {
             return Ok(());
         }
         self.removed = true;
-        let mut first_error = match delete_table() {
-            Err(error) if error.errno() != Some(ENOENT) => Some(error),
-            _ => None,
-        };
+        // Succeeds also when the table is already gone.
+        let mut first_error = nft::apply("delete", &ruleset::delete_batch()).err();
         for changed in self.changed.drain(..).rev() {
             match write_sysctl(&changed.path, &changed.previous) {
                 Ok(()) => tracing::info!(
@@ -330,116 +305,9 @@ fn warn_about_router_advertisements(uplinks: &[String]) {
     }
 }
 
-fn table() -> Table {
-    Table::new(ProtocolFamily::Inet).with_name(NAT_TABLE)
-}
-
-fn delete_table() -> Result<(), ExitNatError> {
-    let mut batch = Batch::new();
-    batch.add(&table(), MsgType::Del);
-    batch
-        .send()
-        .map_err(|e| ExitNatError::nftables("delete", e))
-}
-
-fn check_interface_name(name: &str) -> Result<(), ExitNatError> {
-    if name.is_empty() || name.len() > MAX_INTERFACE_NAME || name.contains('\0') {
-        return Err(ExitNatError::InterfaceName {
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// The table, its chain and the rules, as one transaction. Pure: builds messages only.
-fn nat_batch(tun: &str, uplinks: &[String], families: Families) -> Result<Batch, ExitNatError> {
-    if uplinks.is_empty() {
-        return Err(ExitNatError::NoUplinks);
-    }
-    let family_match = match (families.ipv4, families.ipv6) {
-        (true, true) => None,
-        (true, false) => Some(NFPROTO_IPV4),
-        (false, true) => Some(NFPROTO_IPV6),
-        (false, false) => return Err(ExitNatError::NoFamily),
-    };
-    check_interface_name(tun)?;
-    for uplink in uplinks {
-        check_interface_name(uplink)?;
-    }
-    let table = table();
-    let mut chain = Chain::new(&table).with_name(NAT_CHAIN);
-    chain.set_hook(Hook::new(HookClass::PostRouting, SRCNAT_PRIORITY));
-    chain.set_type(ChainType::Nat);
-    chain.set_policy(ChainPolicy::Accept);
-
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&chain, MsgType::Add);
-    for uplink in uplinks {
-        let mut rule = Rule::new(&chain).map_err(|e| ExitNatError::builder("create", e))?;
-        if let Some(nfproto) = family_match {
-            rule.add_expr(Meta::new(MetaType::NfProto));
-            rule.add_expr(Cmp::new(CmpOp::Eq, [nfproto]));
-        }
-        let rule = rule
-            .iiface(tun)
-            .and_then(|rule| rule.oiface(uplink))
-            .map_err(|e| ExitNatError::builder("create", e))?
-            .masquerade();
-        batch.add(&rule, MsgType::Add);
-    }
-    Ok(batch)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(names: &[&str]) -> Vec<String> {
-        names.iter().map(|n| (*n).to_owned()).collect()
-    }
-
-    #[test]
-    fn a_nat_needs_an_uplink_a_family_and_valid_names() {
-        assert!(matches!(
-            nat_batch("mesh0", &[], Families::BOTH),
-            Err(ExitNatError::NoUplinks)
-        ));
-        let none = Families {
-            ipv4: false,
-            ipv6: false,
-        };
-        assert!(matches!(
-            nat_batch("mesh0", &names(&["eth0"]), none),
-            Err(ExitNatError::NoFamily)
-        ));
-        for bad in ["", "sixteen-bytes-xx", "a\0b"] {
-            assert!(matches!(
-                nat_batch("mesh0", &names(&[bad]), Families::BOTH),
-                Err(ExitNatError::InterfaceName { .. })
-            ));
-            assert!(matches!(
-                nat_batch(bad, &names(&["eth0"]), Families::BOTH),
-                Err(ExitNatError::InterfaceName { .. })
-            ));
-        }
-        assert!(nat_batch("mesh0", &names(&["eth0", "wwan0"]), Families::BOTH).is_ok());
-    }
-
-    #[test]
-    fn one_family_only_adds_a_protocol_match() {
-        let v4 = Families {
-            ipv4: true,
-            ipv6: false,
-        };
-        let both = nat_batch("mesh0", &names(&["eth0"]), Families::BOTH)
-            .unwrap()
-            .finalize();
-        let only_v4 = nat_batch("mesh0", &names(&["eth0"]), v4)
-            .unwrap()
-            .finalize();
-        assert!(only_v4.len() > both.len());
-    }
 
     #[test]
     fn forwarding_is_changed_only_when_off() {
@@ -464,6 +332,13 @@ mod tests {
             ExitNatError::NoUplinks
                 .to_string()
                 .contains("[exit] interfaces")
+        );
+        assert!(
+            ExitNatError::NftMissing {
+                operation: "create"
+            }
+            .to_string()
+            .contains("install the Debian package nftables")
         );
     }
 }

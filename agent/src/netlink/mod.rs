@@ -16,7 +16,7 @@
 //! and back (pure, tested without root); [`rule`] does the same for policy rules; [`client`] does the requests; [`uplinks`] follows the
 //! host's own usable addresses (the local ends of underlay paths) from rtnetlink notifications.
 //! [`exit_nat`] is the exception to rtnetlink: an exit's masquerade rules, in meshd's own
-//! nftables table, over nfnetlink.
+//! nftables table, which the `nft` program applies from typed JSON.
 
 pub mod client;
 pub mod error;

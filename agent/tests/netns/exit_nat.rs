@@ -140,4 +140,26 @@ fn exit_masquerades_mesh_traffic_and_undoes_everything_at_remove() {
         "1",
         "was on before: stays on"
     );
+
+    // An exit approved for one family masquerades only that family (`meta nfproto`, which
+    // nft must accept in the JSON form meshd sends).
+    let only = |ipv4: bool| Families { ipv4, ipv6: !ipv4 };
+    let nat = exit.run_in(move || {
+        ExitNat::install("mesh0", &["wan0".to_owned()], only(false))
+            .unwrap_or_else(|error| panic!("install for IPv6 only: {error}"))
+    });
+    assert!(connect(&inside).is_err(), "IPv4 is not masqueraded");
+    assert_nothing_accepted(&listener);
+    exit.run_in(move || nat.remove()).expect("remove");
+    let nat = exit.run_in(move || {
+        ExitNat::install("mesh0", &["wan0".to_owned()], only(true))
+            .unwrap_or_else(|error| panic!("install for IPv4 only: {error}"))
+    });
+    connect(&inside).expect("IPv4 is masqueraded");
+    assert_eq!(
+        accepted_peer(&listener),
+        "203.0.113.1".parse::<IpAddr>().unwrap()
+    );
+    exit.run_in(move || nat.remove()).expect("remove");
+    assert!(!table_exists(&exit));
 }
