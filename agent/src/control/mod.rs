@@ -3,7 +3,8 @@
 //!
 //! Pure parts: [`frame`] (length-prefixed frames with a hard limit), [`message`] (what
 //! travels), [`record`] (signed membership records), [`membership`] (the state machine:
-//! events and `now` in, actions out), [`peers`] (membership to tunnels).
+//! events and `now` in, actions out), [`peers`] (membership to tunnels), [`redial`] (when to
+//! dial a member again after a failure).
 //!
 //! I/O: [`tls`] (rustls configs and verifiers on the mesh CA), [`admission`] (the CA side of
 //! a join), [`join_client`] (the joiner's side), [`store`] (membership and CRL in the state
@@ -19,6 +20,7 @@ mod membership_tests;
 pub mod message;
 pub mod peers;
 pub mod record;
+pub mod redial;
 pub mod renewal;
 pub mod shell;
 pub mod sim;

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pki::{NodeCertificate, NodeIdentity, NodeKeyPair, NodeRole};
+use pki::{NodeCertificate, NodeIdentity, NodeKeyPair, NodeRole, SerialNumber};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
@@ -35,6 +35,7 @@ use super::membership::{Action, Membership};
 use super::message::{Gossip, JoinRequest, Message, RenewRequest};
 use super::peers::{member_addresses, member_names, tunnel_peers};
 use super::record::{next_version, sign_record};
+use super::redial::Redial;
 use super::renewal::{Renewal, RenewalAction, Validity};
 use super::store;
 use super::tls::{
@@ -46,8 +47,9 @@ use crate::state::{Overwrite, StateDir};
 
 /// How often the hub ticks (anti-entropy, dialing, the CRL file).
 const TICK: Duration = Duration::from_millis(500);
-/// Wait this long before dialing a member again after a failure.
-const REDIAL_BACKOFF: Duration = Duration::from_secs(3);
+/// How long a starting node waits for a peer to confirm its revocation list before it brings
+/// up tunnels from the stored membership anyway (the peers may all be down).
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit for connecting and for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages queued per connection before new ones are dropped (anti-entropy repairs).
@@ -120,6 +122,8 @@ pub struct ControlHandle {
 enum Event {
     Connected {
         name: String,
+        /// The serial of the certificate the peer presented.
+        serial: SerialNumber,
         id: u64,
         initiator: String,
         sender: mpsc::Sender<Message>,
@@ -139,6 +143,7 @@ enum Event {
     },
     DialFailed {
         name: String,
+        error: String,
     },
     /// `[node] endpoints` changed at a reload.
     SetEndpoints(Vec<String>),
@@ -159,11 +164,20 @@ struct Connection {
     initiator: String,
     sender: mpsc::Sender<Message>,
     abort: AbortHandle,
+    /// The serial of the peer's certificate, to close the connection when it is revoked.
+    serial: SerialNumber,
+    /// Whether the peer has said anything yet: only then is the connection "up" (a peer
+    /// that refuses our certificate closes it before its first message).
+    heard: bool,
+    /// The CRL number in the peer's last digest.
+    advertised_crl: Option<Option<u64>>,
 }
 
 /// Who we are, and what renewing our certificate needs.
 struct Own {
     identity: NodeIdentity,
+    /// The serial of the certificate in use: a revocation list that names it stops dialing.
+    serial: SerialNumber,
     /// The TLS key, for renewal requests and for signing our membership records.
     key: NodeKeyPair,
     /// The certificate presented in handshakes (replaced on renewal).
@@ -282,6 +296,7 @@ impl ControlPlane {
         let hub = Hub {
             settings,
             own: Own {
+                serial: parsed.serial.clone(),
                 identity,
                 key,
                 certificate,
@@ -296,7 +311,10 @@ impl ControlPlane {
             events_tx: events_tx.clone(),
             connections: HashMap::new(),
             dialing: HashSet::new(),
-            backoff: HashMap::new(),
+            redial: HashMap::new(),
+            started: Instant::now(),
+            tunnels_published: false,
+            warned_self_revoked: false,
             answers: Arc::new(crate::dns::Answers::new()),
             member_names_tx,
             peers_tx,
@@ -381,6 +399,12 @@ impl Drop for ControlHandle {
     }
 }
 
+/// The serial of the first certificate of a verified peer's chain.
+fn certificate_serial(chain: Option<&[CertificateDer<'_>]>) -> Option<SerialNumber> {
+    let first = chain?.first()?;
+    NodeCertificate::parse(first).ok().map(|c| c.serial)
+}
+
 fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
     CertificateDer::from_pem_slice(pem.as_bytes())
         .map(|c| c.to_vec())
@@ -396,7 +420,16 @@ struct Hub {
     events_tx: mpsc::Sender<Event>,
     connections: HashMap<String, Connection>,
     dialing: HashSet<String>,
-    backoff: HashMap<String, Instant>,
+    /// When to dial each member again after failures.
+    redial: HashMap<String, Redial>,
+    /// When the hub started (for [`PREFLIGHT_TIMEOUT`]).
+    started: Instant,
+    /// Whether tunnels and members are published yet: not before a peer has confirmed that
+    /// our revocation list is current (or [`PREFLIGHT_TIMEOUT`] passed), so that a node
+    /// that missed a revocation while down never brings up the revoked peer's tunnel.
+    tunnels_published: bool,
+    /// Said once: this node's own certificate is revoked, so it stopped dialing.
+    warned_self_revoked: bool,
     /// The resolver's latest answers (members' endpoint names to addresses).
     answers: Arc<crate::dns::Answers>,
     /// DNS names per member, given to the resolver and to [`ControlHandle::member_names`].
@@ -424,7 +457,14 @@ async fn next_answers(
 impl Hub {
     async fn run(mut self, mut events: mpsc::Receiver<Event>, startup: Vec<Action>) {
         self.apply(startup);
+        if self.settings.state.is_ca_holder() {
+            // The CA's own list is the newest there is.
+            self.publish_tunnels("this node holds the CA");
+        } else if !self.has_peer_to_ask() {
+            self.publish_tunnels("no member to ask is known");
+        }
         self.members_changed();
+        self.dial_missing();
         let mut tick = tokio::time::interval(TICK);
         let mut answers = self
             .settings
@@ -469,7 +509,115 @@ impl Hub {
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "cannot read the revocation list"),
         }
+        if !self.tunnels_published && self.started.elapsed() >= PREFLIGHT_TIMEOUT {
+            tracing::warn!(
+                "no member confirmed the revocation list within {PREFLIGHT_TIMEOUT:?}; \
+                 bringing up tunnels from the stored membership"
+            );
+            self.tunnels_published = true;
+            self.members_changed();
+        }
         self.dial_missing();
+    }
+
+    /// The members a starting node checks its revocation list with: the cores it dials
+    /// whose endpoints it knows.
+    fn peers_to_ask(&self) -> Vec<String> {
+        let own = &self.own.identity;
+        self.membership
+            .members()
+            .filter(|m| {
+                m.identity.name != own.name
+                    && m.identity.role == NodeRole::Core
+                    && !m.endpoints.is_empty()
+                    && (own.role == NodeRole::Core
+                        || own.core.is_none()
+                        || own.core.as_deref() == Some(m.identity.name.as_str()))
+            })
+            .map(|m| m.identity.name.clone())
+            .collect()
+    }
+
+    fn has_peer_to_ask(&self) -> bool {
+        !self.peers_to_ask().is_empty()
+    }
+
+    /// Ends the start-up check: tunnels and members follow the membership from now on.
+    fn publish_tunnels(&mut self, why: &str) {
+        if self.tunnels_published {
+            return;
+        }
+        self.tunnels_published = true;
+        let waited = self.started.elapsed();
+        tracing::info!(
+            waited_ms = waited.as_millis() as u64,
+            "revocation list checked ({why}); bringing up tunnels"
+        );
+        self.members_changed();
+    }
+
+    /// The start-up check is over once every core to ask has either answered with a digest
+    /// whose revocation list is no newer than ours, or could not be reached. Every one, not
+    /// the first: a revoked core that is still running would confirm the stale list it
+    /// shares with us. A core the new list revokes drops out of the set by itself.
+    fn check_preflight(&mut self) {
+        if self.tunnels_published {
+            return;
+        }
+        let ours = self.membership.crl().map(pki::Crl::crl_number);
+        let settled = |name: &String| {
+            let confirmed = self
+                .connections
+                .get(name)
+                .and_then(|c| c.advertised_crl)
+                .is_some_and(|theirs| theirs <= ours);
+            let unreachable = self.redial.get(name).is_some_and(|r| r.failures() > 0);
+            confirmed || unreachable
+        };
+        let peers = self.peers_to_ask();
+        if peers.iter().all(settled) {
+            self.publish_tunnels(&format!("with {}", peers.join(", ")));
+        }
+    }
+
+    /// Whether the current revocation list names `serial`.
+    fn is_revoked(&self, serial: &SerialNumber) -> bool {
+        self.membership
+            .crl()
+            .is_some_and(|crl| crl.is_revoked(serial))
+    }
+
+    /// Closes every control connection whose peer certificate the current revocation list
+    /// names, members or not: a handshake that finished just before the list arrived must
+    /// not become a lasting connection.
+    fn close_revoked_connections(&mut self) {
+        let revoked: Vec<String> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| self.is_revoked(&c.serial))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in revoked {
+            if let Some(connection) = self.connections.remove(&name) {
+                connection.abort.abort();
+                self.membership.peer_disconnected(&name);
+                tracing::warn!(peer = %name, "control connection closed: its certificate is revoked");
+            }
+        }
+    }
+
+    /// A dial or a connection to `name` failed: wait before the next attempt, longer each
+    /// time, and say so once per attempt.
+    fn redial_later(&mut self, name: &str, why: &str) {
+        let redial = self.redial.entry(name.to_owned()).or_default();
+        let wait = redial.failed(Instant::now(), rand::random());
+        let attempts = redial.failures();
+        tracing::warn!(
+            peer = %name,
+            attempts,
+            "no control connection to {name}: {why}; next attempt in {}",
+            humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+        );
     }
 
     fn on_event(&mut self, event: Event) {
@@ -477,12 +625,18 @@ impl Hub {
         match event {
             Event::Connected {
                 name,
+                serial,
                 id,
                 initiator,
                 sender,
                 abort,
             } => {
                 self.dialing.remove(&name);
+                if self.is_revoked(&serial) {
+                    abort.abort();
+                    tracing::warn!(peer = %name, "control connection refused: its certificate is revoked");
+                    return;
+                }
                 if let Some(existing) = self.connections.get(&name) {
                     let preferred = self.own.identity.name.clone().min(name.clone());
                     if existing.initiator == preferred && initiator != preferred {
@@ -491,7 +645,6 @@ impl Hub {
                     }
                     existing.abort.abort();
                 }
-                tracing::info!(peer = %name, "control connection up");
                 self.connections.insert(
                     name.clone(),
                     Connection {
@@ -499,6 +652,9 @@ impl Hub {
                         initiator,
                         sender,
                         abort,
+                        serial,
+                        heard: false,
+                        advertised_crl: None,
                     },
                 );
                 let actions = self.membership.peer_connected(&name);
@@ -506,14 +662,37 @@ impl Hub {
             }
             Event::Closed { name, id } => {
                 if self.connections.get(&name).is_some_and(|c| c.id == id) {
-                    self.connections.remove(&name);
+                    let connection = self.connections.remove(&name).expect("checked above");
                     self.membership.peer_disconnected(&name);
-                    tracing::info!(peer = %name, "control connection down");
+                    if connection.heard {
+                        tracing::info!(peer = %name, "control connection down");
+                    } else if connection.initiator == self.own.identity.name {
+                        // Only the side that dials backs off; the other waits to be dialed.
+                        self.redial_later(
+                            &name,
+                            "it closed the connection before saying anything (it refuses this \
+                             node's certificate if it was revoked or expired)",
+                        );
+                        self.check_preflight();
+                    }
                 }
             }
             Event::Gossip { name, gossip } => {
+                if let Some(connection) = self.connections.get_mut(&name) {
+                    if !connection.heard {
+                        connection.heard = true;
+                        tracing::info!(peer = %name, "control connection up");
+                        if let Some(redial) = self.redial.get_mut(&name) {
+                            redial.succeeded();
+                        }
+                    }
+                    if let Gossip::Digest { crl_number, .. } = &gossip {
+                        connection.advertised_crl = Some(*crl_number);
+                    }
+                }
                 let actions = self.membership.receive(&name, gossip, now);
                 self.apply(actions);
+                self.check_preflight();
             }
             Event::Join { request, reply } => {
                 let facts = MeshFacts {
@@ -534,9 +713,10 @@ impl Hub {
                     let _ = reply.send(answer);
                 });
             }
-            Event::DialFailed { name } => {
+            Event::DialFailed { name, error } => {
                 self.dialing.remove(&name);
-                self.backoff.insert(name, Instant::now() + REDIAL_BACKOFF);
+                self.redial_later(&name, &error);
+                self.check_preflight();
             }
             Event::SetEndpoints(endpoints) => self.set_endpoints(endpoints, now),
             Event::Renew {
@@ -663,6 +843,7 @@ impl Hub {
         self.own.record_version = version;
         let identity_changed = cert.identity != self.own.identity;
         self.own.identity = cert.identity.clone();
+        self.own.serial = cert.serial.clone();
         let actions = self.membership.set_own_record(record, now);
         self.apply(actions);
         if identity_changed {
@@ -751,14 +932,20 @@ impl Hub {
                     tracing::warn!(%error, "cannot store the revocation list");
                 }
             }
+            self.close_revoked_connections();
         }
         if changed {
             self.members_changed();
         }
     }
 
-    /// Re-derives the tunnels, stores the membership, resolves new endpoint names.
+    /// Re-derives the tunnels, stores the membership, resolves new endpoint names. Tunnels
+    /// and members are published only once the start-up check is over.
     fn members_changed(&mut self) {
+        self.follow_member_names();
+        if !self.tunnels_published {
+            return;
+        }
         let answers = &self.answers;
         let resolve = |endpoint: &str| member_addresses(endpoint, answers);
         let members = self.membership.members();
@@ -786,7 +973,6 @@ impl Hub {
             changed
         });
         self.store_members();
-        self.follow_member_names();
     }
 
     /// Tells the resolver which names the members' endpoints use now (only when that set
@@ -822,6 +1008,16 @@ impl Hub {
 
     /// Dials the members this node should be connected to and is not.
     fn dial_missing(&mut self) {
+        if self.is_revoked(&self.own.serial) {
+            if !self.warned_self_revoked {
+                self.warned_self_revoked = true;
+                tracing::error!(
+                    "this node's certificate is revoked: it no longer dials the mesh; \
+                     ask the CA holder for a new invitation (`meshd invite`) and join again"
+                );
+            }
+            return;
+        }
         let own = &self.own.identity;
         let now = Instant::now();
         let is_own_core = |name: &str| own.core.as_deref() == Some(name);
@@ -839,7 +1035,7 @@ impl Hub {
             .filter(|m| own.role == NodeRole::Core || !core_known || is_own_core(&m.identity.name))
             .filter(|m| !self.connections.contains_key(&m.identity.name))
             .filter(|m| !self.dialing.contains(&m.identity.name))
-            .filter(|m| self.backoff.get(&m.identity.name).is_none_or(|t| now >= *t))
+            .filter(|m| self.redial.get(&m.identity.name).is_none_or(|r| r.due(now)))
             .map(|m| (m.identity.name.clone(), m.endpoints.clone()))
             .collect();
         for (name, endpoints) in wanted {
@@ -854,13 +1050,19 @@ impl Hub {
             let id = self.next_id;
             self.next_id += 1;
             tokio::spawn(async move {
-                match dial(&connector, fwmark, &name, &endpoints).await {
-                    Ok(stream) => {
-                        run_connection(stream, name, own_name, id, events).await;
+                let dialed = dial(&connector, fwmark, &name, &endpoints)
+                    .await
+                    .and_then(|stream| {
+                        let serial = certificate_serial(stream.get_ref().1.peer_certificates())
+                            .ok_or_else(|| "the peer presented no node certificate".to_owned())?;
+                        Ok((stream, serial))
+                    });
+                match dialed {
+                    Ok((stream, serial)) => {
+                        run_connection(stream, name, serial, own_name, id, events).await;
                     }
                     Err(error) => {
-                        tracing::debug!(peer = %name, %error, "dial failed");
-                        let _ = events.send(Event::DialFailed { name }).await;
+                        let _ = events.send(Event::DialFailed { name, error }).await;
                     }
                 }
             });
@@ -1017,11 +1219,11 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, events: mpsc:
                 (Some(_), Some(current)) if renewal => {
                     serve_renewal(tls, Box::new(current), remote, events).await;
                 }
-                (Some(name), _) => {
+                (Some(name), Some(current)) => {
                     let initiator = name.clone();
-                    run_connection(tls, name, initiator, id, events).await;
+                    run_connection(tls, name, current.serial, initiator, id, events).await;
                 }
-                (None, _) => serve_join(tls, remote, events).await,
+                _ => serve_join(tls, remote, events).await,
             }
         });
     }
@@ -1113,6 +1315,7 @@ async fn serve_renewal<S: AsyncRead + AsyncWrite + Unpin>(
 async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     stream: S,
     name: String,
+    serial: SerialNumber,
     initiator: String,
     id: u64,
     events: mpsc::Sender<Event>,
@@ -1122,6 +1325,9 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     let events_for_reader = events.clone();
     let peer = name.clone();
     let task = tokio::spawn(async move {
+        // A peer that refuses our certificate closes before its first message; the hub says
+        // that once per backoff step, so the error is not logged here as well.
+        let heard = std::sync::atomic::AtomicBool::new(false);
         let writer_task = async {
             while let Some(message) = outbound.recv().await {
                 write_message(&mut writer, &message).await?;
@@ -1132,6 +1338,7 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             loop {
                 match read_message::<_, Message>(&mut reader).await {
                     Ok(Message::Gossip(gossip)) => {
+                        heard.store(true, std::sync::atomic::Ordering::Relaxed);
                         if events_for_reader
                             .send(Event::Gossip {
                                 name: peer.clone(),
@@ -1159,12 +1366,16 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         };
         match result {
             Ok(()) | Err(FrameError::Closed) => {}
+            Err(error) if !heard.load(std::sync::atomic::Ordering::Relaxed) => {
+                tracing::debug!(%peer, %error, "control connection closed before the first message");
+            }
             Err(error) => tracing::warn!(%peer, %error, "control connection closed"),
         }
     });
     let _ = events
         .send(Event::Connected {
             name: name.clone(),
+            serial,
             id,
             initiator,
             sender,
