@@ -354,13 +354,55 @@ impl DataplaneCore {
                 self.handle_data(snap, index, peer, datagram, path, now, to_device, tx);
             }
             Ok(_) => {
-                // Before the MAC check, so a flood from one address stops costing anything
-                // but this lookup once its bucket is empty.
-                if !self.source_limiter.allow(from.ip(), now) {
-                    return self.drop(DropReason::RateLimited);
+                if self.admit_handshake(from.ip(), now) {
+                    self.handle_handshake(snap, datagram, from, local, now, tx)
                 }
-                self.handle_handshake(snap, datagram, from, local, now, tx)
             }
+        }
+    }
+
+    /// Whether `datagram` is a handshake message by its type and length (an initiation, a
+    /// response or a cookie reply): what the shell hands to its handshake queue, so that the
+    /// expensive work of a handshake never holds up data. Costs a few compares.
+    pub fn is_handshake(datagram: &[u8]) -> bool {
+        const INITIATION: (u8, usize) = (1, 148);
+        const RESPONSE: (u8, usize) = (2, 92);
+        const COOKIE_REPLY: (u8, usize) = (3, 64);
+        let Some((&kind, rest)) = datagram.split_first() else {
+            return false;
+        };
+        // The type is a little-endian u32 whose upper three bytes are zero.
+        rest.get(..3) == Some(&[0, 0, 0])
+            && [INITIATION, RESPONSE, COOKIE_REPLY].contains(&(kind, datagram.len()))
+    }
+
+    /// The per-source limit on handshake messages: false (counted as `RateLimited`) for a
+    /// source over its rate. Checked before the MAC check and before the handshake queue,
+    /// so a flood from one address costs only this lookup once its bucket is empty.
+    pub fn admit_handshake(&self, from: IpAddr, now: Instant) -> bool {
+        let allowed = self.source_limiter.allow(from, now);
+        if !allowed {
+            self.drop(DropReason::RateLimited);
+        }
+        allowed
+    }
+
+    /// A handshake message (see [`Self::is_handshake`]) that [`Self::admit_handshake`]
+    /// let through, taken from the handshake queue: MAC checks, cookie replies under load,
+    /// Diffie-Hellman. Replies go into `tx`.
+    pub fn handle_queued_handshake(
+        &self,
+        snap: &Snapshot,
+        datagram: &[u8],
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        now: Instant,
+        tx: &mut TxBatch,
+    ) {
+        if Self::is_handshake(datagram) {
+            self.handle_handshake(snap, datagram, from, local, now, tx);
+        } else {
+            self.drop(DropReason::Malformed);
         }
     }
 

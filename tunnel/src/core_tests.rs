@@ -110,6 +110,18 @@ fn drops(n: &Node, reason: DropReason) -> u64 {
 }
 
 /// Core `a` (10.1/16) and spoke-like `b` (10.2/16), peers of each other.
+/// a's side of a handshake with b as a bare `Tunn`, to send initiations at will.
+fn bare_tunn_a_to_b() -> Tunn {
+    Tunn::new(
+        StaticSecret::from(key(1)),
+        PublicKey::from(public(2)),
+        None,
+        None,
+        7,
+        None,
+    )
+}
+
 fn pair() -> (Node, Node) {
     let a = node(
         1,
@@ -486,14 +498,7 @@ fn handshake_flood_gets_cookies_and_a_cookie_holder_gets_through() {
         DataplaneCore::with_handshake_limit(key(2), &[peer("a", 1, &[], &["10.1.0.0/16"])], LIMIT)
             .unwrap();
     // Play a's side with a bare Tunn so we can resend initiations at will.
-    let mut tunn = Tunn::new(
-        StaticSecret::from(key(1)),
-        PublicKey::from(public(2)),
-        None,
-        None,
-        7,
-        None,
-    );
+    let mut tunn = bare_tunn_a_to_b();
     let mut buf = vec![0u8; 2048];
     let snap = b.core.snapshot();
     let mut cookie = None;
@@ -650,4 +655,84 @@ fn both_ends_measure_the_round_trip_of_a_handshake() {
         b.core.stats().peer("a").unwrap().rtt,
         Some(Duration::from_millis(55))
     );
+}
+
+#[test]
+fn handshake_messages_are_told_from_data_by_type_and_length() {
+    let mut tunn = bare_tunn_a_to_b();
+    let mut buf = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, true) else {
+        panic!("no initiation");
+    };
+    assert!(DataplaneCore::is_handshake(init));
+    for (kind, len) in [(1u8, 148usize), (2, 92), (3, 64)] {
+        let mut message = vec![0u8; len];
+        message[0] = kind;
+        assert!(DataplaneCore::is_handshake(&message), "type {kind}");
+        // The wrong length, a data message, or garbage in the reserved bytes: not handshakes.
+        assert!(!DataplaneCore::is_handshake(&message[..len - 1]));
+        message[2] = 1;
+        assert!(!DataplaneCore::is_handshake(&message));
+    }
+    let mut data = vec![0u8; 148];
+    data[0] = 4;
+    assert!(!DataplaneCore::is_handshake(&data));
+    assert!(!DataplaneCore::is_handshake(&[]));
+    assert!(!DataplaneCore::is_handshake(&[1]));
+}
+
+/// The shell's path for handshakes: the per-source check on receipt, the work from the
+/// queue. A session comes up through it exactly as through `handle_inbound`.
+#[test]
+fn a_handshake_through_the_queue_path_brings_the_session_up() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair();
+    let packet = ipv4([10, 1, 0, 1], [10, 2, 0, 1], b"hello");
+    let snap = a.core.snapshot();
+    a.core.handle_outbound(&snap, &packet, now, &mut a.tx);
+    for _ in 0..4 {
+        let mut moved = false;
+        for from_a in [true, false] {
+            let (sender, receiver) = if from_a {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            let sent_from = sender.addr;
+            for (_, datagram) in take_tx(sender) {
+                moved = true;
+                let snap = receiver.core.snapshot();
+                if DataplaneCore::is_handshake(&datagram) {
+                    assert!(receiver.core.admit_handshake(sent_from.ip(), now));
+                    receiver.core.handle_queued_handshake(
+                        &snap,
+                        &datagram,
+                        sent_from,
+                        None,
+                        now,
+                        &mut receiver.tx,
+                    );
+                } else {
+                    receiver.core.handle_inbound(
+                        &snap,
+                        &datagram,
+                        sent_from,
+                        now,
+                        &mut receiver.to_device,
+                        &mut receiver.tx,
+                    );
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(b.to_device.packets().next(), Some(&packet[..]));
+    assert_eq!(b.core.stats().peer("a").unwrap().handshakes, 1);
+    // Something that is not a handshake never reaches the handshake work.
+    let snap = b.core.snapshot();
+    b.core
+        .handle_queued_handshake(&snap, &packet, a.addr, None, now, &mut b.tx);
+    assert_eq!(drops(&b, DropReason::Malformed), 1);
 }

@@ -43,11 +43,14 @@ pub enum DropReason {
     Expired,
     /// Sending the datagram failed (no socket for the address family, or a socket error).
     SendFailed,
+    /// A handshake message that found the handshake queue full (many sources flooding at
+    /// once): dropped so that the data of established sessions is never held up behind it.
+    HandshakeQueueFull,
 }
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::InvalidMac,
@@ -64,6 +67,7 @@ impl DropReason {
         DropReason::NoBuffer,
         DropReason::Expired,
         DropReason::SendFailed,
+        DropReason::HandshakeQueueFull,
     ];
 
     /// A stable snake_case name for JSON output and logs.
@@ -85,6 +89,7 @@ impl DropReason {
             DropReason::NoBuffer => "no_buffer",
             DropReason::Expired => "expired",
             DropReason::SendFailed => "send_failed",
+            DropReason::HandshakeQueueFull => "handshake_queue_full",
         }
     }
 }

@@ -7,6 +7,12 @@
 //! - UDP -> core (decrypt) -> device: one task per socket, datagrams handled in arrival
 //!   order (boringtun's replay window never sees a peer's packets reordered by us), written
 //!   to the device in one batch (GRO-coalesced by tun-rs).
+//! - handshakes: the receive tasks hand handshake messages (after the per-source limit) to
+//!   a bounded queue and go on with data; one task works through the queue (MAC checks,
+//!   cookie replies, Diffie-Hellman). A flood of handshakes from many sources then fills
+//!   the queue, and what does not fit is dropped (`handshake_queue_full`), while the data
+//!   of established sessions is never held up behind it, as kernel WireGuard keeps its
+//!   handshake queue apart from the data path.
 //! - timers: one task ticks the core every 250 ms, and runs the path probers at their
 //!   deadlines in between (probes every 100 ms on a busy path).
 //!
@@ -17,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use meshd_tunnel::config::{DataplaneConfig, PeerConfig, WIREGUARD_OVERHEAD};
@@ -36,6 +42,19 @@ const TX_CAPACITY: usize = 4 << 20;
 /// After an I/O error, wait this long before trying again (a device that went away must
 /// not turn the task into a busy loop).
 const ERROR_BACKOFF: Duration = Duration::from_millis(20);
+/// Handshake messages waiting for the handshake task. A real peer sends one every two
+/// minutes; 1024 is a second of the global rate at which boringtun starts asking for
+/// cookies, and 150 KB of memory at most.
+const HANDSHAKE_QUEUE: usize = 1024;
+/// Handshake messages handled before the replies are sent.
+const HANDSHAKE_BATCH: usize = 64;
+
+/// A handshake message waiting in the queue, with where it came from and to.
+struct QueuedHandshake {
+    datagram: Box<[u8]>,
+    from: SocketAddr,
+    local: Option<std::net::IpAddr>,
+}
 
 /// Entry point of the data plane.
 #[derive(Debug)]
@@ -55,8 +74,15 @@ impl Dataplane {
         let sockets = Arc::new(Sockets(sockets));
         let device = Arc::new(device);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (handshakes_tx, handshakes_rx) = mpsc::channel(HANDSHAKE_QUEUE);
 
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(handshake_task(
+            core.clone(),
+            sockets.clone(),
+            handshakes_rx,
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(outbound_task(
             core.clone(),
             device.clone(),
@@ -69,6 +95,7 @@ impl Dataplane {
                 device.clone(),
                 sockets.clone(),
                 index,
+                handshakes_tx.clone(),
                 stop_rx.clone(),
             )));
         }
@@ -290,6 +317,7 @@ async fn inbound_task<D: PacketDevice>(
     device: Arc<D>,
     sockets: Arc<Sockets>,
     index: usize,
+    handshakes: mpsc::Sender<QueuedHandshake>,
     mut stop: watch::Receiver<bool>,
 ) {
     let socket = &sockets.0[index];
@@ -325,6 +353,19 @@ async fn inbound_task<D: PacketDevice>(
                 core.handle_inbound_on(&snap, data, from, local, now, &mut to_device, &mut tx);
             }
             for datagram in data.chunks(stride) {
+                if DataplaneCore::is_handshake(datagram) {
+                    if core.admit_handshake(from.ip(), now) {
+                        let queued = QueuedHandshake {
+                            datagram: datagram.into(),
+                            from,
+                            local,
+                        };
+                        if handshakes.try_send(queued).is_err() {
+                            DataplaneCore::drop(&core, DropReason::HandshakeQueueFull);
+                        }
+                    }
+                    continue;
+                }
                 if to_device.is_full() {
                     flush_device(&*device, &mut to_device).await;
                 }
@@ -335,6 +376,44 @@ async fn inbound_task<D: PacketDevice>(
             }
         }
         flush_device(&*device, &mut to_device).await;
+        sockets.flush(&core, &mut tx).await;
+    }
+}
+
+/// Works through the handshake queue, a batch at a time, sending the replies of each batch
+/// together.
+async fn handshake_task(
+    core: Arc<DataplaneCore>,
+    sockets: Arc<Sockets>,
+    mut handshakes: mpsc::Receiver<QueuedHandshake>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tx = TxBatch::new(TX_CAPACITY);
+    let mut batch = Vec::with_capacity(HANDSHAKE_BATCH);
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            n = handshakes.recv_many(&mut batch, HANDSHAKE_BATCH) => n,
+        };
+        if received == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let snap = core.snapshot();
+        for queued in batch.drain(..) {
+            if tx.remaining() < 2 * (MIN_TX_ROOM + usize::from(u16::MAX)) {
+                sockets.flush(&core, &mut tx).await;
+            }
+            core.handle_queued_handshake(
+                &snap,
+                &queued.datagram,
+                queued.from,
+                queued.local,
+                now,
+                &mut tx,
+            );
+        }
         sockets.flush(&core, &mut tx).await;
     }
 }
