@@ -1366,7 +1366,9 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         };
         match result {
             Ok(()) | Err(FrameError::Closed) => {}
-            Err(error) if !heard.load(std::sync::atomic::Ordering::Relaxed) => {
+            // A transport failure before the peer said anything is a redial race (the
+            // other side closed a duplicate); a bad frame is the peer's fault and is warned.
+            Err(error @ FrameError::Io(_)) if !heard.load(std::sync::atomic::Ordering::Relaxed) => {
                 tracing::debug!(%peer, %error, "control connection closed before the first message");
             }
             Err(error) => tracing::warn!(%peer, %error, "control connection closed"),
