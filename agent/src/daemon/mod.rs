@@ -54,9 +54,12 @@ pub fn run(
         .with_context(|| format!("cannot load the configuration {}", config_path.display()))?;
     let log_filter = crate::logging::init(log_level, &config.log.level);
     // The whole state directory, once: a damaged one stops the start here, naming the file.
-    let key = crate::state::check::at_start(&StateDir::new(state_dir))
-        .context("cannot start from the state directory")?
-        .wireguard_key;
+    let checked = crate::state::check::at_start(&StateDir::new(state_dir))
+        .context("cannot start from the state directory")?;
+    let identity = Identity {
+        private_key: checked.wireguard_key.to_bytes(),
+        approvals: checked.approvals,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("meshd")
@@ -68,7 +71,15 @@ pub fn run(
         state: state_dir,
         socket: socket_path,
     };
-    runtime.block_on(serve(config, allocation, key.to_bytes(), files, log_filter))
+    runtime.block_on(serve(config, allocation, identity, files, log_filter))
+}
+
+/// What the daemon knows of itself from the state directory.
+struct Identity {
+    /// The WireGuard private key.
+    private_key: [u8; 32],
+    /// The certificate's approvals: which exit families its NAT serves.
+    approvals: pki::Approvals,
 }
 
 /// Where the daemon's files are.
@@ -90,7 +101,7 @@ struct Reloading {
 async fn serve(
     config: Config,
     allocation: Option<NodeAllocation>,
-    private_key: [u8; 32],
+    identity: Identity,
     files: Files<'_>,
     log_filter: LogFilterSetter,
 ) -> anyhow::Result<()> {
@@ -145,12 +156,13 @@ async fn serve(
         &config,
         &netlink,
         addresses,
-        private_key,
+        identity.private_key,
         peers,
         routes,
         plan.pools.clone(),
         control_settings,
     );
+    node.approvals = identity.approvals;
     node.start().await?;
     tracing::info!(node = %config.node.name, "meshd running");
     let interface = &config.interface.name;

@@ -65,6 +65,8 @@ pub(super) struct Node<'n> {
     pub pools: Vec<IpNet>,
     /// Taken by the control-plane stage; `None`: the node has no certificate, no control plane.
     pub control_settings: Option<ControlSettings>,
+    /// The certificate's approvals: the exit stage masquerades only the approved families.
+    pub approvals: pki::Approvals,
 
     /// The TUN device's MTU, set by the interface stage.
     pub mtu: u16,
@@ -100,6 +102,7 @@ impl<'n> Node<'n> {
             routes,
             pools,
             control_settings,
+            approvals: pki::Approvals::default(),
             mtu: 0,
             tun: None,
             kernel: None,
@@ -258,6 +261,14 @@ fn start_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>>
         if !exit.serve {
             return Ok(());
         }
+        let Some(families) = exit_families(&node.approvals) else {
+            tracing::warn!(
+                "[exit] serve: this node's certificate does not approve it as an Internet exit \
+                 (the CA holder approves exits with `meshd invite --exit`); no masquerade is \
+                 set up and no default route is announced"
+            );
+            return Ok(());
+        };
         let tun = &node.config.interface.name;
         let mut uplinks = exit.interfaces.clone();
         if uplinks.is_empty() {
@@ -268,11 +279,22 @@ fn start_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>>
                 .context("cannot find the default routes' interfaces for [exit] serve")?;
             uplinks.retain(|uplink| uplink != tun);
         }
-        let nat = ExitNat::install(tun, &uplinks, Families::BOTH)
+        let nat = ExitNat::install(tun, &uplinks, families)
             .context("cannot set up the exit's masquerade")?;
         node.exit_nat = Some(nat);
         Ok(())
     })
+}
+
+/// The families the certificate makes this node an exit for; `None` for none. Only those
+/// are masqueraded: the other family's default route is not announced (routing::plan), so
+/// its traffic never arrives, and NAT for it would only hide a misconfiguration.
+fn exit_families(approvals: &pki::Approvals) -> Option<Families> {
+    let families = Families {
+        ipv4: approvals.exit_ipv4,
+        ipv6: approvals.exit_ipv6,
+    };
+    (families.ipv4 || families.ipv6).then_some(families)
 }
 
 fn stop_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, ()> {

@@ -9,7 +9,12 @@
 //!   node's overlay IPv6 address as next hop;
 //! - the router id is the node's overlay IPv4 address, the AS is `[routing] asn`;
 //! - a node originates what its certificate allocates (the /16, its IPv6 prefix; the /96
-//!   client pool lies inside that and is not announced separately) and its LANs.
+//!   client pool lies inside that and is not announced separately) and its LANs;
+//! - an exit (`[exit] serve`) originates 0.0.0.0/0 and ::/0, and a node with
+//!   `[routing] anycast_prefixes` originates those, but only what its certificate approves:
+//!   unlike an unapproved LAN (announced, for the others to decide), an unapproved default or
+//!   shared prefix would pull traffic towards a node that every member refuses, so it is
+//!   withheld and the operator told why.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,18 +47,101 @@ pub struct Plan {
     /// `[routing] lan_prefixes` the certificate does not approve: announced (the others
     /// decide), but the operator is told the other members will refuse them.
     pub unapproved_lans: Vec<IpNet>,
+    /// What the configuration asks for but the certificate does not approve: not announced.
+    pub withheld: Vec<Withheld>,
+}
+
+/// What the configuration asks this node to announce beyond its allocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OwnRoutes<'a> {
+    /// `[routing] lan_prefixes`.
+    pub lans: &'a [IpNet],
+    /// `[exit] serve`.
+    pub exit_serve: bool,
+    /// `[routing] anycast_prefixes`.
+    pub anycast: &'a [IpNet],
+}
+
+/// A configured route the certificate does not approve, and so is not announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Withheld {
+    /// `[exit] serve`, but the certificate does not make this node an exit for the family
+    /// of this default route.
+    ExitDefault(IpNet),
+    /// An `anycast_prefixes` entry outside every shared prefix the certificate approves.
+    Anycast(IpNet),
+}
+
+impl std::fmt::Display for Withheld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Withheld::ExitDefault(default) => {
+                let family = match default {
+                    IpNet::V4(_) => "IPv4",
+                    IpNet::V6(_) => "IPv6",
+                };
+                write!(
+                    f,
+                    "[exit] serve: {default} not announced: this node's certificate does not \
+                     approve it as an Internet exit for {family} (the CA holder approves exits \
+                     with `meshd invite --exit`)"
+                )
+            }
+            Withheld::Anycast(prefix) => write!(
+                f,
+                "[routing] anycast_prefixes: {prefix} not announced: it is not inside a shared \
+                 prefix this node's certificate approves (the CA holder approves them with \
+                 `meshd invite --anycast`)"
+            ),
+        }
+    }
 }
 
 /// The plan for node `own` in a mesh of `members` (which may include `own`).
-pub fn plan(own: &MeshMember, members: &[MeshMember], asn: u32, configured_lans: &[IpNet]) -> Plan {
-    let (originate, unapproved_lans) = originations(own, configured_lans);
+pub fn plan(own: &MeshMember, members: &[MeshMember], asn: u32, configured: OwnRoutes<'_>) -> Plan {
+    let (mut originate, unapproved_lans) = originations(own, configured.lans);
+    let (extra, withheld) = approved_extras(own, configured);
+    originate.extend(extra);
+    originate.sort();
+    originate.dedup();
     Plan {
         router_id: own.router_id,
         listen: listen_addresses(own),
         neighbors: mesh_neighbors(own, members, asn),
         originate,
         unapproved_lans,
+        withheld,
     }
+}
+
+/// The default routes and shared prefixes `own` announces because the configuration asks
+/// and its certificate approves, and what is withheld.
+pub fn approved_extras(own: &MeshMember, configured: OwnRoutes<'_>) -> (Vec<IpNet>, Vec<Withheld>) {
+    let mut announce = Vec::new();
+    let mut withheld = Vec::new();
+    if configured.exit_serve {
+        let defaults: [IpNet; 2] = [
+            IpNet::V4(ipnet::Ipv4Net::default()),
+            IpNet::V6(ipnet::Ipv6Net::default()),
+        ];
+        for default in defaults {
+            if own.is_exit_for(&default) {
+                announce.push(default);
+            } else {
+                withheld.push(Withheld::ExitDefault(default));
+            }
+        }
+    }
+    for prefix in configured.anycast.iter().map(IpNet::trunc) {
+        if own.shares(&prefix) {
+            announce.push(prefix);
+        } else {
+            withheld.push(Withheld::Anycast(prefix));
+        }
+    }
+    withheld.sort();
+    withheld.dedup();
+    (announce, withheld)
 }
 
 /// Where the speaker accepts connections: the overlay addresses only.
@@ -210,7 +298,7 @@ mod tests {
     #[test]
     fn the_plan_listens_on_overlay_addresses_with_the_router_id() {
         let all = members(&[core(1), spoke(3, 1, &["192.168.42.0/24"])]);
-        let plan = plan(&all[1], &all, 65000, &[]);
+        let plan = plan(&all[1], &all, 65000, OwnRoutes::default());
         assert_eq!(plan.router_id, Ipv4Addr::new(10, 3, 0, 1));
         assert_eq!(
             plan.listen,
@@ -225,6 +313,85 @@ mod tests {
                 .map(|p| p.parse::<IpNet>().unwrap())
         );
         assert!(plan.unapproved_lans.is_empty());
+        assert!(plan.withheld.is_empty());
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
+    /// Defaults and shared prefixes are announced as far as the certificate approves them,
+    /// withheld (and said) beyond: a table of cases.
+    #[test]
+    fn exits_and_shared_prefixes_are_announced_only_as_approved() {
+        let shared = nets(&["203.0.113.0/28", "2001:db8:53::/48"]);
+        // (approved v4 exit, approved v6 exit, serve, configured anycast, announced, withheld)
+        type Case<'a> = (
+            bool,
+            bool,
+            bool,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: [Case<'_>; 6] = [
+            (false, false, false, &[], &[], &[]),
+            (true, true, false, &[], &[], &[]),
+            (true, true, true, &[], &["0.0.0.0/0", "::/0"], &[]),
+            (true, false, true, &[], &["0.0.0.0/0"], &["::/0"]),
+            (false, false, true, &[], &[], &["0.0.0.0/0", "::/0"]),
+            (
+                false,
+                false,
+                false,
+                &["203.0.113.5/32", "2001:db8:53::53/128", "198.51.100.1/32"],
+                &["203.0.113.5/32", "2001:db8:53::53/128"],
+                &["198.51.100.1/32"],
+            ),
+        ];
+        for (v4, v6, serve, anycast, announced, withheld) in cases {
+            let mut own = MeshMember::from_identity(&core(1)).unwrap();
+            own.approvals.exit_ipv4 = v4;
+            own.approvals.exit_ipv6 = v6;
+            own.approvals.anycast.clone_from(&shared);
+            let anycast = nets(anycast);
+            let configured = OwnRoutes {
+                lans: &[],
+                exit_serve: serve,
+                anycast: &anycast,
+            };
+            let what = format!("v4 {v4} v6 {v6} serve {serve} anycast {anycast:?}");
+            let (got, got_withheld) = approved_extras(&own, configured);
+            assert_eq!(got, nets(announced), "{what}");
+            let withheld_nets: Vec<IpNet> = got_withheld
+                .iter()
+                .map(|w| match w {
+                    Withheld::ExitDefault(p) | Withheld::Anycast(p) => *p,
+                })
+                .collect();
+            assert_eq!(withheld_nets, nets(withheld), "{what}");
+            let plan = plan(&own, &[own.clone()], 64512, configured);
+            for prefix in nets(announced) {
+                assert!(plan.originate.contains(&prefix), "{what}: {prefix}");
+            }
+            for prefix in nets(withheld) {
+                assert!(!plan.originate.contains(&prefix), "{what}: {prefix}");
+            }
+        }
+    }
+
+    #[test]
+    fn withheld_routes_say_why_and_what_to_do() {
+        let exit = Withheld::ExitDefault("::/0".parse().unwrap()).to_string();
+        assert!(
+            exit.contains("Internet exit for IPv6") && exit.contains("--exit"),
+            "{exit}"
+        );
+        let shared = Withheld::Anycast("198.51.100.1/32".parse().unwrap()).to_string();
+        assert!(
+            shared.contains("198.51.100.1/32") && shared.contains("--anycast"),
+            "{shared}"
+        );
     }
 
     #[test]

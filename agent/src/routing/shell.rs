@@ -52,6 +52,10 @@ pub struct RoutingSettings {
     /// `[[exit.route]]`s: destinations sent through preferred exits (a change waits for a
     /// restart, like the rest of `[exit]`).
     pub exit_rules: Vec<mesh_config::ExitRoute>,
+    /// `[exit] serve`: announce the default routes the certificate approves.
+    pub exit_serve: bool,
+    /// `[routing] anycast_prefixes` (a change waits for a restart).
+    pub anycast_prefixes: Vec<IpNet>,
 }
 
 impl RoutingSettings {
@@ -99,6 +103,8 @@ impl RoutingSettings {
             configured_lans: config.routing.lan_prefixes.clone(),
             external,
             exit_rules: config.exit.routes.clone(),
+            exit_serve: config.exit.serve,
+            anycast_prefixes: config.routing.anycast_prefixes.clone(),
         }))
     }
 }
@@ -163,6 +169,8 @@ struct Applied {
     originated: BTreeSet<IpNet>,
     authority: Option<Authority>,
     unapproved: Vec<IpNet>,
+    /// Configured defaults and shared prefixes the certificate does not approve.
+    withheld: Vec<plan::Withheld>,
     /// The speaker's best paths, by prefix.
     best: BTreeMap<IpNet, Path>,
     /// The members' next hops (their overlay addresses), for the IGP cost.
@@ -344,15 +352,20 @@ impl RoutingPlane {
         applied.next_hops = member_next_hops(&self.settings.node_name, &members);
         applied.members.clone_from(&members);
         let own = members.iter().find(|m| m.name == self.settings.node_name);
-        let (neighbors, originate, unapproved) = match own {
+        let configured = plan::OwnRoutes {
+            lans: &self.settings.configured_lans,
+            exit_serve: self.settings.exit_serve,
+            anycast: &self.settings.anycast_prefixes,
+        };
+        let (neighbors, originate, unapproved, withheld) = match own {
             Some(own) => {
-                let plan = plan::plan(
-                    own,
-                    &members,
-                    self.settings.asn,
-                    &self.settings.configured_lans,
-                );
-                (plan.neighbors, plan.originate, plan.unapproved_lans)
+                let plan = plan::plan(own, &members, self.settings.asn, configured);
+                (
+                    plan.neighbors,
+                    plan.originate,
+                    plan.unapproved_lans,
+                    plan.withheld,
+                )
             }
             None => {
                 if !identities.is_empty() {
@@ -364,7 +377,7 @@ impl RoutingPlane {
                     .iter()
                     .map(IpNet::trunc)
                     .collect();
-                (Vec::new(), lans, Vec::new())
+                (Vec::new(), lans, Vec::new(), Vec::new())
             }
         };
 
@@ -391,6 +404,13 @@ impl RoutingPlane {
                 tracing::warn!(%lan, "[routing] lan_prefixes: not approved in this node's certificate; announced, but the other members will refuse it (the CA holder approves LANs with `meshd invite --route`)");
             }
             applied.unapproved = unapproved;
+        }
+        // Said once per change: a renewal that approves them brings them (and a new line).
+        if withheld != applied.withheld {
+            for route in withheld.iter().filter(|w| !applied.withheld.contains(w)) {
+                tracing::warn!("{route}");
+            }
+            applied.withheld = withheld;
         }
 
         let authority = Authority::new(

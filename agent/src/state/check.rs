@@ -54,6 +54,9 @@ pub struct Checked {
     pub node: Option<NodeRecord>,
     /// Caches that do not exist: the node learns them again from its peers.
     pub missing_caches: Vec<PathBuf>,
+    /// What the node's certificate approves beyond its allocation (Internet exit, shared
+    /// prefixes); nothing on a node set up by hand.
+    pub approvals: pki::Approvals,
 }
 
 impl std::fmt::Debug for Checked {
@@ -61,6 +64,7 @@ impl std::fmt::Debug for Checked {
         f.debug_struct("Checked")
             .field("node", &self.node)
             .field("missing_caches", &self.missing_caches)
+            .field("approvals", &self.approvals)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +165,7 @@ pub fn check(state: &StateDir, files: &Contents) -> Result<Checked, StateError> 
             wireguard_key,
             node: None,
             missing_caches: Vec::new(),
+            approvals: pki::Approvals::default(),
         });
     }
 
@@ -262,6 +267,7 @@ pub fn check(state: &StateDir, files: &Contents) -> Result<Checked, StateError> 
         wireguard_key,
         node: Some(record),
         missing_caches,
+        approvals: certificate.identity.approvals,
     })
 }
 
