@@ -44,8 +44,34 @@ pub struct InvitationRecord {
     pub secret_hash: [u8; 32],
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    /// Set by a successful [`redeem`]; a used invitation never works again.
+    /// Set by a successful [`redeem`], and by [`InvitationRecord::cancel`]; a used invitation
+    /// never works again. A cancellation sets it too, so that a meshd from before
+    /// `cancelled_at` existed (which ignores that field, and drops it when it rewrites the
+    /// database) still refuses the token, as used.
     pub used: bool,
+    /// When the operator cancelled the invitation (`meshd invite --cancel`); its token is
+    /// refused from then on. Absent when not cancelled, so databases without cancellations
+    /// stay as older versions wrote and read them.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub cancelled_at: Option<OffsetDateTime>,
+}
+
+impl InvitationRecord {
+    /// Makes the invitation unusable from `now` on (see `used` for why both are set).
+    pub fn cancel(&mut self, now: OffsetDateTime) {
+        self.cancelled_at = Some(truncate_to_seconds(now));
+        self.used = true;
+    }
+
+    /// Whether `presented` is this invitation's secret; in constant time, so response timing
+    /// says nothing about how much of the hash matched.
+    pub fn secret_matches(&self, presented: &InvitationSecret) -> bool {
+        presented.hash().ct_eq(&self.secret_hash).into()
+    }
 }
 
 /// Creates an invitation for the CA whose certificate fingerprint is `ca_fingerprint`: the
@@ -82,6 +108,7 @@ pub fn create_invitation(
         secret_hash: secret.hash(),
         expires_at,
         used: false,
+        cancelled_at: None,
     };
     let token = InvitationToken {
         name: request.name.clone(),
@@ -110,8 +137,9 @@ impl CertificateAuthority {
 /// Redeems `record` for a joiner that presents `presented_secret` under `name` at `now`, and
 /// marks it used. The caller must persist the record afterwards, before issuing anything.
 ///
-/// Checks run in this order: name, secret, reuse, expiry; so someone without the secret learns
-/// nothing about the state of the invitation.
+/// Checks run in this order: name, secret, cancellation, reuse, expiry; so someone without the
+/// secret learns nothing about the state of the invitation, and the holder of a cancelled
+/// token learns that it was cancelled (not "used", which a cancellation also sets).
 pub fn redeem(
     record: &mut InvitationRecord,
     presented_secret: &InvitationSecret,
@@ -124,10 +152,14 @@ pub fn redeem(
             presented: name.to_owned(),
         });
     }
-    // Constant time, so response timing says nothing about how much of the hash matched.
-    let matches: bool = presented_secret.hash().ct_eq(&record.secret_hash).into();
-    if !matches {
+    if !record.secret_matches(presented_secret) {
         return Err(TokenError::WrongSecret);
+    }
+    if let Some(cancelled_at) = record.cancelled_at {
+        return Err(TokenError::Cancelled {
+            name: record.name.clone(),
+            cancelled_at,
+        });
     }
     if record.used {
         return Err(TokenError::AlreadyUsed);

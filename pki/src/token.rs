@@ -64,6 +64,14 @@ pub enum TokenError {
     WrongCa { expected: String, found: String },
     #[error("the invitation expired at {expires_at}; ask for a new one")]
     Expired { expires_at: OffsetDateTime },
+    #[error(
+        "the invitation for {name} was cancelled at {}; ask for a new one",
+        rfc3339(*.cancelled_at)
+    )]
+    Cancelled {
+        name: String,
+        cancelled_at: OffsetDateTime,
+    },
     #[error("this invitation has already been used; ask for a new one")]
     AlreadyUsed,
     #[error("the invitation secret does not match")]
@@ -72,6 +80,12 @@ pub enum TokenError {
     WrongName { invited: String, presented: String },
     #[error("the system random number generator failed")]
     Random,
+}
+
+/// A time as RFC 3339 (`2026-11-22T10:00:00Z`), as the operator's commands print it.
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time.to_string())
 }
 
 /// The 32-byte one-time secret of an invitation. Its `Debug` output never shows it.

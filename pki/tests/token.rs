@@ -92,6 +92,59 @@ fn expired_invitations_are_refused() {
 }
 
 #[test]
+fn a_cancelled_invitation_is_refused_as_cancelled_and_only_to_the_secret_holder() {
+    let (_, token, mut record) = invitation();
+    let at = NOW + Duration::minutes(10);
+    record.cancel(at);
+    assert!(
+        record.used,
+        "set too, for meshd versions without cancelled_at"
+    );
+    let err = redeem(&mut record, &token.secret, "beta", at).unwrap_err();
+    assert_eq!(
+        err,
+        TokenError::Cancelled {
+            name: "beta".into(),
+            cancelled_at: at,
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains("the invitation for beta was cancelled at 2025-06-01T12:10:00Z"),
+        "{err}"
+    );
+    // Cancellation is checked before expiry: the reason given is the one that came first.
+    let later = NOW + Duration::days(2);
+    assert!(matches!(
+        redeem(&mut record, &token.secret, "beta", later),
+        Err(TokenError::Cancelled { .. })
+    ));
+    let guess = InvitationSecret::from_bytes([0; 32]);
+    assert_eq!(
+        redeem(&mut record, &guess, "beta", at),
+        Err(TokenError::WrongSecret)
+    );
+}
+
+#[test]
+fn a_cancellation_is_stored_only_when_there_is_one() {
+    let (_, _, mut record) = invitation();
+    let plain = serde_json::to_value(&record).unwrap();
+    assert!(
+        plain.get("cancelled_at").is_none(),
+        "an uncancelled record is written as before: {plain}"
+    );
+    let back: InvitationRecord = serde_json::from_value(plain).unwrap();
+    assert_eq!(back.cancelled_at, None);
+
+    record.cancel(NOW + Duration::seconds(90));
+    let json = serde_json::to_value(&record).unwrap();
+    assert_eq!(json["cancelled_at"], "2025-06-01T12:01:30Z");
+    let back: InvitationRecord = serde_json::from_value(json).unwrap();
+    assert_eq!(back, record);
+}
+
+#[test]
 fn wrong_secret_and_wrong_name_are_refused() {
     let (_, _, mut record) = invitation();
     let guess = InvitationSecret::from_bytes([0; 32]);
