@@ -85,6 +85,6 @@ pub use node_cert::{IssuedCertificate, NodeCertificate, csr_public_key_der, node
 pub use node_key::NodeKeyPair;
 pub use oid::{MESHD_IDENTITY_OID, MESHD_IDENTITY_UUID};
 pub use serial::SerialNumber;
-pub use token::{InvitationSecret, InvitationToken, TokenError, check_ca};
+pub use token::{InvitationSecret, InvitationToken, TokenError, check_ca, rfc3339};
 pub use verify::{VerifyError, verify_node_certificate};
 pub use x509::{CLOCK_SKEW_ALLOWANCE, fingerprint_hex};

@@ -82,8 +82,9 @@ pub enum TokenError {
     Random,
 }
 
-/// A time as RFC 3339 (`2026-11-22T10:00:00Z`), as the operator's commands print it.
-fn rfc3339(time: OffsetDateTime) -> String {
+/// A time as RFC 3339 (`2026-11-22T10:00:00Z`), the form people and scripts read best; the
+/// times in messages about invitations, here and in meshd's commands, are written so.
+pub fn rfc3339(time: OffsetDateTime) -> String {
     time.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| time.to_string())
 }

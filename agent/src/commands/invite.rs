@@ -14,9 +14,8 @@ use ipnet::IpNet;
 use mesh_config::Role;
 use mesh_config::alloc::AddressPlan;
 use mesh_config::validate::overlaps;
-use pki::{CertificateAuthority, InvitationRequest, create_invitation};
+use pki::{CertificateAuthority, InvitationRequest, create_invitation, rfc3339};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output, pki_error};
@@ -328,11 +327,6 @@ fn check_routes_avoid_underlay(
         }
     }
     Ok(())
-}
-
-/// A time as RFC 3339 (`2026-11-22T10:00:00Z`), the form people and scripts read best.
-fn rfc3339(time: OffsetDateTime) -> String {
-    time.format(&Rfc3339).unwrap_or_else(|_| time.to_string())
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub use atomic::{
     Overwrite, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, ensure_private_dir,
     write_atomic,
 };
-pub use ca_db::{CA_DB_VERSION, CaDatabase, CertificateRecord};
+pub use ca_db::{CA_DB_VERSION, CaDatabase, CancelError, CertificateRecord};
 pub use error::{Remedy, StateError};
 pub use keys::{decode_key, encode_key, generate_wireguard_key, wireguard_public_key_base64};
 pub use lock::StateLock;
