@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use mesh_config::{Endpoint, Role};
 
@@ -165,16 +165,32 @@ pub struct InitArgs {
     pub asn: Option<u32>,
 }
 
-/// `meshd invite`.
+/// `meshd invite`: `NAME --role ...` invites, `--list` shows the open invitations,
+/// `--cancel NAME` takes one back.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("what").args(["name", "list", "cancel"]).required(true)))]
 pub struct InviteArgs {
     /// The new node's name: a lowercase DNS label, unique in the mesh.
     #[arg(value_name = "NAME")]
-    pub name: String,
+    pub name: Option<String>,
 
     /// core: public endpoint, full mesh with the cores; spoke: behind one core.
-    #[arg(long, value_name = "core|spoke")]
-    pub role: Role,
+    #[arg(long, value_name = "core|spoke", required_unless_present_any = ["list", "cancel"])]
+    pub role: Option<Role>,
+
+    /// List the invitations nobody has used or cancelled yet, expired ones marked, one line
+    /// each, instead of inviting.
+    #[arg(long, conflicts_with_all = INVITE_TERMS)]
+    pub list: bool,
+
+    /// Take back the invitation for NAME: its token is refused from now on, and the name may
+    /// be invited again.
+    #[arg(long, value_name = "NAME", conflicts_with_all = INVITE_TERMS)]
+    pub cancel: Option<String>,
+
+    /// With --list: print JSON for scripts instead of a table.
+    #[arg(long, conflicts_with_all = ["name", "cancel"])]
+    pub json: bool,
 
     /// The core a spoke attaches to [default: the only core, when there is one].
     #[arg(long, value_name = "NAME")]
@@ -198,6 +214,10 @@ pub struct InviteArgs {
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_INVITE_TTL, value_parser = parse_ttl)]
     pub ttl: Duration,
 }
+
+/// The options of `meshd invite` that describe a new invitation, which `--list` and
+/// `--cancel` refuse (`--ttl` too: clap does not count its default as given).
+const INVITE_TERMS: [&str; 6] = ["role", "core", "routes", "exit", "anycast", "ttl"];
 
 /// The families an exit serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -406,12 +426,42 @@ mod tests {
         let Command::Invite(args) = cli.command else {
             panic!("not invite")
         };
-        assert_eq!(args.role, Role::Spoke);
+        assert_eq!(args.role, Some(Role::Spoke));
         assert_eq!(
             args.routes,
             vec!["192.168.42.0/24".parse::<IpNet>().unwrap()]
         );
         assert_eq!(args.ttl, Duration::from_secs(7200));
         assert!(Cli::try_parse_from(["meshd", "invite", "beta", "--role", "hub"]).is_err());
+        assert!(Cli::try_parse_from(["meshd", "invite", "beta"]).is_err());
+        assert!(Cli::try_parse_from(["meshd", "invite", "--role", "core"]).is_err());
+    }
+
+    #[test]
+    fn invite_lists_and_cancels_without_the_terms_of_a_new_invitation() {
+        let invite = |argv: &[&str]| {
+            let mut all = vec!["meshd", "invite"];
+            all.extend(argv);
+            Cli::try_parse_from(all).map(|cli| match cli.command {
+                Command::Invite(args) => args,
+                _ => panic!("not invite"),
+            })
+        };
+        let list = invite(&["--list", "--json"]).unwrap();
+        assert!(list.list && list.json && list.name.is_none() && list.role.is_none());
+        let cancel = invite(&["--cancel", "beta"]).unwrap();
+        assert_eq!(cancel.cancel.as_deref(), Some("beta"));
+        for refused in [
+            &["--list", "beta"][..],
+            &["--list", "--cancel", "beta"],
+            &["--cancel", "beta", "gamma"],
+            &["--cancel", "beta", "--role", "core"],
+            &["--list", "--ttl", "2h"],
+            &["--list", "--route", "192.168.42.0/24"],
+            &["beta", "--role", "core", "--json"],
+            &[],
+        ] {
+            assert!(invite(refused).is_err(), "{refused:?} was accepted");
+        }
     }
 }

@@ -18,21 +18,45 @@ use pki::{CertificateAuthority, InvitationRequest, create_invitation, rfc3339};
 use time::OffsetDateTime;
 
 use super::own_config::{load_own_config, require_endpoints};
-use super::{CommandError, Context, Output, pki_error};
+use super::{CommandError, Context, Output, invitations, pki_error};
 use crate::cli::{ExitFamilies, InviteArgs};
 use crate::control::record::SignedRecord;
 use crate::control::store;
 use crate::identity::node_role;
 use crate::state::CaDatabase;
 
-/// Runs `meshd invite`.
+/// Runs `meshd invite`: a new invitation, or `--list` / `--cancel NAME`.
 pub fn invite<O: Write, N: Write>(
     context: &Context,
     args: &InviteArgs,
     output: &mut Output<O, N>,
 ) -> Result<(), CommandError> {
+    if args.list {
+        return invitations::list(context, args.json, output);
+    }
+    if let Some(name) = &args.cancel {
+        return invitations::cancel(context, name, output);
+    }
+    // clap requires both unless --list or --cancel is given.
+    let (Some(name), Some(role)) = (&args.name, args.role) else {
+        return Err(CommandError::invalid(
+            "NAME",
+            "give the new node's name and --role, or --list, or --cancel NAME",
+        ));
+    };
+    create(context, name, role, args, output)
+}
+
+/// Creates the invitation for node `name` as a `role`, with the terms in `args`.
+fn create<O: Write, N: Write>(
+    context: &Context,
+    name: &str,
+    role: Role,
+    args: &InviteArgs,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
     let invalid = CommandError::invalid;
-    mesh_config::names::check_node_name(&args.name).map_err(|reason| invalid("NAME", reason))?;
+    mesh_config::names::check_node_name(name).map_err(|reason| invalid("NAME", reason))?;
 
     let state = &context.state;
     // Fail early, with the "not the CA holder" hint, before taking the lock or the config.
@@ -54,8 +78,9 @@ pub fn invite<O: Write, N: Write>(
     .map_err(pki_error("loading the mesh CA from the state directory"))?;
     let now = OffsetDateTime::now_utc();
 
-    check_name_is_free(&db, &args.name, now).map_err(|reason| invalid("NAME", reason))?;
-    let core = core_of(&db, args).map_err(|reason| invalid("--core", reason))?;
+    check_name_is_free(&db, name, now).map_err(|reason| invalid("NAME", reason))?;
+    let core =
+        core_of(&db, role, args.core.as_ref(), now).map_err(|reason| invalid("--core", reason))?;
     check_routes(&db, db.allocator.plan(), &args.routes, now)
         .map_err(|reason| invalid("--route", reason))?;
     let underlay = underlay_endpoints(&config.node.name, &endpoints, &store::read_members(state)?);
@@ -72,8 +97,8 @@ pub fn invite<O: Write, N: Write>(
         time::Duration::try_from(args.ttl).map_err(|err| invalid("--ttl", err.to_string()))?;
 
     let request = InvitationRequest {
-        name: args.name.clone(),
-        role: node_role(args.role),
+        name: name.to_owned(),
+        role: node_role(role),
         core: core.clone(),
         lan_prefixes: args.routes.clone(),
         approvals: approvals.clone(),
@@ -109,8 +134,8 @@ pub fn invite<O: Write, N: Write>(
     };
     writeln!(
         output.note,
-        "Invited {} as a {}{behind}{lans}{exit}{anycast}. The token works once, until {expires}.\nOn {}, run: meshd join TOKEN",
-        args.name, args.role, args.name
+        "Invited {name} as a {role}{behind}{lans}{exit}{anycast}. The token works once, until \
+         {expires} (`meshd invite --cancel {name}` takes it back).\nOn {name}, run: meshd join TOKEN"
     )
     .map_err(CommandError::Output)
 }
@@ -128,7 +153,8 @@ fn check_name_is_free(db: &CaDatabase, name: &str, now: OffsetDateTime) -> Resul
     }
     if let Some(pending) = db.pending_invitations(now).find(|inv| inv.name == name) {
         return Err(format!(
-            "{name:?} already has an invitation, valid until {}; wait for it to expire or choose another name",
+            "{name:?} already has an invitation, valid until {}; cancel it with `meshd invite \
+             --cancel {name}`, or choose another name",
             rfc3339(pending.expires_at)
         ));
     }
@@ -136,14 +162,19 @@ fn check_name_is_free(db: &CaDatabase, name: &str, now: OffsetDateTime) -> Resul
 }
 
 /// The core a spoke attaches to: `--core`, or the only core when there is exactly one.
-fn core_of(db: &CaDatabase, args: &InviteArgs) -> Result<Option<String>, String> {
+fn core_of(
+    db: &CaDatabase,
+    role: Role,
+    core: Option<&String>,
+    now: OffsetDateTime,
+) -> Result<Option<String>, String> {
     let cores: Vec<&str> = db
         .allocator
         .nodes()
         .filter(|node| node.role == Role::Core)
         .map(|node| node.name.as_str())
         .collect();
-    match (args.role, &args.core) {
+    match (role, core) {
         (Role::Core, None) => Ok(None),
         (Role::Core, Some(_)) => {
             Err("only a spoke attaches to a core; a core meshes with every other core".into())
@@ -153,7 +184,8 @@ fn core_of(db: &CaDatabase, args: &InviteArgs) -> Result<Option<String>, String>
             "{core:?} is a spoke; a spoke attaches to a core (cores: {})",
             cores.join(", ")
         )),
-        (Role::Spoke, Some(core)) if db.invitations.iter().any(|inv| &inv.name == core) => {
+        // Only a pending invitation: a cancelled or expired one will not bring the core.
+        (Role::Spoke, Some(core)) if db.pending_invitations(now).any(|inv| &inv.name == core) => {
             Err(format!(
                 "core {core:?} is invited but has not joined yet; invite its spokes once it has"
             ))

@@ -8,6 +8,7 @@ mod config_file;
 mod error;
 mod generate_docs;
 mod init;
+mod invitations;
 mod invite;
 mod join;
 mod own_config;

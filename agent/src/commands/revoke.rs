@@ -1,7 +1,8 @@
 //! `meshd revoke NAME` (on the CA holder): revokes every certificate issued to the node,
 //! signs a new revocation list and frees nothing (its numbers stay burnt). A running daemon
 //! on the CA holder picks the new list up from `crl.der` within a second and spreads it;
-//! every node then drops its tunnel and control connection to the revoked node.
+//! every node then drops its tunnel and control connection to the revoked node. For a name
+//! that was invited but has not joined, it cancels the invitation instead.
 
 use std::io::Write;
 
@@ -24,6 +25,20 @@ pub fn revoke<O: Write, N: Write>(
 ) -> Result<(), CommandError> {
     let state = &context.state;
     let (_lock, mut db) = super::locked_ca_db(state)?;
+    // Invited but never joined: nothing was issued to revoke, and what the operator wants
+    // is the token dead, so the invitation is cancelled (as `meshd invite --cancel` does).
+    if db.allocator.node(&args.name).is_none() && db.open_invitations().any(|i| i.name == args.name)
+    {
+        let text = super::invitations::cancel_in(&mut db, &args.name, OffsetDateTime::now_utc())
+            .map_err(|err| CommandError::invalid("NAME", err.to_string()))?;
+        state.write_ca_db(&db)?;
+        return writeln!(
+            output.out,
+            "{} has not joined, so there is no certificate to revoke. {text}",
+            args.name
+        )
+        .map_err(CommandError::Output);
+    }
     let ca = CertificateAuthority::from_pem(
         &state.read_certificate(&state.ca_cert_path())?,
         &state.read_ca_key()?,

@@ -28,8 +28,9 @@ pub fn render(report: &RoutesReport) -> String {
     text
 }
 
-/// Left-aligned columns as wide as their widest cell, two spaces apart.
-fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+/// Left-aligned columns as wide as their widest cell, two spaces apart (a header line, then
+/// one line per row).
+pub(super) fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -35,13 +35,29 @@ where
     N: Write,
 {
     let report: T = crate::api::request(&context.socket_path, request)?;
-    let text = if args.json {
-        let mut json = serde_json::to_string_pretty(&report)
+    print_report(&report, args.json, render, output)
+}
+
+/// Prints `report` as pretty JSON with `json` (for scripts: docs/operations.md, "JSON
+/// output"), else as `render` writes it for people.
+pub(super) fn print_report<T, O, N>(
+    report: &T,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError>
+where
+    T: Serialize,
+    O: Write,
+    N: Write,
+{
+    let text = if json {
+        let mut json = serde_json::to_string_pretty(report)
             .map_err(|error| CommandError::Output(error.into()))?;
         json.push('\n');
         json
     } else {
-        render(&report)
+        render(report)
     };
     output
         .out

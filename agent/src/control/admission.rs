@@ -48,17 +48,29 @@ pub fn admit(
     let internal = internal_failure(&request.name, "join");
     let OpenCa { _lock, mut db, ca } = open_ca(state, &internal)?;
 
-    // The newest invitation under this name is the one that counts.
-    let Some(invitation) = db
+    // The invitation the token belongs to: the one under this name whose secret it carries.
+    // A name invited again (after a cancellation, an expiry or a revocation) also has older
+    // invitations, all unusable, and an old token is told why its own one is (cancelled,
+    // expired) rather than that it is not the latest. Without a match the newest decides,
+    // and says the secret is wrong. Two usable invitations for one name never exist: `meshd
+    // invite` refuses a name with a pending one.
+    let mut named = db
         .invitations
         .iter_mut()
         .rev()
-        .find(|i| i.name == request.name)
-    else {
+        .filter(|i| i.name == request.name);
+    let Some(newest) = named.next() else {
         return Err(refuse(format!(
             "there is no invitation for {:?} at this CA; ask for one with `meshd invite {}`",
             request.name, request.name
         )));
+    };
+    let invitation = if newest.secret_matches(&request.secret) {
+        newest
+    } else {
+        named
+            .find(|i| i.secret_matches(&request.secret))
+            .unwrap_or(newest)
     };
     pki::redeem(invitation, &request.secret, &request.name, now).map_err(|e| match e {
         TokenError::WrongSecret => refuse(
