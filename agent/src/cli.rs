@@ -91,6 +91,10 @@ pub enum Command {
     /// Create a new mesh: its CA, and this node as its first core.
     Init(InitArgs),
     /// Admit a new node: print a one-time token for `meshd join` (run on the CA holder).
+    ///
+    /// `meshd invite NAME --role ...` prints the token. `--list` shows the invitations nobody
+    /// has used or cancelled yet; `--cancel NAME` takes one back, so its token is refused from
+    /// then on and the name may be invited again.
     Invite(InviteArgs),
     /// Join a mesh with a token from `meshd invite`.
     Join(JoinArgs),
@@ -168,7 +172,13 @@ pub struct InitArgs {
 /// `meshd invite`: `NAME --role ...` invites, `--list` shows the open invitations,
 /// `--cancel NAME` takes one back.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("what").args(["name", "list", "cancel"]).required(true)))]
+#[command(
+    group(ArgGroup::new("what").args(["name", "list", "cancel"]).required(true)),
+    override_usage = "meshd invite NAME --role core|spoke [--core NAME] [--route CIDR]... \
+                      [--exit [ipv4|ipv6|both]] [--anycast CIDR]... [--ttl DURATION]\n       \
+                      meshd invite --list [--json]\n       \
+                      meshd invite --cancel NAME"
+)]
 pub struct InviteArgs {
     /// The new node's name: a lowercase DNS label, unique in the mesh.
     #[arg(value_name = "NAME")]
