@@ -4,12 +4,14 @@
 //! Pure parts: [`frame`] (length-prefixed frames with a hard limit), [`message`] (what
 //! travels), [`record`] (signed membership records), [`membership`] (the state machine:
 //! events and `now` in, actions out), [`peers`] (membership to tunnels), [`redial`] (when to
-//! dial a member again after a failure).
+//! dial a member again after a failure), [`accept_limits`] (how many unauthenticated
+//! connections the control port holds open, and the counts behind their aggregated log line).
 //!
 //! I/O: [`tls`] (rustls configs and verifiers on the mesh CA), [`admission`] (the CA side of
 //! a join), [`join_client`] (the joiner's side), [`store`] (membership and CRL in the state
 //! directory), [`shell`] (listener, dialer, the hub task; [`ControlPlane::start`]).
 
+pub mod accept_limits;
 pub mod admission;
 pub mod frame;
 pub mod join_client;
