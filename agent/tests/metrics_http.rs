@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use mesh_config::Role;
 use meshd::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView};
 use meshd::control::MembershipCounts;
+use meshd::control::accept_limits::{AcceptLimiter, Limits, Reason, RefusalCounts};
 use meshd::dataplane::{DataplaneStats, DropCounts, DropReason, PeerConfig, PeerStats};
 use meshd::metrics::{MetricsSource, Snapshot, serve};
 use meshd::peerset::{KnownPeer, PeerKind};
@@ -116,6 +117,20 @@ fn beta(now: Instant) -> PeerStats {
     }
 }
 
+/// Two connections refused over the per-source limit, one TLS handshake timed out.
+fn refusals() -> RefusalCounts {
+    let now = Instant::now();
+    let mut limiter = AcceptLimiter::new(Limits {
+        per_source: 0,
+        ..Limits::default()
+    });
+    let source = "198.51.100.7".parse().unwrap();
+    limiter.admit(source, now);
+    limiter.admit(source, now);
+    limiter.closed(Reason::HandshakeTimeout, source, now);
+    limiter.totals()
+}
+
 fn snapshot() -> Snapshot {
     let now = Instant::now();
     Snapshot {
@@ -136,6 +151,7 @@ fn snapshot() -> Snapshot {
             members: 4,
             revoked: 1,
         }),
+        control_refusals: Some(refusals()),
         bgp: Some(BgpView {
             asn: 64512,
             router_id: Some("10.1.0.1".parse().unwrap()),
@@ -236,6 +252,7 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         ("meshd_path_rtt_seconds", "gauge"),
         ("meshd_path_loss_ratio", "gauge"),
         ("meshd_path_switches", "counter"),
+        ("meshd_control_refused_connections", "counter"),
         ("meshd_build", "info"),
     ] {
         assert_eq!(
@@ -346,6 +363,21 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         );
     }
     assert_eq!(m.value("meshd_control_members", &[]), Some(4.0));
+    for reason in Reason::ALL {
+        let expected = match reason {
+            Reason::PerSourceLimit => 2.0,
+            Reason::HandshakeTimeout => 1.0,
+            _ => 0.0,
+        };
+        assert_eq!(
+            m.value(
+                "meshd_control_refused_connections_total",
+                &[("reason", reason.as_str())]
+            ),
+            Some(expected),
+            "{reason:?}"
+        );
+    }
     assert_eq!(
         m.value("meshd_control_revoked_certificates", &[]),
         Some(1.0)

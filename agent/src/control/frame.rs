@@ -16,8 +16,8 @@ const LEN_BYTES: usize = 4;
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("control message of {len} bytes exceeds the limit of {MAX_FRAME_LEN} bytes")]
-    TooLarge { len: usize },
+    #[error("control message of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
     #[error("malformed control message: {0}")]
     Malformed(#[source] serde_json::Error),
     #[error("cannot encode control message: {0}")]
@@ -34,7 +34,10 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
     serde_json::to_writer(&mut out, message).map_err(FrameError::Encode)?;
     let len = out.len() - LEN_BYTES;
     if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len });
+        return Err(FrameError::TooLarge {
+            len,
+            limit: MAX_FRAME_LEN,
+        });
     }
     out[..LEN_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
@@ -43,7 +46,10 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 /// Decodes one frame body (without the length prefix).
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     if body.len() > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len: body.len() });
+        return Err(FrameError::TooLarge {
+            len: body.len(),
+            limit: MAX_FRAME_LEN,
+        });
     }
     serde_json::from_slice(body).map_err(FrameError::Malformed)
 }
@@ -59,7 +65,10 @@ pub fn split_frame(buffer: &[u8]) -> Result<Option<FrameAndRest<'_>>, FrameError
     };
     let len = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
     if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len });
+        return Err(FrameError::TooLarge {
+            len,
+            limit: MAX_FRAME_LEN,
+        });
     }
     let rest = &buffer[LEN_BYTES..];
     if rest.len() < len {
@@ -84,6 +93,17 @@ pub async fn write_message<W: AsyncWrite + Unpin, T: Serialize>(
 pub async fn read_message<R: AsyncRead + Unpin, T: DeserializeOwned>(
     reader: &mut R,
 ) -> Result<T, FrameError> {
+    read_message_limited(reader, MAX_FRAME_LEN).await
+}
+
+/// [`read_message`] with a lower limit than [`MAX_FRAME_LEN`], for what strangers send (a
+/// join request is a few KiB): the body is allocated from the length prefix, so the limit
+/// is what one connection can make us hold.
+pub async fn read_message_limited<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    reader: &mut R,
+    limit: usize,
+) -> Result<T, FrameError> {
+    let limit = limit.min(MAX_FRAME_LEN);
     let mut prefix = [0u8; LEN_BYTES];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -91,8 +111,8 @@ pub async fn read_message<R: AsyncRead + Unpin, T: DeserializeOwned>(
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { len });
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
     }
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await?;
@@ -133,6 +153,26 @@ mod tests {
         let mut empty: &[u8] = &[];
         let result: Result<String, _> = read_message(&mut empty).await;
         assert!(matches!(result, Err(FrameError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_lower_limit_refuses_what_the_frame_limit_allows() {
+        let frame = encode(&"x".repeat(100)).unwrap();
+        let result: Result<String, _> = read_message_limited(&mut &frame[..], 64).await;
+        match result {
+            Err(
+                error @ FrameError::TooLarge {
+                    len: 102,
+                    limit: 64,
+                },
+            ) => assert_eq!(
+                error.to_string(),
+                "control message of 102 bytes exceeds the limit of 64 bytes"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let result: Result<String, _> = read_message_limited(&mut &frame[..], 102).await;
+        assert_eq!(result.unwrap(), "x".repeat(100));
     }
 
     proptest! {

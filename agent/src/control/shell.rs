@@ -28,8 +28,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::accept_limits::{AcceptLimiter, Admission, Reason, RefusalCounts, Slot};
 use super::admission::{MeshFacts, admit, renew};
-use super::frame::{FrameError, read_message, write_message};
+use super::frame::{FrameError, read_message, read_message_limited, write_message};
 use super::log_throttle::{LOG_WINDOW, LogThrottle};
 use super::membership::{Action, Membership};
 use super::message::{Gossip, JoinRequest, Message, RenewRequest};
@@ -50,8 +51,24 @@ const TICK: Duration = Duration::from_millis(500);
 /// How long a starting node waits for a peer to confirm its revocation list before it brings
 /// up tunnels from the stored membership anyway (the peers may all be down).
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Limit for connecting and for the TLS handshake.
+/// Limit for connecting and for the TLS handshake when dialing, and for a renewal request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit for the TLS handshake of an accepted connection, which anyone can open: a real
+/// peer needs a few round trips (well under a second), a stalled one holds a slot under
+/// the limits ([`super::accept_limits`]) no longer than this.
+const TLS_ACCEPT_DEADLINE: Duration = Duration::from_secs(5);
+/// Limit for a connection without a certificate to send its join request once the
+/// handshake is done (`meshd join` sends it at once).
+const JOIN_REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Limit for the CA's answer to a join request (it reads and writes the CA database).
+const JOIN_ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+/// The largest join request read: a real one (name, secret, CSR, key, endpoints) is about
+/// 1 KiB, and the body is allocated from the length prefix, so this is what one stranger's
+/// connection can make us hold (the member frame limit is 4 MiB).
+const MAX_JOIN_REQUEST_LEN: usize = 16 << 10;
+/// How often the aggregated refusal report is considered (it is written once per
+/// [`super::accept_limits::REPORT_INTERVAL`] at most).
+const REPORT_POLL: Duration = Duration::from_secs(1);
 /// Messages queued per connection before new ones are dropped (anti-entropy repairs).
 const QUEUE: usize = 256;
 /// Limit for a whole renewal exchange with the CA holder (connect, handshake, answer).
@@ -117,6 +134,7 @@ pub struct ControlHandle {
     events: mpsc::Sender<Event>,
     tasks: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
+    gate: SharedGate,
 }
 
 enum Event {
@@ -285,12 +303,15 @@ impl ControlPlane {
         let (members_tx, members_rx) = watch::channel(Vec::new());
         let (counts_tx, counts_rx) = watch::channel(MembershipCounts::default());
         let (member_names_tx, member_names_rx) = watch::channel(BTreeMap::new());
-        let mut tasks = Vec::new();
+        // One gate for every listener: the limits are the daemon's.
+        let gate = Gate::shared();
+        let mut tasks = vec![tokio::spawn(report_refusals(gate.clone()))];
         for listener in listeners {
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 acceptor.clone(),
                 events_tx.clone(),
+                gate.clone(),
             )));
         }
         let hub = Hub {
@@ -322,6 +343,7 @@ impl ControlPlane {
             counts_tx,
             next_id: 0,
             crl_number: None,
+            join_refusals: Arc::new(std::sync::Mutex::new(LogThrottle::new(LOG_WINDOW))),
         };
         tasks.push(tokio::spawn(hub.run(events_rx, startup)));
         tracing::info!(addresses = ?local_addrs, "control plane started");
@@ -333,6 +355,7 @@ impl ControlPlane {
             events: events_tx,
             tasks,
             local_addrs,
+            gate,
         })
     }
 }
@@ -377,6 +400,12 @@ impl ControlHandle {
     /// Members and revocations as of the last change.
     pub fn counts(&self) -> MembershipCounts {
         *self.counts.borrow()
+    }
+
+    /// Unauthenticated connections refused or closed since the start, by reason
+    /// ([`super::accept_limits`]).
+    pub fn refused_connections(&self) -> RefusalCounts {
+        lock(&self.gate).limiter.totals()
     }
 
     /// Stops every task (connections close).
@@ -439,6 +468,8 @@ struct Hub {
     counts_tx: watch::Sender<MembershipCounts>,
     next_id: u64,
     crl_number: Option<u64>,
+    /// Refused joins: the first in a window is logged, the rest counted.
+    join_refusals: Arc<std::sync::Mutex<LogThrottle>>,
 }
 
 /// The resolver's next changed answers; `None` once it is gone (then never asked again).
@@ -702,11 +733,21 @@ impl Hub {
                     crl: self.membership.crl().map(|c| c.der().to_vec()),
                 };
                 let state = self.settings.state.clone();
+                let throttle = self.join_refusals.clone();
                 tokio::task::spawn_blocking(move || {
                     let answer = match admit(&state, &request, facts, now) {
                         Ok(accepted) => Message::JoinAccepted(Box::new(accepted)),
                         Err(refusal) => {
-                            tracing::warn!(node = %request.name, reason = %refusal, "join refused");
+                            // Anyone may send a well-formed request with a made-up token:
+                            // one line a window (the joiner gets the reason either way).
+                            let admitted = throttle
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .admit(Instant::now());
+                            if let Some(more) = admitted {
+                                tracing::warn!(node = %request.name, reason = %refusal,
+                                    "join refused{}", left_out(more, "refused"));
+                            }
                             Message::JoinRefused { reason: refusal.0 }
                         }
                     };
@@ -1166,98 +1207,255 @@ async fn request_renewal(
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, events: mpsc::Sender<Event>) {
+/// The unauthenticated connections of every listener: their limits, how to close one that
+/// has to make room, and the throttles of the lines strangers can cause.
+#[derive(Debug)]
+struct Gate {
+    limiter: AcceptLimiter,
+    /// The task of each connection that still counts, to close it if it is evicted.
+    tasks: HashMap<Slot, AbortHandle>,
+    /// Failed TLS handshakes: the first in a window is logged with its error, the rest
+    /// counted.
+    handshake_failures: LogThrottle,
+    /// Bad join requests, likewise.
+    bad_joins: LogThrottle,
+    /// accept(2) failing (out of file descriptors, mostly), likewise.
+    accept_errors: LogThrottle,
+}
+
+type SharedGate = Arc<std::sync::Mutex<Gate>>;
+
+impl Gate {
+    fn shared() -> SharedGate {
+        Arc::new(std::sync::Mutex::new(Gate {
+            limiter: AcceptLimiter::default(),
+            tasks: HashMap::new(),
+            handshake_failures: LogThrottle::new(LOG_WINDOW),
+            bad_joins: LogThrottle::new(LOG_WINDOW),
+            accept_errors: LogThrottle::new(LOG_WINDOW),
+        }))
+    }
+}
+
+fn lock(gate: &SharedGate) -> std::sync::MutexGuard<'_, Gate> {
+    gate.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a throttled line adds when others like it were left out.
+fn left_out(more: u64, what: &str) -> String {
+    if more > 0 {
+        format!(" ({more} more {what} since the last report)")
+    } else {
+        String::new()
+    }
+}
+
+/// A connection's place under the limits, given back when it is dropped: once the
+/// connection is authenticated or answered, or when its task ends or is aborted.
+struct Ticket {
+    gate: SharedGate,
+    slot: Slot,
+    remote: SocketAddr,
+}
+
+impl Ticket {
+    /// The connection ends before it was authenticated or answered, for `reason`.
+    fn closed(self, reason: Reason) {
+        lock(&self.gate)
+            .limiter
+            .closed(reason, self.remote.ip(), Instant::now());
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut gate = lock(&self.gate);
+        gate.limiter.release(self.slot);
+        gate.tasks.remove(&self.slot);
+    }
+}
+
+/// Says once per [`super::accept_limits::REPORT_INTERVAL`] at most what the limits refused
+/// and what timed out, in one line ([`AcceptLimiter::poll_report`]).
+async fn report_refusals(gate: SharedGate) {
+    let mut tick = tokio::time::interval(REPORT_POLL);
+    loop {
+        tick.tick().await;
+        let (report, open) = {
+            let mut gate = lock(&gate);
+            (
+                gate.limiter.poll_report(Instant::now()),
+                gate.limiter.open(),
+            )
+        };
+        if let Some(report) = report {
+            tracing::warn!(unauthenticated_open = open, "control port: {report}");
+        }
+    }
+}
+
+/// Closes a refused connection at once, with a reset: no TLS work, and no TIME_WAIT left
+/// on our side.
+fn refuse(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    events: mpsc::Sender<Event>,
+    gate: SharedGate,
+) {
     let mut next_id: u64 = 1 << 63;
-    let refusals = Arc::new(std::sync::Mutex::new(LogThrottle::new(LOG_WINDOW)));
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                let admitted = lock(&gate).accept_errors.admit(Instant::now());
+                if let Some(more) = admitted {
+                    tracing::warn!(%error, "accept failed{}", left_out(more, "failed"));
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
-        let events = events.clone();
-        let refusals = refusals.clone();
+        let admission = lock(&gate).limiter.admit(remote.ip(), Instant::now());
+        let slot = match admission {
+            Admission::Admitted { slot, evicted } => {
+                let victim = evicted.and_then(|victim| lock(&gate).tasks.remove(&victim));
+                if let Some(victim) = victim {
+                    victim.abort();
+                }
+                slot
+            }
+            Admission::Refused(_) => {
+                refuse(tcp);
+                continue;
+            }
+        };
+        let ticket = Ticket {
+            gate: gate.clone(),
+            slot,
+            remote,
+        };
         let id = next_id;
         next_id += 1;
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    // Anyone can cause this: one line a minute, with how many were left out.
-                    let admitted = refusals
-                        .lock()
-                        .map(|mut throttle| throttle.admit(std::time::Instant::now()))
-                        .unwrap_or(Some(0));
-                    if let Some(more) = admitted {
-                        tracing::warn!(
-                            %remote,
-                            %error,
-                            "control connection refused in the TLS handshake{}",
-                            if more > 0 {
-                                format!(" ({more} more refused since the last report)")
-                            } else {
-                                String::new()
-                            }
-                        );
-                    }
-                    return;
-                }
-                Err(_) => return,
-            };
-            let renewal = tls.get_ref().1.alpn_protocol() == Some(RENEWAL_ALPN);
-            let member = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|first| NodeCertificate::parse(first).ok());
-            match (peer_name(tls.get_ref().1.peer_certificates()), member) {
-                (Some(_), Some(current)) if renewal => {
-                    serve_renewal(tls, Box::new(current), remote, events).await;
-                }
-                (Some(name), Some(current)) => {
-                    let initiator = name.clone();
-                    run_connection(tls, name, current.serial, initiator, id, events).await;
-                }
-                _ => serve_join(tls, remote, events).await,
-            }
-        });
+        let task = tokio::spawn(serve_accepted(
+            tcp,
+            remote,
+            acceptor.clone(),
+            events.clone(),
+            ticket,
+            id,
+        ));
+        // A connection that is already done (or evicted) gave its slot back: keep no handle.
+        let mut gate = lock(&gate);
+        if gate.limiter.holds(slot) {
+            gate.tasks.insert(slot, task.abort_handle());
+        }
     }
 }
 
-/// A connection without a client certificate: one join request, one answer.
+/// One accepted connection: the TLS handshake within [`TLS_ACCEPT_DEADLINE`], then a member
+/// connection or a renewal (authenticated: the ticket is given back) or a join (the ticket
+/// is kept until it is answered).
+async fn serve_accepted(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    events: mpsc::Sender<Event>,
+    ticket: Ticket,
+    id: u64,
+) {
+    let tls = match tokio::time::timeout(TLS_ACCEPT_DEADLINE, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            // Anyone can cause this: one line a window, with how many were left out.
+            let admitted = lock(&ticket.gate).handshake_failures.admit(Instant::now());
+            if let Some(more) = admitted {
+                tracing::warn!(
+                    %remote,
+                    %error,
+                    "control connection refused in the TLS handshake{}",
+                    left_out(more, "refused")
+                );
+            }
+            ticket.closed(Reason::HandshakeFailed);
+            return;
+        }
+        Err(_) => {
+            ticket.closed(Reason::HandshakeTimeout);
+            return;
+        }
+    };
+    let renewal = tls.get_ref().1.alpn_protocol() == Some(RENEWAL_ALPN);
+    let member = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|first| NodeCertificate::parse(first).ok());
+    match (peer_name(tls.get_ref().1.peer_certificates()), member) {
+        (Some(_), Some(current)) if renewal => {
+            drop(ticket);
+            serve_renewal(tls, Box::new(current), remote, events).await;
+        }
+        (Some(name), Some(current)) => {
+            drop(ticket);
+            let initiator = name.clone();
+            run_connection(tls, name, current.serial, initiator, id, events).await;
+        }
+        _ => serve_join(tls, remote, events, ticket).await,
+    }
+}
+
+/// A connection without a client certificate: one join request within
+/// [`JOIN_REQUEST_DEADLINE`], one answer. It counts under the limits until it is answered.
 async fn serve_join<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     remote: SocketAddr,
     events: mpsc::Sender<Event>,
+    ticket: Ticket,
 ) {
-    let request = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_message::<_, Message>(&mut stream),
-    )
-    .await
-    {
+    let read = read_message_limited::<_, Message>(&mut stream, MAX_JOIN_REQUEST_LEN);
+    let request = match tokio::time::timeout(JOIN_REQUEST_DEADLINE, read).await {
         Ok(Ok(Message::JoinRequest(request))) => request,
-        Ok(Ok(_)) => {
-            tracing::warn!(%remote, "a connection without a certificate may only ask to join; closed");
+        Ok(Err(FrameError::Closed)) => {
+            // A TLS probe (or a joiner that gave up): nothing to say.
+            ticket.closed(Reason::BadJoinRequest);
             return;
         }
-        Ok(Err(error)) => {
-            tracing::warn!(%remote, %error, "bad join request; closed");
+        Ok(other) => {
+            let error = match other {
+                Ok(_) => "a connection without a certificate may only ask to join".to_owned(),
+                Err(error) => error.to_string(),
+            };
+            let admitted = lock(&ticket.gate).bad_joins.admit(Instant::now());
+            if let Some(more) = admitted {
+                tracing::warn!(%remote, %error, "bad join request; closed{}", left_out(more, "bad"));
+            }
+            ticket.closed(Reason::BadJoinRequest);
             return;
         }
-        Err(_) => return,
+        Err(_) => {
+            ticket.closed(Reason::JoinTimeout);
+            return;
+        }
     };
-    tracing::info!(%remote, node = %request.name, "join request");
-    answer_from_hub(&mut stream, &events, |reply| Event::Join {
+    // Said by the hub with its outcome (admitted, or refused: throttled).
+    tracing::debug!(%remote, node = %request.name, "join request");
+    let node = request.name.clone();
+    let answer = answer_from_hub(&mut stream, &events, |reply| Event::Join {
         request: Box::new(request),
         reply,
-    })
-    .await;
+    });
+    if tokio::time::timeout(JOIN_ANSWER_DEADLINE, answer)
+        .await
+        .is_err()
+    {
+        tracing::debug!(%remote, %node, "join request not answered within {JOIN_ANSWER_DEADLINE:?}; closed");
+    }
+    drop(ticket);
 }
 
 /// Hands `event` (which carries the reply channel) to the hub and writes its answer back on

@@ -198,6 +198,11 @@ pub fn server_config(
         .with_cert_resolver(own);
     // Members and joiners offer no ALPN and get none; only renewal asks for one.
     config.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
+    // No session resumption: every handshake checks the client certificate against the
+    // current revocation list, and a handshake (anyone's, a stranger's included) leaves no
+    // session in a cache behind.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 

@@ -24,6 +24,7 @@ use meshd_tunnel::path::{PathState, PathStats};
 use crate::api::peer_state::PeerState;
 use crate::api::report::{self, BgpSessionEntry, BgpView, is_up};
 use crate::control::MembershipCounts;
+use crate::control::accept_limits::{Reason as RefusalReason, RefusalCounts};
 use crate::dataplane::{DataplaneStats, DropReason};
 use crate::peerset::{KnownPeer, PeerKind};
 
@@ -39,6 +40,9 @@ pub struct Snapshot {
     pub stats: DataplaneStats,
     /// `None` when the node runs without a control plane (static peers only).
     pub control: Option<MembershipCounts>,
+    /// Unauthenticated control connections refused or closed, by reason (`None` without a
+    /// control plane).
+    pub control_refusals: Option<RefusalCounts>,
     /// The routing plane's sessions and paths (`None` when BGP does not run).
     pub bgp: Option<BgpView>,
     /// Seconds since the Unix epoch when the daemon started.
@@ -88,6 +92,15 @@ impl Collector for SnapshotCollector {
                 "Certificates on the mesh's current revocation list",
                 None,
                 control.revoked as u64,
+            )?;
+        }
+        if let Some(refusals) = s.control_refusals {
+            out.counter(
+                "meshd_control_refused_connections",
+                "Unauthenticated control connections refused at accept or closed before they \
+                 were authenticated or answered, by reason",
+                None,
+                RefusalReason::ALL.map(|r| ([("reason", r.as_str())], refusals.get(r))),
             )?;
         }
         match &s.bgp {

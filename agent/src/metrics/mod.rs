@@ -27,6 +27,9 @@ impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D>
             peers: self.peer_set.peers(),
             stats: self.peer_set.stats(),
             control: self.control.map(crate::control::ControlHandle::counts),
+            control_refusals: self
+                .control
+                .map(crate::control::ControlHandle::refused_connections),
             bgp: self.bgp.as_ref().map(|view| view.borrow().clone()),
             started_at_unix: self.started_at_unix,
             now: std::time::Instant::now(),
