@@ -32,6 +32,9 @@ fn beta() -> PeerConfig {
 }
 
 impl DataplaneControl for StandIn {
+    // Forwards no packets, so has nothing to keep local.
+    fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
+
     fn stats(&self) -> DataplaneStats {
         DataplaneStats {
             peers: vec![PeerStats {

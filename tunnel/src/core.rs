@@ -21,6 +21,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use ipnet::IpNet;
 use parking_lot::{Mutex, RwLock};
 
 use crate::batch::PacketBatch;
@@ -34,6 +35,7 @@ use crate::path::{
     PathState, RelayAction, RelayCandidate, candidates,
 };
 use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
+use crate::routing::CryptoRouter;
 use crate::source_limit::SourceLimiter;
 use crate::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
 use crate::tx::TxBatch;
@@ -59,6 +61,9 @@ const DATA: u8 = 4;
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     table: Arc<PeerTable>,
+    /// This node's own prefixes: what arrives for them goes to the device even when a
+    /// peer's route (an exit's default) also covers them.
+    own: Arc<CryptoRouter<()>>,
     last_dst: RouteMemo,
     last_src: RouteMemo,
 }
@@ -67,9 +72,10 @@ pub struct Snapshot {
 type RouteMemo = Cell<Option<(IpAddr, Option<usize>)>>;
 
 impl Snapshot {
-    fn new(table: Arc<PeerTable>) -> Self {
+    fn new(table: Arc<PeerTable>, own: Arc<CryptoRouter<()>>) -> Self {
         Snapshot {
             table,
+            own,
             last_dst: Cell::new(None),
             last_src: Cell::new(None),
         }
@@ -77,7 +83,26 @@ impl Snapshot {
 
     /// The peer a packet to `dst` goes to.
     fn route_dst(&self, dst: IpAddr) -> Option<usize> {
-        self.route_memoised(dst, &self.last_dst)
+        if let Some((last, to)) = self.last_dst.get()
+            && last == dst
+        {
+            return to;
+        }
+        // Longest match wins between a peer's prefix and one of ours; on a tie ours does
+        // (an exit's own default, a shared prefix we serve ourselves).
+        let to = match self.table.route_with_len(dst) {
+            Some((_, peer_len))
+                if self
+                    .own
+                    .lookup_with_len(dst)
+                    .is_some_and(|(_, own_len)| own_len >= peer_len) =>
+            {
+                None
+            }
+            other => other.map(|(peer, _)| peer),
+        };
+        self.last_dst.set(Some((dst, to)));
+        to
     }
 
     /// The peer allowed to send from `src`.
@@ -118,6 +143,8 @@ pub struct DataplaneCore {
     policy: RwLock<Arc<dyn PathPolicy>>,
     /// Our usable local uplink addresses, primary first (empty: the kernel chooses sources).
     locals: RwLock<Vec<LocalUplink>>,
+    /// This node's own prefixes (see [`Self::set_own_prefixes`]).
+    own_prefixes: RwLock<Arc<CryptoRouter<()>>>,
     /// Probe timestamps count microseconds from here (they are only echoed back to us).
     epoch: Mutex<Option<Instant>>,
 }
@@ -157,6 +184,7 @@ impl DataplaneCore {
             probe_id: probe::sender_id(public_key.as_bytes()),
             policy: RwLock::new(Arc::new(DefaultPolicy)),
             locals: RwLock::new(Vec::new()),
+            own_prefixes: RwLock::new(Arc::new(CryptoRouter::new())),
             epoch: Mutex::new(None),
         };
         core.update_peers(peers)?;
@@ -251,9 +279,23 @@ impl DataplaneCore {
         }
     }
 
+    /// This node's own prefixes: its allocation, its LANs, the shared prefixes it serves, the
+    /// defaults it announces as an exit, and whatever its kernel routes elsewhere. A packet
+    /// from a peer for one of them goes to the device, not on to another peer whose prefix
+    /// also covers it: without this, a core that uses an exit would relay packets for its
+    /// own addresses to that exit (its default route covers them). A peer's more specific
+    /// prefix inside ours (a client's address) still wins.
+    pub fn set_own_prefixes(&self, prefixes: &[IpNet]) {
+        let mut router = CryptoRouter::new();
+        for prefix in prefixes {
+            router.insert(*prefix, ());
+        }
+        *self.own_prefixes.write() = Arc::new(router);
+    }
+
     /// The peer set to use for one batch.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.table.read().clone())
+        Snapshot::new(self.table.read().clone(), self.own_prefixes.read().clone())
     }
 
     /// A packet from the device: route it to its peer and encrypt it into `tx`.

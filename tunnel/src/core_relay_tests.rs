@@ -260,3 +260,70 @@ fn a_core_cannot_use_another_cores_addresses_while_the_direct_path_works() {
     net.run(Duration::from_millis(5));
     assert_eq!(net.drops(1, DropReason::SpoofedSource), before + 1);
 }
+
+/// alpha uses beta as its Internet exit (beta's peer entry carries 0.0.0.0/0) and gamma
+/// does too, through alpha. What gamma sends to alpha's own addresses must reach alpha's
+/// device, not go on to beta; what it sends to the Internet goes on to beta.
+#[test]
+fn packets_for_own_prefixes_stay_here_when_an_exit_default_covers_them() {
+    let mut net = started(true);
+    let with_default = |node: usize, exit: usize| -> Vec<PeerConfig> {
+        (0..3)
+            .filter(|&j| j != node)
+            .map(|j| {
+                let mut allowed: Vec<ipnet::IpNet> =
+                    vec![format!("10.{}.0.0/16", j + 1).parse().unwrap()];
+                if j == exit {
+                    allowed.push("0.0.0.0/0".parse().unwrap());
+                }
+                PeerConfig {
+                    name: NAMES[j].into(),
+                    public_key: public(j),
+                    endpoints: vec![SocketAddr::new(addr(j), PORT)],
+                    allowed_ips: allowed,
+                    persistent_keepalive: None,
+                    relay: true,
+                }
+            })
+            .collect()
+    };
+    net.nodes[0].core.update_peers(&with_default(0, 1)).unwrap();
+    net.nodes[2].core.update_peers(&with_default(2, 0)).unwrap();
+    net.nodes[0]
+        .core
+        .set_own_prefixes(&["10.1.0.0/16".parse().unwrap()]);
+    for n in &mut net.nodes {
+        n.to_device.clear();
+    }
+    let arrived = |net: &Net, node: usize, dst: [u8; 4]| -> usize {
+        net.nodes[node]
+            .to_device
+            .packets()
+            .filter(|p| p[16..20] == dst)
+            .count()
+    };
+
+    let transit = |net: &Net| net.stats(0, 2).transit_packets;
+    let before = transit(&net);
+    net.send(2, &ipv4(prefix(2), prefix(0)));
+    net.deliver();
+    assert_eq!(arrived(&net, 0, prefix(0)), 1, "alpha's own address");
+    assert_eq!(arrived(&net, 1, prefix(0)), 0, "relayed to the exit");
+    assert_eq!(transit(&net), before);
+    // (beta itself drops what alpha passes on from gamma: gamma is its own peer, so the
+    // source does not route back to alpha. In a mesh gamma uses beta directly.)
+    net.send(2, &ipv4(prefix(2), [192, 0, 2, 1]));
+    net.deliver();
+    assert_eq!(arrived(&net, 0, [192, 0, 2, 1]), 0);
+    assert_eq!(transit(&net), before + 1, "the Internet goes on to beta");
+
+    // Without the own prefixes (the bug): alpha's address follows the default to beta.
+    net.nodes[0].core.set_own_prefixes(&[]);
+    for n in &mut net.nodes {
+        n.to_device.clear();
+    }
+    net.send(2, &ipv4(prefix(2), prefix(0)));
+    net.deliver();
+    assert_eq!(arrived(&net, 0, prefix(0)), 0);
+    assert_eq!(transit(&net), before + 2);
+}

@@ -215,6 +215,11 @@ impl PeerTable {
     pub(crate) fn route(&self, addr: std::net::IpAddr) -> Option<usize> {
         self.router.lookup(addr)
     }
+
+    /// The same, with the length of the matching prefix.
+    pub(crate) fn route_with_len(&self, addr: std::net::IpAddr) -> Option<(usize, u8)> {
+        self.router.lookup_with_len(addr)
+    }
 }
 
 #[cfg(test)]

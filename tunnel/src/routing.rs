@@ -51,9 +51,20 @@ impl<T: Copy> CryptoRouter<T> {
 
     /// The peer owning the most specific prefix that contains `addr`.
     pub fn lookup(&self, addr: IpAddr) -> Option<T> {
+        self.lookup_with_len(addr).map(|(peer, _)| peer)
+    }
+
+    /// The same, with the length of the prefix that matched.
+    pub fn lookup_with_len(&self, addr: IpAddr) -> Option<(T, u8)> {
         match addr {
-            IpAddr::V4(a) => self.table.longest_match_ipv4(a).map(|(_, p)| *p),
-            IpAddr::V6(a) => self.table.longest_match_ipv6(a).map(|(_, p)| *p),
+            IpAddr::V4(a) => self
+                .table
+                .longest_match_ipv4(a)
+                .map(|(net, p)| (*p, net.netmask())),
+            IpAddr::V6(a) => self
+                .table
+                .longest_match_ipv6(a)
+                .map(|(net, p)| (*p, net.netmask())),
         }
     }
 }

@@ -277,6 +277,9 @@ mod tests {
     }
 
     impl DataplaneControl for FakeDataplane {
+        // Forwards no packets, so has nothing to keep local.
+        fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
+
         fn stats(&self) -> DataplaneStats {
             let beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);
             DataplaneStats {

@@ -152,6 +152,12 @@ impl DataplaneHandle {
         Ok(self.core.update_peers(peers)?)
     }
 
+    /// This node's own prefixes, which the data plane delivers to the TUN even where a
+    /// peer's route covers them too (see `DataplaneCore::set_own_prefixes`).
+    pub fn set_own_prefixes(&self, prefixes: &[ipnet::IpNet]) {
+        self.core.set_own_prefixes(prefixes);
+    }
+
     /// A handle that tells the data plane which local uplink addresses it can send from
     /// (for the task that follows rtnetlink).
     pub fn uplinks(&self) -> UplinkSink {

@@ -128,6 +128,12 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
     }
 
     /// Replaces the BGP best routes (from the routing plane). On error nothing changes.
+    /// The prefixes this node's own kernel handles (its own routes, and routes through its
+    /// own external neighbours): the data plane delivers packets for them to the TUN.
+    pub fn set_own_prefixes(&self, prefixes: &[IpNet]) {
+        self.dataplane.set_own_prefixes(prefixes);
+    }
+
     pub fn set_bgp_routes(&self, routes: Vec<BgpRoute>) -> Result<(), DataplaneError> {
         self.change(|sources| sources.bgp = routes)
     }
@@ -207,6 +213,9 @@ mod tests {
     struct Recorder(Mutex<Vec<Vec<String>>>);
 
     impl DataplaneControl for Recorder {
+        // Forwards no packets, so has nothing to keep local.
+        fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
+
         fn stats(&self) -> DataplaneStats {
             DataplaneStats {
                 peers: Vec::new(),

@@ -26,6 +26,8 @@ pub struct KnownPeer {
 pub trait DataplaneControl {
     fn stats(&self) -> DataplaneStats;
     fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError>;
+    /// The prefixes this node handles itself (its kernel's), never passed on to a peer.
+    fn set_own_prefixes(&self, prefixes: &[ipnet::IpNet]);
 }
 
 impl DataplaneControl for DataplaneHandle {
@@ -35,5 +37,9 @@ impl DataplaneControl for DataplaneHandle {
 
     fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
         DataplaneHandle::update_peers(self, peers)
+    }
+
+    fn set_own_prefixes(&self, prefixes: &[ipnet::IpNet]) {
+        DataplaneHandle::set_own_prefixes(self, prefixes);
     }
 }

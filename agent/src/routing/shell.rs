@@ -495,6 +495,16 @@ impl RoutingPlane {
         if let Err(error) = peer_set.set_bgp_routes(routes) {
             tracing::warn!(%error, "BGP routes refused by the data plane");
         }
+        // What this node routes itself: its own routes, and routes whose next hop is no
+        // member (an external neighbour's). A member's wider route (an exit's default)
+        // must not pull them into the mesh.
+        let own: Vec<IpNet> = applied
+            .best
+            .iter()
+            .filter(|(_, path)| path.peer == LOCAL || !applied.next_hops.contains(&path.next_hop))
+            .map(|(prefix, _)| *prefix)
+            .collect();
+        peer_set.set_own_prefixes(&own);
     }
 
     /// The sessions, the exits, and the paths when `paths_changed`, into the view.
