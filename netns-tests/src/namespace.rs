@@ -114,7 +114,10 @@ impl Namespace {
     }
 
     /// Sends `count` pings 0.2 s apart to `destination` and returns whether all were answered.
+    /// (With `-c` alone ping succeeds on any reply; with a deadline `-w` as well it fails
+    /// unless all `count` replies came by then.)
     pub fn ping_all(&self, destination: IpAddr, count: u32) -> bool {
+        let deadline = (count / 5 + 3).to_string();
         let count = count.to_string();
         let destination = destination.to_string();
         self.exec(
@@ -128,6 +131,8 @@ impl Namespace {
                 "0.2",
                 "-W",
                 "2",
+                "-w",
+                &deadline,
                 &destination,
             ],
         )

@@ -1,0 +1,428 @@
+//! Internet exits and a shared (anycast) prefix end to end, in network namespaces (needs
+//! root). Three cores on one documentation-range underlay, admitted with real tokens:
+//!
+//! - alpha holds the CA and is the core of the spoke delta; it sets `[exit] serve` without
+//!   an approval, and has the rule `192.0.2.128/25 via gamma`;
+//! - beta and gamma are approved exits (`invite --exit`) with `[exit] serve`, each with an
+//!   uplink into the "inet" namespace, where 192.0.2.1 and 192.0.2.129 live and nothing
+//!   routes back to the mesh; both serve the shared address 203.0.113.53/32
+//!   (`invite --anycast`, `[routing] anycast_prefixes`);
+//! - delta is a spoke with `[exit] use = "nearest"` and a LAN namespace behind it.
+//!
+//! Checked: the LAN host reaches 192.0.2.1 through the nearest exit, masqueraded (inet has no
+//! route to the LAN, so a reply proves it); the rule sends 192.0.2.129 through gamma; the
+//! shared address answers from one announcer; alpha announces no default (it is no exit) and
+//! says why once; when the exit in use is killed (-9) traffic to the Internet and to the
+//! shared address moves to the other one within 5 s, measured.
+
+#[path = "member_node.rs"]
+mod member_node;
+
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use member_node::{Node, endpoint, invite};
+use mesh_config::exit::UseExits;
+use netns_tests::{Namespace, Signal, connect_veth, require_root, wait_until};
+
+/// Bound for the mesh, BGP and the exits to settle after the start.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound for traffic to move to the other exit.
+const FAILOVER_BOUND: Duration = Duration::from_secs(5);
+/// How long the measurement waits at most (so that a slow failover is measured, not cut).
+const FAILOVER_WAIT: Duration = Duration::from_secs(20);
+
+const INTERNET_HOST: &str = "192.0.2.1";
+const RULE_HOST: &str = "192.0.2.129";
+const RULE_DESTINATION: &str = "192.0.2.128/25";
+const SHARED: &str = "203.0.113.53";
+const SHARED_PREFIX: &str = "203.0.113.53/32";
+const LAN: &str = "192.168.50.0/24";
+const LAN_HOST: &str = "192.168.50.10";
+
+/// One exit's uplink into inet: the exit's address, inet's address, inet's interface.
+struct Uplink {
+    exit_address: &'static str,
+    inet_address: &'static str,
+    inet_interface: &'static str,
+}
+
+const BETA_UPLINK: Uplink = Uplink {
+    exit_address: "203.0.113.1/29",
+    inet_address: "203.0.113.2",
+    inet_interface: "to-beta",
+};
+const GAMMA_UPLINK: Uplink = Uplink {
+    exit_address: "203.0.113.9/29",
+    inet_address: "203.0.113.10",
+    inet_interface: "to-gamma",
+};
+
+/// Connects `exit` to inet with its uplink `up0` as its default route.
+fn connect_uplink(exit: &Node, inet: &Namespace, uplink: &Uplink) {
+    let inet_side = format!("{}/29", uplink.inet_address);
+    connect_veth(
+        &exit.namespace,
+        "up0",
+        &[uplink.exit_address],
+        inet,
+        uplink.inet_interface,
+        &[&inet_side],
+    );
+    exit.namespace
+        .ip(&["route", "add", "default", "via", uplink.inet_address]);
+    // As docs/operations.md asks of a host with two uplinks: the uplink's address leaves by
+    // its own link. (Without it the kernel sends the exit's 203.0.113.x probes out of the
+    // underlay, and the other cores roam to an address they cannot answer.)
+    let address = uplink.exit_address.split('/').next().unwrap();
+    exit.namespace.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        uplink.inet_address,
+        "table",
+        "101",
+    ]);
+    exit.namespace
+        .ip(&["rule", "add", "from", address, "lookup", "101"]);
+}
+
+/// Packets inet received from one exit's uplink.
+fn received_from(inet: &Namespace, uplink: &Uplink) -> u64 {
+    let path = format!(
+        "/sys/class/net/{}/statistics/rx_packets",
+        uplink.inet_interface
+    );
+    let text = inet.exec_ok("cat", &[&path]);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {e}: {text:?}"))
+}
+
+/// ICMP echo requests a namespace has received (`/proc/net/snmp` is per namespace).
+fn echo_requests(namespace: &Namespace) -> u64 {
+    let snmp = namespace.exec_ok("cat", &["/proc/net/snmp"]);
+    let mut icmp = snmp.lines().filter(|line| line.starts_with("Icmp:"));
+    let (Some(names), Some(values)) = (icmp.next(), icmp.next()) else {
+        panic!("no Icmp lines in /proc/net/snmp:\n{snmp}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "InEchos")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or_else(|| panic!("no InEchos in /proc/net/snmp:\n{snmp}"))
+}
+
+/// One ping from `namespace`, waiting at most `wait` seconds for the reply.
+fn ping_once(namespace: &Namespace, destination: &str, wait: &str) -> bool {
+    namespace
+        .exec("ping", &["-n", "-q", "-c", "1", "-W", wait, destination])
+        .is_ok()
+}
+
+/// `count` pings 50 ms apart, all answered (with a deadline ping fails on any loss).
+fn pings_all(namespace: &Namespace, destination: &str, count: u32) -> bool {
+    let deadline = (count / 20 + 2).to_string();
+    let count = count.to_string();
+    let args = [
+        "-n",
+        "-q",
+        "-c",
+        &count,
+        "-i",
+        "0.05",
+        "-W",
+        "1",
+        "-w",
+        &deadline,
+        destination,
+    ];
+    namespace.exec("ping", &args).is_ok()
+}
+
+/// Which of the two exits carried `count` pings from the LAN host to `destination`: the one
+/// whose uplink saw them.
+fn exit_used(lan: &Namespace, inet: &Namespace, destination: &str) -> &'static str {
+    const COUNT: u32 = 20;
+    let (beta_before, gamma_before) = (
+        received_from(inet, &BETA_UPLINK),
+        received_from(inet, &GAMMA_UPLINK),
+    );
+    assert!(
+        pings_all(lan, destination, COUNT),
+        "the LAN host lost pings to {destination}"
+    );
+    let beta = received_from(inet, &BETA_UPLINK) - beta_before;
+    let gamma = received_from(inet, &GAMMA_UPLINK) - gamma_before;
+    let count = u64::from(COUNT);
+    match (beta >= count, gamma >= count) {
+        (true, false) => "beta",
+        (false, true) => "gamma",
+        _ => panic!("pings to {destination}: {beta} packets via beta, {gamma} via gamma"),
+    }
+}
+
+/// Which announcer of the shared address answered `count` pings from the LAN host.
+fn announcer_used(lan: &Namespace, beta: &Node, gamma: &Node) -> &'static str {
+    const COUNT: u32 = 10;
+    let (beta_before, gamma_before) = (
+        echo_requests(&beta.namespace),
+        echo_requests(&gamma.namespace),
+    );
+    assert!(
+        pings_all(lan, SHARED, COUNT),
+        "the LAN host lost pings to the shared address {SHARED}"
+    );
+    let on_beta = echo_requests(&beta.namespace) - beta_before;
+    let on_gamma = echo_requests(&gamma.namespace) - gamma_before;
+    let count = u64::from(COUNT);
+    match (on_beta >= count, on_gamma >= count) {
+        (true, false) => "beta",
+        (false, true) => "gamma",
+        _ => panic!("pings to {SHARED}: {on_beta} echo requests on beta, {on_gamma} on gamma"),
+    }
+}
+
+/// The exit `node` shows for `prefix` in `meshd routes --json`.
+fn exit_for(node: &Node, prefix: &str) -> Option<String> {
+    let prefix: IpNet = prefix.parse().unwrap();
+    node.routes()
+        .exits
+        .into_iter()
+        .find(|e| e.prefix == prefix)
+        .and_then(|e| e.exit)
+}
+
+/// The peer `node`'s data plane encrypts `prefix` to.
+fn data_plane_peer(node: &Node, prefix: &str) -> Option<String> {
+    let prefix: IpNet = prefix.parse().unwrap();
+    node.routes()
+        .routes
+        .into_iter()
+        .find(|r| r.prefix == prefix)
+        .map(|r| r.peer)
+}
+
+/// Rewrites `node`'s meshd.toml through `change`.
+fn configure(node: &Node, change: impl FnOnce(&mut mesh_config::Config)) {
+    let mut config = mesh_config::load(&node.config()).expect("meshd.toml after init/join");
+    change(&mut config);
+    std::fs::write(node.config(), config.to_toml_string()).expect("rewrite meshd.toml");
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().unwrap()
+}
+
+#[test]
+fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit_dies() {
+    if !require_root(
+        "traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit_dies",
+    ) {
+        return;
+    }
+    let isp = Namespace::new("ex-isp");
+    isp.ip(&["link", "add", "br0", "type", "bridge"]);
+    isp.ip(&["link", "set", "br0", "up"]);
+    let mut alpha = Node::new("ex-alpha", &isp, 1);
+    let mut beta = Node::new("ex-beta", &isp, 2);
+    let mut gamma = Node::new("ex-gamma", &isp, 3);
+    let mut delta = Node::new("ex-delta", &isp, 4);
+
+    // The Internet: two hosts on inet's loopback, reachable only through the exits' uplinks.
+    let inet = Namespace::new("ex-inet");
+    inet.ip(&["link", "set", "lo", "up"]);
+    for host in [INTERNET_HOST, RULE_HOST] {
+        inet.ip(&["addr", "add", &format!("{host}/32"), "dev", "lo"]);
+    }
+    connect_uplink(&beta, &inet, &BETA_UPLINK);
+    connect_uplink(&gamma, &inet, &GAMMA_UPLINK);
+    // The shared address, served by both exits.
+    for exit in [&beta, &gamma] {
+        exit.namespace.ip(&["link", "set", "lo", "up"]);
+        exit.namespace
+            .ip(&["addr", "add", SHARED_PREFIX, "dev", "lo"]);
+    }
+    // delta's LAN, one host behind it.
+    let lan = Namespace::new("ex-lan");
+    connect_veth(
+        &delta.namespace,
+        "lan0",
+        &["192.168.50.1/24"],
+        &lan,
+        "eth0",
+        &[&format!("{LAN_HOST}/24")],
+    );
+    lan.ip(&["route", "add", "default", "via", "192.168.50.1"]);
+    delta.namespace.set_sysctl("net/ipv4/ip_forward", "1");
+
+    alpha.meshd(&["init", "--name", "alpha", "--endpoint", &endpoint(1)]);
+    configure(&alpha, |config| {
+        // Not approved: withheld, and said.
+        config.exit.serve = true;
+        config.exit.routes.push(mesh_config::ExitRoute {
+            destination: net(RULE_DESTINATION),
+            via: vec!["gamma".into()],
+        });
+    });
+    alpha.start();
+    for (node, name, host) in [(&mut beta, "beta", 2), (&mut gamma, "gamma", 3)] {
+        let token = invite(
+            &alpha,
+            &[name, "--role", "core", "--exit", "--anycast", SHARED_PREFIX],
+        );
+        let out = node.meshd(&["join", &token, "--endpoint", &endpoint(host)]);
+        assert!(out.contains("Joined mesh"), "{out}");
+        configure(node, |config| {
+            config.exit.serve = true;
+            config.routing.anycast_prefixes = vec![net(SHARED_PREFIX)];
+        });
+        node.start();
+    }
+    let token = invite(
+        &alpha,
+        &[
+            "delta", "--role", "spoke", "--core", "alpha", "--route", LAN,
+        ],
+    );
+    let out = delta.meshd(&["join", &token]);
+    assert!(out.contains("Joined mesh"), "{out}");
+    configure(&delta, |config| {
+        config.routing.lan_prefixes = vec![net(LAN)];
+        config.exit.use_exits = UseExits::Nearest;
+    });
+    delta.start();
+
+    // The LAN host reaches the Internet through an exit.
+    let started = Instant::now();
+    let reached = wait_until(CONVERGE_TIMEOUT, || ping_once(&lan, INTERNET_HOST, "1"));
+    assert!(
+        reached,
+        "the LAN host cannot reach {INTERNET_HOST} through an exit\nalpha:\n{}\ndelta:\n{}",
+        alpha.log(),
+        delta.log()
+    );
+    eprintln!(
+        "exits: the LAN host reached {INTERNET_HOST} {:?} after delta started",
+        started.elapsed()
+    );
+    // Masqueraded: inet only routes back to the uplinks, so a reply means the source was the
+    // exit's uplink address.
+    let first = exit_used(&lan, &inet, INTERNET_HOST);
+    let other = if first == "beta" { "gamma" } else { "beta" };
+    assert!(
+        wait_until(FAILOVER_BOUND, || exit_for(&alpha, "0.0.0.0/0").as_deref()
+            == Some(first)),
+        "alpha's routes name another exit than {first}, which the traffic took"
+    );
+    assert_eq!(
+        data_plane_peer(&delta, "0.0.0.0/0").as_deref(),
+        Some("alpha")
+    );
+    eprintln!("exits: the default goes through {first}");
+
+    // The rule sends 192.0.2.128/25 through gamma whatever is nearest.
+    let settled = wait_until(CONVERGE_TIMEOUT, || {
+        // `meshd routes` shows the exits a moment after the data plane has them.
+        data_plane_peer(&alpha, RULE_DESTINATION).as_deref() == Some("gamma")
+            && exit_for(&alpha, RULE_DESTINATION).as_deref() == Some("gamma")
+    });
+    assert!(
+        settled,
+        "alpha does not send {RULE_DESTINATION} to gamma: data plane {:?}, exits {:?}",
+        data_plane_peer(&alpha, RULE_DESTINATION),
+        exit_for(&alpha, RULE_DESTINATION)
+    );
+    assert_eq!(exit_used(&lan, &inet, RULE_HOST), "gamma");
+
+    // The shared address: both announce it, one answers.
+    let both = wait_until(CONVERGE_TIMEOUT, || {
+        let routes = alpha.routes().bgp_routes;
+        ["beta", "gamma"].iter().all(|name| {
+            routes
+                .iter()
+                .any(|r| r.prefix == net(SHARED_PREFIX) && r.learnt_from == *name)
+        })
+    });
+    assert!(
+        both,
+        "alpha does not have {SHARED_PREFIX} from both beta and gamma"
+    );
+    let announcer = announcer_used(&lan, &beta, &gamma);
+    eprintln!("exits: {SHARED} answered by {announcer}");
+
+    // alpha is no exit: it announces no default, and said so once.
+    let log = alpha.log();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("[exit] serve: this node's certificate does not approve"))
+        .collect();
+    assert_eq!(said.len(), 1, "alpha's warning, once:\n{log}");
+    for node in [&beta, &gamma] {
+        let from_alpha: Vec<_> = node
+            .routes()
+            .bgp_routes
+            .into_iter()
+            .filter(|r| r.prefix.prefix_len() == 0 && r.learnt_from == "alpha")
+            .collect();
+        assert!(
+            from_alpha.is_empty(),
+            "{} has a default route from alpha: {from_alpha:?}",
+            node.name
+        );
+    }
+    assert!(
+        !log.contains("is not an approved Internet exit"),
+        "a default was refused on alpha, so somebody announced one without approval:\n{log}"
+    );
+
+    // The exit in use dies without a word.
+    let dying = if first == "beta" {
+        &mut beta
+    } else {
+        &mut gamma
+    };
+    let mut daemon = dying.daemon.take().expect("the exit runs");
+    let killed_at = Instant::now();
+    daemon.signal(Signal::SIGKILL);
+    let mut moved = None;
+    while killed_at.elapsed() < FAILOVER_WAIT {
+        if ping_once(&lan, INTERNET_HOST, "0.3") {
+            moved = Some(killed_at.elapsed());
+            break;
+        }
+    }
+    let moved = moved.unwrap_or_else(|| {
+        panic!(
+            "no traffic to {INTERNET_HOST} {FAILOVER_WAIT:?} after {first} was killed\nalpha:\n{}",
+            alpha.log()
+        )
+    });
+    eprintln!(
+        "exits: {first} killed, traffic to the Internet back through {other} after {moved:?}"
+    );
+    assert!(
+        moved <= FAILOVER_BOUND,
+        "traffic moved to {other} only after {moved:?}"
+    );
+    assert_eq!(exit_used(&lan, &inet, INTERNET_HOST), other);
+    assert!(
+        wait_until(FAILOVER_BOUND, || exit_for(&alpha, "0.0.0.0/0").as_deref()
+            == Some(other)),
+        "alpha's routes still name {first}"
+    );
+    // The shared address is served by the survivor.
+    let reached = wait_until(FAILOVER_BOUND, || ping_once(&lan, SHARED, "0.3"));
+    assert!(reached, "{SHARED} unreachable after {first} died");
+    assert_eq!(announcer_used(&lan, &beta, &gamma), other);
+    // The rule: gamma's destination stays on gamma, or falls back to the nearest (beta).
+    let rule_exit = exit_used(&lan, &inet, RULE_HOST);
+    assert_eq!(rule_exit, other, "{RULE_DESTINATION} after {first} died");
+    drop(daemon);
+
+    for node in [&mut alpha, &mut beta, &mut gamma, &mut delta] {
+        node.stop();
+    }
+}
