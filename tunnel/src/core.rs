@@ -83,26 +83,20 @@ impl Snapshot {
 
     /// The peer a packet to `dst` goes to.
     fn route_dst(&self, dst: IpAddr) -> Option<usize> {
-        if let Some((last, to)) = self.last_dst.get()
-            && last == dst
-        {
-            return to;
-        }
-        // Longest match wins between a peer's prefix and one of ours; on a tie ours does
-        // (an exit's own default, a shared prefix we serve ourselves).
-        let to = match self.table.route_with_len(dst) {
-            Some((_, peer_len))
-                if self
-                    .own
-                    .lookup_with_len(dst)
-                    .is_some_and(|(_, own_len)| own_len >= peer_len) =>
-            {
-                None
-            }
-            other => other.map(|(peer, _)| peer),
+        self.route_memoised(dst, &self.last_dst)
+    }
+
+    /// Whether a packet from a peer for `dst`, which routes to another peer, belongs to this
+    /// node instead: one of our own prefixes matches it at least as specifically (an exit's
+    /// default covers our addresses, our LANs, a shared prefix we serve). Only for what
+    /// arrives from peers: what the kernel sends into the TUN it has already decided about.
+    fn kept_here(&self, dst: IpAddr) -> bool {
+        let Some((_, own_len)) = self.own.lookup_with_len(dst) else {
+            return false;
         };
-        self.last_dst.set(Some((dst, to)));
-        to
+        self.table
+            .route_with_len(dst)
+            .is_none_or(|(_, peer_len)| own_len >= peer_len)
     }
 
     /// The peer allowed to send from `src`.
@@ -503,7 +497,7 @@ impl DataplaneCore {
         };
         match snap.route_dst(dst) {
             // Behind another peer: relay inside meshd, no kernel round trip.
-            Some(to) if to != index => {
+            Some(to) if to != index && !snap.kept_here(dst) => {
                 let next = &snap.peers()[to];
                 // Relayed once is enough: a relayed packet goes no further than our own
                 // spokes, and what a core sends through us goes on our direct path (never

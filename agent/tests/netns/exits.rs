@@ -12,9 +12,12 @@
 //! Checked: the LAN host reaches 192.0.2.1 through the nearest exit, masqueraded (inet has no
 //! route to the LAN, so a reply proves it); the rule sends 192.0.2.129 through gamma; the
 //! shared address answers from one announcer; alpha announces no default (it is no exit) and
-//! says why once; when the exit in use is killed (-9) traffic to the Internet and to the
+//! says why once; a phone (wireguard-go) set up by `meshd client add --exit` on alpha reaches
+//! the Internet through the same exit; when the exit in use is killed (-9) traffic to the Internet and to the
 //! shared address moves to the other one within 5 s, measured.
 
+#[path = "../api_support/mod.rs"]
+mod api_support;
 #[path = "member_node.rs"]
 mod member_node;
 
@@ -378,6 +381,24 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
         "a default was refused on alpha, so somebody announced one without approval:\n{log}"
     );
 
+    // A phone with a standard WireGuard app, from `meshd client add --exit` on alpha: all its
+    // traffic goes into the mesh and leaves through alpha's exit.
+    let phone = Node::new("ex-phone", &isp, 9);
+    let text = alpha.meshd(&["client", "add", "phone", "--exit"]);
+    let config = api_support::parse_wg_quick(&text).expect("a wg-quick configuration");
+    let allowed = &config.peers[0]["AllowedIPs"];
+    assert!(
+        allowed.contains("0.0.0.0/0") && allowed.contains("::/0"),
+        "the exit client sends everything into the mesh: {allowed}"
+    );
+    let _app = api_support::client_from(&phone.namespace, &config);
+    let internet: std::net::IpAddr = INTERNET_HOST.parse().unwrap();
+    assert!(
+        phone.namespace.ping_until(internet, CONVERGE_TIMEOUT),
+        "the phone cannot reach {INTERNET_HOST} through alpha's exit"
+    );
+    assert_eq!(exit_used(&phone.namespace, &inet, INTERNET_HOST), first);
+
     // The exit in use dies without a word.
     let dying = if first == "beta" {
         &mut beta
@@ -412,6 +433,14 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
         wait_until(FAILOVER_BOUND, || exit_for(&alpha, "0.0.0.0/0").as_deref()
             == Some(other)),
         "alpha's routes still name {first}"
+    );
+    assert!(
+        wait_until(FAILOVER_BOUND, || ping_once(
+            &phone.namespace,
+            INTERNET_HOST,
+            "0.3"
+        )),
+        "the phone lost the Internet with {first}"
     );
     // The shared address is served by the survivor.
     let reached = wait_until(FAILOVER_BOUND, || ping_once(&lan, SHARED, "0.3"));
