@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use member_node::{Node, PORT, endpoint, invite};
+use member_node::{Node, PORT, attach, rss_kib, two_cores, underlay};
 use meshd::api::report::StatusReport;
-use netns_tests::{Namespace, connect_veth, require_root, wait_until};
+use netns_tests::{Namespace, require_root, wait_until};
 
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pings per measurement, 20 ms apart.
@@ -80,17 +80,6 @@ fn iperf(client: &Node, server: std::net::IpAddr) -> f64 {
 fn status(node: &Node) -> StatusReport {
     let json = node.meshd(&["status", "--json"]);
     serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}: {json}", node.name))
-}
-
-/// The resident set size of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A handshake initiation to the holder of `target` with a valid MAC1, from a key nobody
@@ -182,33 +171,11 @@ fn members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address() {
     if !require_root("members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address") {
         return;
     }
-    let isp = Namespace::new("hf-isp");
-    isp.ip(&["link", "add", "br0", "type", "bridge"]);
-    isp.ip(&["link", "set", "br0", "up"]);
-    let mut alpha = Node::new("hf-alpha", &isp, 1);
-    let mut beta = Node::new("hf-beta", &isp, 2);
+    let isp = underlay("hf-isp");
     let attacker = Namespace::new("hf-attacker");
-    connect_veth(
-        &attacker,
-        "ul0",
-        &[&format!("{ATTACKER}/24")],
-        &isp,
-        "n66",
-        &[],
-    );
-    isp.ip(&["link", "set", "n66", "master", "br0"]);
-
-    alpha.meshd(&["init", "--name", "alpha", "--endpoint", &endpoint(1)]);
-    alpha.start();
-    let token = invite(&alpha, &["beta", "--role", "core"]);
-    let out = beta.meshd(&["join", &token, "--endpoint", &endpoint(2)]);
-    assert!(out.contains("Joined mesh"), "{out}");
-    beta.start();
+    attach(&attacker, &isp, &[&format!("{ATTACKER}/24")], "n66");
+    let (alpha, beta) = two_cores(&isp, "hf");
     let [beta_v4, _] = beta.overlay();
-    assert!(
-        wait_until(PING_TIMEOUT, || alpha.pings(beta_v4)),
-        "alpha cannot reach beta"
-    );
     let _server = beta.namespace.spawn(
         "iperf3-server",
         "iperf3",

@@ -174,3 +174,49 @@ pub fn invite(ca: &Node, args: &[&str]) -> String {
 pub fn endpoint(host: u8) -> String {
     format!("198.51.100.{host}:{PORT}")
 }
+
+/// The underlay: a namespace (the "ISP") with bridge `br0`, for [`Node::new`] and
+/// [`attach`].
+pub fn underlay(label: &str) -> Namespace {
+    let isp = Namespace::new(label);
+    isp.ip(&["link", "add", "br0", "type", "bridge"]);
+    isp.ip(&["link", "set", "br0", "up"]);
+    isp
+}
+
+/// Connects `namespace` (not a node: an attacker, say) to the underlay bridge with
+/// `addresses` (`198.51.100.x/24` each) on its `ul0`, and `isp_side` in the ISP's.
+pub fn attach(namespace: &Namespace, isp: &Namespace, addresses: &[&str], isp_side: &str) {
+    connect_veth(namespace, "ul0", addresses, isp, isp_side, &[]);
+    isp.ip(&["link", "set", isp_side, "master", "br0"]);
+}
+
+/// Two cores on the underlay, running: alpha (`198.51.100.1`, the CA) and beta (`.2`),
+/// joined with a real token; returns once alpha reaches beta through the tunnel.
+pub fn two_cores(isp: &Namespace, label: &str) -> (Node, Node) {
+    let mut alpha = Node::new(&format!("{label}-alpha"), isp, 1);
+    let mut beta = Node::new(&format!("{label}-beta"), isp, 2);
+    alpha.meshd(&["init", "--name", "alpha", "--endpoint", &endpoint(1)]);
+    alpha.start();
+    let token = invite(&alpha, &["beta", "--role", "core"]);
+    let out = beta.meshd(&["join", &token, "--endpoint", &endpoint(2)]);
+    assert!(out.contains("Joined mesh"), "{out}");
+    beta.start();
+    let [beta_v4, _] = beta.overlay();
+    assert!(
+        wait_until(Duration::from_secs(10), || alpha.pings(beta_v4)),
+        "alpha cannot reach beta"
+    );
+    (alpha, beta)
+}
+
+/// The resident set size of process `pid`, in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
