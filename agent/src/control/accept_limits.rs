@@ -26,9 +26,11 @@ use std::time::{Duration, Instant};
 /// or a flood needs more, and does not get them.
 pub const PER_SOURCE: usize = 8;
 /// Unauthenticated connections open at once from all sources together. Each costs about
-/// 60 KiB while it lasts (task, TLS state and buffers), so 256 bound the whole at about
-/// 16 MiB, which a home router can spare; and with meshd's own few dozen file descriptors
-/// they stay well below the usual limit of 1024 open files.
+/// 18 KiB while it lasts (task, TLS state and buffers: 256 of them took 4.5 MB in the netns
+/// flood test), at most about 100 KiB for a peer that sends the largest handshake message
+/// and join request allowed, so 256 bound the whole at a few MiB (25 MiB at worst), which a
+/// home router can spare; and with meshd's own few dozen file descriptors they stay well
+/// below the usual limit of 1024 open files.
 pub const TOTAL: usize = 256;
 /// How long a connection may shake hands before a newcomer may take its place when the
 /// total is reached: a real handshake takes a few round trips (well under a second even
