@@ -15,6 +15,8 @@
 //! connection is closed), or in place of a connection that has had [`EVICT_AFTER`] for its
 //! handshake. A flood from a few addresses then never locks out a member dialing from
 //! another one, and a flood from many addresses only shortens everyone's time to shake hands.
+//! A connection whose join request was read is never closed that way (the CA may be using
+//! up the invitation for it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -261,13 +263,22 @@ struct Pending {
     counts: RefusalCounts,
 }
 
+/// One open unauthenticated connection.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    source: Source,
+    opened: Instant,
+    /// Never evicted ([`AcceptLimiter::pin`]).
+    pinned: bool,
+}
+
 /// The open unauthenticated connections and the counts of what was refused.
 #[derive(Debug)]
 pub struct AcceptLimiter {
     limits: Limits,
     next_slot: u64,
     /// Open connections by slot; slots are handed out in order, so the first is the oldest.
-    open: BTreeMap<Slot, (Source, Instant)>,
+    open: BTreeMap<Slot, Entry>,
     per_source: HashMap<Source, usize>,
     totals: RefusalCounts,
     pending: Pending,
@@ -318,31 +329,48 @@ impl AcceptLimiter {
         };
         let slot = Slot(self.next_slot);
         self.next_slot += 1;
-        self.open.insert(slot, (source, now));
+        self.open.insert(
+            slot,
+            Entry {
+                source,
+                opened: now,
+                pinned: false,
+            },
+        );
         *self.per_source.entry(source).or_default() += 1;
         Admission::Admitted { slot, evicted }
     }
 
     /// The connection to close for a newcomer whose source holds `held`: the oldest of the
     /// biggest holder if that holds more than the newcomer would, else the oldest of all if
-    /// it has had its time to shake hands.
+    /// it has had its time to shake hands. Pinned connections are never chosen.
     fn victim(&self, held: usize, now: Instant) -> Option<Slot> {
+        let mut evictable = self.open.iter().filter(|(_, entry)| !entry.pinned);
         let biggest = self.per_source.values().copied().max()?;
-        if held + 1 < biggest {
-            return self
-                .open
-                .iter()
-                .find(|(_, (source, _))| self.per_source.get(source) == Some(&biggest))
-                .map(|(slot, _)| *slot);
+        if held + 1 < biggest
+            && let Some((slot, _)) = evictable
+                .clone()
+                .find(|(_, entry)| self.per_source.get(&entry.source) == Some(&biggest))
+        {
+            return Some(*slot);
         }
-        let (slot, (_, opened)) = self.open.first_key_value()?;
-        (now.saturating_duration_since(*opened) >= self.limits.evict_after).then_some(*slot)
+        let (slot, entry) = evictable.next()?;
+        (now.saturating_duration_since(entry.opened) >= self.limits.evict_after).then_some(*slot)
+    }
+
+    /// The connection is past the point where closing it would lose work that cannot be
+    /// redone (a join request was read: the CA may be redeeming the invitation): it still
+    /// counts, but is never closed to make room.
+    pub fn pin(&mut self, slot: Slot) {
+        if let Some(entry) = self.open.get_mut(&slot) {
+            entry.pinned = true;
+        }
     }
 
     /// The connection no longer counts (authenticated, answered, closed, evicted). Releasing
     /// a slot twice is harmless.
     pub fn release(&mut self, slot: Slot) {
-        let Some((source, _)) = self.open.remove(&slot) else {
+        let Some(Entry { source, .. }) = self.open.remove(&slot) else {
             return;
         };
         if let Some(held) = self.per_source.get_mut(&source) {
@@ -563,6 +591,39 @@ mod tests {
             limiter.admit(ip("2001:db8:0:a::1"), later),
             Admission::Refused(Reason::TotalLimit)
         );
+    }
+
+    #[test]
+    fn a_pinned_connection_is_never_evicted() {
+        let start = Instant::now();
+        let mut limiter = AcceptLimiter::new(small());
+        let (joiner, _) = admitted(limiter.admit(ip("203.0.113.5"), start));
+        limiter.pin(joiner);
+        let (first, _) = admitted(limiter.admit(ip("198.51.100.7"), start));
+        admitted(limiter.admit(ip("198.51.100.8"), start));
+        let (ninth, _) = admitted(limiter.admit(ip("198.51.100.9"), start));
+        let later = start + Duration::from_secs(2);
+        // The oldest is the pinned joiner: the next oldest gives way.
+        let (_, evicted) = admitted(limiter.admit(ip("198.51.100.10"), later));
+        assert_eq!(evicted, Some(first));
+        assert!(limiter.holds(joiner));
+        // A second join from the joiner's address (it takes .8's place, by age): the
+        // biggest holder's connections are then all pinned, and the rule falls back to age.
+        let (second, _) = admitted(limiter.admit(ip("203.0.113.5"), later));
+        limiter.pin(second);
+        let (_, evicted) = admitted(limiter.admit(ip("2001:db8:0:1::1"), later));
+        assert_eq!(evicted, Some(ninth));
+        // Everything else pinned too: nothing can make room.
+        let pinned: Vec<Slot> = limiter.open.keys().copied().collect();
+        for slot in pinned {
+            limiter.pin(slot);
+        }
+        assert_eq!(
+            limiter.admit(ip("2001:db8::1"), later),
+            Admission::Refused(Reason::TotalLimit)
+        );
+        limiter.release(joiner);
+        admitted(limiter.admit(ip("2001:db8::1"), later));
     }
 
     #[test]

@@ -1259,6 +1259,11 @@ struct Ticket {
 }
 
 impl Ticket {
+    /// The connection is never closed to make room from now on ([`AcceptLimiter::pin`]).
+    fn pin(&self) {
+        lock(&self.gate).limiter.pin(self.slot);
+    }
+
     /// The connection ends before it was authenticated or answered, for `reason`.
     fn closed(self, reason: Reason) {
         lock(&self.gate)
@@ -1442,6 +1447,9 @@ async fn serve_join<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
+    // The CA may redeem the invitation from here on: closing the connection to make room
+    // would lose the joiner its token.
+    ticket.pin();
     // Said by the hub with its outcome (admitted, or refused: throttled).
     tracing::debug!(%remote, node = %request.name, "join request");
     let node = request.name.clone();
