@@ -64,6 +64,9 @@ fn session(name: &str, address: &str, asn: u32, state: &str, advertised: usize) 
         rr_client: false,
         router_id: None,
         advertised,
+        accepted: advertised + 1,
+        refused: 2,
+        refused_by_reason: [("as_loop".to_owned(), 1), ("policy".to_owned(), 1)].into(),
     }
 }
 
@@ -394,6 +397,23 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         ),
         Some(3.0)
     );
+    assert_eq!(
+        m.value(
+            "meshd_bgp_session_received_prefixes",
+            &[("neighbor", "beta"), ("address", "10.2.0.1")]
+        ),
+        Some(4.0)
+    );
+    // Every kind of reason has a sample per session, zeros included.
+    let refused = |reason| {
+        m.value(
+            "meshd_bgp_session_refused_prefixes",
+            &[("neighbor", "beta"), ("reason", reason)],
+        )
+    };
+    assert_eq!(refused("as_loop"), Some(1.0));
+    assert_eq!(refused("policy"), Some(1.0));
+    assert_eq!(refused("certificate"), Some(0.0));
     assert_eq!(
         m.value("meshd_start_time_seconds", &[]),
         Some(1_700_000_000.0)

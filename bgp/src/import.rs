@@ -1,7 +1,8 @@
 //! Turns a received UPDATE into RIB operations: RFC 7606 treat-as-withdraw, the eBGP checks of
 //! RFC 4271 §9.1.2 (AS loop, first AS is the neighbour), RFC 4456 loop prevention, and import
-//! policy. Every announced prefix yields either a path or a withdrawal, so a route the peer
-//! replaced with an unacceptable one does not linger.
+//! policy. Every announced prefix yields either a path or a refusal (which withdraws it too,
+//! with the reason for the logs and counts), so a route the peer replaced with an unacceptable
+//! one does not linger.
 //!
 //! A member's certificate-authorised prefixes are checked after this, by the speaker's
 //! [`super::guard::ImportGuard`] (the agent's `routing::authority`).
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::packet::{NextHop, Update};
-use super::policy::Policy;
+use super::policy::{Policy, Rejection};
 use super::rib::export::{LocalInfo, is_reflection_loop};
 use super::rib::{Path, PeerId, PeerInfo};
 
@@ -22,10 +23,13 @@ use super::rib::{Path, PeerId, PeerInfo};
 pub enum RibOp {
     Announce(IpNet, Path),
     Withdraw(IpNet),
+    /// Announced but refused: withdrawn from the RIB (the peer replaced whatever it sent
+    /// before with this), and counted and logged as refused.
+    Refuse(IpNet, Refusal),
 }
 
-/// Why an UPDATE's announcements were all refused (for logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an announcement was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// RFC 7606: a malformed attribute.
     Malformed,
@@ -36,12 +40,15 @@ pub enum Refusal {
     AsLoop,
     /// RFC 4456: the route was reflected back to us.
     ReflectionLoop,
+    /// The import policy rejected it (this one prefix; the others of the UPDATE may pass).
+    Policy(Rejection),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Imported {
     pub ops: Vec<RibOp>,
-    /// Set when every announcement was refused for this reason.
+    /// Set when every announcement was refused for this reason (never [`Refusal::Policy`],
+    /// which is decided per prefix).
     pub refused: Option<Refusal>,
     /// Announcements the import policy rejected.
     pub rejected_by_policy: usize,
@@ -85,10 +92,11 @@ pub fn import_update(
     } else {
         None
     };
-    if out.refused.is_some() {
+    if let Some(refusal) = out.refused {
         let nlri = update.nlri.iter().map(|p| IpNet::V4(*p));
         let mp = update.mp_reach.iter().flat_map(|r| r.nlri.iter().copied());
-        out.ops.extend(nlri.chain(mp).map(RibOp::Withdraw));
+        out.ops
+            .extend(nlri.chain(mp).map(|p| RibOp::Refuse(p, refusal)));
         return out;
     }
     let mut base = attrs.clone();
@@ -100,12 +108,13 @@ pub fn import_update(
     // import repeats the neighbour's AS, so the path still starts with it.
     let shared = Arc::new(base);
     for (prefix, nh) in update.announced() {
-        match policy.apply(&prefix, &shared, peer.asn) {
-            None => {
+        match policy.evaluate(&prefix, &shared, peer.asn) {
+            Err(rejection) => {
                 out.rejected_by_policy += 1;
-                out.ops.push(RibOp::Withdraw(prefix));
+                out.ops
+                    .push(RibOp::Refuse(prefix, Refusal::Policy(rejection)));
             }
-            Some(a) => {
+            Ok(a) => {
                 let attrs = match a {
                     Cow::Borrowed(_) => shared.clone(),
                     Cow::Owned(changed) => Arc::new(changed),

@@ -7,6 +7,7 @@
 //! - [`rib`]: Adj-RIB-In, Loc-RIB with best-path selection, Adj-RIB-Out.
 //! - [`policy`]: import and export policy for external neighbours.
 //! - [`import`]: a received UPDATE turned into RIB operations (RFC 7606, loop checks, policy).
+//! - [`refusals`]: which received routes a session refused and why, logged once each.
 //! - [`guard`]: the hook through which the mesh refuses routes a certificate does not allow.
 //! - [`neighbor`]: a neighbour's configuration, and its translation from meshd.toml.
 //! - [`speaker`]: the speaker's decisions (sessions, collisions, UPDATEs, exports) as a core the
@@ -17,5 +18,6 @@ pub mod import;
 pub mod neighbor;
 pub mod packet;
 pub mod policy;
+pub mod refusals;
 pub mod rib;
 pub mod speaker;

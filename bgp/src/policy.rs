@@ -77,23 +77,58 @@ impl Policy {
         attrs: &'a PathAttributes,
         prepend_asn: u32,
     ) -> Option<Cow<'a, PathAttributes>> {
+        self.evaluate(prefix, attrs, prepend_asn).ok()
+    }
+
+    /// [`Policy::apply`], saying what rejected the route: the logs and counts of refused
+    /// routes name it.
+    pub fn evaluate<'a>(
+        &self,
+        prefix: &IpNet,
+        attrs: &'a PathAttributes,
+        prepend_asn: u32,
+    ) -> Result<Cow<'a, PathAttributes>, Rejection> {
         let mut route = Cow::Borrowed(attrs);
-        for term in &self.terms {
+        for (index, term) in self.terms.iter().enumerate() {
             if !matches(&term.matches, prefix, &route) {
                 continue;
             }
             if term.action == TermAction::Reject {
-                return None;
+                return Err(Rejection::Term(index));
             }
             if !term.set.is_empty() {
                 apply_set(&term.set, route.to_mut(), prepend_asn);
             }
             if term.action == TermAction::Accept {
-                return Some(route);
+                return Ok(route);
             }
         }
-        (self.default == PolicyAction::Accept).then_some(route)
+        match self.default {
+            PolicyAction::Accept => Ok(route),
+            PolicyAction::Reject => Err(Rejection::Default),
+        }
     }
+
+    /// What rejected a route, for people: the term by its name (or its place, 1 first, when
+    /// it has none), or the default.
+    pub fn describe(&self, rejection: Rejection) -> String {
+        match rejection {
+            Rejection::Term(index) => match self.terms.get(index).and_then(|t| t.name.as_ref()) {
+                Some(name) => format!("policy term {name:?}"),
+                None => format!("policy term {} (unnamed)", index + 1),
+            },
+            Rejection::Default => "policy default (no term accepted it: reject)".to_owned(),
+        }
+    }
+}
+
+/// What in a [`Policy`] rejected a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The term at this index of [`Policy::terms`] (a `reject` term).
+    Term(usize),
+    /// No term decided and the default is reject.
+    Default,
 }
 
 fn to_config_large(c: &LargeCommunity) -> mesh_config::LargeCommunity {

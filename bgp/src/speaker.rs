@@ -30,6 +30,7 @@ use crate::packet::{
     AsPath, CodecOptions, DecodeError, Family, Message, Notification, Open, Origin, PathAttributes,
     RouteRefresh, Update, cease_subcodes,
 };
+use crate::refusals::{Kind as RefusalKind, MAX_LINES, Note, Reason, SessionRefusals};
 use crate::rib::export::{LocalInfo, export_path};
 use crate::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
 use crate::rib::{BestChange, LOCAL, Path, PeerId, PeerInfo, Rib};
@@ -125,6 +126,19 @@ pub struct SessionStatus {
     pub state: State,
     pub negotiated: Option<Negotiated>,
     pub advertised: usize,
+    /// Prefixes the neighbour announces that are in the RIB (import policy and the guard
+    /// accepted them).
+    pub accepted: usize,
+    /// Prefixes the neighbour announces that were refused, by kind of reason (kinds with none
+    /// left out); see [`crate::refusals`].
+    pub refused: Vec<(RefusalKind, usize)>,
+}
+
+impl SessionStatus {
+    /// Every refused prefix, whatever the reason.
+    pub fn refused_total(&self) -> usize {
+        self.refused.iter().map(|(_, n)| n).sum()
+    }
 }
 
 /// A live connection of a session.
@@ -150,6 +164,11 @@ struct PeerState {
     pending: Option<ConnInfo>,
     pending_open: Option<Open>,
     out: AdjRibOut,
+    /// The session's refused routes: logged once each, counted (new for every session).
+    refusals: SessionRefusals,
+    /// RFC 7606 problems already logged this session (attribute type, what was wrong): a
+    /// peer that sends the same malformed attribute in every UPDATE is said once.
+    problems_logged: HashSet<(u8, &'static str)>,
 }
 
 /// The speaker without its sockets; see the module documentation.
@@ -160,10 +179,6 @@ pub struct SpeakerCore {
     /// mistaken for one of a neighbour added later.
     next_peer: PeerId,
     guard: Option<Arc<dyn ImportGuard>>,
-    /// (peer, prefix) pairs whose refusal by the guard was logged: once each, not per UPDATE
-    /// nor per ROUTE-REFRESH after a membership change; forgotten when the route is accepted
-    /// or the session ends.
-    refusals_logged: HashSet<(PeerId, IpNet)>,
     rib: Rib,
     next_conn: ConnId,
     outputs: VecDeque<Output>,
@@ -205,7 +220,6 @@ impl SpeakerCore {
             peers: HashMap::new(),
             next_peer: 1,
             guard: None,
-            refusals_logged: HashSet::new(),
             rib: Rib::new(),
             next_conn: 1,
             outputs: VecDeque::new(),
@@ -296,6 +310,8 @@ impl SpeakerCore {
                 pending: None,
                 pending_open: None,
                 out: AdjRibOut::new(),
+                refusals: SessionRefusals::new(),
+                problems_logged: HashSet::new(),
             },
         );
         id
@@ -341,7 +357,6 @@ impl SpeakerCore {
         // none, but make sure the RIB does not keep the peer.
         let changes = self.rib.remove_peer(id);
         self.propagate(changes);
-        self.refusals_logged.retain(|(peer, _)| *peer != id);
         if let Some(p) = self.peers.remove(&id) {
             tracing::info!(peer = %p.config.name, %address, "BGP neighbour removed");
             for c in [p.conn, p.pending].into_iter().flatten() {
@@ -419,8 +434,8 @@ impl SpeakerCore {
     pub fn sessions(&self) -> Vec<SessionStatus> {
         let mut list: Vec<SessionStatus> = self
             .peers
-            .values()
-            .map(|p| SessionStatus {
+            .iter()
+            .map(|(id, p)| SessionStatus {
                 name: p.config.name.clone(),
                 address: p.config.address,
                 remote_asn: p.config.remote_asn,
@@ -428,6 +443,8 @@ impl SpeakerCore {
                 state: p.fsm.state(),
                 negotiated: p.fsm.negotiated().cloned(),
                 advertised: p.out.len(),
+                accepted: self.rib.path_count(*id),
+                refused: p.refusals.by_kind(),
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -738,8 +755,10 @@ impl SpeakerCore {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     tracing::info!(peer = %p.config.name, ?reason, "BGP session down");
                     p.out.clear();
+                    // A new session's refusals are news again.
+                    p.refusals = SessionRefusals::new();
+                    p.problems_logged.clear();
                 }
-                self.refusals_logged.retain(|(p, _)| *p != peer);
                 let changes = self.rib.remove_peer(peer);
                 self.propagate(changes);
             }
@@ -796,16 +815,15 @@ impl SpeakerCore {
     }
 
     fn update(&mut self, peer: PeerId, update: Update) {
-        let Some(p) = self.peers.get(&peer) else {
+        let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
         for problem in &update.problems {
-            tracing::warn!(peer = %p.config.name, ?problem, "malformed attribute (RFC 7606)");
+            if p.problems_logged.insert((problem.type_code, problem.what)) {
+                tracing::warn!(peer = %p.config.name, ?problem, "malformed attribute (RFC 7606), said once per session");
+            }
         }
         let imported = import_update(&self.local, peer, &p.info, &p.config.import, &update);
-        if let Some(reason) = imported.refused {
-            tracing::info!(peer = %p.config.name, ?reason, "UPDATE's routes refused");
-        }
         let source = RouteSource {
             neighbor: p.config.address,
             internal: p.info.internal,
@@ -816,31 +834,54 @@ impl SpeakerCore {
                 .as_ref()
                 .is_some_and(|path| path.segments.iter().any(|s| !s.asns.is_empty())),
         };
-        let name = p.config.name.clone();
         let mut changes = Vec::new();
+        let mut notes = Vec::new();
         for op in imported.ops {
-            let change = match op {
+            let (change, note) = match op {
                 RibOp::Announce(prefix, path) => match self.guard_refusal(&prefix, &source) {
                     None => {
-                        // Accepted now (a new guard, a new announcement): a later refusal is
-                        // news again.
-                        if !self.refusals_logged.is_empty() {
-                            self.refusals_logged.remove(&(peer, prefix));
-                        }
-                        self.rib.announce(prefix, path)
+                        let note = self.refusals(peer).and_then(|r| r.accepted(prefix));
+                        (self.rib.announce(prefix, path), note.map(|n| (prefix, n)))
                     }
-                    Some(reason) => {
-                        if self.refusals_logged.insert((peer, prefix)) {
-                            tracing::warn!(peer = %name, %prefix, %reason, "BGP route refused");
-                        }
-                        self.rib.withdraw(peer, prefix)
-                    }
+                    Some(reason) => self.refuse(peer, prefix, Reason::Guard(reason)),
                 },
-                RibOp::Withdraw(prefix) => self.rib.withdraw(peer, prefix),
+                RibOp::Refuse(prefix, refusal) => {
+                    self.refuse(peer, prefix, Reason::Import(refusal))
+                }
+                RibOp::Withdraw(prefix) => {
+                    if let Some(r) = self.refusals(peer) {
+                        r.withdrawn(prefix);
+                    }
+                    (self.rib.withdraw(peer, prefix), None)
+                }
             };
             changes.extend(change);
+            notes.extend(note);
+        }
+        if let Some(p) = self.peers.get(&peer) {
+            for (prefix, note) in notes {
+                log_refusal(&p.config.name, &p.config.import, prefix, &note);
+            }
         }
         self.propagate(changes);
+    }
+
+    fn refusals(&mut self, peer: PeerId) -> Option<&mut SessionRefusals> {
+        self.peers.get_mut(&peer).map(|p| &mut p.refusals)
+    }
+
+    /// A refused announcement: whatever the peer had for the prefix leaves the RIB.
+    fn refuse(
+        &mut self,
+        peer: PeerId,
+        prefix: IpNet,
+        reason: Reason,
+    ) -> (Option<BestChange>, Option<(IpNet, Note)>) {
+        let note = self
+            .refusals(peer)
+            .and_then(|r| r.refused(prefix, reason))
+            .map(|n| (prefix, n));
+        (self.rib.withdraw(peer, prefix), note)
     }
 
     fn guard_refusal(&self, prefix: &IpNet, source: &RouteSource) -> Option<String> {
@@ -920,5 +961,45 @@ impl SpeakerCore {
         for update in pack_updates(changes) {
             self.send(peer, &Message::Update(update));
         }
+    }
+}
+
+/// Says what [`SessionRefusals`] found worth saying about a route of `peer`. A member's route
+/// its certificate does not allow, or a broken UPDATE, is a warning; a route an import policy
+/// or a loop check keeps out is what they are for, so it is information.
+fn log_refusal(peer: &str, import: &crate::policy::Policy, prefix: IpNet, note: &Note) {
+    let (reason, previous) = match note {
+        Note::Refused { reason } => (reason, None),
+        Note::Changed { previous, reason } => (reason, Some(previous.describe(import))),
+        Note::Accepted { previous } => {
+            let previous = previous.describe(import);
+            tracing::info!(peer, %prefix, %previous, "BGP route accepted, refused before");
+            return;
+        }
+        Note::Quiet => {
+            tracing::warn!(
+                peer,
+                lines = MAX_LINES,
+                "more BGP routes refused from this neighbour than are logged one by one: the \
+                 others are only counted until the session restarts (`meshd routes` shows them)"
+            );
+            return;
+        }
+    };
+    let kind = reason.kind();
+    let serious = matches!(
+        kind,
+        RefusalKind::Certificate | RefusalKind::Malformed | RefusalKind::FirstAsNotNeighbor
+    );
+    let reason = reason.describe(import);
+    match (serious, previous) {
+        (true, None) => tracing::warn!(peer, %prefix, %reason, %kind, "BGP route refused"),
+        (false, None) => tracing::info!(peer, %prefix, %reason, %kind, "BGP route refused"),
+        (true, Some(previous)) => tracing::warn!(
+            peer, %prefix, %reason, %kind, %previous, "BGP route refused, for another reason now"
+        ),
+        (false, Some(previous)) => tracing::info!(
+            peer, %prefix, %reason, %kind, %previous, "BGP route refused, for another reason now"
+        ),
     }
 }

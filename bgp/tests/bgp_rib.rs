@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use meshd_bgp::import::{Refusal, RibOp, import_update};
 use meshd_bgp::packet::*;
-use meshd_bgp::policy::Policy;
+use meshd_bgp::policy::{Policy, Rejection};
 use meshd_bgp::rib::export::{LocalInfo, export_path};
 use meshd_bgp::rib::out::{AdjRibOut, Advertised, OutChange, pack_updates, resolve_next_hop};
 use meshd_bgp::rib::{LOCAL, Path, PeerId, PeerInfo, Rib};
@@ -347,7 +347,10 @@ fn import_checks() {
     assert_eq!(p.attrs.local_pref, None, "LOCAL_PREF from eBGP discarded");
     let wrong_first = import_update(&local(), 1, &peer, &all, &ebgp_update(&[65020]));
     assert_eq!(wrong_first.refused, Some(Refusal::FirstAsNotNeighbor));
-    assert_eq!(wrong_first.ops[1], RibOp::Withdraw(prefix()));
+    assert_eq!(
+        wrong_first.ops[1],
+        RibOp::Refuse(prefix(), Refusal::FirstAsNotNeighbor)
+    );
     let looped = import_update(&local(), 1, &peer, &all, &ebgp_update(&[65010, 65000]));
     assert_eq!(looped.refused, Some(Refusal::AsLoop));
     let mut malformed = ebgp_update(&[65010]);
@@ -368,7 +371,10 @@ fn import_checks() {
         &ebgp_update(&[65010]),
     );
     assert_eq!(denied.rejected_by_policy, 1);
-    assert_eq!(denied.ops[1], RibOp::Withdraw(prefix()));
+    assert_eq!(
+        denied.ops[1],
+        RibOp::Refuse(prefix(), Refusal::Policy(Rejection::Default))
+    );
     let ibgp = peer_info(true, "10.2.0.1", 65000, "10.2.0.1");
     let mut reflected = ebgp_update(&[65010]);
     reflected.attributes.cluster_list = vec![local().cluster_id];

@@ -434,3 +434,42 @@ fn usable_paths_follow_the_next_hops_reachability() {
     a.set_igp_cost(next_hop, None);
     assert!(a.usable_paths(&default).is_empty(), "next hop unreachable");
 }
+
+#[test]
+fn sessions_count_accepted_and_refused_routes_until_the_session_ends() {
+    use meshd_bgp::refusals::Kind;
+    let now = Instant::now();
+    let (mut a, peer, conn) = a_established(now);
+    let count = |a: &SpeakerCore| {
+        let s = &a.sessions()[0];
+        (s.accepted, s.refused.clone())
+    };
+    // The same looping route in ten UPDATEs is one refused prefix; another one is accepted.
+    for _ in 0..10 {
+        let looped = update_from_b("192.168.50.0/24", vec![65002, 65001]);
+        a.received(peer, conn, ConnEvent::Message(looped), now);
+    }
+    let good = update_from_b("192.168.51.0/24", vec![65002]);
+    a.received(peer, conn, ConnEvent::Message(good), now);
+    drain(&mut a);
+    assert_eq!(count(&a), (1, vec![(Kind::AsLoop, 1)]));
+    assert_eq!(a.sessions()[0].refused_total(), 1);
+    // The accepted route comes back looped: it leaves the RIB and counts as refused.
+    let looped = update_from_b("192.168.51.0/24", vec![65002, 65001]);
+    a.received(peer, conn, ConnEvent::Message(looped), now);
+    drain(&mut a);
+    assert!(a.best_routes().is_empty());
+    assert_eq!(count(&a), (0, vec![(Kind::AsLoop, 2)]));
+    // A withdrawal takes a refused prefix out of the count.
+    let withdraw = Message::Update(Update {
+        withdrawn: vec!["192.168.50.0/24".parse().unwrap()],
+        ..Update::default()
+    });
+    a.received(peer, conn, ConnEvent::Message(withdraw), now);
+    drain(&mut a);
+    assert_eq!(count(&a), (0, vec![(Kind::AsLoop, 1)]));
+    // A new session starts from nothing.
+    a.received(peer, conn, ConnEvent::Closed, now);
+    drain(&mut a);
+    assert_eq!(count(&a), (0, vec![]));
+}

@@ -57,6 +57,30 @@ pub struct StatusReport {
     pub peers: PeerCounts,
     pub traffic: Traffic,
     pub drops: Drops,
+    /// The BGP sessions with their route counts; null when the daemon runs no BGP (or
+    /// predates the field).
+    #[serde(default)]
+    pub bgp: Option<BgpSummary>,
+}
+
+/// `status`' BGP part: every session with how many of its routes were accepted and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSummary {
+    /// Sessions in state Established.
+    pub established: usize,
+    /// Summed over the sessions.
+    pub accepted: usize,
+    pub refused: usize,
+    pub sessions: Vec<BgpSessionCounts>,
+}
+
+/// One session in [`BgpSummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSessionCounts {
+    pub name: String,
+    pub state: String,
+    pub accepted: usize,
+    pub refused: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +329,17 @@ pub struct BgpSessionEntry {
     pub router_id: Option<Ipv4Addr>,
     /// Prefixes announced to the peer now.
     pub advertised: usize,
+    /// Prefixes the peer announces that import policy and the certificate check accepted.
+    #[serde(default)]
+    pub accepted: usize,
+    /// Prefixes the peer announces that were refused (each is logged once per session with
+    /// its reason).
+    #[serde(default)]
+    pub refused: usize,
+    /// `refused` by kind of reason (`malformed`, `first_as_not_neighbor`, `as_loop`,
+    /// `reflection_loop`, `policy`, `certificate`), kinds with none left out.
+    #[serde(default)]
+    pub refused_by_reason: BTreeMap<String, usize>,
 }
 
 /// One BGP path.
@@ -439,7 +474,29 @@ pub fn status(
             total: stats.drops.total(),
             by_reason,
         },
+        bgp: None,
     }
+}
+
+/// Adds the routing plane's session counts to a `status` payload.
+pub fn status_with_bgp(mut report: StatusReport, view: &BgpView) -> StatusReport {
+    let sessions: Vec<BgpSessionCounts> = view
+        .sessions
+        .iter()
+        .map(|s| BgpSessionCounts {
+            name: s.name.clone(),
+            state: s.state.clone(),
+            accepted: s.accepted,
+            refused: s.refused,
+        })
+        .collect();
+    report.bgp = Some(BgpSummary {
+        established: sessions.iter().filter(|s| s.state == "established").count(),
+        accepted: sessions.iter().map(|s| s.accepted).sum(),
+        refused: sessions.iter().map(|s| s.refused).sum(),
+        sessions,
+    });
+    report
 }
 
 /// Builds the `peers` payload: the configured peers in order, with their counters, states

@@ -114,13 +114,17 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             Request::Status => {
                 let peers = self.peers();
                 let stats = self.peer_set().stats();
-                to_value(&report::status(
+                let status = report::status(
                     &self.node(),
                     &peers,
                     &stats,
                     OffsetDateTime::now_utc(),
                     std::time::Instant::now(),
-                ))
+                );
+                match &self.bgp {
+                    Some(view) => to_value(&report::status_with_bgp(status, &view.borrow())),
+                    None => to_value(&status),
+                }
             }
             Request::Peers => to_value(&report::peers(
                 &self.peers(),

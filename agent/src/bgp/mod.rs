@@ -10,4 +10,4 @@ pub mod neighbor;
 pub mod session;
 pub mod speaker;
 
-pub use meshd_bgp::{fsm, guard, import, packet, policy, rib};
+pub use meshd_bgp::{fsm, guard, import, packet, policy, refusals, rib};

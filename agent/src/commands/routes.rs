@@ -7,7 +7,7 @@ use std::io::Write;
 use super::status::ask_and_print;
 use super::{CommandError, Context, Output};
 use crate::api::protocol::Request;
-use crate::api::report::RoutesReport;
+use crate::api::report::{BgpSessionEntry, RoutesReport};
 use crate::cli::OutputArgs;
 
 /// Asks the daemon and prints its routes.
@@ -57,7 +57,7 @@ pub(super) fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -
 
 /// The BGP sessions and paths.
 fn render_bgp(report: &RoutesReport) -> String {
-    let sessions: Vec<[String; 5]> = report
+    let sessions: Vec<[String; 7]> = report
         .bgp_sessions
         .iter()
         .map(|s| {
@@ -72,6 +72,8 @@ fn render_bgp(report: &RoutesReport) -> String {
                 format!("AS{}", s.remote_asn),
                 kind.to_owned(),
                 s.state.clone(),
+                s.accepted.to_string(),
+                refused_cell(s),
             ]
         })
         .collect();
@@ -80,7 +82,9 @@ fn render_bgp(report: &RoutesReport) -> String {
         text.push_str("  none\n");
     } else {
         text.push_str(&columns(
-            ["NAME", "ADDRESS", "AS", "TYPE", "STATE"],
+            [
+                "NAME", "ADDRESS", "AS", "TYPE", "STATE", "ACCEPTED", "REFUSED",
+            ],
             &sessions,
         ));
     }
@@ -137,6 +141,19 @@ fn render_bgp(report: &RoutesReport) -> String {
         text.push_str(&render_exits(report));
     }
     text
+}
+
+/// How many of the session's routes were refused, and why: `2 (as_loop 1, policy 1)`.
+fn refused_cell(s: &BgpSessionEntry) -> String {
+    if s.refused_by_reason.is_empty() {
+        return s.refused.to_string();
+    }
+    let why: Vec<String> = s
+        .refused_by_reason
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    format!("{} ({})", s.refused, why.join(", "))
 }
 
 /// Which exit each default route and `[[exit.route]]` destination uses, and why.
@@ -249,6 +266,9 @@ mod tests {
             rr_client: false,
             router_id: Some("10.2.0.1".parse().unwrap()),
             advertised: 1,
+            accepted: 1,
+            refused: 2,
+            refused_by_reason: [("as_loop".to_owned(), 1), ("certificate".to_owned(), 1)].into(),
         };
         let route = report::BgpRouteEntry {
             prefix: "192.168.42.0/24".parse().unwrap(),
@@ -280,8 +300,8 @@ mod tests {
              10.2.0.0/16  beta  peer    route via mesh0\n\
              \n\
              BGP sessions:\n\
-             NAME  ADDRESS   AS       TYPE  STATE\n\
-             beta  10.2.0.1  AS64512  ibgp  established\n\
+             NAME  ADDRESS   AS       TYPE  STATE        ACCEPTED  REFUSED\n\
+             beta  10.2.0.1  AS64512  ibgp  established  1         2 (as_loop 1, certificate 1)\n\
              \n\
              BGP routes (* best):\n\
              PREFIX            NEXT HOP  FROM  AS PATH  KERNEL  ATTRIBUTES\n\

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::{CommandError, Context, Output};
 use crate::api::human;
 use crate::api::protocol::Request;
-use crate::api::report::StatusReport;
+use crate::api::report::{BgpSummary, StatusReport};
 use crate::cli::OutputArgs;
 
 /// Asks the daemon and prints its status.
@@ -133,6 +133,27 @@ pub fn render(report: &StatusReport) -> String {
             detail.join(", ")
         ));
     }
+    if let Some(bgp) = &report.bgp {
+        text.push_str(&render_bgp(bgp));
+    }
+    text
+}
+
+/// The BGP line, then one line per session with its route counts.
+fn render_bgp(bgp: &BgpSummary) -> String {
+    let mut text = format!(
+        "  bgp: {} of {} sessions established, {} routes accepted, {} refused\n",
+        bgp.established,
+        bgp.sessions.len(),
+        bgp.accepted,
+        bgp.refused
+    );
+    for s in &bgp.sessions {
+        text.push_str(&format!(
+            "    {}: {}, {} accepted, {} refused\n",
+            s.name, s.state, s.accepted, s.refused
+        ));
+    }
     text
 }
 
@@ -170,6 +191,51 @@ mod tests {
             crate::state::encode_key(&[1; 32])
         );
         assert_eq!(render(&status), expected);
+    }
+
+    #[test]
+    fn bgp_sessions_are_counted_one_line_each() {
+        let stats = DataplaneStats {
+            peers: vec![],
+            drops: Default::default(),
+        };
+        let status = report::status(&node(), &[], &stats, node().started_at, clock());
+        assert!(!render(&status).contains("bgp:"), "no BGP, no line");
+        let session = |name: &str, state: &str, accepted, refused| report::BgpSessionEntry {
+            name: name.into(),
+            address: "198.51.100.2".parse().unwrap(),
+            remote_asn: 65010,
+            state: state.into(),
+            internal: false,
+            rr_client: false,
+            router_id: None,
+            advertised: 0,
+            accepted,
+            refused,
+            refused_by_reason: Default::default(),
+        };
+        let view = report::BgpView {
+            sessions: vec![
+                session("bird", "established", 3, 2),
+                session("frr", "active", 0, 0),
+            ],
+            ..report::BgpView::default()
+        };
+        let status = report::status_with_bgp(status, &view);
+        let text = render(&status);
+        let bgp = text.split("drops: none\n").nth(1).unwrap();
+        assert_eq!(
+            bgp,
+            "  bgp: 1 of 2 sessions established, 3 routes accepted, 2 refused\n    \
+             bird: established, 3 accepted, 2 refused\n    frr: active, 0 accepted, 0 refused\n"
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["bgp"]["sessions"][0]["refused"], 2);
+        // A reader of an older daemon's status finds no BGP part.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("bgp");
+        let back: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.bgp, None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use meshd_tunnel::path::{PathState, PathStats};
 
 use crate::api::peer_state::PeerState;
 use crate::api::report::{self, BgpSessionEntry, BgpView, is_up};
+use crate::bgp::refusals::Kind as RefusalKind;
 use crate::control::MembershipCounts;
 use crate::control::accept_limits::{Reason as RefusalReason, RefusalCounts};
 use crate::dataplane::{DataplaneStats, DropReason};
@@ -374,13 +375,19 @@ fn bgp(out: &mut Families<'_, '_>, view: &BgpView) -> fmt::Result {
         "meshd_bgp_session_received_prefixes",
         "Prefixes the neighbour announces to this node (accepted by import policy)",
         None,
-        sessions.iter().map(|s| {
-            let received = view
-                .routes
-                .iter()
-                .filter(|r| r.learnt_from_address == Some(s.address))
-                .count();
-            (label(s), received as u64)
+        sessions.iter().map(|s| (label(s), s.accepted as u64)),
+    )?;
+    out.gauge(
+        "meshd_bgp_session_refused_prefixes",
+        "Prefixes the neighbour announces that were refused, by kind of reason",
+        None,
+        sessions.iter().flat_map(|s| {
+            RefusalKind::ALL.iter().map(move |kind| {
+                let [neighbor, address] = label(s);
+                let reason = ("reason", kind.as_str().to_owned());
+                let n = s.refused_by_reason.get(kind.as_str()).copied().unwrap_or(0);
+                ([neighbor, address, reason], n as u64)
+            })
         }),
     )?;
     out.gauge(

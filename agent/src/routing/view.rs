@@ -58,6 +58,13 @@ fn session_entry(asn: u32, s: &SessionStatus) -> BgpSessionEntry {
         rr_client: s.rr_client,
         router_id: s.negotiated.as_ref().map(|n| n.peer_id),
         advertised: s.advertised,
+        accepted: s.accepted,
+        refused: s.refused_total(),
+        refused_by_reason: s
+            .refused
+            .iter()
+            .map(|(kind, n)| (kind.as_str().to_owned(), *n))
+            .collect(),
     }
 }
 

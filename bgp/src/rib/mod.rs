@@ -60,6 +60,8 @@ pub struct Rib {
     last_path: Option<Arc<Path>>,
     /// Equal paths from different UPDATEs share one allocation too.
     interner: intern::Interner,
+    /// How many prefixes each peer has a path to (its accepted routes).
+    path_counts: HashMap<PeerId, usize>,
 }
 
 impl Rib {
@@ -85,7 +87,13 @@ impl Rib {
             .filter_map(|p| self.withdraw(id, p))
             .collect();
         self.peers.remove(&id);
+        self.path_counts.remove(&id);
         changes
+    }
+
+    /// How many prefixes `peer` has a path to.
+    pub fn path_count(&self, peer: PeerId) -> usize {
+        self.path_counts.get(&peer).copied().unwrap_or(0)
     }
 
     /// Adds or replaces `path.peer`'s path to `prefix`.
@@ -99,8 +107,11 @@ impl Rib {
             }
         };
         let before = self.best(&prefix).cloned();
-        if !self.table.upsert(prefix, path) {
-            return None;
+        let peer = path.peer;
+        match self.table.upsert(prefix, path) {
+            table::Upsert::Unchanged => return None,
+            table::Upsert::Replaced => {}
+            table::Upsert::Added => *self.path_counts.entry(peer).or_default() += 1,
         }
         self.reselect(prefix, before)
     }
@@ -109,6 +120,9 @@ impl Rib {
         let before = self.best(&prefix).cloned();
         if !self.table.remove(prefix, peer) {
             return None;
+        }
+        if let Some(count) = self.path_counts.get_mut(&peer) {
+            *count = count.saturating_sub(1);
         }
         self.reselect(prefix, before)
     }

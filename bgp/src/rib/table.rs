@@ -64,35 +64,41 @@ impl Slot {
         }
     }
 
-    /// Adds or replaces the path of `path.peer`; false if exactly this path was there.
-    fn upsert(&mut self, path: Arc<Path>) -> bool {
+    /// Adds or replaces the path of `path.peer`.
+    fn upsert(&mut self, path: Arc<Path>) -> Upsert {
         let same = |a: &Arc<Path>| Arc::ptr_eq(a, &path) || **a == *path;
         match self {
             Slot::One { path: old, best } if old.peer == path.peer => {
                 if same(old) {
-                    return false;
+                    return Upsert::Unchanged;
                 }
                 *old = path;
                 *best = false;
+                Upsert::Replaced
             }
             Slot::One { path: old, .. } => {
                 // Most prefixes have one or two paths: room for exactly two.
                 let paths = vec![old.clone(), path];
                 *self = Slot::Many(Box::new(Many { paths, best: None }));
+                Upsert::Added
             }
             Slot::Many(many) => {
-                match many.paths.iter_mut().find(|p| p.peer == path.peer) {
-                    Some(old) if same(old) => return false,
-                    Some(old) => *old = path,
+                let done = match many.paths.iter_mut().find(|p| p.peer == path.peer) {
+                    Some(old) if same(old) => return Upsert::Unchanged,
+                    Some(old) => {
+                        *old = path;
+                        Upsert::Replaced
+                    }
                     None => {
                         many.paths.reserve_exact(1);
                         many.paths.push(path);
+                        Upsert::Added
                     }
-                }
+                };
                 many.best = None;
+                done
             }
         }
-        true
     }
 
     /// Removes `peer`'s path. `None` if it had none; else whether the slot is now empty.
@@ -111,6 +117,17 @@ impl Slot {
             }
         }
     }
+}
+
+/// What [`Table::upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Upsert {
+    /// Exactly this path was there.
+    Unchanged,
+    /// The peer's path was replaced by another.
+    Replaced,
+    /// The peer had no path to the prefix.
+    Added,
 }
 
 #[derive(Debug, Default)]
@@ -157,22 +174,22 @@ impl Table {
         }
     }
 
-    /// Adds or replaces `path.peer`'s path to `prefix`; false if exactly this path was there.
-    pub(super) fn upsert(&mut self, prefix: IpNet, path: Arc<Path>) -> bool {
+    /// Adds or replaces `path.peer`'s path to `prefix`.
+    pub(super) fn upsert(&mut self, prefix: IpNet, path: Arc<Path>) -> Upsert {
         let new = |path| Slot::One { path, best: false };
         let slot = match prefix {
             IpNet::V4(n) => match self.v4.entry(key4(&n)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(new(path));
-                    return true;
+                    return Upsert::Added;
                 }
             },
             IpNet::V6(n) => match self.v6.entry(key6(&n)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(new(path));
-                    return true;
+                    return Upsert::Added;
                 }
             },
         };
@@ -241,10 +258,14 @@ mod tests {
     fn one_path_inline_then_many_then_one_again() {
         let mut t = Table::default();
         let p: IpNet = "10.1.0.0/16".parse().unwrap();
-        assert!(t.upsert(p, path(1)));
-        assert!(!t.upsert(p, path(1)), "the same path again changes nothing");
+        assert_eq!(t.upsert(p, path(1)), Upsert::Added);
+        assert_eq!(
+            t.upsert(p, path(1)),
+            Upsert::Unchanged,
+            "the same path again changes nothing"
+        );
         assert!(matches!(t.get(&p), Some(Slot::One { .. })));
-        assert!(t.upsert(p, path(2)));
+        assert_eq!(t.upsert(p, path(2)), Upsert::Added);
         assert!(matches!(t.get(&p), Some(Slot::Many(_))));
         t.set_best(&p, Some(1));
         assert_eq!(t.get(&p).unwrap().best().unwrap().peer, 2);
