@@ -973,12 +973,12 @@ fn log_refusal(peer: &str, import: &crate::policy::Policy, prefix: IpNet, note: 
         Note::Changed { previous, reason } => (reason, Some(previous.describe(import))),
         Note::Accepted { previous } => {
             let previous = previous.describe(import);
-            tracing::info!(peer, %prefix, %previous, "BGP route accepted, refused before");
+            tracing::info!(%peer, %prefix, %previous, "BGP route accepted, refused before");
             return;
         }
         Note::Quiet => {
             tracing::warn!(
-                peer,
+                %peer,
                 lines = MAX_LINES,
                 "more BGP routes refused from this neighbour than are logged one by one: the \
                  others are only counted until the session restarts (`meshd routes` shows them)"
@@ -993,13 +993,13 @@ fn log_refusal(peer: &str, import: &crate::policy::Policy, prefix: IpNet, note: 
     );
     let reason = reason.describe(import);
     match (serious, previous) {
-        (true, None) => tracing::warn!(peer, %prefix, %reason, %kind, "BGP route refused"),
-        (false, None) => tracing::info!(peer, %prefix, %reason, %kind, "BGP route refused"),
+        (true, None) => tracing::warn!(%peer, %prefix, %reason, %kind, "BGP route refused"),
+        (false, None) => tracing::info!(%peer, %prefix, %reason, %kind, "BGP route refused"),
         (true, Some(previous)) => tracing::warn!(
-            peer, %prefix, %reason, %kind, %previous, "BGP route refused, for another reason now"
+            %peer, %prefix, %reason, %kind, %previous, "BGP route refused, for another reason now"
         ),
         (false, Some(previous)) => tracing::info!(
-            peer, %prefix, %reason, %kind, %previous, "BGP route refused, for another reason now"
+            %peer, %prefix, %reason, %kind, %previous, "BGP route refused, for another reason now"
         ),
     }
 }

@@ -9,17 +9,24 @@
 //! community, prepends on the backup session (seen in `birdc show route all`) and holds back what
 //! it does not list (RFC 8212 default deny); a route withdrawn on either side disappears on the
 //! other; and after BIRD restarts a session, it comes back with its routes.
+//!
+//! Then `meshd run` itself against BIRD (`refusals_are_logged_once_and_counted`): BIRD sends
+//! three routes in ten UPDATEs each (nine with a new MED, then withdrawn and sent again), one
+//! of them refused by a named import policy term and one carrying meshd's AS (an AS loop);
+//! each refusal is logged once with its reason, and the counts are in `meshd routes --json`,
+//! `meshd status --json`, the text table and the metrics.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshd::api::report::{RoutesReport, StatusReport};
 use meshd::bgp::fsm::State;
 use meshd::bgp::packet::Family;
 use meshd::bgp::speaker::{BGP_PORT, SessionStatus, Speaker, SpeakerConfig};
-use netns_tests::require_root;
+use netns_tests::{ChildGuard, MeshdNode, Namespace, require_root, wait_until};
 use tokio::sync::mpsc;
 
 #[path = "../bgp_support/mod.rs"]
@@ -192,6 +199,27 @@ action = "accept"
     )
 }
 
+/// Starts BIRD in `namespace` with `config` written to `dir`; returns it, its config file
+/// and its control socket.
+fn start_bird(namespace: &Namespace, dir: &Path, config: &str) -> (ChildGuard, PathBuf, PathBuf) {
+    let file = dir.join("bird.conf");
+    std::fs::write(&file, config).unwrap();
+    let socket = dir.join("bird.ctl");
+    let bird = namespace.spawn(
+        "bird",
+        "bird",
+        &[
+            "-f",
+            "-c",
+            &file.display().to_string(),
+            "-s",
+            &socket.display().to_string(),
+        ],
+        &[],
+    );
+    (bird, file, socket)
+}
+
 /// Runs birdc in BIRD's namespace and returns its output.
 async fn birdc(namespace: &str, socket: &std::path::Path, args: &[&str]) -> String {
     let socket = socket.display().to_string();
@@ -234,21 +262,7 @@ fn bird2_interop() {
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bird.conf");
-    std::fs::write(&config, bird_config(dir.path())).unwrap();
-    let socket: PathBuf = dir.path().join("bird.ctl");
-    let bird = bird_ns.spawn(
-        "bird",
-        "bird",
-        &[
-            "-f",
-            "-c",
-            &config.display().to_string(),
-            "-s",
-            &socket.display().to_string(),
-        ],
-        &[],
-    );
+    let (bird, _, socket) = start_bird(&bird_ns, dir.path(), &bird_config(dir.path()));
     let key_file = dir.path().join("bgp-bird.key");
     std::fs::write(&key_file, format!("{MD5_KEY}\n")).unwrap();
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -415,4 +429,207 @@ async fn poll_sessions(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("sessions not as expected within 20 s: {last:#?}");
+}
+
+const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
+/// The daemon's AS: the default, as `meshd init` leaves it.
+const DAEMON_ASN: u32 = 64512;
+/// Of BIRD's three routes: accepted, refused by the term "no-lab", looping through meshd's AS.
+const ACCEPTED: &str = "192.168.60.0/24";
+const BY_POLICY: &str = "192.168.61.0/24";
+const LOOPING: &str = "192.168.62.0/24";
+
+/// BIRD announcing the three routes with MED `med` (a new MED is a new UPDATE for each).
+fn refusing_bird_config(dir: &std::path::Path, med: u32) -> String {
+    format!(
+        r#"
+log "{log}" all;
+router id {BIRD_V4};
+protocol device {{ }}
+protocol static feed {{
+    ipv4;
+    route {ACCEPTED} blackhole;
+    route {BY_POLICY} blackhole;
+    route {LOOPING} blackhole;
+}}
+filter to_meshd {{
+    bgp_med = {med};
+    # BIRD puts its own AS in front: "65010 {DAEMON_ASN}", meshd's AS in the path.
+    if net = {LOOPING} then bgp_path.prepend({DAEMON_ASN});
+    if source = RTS_STATIC then accept;
+    reject;
+}}
+protocol bgp meshd {{
+    local {BIRD_V4} as 65010;
+    neighbor {MESHD_V4} as {DAEMON_ASN};
+    passive on;
+    hold time 9;
+    ipv4 {{ import none; export filter to_meshd; }};
+}}
+"#,
+        log = dir.join("bird.log").display()
+    )
+}
+
+const REFUSING_NEIGHBOR: &str = r#"
+[[bgp.neighbor]]
+name = "bird"
+address = "198.51.100.2"
+remote_asn = 65010
+hold_time = 9
+connect_retry = 1
+import = "from-bird"
+export = { prefixes = ["10.0.0.0/8 le 24"] }
+
+[bgp.policy.from-bird]
+[[bgp.policy.from-bird.term]]
+name = "no-lab"
+match.prefixes = ["192.168.61.0/24"]
+action = "reject"
+[[bgp.policy.from-bird.term]]
+match.prefixes = ["192.168.0.0/16 le 24"]
+action = "accept"
+"#;
+
+#[test]
+fn refusals_are_logged_once_and_counted() {
+    if !require_root("refusals_are_logged_once_and_counted") {
+        return;
+    }
+    let (meshd_ns, bird_ns) = meshd_and_peer("bgprefuse", &[], &["198.51.100.2/24"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (bird, config, socket) =
+        start_bird(&bird_ns, dir.path(), &refusing_bird_config(dir.path(), 1));
+    let mut node = MeshdNode::with_addresses(
+        Path::new(MESHD),
+        "refuser",
+        "198.51.100.1:51820",
+        &["10.1.0.1/16"],
+    );
+    let mut toml = std::fs::read_to_string(node.config_path()).unwrap();
+    toml.push_str(REFUSING_NEIGHBOR);
+    std::fs::write(node.config_path(), toml).unwrap();
+    node.start(&meshd_ns);
+    let logs = || {
+        let bird_log = std::fs::read_to_string(dir.path().join("bird.log")).unwrap_or_default();
+        format!(
+            "meshd:\n{}\nBIRD:\n{bird_log}{}",
+            node.log(),
+            bird.log().contents()
+        )
+    };
+    let routes = || -> RoutesReport {
+        serde_json::from_str(&node.command(&["routes", "--json"])).expect("routes JSON")
+    };
+    let med_of = |report: &RoutesReport| {
+        report
+            .bgp_routes
+            .iter()
+            .find(|r| r.prefix.to_string() == ACCEPTED)
+            .map(|r| r.med)
+    };
+    let shows = |what: Option<Option<u32>>| {
+        wait_until(Duration::from_secs(20), || med_of(&routes()) == what)
+    };
+    let birdc = |args: &[&str]| {
+        let mut full = vec!["-s", socket.to_str().unwrap()];
+        full.extend_from_slice(args);
+        bird_ns.exec_ok("birdc", &full)
+    };
+
+    // UPDATEs 1 to 9: the first table, then eight new MEDs; each waited for, so that every
+    // one reaches meshd on its own.
+    assert!(shows(Some(Some(1))), "no route from BIRD:\n{}", logs());
+    for med in 2..=9 {
+        std::fs::write(&config, refusing_bird_config(dir.path(), med)).unwrap();
+        let out = birdc(&["configure"]);
+        assert!(out.contains("Reconfigured"), "{out}");
+        assert!(shows(Some(Some(med))), "MED {med} not seen:\n{}", logs());
+    }
+    // UPDATE 10 after a withdrawal: refused again for the same reason, which is not news.
+    birdc(&["disable", "feed"]);
+    assert!(shows(None), "withdrawal not seen:\n{}", logs());
+    birdc(&["enable", "feed"]);
+    assert!(shows(Some(Some(9))), "routes not back:\n{}", logs());
+
+    // BIRD did send each route ten times (its export counters: received, rejected, filtered,
+    // ignored, accepted).
+    let stats = birdc(&["show", "protocols", "all", "meshd"]);
+    let sent: Vec<u64> = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with("Export updates:"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(sent.last().is_some_and(|n| *n >= 30), "{stats}");
+
+    // The counts: the refused routes are counted once they are announced again, so this is
+    // also the sign that the last UPDATEs were handled.
+    let counted = wait_until(Duration::from_secs(10), || {
+        routes()
+            .bgp_sessions
+            .iter()
+            .any(|s| s.name == "bird" && s.accepted == 1 && s.refused == 2)
+    });
+    let report = routes();
+    assert!(counted, "{:#?}\n{}", report.bgp_sessions, logs());
+    let session = report
+        .bgp_sessions
+        .iter()
+        .find(|s| s.name == "bird")
+        .unwrap();
+    let by_reason: Vec<(&str, usize)> = session
+        .refused_by_reason
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    assert_eq!(by_reason, [("as_loop", 1), ("policy", 1)]);
+
+    // Each refusal once, with the neighbour, the prefix and the reason.
+    let log = node.log();
+    let refused = |prefix: &str| -> Vec<&str> {
+        log.lines()
+            .filter(|l| l.contains("BGP route") && l.contains(prefix))
+            .collect()
+    };
+    let by_policy = refused(BY_POLICY);
+    assert_eq!(by_policy.len(), 1, "{by_policy:#?}\n{}", logs());
+    assert!(
+        by_policy[0].contains("BGP route refused")
+            && by_policy[0].contains("peer=bird")
+            && by_policy[0].contains(r#"reason=import policy term "no-lab""#)
+            && by_policy[0].contains("kind=policy"),
+        "{}",
+        by_policy[0]
+    );
+    let looping = refused(LOOPING);
+    assert_eq!(looping.len(), 1, "{looping:#?}\n{}", logs());
+    assert!(
+        looping[0].contains("peer=bird") && looping[0].contains("reason=AsLoop"),
+        "{}",
+        looping[0]
+    );
+    assert!(refused(ACCEPTED).is_empty(), "{}", logs());
+
+    // The same counts in `meshd status`, the text table and the metrics.
+    let status: StatusReport =
+        serde_json::from_str(&node.command(&["status", "--json"])).expect("status JSON");
+    let bgp = status.bgp.expect("a BGP summary");
+    assert_eq!((bgp.established, bgp.accepted, bgp.refused), (1, 1, 2));
+    let text = node.command(&["routes"]);
+    assert!(text.contains("2 (as_loop 1, policy 1)"), "{text}");
+    let metrics = node.metrics(&meshd_ns);
+    let refused_metric = |reason| {
+        metrics.value(
+            "meshd_bgp_session_refused_prefixes",
+            &[("neighbor", "bird"), ("reason", reason)],
+        )
+    };
+    assert_eq!(refused_metric("as_loop"), Some(1.0));
+    assert_eq!(refused_metric("policy"), Some(1.0));
+    assert_eq!(refused_metric("certificate"), Some(0.0));
+    node.stop();
 }
