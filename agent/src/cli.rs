@@ -118,6 +118,12 @@ pub enum Command {
     Client(ClientCommand),
     /// Revoke a node or a client (run on the CA holder).
     Revoke(RevokeArgs),
+    /// Ask the running daemon to renew this node's certificate now.
+    ///
+    /// Certificates renew themselves at about two thirds of their lifetime. After the CA
+    /// holder changed what this node's certificate should say (`meshd ca approve`), this
+    /// brings the new certificate at once; the log says `node certificate renewed`.
+    Renew,
     /// Manage the mesh CA's registry (run on the CA holder).
     #[command(subcommand)]
     Ca(CaCommand),
@@ -323,6 +329,36 @@ pub enum CaCommand {
     /// takes a newcomer for the node that was thrown out. This frees one on purpose (a router
     /// that was revoked and reinstalled). Its prefixes stay burnt: the new node gets new ones.
     FreeName(FreeNameArgs),
+    /// Change what a member's certificate approves: Internet exit, shared (anycast) prefixes.
+    ///
+    /// Recorded in the CA registry; the member's next certificate carries it. Run `meshd
+    /// renew` on the member to get it at once (else it comes with the automatic renewal).
+    Approve(ApproveArgs),
+}
+
+/// `meshd ca approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The member's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Approve the member as an Internet exit for these families (added to what it has).
+    #[arg(long, value_name = "ipv4|ipv6|both", num_args = 0..=1, default_missing_value = "both",
+          conflicts_with = "no_exit")]
+    pub exit: Option<ExitFamilies>,
+
+    /// Withdraw its exit approval (both families).
+    #[arg(long)]
+    pub no_exit: bool,
+
+    /// Approve a shared (anycast) prefix for it (repeat for several).
+    #[arg(long = "anycast", value_name = "CIDR")]
+    pub anycast: Vec<IpNet>,
+
+    /// Withdraw a shared prefix (repeat for several).
+    #[arg(long = "no-anycast", value_name = "CIDR")]
+    pub no_anycast: Vec<IpNet>,
 }
 
 /// `meshd ca free-name`.

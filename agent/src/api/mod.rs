@@ -65,6 +65,7 @@ pub struct ApiServer {
     state: StateDir,
     peers: Vec<KnownPeer>,
     bgp: Option<tokio::sync::watch::Receiver<report::BgpView>>,
+    renew: Option<server::RenewTrigger>,
 }
 
 impl ApiServer {
@@ -97,7 +98,14 @@ impl ApiServer {
             state,
             peers,
             bgp: None,
+            renew: None,
         })
+    }
+
+    /// Lets `meshd renew` reach the control plane.
+    pub fn with_renew(mut self, renew: server::RenewTrigger) -> Self {
+        self.renew = Some(renew);
+        self
     }
 
     /// Shows the routing plane's sessions and routes in `meshd routes`.
@@ -121,6 +129,9 @@ impl ApiServer {
         let mut api = ApiState::shared(node, peer_set, self.state);
         if let Some(view) = self.bgp {
             api.set_bgp(view);
+        }
+        if let Some(renew) = self.renew {
+            api.set_renew(renew);
         }
         self.socket.serve(&api).await
     }

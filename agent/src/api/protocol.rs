@@ -37,6 +37,9 @@ pub enum Request {
     /// from its own state directory (`clients.json`), never from the request, so being able to
     /// reach the socket does not let anyone add an arbitrary key.
     AddClient { name: String },
+    /// Renew the node certificate now (after the CA holder changed what it should say, e.g.
+    /// `meshd ca approve`). Answered once the request is queued: `{"message": TEXT}`.
+    Renew,
 }
 
 /// Why a request failed, as a stable word for scripts.
@@ -175,13 +178,14 @@ impl Request {
             ("status", None) => Ok(Request::Status),
             ("peers", None) => Ok(Request::Peers),
             ("routes", None) => Ok(Request::Routes),
+            ("renew", None) => Ok(Request::Renew),
             ("add_client", Some(name)) => Ok(Request::AddClient { name }),
             ("add_client", None) => Err(bad("add_client needs a \"name\"".to_owned())),
-            ("status" | "peers" | "routes", Some(_)) => {
+            ("status" | "peers" | "routes" | "renew", Some(_)) => {
                 Err(bad(format!("{} takes no \"name\"", raw.request)))
             }
             (other, _) => Err(bad(format!(
-                "unknown request {other:?}; expected status, peers, routes or add_client"
+                "unknown request {other:?}; expected status, peers, routes, add_client or renew"
             ))),
         }
     }
@@ -215,6 +219,7 @@ mod tests {
             Request::AddClient {
                 name: "laptop".into(),
             },
+            Request::Renew,
         ] {
             let line = request.to_line();
             assert_eq!(line.last(), Some(&b'\n'));

@@ -40,6 +40,29 @@ pub struct ApiState<'a, D> {
     state: StateDir,
     /// The routing plane's view, when the daemon runs BGP.
     bgp: Option<watch::Receiver<BgpView>>,
+    /// Asks the control plane for a certificate renewal, when the node has one.
+    renew: Option<RenewTrigger>,
+}
+
+/// Asks the control plane for a renewal now: `Ok` with what to tell the operator, `Err` when
+/// it could not be asked. (A function, so that the API knows nothing of the control plane.)
+#[derive(Clone)]
+pub struct RenewTrigger(std::sync::Arc<dyn Fn() -> Result<String, String> + Send + Sync>);
+
+impl RenewTrigger {
+    pub fn new(ask: impl Fn() -> Result<String, String> + Send + Sync + 'static) -> Self {
+        RenewTrigger(std::sync::Arc::new(ask))
+    }
+
+    fn ask(&self) -> Result<String, String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for RenewTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RenewTrigger")
+    }
 }
 
 /// The peer set the server changes: its own (a server alone, in tests) or the daemon's,
@@ -64,6 +87,7 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             peers: Peers::Own(Box::new(peers)),
             state,
             bgp: None,
+            renew: None,
         }
     }
 
@@ -74,7 +98,13 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             peers: Peers::Shared(peers),
             state,
             bgp: None,
+            renew: None,
         }
+    }
+
+    /// Lets `renew` requests reach the control plane.
+    pub fn set_renew(&mut self, renew: RenewTrigger) {
+        self.renew = Some(renew);
     }
 
     /// Adds the routing plane's sessions and routes to `routes` answers.
@@ -143,6 +173,20 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                 Ok(payload) => payload,
                 Err(failure) => return Response::error(failure),
             },
+            Request::Renew => {
+                let outcome = match &self.renew {
+                    Some(renew) => renew.ask(),
+                    None => Err(
+                        "this node runs no control plane (it has no certificate), so \
+                                 there is nothing to renew"
+                            .to_owned(),
+                    ),
+                };
+                match outcome {
+                    Ok(message) => serde_json::json!({ "message": message }),
+                    Err(why) => return Response::error(Failure::new(ErrorKind::Failed, why)),
+                }
+            }
         };
         Response::ok(payload)
     }
@@ -339,6 +383,25 @@ mod tests {
             let response = api.handle(line);
             assert_eq!(response.error.unwrap().kind, ErrorKind::BadRequest);
         }
+    }
+
+    #[test]
+    fn renew_reaches_the_control_plane_or_says_there_is_none() {
+        let dataplane = FakeDataplane::default();
+        let mut api = api_with(&dataplane, StateDir::new("/nonexistent"));
+        let failure = api.handle(&Request::Renew.to_line()).error.unwrap();
+        assert_eq!(failure.kind, ErrorKind::Failed);
+        assert!(failure.message.contains("no certificate"), "{failure:?}");
+
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = asked.clone();
+        api.set_renew(RenewTrigger::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok("asked".into())
+        }));
+        let answer = ok(api.handle(&Request::Renew.to_line()));
+        assert_eq!(answer["message"], "asked");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]

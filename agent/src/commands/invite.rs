@@ -233,7 +233,7 @@ fn check_routes(
 /// Shared prefixes must be networks (not a default route: that is what exits announce) apart
 /// from the mesh pools, every LAN (approved, promised, or given with this invitation) and any
 /// other shared prefix, except the very same one: that is how several nodes share it.
-fn check_anycast(
+pub(super) fn check_anycast(
     db: &CaDatabase,
     plan: &AddressPlan,
     anycast: &[IpNet],

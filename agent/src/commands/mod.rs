@@ -14,6 +14,7 @@ mod join;
 mod own_config;
 mod peers;
 mod pubkey;
+mod renew;
 mod revoke;
 mod routes;
 mod status;
@@ -158,6 +159,7 @@ pub fn execute<O: Write, N: Write>(
         Command::Routes(args) => routes::routes(&context, &args, output),
         Command::Client(command) => client::client(&context, &command, output),
         Command::Revoke(args) => revoke::revoke(&context, &args, output),
+        Command::Renew => renew::renew(&context, output),
         Command::Ca(command) => ca::ca(&context, &command, output),
         Command::GenerateDocs(args) => generate_docs::generate_docs(&args, output),
     }

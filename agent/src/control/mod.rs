@@ -30,5 +30,6 @@ pub mod store;
 pub mod tls;
 
 pub use shell::{
-    ControlError, ControlHandle, ControlPlane, ControlSettings, MembershipCounts, mesh_pool_routes,
+    ControlError, ControlHandle, ControlPlane, ControlSettings, MembershipCounts, RenewalTrigger,
+    mesh_pool_routes,
 };

@@ -134,6 +134,16 @@ impl Renewal {
         actions
     }
 
+    /// The operator asks for a renewal now (`meshd renew`, after `meshd ca approve` changed
+    /// what the certificate should say). False when a request is out already.
+    pub fn request_now(&mut self, now: OffsetDateTime) -> bool {
+        if self.in_flight {
+            return false;
+        }
+        self.due = self.due.min(now);
+        true
+    }
+
     /// The CA holder issued a new certificate: schedule its renewal.
     pub fn succeeded(&mut self, validity: Validity) {
         self.restart(validity);
@@ -268,6 +278,18 @@ mod tests {
                 "{gap}"
             );
         }
+    }
+
+    #[test]
+    fn a_renewal_asked_for_now_is_made_at_the_next_poll_once() {
+        let mut renewal = Renewal::new(ninety_days(), 5);
+        let now = T0 + Duration::days(1);
+        assert_eq!(renewal.poll(now), vec![]);
+        assert!(renewal.request_now(now));
+        assert_eq!(renewal.poll(now), vec![RenewalAction::Request]);
+        // While it is out, a second ask changes nothing.
+        assert!(!renewal.request_now(now));
+        assert_eq!(renewal.poll(now + Duration::seconds(1)), vec![]);
     }
 
     #[test]

@@ -175,6 +175,20 @@ enum Event {
     RenewalDone {
         result: Result<String, String>,
     },
+    /// The operator asks for a renewal now (`meshd renew`).
+    RenewNow,
+}
+
+/// Asks the running control plane for a certificate renewal now (for `meshd renew`, after
+/// the CA holder changed what the certificate should say).
+#[derive(Debug, Clone)]
+pub struct RenewalTrigger(mpsc::Sender<Event>);
+
+impl RenewalTrigger {
+    /// Queues the request; false when the control plane is gone or swamped.
+    pub fn request(&self) -> bool {
+        self.0.try_send(Event::RenewNow).is_ok()
+    }
 }
 
 struct Connection {
@@ -374,6 +388,10 @@ impl ControlHandle {
 
     /// The verified members (this node included): their certificates' identities, updated on
     /// every change; the routing plane derives its iBGP sessions and route checks from them.
+    pub fn renewal_trigger(&self) -> RenewalTrigger {
+        RenewalTrigger(self.events.clone())
+    }
+
     pub fn members(&self) -> watch::Receiver<Vec<NodeIdentity>> {
         self.members.clone()
     }
@@ -521,16 +539,20 @@ impl Hub {
         }
     }
 
-    fn on_tick(&mut self) {
-        let now = OffsetDateTime::now_utc();
-        let actions = self.membership.tick(now);
-        self.apply(actions);
+    fn poll_renewal(&mut self, now: OffsetDateTime) {
         for action in self.own.renewal.poll(now) {
             match action {
                 RenewalAction::Request => self.start_renewal(now),
                 RenewalAction::Warn(text) => tracing::warn!("{text}"),
             }
         }
+    }
+
+    fn on_tick(&mut self) {
+        let now = OffsetDateTime::now_utc();
+        let actions = self.membership.tick(now);
+        self.apply(actions);
+        self.poll_renewal(now);
         // `meshd revoke` on the CA holder writes a new CRL file: pick it up.
         match store::read_crl(&self.settings.state) {
             Ok(Some(der)) => {
@@ -780,6 +802,14 @@ impl Hub {
                     };
                     let _ = reply.send(answer);
                 });
+            }
+            Event::RenewNow => {
+                if self.own.renewal.request_now(now) {
+                    tracing::info!("certificate renewal asked for by the operator");
+                    self.poll_renewal(now);
+                } else {
+                    tracing::info!("certificate renewal asked for; one is under way already");
+                }
             }
             Event::RenewalDone { result } => {
                 let outcome = result.and_then(|pem| self.install_certificate(&pem, now));

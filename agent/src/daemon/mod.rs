@@ -222,6 +222,23 @@ async fn run_planes(
         Some(routing) => api.with_bgp(routing.view()),
         None => api,
     };
+    let api = match control.as_ref() {
+        Some(control) => {
+            let trigger = control.renewal_trigger();
+            api.with_renew(crate::api::server::RenewTrigger::new(move || {
+                if trigger.request() {
+                    Ok(
+                        "asked for a new certificate; the log says `node certificate renewed` \
+                        once it is in use"
+                            .to_owned(),
+                    )
+                } else {
+                    Err("the control plane did not take the request; try again".to_owned())
+                }
+            }))
+        }
+        None => api,
+    };
     let peer_set = PeerSet::new(dataplane, sources, plan);
     let wanted_routes = peer_set.wanted_routes();
     let gateway_routes = peer_set.wanted_gateway_routes();

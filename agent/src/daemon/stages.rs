@@ -65,7 +65,7 @@ pub(super) struct Node<'n> {
     pub pools: Vec<IpNet>,
     /// Taken by the control-plane stage; `None`: the node has no certificate, no control plane.
     pub control_settings: Option<ControlSettings>,
-    /// The certificate's approvals: the exit stage masquerades only the approved families.
+    /// The certificate's approvals at start (the exit stage says when there is none).
     pub approvals: pki::Approvals,
 
     /// The TUN device's MTU, set by the interface stage.
@@ -261,14 +261,15 @@ fn start_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>>
         if !exit.serve {
             return Ok(());
         }
-        let Some(families) = exit_families(&node.approvals) else {
+        let approved = node.approvals.exit_ipv4 || node.approvals.exit_ipv6;
+        if !approved {
             tracing::warn!(
-                "[exit] serve: this node's certificate does not approve it as an Internet exit \
-                 (the CA holder approves exits with `meshd invite --exit`); no masquerade is \
-                 set up and no default route is announced"
+                "[exit] serve: this node's certificate does not approve it as an Internet exit, \
+                 so no default route is announced until it does (on the CA holder: `meshd ca \
+                 approve NAME --exit`, then `meshd renew` here); the masquerade is set up \
+                 already, so the exit works as soon as the approval arrives"
             );
-            return Ok(());
-        };
+        }
         let tun = &node.config.interface.name;
         let mut uplinks = exit.interfaces.clone();
         if uplinks.is_empty() {
@@ -279,22 +280,19 @@ fn start_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>>
                 .context("cannot find the default routes' interfaces for [exit] serve")?;
             uplinks.retain(|uplink| uplink != tun);
         }
-        let nat = ExitNat::install(tun, &uplinks, families)
+        if uplinks.is_empty() && !approved {
+            // Nothing is announced, so nothing would leave: not worth refusing to start.
+            tracing::warn!(
+                "[exit] serve: no uplink to masquerade out of (no default route, no [exit] \
+                 interfaces); once the exit is approved, restart meshd with an uplink"
+            );
+            return Ok(());
+        }
+        let nat = ExitNat::install(tun, &uplinks, Families::BOTH)
             .context("cannot set up the exit's masquerade")?;
         node.exit_nat = Some(nat);
         Ok(())
     })
-}
-
-/// The families the certificate makes this node an exit for; `None` for none. Only those
-/// are masqueraded: the other family's default route is not announced (routing::plan), so
-/// its traffic never arrives, and NAT for it would only hide a misconfiguration.
-fn exit_families(approvals: &pki::Approvals) -> Option<Families> {
-    let families = Families {
-        ipv4: approvals.exit_ipv4,
-        ipv6: approvals.exit_ipv6,
-    };
-    (families.ipv4 || families.ipv6).then_some(families)
 }
 
 fn stop_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, ()> {
