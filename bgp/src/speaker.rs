@@ -463,18 +463,34 @@ impl SpeakerCore {
     pub fn all_paths(&self) -> Vec<RouteEntry> {
         let mut out = Vec::new();
         for (prefix, best) in self.rib.best_routes() {
-            for path in self.rib.paths(&prefix) {
-                let from = self.summary(path.peer);
-                out.push(RouteEntry {
-                    prefix,
-                    path: (**path).clone(),
-                    from,
-                    best: **path == *best,
-                });
+            self.entries(prefix, best, &mut out);
+        }
+        out.sort_by_key(|e| (e.prefix, !e.best));
+        out
+    }
+
+    /// [`Self::all_paths`] for these prefixes only (those without a best path have none).
+    pub fn paths_of(&self, prefixes: &[IpNet]) -> Vec<RouteEntry> {
+        let mut out = Vec::new();
+        for prefix in prefixes {
+            if let Some(best) = self.rib.best(prefix) {
+                self.entries(*prefix, best, &mut out);
             }
         }
         out.sort_by_key(|e| (e.prefix, !e.best));
         out
+    }
+
+    /// The paths to `prefix`, whose best is `best`, onto `out`.
+    fn entries(&self, prefix: IpNet, best: &Path, out: &mut Vec<RouteEntry>) {
+        for path in self.rib.paths(&prefix) {
+            out.push(RouteEntry {
+                prefix,
+                path: (**path).clone(),
+                from: self.summary(path.peer),
+                best: **path == *best,
+            });
+        }
     }
 
     /// The paths to `prefix` the decision process chooses among, with their IGP costs and

@@ -66,6 +66,7 @@ enum Command {
     Sessions(oneshot::Sender<Vec<SessionStatus>>),
     Routes(oneshot::Sender<Vec<(IpNet, Path)>>),
     AllPaths(oneshot::Sender<Vec<RouteEntry>>),
+    PathsOf(Vec<IpNet>, oneshot::Sender<Vec<RouteEntry>>),
     UsablePaths(Vec<IpNet>, oneshot::Sender<Vec<UsablePath>>),
     Shutdown,
 }
@@ -189,6 +190,13 @@ impl Speaker {
     pub async fn all_paths(&self) -> Vec<RouteEntry> {
         let (tx, rx) = oneshot::channel();
         let _ = self.commands.send(Command::AllPaths(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// [`Self::all_paths`] for these prefixes only.
+    pub async fn paths_of(&self, prefixes: Vec<IpNet>) -> Vec<RouteEntry> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.commands.send(Command::PathsOf(prefixes, tx));
         rx.await.unwrap_or_default()
     }
 
@@ -339,6 +347,9 @@ impl Actor {
             }
             Command::AllPaths(reply) => {
                 let _ = reply.send(self.core.all_paths());
+            }
+            Command::PathsOf(prefixes, reply) => {
+                let _ = reply.send(self.core.paths_of(&prefixes));
             }
             Command::UsablePaths(prefixes, reply) => {
                 let paths = prefixes

@@ -21,7 +21,7 @@ use super::exits::{self, DefaultPath, ExitChoice, default_prefixes, exit_name};
 use super::igp_cost::{COST_REFRESH, IgpCosts, member_next_hops, reach_of};
 use super::member::{MeshMember, members_of};
 use super::plan::{self, neighbor_changes};
-use super::view::{exit_entries, view_of};
+use super::view::{exit_entries, patch_routes, session_entries, view_of};
 use crate::api::report::BgpView;
 use crate::bgp::neighbor::{self, NeighborConfigError};
 use crate::bgp::rib::{BestChange, LOCAL, Path};
@@ -31,8 +31,11 @@ use crate::peerset::{BgpRoute, DataplaneControl, PeerSet};
 /// Best-route changes are gathered this long before the peer set (and so the data plane and
 /// the kernel) is updated: one update for a burst, such as a session's initial table.
 const SETTLE: Duration = Duration::from_millis(100);
-/// How often the view of the sessions, and of the paths when they changed, is refreshed for
-/// `meshd routes` (copying a full table more often would cost more than it shows).
+/// How often the view of the sessions (states, counts) is refreshed for `meshd routes`, and all
+/// paths when best routes changed since the last time (paths that are not the best change
+/// without a best-route change). The changed best routes themselves are in the view as soon as
+/// they are flushed to the peer set (see [`RoutingPlane::flush_and_show`]); copying the whole
+/// table that often would cost more than it shows.
 const VIEW_REFRESH: Duration = Duration::from_secs(1);
 
 /// What the routing plane needs from the daemon.
@@ -173,6 +176,9 @@ struct Applied {
     withheld: Vec<plan::Withheld>,
     /// The speaker's best paths, by prefix.
     best: BTreeMap<IpNet, Path>,
+    /// Prefixes whose best path changed since the last flush: their paths are read again for
+    /// the view.
+    changed: BTreeSet<IpNet>,
     /// The members' next hops (their overlay addresses), for the IGP cost.
     next_hops: Vec<std::net::IpAddr>,
     /// The IGP costs told to the speaker.
@@ -287,6 +293,7 @@ impl RoutingPlane {
                         Some(path) => applied.best.insert(change.prefix, path),
                         None => applied.best.remove(&change.prefix),
                     };
+                    applied.changed.insert(change.prefix);
                     flush_at.get_or_insert_with(|| Instant::now() + SETTLE);
                 }
                 () = settle => {
@@ -294,7 +301,7 @@ impl RoutingPlane {
                     if std::mem::take(&mut exits_stale) {
                         self.update_exits(&mut applied).await;
                     }
-                    self.flush(&mut applied, peer_set);
+                    self.flush_and_show(&mut applied, peer_set).await;
                     paths_changed = true;
                 }
                 _ = refresh.tick() => {
@@ -308,6 +315,9 @@ impl RoutingPlane {
                     if self.update_exits(&mut applied).await {
                         flush_at.get_or_insert_with(|| Instant::now() + SETTLE);
                     }
+                    // A choice that needs no new routes (the exit of a default route) is
+                    // shown now too.
+                    self.show_exits(&applied.exits);
                 }
             }
         }
@@ -507,28 +517,63 @@ impl RoutingPlane {
         peer_set.set_own_prefixes(&own);
     }
 
+    /// Flushes the best routes to the peer set and puts them in the view in one step: the
+    /// changed prefixes' paths and the sessions are read from the speaker first, then the view
+    /// is patched and the routes handed over with no await in between, so `meshd routes` is
+    /// never behind what the data plane and the kernel are given. (The speaker may be a few
+    /// changes ahead: those follow with the next flush, [`SETTLE`] later.)
+    async fn flush_and_show<D: DataplaneControl>(
+        &self,
+        applied: &mut Applied,
+        peer_set: &PeerSet<'_, D>,
+    ) {
+        let changed = std::mem::take(&mut applied.changed);
+        let fresh = self
+            .speaker
+            .paths_of(changed.iter().copied().collect())
+            .await;
+        let sessions = session_entries(self.settings.asn, &self.speaker.sessions().await);
+        let exits = exit_entries(&applied.exits);
+        self.view.send_if_modified(|view| {
+            let modified = !changed.is_empty() || view.sessions != sessions || view.exits != exits;
+            patch_routes(&mut view.routes, &changed, &fresh);
+            view.sessions = sessions;
+            view.exits = exits;
+            modified
+        });
+        self.flush(applied, peer_set);
+    }
+
+    /// The exits chosen now, into the view.
+    fn show_exits(&self, exits: &[ExitChoice]) {
+        let exits = exit_entries(exits);
+        self.view.send_if_modified(|view| {
+            let modified = view.exits != exits;
+            view.exits = exits;
+            modified
+        });
+    }
+
     /// The sessions, the exits, and the paths when `paths_changed`, into the view.
     async fn refresh_view(&self, paths_changed: bool, exits: &[ExitChoice]) {
-        let sessions = self.speaker.sessions().await;
-        let paths = if paths_changed {
-            self.speaker.all_paths().await
+        let sessions = session_entries(self.settings.asn, &self.speaker.sessions().await);
+        let routes = if paths_changed {
+            let paths = self.speaker.all_paths().await;
+            Some(view_of(self.settings.asn, self.settings.router_id, &[], &paths).routes)
         } else {
-            Vec::new()
+            None
         };
-        let mut view = view_of(
-            self.settings.asn,
-            self.settings.router_id,
-            &sessions,
-            &paths,
-        );
-        if !paths_changed {
-            view.routes = self.view.borrow().routes.clone();
-        }
-        view.exits = exit_entries(exits);
-        self.view.send_if_modified(|current| {
-            let changed = *current != view;
-            *current = view;
-            changed
+        let exits = exit_entries(exits);
+        // In place: the routes, a full table's worth, are not copied to be compared.
+        self.view.send_if_modified(|view| {
+            let mut modified = view.sessions != sessions || view.exits != exits;
+            view.sessions = sessions;
+            view.exits = exits;
+            if let Some(routes) = routes {
+                modified |= view.routes != routes;
+                view.routes = routes;
+            }
+            modified
         });
     }
 

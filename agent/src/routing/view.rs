@@ -1,6 +1,9 @@
 //! The speaker's sessions and paths as `meshd routes` reports them. Pure.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
 
 use super::exits::{ExitChoice, Reason};
 use crate::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView, ExitEntry};
@@ -18,10 +21,25 @@ pub fn view_of(
     BgpView {
         asn,
         router_id: Some(router_id),
-        sessions: sessions.iter().map(|s| session_entry(asn, s)).collect(),
+        sessions: session_entries(asn, sessions),
         routes: paths.iter().map(route_entry).collect(),
         exits: Vec::new(),
     }
+}
+
+/// `routes` (a view's, in prefix order, the best path of a prefix first) with the paths to the
+/// `changed` prefixes replaced by `fresh`, the speaker's paths to them now (a prefix it has no
+/// path to any more is gone). What the routing plane does at each flush, instead of copying the
+/// whole table.
+pub fn patch_routes(
+    routes: &mut Vec<BgpRouteEntry>,
+    changed: &BTreeSet<IpNet>,
+    fresh: &[RouteEntry],
+) {
+    routes.retain(|r| !changed.contains(&r.prefix));
+    routes.extend(fresh.iter().map(route_entry));
+    // Two sorted runs: the stable sort merges them in linear time.
+    routes.sort_by_key(|r| (r.prefix, !r.best));
 }
 
 /// The exits the default routes and the `[[exit.route]]` destinations use, for the view.
@@ -46,6 +64,11 @@ pub fn exit_entries(choices: &[ExitChoice]) -> Vec<ExitEntry> {
             }
         })
         .collect()
+}
+
+/// The sessions of a speaker of AS `asn`, for the view.
+pub fn session_entries(asn: u32, sessions: &[SessionStatus]) -> Vec<BgpSessionEntry> {
+    sessions.iter().map(|s| session_entry(asn, s)).collect()
 }
 
 fn session_entry(asn: u32, s: &SessionStatus) -> BgpSessionEntry {
@@ -171,6 +194,53 @@ mod tests {
                 r#"203.0.113.0/24 Some("tokyo") Some(10.3.0.1) Some(250) rule []"#,
                 r#"198.51.100.0/24 Some("paris") Some(10.2.0.1) Some(10) fallback ["osaka"]"#,
                 r#"2001:db8::/32 None None None none ["tokyo"]"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_patch_replaces_the_changed_prefixes_paths_and_keeps_the_order() {
+        let entry = |prefix: &str, peer: &str, best| RouteEntry {
+            prefix: prefix.parse().unwrap(),
+            path: Path {
+                peer: 1,
+                next_hop: peer.parse().unwrap(),
+                attrs: Arc::new(PathAttributes::default()),
+            },
+            from: Some(PeerSummary {
+                name: peer.into(),
+                address: peer.parse().unwrap(),
+                internal: true,
+            }),
+            best,
+        };
+        let old = [
+            entry("10.2.0.0/16", "10.2.0.1", true),
+            entry("10.2.0.0/16", "10.3.0.1", false),
+            entry("10.3.0.0/16", "10.3.0.1", true),
+            entry("10.4.0.0/16", "10.4.0.1", true),
+        ];
+        let mut routes = view_of(64512, Ipv4Addr::new(10, 1, 0, 1), &[], &old).routes;
+        // 10.2/16's best moved, 10.4/16 went, 10.5/16 came; 10.3/16 is untouched.
+        let changed: BTreeSet<IpNet> = ["10.2.0.0/16", "10.4.0.0/16", "10.5.0.0/16"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let fresh = [
+            entry("10.2.0.0/16", "10.3.0.1", true),
+            entry("10.5.0.0/16", "10.5.0.1", true),
+        ];
+        patch_routes(&mut routes, &changed, &fresh);
+        let shown: Vec<String> = routes
+            .iter()
+            .map(|r| format!("{} {} {}", r.prefix, r.learnt_from, r.best))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "10.2.0.0/16 10.3.0.1 true",
+                "10.3.0.0/16 10.3.0.1 true",
+                "10.5.0.0/16 10.5.0.1 true",
             ]
         );
     }

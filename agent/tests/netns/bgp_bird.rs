@@ -14,7 +14,8 @@
 //! three routes in ten UPDATEs each (nine with a new MED, then withdrawn and sent again), one
 //! of them refused by a named import policy term and one carrying meshd's AS (an AS loop);
 //! each refusal is logged once with its reason, and the counts are in `meshd routes --json`,
-//! `meshd status --json`, the text table and the metrics.
+//! `meshd status --json`, the text table and the metrics. A route BIRD announces and withdraws
+//! by turns is in `meshd routes --json` as soon as (and as long as) its kernel route is.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -438,6 +439,8 @@ const DAEMON_ASN: u32 = 64512;
 const ACCEPTED: &str = "192.168.60.0/24";
 const BY_POLICY: &str = "192.168.61.0/24";
 const LOOPING: &str = "192.168.62.0/24";
+/// Announced and withdrawn by turns, to see `meshd routes` follow the kernel at once.
+const FLAPPING: &str = "192.168.70.0/24";
 
 /// BIRD announcing the three routes with MED `med` (a new MED is a new UPDATE for each).
 fn refusing_bird_config(dir: &std::path::Path, med: u32) -> String {
@@ -452,6 +455,8 @@ protocol static feed {{
     route {BY_POLICY} blackhole;
     route {LOOPING} blackhole;
 }}
+# Switched on and off by the test: a route that comes and goes.
+protocol static flap {{ disabled; ipv4; route {FLAPPING} blackhole; }}
 filter to_meshd {{
     bgp_med = {med};
     # BIRD puts its own AS in front: "65010 {DAEMON_ASN}", meshd's AS in the path.
@@ -631,5 +636,31 @@ fn refusals_are_logged_once_and_counted() {
     assert_eq!(refused_metric("as_loop"), Some(1.0));
     assert_eq!(refused_metric("policy"), Some(1.0));
     assert_eq!(refused_metric("certificate"), Some(0.0));
+
+    // `meshd routes` shows what the kernel has now: once the kernel route for a new route is
+    // there, or gone for a withdrawn one, `meshd routes --json` agrees at once, every time.
+    let in_kernel = || !meshd_ns.ip(&["route", "show", FLAPPING]).trim().is_empty();
+    let listed = || {
+        routes()
+            .bgp_routes
+            .iter()
+            .any(|r| r.prefix.to_string() == FLAPPING)
+    };
+    for round in 0..5 {
+        for (command, present) in [("enable", true), ("disable", false)] {
+            birdc(&[command, "flap"]);
+            let programmed = wait_until(Duration::from_secs(10), || in_kernel() == present);
+            assert!(
+                programmed,
+                "round {round}: {command} not in the kernel:\n{}",
+                logs()
+            );
+            assert_eq!(
+                listed(),
+                present,
+                "round {round}: the kernel has {command}d {FLAPPING}, meshd routes does not show it"
+            );
+        }
+    }
     node.stop();
 }
