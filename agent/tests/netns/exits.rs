@@ -13,7 +13,7 @@
 //! route to the LAN, so a reply proves it); the rule sends 192.0.2.129 through gamma; the
 //! shared address answers from one announcer (a burst of pings may lose two under load); alpha announces no default (it is no exit) and
 //! says why once; a phone (wireguard-go) set up by `meshd client add --exit` on alpha reaches
-//! the Internet through the same exit; when the exit in use is killed (-9) traffic to the Internet and to the
+//! the Internet through the same exit, over IPv4 and IPv6; when the exit in use is killed (-9) traffic to the Internet and to the
 //! shared address moves to the other one within 5 s, measured.
 
 #[path = "../api_support/mod.rs"]
@@ -36,6 +36,8 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(5);
 const FAILOVER_WAIT: Duration = Duration::from_secs(20);
 
 const INTERNET_HOST: &str = "192.0.2.1";
+/// The Internet over IPv6 (the exits masquerade both families).
+const INTERNET_HOST6: &str = "2001:db8:ffff::1";
 const RULE_HOST: &str = "192.0.2.129";
 const RULE_DESTINATION: &str = "192.0.2.128/25";
 const SHARED: &str = "203.0.113.53";
@@ -43,35 +45,57 @@ const SHARED_PREFIX: &str = "203.0.113.53/32";
 const LAN: &str = "192.168.50.0/24";
 const LAN_HOST: &str = "192.168.50.10";
 
-/// One exit's uplink into inet: the exit's address, inet's address, inet's interface.
+/// One exit's uplink into inet: the exit's addresses, inet's addresses, inet's interface.
 struct Uplink {
     exit_address: &'static str,
     inet_address: &'static str,
+    exit_address6: &'static str,
+    inet_address6: &'static str,
     inet_interface: &'static str,
 }
 
 const BETA_UPLINK: Uplink = Uplink {
     exit_address: "203.0.113.1/29",
     inet_address: "203.0.113.2",
+    exit_address6: "2001:db8:b::1/64",
+    inet_address6: "2001:db8:b::2",
     inet_interface: "to-beta",
 };
 const GAMMA_UPLINK: Uplink = Uplink {
     exit_address: "203.0.113.9/29",
     inet_address: "203.0.113.10",
+    exit_address6: "2001:db8:c::1/64",
+    inet_address6: "2001:db8:c::2",
     inet_interface: "to-gamma",
 };
 
 /// Connects `exit` to inet with its uplink `up0` as its default route.
 fn connect_uplink(exit: &Node, inet: &Namespace, uplink: &Uplink) {
     let inet_side = format!("{}/29", uplink.inet_address);
+    let inet_side6 = format!("{}/64", uplink.inet_address6);
     connect_veth(
         &exit.namespace,
         "up0",
-        &[uplink.exit_address],
+        &[uplink.exit_address, uplink.exit_address6],
         inet,
         uplink.inet_interface,
-        &[&inet_side],
+        &[&inet_side, &inet_side6],
     );
+    exit.namespace
+        .ip(&["-6", "route", "add", "default", "via", uplink.inet_address6]);
+    let address6 = uplink.exit_address6.split('/').next().unwrap();
+    exit.namespace.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        uplink.inet_address6,
+        "table",
+        "101",
+    ]);
+    exit.namespace
+        .ip(&["-6", "rule", "add", "from", address6, "lookup", "101"]);
     exit.namespace
         .ip(&["route", "add", "default", "via", uplink.inet_address]);
     // As docs/operations.md asks of a host with two uplinks: the uplink's address leaves by
@@ -251,6 +275,7 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
     for host in [INTERNET_HOST, RULE_HOST] {
         inet.ip(&["addr", "add", &format!("{host}/32"), "dev", "lo"]);
     }
+    inet.ip(&["addr", "add", &format!("{INTERNET_HOST6}/128"), "dev", "lo"]);
     connect_uplink(&beta, &inet, &BETA_UPLINK);
     connect_uplink(&gamma, &inet, &GAMMA_UPLINK);
     // The shared address, served by both exits.
@@ -409,6 +434,16 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
         "the phone cannot reach {INTERNET_HOST} through alpha's exit"
     );
     assert_eq!(exit_used(&phone.namespace, &inet, INTERNET_HOST), first);
+    // And over IPv6 (::/0 from the same exit, masqueraded as the exit's IPv6 uplink address).
+    assert!(
+        wait_until(CONVERGE_TIMEOUT, || ping_once(
+            &phone.namespace,
+            INTERNET_HOST6,
+            "1"
+        )),
+        "the phone cannot reach {INTERNET_HOST6} over IPv6 through alpha's exit"
+    );
+    assert_eq!(exit_used(&phone.namespace, &inet, INTERNET_HOST6), first);
 
     // The exit in use dies without a word.
     let dying = if first == "beta" {
@@ -458,6 +493,14 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
             "0.3"
         )),
         "the phone lost the Internet with {first}"
+    );
+    assert!(
+        wait_until(FAILOVER_BOUND, || ping_once(
+            &phone.namespace,
+            INTERNET_HOST6,
+            "0.3"
+        )),
+        "the phone lost the IPv6 Internet with {first}"
     );
     // The shared address is served by the survivor.
     let reached = wait_until(FAILOVER_BOUND, || ping_once(&lan, SHARED, "0.3"));
