@@ -28,6 +28,11 @@
 //!    operator's choice (import policy).
 //! 6. A shared (anycast) prefix, approved for several members alike (`meshd invite
 //!    --anycast`), may come from any of them, and from nobody else.
+//! 7. A route from a member that covers the underlay address of a tunnel (a peer's endpoint)
+//!    is refused, default routes aside (they go into their own table, behind the fwmark
+//!    rules): in the kernel it would send that tunnel's own packets into the mesh, a loop
+//!    that kills the tunnel. `meshd invite --route` refuses such LANs already; this catches
+//!    what a member re-announces from its eBGP neighbours, and endpoints that change.
 //!
 //! What this cannot stop: a member that invents an AS path can announce space outside the
 //! mesh that nobody owns. Certificates say what is the member's, not what belongs to the
@@ -47,6 +52,8 @@ pub struct Authority {
     own: String,
     members: Vec<MeshMember>,
     pools: Vec<IpNet>,
+    /// The addresses the tunnels run to (peers' endpoints), with the peer's name.
+    underlay: Vec<(IpAddr, String)>,
 }
 
 /// Who put a route into the mesh.
@@ -80,6 +87,8 @@ pub enum Refusal {
         holders: Vec<String>,
         origin: String,
     },
+    /// The prefix covers `address`, where the tunnel to `peer` runs.
+    CoversUnderlay { address: IpAddr, peer: String },
 }
 
 impl fmt::Display for Refusal {
@@ -116,6 +125,11 @@ impl fmt::Display for Refusal {
                 "the prefix is shared by {holders:?} by their certificates, but the route comes \
                  from {origin}"
             ),
+            Refusal::CoversUnderlay { address, peer } => write!(
+                f,
+                "it covers {address}, the underlay endpoint of the tunnel to {peer:?}: routed \
+                 into the mesh, the tunnel's own packets would go into the tunnels"
+            ),
         }
     }
 }
@@ -136,7 +150,17 @@ impl Authority {
             own: own.to_owned(),
             members,
             pools: pools.iter().map(IpNet::trunc).collect(),
+            underlay: Vec::new(),
         }
+    }
+
+    /// The same, knowing where the tunnels run (rule 7): each peer endpoint's address and
+    /// the peer's name.
+    pub fn with_underlay(mut self, mut underlay: Vec<(IpAddr, String)>) -> Authority {
+        underlay.sort();
+        underlay.dedup();
+        self.underlay = underlay;
+        self
     }
 
     /// The member with the most specific authorised prefix containing `prefix`.
@@ -200,6 +224,16 @@ impl Authority {
         let origin = self.origin(source)?;
         if prefix.prefix_len() == 0 {
             return Self::default_route_verdict(prefix, origin);
+        }
+        // Only what a member sends goes into the TUN; this node's own eBGP neighbours'
+        // routes point at them, not into the mesh.
+        if let Origin::Member(_) = origin
+            && let Some((address, peer)) = self.underlay.iter().find(|(a, _)| prefix.contains(a))
+        {
+            return Err(Refusal::CoversUnderlay {
+                address: *address,
+                peer: peer.clone(),
+            });
         }
         let holders: Vec<&MeshMember> = self.members.iter().filter(|m| m.shares(prefix)).collect();
         if !holders.is_empty() {
@@ -271,7 +305,8 @@ mod tests {
     use crate::routing::member::tests::{core, spoke};
 
     /// core1 with spoke3 (LAN 192.168.42.0/24), core2 with spoke4 (LAN 192.168.43.0/24);
-    /// core2 is an IPv4 Internet exit, core1 and spoke4 share 192.0.2.53/32.
+    /// core2 is an IPv4 Internet exit, core1 and spoke4 share 192.0.2.53/32. The tunnels run
+    /// to 198.51.100.1 (core1), 198.51.100.2 (core2) and 2001:db8:100::3 (spoke3).
     fn authority(own: &str) -> Authority {
         let shared = vec!["192.0.2.53/32".parse().unwrap()];
         let mut core1 = core(1);
@@ -285,11 +320,20 @@ mod tests {
             .iter()
             .map(|i| MeshMember::from_identity(i).unwrap())
             .collect();
+        let underlay = [
+            ("198.51.100.1", "core1"),
+            ("198.51.100.2", "core2"),
+            ("2001:db8:100::3", "spoke3"),
+        ]
+        .iter()
+        .map(|(a, n)| (a.parse().unwrap(), (*n).to_owned()))
+        .collect();
         Authority::new(
             own,
             members,
             vec!["10.0.0.0/8".parse().unwrap(), "fd00::/48".parse().unwrap()],
         )
+        .with_underlay(underlay)
     }
 
     /// One case per line: this node | prefix | source | verdict | what a refusal mentions.
@@ -358,6 +402,13 @@ mod tests {
         core1  | 192.168.42.0/24    | ebgp            | refuse | outside the mesh
         spoke3 | 192.168.42.0/24    | ebgp            | accept |
         core1  | 10.77.0.0/16       | ebgp            | refuse | no member
+        # Routes over the tunnels' own endpoints: from members refused, whoever owns them.
+        core1  | 198.51.100.0/24    | outside 2       | refuse | endpoint of the tunnel to \"core1\"
+        core1  | 198.51.100.2/32    | outside 4 via 2 | refuse | 198.51.100.2
+        core1  | 2001:db8:100::/48  | outside 2       | refuse | \"spoke3\"
+        core1  | 198.51.100.128/25  | outside 2       | accept |
+        core1  | 198.51.100.0/24    | ebgp            | accept |
+        core1  | 0.0.0.0/0          | own 2           | accept |
     ";
 
     fn source(spec: &str) -> RouteSource {

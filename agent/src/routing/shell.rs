@@ -185,6 +185,8 @@ struct Applied {
     igp_costs: IgpCosts,
     /// The members, to name the exits behind default routes.
     members: Vec<MeshMember>,
+    /// Where the tunnels run (peers' endpoint addresses), for the route check.
+    underlay: Vec<(std::net::IpAddr, String)>,
     /// The exit each default route and `[[exit.route]]` destination uses.
     exits: Vec<ExitChoice>,
 }
@@ -241,6 +243,7 @@ impl RoutingPlane {
         }
         // Without membership only the configured LANs are this node's own routes.
         let first = members.as_mut().map(|rx| rx.borrow_and_update().clone());
+        applied.underlay = tunnel_endpoints(peer_set);
         self.apply_membership(&mut applied, &first.unwrap_or_default());
         let mut flush_at: Option<Instant> = None;
         let mut refresh = tokio::time::interval(VIEW_REFRESH);
@@ -310,6 +313,12 @@ impl RoutingPlane {
                 }
                 _ = costs.tick() => {
                     self.update_igp_costs(&mut applied, peer_set);
+                    // Endpoints follow DNS, roaming and membership: the route check too.
+                    let underlay = tunnel_endpoints(peer_set);
+                    if underlay != applied.underlay {
+                        applied.underlay = underlay;
+                        self.install_guard(&mut applied);
+                    }
                     // Also what no best-route change shows: a preferred exit that is not
                     // the nearest appears, or its next hop becomes (un)reachable.
                     if self.update_exits(&mut applied).await {
@@ -423,11 +432,17 @@ impl RoutingPlane {
             applied.withheld = withheld;
         }
 
+        self.install_guard(applied);
+    }
+
+    /// The route check for the current members and tunnel endpoints, if it changed.
+    fn install_guard(&self, applied: &mut Applied) {
         let authority = Authority::new(
             &self.settings.node_name,
-            members,
+            applied.members.clone(),
             self.settings.pools.clone(),
-        );
+        )
+        .with_underlay(applied.underlay.clone());
         if applied.authority.as_ref() != Some(&authority) {
             self.speaker.set_guard(Some(Arc::new(authority.clone())));
             applied.authority = Some(authority);
@@ -581,6 +596,26 @@ impl RoutingPlane {
     pub async fn shutdown(self) {
         self.speaker.shutdown().await;
     }
+}
+
+/// The addresses the tunnels run to: every peer's configured or learnt endpoints, with the
+/// peer's name (sorted, for comparing).
+fn tunnel_endpoints<D: DataplaneControl>(
+    peer_set: &PeerSet<'_, D>,
+) -> Vec<(std::net::IpAddr, String)> {
+    let mut endpoints: Vec<(std::net::IpAddr, String)> = peer_set
+        .peers()
+        .iter()
+        .flat_map(|p| {
+            p.config
+                .endpoints
+                .iter()
+                .map(|e| (e.ip(), p.config.name.clone()))
+        })
+        .collect();
+    endpoints.sort();
+    endpoints.dedup();
+    endpoints
 }
 
 #[cfg(test)]

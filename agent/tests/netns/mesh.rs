@@ -47,6 +47,11 @@ const ROGUE_LAN: &str = "192.168.99.0/24";
 const FRIEND_ASN: u32 = 65042;
 const FRIEND_NET: &str = "203.0.113.0/24";
 const FRIEND_HOST: &str = "203.0.113.1";
+/// What the friend's router also announces, and the spoke's import policy lets in by mistake:
+/// gamma's underlay address. The spoke
+/// takes it from its own neighbour (its operator's choice), but a core must not route it into
+/// the mesh: its tunnel to gamma would go into the tunnels.
+const OVER_GAMMA: &str = "198.51.100.3/32";
 /// Bound for the iBGP sessions and routes to settle.
 const BGP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -57,7 +62,7 @@ fn friend_bird_config(dir: &std::path::Path) -> String {
 log "{log}" all;
 router id 192.168.42.2;
 protocol device {{ }}
-protocol static friend {{ ipv4; route {FRIEND_NET} blackhole; }}
+protocol static friend {{ ipv4; route {FRIEND_NET} blackhole; route {OVER_GAMMA} blackhole; }}
 protocol bgp spoke {{
     local 192.168.42.2 as {FRIEND_ASN};
     neighbor 192.168.42.1 as 64512;
@@ -77,7 +82,7 @@ const FRIEND_NEIGHBOR: &str = r#"
 name = "friend"
 address = "192.168.42.2"
 remote_asn = 65042
-import = { prefixes = ["203.0.113.0/24"], default = "reject" }
+import = { prefixes = ["203.0.113.0/24", "198.51.100.3/32"], default = "reject" }
 export = { prefixes = ["10.0.0.0/8 le 16"], default = "reject" }
 "#;
 
@@ -325,6 +330,21 @@ fn three_cores_and_a_spoke_join_ping_route_a_lan_revoke_and_survive_the_ca() {
         let route = core.best_bgp_route(FRIEND_NET).unwrap();
         assert_eq!(route.as_path, FRIEND_ASN.to_string(), "{route:?}");
         assert_eq!(route.next_hop, Some(spoke_v4), "{route:?}");
+    }
+    // The route over gamma's endpoint: refused by the spoke's core, with the reason, and
+    // nowhere in the mesh.
+    let refused = wait_until(BGP_TIMEOUT, || {
+        beta.log().lines().any(|l| {
+            l.contains(OVER_GAMMA) && l.contains("underlay endpoint of the tunnel to \"gamma\"")
+        })
+    });
+    assert!(refused, "beta did not refuse {OVER_GAMMA}:\n{}", beta.log());
+    for core in [&alpha, &beta, &gamma] {
+        assert!(
+            core.best_bgp_route(OVER_GAMMA).is_none(),
+            "{} took {OVER_GAMMA}",
+            core.name
+        );
     }
     let friend_host: IpAddr = FRIEND_HOST.parse().unwrap();
     assert!(
