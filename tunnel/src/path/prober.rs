@@ -574,7 +574,17 @@ impl PathProber {
                     .active
                     .and_then(|a| self.index(a))
                     .is_some_and(|a| self.paths[a].candidate.source == PathSource::Learned);
-                if active_is_learned || (moved && self.active.is_some()) {
+                // A peer that answers probes and whose active path still works keeps it:
+                // the new address is a candidate, probed like the others, and takes over
+                // only if the active path fails. A datagram from an address we cannot
+                // answer (a multihomed peer's packet that left by the wrong uplink) would
+                // otherwise take the traffic to a dead end, again and again.
+                let active_works = self
+                    .active
+                    .and_then(|a| self.index(a))
+                    .is_some_and(|a| self.paths[a].state == PathState::Up);
+                let keep_active = self.supported && active_works && !active_is_learned;
+                if active_is_learned || (moved && self.active.is_some() && !keep_active) {
                     let from = self.active_path();
                     let to = self.index(id);
                     self.switch(from, to, SwitchReason::Roamed, now);
