@@ -170,6 +170,7 @@ fn snapshot() -> Snapshot {
             exits: Vec::new(),
         }),
         started_at_unix: 1_700_000_000,
+        node_certificate_expiry_unix: Some(1_707_776_000),
         now,
     }
 }
@@ -256,6 +257,7 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         ("meshd_path_loss_ratio", "gauge"),
         ("meshd_path_switches", "counter"),
         ("meshd_control_refused_connections", "counter"),
+        ("meshd_node_certificate_expiry_timestamp_seconds", "gauge"),
         ("meshd_build", "info"),
     ] {
         assert_eq!(

@@ -250,6 +250,9 @@ async fn run_planes(
         control: control.as_ref(),
         bgp: routing.as_ref().map(RoutingPlane::view),
         started_at_unix: info.started_at.unix_timestamp(),
+        node_certificate: control
+            .as_ref()
+            .map(|_| StateDir::new(files.state).node_cert_path()),
     };
     let reloader = Reloader::new(
         files.config.to_path_buf(),

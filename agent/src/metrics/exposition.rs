@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub bgp: Option<BgpView>,
     /// Seconds since the Unix epoch when the daemon started.
     pub started_at_unix: i64,
+    /// When the node's certificate (`node.crt`, renewed in place) expires, in seconds since
+    /// the Unix epoch (`None` without a control plane, or when the file cannot be read).
+    pub node_certificate_expiry_unix: Option<i64>,
     /// The data plane's clock when `stats` was taken (peer states and ages).
     pub now: Instant,
 }
@@ -93,6 +96,15 @@ impl Collector for SnapshotCollector {
                 "Certificates on the mesh's current revocation list",
                 None,
                 control.revoked as u64,
+            )?;
+        }
+        if let Some(expiry) = s.node_certificate_expiry_unix {
+            out.single_gauge(
+                "meshd_node_certificate_expiry_timestamp",
+                "When this node's certificate expires, in seconds since the Unix epoch \
+                 (renewal replaces it at about two thirds of its lifetime)",
+                Some(Unit::Seconds),
+                expiry,
             )?;
         }
         if let Some(refusals) = s.control_refusals {

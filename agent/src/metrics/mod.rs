@@ -19,6 +19,9 @@ pub struct DaemonMetrics<'a, D> {
     /// The routing plane's view (`meshd routes`), refreshed by it every second.
     pub bgp: Option<tokio::sync::watch::Receiver<crate::api::report::BgpView>>,
     pub started_at_unix: i64,
+    /// `node.crt` in the state directory, when the node has a control plane: read at each
+    /// scrape, because a renewal replaces it while the daemon runs.
+    pub node_certificate: Option<std::path::PathBuf>,
 }
 
 impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D> {
@@ -32,7 +35,59 @@ impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D>
                 .map(crate::control::ControlHandle::refused_connections),
             bgp: self.bgp.as_ref().map(|view| view.borrow().clone()),
             started_at_unix: self.started_at_unix,
+            node_certificate_expiry_unix: self
+                .node_certificate
+                .as_deref()
+                .and_then(certificate_expiry),
             now: std::time::Instant::now(),
         }
+    }
+}
+
+/// When the certificate in the PEM file at `path` expires (Unix seconds). `None` if it cannot
+/// be read or parsed: the daemon checked `node.crt` at start and renewal replaces it
+/// atomically, so this is a file removed by hand; the metric is then absent rather than a
+/// scrape failing or a log line per scrape.
+fn certificate_expiry(path: &std::path::Path) -> Option<i64> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_file(path).ok()?;
+    let certificate = pki::NodeCertificate::parse(&der).ok()?;
+    Some(certificate.not_after.unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_expiry_reads_not_after_and_is_none_without_a_certificate() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let ca = pki::CertificateAuthority::create("t", now, time::Duration::days(365)).unwrap();
+        let key = pki::NodeKeyPair::generate().unwrap();
+        let identity = pki::NodeIdentity {
+            name: "alpha".into(),
+            role: pki::NodeRole::Core,
+            core: None,
+            prefixes: vec!["10.1.0.0/16".parse().unwrap()],
+            lan_prefixes: vec![],
+            wireguard_key: [7; 32],
+            approvals: Default::default(),
+        };
+        let issued = ca
+            .issue_node_certificate(
+                &key.csr("alpha").unwrap(),
+                &identity,
+                now,
+                time::Duration::days(90),
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.crt");
+        std::fs::write(&path, &issued.pem).unwrap();
+        assert_eq!(certificate_expiry(&path), Some(1_800_000_000 + 90 * 86_400));
+        assert_eq!(certificate_expiry(&dir.path().join("missing.crt")), None);
+        std::fs::write(&path, "not a certificate").unwrap();
+        assert_eq!(certificate_expiry(&path), None);
     }
 }
