@@ -12,7 +12,10 @@ use meshd::dataplane::{DataplaneStats, DropCounts, DropReason, PeerConfig, PeerS
 use meshd::metrics::{MetricsSource, Snapshot, serve};
 use meshd::peerset::{KnownPeer, PeerKind};
 use meshd_tunnel::path::{Path, PathSource, PathState, PathStats};
-use netns_tests::{dashboard_metrics, http_request, parse_exposition, wait_until};
+use netns_tests::{
+    dashboard_metrics, histogram_family, http_request, parse_exposition, promql_metric_names,
+    wait_until,
+};
 use tokio::sync::watch;
 
 struct Fixed(Snapshot);
@@ -202,6 +205,9 @@ fn reachable(address: SocketAddr) -> bool {
 
 const DASHBOARD: &str = include_str!("../../packaging/grafana/meshd-dashboard.json");
 
+/// Every metric the dashboard's PromQL selects is in a scrape (of this fixed snapshot, which
+/// has every family; the netns mesh test checks the same against a running node) and in
+/// docs/operations.md's table.
 #[test]
 fn the_dashboard_queries_documented_metrics_that_a_scrape_has() {
     let address = free_address("127.0.0.72");
@@ -210,19 +216,100 @@ fn the_dashboard_queries_documented_metrics_that_a_scrape_has() {
     let response = http_request(address, "GET", "/metrics").unwrap();
     let m = parse_exposition(&response.body).unwrap();
     let operations = include_str!("../../docs/operations.md");
-    let queried = dashboard_metrics(DASHBOARD);
-    assert!(queried.len() >= 15, "{queried:?}");
+    let queried = dashboard_metrics(DASHBOARD).unwrap_or_else(|e| panic!("{e}"));
+    assert!(queried.len() >= 20, "{queried:?}");
     for name in &queried {
         assert!(
             m.has_sample(name),
             "the dashboard queries {name}, not exported"
         );
+        let documented = |n: &str| operations.contains(&format!("`{n}`"));
         assert!(
-            operations.contains(&format!("`{name}`")),
+            documented(name) || documented(histogram_family(name)),
             "{name} is not in docs/operations.md's metrics table"
         );
     }
-    serde_json::from_str::<serde_json::Value>(DASHBOARD).expect("the dashboard is JSON");
+}
+
+/// The dashboard as Grafana imports it, checked without Grafana: it asks for a Prometheus
+/// data source at import (`DS_PROMETHEUS`), every panel queries through the data source
+/// variable, has a target with PromQL and a place on the grid that no other panel takes, and
+/// the PromQL reader misses no `meshd_` name an expression writes.
+#[test]
+fn the_dashboard_imports_with_a_data_source_and_every_panel_queries_it() {
+    let d: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let inputs = d["__inputs"].as_array().expect("__inputs");
+    assert!(
+        inputs.iter().any(|i| i["name"] == "DS_PROMETHEUS"
+            && i["type"] == "datasource"
+            && i["pluginId"] == "prometheus"),
+        "no DS_PROMETHEUS input: {inputs:?}"
+    );
+    assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 39));
+    assert!(d["id"].is_null(), "an importable dashboard has no id");
+    let variables = d["templating"]["list"].as_array().expect("variables");
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no variable {name}"))
+    };
+    let datasource = variable("datasource");
+    assert_eq!(datasource["type"], "datasource");
+    assert_eq!(datasource["query"], "prometheus");
+    assert_eq!(datasource["current"]["value"], "${DS_PROMETHEUS}");
+    let instance = variable("instance");
+    assert_eq!(instance["label"], "node");
+    assert_eq!(instance["datasource"]["uid"], "${datasource}");
+
+    let expected_source = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
+    let mut ids = std::collections::BTreeSet::new();
+    // Grid cells taken so far (24 columns), to find overlapping panels.
+    let mut taken = std::collections::BTreeMap::new();
+    let mut panels: Vec<&serde_json::Value> = d["panels"].as_array().unwrap().iter().collect();
+    let mut queried = 0;
+    while let Some(panel) = panels.pop() {
+        let title = &panel["title"];
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "id twice: {title}"
+        );
+        let grid = &panel["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| grid[k].as_u64().unwrap());
+        assert!(w > 0 && h > 0 && x + w <= 24, "{title}: {grid}");
+        for cell in (x..x + w).flat_map(|cx| (y..y + h).map(move |cy| (cx, cy))) {
+            if let Some(other) = taken.insert(cell, title.clone()) {
+                panic!("{title} overlaps {other} at {cell:?}");
+            }
+        }
+        if panel["type"] == "row" {
+            panels.extend(panel["panels"].as_array().unwrap());
+            continue;
+        }
+        assert_eq!(panel["datasource"], expected_source, "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no target");
+        for target in targets {
+            assert_eq!(target["datasource"], expected_source, "{title}");
+            assert!(target["refId"].is_string(), "{title}");
+            let expr = target["expr"].as_str().unwrap_or_else(|| panic!("{title}"));
+            assert!(
+                expr.contains("$instance"),
+                "{title} ignores the node variable"
+            );
+            let names = promql_metric_names(expr).unwrap_or_else(|e| panic!("{title}: {e}"));
+            // Every meshd_ word the expression writes is one the reader selected.
+            for (at, _) in expr.match_indices("meshd_") {
+                let word: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(names.contains(&word), "{title}: {word} missed in {expr}");
+            }
+            queried += names.len();
+        }
+    }
+    assert!(queried >= 25, "{queried} selectors");
 }
 
 #[test]

@@ -17,6 +17,7 @@
 //! `false` and the test returns early, after printing that it was skipped.
 
 mod command;
+mod dashboard;
 mod dns;
 mod meshd;
 mod namespace;
@@ -27,6 +28,9 @@ mod wait;
 mod wireguard_go;
 
 pub use command::{COMMAND_TIMEOUT, CommandError, run_checked, run_with_timeout};
+pub use dashboard::{
+    DashboardQuery, dashboard_metrics, dashboard_queries, histogram_family, promql_metric_names,
+};
 pub use dns::{Dnsmasq, NetnsResolvConf};
 pub use meshd::{MeshdNode, MeshdPeer, MeshdSetup};
 pub use namespace::{Namespace, VethLink, connect_veth, underlay_hub, underlay_pair};
@@ -34,9 +38,7 @@ pub use namespace::{Namespace, VethLink, connect_veth, underlay_hub, underlay_pa
 pub use nix::sys::signal::Signal;
 pub use process::{ChildGuard, LogFile};
 pub use root::require_root;
-pub use scrape::{
-    Exposition, HttpResponse, Sample, dashboard_metrics, http_request, parse_exposition,
-};
+pub use scrape::{Exposition, HttpResponse, Sample, http_request, parse_exposition};
 pub use wait::wait_until;
 
 /// An address written in a test; panics if it is not one.

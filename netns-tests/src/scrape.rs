@@ -202,25 +202,6 @@ fn parse_labels(mut inner: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(labels)
 }
 
-/// The metric names a Grafana dashboard queries: every `meshd_...` word of its JSON
-/// (packaging/grafana/meshd-dashboard.json writes `meshd_` only in PromQL expressions and
-/// variable queries), as sample names (`_total` included where the query has it).
-pub fn dashboard_metrics(json: &str) -> std::collections::BTreeSet<String> {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut names = std::collections::BTreeSet::new();
-    let mut rest = json;
-    while let Some(at) = rest.find("meshd_") {
-        let starts_word = !rest[..at].chars().next_back().is_some_and(word);
-        let tail = &rest[at..];
-        let end = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
-        if starts_word {
-            names.insert(tail[..end].to_owned());
-        }
-        rest = &tail[end..];
-    }
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
