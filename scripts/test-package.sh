@@ -104,6 +104,8 @@ grep -q '^ConditionPathExists=/var/lib/meshd/node.json' "$root/usr/lib/systemd/s
 zcat "$root/usr/share/man/man1/meshd.1.gz" | grep -q '^\.TH meshd 1' || fail "meshd.1 is not a man page"
 grep -q 'complete -F' "$root/usr/share/bash-completion/completions/meshd" ||
     fail "the bash completion defines no completion"
+cmp -s packaging/grafana/meshd-dashboard.json "$root/usr/share/doc/meshd/grafana/meshd-dashboard.json" ||
+    fail "the installed Grafana dashboard is not packaging/grafana/meshd-dashboard.json"
 
 step "meshd --version and meshd init inside the root"
 version="$(in_root meshd --version)" || fail "meshd --version failed"
