@@ -44,3 +44,14 @@ echo "== cargo test"
 cargo test --workspace
 echo "== Debian package: build, lintian, install/init/remove/purge in a fresh Debian root"
 scripts/test-package.sh
+# The README's quick start ends in scripts/demo.sh, which must install what it needs by itself:
+# run it as a new user would, from a machine without wireguard-go (this script installs it again
+# the next time). Only as root: the namespaces need it, and apt.
+if [[ $EUID -eq 0 ]]; then
+    echo "== demo.sh on a machine without wireguard-go"
+    if dpkg-query -W -f='${Status}' wireguard-go 2>/dev/null | grep -q "install ok installed"; then
+        apt-get remove -y -qq wireguard-go >/dev/null
+    fi
+    scripts/demo.sh
+    command -v wireguard-go >/dev/null || { echo "test.sh: demo.sh did not install wireguard-go" >&2; exit 1; }
+fi
