@@ -156,6 +156,7 @@ fn snapshot() -> Snapshot {
         control: Some(MembershipCounts {
             members: 4,
             revoked: 1,
+            skipped_messages: 3,
         }),
         control_refusals: Some(refusals()),
         bgp: Some(BgpView {
@@ -345,6 +346,7 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         ("meshd_path_switches", "counter"),
         ("meshd_control_refused_connections", "counter"),
         ("meshd_node_certificate_expiry_timestamp_seconds", "gauge"),
+        ("meshd_control_skipped_messages", "counter"),
         ("meshd_build", "info"),
     ] {
         assert_eq!(
@@ -473,6 +475,10 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
     assert_eq!(
         m.value("meshd_control_revoked_certificates", &[]),
         Some(1.0)
+    );
+    assert_eq!(
+        m.value("meshd_control_skipped_messages_total", &[]),
+        Some(3.0)
     );
     assert_eq!(m.value("meshd_bgp_sessions_established", &[]), Some(1.0));
     assert_eq!(

@@ -103,6 +103,16 @@ pub async fn read_message_limited<R: AsyncRead + Unpin, T: DeserializeOwned>(
     reader: &mut R,
     limit: usize,
 ) -> Result<T, FrameError> {
+    let body = read_body_limited(reader, limit).await?;
+    decode_body(&body)
+}
+
+/// Reads one frame's body (up to `limit` bytes) without decoding it: for a reader that
+/// decides itself what an undecodable body means ([`super::protocol::decode_member`]).
+pub async fn read_body_limited<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: usize,
+) -> Result<Vec<u8>, FrameError> {
     let limit = limit.min(MAX_FRAME_LEN);
     let mut prefix = [0u8; LEN_BYTES];
     match reader.read_exact(&mut prefix).await {
@@ -116,7 +126,7 @@ pub async fn read_message_limited<R: AsyncRead + Unpin, T: DeserializeOwned>(
     }
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await?;
-    decode_body(&body)
+    Ok(body)
 }
 
 #[cfg(test)]

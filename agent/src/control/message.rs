@@ -1,10 +1,18 @@
 //! The control-plane messages. JSON inside length-prefixed frames ([`super::frame`]): the
 //! volume is small (membership changes are rare; anti-entropy sends version numbers), so a
 //! self-describing, debuggable format is worth more than a few bytes, and serde_json is
-//! already in the tree and does not panic on hostile input. Unknown fields are refused so a
-//! peer speaking another protocol version fails loudly instead of being half understood.
+//! already in the tree and does not panic on hostile input.
+//!
+//! What a newer version may add without breaking this one (docs/architecture.md, "Control
+//! protocol versions"): unknown fields in a known message are ignored (no type here denies
+//! them), and a message of an unknown type on a member connection is skipped
+//! ([`super::protocol::decode_member`]), so a mesh can be upgraded one node at a time. A
+//! field that must not be ignored (one that restricts what the receiver may do) is no minor
+//! change: it needs a new message type, announced in the hello, or a new protocol version.
+//! Membership records are the exception where unknown fields are kept, not dropped: they are
+//! signed by their author and relayed ([`super::record`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use mesh_config::alloc::NodeAllocation;
@@ -13,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use super::record::SignedRecord;
 
-/// Everything sent on a control connection.
+/// Everything sent on a control connection. On the wire each is an object with one key, the
+/// type (`{"gossip": {"digest": {...}}}`); [`Message::kind`] names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum Message {
     /// A new node asks to be admitted (first message of a join connection).
     JoinRequest(JoinRequest),
@@ -32,12 +41,57 @@ pub enum Message {
     RenewAccepted { certificate_pem: String },
     /// The CA holder refused; the reason goes to the member's log.
     RenewRefused { reason: String },
+    /// The first message each side sends on a member connection whose TLS handshake agreed
+    /// on [`super::protocol::MEMBER_ALPN`]: which protocol version and features it speaks.
+    /// A connection without that ALPN (a node older than the hello) has none.
+    Hello(Hello),
+}
+
+/// The types of [`Message`] this version knows, as they are named on the wire.
+pub const MESSAGE_KINDS: [&str; 8] = [
+    "join_request",
+    "join_accepted",
+    "join_refused",
+    "gossip",
+    "renew_request",
+    "renew_accepted",
+    "renew_refused",
+    "hello",
+];
+
+impl Message {
+    /// The message's type as it is named on the wire (one of [`MESSAGE_KINDS`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::JoinRequest(_) => "join_request",
+            Message::JoinAccepted(_) => "join_accepted",
+            Message::JoinRefused { .. } => "join_refused",
+            Message::Gossip(_) => "gossip",
+            Message::RenewRequest(_) => "renew_request",
+            Message::RenewAccepted { .. } => "renew_accepted",
+            Message::RenewRefused { .. } => "renew_refused",
+            Message::Hello(_) => "hello",
+        }
+    }
+}
+
+/// What a node says when a member connection opens (see [`super::protocol`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version: the number in the connection's ALPN. Versions differ only
+    /// where old and new cannot talk at all; everything smaller is a feature.
+    pub protocol: u32,
+    /// The message types (`gossip.digest`, ...) and features (`record.extensions`) the
+    /// sender understands; the other side sends it nothing else.
+    pub features: BTreeSet<String>,
+    /// The sender's meshd version, for the log only (never to decide anything).
+    #[serde(default)]
+    pub software: String,
 }
 
 /// A renewal request: a CSR for the key of the certificate the member holds now (the CA
 /// holder refuses another key), so the WireGuard key, name and prefixes stay as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     /// PKCS#10 request (PEM) signed with the member's current TLS key.
     pub csr_pem: String,
@@ -45,7 +99,6 @@ pub struct RenewRequest {
 
 /// What `meshd join` sends, after it has checked the CA's fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     /// The name the token was issued for.
     pub name: String,
@@ -62,7 +115,6 @@ pub struct JoinRequest {
 
 /// What an admitted node receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JoinAccepted {
     /// The node's certificate (PEM).
     pub certificate_pem: String,
@@ -70,7 +122,9 @@ pub struct JoinAccepted {
     pub ca_certificate_pem: String,
     /// The mesh's name.
     pub mesh_name: String,
-    /// The prefixes the CA allocated.
+    /// The prefixes the CA allocated. Read leniently: the state files keep the same type
+    /// strict, but a newer CA may add a field here.
+    #[serde(deserialize_with = "allocation::deserialize")]
     pub allocation: NodeAllocation,
     /// LAN prefixes the CA approved.
     pub lan_prefixes: Vec<IpNet>,
@@ -88,7 +142,7 @@ pub struct JoinAccepted {
 
 /// Membership spreading (see [`super::membership`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum Gossip {
     /// Anti-entropy: the version of every record the sender holds, and its CRL number.
     /// Sent when a connection comes up and in answer to a [`Gossip::Summary`] that differs.
@@ -98,9 +152,9 @@ pub enum Gossip {
     },
     /// Periodic anti-entropy: a hash of what a digest would say (see
     /// `Membership::summary_hash`), 32 bytes instead of one entry per member. A receiver
-    /// whose own hash differs answers with its full digest. Added after `digest`: a node
-    /// that does not know it refuses the frame (unknown variant) and closes the connection,
-    /// as for any message it does not understand.
+    /// whose own hash differs answers with its full digest. Added after `digest`: nodes
+    /// that predate it closed the connection on it; since the hello, a message type the
+    /// peer did not announce is not sent, and one that is not known is skipped.
     Summary {
         #[serde(with = "key32")]
         hash: [u8; 32],
@@ -114,6 +168,92 @@ pub enum Gossip {
         #[serde(with = "bytes")]
         der: Vec<u8>,
     },
+}
+
+/// The gossip types this version knows, as named in a hello (`gossip.` and the wire name).
+pub const GOSSIP_FEATURES: [&str; 5] = [
+    "gossip.digest",
+    "gossip.summary",
+    "gossip.records",
+    "gossip.want",
+    "gossip.crl",
+];
+
+impl Gossip {
+    /// The type's wire name (`digest`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.feature()
+            .strip_prefix("gossip.")
+            .expect("every gossip feature starts with gossip.")
+    }
+
+    /// The name a hello announces this type with (one of [`GOSSIP_FEATURES`]).
+    pub fn feature(&self) -> &'static str {
+        match self {
+            Gossip::Digest { .. } => "gossip.digest",
+            Gossip::Summary { .. } => "gossip.summary",
+            Gossip::Records { .. } => "gossip.records",
+            Gossip::Want { .. } => "gossip.want",
+            Gossip::Crl { .. } => "gossip.crl",
+        }
+    }
+}
+
+/// [`NodeAllocation`] read from a join answer, where fields a newer CA added are ignored;
+/// the type itself refuses unknown fields because it is also what the state files hold.
+/// The mirror names every field, so a field added to `NodeAllocation` must be added here
+/// too (the conversion does not compile otherwise).
+mod allocation {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use ipnet::{Ipv4Net, Ipv6Net};
+    use mesh_config::Role;
+    use mesh_config::alloc::NodeAllocation;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    struct Lenient {
+        name: String,
+        role: Role,
+        index: u32,
+        ipv4: Ipv4Net,
+        ipv4_clients: Ipv4Net,
+        ipv4_apps: Ipv4Net,
+        ipv4_address: Ipv4Addr,
+        ipv6: Ipv6Net,
+        ipv6_clients: Ipv6Net,
+        ipv6_address: Ipv6Addr,
+        core: Option<String>,
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeAllocation, D::Error> {
+        let Lenient {
+            name,
+            role,
+            index,
+            ipv4,
+            ipv4_clients,
+            ipv4_apps,
+            ipv4_address,
+            ipv6,
+            ipv6_clients,
+            ipv6_address,
+            core,
+        } = Lenient::deserialize(d)?;
+        Ok(NodeAllocation {
+            name,
+            role,
+            index,
+            ipv4,
+            ipv4_clients,
+            ipv4_apps,
+            ipv4_address,
+            ipv6,
+            ipv6_clients,
+            ipv6_address,
+            core,
+        })
+    }
 }
 
 /// Byte strings as standard base64 in JSON.
@@ -173,7 +313,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gossip_round_trips_and_unknown_fields_are_refused() {
+    fn gossip_round_trips_and_unknown_fields_are_ignored() {
         let message = Message::Gossip(Gossip::Want {
             names: vec!["beta".into()],
             crl: true,
@@ -184,11 +324,58 @@ mod tests {
             message,
             "{text}"
         );
-        let extra = r#"{"gossip":{"want":{"names":[],"crl":false,"x":1}}}"#;
-        assert!(serde_json::from_str::<Message>(extra).is_err());
+        // A field a newer version added is ignored.
+        let extra = r#"{"gossip":{"want":{"names":["beta"],"crl":true,"x":1}}}"#;
+        assert_eq!(serde_json::from_str::<Message>(extra).unwrap(), message);
         let crl = Message::Gossip(Gossip::Crl { der: vec![1, 2, 3] });
         let text = serde_json::to_string(&crl).unwrap();
         assert!(text.contains("AQID"), "{text}");
         assert_eq!(serde_json::from_str::<Message>(&text).unwrap(), crl);
+    }
+
+    #[test]
+    fn kinds_are_the_wire_names() {
+        let samples = [
+            Message::JoinRefused { reason: "r".into() },
+            Message::Gossip(Gossip::Summary { hash: [0; 32] }),
+            Message::RenewRequest(RenewRequest {
+                csr_pem: "c".into(),
+            }),
+            Message::RenewAccepted {
+                certificate_pem: "c".into(),
+            },
+            Message::RenewRefused { reason: "r".into() },
+            Message::Hello(Hello {
+                protocol: 2,
+                features: BTreeSet::new(),
+                software: String::new(),
+            }),
+        ];
+        for message in samples {
+            let value = serde_json::to_value(&message).unwrap();
+            let tag = value.as_object().unwrap().keys().next().unwrap().clone();
+            assert_eq!(tag, message.kind());
+            assert!(MESSAGE_KINDS.contains(&message.kind()), "{tag}");
+        }
+        let gossip = [
+            Gossip::Digest {
+                versions: BTreeMap::new(),
+                crl_number: None,
+            },
+            Gossip::Summary { hash: [0; 32] },
+            Gossip::Records { records: vec![] },
+            Gossip::Want {
+                names: vec![],
+                crl: false,
+            },
+            Gossip::Crl { der: vec![] },
+        ];
+        for gossip in gossip {
+            let value = serde_json::to_value(&gossip).unwrap();
+            let tag = value.as_object().unwrap().keys().next().unwrap().clone();
+            assert_eq!(tag, gossip.kind());
+            assert_eq!(format!("gossip.{tag}"), gossip.feature());
+            assert!(GOSSIP_FEATURES.contains(&gossip.feature()));
+        }
     }
 }

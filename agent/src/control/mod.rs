@@ -2,7 +2,8 @@
 //! admitted nodes, over TLS with the mesh CA.
 //!
 //! Pure parts: [`frame`] (length-prefixed frames with a hard limit), [`message`] (what
-//! travels), [`record`] (signed membership records), [`membership`] (the state machine:
+//! travels), [`protocol`] (versions, the hello's features, decoding that skips what a newer
+//! node sends), [`record`] (signed membership records), [`membership`] (the state machine:
 //! events and `now` in, actions out), [`peers`] (membership to tunnels), [`redial`] (when to
 //! dial a member again after a failure), [`accept_limits`] (how many unauthenticated
 //! connections the control port holds open, and the counts behind their aggregated log line).
@@ -21,6 +22,7 @@ pub mod membership;
 mod membership_tests;
 pub mod message;
 pub mod peers;
+pub mod protocol;
 pub mod record;
 pub mod redial;
 pub mod renewal;

@@ -6,6 +6,21 @@
 //! signature lets every node check the author itself, and a relaying node cannot change
 //! another node's endpoints. The certificate binds name, role, prefixes and WireGuard key, so
 //! a record can only ever speak for what the CA granted.
+//!
+//! Fields a newer version adds to records ("extensions") are kept, not dropped, and the
+//! signature covers them. Dropping them would be safe for this node but not for the mesh: a
+//! node relays records, so a newer node behind an older relay would only ever get the
+//! stripped copy, and the author's signature over the new fields could not be checked by
+//! anyone. Checking the signature over the raw JSON bytes instead would need the record to
+//! carry its signed text as a string, a format no node of today reads. So the signed bytes are
+//! today's (certificate hash, version, endpoints) followed, when the record has extensions, by
+//! a canonical JSON encoding of them (keys sorted at every level): a record without
+//! extensions is signed exactly as before, every node from this version on verifies and
+//! relays a newer node's extensions intact, and no relay can add, change or remove one.
+//! Nodes older than this refuse a record with extensions, so they are not sent any
+//! ([`super::protocol::RECORD_EXTENSIONS`]).
+
+use std::collections::BTreeMap;
 
 use pki::{Crl, NodeCertificate, NodeIdentity, NodeKeyPair, SerialNumber, VerifyError};
 use ring::digest::{SHA256, digest};
@@ -17,12 +32,15 @@ use time::OffsetDateTime;
 
 /// At most this many endpoints per record.
 pub const MAX_ENDPOINTS: usize = 16;
+/// The largest canonical encoding of a record's extensions: every node stores and relays
+/// every record, so a member may not make its own one big.
+pub const MAX_EXTENSIONS_LEN: usize = 4096;
 /// Domain separation: a record signature can never be mistaken for another signed object.
 const SIGNING_CONTEXT: &[u8] = b"meshd membership record v1\0";
 
-/// A record as it travels.
+/// A record as it travels. Unknown fields are kept in `extensions` (see the module
+/// documentation), so `deny_unknown_fields` is not used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SignedRecord {
     /// The node's certificate (DER).
     #[serde(with = "super::message::bytes")]
@@ -35,6 +53,10 @@ pub struct SignedRecord {
     /// ECDSA P-256 / SHA-256 (ASN.1) by the certificate's key over [`signed_bytes`].
     #[serde(with = "super::message::bytes")]
     pub signature: Vec<u8>,
+    /// The fields this version does not know, as received: signed, stored and relayed
+    /// unchanged, never interpreted. Empty for every record this version makes.
+    #[serde(flatten)]
+    pub extensions: BTreeMap<String, serde_json::Value>,
 }
 
 /// A record that verified: the facts the rest of the control plane uses.
@@ -59,13 +81,21 @@ pub enum RecordError {
     TooManyEndpoints(usize),
     #[error("{0}")]
     Endpoint(String),
+    #[error("its extensions take {0} bytes, more than the {MAX_EXTENSIONS_LEN} allowed")]
+    ExtensionsTooLarge(usize),
     #[error("cannot sign: {0}")]
     Signing(String),
 }
 
-/// The bytes a record's signature covers: context, certificate hash, version, endpoints.
-fn signed_bytes(certificate: &[u8], endpoints: &[String], version: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+/// The bytes a record's signature covers: context, certificate hash, version, endpoints,
+/// and the canonical encoding of the extensions if there are any.
+fn signed_bytes(
+    certificate: &[u8],
+    endpoints: &[String],
+    version: u64,
+    extensions: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + extensions.len());
     out.extend_from_slice(SIGNING_CONTEXT);
     out.extend_from_slice(digest(&SHA256, certificate).as_ref());
     out.extend_from_slice(&version.to_be_bytes());
@@ -74,7 +104,67 @@ fn signed_bytes(certificate: &[u8], endpoints: &[String], version: u64) -> Vec<u
         out.extend_from_slice(&(endpoint.len() as u32).to_be_bytes());
         out.extend_from_slice(endpoint.as_bytes());
     }
+    // After the endpoints, which are self-delimiting: a record without extensions signs
+    // what every earlier version signed.
+    if !extensions.is_empty() {
+        out.extend_from_slice(&(extensions.len() as u32).to_be_bytes());
+        out.extend_from_slice(extensions);
+    }
     out
+}
+
+/// The canonical encoding of a record's extensions (empty when there are none), within
+/// [`MAX_EXTENSIONS_LEN`].
+fn encode_extensions(
+    extensions: &BTreeMap<String, serde_json::Value>,
+) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::new();
+    if !extensions.is_empty() {
+        canonical_object(extensions.iter(), &mut out);
+    }
+    if out.len() > MAX_EXTENSIONS_LEN {
+        return Err(RecordError::ExtensionsTooLarge(out.len()));
+    }
+    Ok(out)
+}
+
+/// JSON with the keys of every object sorted and no white space. Numbers and strings are
+/// written by serde_json, which writes what it parsed back the same way, so the signer's
+/// encoding and a verifier's (after any number of relays) are the same bytes. Recursion is
+/// bounded by serde_json's nesting limit on what it parses.
+fn canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    match value {
+        serde_json::Value::Object(map) => canonical_object(map.iter(), out),
+        serde_json::Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec"),
+    }
+}
+
+fn canonical_object<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+    out: &mut Vec<u8>,
+) {
+    let mut entries: Vec<_> = entries.collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).expect("writing to a Vec");
+        out.push(b':');
+        canonical(value, out);
+    }
+    out.push(b'}');
 }
 
 fn check_endpoints(endpoints: &[String]) -> Result<(), RecordError> {
@@ -94,18 +184,35 @@ pub fn sign_record(
     endpoints: Vec<String>,
     version: u64,
 ) -> Result<SignedRecord, RecordError> {
+    sign_record_with_extensions(key, certificate, endpoints, version, BTreeMap::new())
+}
+
+/// [`sign_record`] with fields this version defines no meaning for: what a newer version's
+/// record looks like (the recorded frames of the next version are made with it).
+pub fn sign_record_with_extensions(
+    key: &NodeKeyPair,
+    certificate: &[u8],
+    endpoints: Vec<String>,
+    version: u64,
+    extensions: BTreeMap<String, serde_json::Value>,
+) -> Result<SignedRecord, RecordError> {
     check_endpoints(&endpoints)?;
+    let encoded = encode_extensions(&extensions)?;
     let rng = SystemRandom::new();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key.to_pkcs8_der(), &rng)
         .map_err(|e| RecordError::Signing(e.to_string()))?;
     let signature = pair
-        .sign(&rng, &signed_bytes(certificate, &endpoints, version))
+        .sign(
+            &rng,
+            &signed_bytes(certificate, &endpoints, version, &encoded),
+        )
         .map_err(|e| RecordError::Signing(e.to_string()))?;
     Ok(SignedRecord {
         certificate: certificate.to_vec(),
         endpoints,
         version,
         signature: signature.as_ref().to_vec(),
+        extensions,
     })
 }
 
@@ -125,6 +232,7 @@ impl SignedRecord {
         now: OffsetDateTime,
     ) -> Result<Member, RecordError> {
         check_endpoints(&self.endpoints)?;
+        let extensions = encode_extensions(&self.extensions)?;
         let cert: NodeCertificate =
             pki::verify_node_certificate(&self.certificate, ca_der, crl.map(Crl::der), now)?;
         let der = CertificateDer::from(self.certificate.as_slice());
@@ -133,7 +241,12 @@ impl SignedRecord {
         end_entity
             .verify_signature(
                 webpki::ring::ECDSA_P256_SHA256,
-                &signed_bytes(&self.certificate, &self.endpoints, self.version),
+                &signed_bytes(
+                    &self.certificate,
+                    &self.endpoints,
+                    self.version,
+                    &extensions,
+                ),
                 &self.signature,
             )
             .map_err(|_| RecordError::Signature)?;
@@ -205,6 +318,84 @@ pub(crate) mod tests {
             bumped.verify(ca.cert_der(), None, NOW),
             Err(RecordError::Signature)
         );
+    }
+
+    #[test]
+    fn extensions_are_signed_kept_and_relayed_unchanged() {
+        let ca = CertificateAuthority::create("t", NOW, Duration::days(365)).unwrap();
+        let (key, cert) = node(&ca, "alpha", NodeRole::Core, None, &["10.1.0.0/16"]);
+        let extensions: BTreeMap<String, serde_json::Value> = serde_json::from_str(
+            r#"{"zone": {"b": [1, 2.5, "x"], "a": null}, "labels": ["edge"], "weight": 7}"#,
+        )
+        .unwrap();
+        let record = sign_record_with_extensions(
+            &key,
+            &cert,
+            vec!["203.0.113.1:51820".into()],
+            3,
+            extensions,
+        )
+        .unwrap();
+        record.verify(ca.cert_der(), None, NOW).unwrap();
+        // Relayed: parsed and written again, fields in another order, still verifies.
+        let text = serde_json::to_string(&record).unwrap();
+        let relayed: SignedRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(relayed, record);
+        let reordered = serde_json::to_value(&record).unwrap();
+        let mut object: Vec<(String, serde_json::Value)> =
+            reordered.as_object().unwrap().clone().into_iter().collect();
+        object.reverse();
+        let text: String = format!(
+            "{{{}}}",
+            object
+                .iter()
+                .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let reparsed: SignedRecord = serde_json::from_str(&text).unwrap();
+        reparsed.verify(ca.cert_der(), None, NOW).unwrap();
+
+        // A relay can neither change, add nor remove an extension.
+        let mut changed = record.clone();
+        changed.extensions.insert("weight".into(), 8.into());
+        assert_eq!(
+            changed.verify(ca.cert_der(), None, NOW),
+            Err(RecordError::Signature)
+        );
+        let mut added = record.clone();
+        added.extensions.insert("more".into(), true.into());
+        assert_eq!(
+            added.verify(ca.cert_der(), None, NOW),
+            Err(RecordError::Signature)
+        );
+        let mut removed = record.clone();
+        removed.extensions.clear();
+        assert_eq!(
+            removed.verify(ca.cert_der(), None, NOW),
+            Err(RecordError::Signature)
+        );
+        // A plain record gained no extension on the way: signed as before.
+        let plain = sign_record(&key, &cert, vec![], 4).unwrap();
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("extensions"), "{text}");
+    }
+
+    #[test]
+    fn big_extensions_are_refused() {
+        let ca = CertificateAuthority::create("t", NOW, Duration::days(365)).unwrap();
+        let (key, cert) = node(&ca, "alpha", NodeRole::Core, None, &["10.1.0.0/16"]);
+        let big = BTreeMap::from([("blob".to_owned(), "x".repeat(MAX_EXTENSIONS_LEN).into())]);
+        assert!(matches!(
+            sign_record_with_extensions(&key, &cert, vec![], 1, big.clone()),
+            Err(RecordError::ExtensionsTooLarge(_))
+        ));
+        let mut record = sign_record(&key, &cert, vec![], 1).unwrap();
+        record.extensions = big;
+        assert!(matches!(
+            record.verify(ca.cert_der(), None, NOW),
+            Err(RecordError::ExtensionsTooLarge(_))
+        ));
     }
 
     #[test]

@@ -30,11 +30,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::accept_limits::{AcceptLimiter, Admission, Reason, RefusalCounts, Slot};
 use super::admission::{MeshFacts, admit, renew};
-use super::frame::{FrameError, read_message, read_message_limited, write_message};
+use super::frame::{
+    FrameError, MAX_FRAME_LEN, read_body_limited, read_message, read_message_limited, write_message,
+};
 use super::log_throttle::{LOG_WINDOW, LogThrottle};
 use super::membership::{Action, Membership};
 use super::message::{Gossip, JoinRequest, Message, RenewRequest};
 use super::peers::{member_addresses, member_names, tunnel_peers};
+use super::protocol::{Incoming, OncePerPeer, decode_member};
 use super::record::{next_version, sign_record};
 use super::redial::Redial;
 use super::renewal::{Renewal, RenewalAction, Validity};
@@ -122,6 +125,8 @@ pub struct MembershipCounts {
     pub members: usize,
     /// Certificates on the current revocation list.
     pub revoked: usize,
+    /// Messages of types this node does not know, skipped on member connections since start.
+    pub skipped_messages: u64,
 }
 
 /// A running control plane.
@@ -154,6 +159,11 @@ enum Event {
     Gossip {
         name: String,
         gossip: Gossip,
+    },
+    /// The peer sent a message of a type this node does not know (it runs a newer meshd).
+    Skipped {
+        name: String,
+        kind: String,
     },
     Join {
         request: Box<JoinRequest>,
@@ -358,6 +368,7 @@ impl ControlPlane {
             next_id: 0,
             crl_number: None,
             join_refusals: Arc::new(std::sync::Mutex::new(LogThrottle::new(LOG_WINDOW))),
+            skipped: OncePerPeer::default(),
         };
         tasks.push(tokio::spawn(hub.run(events_rx, startup)));
         tracing::info!(addresses = ?local_addrs, "control plane started");
@@ -488,6 +499,8 @@ struct Hub {
     crl_number: Option<u64>,
     /// Refused joins: the first in a window is logged, the rest counted.
     join_refusals: Arc<std::sync::Mutex<LogThrottle>>,
+    /// Skipped messages of unknown types: each type logged once per peer, all counted.
+    skipped: OncePerPeer,
 }
 
 /// The resolver's next changed answers; `None` once it is gone (then never asked again).
@@ -731,21 +744,23 @@ impl Hub {
                 }
             }
             Event::Gossip { name, gossip } => {
-                if let Some(connection) = self.connections.get_mut(&name) {
-                    if !connection.heard {
-                        connection.heard = true;
-                        tracing::info!(peer = %name, "control connection up");
-                        if let Some(redial) = self.redial.get_mut(&name) {
-                            redial.succeeded();
-                        }
-                    }
-                    if let Gossip::Digest { crl_number, .. } = &gossip {
-                        connection.advertised_crl = Some(*crl_number);
-                    }
+                if let Some(connection) = self.heard_from(&name)
+                    && let Gossip::Digest { crl_number, .. } = &gossip
+                {
+                    connection.advertised_crl = Some(*crl_number);
                 }
                 let actions = self.membership.receive(&name, gossip, now);
                 self.apply(actions);
                 self.check_preflight();
+            }
+            Event::Skipped { name, kind } => {
+                self.heard_from(&name);
+                if self.skipped.first(&name, &kind) {
+                    tracing::warn!(peer = %name, %kind,
+                        "control message of a type this node does not know skipped (the peer \
+                         runs a newer meshd); more of this type from this peer are only counted");
+                }
+                self.apply(Vec::new());
             }
             Event::Join { request, reply } => {
                 let facts = MeshFacts {
@@ -819,6 +834,19 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// The connection to `name` said something: it is up (said once per connection).
+    fn heard_from(&mut self, name: &str) -> Option<&mut Connection> {
+        let connection = self.connections.get_mut(name)?;
+        if !connection.heard {
+            connection.heard = true;
+            tracing::info!(peer = %name, "control connection up");
+            if let Some(redial) = self.redial.get_mut(name) {
+                redial.succeeded();
+            }
+        }
+        Some(connection)
     }
 
     /// Asks for a new certificate: from the local CA on the CA holder, else from the CA
@@ -988,6 +1016,7 @@ impl Hub {
         let counts = MembershipCounts {
             members: self.membership.members().count(),
             revoked: self.membership.crl().map_or(0, |crl| crl.entries().count()),
+            skipped_messages: self.skipped.count(),
         };
         self.counts_tx.send_if_modified(|old| {
             let modified = *old != counts;
@@ -1572,27 +1601,27 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
         };
         let reader_task = async {
             loop {
-                match read_message::<_, Message>(&mut reader).await {
-                    Ok(Message::Gossip(gossip)) => {
-                        heard.store(true, std::sync::atomic::Ordering::Relaxed);
-                        if events_for_reader
-                            .send(Event::Gossip {
-                                name: peer.clone(),
-                                gossip,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return Ok(());
-                        }
-                    }
-                    Ok(other) => {
-                        let kind = format!("{other:?}");
-                        let kind: String = kind.chars().take(40).collect();
-                        tracing::warn!(%peer, message = %kind, "unexpected message on a member connection; closed");
+                let body = read_body_limited(&mut reader, MAX_FRAME_LEN).await?;
+                // A type this node does not know is a newer node's: skipped, so that a mesh
+                // can be upgraded one node at a time (see `protocol`).
+                let event = match decode_member(&body) {
+                    Ok(Incoming::Known(Message::Gossip(gossip))) => Event::Gossip {
+                        name: peer.clone(),
+                        gossip,
+                    },
+                    Ok(Incoming::Unknown(kind)) => Event::Skipped {
+                        name: peer.clone(),
+                        kind,
+                    },
+                    Ok(Incoming::Known(other)) => {
+                        tracing::warn!(%peer, message = other.kind(), "unexpected message on a member connection; closed");
                         return Ok(());
                     }
                     Err(error) => return Err(error),
+                };
+                heard.store(true, std::sync::atomic::Ordering::Relaxed);
+                if events_for_reader.send(event).await.is_err() {
+                    return Ok(());
                 }
             }
         };

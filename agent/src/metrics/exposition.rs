@@ -97,6 +97,14 @@ impl Collector for SnapshotCollector {
                 None,
                 control.revoked as u64,
             )?;
+            let no_labels: [(&str, &str); 0] = [];
+            out.counter(
+                "meshd_control_skipped_messages",
+                "Messages of types this node does not know (from members running a newer \
+                 meshd), skipped on member connections",
+                None,
+                [(no_labels, control.skipped_messages)],
+            )?;
         }
         if let Some(expiry) = s.node_certificate_expiry_unix {
             out.single_gauge(

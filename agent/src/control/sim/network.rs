@@ -405,13 +405,7 @@ impl Network {
             self.stats.dropped += 1;
             return;
         };
-        let kind = match &gossip {
-            Gossip::Digest { .. } => "digest",
-            Gossip::Summary { .. } => "summary",
-            Gossip::Records { .. } => "records",
-            Gossip::Want { .. } => "want",
-            Gossip::Crl { .. } => "crl",
-        };
+        let kind = gossip.kind();
         let message = Message::Gossip(gossip);
         // Exactly what the shell writes on the connection; what it could not frame, it
         // would not send either.
