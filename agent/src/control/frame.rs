@@ -190,6 +190,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Ok(Some((body, _))) = split_frame(&bytes) {
                 let _ = decode_body::<crate::control::message::Message>(body);
+                let _ = crate::control::protocol::decode_member(body);
             }
             let _ = decode_body::<crate::control::message::Message>(&bytes);
         }

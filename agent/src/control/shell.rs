@@ -37,7 +37,7 @@ use super::log_throttle::{LOG_WINDOW, LogThrottle};
 use super::membership::{Action, Membership};
 use super::message::{Gossip, JoinRequest, Message, RenewRequest};
 use super::peers::{member_addresses, member_names, tunnel_peers};
-use super::protocol::{Incoming, OncePerPeer, decode_member};
+use super::protocol::{Incoming, OncePerPeer, PeerProtocol, decode_member};
 use super::record::{next_version, sign_record};
 use super::redial::Redial;
 use super::renewal::{Renewal, RenewalAction, Validity};
@@ -213,6 +213,8 @@ struct Connection {
     heard: bool,
     /// The CRL number in the peer's last digest.
     advertised_crl: Option<Option<u64>>,
+    /// What the peer understands: the base set until its hello says more.
+    protocol: PeerProtocol,
 }
 
 /// Who we are, and what renewing our certificate needs.
@@ -369,6 +371,7 @@ impl ControlPlane {
             crl_number: None,
             join_refusals: Arc::new(std::sync::Mutex::new(LogThrottle::new(LOG_WINDOW))),
             skipped: OncePerPeer::default(),
+            withheld: OncePerPeer::default(),
         };
         tasks.push(tokio::spawn(hub.run(events_rx, startup)));
         tracing::info!(addresses = ?local_addrs, "control plane started");
@@ -501,6 +504,9 @@ struct Hub {
     join_refusals: Arc<std::sync::Mutex<LogThrottle>>,
     /// Skipped messages of unknown types: each type logged once per peer, all counted.
     skipped: OncePerPeer,
+    /// Messages (or records) not sent because the peer did not announce what they need:
+    /// said once per peer and feature.
+    withheld: OncePerPeer,
 }
 
 /// The resolver's next changed answers; `None` once it is gone (then never asked again).
@@ -721,6 +727,7 @@ impl Hub {
                         serial,
                         heard: false,
                         advertised_crl: None,
+                        protocol: PeerProtocol::legacy(),
                     },
                 );
                 let actions = self.membership.peer_connected(&name);
@@ -983,6 +990,17 @@ impl Hub {
             match action {
                 Action::Send { to, gossip } => {
                     let Some(connection) = self.connections.get(&to) else {
+                        continue;
+                    };
+                    let (gossip, withheld) = connection.protocol.admit(gossip);
+                    if let Some(withheld) = withheld
+                        && self.withheld.first(&to, withheld.0)
+                    {
+                        tracing::info!(peer = %to, feature = withheld.0,
+                            "control message withheld: the peer did not announce this feature (it \
+                             runs an older meshd); later ones are withheld without a line");
+                    }
+                    let Some(gossip) = gossip else {
                         continue;
                     };
                     match connection.sender.try_send(Message::Gossip(gossip)) {
