@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use mesh_config::Role;
-use meshd::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView};
+use meshd::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView, ExitEntry};
 use meshd::control::MembershipCounts;
 use meshd::control::accept_limits::{AcceptLimiter, Limits, Reason, RefusalCounts};
 use meshd::dataplane::{DataplaneStats, DropCounts, DropReason, PeerConfig, PeerStats};
@@ -171,7 +171,26 @@ fn snapshot() -> Snapshot {
                 route("10.2.0.0/16", Some("10.2.0.1"), true),
                 route("192.168.50.0/24", Some("10.2.0.1"), false),
             ],
-            exits: Vec::new(),
+            exits: vec![
+                ExitEntry {
+                    prefix: "0.0.0.0/0".parse().unwrap(),
+                    exit: Some("beta".into()),
+                    next_hop: Some("10.2.0.1".parse().unwrap()),
+                    cost: Some(12),
+                    reason: "nearest".into(),
+                    via: Vec::new(),
+                    unreachable: Vec::new(),
+                },
+                ExitEntry {
+                    prefix: "203.0.113.0/24".parse().unwrap(),
+                    exit: None,
+                    next_hop: None,
+                    cost: None,
+                    reason: "none".into(),
+                    via: vec!["tokyo".into()],
+                    unreachable: vec!["tokyo".into()],
+                },
+            ],
         }),
         started_at_unix: 1_700_000_000,
         node_certificate_expiry_unix: Some(1_707_776_000),
@@ -230,6 +249,26 @@ fn the_dashboard_queries_documented_metrics_that_a_scrape_has() {
             "{name} is not in docs/operations.md's metrics table"
         );
     }
+}
+
+/// Which exit each default route and rule destination uses, and its cost.
+#[test]
+fn exits_are_exported_with_the_exit_in_use_and_its_cost() {
+    let address = free_address("127.0.0.73");
+    let (_tx, _runtime) = start(address);
+    assert!(wait_until(Duration::from_secs(5), || reachable(address)));
+    let body = http_request(address, "GET", "/metrics").unwrap().body;
+    for line in [
+        "meshd_exit_in_use{prefix=\"0.0.0.0/0\",exit=\"beta\",reason=\"nearest\"} 1",
+        "meshd_exit_in_use{prefix=\"203.0.113.0/24\",exit=\"\",reason=\"none\"} 0",
+        "meshd_exit_igp_cost{prefix=\"0.0.0.0/0\",exit=\"beta\"} 12",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in:\n{body}");
+    }
+    assert!(
+        !body.contains("meshd_exit_igp_cost{prefix=\"203.0.113.0/24\""),
+        "{body}"
+    );
 }
 
 /// The dashboard as Grafana imports it, checked without Grafana: it asks for a Prometheus

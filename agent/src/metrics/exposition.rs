@@ -421,6 +421,39 @@ fn bgp(out: &mut Families<'_, '_>, view: &BgpView) -> fmt::Result {
         "Prefixes with a best path, this node's own included",
         None,
         view.routes.iter().filter(|r| r.best).count() as u64,
+    )?;
+    exits(out, view)
+}
+
+/// Which exit each default route and `[[exit.route]]` destination uses (as `meshd routes`
+/// shows it): one sample per prefix, its exit and why.
+fn exits(out: &mut Families<'_, '_>, view: &BgpView) -> fmt::Result {
+    let label = |e: &crate::api::report::ExitEntry| {
+        [
+            ("prefix", e.prefix.to_string()),
+            ("exit", e.exit.clone().unwrap_or_default()),
+        ]
+    };
+    out.gauge(
+        "meshd_exit_in_use",
+        "1 for the exit a default route or [[exit.route]] destination uses (exit=\"\" and 0 \
+         while none is reachable), with why it was chosen",
+        None,
+        view.exits.iter().map(|e| {
+            let [prefix, exit] = label(e);
+            (
+                [prefix, exit, ("reason", e.reason.clone())],
+                u64::from(e.exit.is_some()),
+            )
+        }),
+    )?;
+    out.gauge(
+        "meshd_exit_igp_cost",
+        "IGP cost to the exit in use (the tunnel's round-trip time in milliseconds)",
+        None,
+        view.exits
+            .iter()
+            .filter_map(|e| Some((label(e), u64::from(e.cost?)))),
     )
 }
 
