@@ -23,7 +23,7 @@ use meshd::control::message::{Gossip, Message};
 use meshd::control::record::sign_record;
 use meshd::control::store::read_members;
 use meshd::control::tls::{
-    OwnCertificate, Trust, join_client_config, member_client_config, member_server_name,
+    OwnCertificate, Trust, join_client_config, legacy_member_client_config, member_server_name,
 };
 use meshd::state::StateDir;
 use pki::{CertificateAuthority, NodeCertificate, NodeIdentity, NodeKeyPair, NodeRole};
@@ -48,7 +48,8 @@ fn der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// A TLS client that presents `cert_der` with `key` and trusts alpha's CA.
+/// A TLS client that presents `cert_der` with `key` and trusts alpha's CA. It offers no
+/// ALPN, as a node older than the hello: its first message need not be a hello.
 fn member_connector(
     dir: &Path,
     cert_der: Vec<u8>,
@@ -59,7 +60,7 @@ fn member_connector(
         .read_certificate(&state(dir, "alpha").ca_cert_path())
         .unwrap());
     let own = OwnCertificate::new(cert_der, ca_der, key.to_pkcs8_der()).expect("cert and key");
-    TlsConnector::from(member_client_config(Trust::new(alpha_ca, None), own).unwrap())
+    TlsConnector::from(legacy_member_client_config(Trust::new(alpha_ca, None), own).unwrap())
 }
 
 /// mallory's own connector (a legitimate member).

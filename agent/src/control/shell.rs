@@ -35,16 +35,17 @@ use super::frame::{
 };
 use super::log_throttle::{LOG_WINDOW, LogThrottle};
 use super::membership::{Action, Membership};
-use super::message::{Gossip, JoinRequest, Message, RenewRequest};
+use super::message::{Gossip, Hello, JoinRequest, Message, RenewRequest};
 use super::peers::{member_addresses, member_names, tunnel_peers};
-use super::protocol::{Incoming, OncePerPeer, PeerProtocol, decode_member};
+use super::protocol::{Incoming, OncePerPeer, PeerProtocol, decode_member, own_hello};
 use super::record::{next_version, sign_record};
 use super::redial::Redial;
 use super::renewal::{Renewal, RenewalAction, Validity};
 use super::store;
 use super::tls::{
-    OwnCertificate, RENEWAL_ALPN, Trust, member_client_config, member_server_name, peer_name,
-    renewal_client_config, server_config,
+    MEMBER_ALPN, OwnCertificate, RENEWAL_ALPN, Trust, legacy_member_client_config,
+    member_client_config, member_server_name, peer_name, refused_alpn, renewal_client_config,
+    server_config,
 };
 use crate::peerset::{KnownPeer, PeerKind};
 use crate::state::{Overwrite, StateDir};
@@ -159,6 +160,12 @@ enum Event {
     Gossip {
         name: String,
         gossip: Gossip,
+    },
+    /// The peer's hello, the first message of a connection of protocol version 2.
+    Hello {
+        name: String,
+        id: u64,
+        hello: Hello,
     },
     /// The peer sent a message of a type this node does not know (it runs a newer meshd).
     Skipped {
@@ -296,6 +303,10 @@ impl ControlPlane {
         let acceptor = TlsAcceptor::from(server_config(trust.clone(), certificate.clone())?);
         let connector =
             TlsConnector::from(member_client_config(trust.clone(), certificate.clone())?);
+        let legacy_connector = TlsConnector::from(legacy_member_client_config(
+            trust.clone(),
+            certificate.clone(),
+        )?);
         let renewal_connector =
             TlsConnector::from(renewal_client_config(trust.clone(), certificate.clone())?);
         let renewal = Renewal::new(
@@ -355,6 +366,7 @@ impl ControlPlane {
             trust,
             membership,
             connector,
+            legacy_connector,
             events_tx: events_tx.clone(),
             connections: HashMap::new(),
             dialing: HashSet::new(),
@@ -478,6 +490,8 @@ struct Hub {
     trust: Arc<Trust>,
     membership: Membership,
     connector: TlsConnector,
+    /// Dials without ALPN, for a member older than the hello (protocol version 1).
+    legacy_connector: TlsConnector,
     events_tx: mpsc::Sender<Event>,
     connections: HashMap<String, Connection>,
     dialing: HashSet<String>,
@@ -760,10 +774,19 @@ impl Hub {
                 self.apply(actions);
                 self.check_preflight();
             }
+            Event::Hello { name, id, hello } => {
+                if let Some(connection) = self.connections.get_mut(&name)
+                    && connection.id == id
+                {
+                    connection.protocol = PeerProtocol::from_hello(hello);
+                    self.heard_from(&name);
+                }
+            }
             Event::Skipped { name, kind } => {
                 self.heard_from(&name);
                 if self.skipped.first(&name, &kind) {
-                    tracing::warn!(peer = %name, %kind,
+                    // Expected while a mesh is being upgraded: said, not warned.
+                    tracing::info!(peer = %name, %kind,
                         "control message of a type this node does not know skipped (the peer \
                          runs a newer meshd); more of this type from this peer are only counted");
                 }
@@ -848,7 +871,9 @@ impl Hub {
         let connection = self.connections.get_mut(name)?;
         if !connection.heard {
             connection.heard = true;
-            tracing::info!(peer = %name, "control connection up");
+            let protocol = &connection.protocol;
+            tracing::info!(peer = %name, protocol = protocol.version,
+                meshd = %protocol.software.as_deref().unwrap_or("-"), "control connection up");
             if let Some(redial) = self.redial.get_mut(name) {
                 redial.succeeded();
             }
@@ -1162,13 +1187,14 @@ impl Hub {
             }
             self.dialing.insert(name.clone());
             let connector = self.connector.clone();
+            let legacy = self.legacy_connector.clone();
             let fwmark = self.settings.fwmark;
             let events = self.events_tx.clone();
             let own_name = own.name.clone();
             let id = self.next_id;
             self.next_id += 1;
             tokio::spawn(async move {
-                let dialed = dial(&connector, fwmark, &name, &endpoints)
+                let dialed = dial(&connector, Some(&legacy), fwmark, &name, &endpoints)
                     .await
                     .and_then(|stream| {
                         let serial = certificate_serial(stream.get_ref().1.peer_certificates())
@@ -1177,7 +1203,8 @@ impl Hub {
                     });
                 match dialed {
                     Ok((stream, serial)) => {
-                        run_connection(stream, name, serial, own_name, id, events).await;
+                        let hello = stream.get_ref().1.alpn_protocol() == Some(MEMBER_ALPN);
+                        run_connection(stream, name, serial, own_name, id, hello, events).await;
                     }
                     Err(error) => {
                         let _ = events.send(Event::DialFailed { name, error }).await;
@@ -1188,8 +1215,11 @@ impl Hub {
     }
 }
 
+/// Connects to the first of `endpoints` that answers. A member that refuses the ALPN of
+/// `connector` is older than the hello: with `legacy`, it is dialed again at once without.
 async fn dial(
     connector: &TlsConnector,
+    legacy: Option<&TlsConnector>,
     fwmark: Option<u32>,
     name: &str,
     endpoints: &[String],
@@ -1199,10 +1229,17 @@ async fn dial(
     for endpoint in endpoints {
         let attempt = async {
             let tcp = connect(endpoint, fwmark).await.map_err(|e| e.to_string())?;
-            connector
-                .connect(server_name.clone(), tcp)
-                .await
-                .map_err(|e| e.to_string())
+            match (connector.connect(server_name.clone(), tcp).await, legacy) {
+                (Ok(stream), _) => Ok(stream),
+                (Err(error), Some(legacy)) if refused_alpn(&error) => {
+                    let tcp = connect(endpoint, fwmark).await.map_err(|e| e.to_string())?;
+                    legacy
+                        .connect(server_name.clone(), tcp)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                (Err(error), _) => Err(error.to_string()),
+            }
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
             Ok(Ok(stream)) => return Ok(stream),
@@ -1261,7 +1298,7 @@ async fn request_renewal(
     endpoints: &[String],
     csr_pem: String,
 ) -> Result<String, String> {
-    let mut tls = dial(connector, fwmark, ca_holder, endpoints)
+    let mut tls = dial(connector, None, fwmark, ca_holder, endpoints)
         .await
         .map_err(|e| format!("cannot reach the CA holder {ca_holder}: {e}"))?;
     write_message(&mut tls, &Message::RenewRequest(RenewRequest { csr_pem }))
@@ -1485,7 +1522,8 @@ async fn serve_accepted(
         (Some(name), Some(current)) => {
             drop(ticket);
             let initiator = name.clone();
-            run_connection(tls, name, current.serial, initiator, id, events).await;
+            let hello = tls.get_ref().1.alpn_protocol() == Some(MEMBER_ALPN);
+            run_connection(tls, name, current.serial, initiator, id, hello, events).await;
         }
         _ => serve_join(tls, remote, events, ticket).await,
     }
@@ -1594,20 +1632,32 @@ async fn serve_renewal<S: AsyncRead + AsyncWrite + Unpin>(
     .await;
 }
 
-/// Runs one authenticated member connection until it fails or the hub aborts it.
+/// Runs one authenticated member connection until it fails or the hub aborts it. With
+/// `hello` (the handshake agreed on [`MEMBER_ALPN`]) each side's first message is its
+/// hello; without, the peer is older than the hello and gets none.
 async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     stream: S,
     name: String,
     serial: SerialNumber,
     initiator: String,
     id: u64,
+    hello: bool,
     events: mpsc::Sender<Event>,
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (sender, mut outbound) = mpsc::channel::<Message>(QUEUE);
+    if hello {
+        // First in the queue, before anything the hub sends.
+        let _ = sender.try_send(Message::Hello(own_hello()));
+    }
     let events_for_reader = events.clone();
     let peer = name.clone();
+    // The hub learns of the connection before anything read on it (the peer's hello).
+    let (registered, is_registered) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        if is_registered.await.is_err() {
+            return;
+        }
         // A peer that refuses our certificate closes before its first message; the hub says
         // that once per backoff step, so the error is not logged here as well.
         let heard = std::sync::atomic::AtomicBool::new(false);
@@ -1618,6 +1668,23 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             Ok(())
         };
         let reader_task = async {
+            if hello {
+                let body = read_body_limited(&mut reader, MAX_FRAME_LEN).await?;
+                let Incoming::Known(Message::Hello(hello)) = decode_member(&body)? else {
+                    tracing::warn!(%peer, "a member connection with ALPN meshd-member/2 must \
+                        start with a hello; closed");
+                    return Ok(());
+                };
+                heard.store(true, std::sync::atomic::Ordering::Relaxed);
+                let event = Event::Hello {
+                    name: peer.clone(),
+                    id,
+                    hello,
+                };
+                if events_for_reader.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
             loop {
                 let body = read_body_limited(&mut reader, MAX_FRAME_LEN).await?;
                 // A type this node does not know is a newer node's: skipped, so that a mesh
@@ -1667,6 +1734,7 @@ async fn run_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
             abort: task.abort_handle(),
         })
         .await;
+    let _ = registered.send(());
     let _ = task.await;
     let _ = events.send(Event::Closed { name, id }).await;
 }

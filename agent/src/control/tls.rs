@@ -10,6 +10,9 @@
 //! - The joiner trusts nothing but the CA whose fingerprint its token carries: its verifier
 //!   finds that CA certificate in the server's chain (by SHA-256 of the DER) before anything
 //!   else, and the handshake fails — before the joiner sends a byte of its own — otherwise.
+//! - ALPN tells connections apart before any message is read: [`RENEWAL_ALPN`] for a
+//!   renewal, [`MEMBER_ALPN`] for a member connection of protocol version 2 (with the
+//!   hello, see [`super::protocol`]), none for a join or a member connection of version 1.
 
 use std::sync::{Arc, RwLock};
 
@@ -30,9 +33,10 @@ use time::OffsetDateTime;
 /// The server name a joiner sends: it does not know the CA holder's node name.
 pub const JOIN_SERVER_NAME: &str = "join.meshd.invalid";
 /// The ALPN protocol of a certificate renewal connection: one request, one answer. Member
-/// connections and joins offer no ALPN, so they are told apart from renewals in the
-/// handshake, before any message is read.
+/// connections offer [`MEMBER_ALPN`] (or, from a node older than the hello, none) and joins
+/// none, so they are told apart from renewals in the handshake, before any message is read.
 pub const RENEWAL_ALPN: &[u8] = b"meshd-renew/1";
+pub use super::protocol::MEMBER_ALPN;
 
 /// What a node trusts: the mesh CA and the newest revocation list. Shared with the
 /// membership task, which replaces the CRL when a newer one arrives.
@@ -187,7 +191,8 @@ fn to_datetime(now: UnixTime) -> OffsetDateTime {
 }
 
 /// The TLS server side of a node: client certificates optional (joiners have none). A
-/// member that offers [`RENEWAL_ALPN`] asks for a new certificate on that connection.
+/// member that offers [`RENEWAL_ALPN`] asks for a new certificate on that connection; one
+/// that offers [`MEMBER_ALPN`] speaks protocol version 2.
 pub fn server_config(
     trust: Arc<Trust>,
     own: Arc<OwnCertificate>,
@@ -196,8 +201,10 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(MemberClientVerifier { trust }))
         .with_cert_resolver(own);
-    // Members and joiners offer no ALPN and get none; only renewal asks for one.
-    config.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
+    // Joiners and members older than the hello offer no ALPN and get none. A client that
+    // offers ALPN but none of these is refused in the handshake (no_application_protocol):
+    // that is how a node of this version learns that the node it dialed is older.
+    config.alpn_protocols = vec![RENEWAL_ALPN.to_vec(), MEMBER_ALPN.to_vec()];
     // No session resumption: every handshake checks the client certificate against the
     // current revocation list, and a handshake (anyone's, a stranger's included) leaves no
     // session in a cache behind.
@@ -206,9 +213,22 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The TLS client side between members: our certificate, and the peer must be the node named
-/// in the server name.
+/// The TLS client side between members, as a node dials: our certificate, the peer must be
+/// the node named in the server name, and [`MEMBER_ALPN`] is offered. A node older than the
+/// hello refuses that handshake ([`refused_alpn`]); it is dialed again with
+/// [`legacy_member_client_config`].
 pub fn member_client_config(
+    trust: Arc<Trust>,
+    own: Arc<OwnCertificate>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut config = Arc::unwrap_or_clone(legacy_member_client_config(trust, own)?);
+    config.alpn_protocols = vec![MEMBER_ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`member_client_config`] without ALPN: a member connection of protocol version 1, as
+/// nodes older than the hello dial (no hello, the base set of message types).
+pub fn legacy_member_client_config(
     trust: Arc<Trust>,
     own: Arc<OwnCertificate>,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
@@ -218,6 +238,17 @@ pub fn member_client_config(
         .with_custom_certificate_verifier(Arc::new(MemberServerVerifier { trust }))
         .with_client_cert_resolver(own);
     Ok(Arc::new(config))
+}
+
+/// Whether a failed client handshake was the server refusing our ALPN: the node dialed is
+/// older than [`MEMBER_ALPN`] (its server knows only [`RENEWAL_ALPN`]).
+pub fn refused_alpn(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            *e == rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+        })
 }
 
 /// The TLS client side of a renewal request to the CA holder: a member connection (our
@@ -408,4 +439,92 @@ impl ServerCertVerifier for JoinServerVerifier {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pki::{CertificateAuthority, NodeIdentity, NodeKeyPair, NodeRole};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    /// A node of a fresh CA, valid now (the verifiers use the clock).
+    fn node(ca: &CertificateAuthority, name: &str, index: u8) -> Arc<OwnCertificate> {
+        let key = NodeKeyPair::generate().unwrap();
+        let identity = NodeIdentity {
+            name: name.into(),
+            role: NodeRole::Core,
+            core: None,
+            prefixes: vec![format!("10.{index}.0.0/16").parse().unwrap()],
+            lan_prefixes: vec![],
+            wireguard_key: [index; 32],
+            approvals: Default::default(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let issued = ca
+            .issue_node_certificate(
+                &key.csr(name).unwrap(),
+                &identity,
+                now,
+                time::Duration::days(1),
+            )
+            .unwrap();
+        OwnCertificate::new(issued.der, ca.cert_der().to_vec(), key.to_pkcs8_der()).unwrap()
+    }
+
+    /// One handshake in memory: the ALPN both sides agreed on, or the client's error.
+    async fn handshake(
+        client: Arc<ClientConfig>,
+        server: Arc<ServerConfig>,
+    ) -> Result<Option<Vec<u8>>, std::io::Error> {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let name = member_server_name("alpha").unwrap();
+        let connector = TlsConnector::from(client);
+        let acceptor = TlsAcceptor::from(server);
+        let (client, server) = tokio::join!(connector.connect(name, a), acceptor.accept(b));
+        let client = client?;
+        let server = server?;
+        let agreed = client.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        assert_eq!(agreed.as_deref(), server.get_ref().1.alpn_protocol());
+        Ok(agreed)
+    }
+
+    #[tokio::test]
+    async fn members_agree_on_the_version_and_an_older_server_is_recognised() {
+        let now = OffsetDateTime::now_utc();
+        let ca = CertificateAuthority::create("t", now, time::Duration::days(2)).unwrap();
+        let trust = Trust::new(ca.cert_der().to_vec(), None);
+        let alpha = node(&ca, "alpha", 1);
+        let beta = node(&ca, "beta", 2);
+        let server = server_config(trust.clone(), alpha.clone()).unwrap();
+        let dialer = member_client_config(trust.clone(), beta.clone()).unwrap();
+        let legacy = legacy_member_client_config(trust.clone(), beta.clone()).unwrap();
+        let renewal = renewal_client_config(trust.clone(), beta.clone()).unwrap();
+
+        assert_eq!(
+            handshake(dialer.clone(), server.clone()).await.unwrap(),
+            Some(MEMBER_ALPN.to_vec())
+        );
+        assert_eq!(
+            handshake(legacy.clone(), server.clone()).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            handshake(renewal.clone(), server.clone()).await.unwrap(),
+            Some(RENEWAL_ALPN.to_vec())
+        );
+
+        // A server of the version before the hello knew only the renewal ALPN.
+        let mut old = Arc::unwrap_or_clone(server);
+        old.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
+        let old = Arc::new(old);
+        let error = handshake(dialer, old.clone()).await.unwrap_err();
+        assert!(refused_alpn(&error), "{error}");
+        assert_eq!(handshake(legacy, old.clone()).await.unwrap(), None);
+        assert_eq!(
+            handshake(renewal, old).await.unwrap(),
+            Some(RENEWAL_ALPN.to_vec())
+        );
+        let other = std::io::Error::other("connection refused");
+        assert!(!refused_alpn(&other));
+    }
 }
