@@ -246,6 +246,14 @@ impl Default for ProberConfig {
 
 /// How many probes the loss figure covers.
 pub const LOSS_WINDOW: u32 = 32;
+/// How long an address we roamed to and that then failed is not roamed to again while the
+/// active path works: long enough to stop a stray packet every few seconds from flapping the
+/// traffic, short enough that a peer that really moved there (and whose old path then fails)
+/// is not held back beyond the usual failover.
+pub const ROAM_HOLD: Duration = Duration::from_secs(60);
+/// At most this many such addresses are remembered (a peer's misbehaviour costs bounded
+/// memory).
+const MAX_FAILED_ROAMS: usize = 8;
 
 /// One path as `meshd peers` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +402,9 @@ pub struct PathProber {
     next_seq: u64,
     last_traffic: Option<Instant>,
     gone_locals: Vec<IpAddr>,
+    /// Learnt addresses we roamed to that then stopped answering, and when: for a while a
+    /// packet from one of them no longer takes a working path away (see `authenticated`).
+    failed_roams: Vec<(SocketAddr, Instant)>,
     session_up: bool,
     ever_answered: bool,
     silent_misses: u32,
@@ -416,6 +427,7 @@ impl PathProber {
             next_seq: first_seq,
             last_traffic: None,
             gone_locals: Vec::new(),
+            failed_roams: Vec::new(),
             session_up: false,
             ever_answered: false,
             silent_misses: 0,
@@ -574,16 +586,22 @@ impl PathProber {
                     .active
                     .and_then(|a| self.index(a))
                     .is_some_and(|a| self.paths[a].candidate.source == PathSource::Learned);
-                // A peer that answers probes and whose active path still works keeps it:
-                // the new address is a candidate, probed like the others, and takes over
-                // only if the active path fails. A datagram from an address we cannot
-                // answer (a multihomed peer's packet that left by the wrong uplink) would
-                // otherwise take the traffic to a dead end, again and again.
+                // Roaming follows the peer at once, as WireGuard does (it restarted on
+                // another address). But an address we roamed to lately and that then did not
+                // answer (a multihomed peer's packet that left by the wrong uplink, with no
+                // source rule) does not take a working path away again: it is a candidate,
+                // probed like the others, and takes over only if the active path fails.
+                // Otherwise every stray packet from it is a switch to a dead end.
+                let failed_lately = self
+                    .failed_roams
+                    .iter()
+                    .any(|(r, at)| *r == remote && now.saturating_duration_since(*at) < ROAM_HOLD);
                 let active_works = self
                     .active
                     .and_then(|a| self.index(a))
                     .is_some_and(|a| self.paths[a].state == PathState::Up);
-                let keep_active = self.supported && active_works && !active_is_learned;
+                let keep_active =
+                    self.supported && failed_lately && active_works && !active_is_learned;
                 if active_is_learned || (moved && self.active.is_some() && !keep_active) {
                     let from = self.active_path();
                     let to = self.index(id);
@@ -649,10 +667,16 @@ impl PathProber {
         }
         // A learned address that stopped answering is a stale NAT mapping or an old roam.
         let active = self.active;
+        let failed_roams = &mut self.failed_roams;
+        failed_roams.retain(|(_, at)| now.saturating_duration_since(*at) < ROAM_HOLD);
         self.paths.retain(|e| {
-            !(e.candidate.source == PathSource::Learned
+            let stale = e.candidate.source == PathSource::Learned
                 && e.state == PathState::Down
-                && Some(e.id) != active)
+                && Some(e.id) != active;
+            if stale && failed_roams.len() < MAX_FAILED_ROAMS {
+                failed_roams.push((e.path().remote, now));
+            }
+            !stale
         });
         self.evaluate(now);
         if self.supported
