@@ -600,8 +600,8 @@ impl PathProber {
                     .active
                     .and_then(|a| self.index(a))
                     .is_some_and(|a| self.paths[a].state == PathState::Up);
-                let keep_active =
-                    self.supported && failed_lately && active_works && !active_is_learned;
+                // (An active learnt path is left for the new one regardless, below.)
+                let keep_active = self.supported && failed_lately && active_works;
                 if active_is_learned || (moved && self.active.is_some() && !keep_active) {
                     let from = self.active_path();
                     let to = self.index(id);
