@@ -21,7 +21,7 @@ metrics reload
 routing control
 api
 peerset
-dataplane bgp netlink state logging service_manager identity dns
+dataplane bgp netlink state logging service_manager identity dns foreign
 '
 
 # Crates that must stay free of I/O runtimes (those that exist in this tree).

@@ -21,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod foreign;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
