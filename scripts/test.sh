@@ -11,12 +11,13 @@ cd "$(dirname "$0")/.."
 . scripts/lib/install-packages.sh
 # Debian packages the tests use: ip/netns (iproute2), ping, iperf3, wireguard-go + wg as real
 # WireGuard peers, openssl to cross-check certificates, BIRD 2 (bird2) and GoBGP (gobgpd) as BGP peers;
+# FRR (frr) for its parser, which checks `meshd export frr` (and bird2 and wg-quick check theirs);
 # dnsmasq (dnsmasq-base) as the DNS server of endpoint-name tests; nftables (nft), which an
 # exit's masquerade goes through;
 # for the package test (scripts/test-package.sh): dpkg-dev (dpkg-shlibdeps for the .deb's
 # Depends), binutils (strip), lintian, and mmdebstrap for a fresh Debian root.
 # To build: build_packages (a C compiler and libc headers), shared with demo.sh.
-packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 gobgpd dnsmasq-base nftables
+packages=(iproute2 iputils-ping iperf3 wireguard-tools wireguard-go openssl bird2 frr gobgpd dnsmasq-base nftables
     dpkg-dev binutils lintian mmdebstrap "${build_packages[@]}")
 install_packages test.sh "${packages[@]}"
 
