@@ -226,6 +226,12 @@ pub struct InviteArgs {
     #[arg(long = "anycast", value_name = "CIDR")]
     pub anycast: Vec<IpNet>,
 
+    /// The node is a router that cannot run meshd (MikroTik RouterOS, wg-quick with BIRD or
+    /// FRR): its core admits it with `meshd router add TOKEN`, runs its tunnel and BGP session,
+    /// and `meshd export` on the core prints the router's configuration. Spokes only.
+    #[arg(long)]
+    pub foreign: bool,
+
     /// How long the token stays valid: 30m, 2h, 7d, ... (at most 30d).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_INVITE_TTL, value_parser = parse_ttl)]
     pub ttl: Duration,
@@ -233,7 +239,9 @@ pub struct InviteArgs {
 
 /// The options of `meshd invite` that describe a new invitation, which `--list` and
 /// `--cancel` refuse (`--ttl` too: clap does not count its default as given).
-const INVITE_TERMS: [&str; 6] = ["role", "core", "routes", "exit", "anycast", "ttl"];
+const INVITE_TERMS: [&str; 7] = [
+    "role", "core", "routes", "exit", "anycast", "foreign", "ttl",
+];
 
 /// The families an exit serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

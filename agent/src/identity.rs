@@ -10,12 +10,14 @@ use pki::{Approvals, NodeIdentity, NodeRole};
 /// How long a node certificate is valid before the node must renew it.
 pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(90);
 
-/// What the CA binds into a node's certificate, from the node's allocation.
+/// What the CA binds into a node's certificate, from the node's allocation. `foreign`: a
+/// router that runs no meshd, whose core stands in for it.
 pub fn node_identity(
     allocation: &NodeAllocation,
     lan_prefixes: &[IpNet],
     approvals: &Approvals,
     wireguard_public_key: [u8; 32],
+    foreign: bool,
 ) -> NodeIdentity {
     NodeIdentity {
         name: allocation.name.clone(),
@@ -29,6 +31,7 @@ pub fn node_identity(
         lan_prefixes: lan_prefixes.to_vec(),
         wireguard_key: wireguard_public_key,
         approvals: approvals.clone(),
+        foreign,
     }
 }
 

@@ -33,6 +33,7 @@ fn admitted() -> (tempfile::TempDir, StateDir, NodeKeyPair, NodeCertificate) {
         csr_pem: key.csr("beta").unwrap(),
         wireguard_key: [7; 32],
         endpoints: vec![],
+        hosted_by: None,
     };
     let facts = MeshFacts {
         asn: 64512,
@@ -106,4 +107,84 @@ fn a_certificate_this_ca_did_not_issue_is_not_renewed() {
         .unwrap_err()
         .0;
     assert!(refusal.contains("no record of issuing"), "{refusal}");
+}
+
+/// A foreign router's token is redeemed by its core alone, and the certificate says foreign;
+/// an ordinary token cannot be redeemed as a foreign router.
+#[test]
+fn a_foreign_router_is_admitted_only_through_its_core() {
+    let (dir, state, _key, _beta) = admitted();
+    let facts = || MeshFacts {
+        asn: 64512,
+        certificate_validity: VALIDITY,
+        members: vec![],
+        crl: None,
+    };
+    let token = meshd(
+        dir.path(),
+        &[
+            "invite",
+            "mikro",
+            "--role",
+            "spoke",
+            "--core",
+            "alpha",
+            "--foreign",
+            "--route",
+            "192.168.77.0/24",
+        ],
+    );
+    let token = InvitationToken::parse(token.trim()).unwrap();
+    let key = NodeKeyPair::generate().unwrap();
+    let request = |hosted_by: Option<&str>| JoinRequest {
+        name: "mikro".into(),
+        secret: token.secret.clone(),
+        csr_pem: key.csr("mikro").unwrap(),
+        wireguard_key: [9; 32],
+        endpoints: vec![],
+        hosted_by: hosted_by.map(str::to_owned),
+    };
+    let now = OffsetDateTime::now_utc();
+    let refused = |hosted_by| {
+        admit(&state, &request(hosted_by), facts(), now)
+            .unwrap_err()
+            .0
+    };
+    let by_itself = refused(None);
+    assert!(
+        by_itself.contains("`meshd router add TOKEN` on alpha"),
+        "{by_itself}"
+    );
+    let by_other = refused(Some("beta"));
+    assert!(
+        by_other.contains("hosted by alpha, not by beta"),
+        "{by_other}"
+    );
+
+    let accepted = admit(&state, &request(Some("alpha")), facts(), now).unwrap();
+    let der = CertificateDer::from_pem_slice(accepted.certificate_pem.as_bytes()).unwrap();
+    let cert = NodeCertificate::parse(&der).unwrap();
+    assert!(cert.identity.foreign);
+    assert_eq!(cert.identity.core.as_deref(), Some("alpha"));
+    assert_eq!(cert.identity.wireguard_key, [9; 32]);
+    assert_eq!(
+        cert.identity.lan_prefixes,
+        ["192.168.77.0/24".parse().unwrap()]
+    );
+
+    let token = meshd(
+        dir.path(),
+        &["invite", "plain", "--role", "spoke", "--core", "alpha"],
+    );
+    let token = InvitationToken::parse(token.trim()).unwrap();
+    let request = JoinRequest {
+        name: "plain".into(),
+        secret: token.secret,
+        csr_pem: key.csr("plain").unwrap(),
+        wireguard_key: [8; 32],
+        endpoints: vec![],
+        hosted_by: Some("alpha".into()),
+    };
+    let refusal = admit(&state, &request, facts(), now).unwrap_err().0;
+    assert!(refusal.contains("invite it with --foreign"), "{refusal}");
 }

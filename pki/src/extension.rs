@@ -14,6 +14,7 @@ pub const EXTENSION_VERSION: i64 = 1;
 /// Context tags of the optional approvals after the WireGuard key.
 const TAG_EXIT: u64 = 0;
 const TAG_ANYCAST: u64 = 1;
+const TAG_FOREIGN: u64 = 2;
 /// Bits of the `exit` INTEGER.
 const EXIT_IPV4: u8 = 1;
 const EXIT_IPV6: u8 = 2;
@@ -82,6 +83,10 @@ pub fn encode_identity(identity: &NodeIdentity) -> Vec<u8> {
                         write_prefixes(w, &approvals.anycast)
                     });
             }
+            if identity.foreign {
+                w.next()
+                    .write_tagged_implicit(yasna::Tag::context(TAG_FOREIGN), |w| w.write_null());
+            }
         })
     })
 }
@@ -120,9 +125,13 @@ pub fn decode_identity(der: &[u8]) -> Result<NodeIdentity, ExtensionError> {
                     r.collect_sequence_of(|r| r.read_bytes())
                 })
             })?;
+            let foreign = r.read_optional(|r| {
+                r.read_tagged_implicit(yasna::Tag::context(TAG_FOREIGN), |r| r.read_null())
+            })?;
             Ok(Ok(RawIdentity {
                 exit,
                 anycast,
+                foreign: foreign.is_some(),
                 name,
                 role,
                 core,
@@ -145,6 +154,7 @@ struct RawIdentity {
     wireguard_key: Vec<u8>,
     exit: Option<u8>,
     anycast: Option<Vec<Vec<u8>>>,
+    foreign: bool,
 }
 
 impl RawIdentity {
@@ -191,6 +201,7 @@ impl RawIdentity {
             prefixes: decode_all(&self.prefixes)?,
             lan_prefixes: decode_all(&self.lan_prefixes)?,
             wireguard_key,
+            foreign: self.foreign,
         };
         identity.validate()?;
         Ok(identity)
@@ -218,6 +229,7 @@ mod tests {
             lan_prefixes: vec![],
             wireguard_key: [0; 32],
             approvals: Default::default(),
+            foreign: false,
         };
         assert_eq!(decode_identity(&encode_identity(&c)), Ok(c));
     }
@@ -243,6 +255,24 @@ mod tests {
     }
 
     #[test]
+    fn foreign_round_trips_as_a_trailing_null_and_only_for_spokes() {
+        let mut s = spoke();
+        let plain = encode_identity(&s);
+        s.foreign = true;
+        let foreign = encode_identity(&s);
+        // [2] IMPLICIT NULL: tag 0x82, length 0, after everything else.
+        assert_eq!(&foreign[foreign.len() - 2..], &[0x82, 0x00]);
+        assert_eq!(foreign.len(), plain.len() + 2);
+        assert_eq!(decode_identity(&foreign), Ok(s.clone()));
+        s.role = NodeRole::Core;
+        s.core = None;
+        assert!(matches!(
+            decode_identity(&encode_identity(&s)),
+            Err(ExtensionError::Identity(IdentityError::ForeignCore(_)))
+        ));
+    }
+
+    #[test]
     fn encoding_is_the_documented_der() {
         let c = NodeIdentity {
             name: "a".into(),
@@ -252,6 +282,7 @@ mod tests {
             lan_prefixes: vec![],
             wireguard_key: [0xaa; 32],
             approvals: Default::default(),
+            foreign: false,
         };
         let mut expected = vec![
             0x30, 0x36, // SEQUENCE

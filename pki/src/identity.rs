@@ -70,6 +70,11 @@ pub struct NodeIdentity {
     /// What the CA approved beyond the node's own prefixes.
     #[serde(default, skip_serializing_if = "Approvals::is_empty")]
     pub approvals: Approvals,
+    /// A spoke that runs no meshd (a RouterOS, wg-quick + BIRD or FRR router): its WireGuard
+    /// key is the router's own, and its core stands in for it in the control plane (signs its
+    /// membership record) and runs its BGP session. Only a spoke can be foreign.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
 }
 
 /// What a node may announce besides its allocation and its LANs: the default routes, as an
@@ -111,6 +116,7 @@ impl fmt::Debug for NodeIdentity {
             .field("prefixes", &self.prefixes)
             .field("lan_prefixes", &self.lan_prefixes)
             .field("approvals", &self.approvals)
+            .field("foreign", &self.foreign)
             .field(
                 "wireguard_key",
                 &crate::encoding::base64_key::encode(&self.wireguard_key),
@@ -142,6 +148,8 @@ pub enum IdentityError {
     DuplicatePrefix(IpNet, &'static str),
     #[error("anycast prefix {0} is a default route; approve an Internet exit instead")]
     AnycastDefault(IpNet),
+    #[error("core {0:?} is marked foreign: only a spoke can be a router its core stands in for")]
+    ForeignCore(String),
 }
 
 /// Checks that `name` is a node name: one lowercase DNS label.
@@ -218,6 +226,9 @@ impl NodeIdentity {
         if let Some(default) = self.approvals.anycast.iter().find(|p| p.prefix_len() == 0) {
             return Err(IdentityError::AnycastDefault(*default));
         }
+        if self.foreign && self.role != NodeRole::Spoke {
+            return Err(IdentityError::ForeignCore(self.name.clone()));
+        }
         Ok(())
     }
 }
@@ -282,6 +293,7 @@ mod tests {
             lan_prefixes: vec![],
             wireguard_key: [0xff; 32],
             approvals: Default::default(),
+            foreign: false,
         };
         let json = serde_json::to_string(&id).unwrap();
         assert!(

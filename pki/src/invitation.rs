@@ -23,6 +23,8 @@ pub struct InvitationRequest {
     pub lan_prefixes: Vec<IpNet>,
     /// Exit and anycast approvals for the node's certificate.
     pub approvals: Approvals,
+    /// A router that runs no meshd, admitted by its core (`meshd router add`) on its behalf.
+    pub foreign: bool,
     /// Where the joiner reaches the CA holder (`host:port`).
     pub endpoints: Vec<String>,
     /// How long the invitation stays valid.
@@ -39,6 +41,10 @@ pub struct InvitationRecord {
     /// Absent when empty, so databases without approvals stay readable by older versions.
     #[serde(default, skip_serializing_if = "Approvals::is_empty")]
     pub approvals: Approvals,
+    /// For a router that runs no meshd: its core redeems the token for it (`meshd router
+    /// add`). Absent when false, so databases stay readable by older versions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
     /// SHA-256 of the secret, hex in JSON.
     #[serde(with = "crate::encoding::hex32")]
     pub secret_hash: [u8; 32],
@@ -105,6 +111,7 @@ pub fn create_invitation(
         core: request.core.clone(),
         lan_prefixes: request.lan_prefixes.clone(),
         approvals: request.approvals.clone(),
+        foreign: request.foreign,
         secret_hash: secret.hash(),
         expires_at,
         used: false,

@@ -28,6 +28,7 @@
 //!     core: Some("alpha".into()),
 //!     lan_prefixes: vec!["192.168.42.0/24".parse()?],
 //!     approvals: Default::default(),
+//!     foreign: false,
 //!     endpoints: vec!["vpn.example.net:51820".into()],
 //!     ttl: Duration::hours(24),
 //! };
@@ -50,6 +51,7 @@
 //!     lan_prefixes: record.lan_prefixes.clone(),
 //!     wireguard_key: [9; 32],
 //!     approvals: record.approvals.clone(),
+//!     foreign: false,
 //! };
 //! let issued = ca.issue_node_certificate(&csr, &identity, now, Duration::days(30))?;
 //!

@@ -20,6 +20,7 @@ fn request() -> InvitationRequest {
             "2001:db8:42::/48".parse().unwrap(),
         ],
         approvals: Default::default(),
+        foreign: false,
         endpoints: vec![
             "vpn.example.net:51820".into(),
             "203.0.113.1:51820".into(),
@@ -62,6 +63,7 @@ fn token_round_trips() {
         core: None,
         lan_prefixes: vec![],
         approvals: Default::default(),
+        foreign: false,
         endpoints: vec!["vpn.example.net:51820".into()],
         ttl: Duration::hours(1),
     };

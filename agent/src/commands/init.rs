@@ -72,6 +72,7 @@ pub fn init<O: Write, N: Write>(
         &lan_prefixes,
         &pki::Approvals::default(),
         *boringtun::x25519::PublicKey::from(&wireguard_key).as_bytes(),
+        false,
     );
     let csr = node_key
         .csr(&args.name)

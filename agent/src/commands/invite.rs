@@ -93,6 +93,13 @@ fn create<O: Write, N: Write>(
         exit_ipv6: args.exit.is_some_and(ExitFamilies::ipv6),
         anycast: args.anycast.clone(),
     };
+    if args.foreign && role != Role::Spoke {
+        return Err(invalid(
+            "--foreign",
+            "only a spoke can be a foreign router (its core stands in for it); use --role spoke --core CORE"
+                .into(),
+        ));
+    }
     let ttl =
         time::Duration::try_from(args.ttl).map_err(|err| invalid("--ttl", err.to_string()))?;
 
@@ -102,6 +109,7 @@ fn create<O: Write, N: Write>(
         core: core.clone(),
         lan_prefixes: args.routes.clone(),
         approvals: approvals.clone(),
+        foreign: args.foreign,
         endpoints,
         ttl,
     };
@@ -115,7 +123,9 @@ fn create<O: Write, N: Write>(
 
     writeln!(output.out, "{text}").map_err(CommandError::Output)?;
     let expires = rfc3339(token.expires_at);
-    let behind = core.map_or(String::new(), |core| format!(" behind {core}"));
+    let behind = core
+        .as_ref()
+        .map_or(String::new(), |core| format!(" behind {core}"));
     let lans = if args.routes.is_empty() {
         String::new()
     } else {
@@ -132,10 +142,21 @@ fn create<O: Write, N: Write>(
         let list: Vec<String> = args.anycast.iter().map(ToString::to_string).collect();
         format!(", shares {}", list.join(", "))
     };
+    let (kind, run) = match (&core, args.foreign) {
+        (Some(core), true) => (
+            "foreign router",
+            format!(
+                "On {core} (which stands in for it), run: meshd router add TOKEN --wg-key \
+                 ROUTER_PUBLIC_KEY\nthen `meshd export routeros|wg-quick|bird|frr {name}` there \
+                 prints the router's configuration"
+            ),
+        ),
+        _ => (role.as_str(), format!("On {name}, run: meshd join TOKEN")),
+    };
     writeln!(
         output.note,
-        "Invited {name} as a {role}{behind}{lans}{exit}{anycast}. The token works once, until \
-         {expires} (`meshd invite --cancel {name}` takes it back).\nOn {name}, run: meshd join TOKEN"
+        "Invited {name} as a {kind}{behind}{lans}{exit}{anycast}. The token works once, until \
+         {expires} (`meshd invite --cancel {name}` takes it back).\n{run}"
     )
     .map_err(CommandError::Output)
 }

@@ -105,6 +105,7 @@ fn admit<O: Write, N: Write>(
             .map_err(pki_error("creating the certificate request"))?,
         wireguard_key: *boringtun::x25519::PublicKey::from(&wireguard_key).as_bytes(),
         endpoints: args.endpoints.iter().map(ToString::to_string).collect(),
+        hosted_by: None,
     };
     writeln!(
         output.note,

@@ -79,6 +79,7 @@ pub fn admit(
         other => refuse(other.to_string()),
     })?;
     let invitation = invitation.clone();
+    check_host(&invitation, request).map_err(refuse)?;
     let role = match invitation.role {
         pki::NodeRole::Core => mesh_config::Role::Core,
         pki::NodeRole::Spoke => mesh_config::Role::Spoke,
@@ -98,6 +99,7 @@ pub fn admit(
         &invitation.lan_prefixes,
         &invitation.approvals,
         request.wireguard_key,
+        invitation.foreign,
     );
     let issued = ca
         .issue_node_certificate(&request.csr_pem, &identity, now, facts.certificate_validity)
@@ -199,6 +201,7 @@ pub fn renew(
         &lan_prefixes,
         &approvals,
         current.identity.wireguard_key,
+        current.identity.foreign,
     );
     let issued = ca
         .issue_node_certificate(csr_pem, &identity, now, validity)
@@ -214,6 +217,30 @@ pub fn renew(
         .map_err(|e| internal("cannot write its CA database", &e))?;
     tracing::info!(node = %name, serial = %issued.serial, not_after = %issued.not_after, "renewed a node certificate");
     Ok(issued)
+}
+
+/// A foreign router's invitation is redeemed by its core (`meshd router add`), any other by
+/// the node itself (`meshd join`): the token says which, so a token cannot make a meshd node
+/// out of a router entry, or the reverse.
+fn check_host(invitation: &pki::InvitationRecord, request: &JoinRequest) -> Result<(), String> {
+    let name = &invitation.name;
+    let core = invitation.core.as_deref().unwrap_or("its core");
+    match (&request.hosted_by, invitation.foreign) {
+        (None, false) => Ok(()),
+        (Some(host), true) if Some(host.as_str()) == invitation.core.as_deref() => Ok(()),
+        (Some(host), true) => Err(format!(
+            "{name} is a foreign router hosted by {core}, not by {host}; run `meshd router add` \
+             on {core}"
+        )),
+        (None, true) => Err(format!(
+            "{name} was invited as a foreign router (it runs no meshd): its core admits it with \
+             `meshd router add TOKEN` on {core}"
+        )),
+        (Some(_), false) => Err(format!(
+            "{name} was invited as a node that runs meshd (`meshd join TOKEN` on it); to let \
+             {core} stand in for a router, invite it with --foreign"
+        )),
+    }
 }
 
 /// The CA holder's state, locked from reading to writing.

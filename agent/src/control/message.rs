@@ -111,6 +111,11 @@ pub struct JoinRequest {
     pub wireguard_key: [u8; 32],
     /// Where other nodes reach the new node (`host:port`; may be empty for a spoke).
     pub endpoints: Vec<String>,
+    /// Set when a core redeems a foreign router's invitation on the router's behalf (`meshd
+    /// router add`): the core's name. The WireGuard key is then the router's, the TLS key the
+    /// core's stand-in key for it. Absent otherwise, so a join reads as it always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_by: Option<String>,
 }
 
 /// What an admitted node receives.

@@ -290,6 +290,7 @@ pub(crate) mod tests {
                 .try_into()
                 .unwrap(),
             approvals: Default::default(),
+            foreign: false,
         };
         let issued = ca
             .issue_node_certificate(&key.csr(name).unwrap(), &identity, NOW, Duration::days(30))

@@ -458,6 +458,7 @@ mod tests {
             lan_prefixes: vec![],
             wireguard_key: [index; 32],
             approvals: Default::default(),
+            foreign: false,
         };
         let now = OffsetDateTime::now_utc();
         let issued = ca

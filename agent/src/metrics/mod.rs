@@ -73,6 +73,7 @@ mod tests {
             lan_prefixes: vec![],
             wireguard_key: [7; 32],
             approvals: Default::default(),
+            foreign: false,
         };
         let issued = ca
             .issue_node_certificate(

@@ -145,6 +145,7 @@ pub(crate) mod tests {
             lan_prefixes: lans.iter().map(|p| p.parse().unwrap()).collect(),
             wireguard_key: [name.len() as u8; 32],
             approvals: Default::default(),
+            foreign: false,
         }
     }
 

@@ -176,6 +176,7 @@ mod tests {
             core: None,
             lan_prefixes: vec![],
             approvals: pki::Approvals::default(),
+            foreign: false,
             secret_hash: [7; 32],
             expires_at,
             used: false,

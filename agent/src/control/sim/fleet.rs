@@ -99,7 +99,7 @@ impl Fleet {
     ) -> Result<SignedRecord, SimError> {
         let allocation = self.allocator.allocate_node(name, role, core, None)?;
         // The WireGuard key only has to be unique: membership refuses a duplicate.
-        let identity = node_identity(&allocation, &[], &Default::default(), rand::random());
+        let identity = node_identity(&allocation, &[], &Default::default(), rand::random(), false);
         debug_assert_eq!(
             identity.role == NodeRole::Core,
             matches!(role, Role::Core),
