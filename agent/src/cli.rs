@@ -116,6 +116,10 @@ pub enum Command {
     /// Manage end-user devices with a standard WireGuard app.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Foreign routers this core stands in for: routers that cannot run meshd (MikroTik
+    /// RouterOS, wg-quick with BIRD or FRR) but speak WireGuard and BGP.
+    #[command(subcommand)]
+    Router(RouterCommand),
     /// Revoke a node or a client (run on the CA holder).
     Revoke(RevokeArgs),
     /// Ask the running daemon to renew this node's certificate now.
@@ -318,6 +322,29 @@ pub struct ClientAddArgs {
     /// the one an `[[exit.route]]` names).
     #[arg(long)]
     pub exit: bool,
+}
+
+/// `meshd router ...`.
+#[derive(Debug, Subcommand)]
+pub enum RouterCommand {
+    /// Admit a foreign router with the token from `meshd invite NAME --role spoke --core
+    /// THIS-CORE --foreign`: this core then terminates its tunnel, runs its BGP session and
+    /// publishes its membership record.
+    Add(RouterAddArgs),
+}
+
+/// `meshd router add`.
+#[derive(Debug, Args)]
+pub struct RouterAddArgs {
+    /// The token `meshd invite --foreign` printed on the CA holder.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+
+    /// The router's WireGuard public key (base64, as `wg pubkey` or RouterOS's
+    /// `/interface wireguard print` shows it). Without it meshd makes a key pair and prints
+    /// the private key once, for the router's configuration.
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    pub wg_key: Option<String>,
 }
 
 /// `meshd revoke`.

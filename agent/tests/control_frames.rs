@@ -441,7 +441,7 @@ fn regenerate_recorded_frames() {
         .unwrap();
     let lan: IpNet = HOME_LAN.parse().unwrap();
     let issue = |key: &NodeKeyPair, allocation: &NodeAllocation, lans: &[IpNet], wg: [u8; 32]| {
-        let identity = node_identity(allocation, lans, &Approvals::default(), wg);
+        let identity = node_identity(allocation, lans, &Approvals::default(), wg, false);
         ca.issue_node_certificate(
             &key.csr(&allocation.name).unwrap(),
             &identity,
@@ -494,6 +494,7 @@ fn regenerate_recorded_frames() {
         csr_pem: home_key.csr("home").unwrap(),
         wireguard_key: HOME_WIREGUARD_KEY,
         endpoints: vec![],
+        hosted_by: None,
     };
     let join_accepted = JoinAccepted {
         certificate_pem: home_cert.pem.clone(),

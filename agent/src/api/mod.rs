@@ -65,7 +65,7 @@ pub struct ApiServer {
     state: StateDir,
     peers: Vec<KnownPeer>,
     bgp: Option<tokio::sync::watch::Receiver<report::BgpView>>,
-    renew: Option<server::RenewTrigger>,
+    control: Option<server::ControlTrigger>,
 }
 
 impl ApiServer {
@@ -98,13 +98,13 @@ impl ApiServer {
             state,
             peers,
             bgp: None,
-            renew: None,
+            control: None,
         })
     }
 
-    /// Lets `meshd renew` reach the control plane.
-    pub fn with_renew(mut self, renew: server::RenewTrigger) -> Self {
-        self.renew = Some(renew);
+    /// Lets `meshd renew` and `meshd router add` reach the control plane.
+    pub fn with_control(mut self, control: server::ControlTrigger) -> Self {
+        self.control = Some(control);
         self
     }
 
@@ -130,8 +130,8 @@ impl ApiServer {
         if let Some(view) = self.bgp {
             api.set_bgp(view);
         }
-        if let Some(renew) = self.renew {
-            api.set_renew(renew);
+        if let Some(control) = self.control {
+            api.set_control(control);
         }
         self.socket.serve(&api).await
     }

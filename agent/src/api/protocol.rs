@@ -40,6 +40,10 @@ pub enum Request {
     /// Renew the node certificate now (after the CA holder changed what it should say, e.g.
     /// `meshd ca approve`). Answered once the request is queued: `{"message": TEXT}`.
     Renew,
+    /// Stand in for the foreign routers `meshd router add` stored in the state directory
+    /// (`routers/`). The daemon reads them from there, never from the request. Answered once
+    /// the request is queued: `{"message": TEXT}`.
+    AddRouter,
 }
 
 /// Why a request failed, as a stable word for scripts.
@@ -179,13 +183,14 @@ impl Request {
             ("peers", None) => Ok(Request::Peers),
             ("routes", None) => Ok(Request::Routes),
             ("renew", None) => Ok(Request::Renew),
+            ("add_router", None) => Ok(Request::AddRouter),
             ("add_client", Some(name)) => Ok(Request::AddClient { name }),
             ("add_client", None) => Err(bad("add_client needs a \"name\"".to_owned())),
-            ("status" | "peers" | "routes" | "renew", Some(_)) => {
+            ("status" | "peers" | "routes" | "renew" | "add_router", Some(_)) => {
                 Err(bad(format!("{} takes no \"name\"", raw.request)))
             }
             (other, _) => Err(bad(format!(
-                "unknown request {other:?}; expected status, peers, routes, add_client or renew"
+                "unknown request {other:?}; expected status, peers, routes, add_client, renew or add_router"
             ))),
         }
     }
@@ -220,6 +225,7 @@ mod tests {
                 name: "laptop".into(),
             },
             Request::Renew,
+            Request::AddRouter,
         ] {
             let line = request.to_line();
             assert_eq!(line.last(), Some(&b'\n'));

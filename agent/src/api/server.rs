@@ -40,28 +40,40 @@ pub struct ApiState<'a, D> {
     state: StateDir,
     /// The routing plane's view, when the daemon runs BGP.
     bgp: Option<watch::Receiver<BgpView>>,
-    /// Asks the control plane for a certificate renewal, when the node has one.
-    renew: Option<RenewTrigger>,
+    /// Asks the control plane for a certificate renewal or to load new hosted routers, when
+    /// the node has one.
+    control: Option<ControlTrigger>,
 }
 
-/// Asks the control plane for a renewal now: `Ok` with what to tell the operator, `Err` when
+/// What an API request may ask of the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAsk {
+    /// Renew the node certificate now (`meshd renew`).
+    Renew,
+    /// Load the foreign routers `meshd router add` stored and stand in for them.
+    LoadRouters,
+}
+
+/// Asks the control plane for something now: `Ok` with what to tell the operator, `Err` when
 /// it could not be asked. (A function, so that the API knows nothing of the control plane.)
 #[derive(Clone)]
-pub struct RenewTrigger(std::sync::Arc<dyn Fn() -> Result<String, String> + Send + Sync>);
+pub struct ControlTrigger(
+    std::sync::Arc<dyn Fn(ControlAsk) -> Result<String, String> + Send + Sync>,
+);
 
-impl RenewTrigger {
-    pub fn new(ask: impl Fn() -> Result<String, String> + Send + Sync + 'static) -> Self {
-        RenewTrigger(std::sync::Arc::new(ask))
+impl ControlTrigger {
+    pub fn new(ask: impl Fn(ControlAsk) -> Result<String, String> + Send + Sync + 'static) -> Self {
+        ControlTrigger(std::sync::Arc::new(ask))
     }
 
-    fn ask(&self) -> Result<String, String> {
-        (self.0)()
+    fn ask(&self, what: ControlAsk) -> Result<String, String> {
+        (self.0)(what)
     }
 }
 
-impl std::fmt::Debug for RenewTrigger {
+impl std::fmt::Debug for ControlTrigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RenewTrigger")
+        f.write_str("ControlTrigger")
     }
 }
 
@@ -87,7 +99,7 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             peers: Peers::Own(Box::new(peers)),
             state,
             bgp: None,
-            renew: None,
+            control: None,
         }
     }
 
@@ -98,13 +110,13 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             peers: Peers::Shared(peers),
             state,
             bgp: None,
-            renew: None,
+            control: None,
         }
     }
 
-    /// Lets `renew` requests reach the control plane.
-    pub fn set_renew(&mut self, renew: RenewTrigger) {
-        self.renew = Some(renew);
+    /// Lets `renew` and `add_router` requests reach the control plane.
+    pub fn set_control(&mut self, control: ControlTrigger) {
+        self.control = Some(control);
     }
 
     /// Adds the routing plane's sessions and routes to `routes` answers.
@@ -173,22 +185,31 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                 Ok(payload) => payload,
                 Err(failure) => return Response::error(failure),
             },
-            Request::Renew => {
-                let outcome = match &self.renew {
-                    Some(renew) => renew.ask(),
-                    None => Err(
-                        "this node runs no control plane (it has no certificate), so \
-                                 there is nothing to renew"
-                            .to_owned(),
-                    ),
-                };
-                match outcome {
-                    Ok(message) => serde_json::json!({ "message": message }),
-                    Err(why) => return Response::error(Failure::new(ErrorKind::Failed, why)),
+            Request::Renew => match self.ask_control(ControlAsk::Renew, "nothing to renew") {
+                Ok(payload) => payload,
+                Err(failure) => return Response::error(failure),
+            },
+            Request::AddRouter => {
+                match self.ask_control(ControlAsk::LoadRouters, "no router to stand in for") {
+                    Ok(payload) => payload,
+                    Err(failure) => return Response::error(failure),
                 }
             }
         };
         Response::ok(payload)
+    }
+
+    /// Passes `what` on to the control plane: `{"message": TEXT}` once it is queued.
+    fn ask_control(&self, what: ControlAsk, without: &str) -> Result<serde_json::Value, Failure> {
+        let outcome = match &self.control {
+            Some(control) => control.ask(what),
+            None => Err(format!(
+                "this node runs no control plane (it has no certificate), so there is {without}"
+            )),
+        };
+        outcome
+            .map(|message| serde_json::json!({ "message": message }))
+            .map_err(|why| Failure::new(ErrorKind::Failed, why))
     }
 
     /// Re-reads `clients.json` and gives the data plane every client in it (the one named
@@ -395,7 +416,8 @@ mod tests {
 
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counter = asked.clone();
-        api.set_renew(RenewTrigger::new(move || {
+        api.set_control(ControlTrigger::new(move |what| {
+            assert_eq!(what, ControlAsk::Renew);
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok("asked".into())
         }));

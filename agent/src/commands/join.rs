@@ -233,7 +233,7 @@ impl Before {
 }
 
 /// The answer must be for us: issued by the token's CA, for our name and keys.
-fn check_answer(
+pub(super) fn check_answer(
     token: &InvitationToken,
     request: &JoinRequest,
     accepted: &JoinAccepted,

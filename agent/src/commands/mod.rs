@@ -16,6 +16,7 @@ mod peers;
 mod pubkey;
 mod renew;
 mod revoke;
+mod router;
 mod routes;
 mod status;
 
@@ -158,6 +159,7 @@ pub fn execute<O: Write, N: Write>(
         Command::Peers(args) => peers::peers(&context, &args, output),
         Command::Routes(args) => routes::routes(&context, &args, output),
         Command::Client(command) => client::client(&context, &command, output),
+        Command::Router(command) => router::router(&context, &command, output),
         Command::Revoke(args) => revoke::revoke(&context, &args, output),
         Command::Renew => renew::renew(&context, output),
         Command::Ca(command) => ca::ca(&context, &command, output),

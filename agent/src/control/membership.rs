@@ -133,6 +133,47 @@ impl Membership {
         actions
     }
 
+    /// The record of a foreign router this node stands in for (signed here with the key its
+    /// certificate was issued for): accepted and spread like our own, if the certificate says
+    /// the router is foreign and hangs off this node.
+    pub fn set_hosted_record(&mut self, record: SignedRecord, now: OffsetDateTime) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match record.verify(&self.ca_der, self.crl.as_ref(), now) {
+            Ok(member)
+                if member.identity.foreign
+                    && member.identity.core.as_deref() == Some(self.own_name.as_str()) =>
+            {
+                if let Some(conflict) = self.conflict(&member) {
+                    log(
+                        &mut actions,
+                        true,
+                        format!(
+                            "not standing in for router {:?}: {conflict}",
+                            member.identity.name
+                        ),
+                    );
+                } else if self.accept(member, &mut actions) {
+                    self.push(&[record], None, &mut actions);
+                }
+            }
+            Ok(member) => log(
+                &mut actions,
+                true,
+                format!(
+                    "{:?} is not a foreign router of this node (its certificate says core {:?}, \
+                     foreign {}); not standing in for it",
+                    member.identity.name, member.identity.core, member.identity.foreign
+                ),
+            ),
+            Err(error) => log(
+                &mut actions,
+                true,
+                format!("a hosted router's membership record is not valid: {error}"),
+            ),
+        }
+        actions
+    }
+
     /// Installs a revocation list (from the local CA or a peer). Members whose certificates it
     /// revokes are removed and disconnected. Older or equal CRLs are ignored.
     pub fn install_crl(&mut self, der: &[u8], from: Option<&str>) -> Vec<Action> {

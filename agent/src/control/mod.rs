@@ -15,6 +15,7 @@
 pub mod accept_limits;
 pub mod admission;
 pub mod frame;
+pub mod hosted;
 pub mod join_client;
 pub mod log_throttle;
 pub mod membership;

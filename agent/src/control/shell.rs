@@ -33,6 +33,7 @@ use super::admission::{MeshFacts, admit, renew};
 use super::frame::{
     FrameError, MAX_FRAME_LEN, read_body_limited, read_message, read_message_limited, write_message,
 };
+use super::hosted::HostedRouters;
 use super::log_throttle::{LOG_WINDOW, LogThrottle};
 use super::membership::{Action, Membership};
 use super::message::{Gossip, Hello, JoinRequest, Message, RenewRequest};
@@ -194,6 +195,8 @@ enum Event {
     },
     /// The operator asks for a renewal now (`meshd renew`).
     RenewNow,
+    /// `meshd router add` stored a foreign router: stand in for it.
+    LoadRouters,
 }
 
 /// Asks the running control plane for a certificate renewal now (for `meshd renew`, after
@@ -205,6 +208,12 @@ impl RenewalTrigger {
     /// Queues the request; false when the control plane is gone or swamped.
     pub fn request(&self) -> bool {
         self.0.try_send(Event::RenewNow).is_ok()
+    }
+
+    /// Asks the control plane to load the foreign routers of the state directory (after
+    /// `meshd router add`); false when it is gone or swamped.
+    pub fn load_routers(&self) -> bool {
+        self.0.try_send(Event::LoadRouters).is_ok()
     }
 }
 
@@ -296,6 +305,14 @@ impl ControlPlane {
             sign_record(&key, &cert_der, settings.endpoints.clone(), record_version)
                 .map_err(|e| ControlError::Identity(format!("own membership record: {e}")))?;
         startup.extend(membership.set_own_record(own_record, now));
+        let mut hosted = HostedRouters::default();
+        startup.extend(stand_in(
+            &mut hosted,
+            &mut membership,
+            state,
+            &identity.name,
+            now,
+        ));
         if let Some(crl) = membership.crl() {
             trust.set_crl(crl.der().to_vec());
         }
@@ -365,6 +382,7 @@ impl ControlPlane {
             },
             trust,
             membership,
+            hosted,
             connector,
             legacy_connector,
             events_tx: events_tx.clone(),
@@ -492,6 +510,8 @@ struct Hub {
     connector: TlsConnector,
     /// Dials without ALPN, for a member older than the hello (protocol version 1).
     legacy_connector: TlsConnector,
+    /// The foreign routers this node stands in for.
+    hosted: HostedRouters,
     events_tx: mpsc::Sender<Event>,
     connections: HashMap<String, Connection>,
     dialing: HashSet<String>,
@@ -521,6 +541,39 @@ struct Hub {
     /// Messages (or records) not sent because the peer did not announce what they need:
     /// said once per peer and feature.
     withheld: OncePerPeer,
+}
+
+/// Loads the foreign routers of `state` that `hosted` does not stand in for yet, and
+/// publishes their records. Problems are logged (a router that cannot be stood in for must
+/// not keep the node from starting).
+fn stand_in(
+    hosted: &mut HostedRouters,
+    membership: &mut Membership,
+    state: &StateDir,
+    own_name: &str,
+    now: OffsetDateTime,
+) -> Vec<Action> {
+    let files = match state.read_hosted() {
+        Ok(files) => files,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the foreign routers this node stands in for");
+            return Vec::new();
+        }
+    };
+    let loaded = hosted.load(
+        files,
+        own_name,
+        |name| membership.member(name).map(|m| m.version),
+        now,
+    );
+    for problem in loaded.problems {
+        tracing::warn!("{problem}");
+    }
+    let mut actions = Vec::new();
+    for record in loaded.records {
+        actions.extend(membership.set_hosted_record(record, now));
+    }
+    actions
 }
 
 /// The resolver's next changed answers; `None` once it is gone (then never asked again).
@@ -855,6 +908,16 @@ impl Hub {
                 } else {
                     tracing::info!("certificate renewal asked for; one is under way already");
                 }
+            }
+            Event::LoadRouters => {
+                let actions = stand_in(
+                    &mut self.hosted,
+                    &mut self.membership,
+                    &self.settings.state,
+                    &self.own.identity.name,
+                    now,
+                );
+                self.apply(actions);
             }
             Event::RenewalDone { result } => {
                 let outcome = result.and_then(|pem| self.install_certificate(&pem, now));

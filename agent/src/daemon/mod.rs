@@ -224,14 +224,23 @@ async fn run_planes(
     };
     let api = match control.as_ref() {
         Some(control) => {
+            use crate::api::server::{ControlAsk, ControlTrigger};
             let trigger = control.renewal_trigger();
-            api.with_renew(crate::api::server::RenewTrigger::new(move || {
-                if trigger.request() {
-                    Ok(
+            api.with_control(ControlTrigger::new(move |what| {
+                let (taken, message) = match what {
+                    ControlAsk::Renew => (
+                        trigger.request(),
                         "asked for a new certificate; the log says `node certificate renewed` \
-                        once it is in use"
-                            .to_owned(),
-                    )
+                         once it is in use",
+                    ),
+                    ControlAsk::LoadRouters => (
+                        trigger.load_routers(),
+                        "standing in for the routers in the state directory; `meshd peers` \
+                         shows their tunnels",
+                    ),
+                };
+                if taken {
+                    Ok(message.to_owned())
                 } else {
                     Err("the control plane did not take the request; try again".to_owned())
                 }

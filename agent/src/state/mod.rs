@@ -11,6 +11,7 @@ mod atomic;
 mod ca_db;
 pub mod check;
 mod error;
+mod hosted;
 mod keys;
 mod lock;
 mod node_record;
@@ -26,6 +27,7 @@ pub use atomic::{
 };
 pub use ca_db::{CA_DB_VERSION, CaDatabase, CancelError, CertificateRecord};
 pub use error::{Remedy, StateError};
+pub use hosted::HostedFiles;
 pub use keys::{decode_key, encode_key, generate_wireguard_key, wireguard_public_key_base64};
 pub use lock::StateLock;
 pub use node_record::{NODE_RECORD_VERSION, NodeRecord};

@@ -1,0 +1,214 @@
+//! `meshd router add TOKEN [--wg-key KEY]`: on a core, admits a foreign router (one that runs
+//! no meshd: MikroTik RouterOS, wg-quick with BIRD or FRR) with the token `meshd invite NAME
+//! --role spoke --core THIS-CORE --foreign` printed on the CA holder.
+//!
+//! This core redeems the token on the router's behalf: it makes the TLS key pair the
+//! router's certificate is issued for (and keeps it, since the router runs no meshd), sends
+//! the router's WireGuard public key, and stores what it got in `routers/NAME/`. From then on
+//! it signs the router's membership record, terminates its tunnel and runs its BGP session.
+//! The router's WireGuard private key never passes through meshd, unless `--wg-key` is left
+//! out: then meshd makes the pair and prints the private key once, for routers where pasting
+//! one is easier than reading one out.
+
+use std::io::Write;
+
+use boringtun::x25519::PublicKey;
+use mesh_config::Role;
+use pki::{InvitationToken, NodeKeyPair, NodeRole};
+use time::OffsetDateTime;
+
+use super::own_config::load_own_config;
+use super::{CommandError, Context, Output, pki_error};
+use crate::api::protocol::Request;
+use crate::cli::{RouterAddArgs, RouterCommand};
+use crate::control::join_client::join;
+use crate::control::message::JoinRequest;
+use crate::state::{decode_key, encode_key, generate_wireguard_key};
+
+/// Runs `meshd router ...`.
+pub fn router<O: Write, N: Write>(
+    context: &Context,
+    command: &RouterCommand,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
+    match command {
+        RouterCommand::Add(args) => add(context, args, output),
+    }
+}
+
+/// The router's WireGuard public key from `--wg-key`, or a new pair (with the private key
+/// to print).
+fn router_key(wg_key: Option<&str>) -> Result<([u8; 32], Option<String>), CommandError> {
+    match wg_key {
+        Some(text) => decode_key(text.trim())
+            .map(|key| (key, None))
+            .ok_or_else(|| {
+                CommandError::invalid(
+                    "--wg-key",
+                    format!(
+                        "{text:?} is not a WireGuard public key: 44 characters of base64 for 32 \
+                     bytes, as `wg pubkey` or RouterOS's `/interface wireguard print` show it"
+                    ),
+                )
+            }),
+        None => {
+            let secret = generate_wireguard_key();
+            let public = *PublicKey::from(&secret).as_bytes();
+            Ok((public, Some(encode_key(&secret.to_bytes()))))
+        }
+    }
+}
+
+fn add<O: Write, N: Write>(
+    context: &Context,
+    args: &RouterAddArgs,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
+    let invalid = CommandError::invalid;
+    let token =
+        InvitationToken::parse(args.token.trim()).map_err(|e| invalid("TOKEN", e.to_string()))?;
+    let now = OffsetDateTime::now_utc();
+    token
+        .check_not_expired(now)
+        .map_err(|e| invalid("TOKEN", e.to_string()))?;
+    let (config, _record) = load_own_config(context)?;
+    let own = &config.node.name;
+    if config.node.role != Role::Core {
+        return Err(invalid(
+            "meshd router add",
+            format!("{own} is a spoke; only a core stands in for foreign routers"),
+        ));
+    }
+    if token.role != NodeRole::Spoke || token.core.as_deref() != Some(own.as_str()) {
+        let hosted_by = token.core.as_deref().unwrap_or("no core");
+        return Err(invalid(
+            "TOKEN",
+            format!(
+                "the invitation of {} is for a {} behind {hosted_by}, not a foreign router of \
+                 {own}; run this on its core, or invite it with `meshd invite {} --role spoke \
+                 --core {own} --foreign`",
+                token.name, token.role, token.name
+            ),
+        ));
+    }
+    let (wireguard_key, private_key) = router_key(args.wg_key.as_deref())?;
+
+    let state = &context.state;
+    if state.is_hosted(&token.name) {
+        return Err(invalid(
+            "TOKEN",
+            format!(
+                "this node already stands in for a router called {} ({}); revoke it first",
+                token.name,
+                state.hosted_dir().join(&token.name).display()
+            ),
+        ));
+    }
+    let key = NodeKeyPair::generate().map_err(pki_error("generating the router's TLS key"))?;
+    let request = JoinRequest {
+        name: token.name.clone(),
+        secret: token.secret.clone(),
+        csr_pem: key
+            .csr(&token.name)
+            .map_err(pki_error("creating the certificate request"))?,
+        wireguard_key,
+        endpoints: Vec::new(),
+        hosted_by: Some(own.clone()),
+    };
+    writeln!(
+        output.note,
+        "Admitting router {} behind {own} through {} ...",
+        token.name,
+        token.endpoints.join(", ")
+    )
+    .map_err(CommandError::Output)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            invalid(
+                "meshd router add",
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    let (accepted, _ca_holder) = runtime
+        .block_on(join(&token, &request))
+        .map_err(|e| invalid("meshd router add", e.to_string()))?;
+    super::join::check_answer(&token, &request, &accepted, now)?;
+
+    {
+        let _lock = state.lock()?;
+        state.write_hosted(&token.name, &accepted.certificate_pem, &key.to_pem())?;
+    }
+
+    let a = &accepted.allocation;
+    let lans: Vec<String> = accepted
+        .lan_prefixes
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut lines = vec![
+        format!(
+            "Router {} admitted behind {own} (node {}).",
+            a.name, a.index
+        ),
+        format!("  IPv4:           {} in {}", a.ipv4_address, a.ipv4),
+        format!("  IPv6:           {} in {}", a.ipv6_address, a.ipv6),
+        format!(
+            "  LANs:           {}",
+            if lans.is_empty() {
+                "none".to_owned()
+            } else {
+                lans.join(", ")
+            }
+        ),
+        format!("  WireGuard key:  {}", encode_key(&wireguard_key)),
+    ];
+    if let Some(private) = &private_key {
+        lines.push(format!(
+            "  Private key:    {private}\n  (shown this once and kept nowhere: put it into the \
+             router's WireGuard interface now)"
+        ));
+    }
+    lines.push(format!(
+        "Its configuration: meshd export routeros|wg-quick|bird|frr {}",
+        a.name
+    ));
+    for line in lines {
+        writeln!(output.out, "{line}").map_err(CommandError::Output)?;
+    }
+
+    let socket = &context.socket_path;
+    let note = match crate::api::request::<serde_json::Value>(socket, &Request::AddRouter) {
+        Ok(_) => "The running daemon stands in for the router now.".to_owned(),
+        Err(error) if error.is_not_running() => format!(
+            "meshd is not running (no daemon on {}); it stands in for the router when it starts.",
+            socket.display()
+        ),
+        Err(error) => format!(
+            "warning: the running daemon was not told about the router ({error}); it stands in \
+             for it after a restart."
+        ),
+    };
+    writeln!(output.note, "{note}").map_err(CommandError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wireguard_key_is_checked_and_a_missing_one_made() {
+        let (key, private) =
+            router_key(Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")).unwrap();
+        assert_eq!(key, [0; 32]);
+        assert!(private.is_none());
+        let error = router_key(Some("not-a-key")).unwrap_err().to_string();
+        assert!(error.contains("--wg-key"), "{error}");
+        assert!(error.contains("is not a WireGuard public key"), "{error}");
+        let (public, private) = router_key(None).unwrap();
+        let private = decode_key(&private.unwrap()).unwrap();
+        let secret = boringtun::x25519::StaticSecret::from(private);
+        assert_eq!(*PublicKey::from(&secret).as_bytes(), public);
+    }
+}
