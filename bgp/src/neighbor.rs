@@ -34,10 +34,8 @@ pub struct NeighborConfig {
     /// for its own family.
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
-    /// iBGP: announce routes learnt from eBGP neighbours (and our own) with our address as
-    /// next hop instead of the external router's, which the other members cannot reach
-    /// directly (the mesh's sessions set it; an external iBGP router may not want it).
-    pub next_hop_self: bool,
+    /// iBGP: which routes go out with our address as next hop (see [`NextHopSelf`]).
+    pub next_hop_self: NextHopSelf,
     pub hold_time: u16,
     pub connect_retry: Duration,
     pub families: Vec<Family>,
@@ -47,6 +45,21 @@ pub struct NeighborConfig {
     /// TTL (hop limit) of the session's packets; `None`: the system default. eBGP neighbours
     /// from meshd.toml get 1 unless `multihop` says otherwise.
     pub ttl: Option<u8>,
+}
+
+/// Which routes an iBGP session announces with this speaker's own address as next hop (on
+/// eBGP sessions the next hop is always ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHopSelf {
+    /// Next hops pass unchanged (RFC 4271 for iBGP; an external iBGP router may want that).
+    Never,
+    /// Routes learnt from eBGP neighbours (and our own): the external router's address is
+    /// one the other members cannot reach directly. The mesh's sessions set this.
+    External,
+    /// Every route, reflected ones too: for a router whose only route into the mesh is this
+    /// speaker, such as a foreign router behind its core, which knows no other member's
+    /// address.
+    All,
 }
 
 /// An RFC 2385 TCP-MD5 key. Its bytes never appear in logs or debug output.
@@ -103,7 +116,7 @@ impl NeighborConfig {
             rr_client: false,
             next_hop_v4: None,
             next_hop_v6: None,
-            next_hop_self: false,
+            next_hop_self: NextHopSelf::Never,
             hold_time: n.hold_time(),
             connect_retry: Duration::from_secs(u64::from(n.connect_retry())),
             families: n

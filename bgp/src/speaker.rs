@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use crate::fsm::{Action, Event, Fsm, Negotiated, SessionConfig, State};
 use crate::guard::{ImportGuard, RouteSource};
 use crate::import::{RibOp, import_update};
-use crate::neighbor::{Md5Key, NeighborConfig};
+use crate::neighbor::{Md5Key, NeighborConfig, NextHopSelf};
 use crate::packet::{
     AsPath, CodecOptions, DecodeError, Family, Message, Notification, Open, Origin, PathAttributes,
     RouteRefresh, Update, cease_subcodes,
@@ -937,7 +937,12 @@ impl SpeakerCore {
             }
             let (kept, attrs) = export_path(&local, peer, &p.info, path, from.as_ref())?;
             let learnt_outside = from.as_ref().is_none_or(|f| !f.internal);
-            let kept = kept.filter(|_| !(p.config.next_hop_self && learnt_outside));
+            let own_next_hop = match p.config.next_hop_self {
+                NextHopSelf::Never => false,
+                NextHopSelf::External => learnt_outside,
+                NextHopSelf::All => true,
+            };
+            let kept = kept.filter(|_| !own_next_hop);
             let attrs = if p.info.internal {
                 attrs
             } else {

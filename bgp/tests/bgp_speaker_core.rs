@@ -34,7 +34,7 @@ fn neighbor(name: &str, address: &str, asn: u32) -> NeighborConfig {
         rr_client: false,
         next_hop_v4: None,
         next_hop_v6: None,
-        next_hop_self: false,
+        next_hop_self: meshd_bgp::neighbor::NextHopSelf::Never,
         hold_time: 90,
         connect_retry: Duration::from_secs(5),
         families: Family::ALL.to_vec(),

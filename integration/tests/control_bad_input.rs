@@ -332,6 +332,7 @@ fn identity(name: &str, prefix: &str, wireguard_key: [u8; 32]) -> NodeIdentity {
         lan_prefixes: vec![],
         wireguard_key,
         approvals: Default::default(),
+        foreign: false,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct MeshMember {
     /// What else its certificate lets it announce: default routes (as an Internet exit) and
     /// shared (anycast) prefixes.
     pub approvals: Approvals,
+    /// A router that runs no meshd, behind its core (which runs its BGP session).
+    pub foreign: bool,
 }
 
 /// Why a certificate cannot be used for routing.
@@ -73,6 +75,7 @@ impl MeshMember {
                     .collect(),
                 ..identity.approvals.clone()
             },
+            foreign: identity.foreign,
         })
     }
 

@@ -26,6 +26,7 @@ use super::member::MeshMember;
 use crate::bgp::packet::Family;
 use crate::bgp::policy::Policy;
 use crate::bgp::speaker::{BGP_PORT, NeighborConfig};
+use meshd_bgp::neighbor::NextHopSelf;
 
 /// Hold time of the mesh's sessions: a member whose tunnel fails is noticed in half a minute
 /// at worst (the membership and the data plane usually notice first).
@@ -192,7 +193,13 @@ fn mesh_neighbor(
         rr_client,
         next_hop_v4: Some(own.router_id),
         next_hop_v6: own.address6,
-        next_hop_self: true,
+        // A foreign router knows no member's address but its core's: everything it is sent
+        // goes through the core anyway, so the core is the next hop of every route.
+        next_hop_self: if member.foreign && rr_client {
+            NextHopSelf::All
+        } else {
+            NextHopSelf::External
+        },
         hold_time: MESH_HOLD_TIME,
         connect_retry: MESH_CONNECT_RETRY,
         families: Family::ALL.to_vec(),
@@ -289,10 +296,23 @@ mod tests {
             for n in &got {
                 assert_eq!(n.remote_asn, 64512);
                 assert_eq!(n.local_address, Some(IpAddr::V4(all[own].router_id)));
-                assert!(n.next_hop_self);
+                assert_eq!(n.next_hop_self, NextHopSelf::External);
                 assert_eq!(n.next_hop_v6, all[own].address6);
             }
         }
+    }
+
+    /// A foreign router behind its core is sent every route with the core as next hop (it
+    /// knows no other member's address); the other sessions keep next hops of iBGP routes.
+    #[test]
+    fn a_foreign_router_gets_its_core_as_next_hop_of_everything() {
+        let mut all = members(&[core(1), core(2), spoke(3, 1, &[]), spoke(4, 1, &[])]);
+        all[3].foreign = true;
+        let got = mesh_neighbors(&all[0], &all, 64512);
+        let by_name = |name: &str| got.iter().find(|n| n.name == name).unwrap().next_hop_self;
+        assert_eq!(by_name("spoke4"), NextHopSelf::All);
+        assert_eq!(by_name("spoke3"), NextHopSelf::External);
+        assert_eq!(by_name("core2"), NextHopSelf::External);
     }
 
     #[test]
