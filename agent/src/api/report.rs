@@ -163,7 +163,8 @@ pub struct PeersReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerReport {
     pub name: String,
-    /// `core`, `spoke`, `client`, or null when this node does not know the peer's role.
+    /// `core`, `spoke`, `client`, `router` (a foreign router this core stands in for), or
+    /// null when this node does not know the peer's role.
     pub role: Option<String>,
     pub public_key: String,
     /// The path packets go to now (learnt from the peer's packets if none is configured).
@@ -219,6 +220,37 @@ pub struct PeerReport {
     pub tx_packets: u64,
     pub transit_packets: u64,
     pub handshakes: u64,
+    /// The iBGP session with the peer, when this node runs one (null otherwise).
+    #[serde(default)]
+    pub bgp: Option<PeerBgpReport>,
+}
+
+/// A peer's BGP session, as `meshd peers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerBgpReport {
+    /// `idle`, `connect`, `active`, `open_sent`, `open_confirm` or `established`.
+    pub state: String,
+    /// Prefixes the peer announces that were accepted / refused, and prefixes sent to it.
+    pub accepted: usize,
+    pub refused: usize,
+    pub advertised: usize,
+}
+
+/// Adds each peer's BGP session (by name) from the routing plane's view.
+pub fn peers_with_bgp(mut report: PeersReport, view: &BgpView) -> PeersReport {
+    for peer in &mut report.peers {
+        peer.bgp = view
+            .sessions
+            .iter()
+            .find(|s| s.name == peer.name)
+            .map(|s| PeerBgpReport {
+                state: s.state.clone(),
+                accepted: s.accepted,
+                refused: s.refused,
+                advertised: s.advertised,
+            });
+    }
+    report
 }
 
 /// Traffic to a peer that goes through another core.
@@ -553,6 +585,7 @@ fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>, now: Instant) -> Pee
     let health = stats.map(|s| health(peer, s, now));
     let role = match peer.kind {
         PeerKind::Client => Some("client".to_owned()),
+        PeerKind::Router => Some("router".to_owned()),
         PeerKind::Node(role) => role.map(|r| r.to_string()),
     };
     PeerReport {
@@ -603,6 +636,7 @@ fn peer_report(peer: &KnownPeer, stats: Option<&PeerStats>, now: Instant) -> Pee
         tx_packets: stats.map_or(0, |s| s.tx_packets),
         transit_packets: stats.map_or(0, |s| s.transit_packets),
         handshakes: stats.map_or(0, |s| s.handshakes),
+        bgp: None,
     }
 }
 
@@ -627,7 +661,7 @@ pub fn routes(node: &NodeInfo, peers: &[KnownPeer]) -> RoutesReport {
                     peer: peer.config.name.clone(),
                     source: match peer.kind {
                         PeerKind::Client => "client",
-                        PeerKind::Node(_) => "peer",
+                        PeerKind::Node(_) | PeerKind::Router => "peer",
                     }
                     .to_owned(),
                     kernel: kernel_route(node, *prefix).to_owned(),

@@ -168,11 +168,17 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                     None => to_value(&status),
                 }
             }
-            Request::Peers => to_value(&report::peers(
-                &self.peers(),
-                &self.peer_set().stats(),
-                std::time::Instant::now(),
-            )),
+            Request::Peers => {
+                let peers = report::peers(
+                    &self.peers(),
+                    &self.peer_set().stats(),
+                    std::time::Instant::now(),
+                );
+                match &self.bgp {
+                    Some(view) => to_value(&report::peers_with_bgp(peers, &view.borrow())),
+                    None => to_value(&peers),
+                }
+            }
             Request::Routes => {
                 let node = self.node();
                 let routes = report::routes(&node, &self.peers());

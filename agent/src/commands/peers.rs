@@ -66,6 +66,12 @@ fn render_peer(peer: &PeerReport) -> String {
     if let Some(rtt) = peer.rtt_ms {
         text.push_str(&format!("  rtt: {rtt:.1} ms\n"));
     }
+    if let Some(bgp) = &peer.bgp {
+        text.push_str(&format!(
+            "  bgp: {}, {} prefixes accepted, {} refused, {} sent\n",
+            bgp.state, bgp.accepted, bgp.refused, bgp.advertised
+        ));
+    }
     if !peer.paths.is_empty() {
         let probing = if peer.probing {
             ""

@@ -1158,17 +1158,16 @@ impl Hub {
         let peers = tunnel_peers(&self.own.identity, members.clone(), &resolve)
             .into_iter()
             .map(|config| {
-                let role = members
-                    .clone()
-                    .find(|m| m.identity.name == config.name)
-                    .map(|m| match m.identity.role {
-                        NodeRole::Core => mesh_config::Role::Core,
-                        NodeRole::Spoke => mesh_config::Role::Spoke,
-                    });
-                KnownPeer {
-                    config,
-                    kind: PeerKind::Node(role),
-                }
+                let member = members.clone().find(|m| m.identity.name == config.name);
+                let kind = match member.map(|m| (m.identity.role, m.identity.foreign)) {
+                    Some((_, true)) => PeerKind::Router,
+                    Some((NodeRole::Core, false)) => PeerKind::Node(Some(mesh_config::Role::Core)),
+                    Some((NodeRole::Spoke, false)) => {
+                        PeerKind::Node(Some(mesh_config::Role::Spoke))
+                    }
+                    None => PeerKind::Node(None),
+                };
+                KnownPeer { config, kind }
             })
             .collect();
         self.peers_tx.send_replace(peers);

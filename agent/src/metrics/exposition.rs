@@ -143,6 +143,7 @@ fn build_info(out: &mut Families<'_, '_>) -> fmt::Result {
 fn kind_label(kind: PeerKind) -> &'static str {
     match kind {
         PeerKind::Client => "client",
+        PeerKind::Router => "router",
         PeerKind::Node(Some(role)) => role.as_str(),
         PeerKind::Node(None) => "node",
     }

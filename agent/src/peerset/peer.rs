@@ -12,6 +12,9 @@ pub enum PeerKind {
     Node(Option<Role>),
     /// An end-user device added with `meshd client add`.
     Client,
+    /// A foreign router this core stands in for (`meshd router add`): a spoke that runs no
+    /// meshd.
+    Router,
 }
 
 /// A peer the data plane was configured with, and what it is.
