@@ -120,6 +120,11 @@ pub enum Command {
     /// RouterOS, wg-quick with BIRD or FRR) but speak WireGuard and BGP.
     #[command(subcommand)]
     Router(RouterCommand),
+    /// Print a foreign router's configuration, ready to paste (run on its core).
+    ///
+    /// FORMAT is `routeros` (RouterOS 7), `wg-quick` (Linux, OpenWrt), `bird` (BIRD 2) or
+    /// `frr`. The output holds no private key.
+    Export(ExportArgs),
     /// Revoke a node or a client (run on the CA holder).
     Revoke(RevokeArgs),
     /// Ask the running daemon to renew this node's certificate now.
@@ -345,6 +350,18 @@ pub struct RouterAddArgs {
     /// the private key once, for the router's configuration.
     #[arg(long, value_name = "PUBLIC_KEY")]
     pub wg_key: Option<String>,
+}
+
+/// `meshd export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// `routeros`, `wg-quick`, `bird` or `frr`.
+    #[arg(value_name = "FORMAT")]
+    pub format: String,
+
+    /// The foreign router's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 /// `meshd revoke`.

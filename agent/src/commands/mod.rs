@@ -160,6 +160,7 @@ pub fn execute<O: Write, N: Write>(
         Command::Routes(args) => routes::routes(&context, &args, output),
         Command::Client(command) => client::client(&context, &command, output),
         Command::Router(command) => router::router(&context, &command, output),
+        Command::Export(args) => router::export(&context, &args, output),
         Command::Revoke(args) => revoke::revoke(&context, &args, output),
         Command::Renew => renew::renew(&context, output),
         Command::Ca(command) => ca::ca(&context, &command, output),

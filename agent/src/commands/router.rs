@@ -17,12 +17,17 @@ use mesh_config::Role;
 use pki::{InvitationToken, NodeKeyPair, NodeRole};
 use time::OffsetDateTime;
 
-use super::own_config::load_own_config;
+use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output, pki_error};
 use crate::api::protocol::Request;
-use crate::cli::{RouterAddArgs, RouterCommand};
+use crate::cli::{ExportArgs, RouterAddArgs, RouterCommand};
 use crate::control::join_client::join;
 use crate::control::message::JoinRequest;
+use crate::control::store;
+use crate::foreign::export::{CoreSide, Format, RouterExport, RouterSide, render};
+use crate::netlink::mtu::{DEFAULT_UNDERLAY_MTU, MIN_TUNNEL_MTU, tunnel_mtu};
+use crate::routing::member::MeshMember;
+use crate::routing::plan::MESH_HOLD_TIME;
 use crate::state::{decode_key, encode_key, generate_wireguard_key};
 
 /// Runs `meshd router ...`.
@@ -191,6 +196,128 @@ fn add<O: Write, N: Write>(
         ),
     };
     writeln!(output.note, "{note}").map_err(CommandError::Output)
+}
+
+/// How often the router sends a keepalive: it sits behind NAT more often than not, and its
+/// core learns its address only from its packets.
+const ROUTER_KEEPALIVE_SECS: u16 = 25;
+
+/// Runs `meshd export FORMAT NAME`: the configuration of a router this core stands in for,
+/// from its certificate and this node's own facts. Nothing is written.
+pub fn export<O: Write, N: Write>(
+    context: &Context,
+    args: &ExportArgs,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
+    let invalid = CommandError::invalid;
+    let format: Format = args
+        .format
+        .parse()
+        .map_err(|e: crate::foreign::export::FormatError| invalid("FORMAT", e.to_string()))?;
+    let (config, _record) = load_own_config(context)?;
+    let state = &context.state;
+    let own = &config.node.name;
+    if !state.is_hosted(&args.name) {
+        return Err(invalid("NAME", not_hosted_here(context, &args.name, own)?));
+    }
+    let hosted = state.read_one_hosted(&args.name)?;
+    let router_cert =
+        certificate_identity(&hosted.certificate_pem, &state.hosted_cert_path(&args.name))?;
+    let own_cert = certificate_identity(
+        &state.read_certificate(&state.node_cert_path())?,
+        &state.node_cert_path(),
+    )?;
+    let as_member = |identity: &pki::NodeIdentity| {
+        MeshMember::from_identity(identity).map_err(|e| invalid("meshd export", e.to_string()))
+    };
+    let router = as_member(&router_cert)?;
+    let core = as_member(&own_cert)?;
+    let endpoints: Vec<String> = require_endpoints(context, &config, "the router")?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let core_key = *PublicKey::from(&state.read_wireguard_key()?).as_bytes();
+    let mut mesh_pools = vec![ipnet::IpNet::V4(config.mesh.pool4)];
+    mesh_pools.extend(config.mesh.pool6.map(ipnet::IpNet::V6));
+    let view = RouterExport {
+        mesh_name: context.state.read_node_record()?.mesh_name,
+        asn: config.routing.asn,
+        router: RouterSide {
+            name: router.name.clone(),
+            wireguard_public_key: encode_key(&router_cert.wireguard_key),
+            router_id: router.router_id,
+            address6: router.address6,
+            allocated: router.allocated.clone(),
+            lans: router.lans.clone(),
+        },
+        core: CoreSide {
+            name: own.clone(),
+            wireguard_public_key: encode_key(&core_key),
+            endpoint: endpoints[0].clone(),
+            other_endpoints: endpoints[1..].to_vec(),
+            router_id: core.router_id,
+            address6: core.address6,
+        },
+        mesh_pools,
+        // The core's own tunnel MTU, or what it computes for an Ethernet underlay: both ends
+        // of a tunnel should agree, and the router cannot measure the core's path.
+        mtu: config
+            .interface
+            .mtu
+            .or_else(|| tunnel_mtu(DEFAULT_UNDERLAY_MTU))
+            .unwrap_or(MIN_TUNNEL_MTU),
+        keepalive_secs: ROUTER_KEEPALIVE_SECS,
+        hold_time_secs: MESH_HOLD_TIME,
+    };
+    output
+        .out
+        .write_all(render(format, &view).as_bytes())
+        .map_err(CommandError::Output)?;
+    output.out.flush().map_err(CommandError::Output)
+}
+
+/// Why `name` cannot be exported here: another core stands in for it, it is no foreign
+/// router, or nobody knows it.
+fn not_hosted_here(context: &Context, name: &str, own: &str) -> Result<String, CommandError> {
+    let known = store::read_members(&context.state)?
+        .into_iter()
+        .filter_map(|record| pki::NodeCertificate::parse(&record.certificate).ok())
+        .find(|cert| cert.identity.name == name);
+    Ok(match known {
+        Some(cert) if cert.identity.foreign => format!(
+            "{name} is a foreign router hosted by {}; run `meshd export` on {}",
+            cert.identity.core.as_deref().unwrap_or("another core"),
+            cert.identity.core.as_deref().unwrap_or("that core"),
+        ),
+        Some(cert) => format!(
+            "{name} is a {} that runs meshd itself; only foreign routers (`meshd router add`) \
+             have an exported configuration",
+            cert.identity.role
+        ),
+        None => {
+            format!("{own} stands in for no router called {name:?} (`meshd router add` admits one)")
+        }
+    })
+}
+
+/// The identity in a PEM certificate file.
+fn certificate_identity(
+    pem: &str,
+    path: &std::path::Path,
+) -> Result<pki::NodeIdentity, CommandError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let corrupt = |reason: String| {
+        CommandError::State(crate::state::StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    let der = CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| corrupt(format!("not a PEM certificate: {e}")))?;
+    pki::NodeCertificate::parse(&der)
+        .map(|cert| cert.identity)
+        .map_err(|e| corrupt(e.to_string()))
 }
 
 #[cfg(test)]
