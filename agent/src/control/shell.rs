@@ -197,6 +197,11 @@ enum Event {
     RenewNow,
     /// `meshd router add` stored a foreign router: stand in for it.
     LoadRouters,
+    /// A hosted router's renewal ended: its new certificate (PEM) or why not.
+    HostedRenewalDone {
+        name: String,
+        result: Result<String, String>,
+    },
 }
 
 /// Asks the running control plane for a certificate renewal now (for `meshd renew`, after
@@ -639,6 +644,7 @@ impl Hub {
         let actions = self.membership.tick(now);
         self.apply(actions);
         self.poll_renewal(now);
+        self.poll_hosted_renewals(now);
         // `meshd revoke` on the CA holder writes a new CRL file: pick it up.
         match store::read_crl(&self.settings.state) {
             Ok(Some(der)) => {
@@ -919,6 +925,14 @@ impl Hub {
                 );
                 self.apply(actions);
             }
+            Event::HostedRenewalDone { name, result } => {
+                let outcome =
+                    result.and_then(|pem| self.install_hosted_certificate(&name, &pem, now));
+                if let Err(why) = outcome {
+                    self.hosted.renewal_failed(&name, now, &why);
+                    tracing::warn!(router = %name, reason = %why, "router certificate renewal failed");
+                }
+            }
             Event::RenewalDone { result } => {
                 let outcome = result.and_then(|pem| self.install_certificate(&pem, now));
                 if let Err(why) = outcome {
@@ -1000,6 +1014,101 @@ impl Hub {
             };
             let _ = events.send(Event::RenewalDone { result }).await;
         });
+    }
+
+    /// Starts the renewals of hosted routers' certificates that are due: at the local CA
+    /// when this node holds it, else at the CA holder over TLS with the router's certificate
+    /// (which is what the CA checks a renewal against).
+    fn poll_hosted_renewals(&mut self, now: OffsetDateTime) {
+        let (jobs, warnings) = self.hosted.poll_renewals(now);
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        for job in jobs {
+            let events = self.events_tx.clone();
+            let name = job.name.clone();
+            tracing::info!(router = %name, ca_holder = %self.own.ca_holder, "renewing a hosted router's certificate");
+            if self.settings.state.is_ca_holder() {
+                let state = self.settings.state.clone();
+                let validity = self.settings.certificate_validity;
+                tokio::task::spawn_blocking(move || {
+                    let result = renew(&state, &job.current, &job.csr_pem, now, validity)
+                        .map(|issued| issued.pem)
+                        .map_err(|refusal| refusal.0);
+                    let _ = events.blocking_send(Event::HostedRenewalDone { name, result });
+                });
+                continue;
+            }
+            let connector = OwnCertificate::new(
+                job.current.der.clone(),
+                self.trust.ca_der().to_vec(),
+                job.key_pkcs8.clone(),
+            )
+            .and_then(|own| renewal_client_config(self.trust.clone(), own))
+            .map(TlsConnector::from);
+            let connector = match connector {
+                Ok(connector) => connector,
+                Err(error) => {
+                    let why = format!("cannot present its certificate: {error}");
+                    self.hosted.renewal_failed(&name, now, &why);
+                    tracing::warn!(router = %name, reason = %why, "router certificate renewal failed");
+                    continue;
+                }
+            };
+            let ca_holder = self.own.ca_holder.clone();
+            let endpoints = self
+                .membership
+                .member(&ca_holder)
+                .map(|m| m.endpoints.clone())
+                .unwrap_or_default();
+            let fwmark = self.settings.fwmark;
+            tokio::spawn(async move {
+                let result = if endpoints.is_empty() {
+                    Err(format!(
+                        "no endpoint of the CA holder {ca_holder} is known yet"
+                    ))
+                } else {
+                    tokio::time::timeout(
+                        RENEWAL_TIMEOUT,
+                        request_renewal(&connector, fwmark, &ca_holder, &endpoints, job.csr_pem),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "the CA holder {ca_holder} did not answer within {RENEWAL_TIMEOUT:?}"
+                        ))
+                    })
+                };
+                let _ = events.send(Event::HostedRenewalDone { name, result }).await;
+            });
+        }
+    }
+
+    /// Takes a hosted router's renewed certificate into use: checked, stored, spread in a new
+    /// record.
+    fn install_hosted_certificate(
+        &mut self,
+        name: &str,
+        pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), String> {
+        let der = pem_der(pem)?;
+        let crl = self.membership.crl().map(|c| c.der().to_vec());
+        let cert = pki::verify_node_certificate(&der, self.trust.ca_der(), crl.as_deref(), now)
+            .map_err(|e| format!("the new certificate is not valid: {e}"))?;
+        let (serial, not_after) = (cert.serial.clone(), cert.not_after);
+        // Checked against the router before anything is written: `renewed` refuses another
+        // router's or key's certificate, and signs nothing then.
+        let record = self.hosted.renewed(name, cert, now)?;
+        self.settings
+            .state
+            .replace_hosted_certificate(name, pem)
+            .map_err(|e| format!("cannot store it: {e}"))?;
+        let actions = self.membership.set_hosted_record(record, now);
+        self.apply(actions);
+        let next = self.hosted.renewal_due(name);
+        tracing::info!(router = %name, %serial, %not_after, next_renewal = ?next, "hosted router's certificate renewed");
+        Ok(())
     }
 
     /// Takes a renewed certificate into use: checked, written to `node.crt`, presented in
