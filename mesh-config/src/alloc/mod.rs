@@ -6,6 +6,7 @@
 //! from a counter that only grows, so nothing is handed out twice, also after a
 //! revocation or a restart.
 
+mod adopt;
 mod error;
 mod persist;
 mod plan;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::check_node_name;
 use crate::schema::Role;
 
+pub use adopt::{AdoptError, Adoption, KnownNode};
 pub use error::{AllocError, StateError};
 pub use plan::{
     AddressPlan, CLIENT_POOL_LEN6, CORE_PREFIX_LEN6, NODE_PREFIX_LEN6, PlanError, random_ula48,
