@@ -73,6 +73,26 @@ pub fn write_atomic(
     })
 }
 
+/// Removes the file at `path` and makes the removal durable (fsync of its directory). A file
+/// that is already gone is not an error.
+pub fn remove_durably(path: &Path) -> Result<(), StateError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StateError::Write {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    }
+    let dir = parent_dir(path);
+    sync_dir(dir).map_err(|source| StateError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
 /// Creates `path` (and missing parents) with mode 0700. An existing directory is accepted only
 /// if group and others have no access to it, because it holds private keys.
 pub fn ensure_private_dir(path: &Path) -> Result<(), StateError> {

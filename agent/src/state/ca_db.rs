@@ -148,14 +148,15 @@ pub enum CancelError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use mesh_config::{AddressPlan, Role};
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-21 10:00 UTC);
 
-    fn db() -> CaDatabase {
+    /// A database with one node, alpha, for tests of what is built on it.
+    pub(in crate::state) fn db() -> CaDatabase {
         let plan = AddressPlan::new(
             "10.0.0.0/8".parse().unwrap(),
             16,

@@ -8,7 +8,9 @@
 //! naming it — it is never silently reset.
 
 mod atomic;
+pub mod ca_backup;
 mod ca_db;
+pub mod ca_merge;
 pub mod check;
 mod error;
 mod hosted;
@@ -23,7 +25,7 @@ use boringtun::x25519::StaticSecret;
 
 pub use atomic::{
     Overwrite, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, ensure_private_dir,
-    write_atomic,
+    remove_durably, write_atomic,
 };
 pub use ca_db::{CA_DB_VERSION, CaDatabase, CancelError, CertificateRecord};
 pub use error::{Remedy, StateError};
