@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod record;
 pub mod redial;
 pub mod renewal;
+pub mod renewal_targets;
 pub mod shell;
 pub mod sim;
 pub mod store;

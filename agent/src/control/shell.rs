@@ -42,6 +42,7 @@ use super::protocol::{Incoming, OncePerPeer, PeerProtocol, decode_member, own_he
 use super::record::{next_version, sign_record};
 use super::redial::Redial;
 use super::renewal::{Renewal, RenewalAction, Validity};
+use super::renewal_targets::{renew_at_first, renewal_targets};
 use super::store;
 use super::tls::{
     MEMBER_ALPN, OwnCertificate, RENEWAL_ALPN, Trust, legacy_member_client_config,
@@ -189,9 +190,11 @@ enum Event {
         request: RenewRequest,
         reply: oneshot::Sender<Message>,
     },
-    /// Our own renewal ended: the new certificate (PEM) or why not.
+    /// Our own renewal ended: the new certificate (PEM) or why not, and the node that issued
+    /// it when that was another node than this one.
     RenewalDone {
         result: Result<String, String>,
+        holder: Option<String>,
     },
     /// The operator asks for a renewal now (`meshd renew`).
     RenewNow,
@@ -933,8 +936,14 @@ impl Hub {
                     tracing::warn!(router = %name, reason = %why, "router certificate renewal failed");
                 }
             }
-            Event::RenewalDone { result } => {
-                let outcome = result.and_then(|pem| self.install_certificate(&pem, now));
+            Event::RenewalDone { result, holder } => {
+                let installed = result.and_then(|pem| self.install_certificate(&pem, now));
+                if installed.is_ok()
+                    && let Some(holder) = holder
+                {
+                    self.found_ca_holder(holder);
+                }
+                let outcome = installed;
                 if let Err(why) = outcome {
                     self.own.renewal.failed(now, &why);
                     tracing::warn!(reason = %why, retry_at = %self.own.renewal.due(), "certificate renewal failed");
@@ -983,36 +992,44 @@ impl Hub {
                         .map_err(|refusal| refusal.0),
                     Err(error) => Err(format!("the certificate in use does not parse: {error}")),
                 };
-                let _ = events.blocking_send(Event::RenewalDone { result });
+                let _ = events.blocking_send(Event::RenewalDone {
+                    result,
+                    holder: None,
+                });
             });
             return;
         }
+        // The holder recorded first, then the other cores: the CA may have moved.
         let ca_holder = self.own.ca_holder.clone();
-        let endpoints = self
-            .membership
-            .member(&ca_holder)
-            .map(|m| m.endpoints.clone())
-            .unwrap_or_default();
+        let targets = renewal_targets(
+            &ca_holder,
+            &self.own.identity.name,
+            self.membership.members(),
+        );
         let connector = self.own.renewal_connector.clone();
         let fwmark = self.settings.fwmark;
         tokio::spawn(async move {
-            let result = if endpoints.is_empty() {
-                Err(format!(
-                    "no endpoint of the CA holder {ca_holder} is known yet"
-                ))
-            } else {
-                tokio::time::timeout(
-                    RENEWAL_TIMEOUT,
-                    request_renewal(&connector, fwmark, &ca_holder, &endpoints, csr),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "the CA holder {ca_holder} did not answer within {RENEWAL_TIMEOUT:?}"
-                    ))
-                })
+            let outcome = renew_at_first(&ca_holder, &targets, |name, endpoints| {
+                let (connector, csr) = (connector.clone(), csr.clone());
+                async move {
+                    tokio::time::timeout(
+                        RENEWAL_TIMEOUT,
+                        request_renewal(&connector, fwmark, &name, &endpoints, csr),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "the CA holder {name} did not answer within {RENEWAL_TIMEOUT:?}"
+                        ))
+                    })
+                }
+            })
+            .await;
+            let (result, holder) = match outcome {
+                Ok((pem, holder)) => (Ok(pem), Some(holder)),
+                Err(error) => (Err(error), None),
             };
-            let _ = events.send(Event::RenewalDone { result }).await;
+            let _ = events.send(Event::RenewalDone { result, holder }).await;
         });
     }
 
@@ -1055,30 +1072,32 @@ impl Hub {
                     continue;
                 }
             };
+            // Like our own renewal: the holder recorded first, then the other cores.
             let ca_holder = self.own.ca_holder.clone();
-            let endpoints = self
-                .membership
-                .member(&ca_holder)
-                .map(|m| m.endpoints.clone())
-                .unwrap_or_default();
+            let targets = renewal_targets(
+                &ca_holder,
+                &self.own.identity.name,
+                self.membership.members(),
+            );
             let fwmark = self.settings.fwmark;
             tokio::spawn(async move {
-                let result = if endpoints.is_empty() {
-                    Err(format!(
-                        "no endpoint of the CA holder {ca_holder} is known yet"
-                    ))
-                } else {
-                    tokio::time::timeout(
-                        RENEWAL_TIMEOUT,
-                        request_renewal(&connector, fwmark, &ca_holder, &endpoints, job.csr_pem),
-                    )
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "the CA holder {ca_holder} did not answer within {RENEWAL_TIMEOUT:?}"
-                        ))
-                    })
-                };
+                let result = renew_at_first(&ca_holder, &targets, |holder, endpoints| {
+                    let (connector, csr) = (connector.clone(), job.csr_pem.clone());
+                    async move {
+                        tokio::time::timeout(
+                            RENEWAL_TIMEOUT,
+                            request_renewal(&connector, fwmark, &holder, &endpoints, csr),
+                        )
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!(
+                                "the CA holder {holder} did not answer within {RENEWAL_TIMEOUT:?}"
+                            ))
+                        })
+                    }
+                })
+                .await
+                .map(|(pem, _)| pem);
                 let _ = events.send(Event::HostedRenewalDone { name, result }).await;
             });
         }
@@ -1109,6 +1128,29 @@ impl Hub {
         let next = self.hosted.renewal_due(name);
         tracing::info!(router = %name, %serial, %not_after, next_renewal = ?next, "hosted router's certificate renewed");
         Ok(())
+    }
+
+    /// The node that renewed our certificate holds the CA: renewals go there from now on,
+    /// also after a restart (`node.json`).
+    fn found_ca_holder(&mut self, holder: String) {
+        if holder == self.own.ca_holder {
+            return;
+        }
+        tracing::info!(previous = %self.own.ca_holder, ca_holder = %holder, "the mesh CA is held by another node now");
+        let state = self.settings.state.clone();
+        let recorded = holder.clone();
+        // Under the state lock, which a command may hold for a second or two.
+        tokio::task::spawn_blocking(move || {
+            let written = state.lock().and_then(|_lock| {
+                let mut record = state.read_node_record()?;
+                record.ca_holder = Some(recorded);
+                state.write_node_record(&record)
+            });
+            if let Err(error) = written {
+                tracing::warn!(%error, "cannot record the new CA holder");
+            }
+        });
+        self.own.ca_holder = holder;
     }
 
     /// Takes a renewed certificate into use: checked, written to `node.crt`, presented in

@@ -252,6 +252,7 @@ mod tests {
                 lan_prefixes: vec![],
                 wireguard_key: [7; 32],
                 approvals,
+                foreign: false,
             };
             let issued = self
                 .ca
