@@ -133,7 +133,7 @@ pub enum Command {
     /// holder changed what this node's certificate should say (`meshd ca approve`), this
     /// brings the new certificate at once; the log says `node certificate renewed`.
     Renew,
-    /// Manage the mesh CA's registry (run on the CA holder).
+    /// Manage the mesh CA: its registry, backups, and moving it to another core.
     #[command(subcommand)]
     Ca(CaCommand),
     /// Print this node's WireGuard public key (base64, like `wg pubkey`).
@@ -386,6 +386,59 @@ pub enum CaCommand {
     /// Recorded in the CA registry; the member's next certificate carries it. Run `meshd
     /// renew` on the member to get it at once (else it comes with the automatic renewal).
     Approve(ApproveArgs),
+    /// Write the mesh CA to one file, encrypted with a passphrase (run on the CA holder).
+    ///
+    /// The file holds everything needed to carry on as the CA: its key and certificate, the
+    /// registry (allocations, issued certificates, revocations, invitations, approvals) and
+    /// the newest revocation list. It is written 0600 and read back before the command ends.
+    /// Keep it off this machine. `--move-to NAME` also hands the CA over: once the backup is
+    /// written and checked, this node stops admitting, renewing and revoking, and its own
+    /// renewals go to NAME; restore the file there with `meshd ca restore`.
+    Backup(CaBackupArgs),
+    /// Make this core the CA holder from a `meshd ca backup` file.
+    ///
+    /// Checks that the backup is this mesh's CA, that this node holds no CA yet and that the
+    /// passphrase opens it, then installs the CA (all of it, or nothing) and teaches the
+    /// registry everything the mesh admitted or revoked since the backup, from the membership
+    /// and revocation list this node holds, so no prefix is handed out twice. A running meshd
+    /// admits, renews and revokes at once; certificates already issued keep working.
+    Restore(CaRestoreArgs),
+}
+
+/// `meshd ca backup`.
+#[derive(Debug, Args)]
+pub struct CaBackupArgs {
+    /// The backup file to write (replaced if it exists).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Read the passphrase from this file (owner-only mode, one line) instead of asking on the
+    /// terminal.
+    #[arg(long, value_name = "PATH")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Hand the CA over to core NAME: after the backup is written and checked, this node no
+    /// longer holds the CA (its CA key and registry are removed).
+    #[arg(long, value_name = "NAME")]
+    pub move_to: Option<String>,
+
+    /// The scrypt work factor (log2 N) instead of about one second's worth: for meshd's own
+    /// tests, refused by a release build.
+    #[arg(long, hide = true, value_name = "LOG2N", value_parser = clap::value_parser!(u8).range(1..=22))]
+    pub test_work_factor: Option<u8>,
+}
+
+/// `meshd ca restore`.
+#[derive(Debug, Args)]
+pub struct CaRestoreArgs {
+    /// The file `meshd ca backup` wrote.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Read the passphrase from this file (owner-only mode, one line) instead of asking on the
+    /// terminal.
+    #[arg(long, value_name = "PATH")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// `meshd ca approve`.

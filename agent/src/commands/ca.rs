@@ -4,6 +4,7 @@
 //! - `approve NAME` changes what a member's certificate approves (Internet exit, shared
 //!   prefixes) in the registry; renewals read it from there, so the member's next
 //!   certificate says it (`meshd renew` on the member brings it at once).
+//! - `backup FILE` and `restore FILE` carry the CA to another core (see `ca_backup`).
 
 use std::io::Write;
 
@@ -21,6 +22,8 @@ pub fn ca<O: Write, N: Write>(
     match command {
         CaCommand::FreeName(args) => free_name(context, &args.name, output),
         CaCommand::Approve(args) => approve(context, args, output),
+        CaCommand::Backup(args) => super::ca_backup::backup(context, args, output),
+        CaCommand::Restore(args) => super::ca_backup::restore(context, args, output),
     }
 }
 

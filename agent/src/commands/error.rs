@@ -78,6 +78,10 @@ pub enum CommandError {
     #[error(transparent)]
     Client(#[from] crate::api::client_registry::ClientError),
 
+    /// A CA backup, restore or hand-over was refused (says why and what to do).
+    #[error(transparent)]
+    CaMove(Box<super::ca_backup::CaMoveError>),
+
     /// Writing the command's output failed (closed pipe, full disk, ...).
     #[error("cannot write output: {0}")]
     Output(#[source] io::Error),

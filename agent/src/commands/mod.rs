@@ -3,6 +3,7 @@
 //! [`CommandError`]; `main` turns that into a message for people and an exit code.
 
 mod ca;
+mod ca_backup;
 mod client;
 mod config_file;
 mod error;

@@ -88,8 +88,9 @@ impl std::fmt::Display for Remedy {
                  CA holder: `meshd revoke NAME`, `meshd ca free-name NAME`, `meshd invite NAME`)"
             }
             Remedy::RestoreHolder => {
-                "restore it from a backup of this state directory (this node holds the mesh CA and \
-                 cannot re-join; without its CA files no node can join or renew its certificate)"
+                "restore it from a backup of this state directory, or the CA files with `meshd ca \
+                 restore FILE` from a CA backup (this node holds the mesh CA and cannot re-join; \
+                 without its CA files no node can join or renew its certificate)"
             }
             Remedy::DeleteCache => {
                 "it is a cache: delete it, and meshd learns it again from its peers"

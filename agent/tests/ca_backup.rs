@@ -1,0 +1,250 @@
+//! `meshd ca backup` on the CA holder, the holder lost, `meshd ca restore` on another core
+//! while its control plane runs: the restored CA admits at once with no number handed out
+//! twice (a node admitted after the backup and one admitted and revoked after it included),
+//! and a member whose recorded CA holder is gone renews at the new one. Control planes run in
+//! one process on 127.0.0.x (no root).
+
+mod control_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use control_support::{WAIT, meshd, meshd_async, start, wait_for_peers};
+use meshd::control::store;
+use meshd::state::StateDir;
+
+const ALPHA: &str = "127.0.0.151:51951";
+const BETA: &str = "127.0.0.152:51952";
+const GAMMA: &str = "127.0.0.153:51953";
+const DELTA: &str = "127.0.0.154:51954";
+const EPSILON: &str = "127.0.0.155:51955";
+
+fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn state(dir: &Path, node: &str) -> StateDir {
+    StateDir::new(dir.join(node))
+}
+
+/// Waits until `what` holds of `node`'s state directory.
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `meshd ca backup FILE --passphrase-file PASS EXTRA...` on `node` (a fast work factor).
+fn backup_cmd(
+    d: &Path,
+    node: &str,
+    file: &Path,
+    pass: &Path,
+    extra: &[&str],
+) -> Result<String, String> {
+    let (file, pass) = (file.display().to_string(), pass.display().to_string());
+    let mut args = vec![
+        "ca",
+        "backup",
+        &file,
+        "--passphrase-file",
+        &pass,
+        "--test-work-factor",
+        "10",
+    ];
+    args.extend(extra);
+    meshd(d, node, &args)
+}
+
+/// `meshd ca restore FILE --passphrase-file PASS` on `node`.
+fn restore_cmd(d: &Path, node: &str, file: &Path, pass: &Path) -> Result<String, String> {
+    let (file, pass) = (file.display().to_string(), pass.display().to_string());
+    meshd(
+        d,
+        node,
+        &["ca", "restore", &file, "--passphrase-file", &pass],
+    )
+}
+
+fn members_of(dir: &Path, node: &str) -> Vec<String> {
+    store::read_members(&state(dir, node))
+        .unwrap()
+        .iter()
+        .filter_map(|r| pki::NodeCertificate::parse(&r.certificate).ok())
+        .map(|c| c.identity.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_ca_admits_at_once_and_hands_nothing_out_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let pass = secret_file(d, "pass", "correct horse battery\n", 0o600);
+    let backup = d.join("alpha-ca.backup");
+
+    meshd(
+        d,
+        "alpha",
+        &["init", "--name", "alpha", "--endpoint", ALPHA],
+    )
+    .unwrap();
+    let alpha = start(d, "alpha", ALPHA).await;
+    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
+    meshd_async(d, "beta", &["join", token.trim(), "--endpoint", BETA])
+        .await
+        .unwrap();
+    let beta = start(d, "beta", BETA).await;
+
+    // Only the CA holder makes backups; a loose passphrase file is refused.
+    let err = backup_cmd(d, "beta", &backup, &pass, &[]).unwrap_err();
+    assert!(err.contains("does not hold the mesh CA"), "{err}");
+    let loose = secret_file(d, "loose", "correct horse battery\n", 0o644);
+    let err = backup_cmd(d, "alpha", &backup, &loose, &[]).unwrap_err();
+    assert!(err.contains("chmod 600"), "{err}");
+
+    let out = backup_cmd(d, "alpha", &backup, &pass, &[]).unwrap();
+    assert!(
+        out.contains("2 member(s)") && out.contains("read it back"),
+        "{out}"
+    );
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // After the backup alpha admits gamma, and admits and revokes delta.
+    let token = meshd(d, "alpha", &["invite", "gamma", "--role", "core"]).unwrap();
+    meshd_async(d, "gamma", &["join", token.trim(), "--endpoint", GAMMA])
+        .await
+        .unwrap();
+    let gamma = start(d, "gamma", GAMMA).await;
+    let token = meshd(d, "alpha", &["invite", "delta", "--role", "core"]).unwrap();
+    meshd_async(d, "delta", &["join", token.trim(), "--endpoint", DELTA])
+        .await
+        .unwrap();
+    meshd(d, "alpha", &["revoke", "delta"]).unwrap();
+    wait_for_peers(&beta, "beta sees alpha and gamma", &["alpha", "gamma"]).await;
+    wait_for("beta stores gamma's record", || {
+        members_of(d, "beta").contains(&"gamma".to_owned())
+    })
+    .await;
+    wait_for("beta stores the revocation list", || {
+        state(d, "beta").crl_path().exists()
+    })
+    .await;
+
+    // alpha's disk dies.
+    alpha.shutdown().await;
+
+    // Refusals, each before anything is written.
+    let wrong = secret_file(d, "wrong", "battery staple horse\n", 0o600);
+    let err = restore_cmd(d, "beta", &backup, &wrong).unwrap_err();
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(!state(d, "beta").ca_key_path().exists());
+    let mut cut = std::fs::read(&backup).unwrap();
+    cut.truncate(cut.len() - 40);
+    let cut_path = d.join("cut.backup");
+    std::fs::write(&cut_path, &cut).unwrap();
+    let err = restore_cmd(d, "beta", &cut_path, &pass).unwrap_err();
+    assert!(err.contains("is damaged"), "{err}");
+    // A backup of another mesh is refused before the passphrase is asked (the preface says
+    // which mesh; the encrypted copy of it is checked in the unit tests).
+    let text = std::fs::read(&backup).unwrap();
+    let fingerprint = state(d, "beta").read_node_record().unwrap().ca_fingerprint;
+    let start = text.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+    let preface = String::from_utf8(text[..start].to_vec()).unwrap();
+    let mut edited = preface
+        .replacen(&fingerprint, &"ab".repeat(32), 1)
+        .replacen("mesh: alpha", "mesh: omega", 1)
+        .into_bytes();
+    edited.extend_from_slice(&text[start..]);
+    let omega_backup = d.join("omega.backup");
+    std::fs::write(&omega_backup, &edited).unwrap();
+    let no_pass = secret_file(d, "empty", "", 0o600);
+    let err = restore_cmd(d, "beta", &omega_backup, &no_pass).unwrap_err();
+    assert!(err.contains("backup of the CA of mesh \"omega\""), "{err}");
+    assert!(!state(d, "beta").is_ca_holder());
+
+    // The restore, with beta's control plane running.
+    let out = restore_cmd(d, "beta", &backup, &pass).unwrap();
+    assert!(
+        out.contains("1 node(s) admitted since the backup (gamma)"),
+        "{out}"
+    );
+    assert!(out.contains("skipped 1 node number(s)"), "{out}");
+    assert!(out.contains("no restart needed"), "{out}");
+    let key_mode = std::fs::metadata(state(d, "beta").ca_key_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
+    meshd::state::check::at_start(&state(d, "beta")).expect("beta starts as the CA holder");
+    let err = restore_cmd(d, "beta", &backup, &pass).unwrap_err();
+    assert!(err.contains("holds a mesh CA already"), "{err}");
+
+    // beta admits at once: epsilon gets a number nobody ever had.
+    let token = meshd(d, "beta", &["invite", "epsilon", "--role", "core"]).unwrap();
+    meshd_async(d, "epsilon", &["join", token.trim(), "--endpoint", EPSILON])
+        .await
+        .unwrap();
+    let epsilon = state(d, "epsilon").read_node_record().unwrap().allocation;
+    assert_eq!(epsilon.index, 5, "after alpha 1, beta 2, gamma 3, delta 4");
+    for node in ["alpha", "beta", "gamma", "delta"] {
+        let other = state(d, node).read_node_record().unwrap().allocation;
+        assert_ne!(other.ipv4, epsilon.ipv4, "{node}");
+        assert_ne!(other.ipv6, epsilon.ipv6, "{node}");
+    }
+    // gamma, admitted since the backup, is a member to the restored registry too.
+    let err = meshd(d, "beta", &["invite", "gamma", "--role", "core"]).unwrap_err();
+    assert!(err.contains("already in the mesh"), "{err}");
+
+    // gamma still names alpha as the CA holder; its renewal finds beta.
+    assert!(gamma.renewal_trigger().request());
+    wait_for("gamma records beta as the CA holder", || {
+        state(d, "gamma")
+            .read_node_record()
+            .is_ok_and(|r| r.ca_holder.as_deref() == Some("beta"))
+    })
+    .await;
+
+    // And on to gamma: once the backup is written and read back, beta stops admitting.
+    let moved = d.join("beta-ca.backup");
+    let out = backup_cmd(d, "beta", &moved, &pass, &["--move-to", "gamma"]).unwrap();
+    assert!(out.contains("no longer holds the mesh CA"), "{out}");
+    assert!(!state(d, "beta").is_ca_holder());
+    assert!(!state(d, "beta").ca_key_path().exists());
+    let record = state(d, "beta").read_node_record().unwrap();
+    assert_eq!(record.ca_holder.as_deref(), Some("gamma"));
+    meshd::state::check::at_start(&state(d, "beta")).expect("beta starts as a member");
+    let err = meshd(d, "beta", &["invite", "zeta", "--role", "core"]).unwrap_err();
+    assert!(err.contains("does not hold the mesh CA"), "{err}");
+
+    beta.shutdown().await;
+    gamma.shutdown().await;
+}
+
+#[test]
+fn a_hand_over_must_name_another_core_and_leaves_nothing_when_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let pass = secret_file(d, "pass", "correct horse battery\n", 0o600);
+    let backup = d.join("ca.backup");
+    meshd(
+        d,
+        "alpha",
+        &["init", "--name", "alpha", "--endpoint", "127.0.0.157:51957"],
+    )
+    .unwrap();
+    let run = |target: &str| backup_cmd(d, "alpha", &backup, &pass, &["--move-to", target]);
+    let err = run("alpha").unwrap_err();
+    assert!(err.contains("holds the CA already"), "{err}");
+    let err = run("nobody").unwrap_err();
+    assert!(err.contains("no member \"nobody\""), "{err}");
+    assert!(!backup.exists());
+    assert!(state(d, "alpha").is_ca_holder());
+}
