@@ -39,7 +39,8 @@ Files:
       described in the commented example /usr/share/doc/meshd/examples/meshd.toml.
   /var/lib/meshd/
       The node's state: WireGuard and certificate keys (mode 0600), certificates, the
-      allocation (node.json) and, on the CA holder, the mesh CA (ca/). Back it up.
+      allocation (node.json) and, on the CA holder, the mesh CA (ca/). Back it up; on the
+      CA holder, also keep a `meshd ca backup FILE` off the machine.
   /run/meshd/meshd.sock
       The running daemon's control socket, used by status, peers, routes and client add.
 
