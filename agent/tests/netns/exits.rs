@@ -28,6 +28,8 @@ use member_node::{Node, endpoint, invite};
 use mesh_config::exit::UseExits;
 use netns_tests::{Namespace, Signal, connect_veth, require_root, wait_until};
 
+const DASHBOARD: &str = include_str!("../../../packaging/grafana/meshd-dashboard.json");
+
 /// Bound for the mesh, BGP and the exits to settle after the start.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The bound for traffic to move to the other exit.
@@ -444,6 +446,30 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
         "the phone cannot reach {INTERNET_HOST6} over IPv6 through alpha's exit"
     );
     assert_eq!(exit_used(&phone.namespace, &inet, INTERNET_HOST6), first);
+
+    // The dashboard's Internet exits row has data: every exit metric it queries is exported
+    // by alpha, which uses `first` for the default (netns_mesh checks the other rows).
+    let metrics = alpha.metrics();
+    let exit_metrics: Vec<String> = netns_tests::dashboard_metrics(DASHBOARD)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|name| name.starts_with("meshd_exit_"))
+        .collect();
+    assert!(!exit_metrics.is_empty(), "the dashboard has no exits row");
+    for name in &exit_metrics {
+        assert!(
+            metrics.has_sample(name),
+            "the dashboard queries {name}; alpha has none"
+        );
+    }
+    assert_eq!(
+        metrics.value(
+            "meshd_exit_in_use",
+            &[("prefix", "0.0.0.0/0"), ("exit", first)]
+        ),
+        Some(1.0),
+        "alpha's exit metric for the IPv4 default"
+    );
 
     // The exit in use dies without a word.
     let dying = if first == "beta" {

@@ -154,6 +154,20 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Scrapes the daemon's metrics (127.0.0.1:9474 in the node's namespace).
+    pub fn metrics(&self) -> netns_tests::Exposition {
+        let scrape = || {
+            self.namespace.run_in(|| {
+                netns_tests::http_request(([127, 0, 0, 1], 9474).into(), "GET", "/metrics")
+            })
+        };
+        wait_until(Duration::from_secs(5), || scrape().is_ok());
+        let response = scrape().unwrap_or_else(|e| panic!("cannot scrape {}: {e}", self.name));
+        assert_eq!(response.status, 200, "{}", response.body);
+        netns_tests::parse_exposition(&response.body)
+            .unwrap_or_else(|e| panic!("{e}\n{}", response.body))
+    }
+
     pub fn pings(&self, destination: IpAddr) -> bool {
         self.namespace
             .exec(
