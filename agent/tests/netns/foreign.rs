@@ -30,6 +30,17 @@ const UP_TIMEOUT: Duration = Duration::from_secs(40);
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const ROUTER: &str = "mikro";
+
+/// One router at a time: wireguard-go's control socket is `/run/wireguard/wg-meshd.sock`
+/// whatever the namespace, so the two tests of this file cannot both have the tunnel up.
+static ONE_ROUTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_router() -> std::sync::MutexGuard<'static, ()> {
+    // A test that panicked while holding it has cleaned up by the time the lock is free.
+    ONE_ROUTER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 const LAN_HOST: &str = "192.168.77.2";
 const ROGUE: &str = "203.0.113.128/25";
 
@@ -198,6 +209,8 @@ fn admit_and_configure(alpha: &Node, site: &Site, format: &str) -> (WgQuick, Rou
     // wg-quick names the interface after the file.
     let file = site.dir.path().join("wg-meshd.conf");
     std::fs::write(&file, &wg_quick).unwrap();
+    // wg-quick warns about a world-readable file, as it would on a router.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let tunnel = WgQuick::up(&site.router, &file);
     let bgp = alpha.meshd(&["export", format, ROUTER]);
     (tunnel, etc, bgp)
@@ -271,6 +284,7 @@ fn a_foreign_router_with_wg_quick_and_bird_joins_from_the_exported_files() {
     if !require_root("a_foreign_router_with_wg_quick_and_bird_joins_from_the_exported_files") {
         return;
     }
+    let _one = one_router();
     let isp = underlay("fb-isp");
     let (alpha, beta) = two_cores(&isp, "fb");
     let site = site(&isp, "fb");
@@ -393,6 +407,7 @@ fn a_foreign_router_with_wg_quick_and_frr_joins_from_the_exported_files() {
     if !require_root("a_foreign_router_with_wg_quick_and_frr_joins_from_the_exported_files") {
         return;
     }
+    let _one = one_router();
     let isp = underlay("ff-isp");
     let (alpha, beta) = two_cores(&isp, "ff");
     let site = site(&isp, "ff");
