@@ -185,6 +185,21 @@ impl HostedRouters {
         Ok(record)
     }
 
+    /// Stops standing in for the routers `crl` revokes, and returns their names: their
+    /// certificates will never be valid again.
+    pub fn drop_revoked(&mut self, crl: &pki::Crl) -> Vec<String> {
+        let revoked: Vec<String> = self
+            .routers
+            .iter()
+            .filter(|(_, router)| crl.is_revoked(&router.serial))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &revoked {
+            self.routers.remove(name);
+        }
+        revoked
+    }
+
     /// When `name`'s next renewal is due.
     pub fn renewal_due(&self, name: &str) -> Option<OffsetDateTime> {
         self.routers.get(name).map(|r| r.renewal.due())
@@ -312,6 +327,24 @@ mod tests {
         let record = hosted.renewed("mikro", renewed, late).unwrap();
         assert!(record.version > again.records[0].version);
         assert!(hosted.renewal_due("mikro").unwrap() > before);
+
+        // Revoked: dropped, once.
+        let serial = hosted.routers["mikro"].serial.clone();
+        let crl_der = ca
+            .issue_crl(
+                &[pki::RevokedEntry {
+                    serial,
+                    revoked_at: late,
+                }],
+                1,
+                late,
+                late + Duration::days(7),
+            )
+            .unwrap();
+        let crl = pki::Crl::parse(&crl_der, ca.cert_der()).unwrap();
+        assert_eq!(hosted.drop_revoked(&crl), ["mikro"]);
+        assert!(hosted.drop_revoked(&crl).is_empty());
+        assert_eq!(hosted.names().count(), 0);
     }
 
     #[test]

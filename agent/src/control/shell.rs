@@ -657,6 +657,7 @@ impl Hub {
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "cannot read the revocation list"),
         }
+        self.forget_revoked_routers();
         if !self.tunnels_published && self.started.elapsed() >= PREFLIGHT_TIMEOUT {
             tracing::warn!(
                 "no member confirmed the revocation list within {PREFLIGHT_TIMEOUT:?}; \
@@ -1100,6 +1101,25 @@ impl Hub {
                 .map(|(pem, _)| pem);
                 let _ = events.send(Event::HostedRenewalDone { name, result }).await;
             });
+        }
+    }
+
+    /// A revoked hosted router is stood in for no more, and its files go (its key can never
+    /// be used again), so that its name, once freed (`meshd ca free-name`), can be admitted
+    /// anew with `meshd router add`.
+    fn forget_revoked_routers(&mut self) {
+        let Some(crl) = self.membership.crl() else {
+            return;
+        };
+        for name in self.hosted.drop_revoked(crl) {
+            match self.settings.state.remove_hosted(&name) {
+                Ok(()) => {
+                    tracing::info!(router = %name, "hosted router revoked: no longer standing in for it, its files removed")
+                }
+                Err(error) => {
+                    tracing::warn!(router = %name, %error, "hosted router revoked, but its files could not be removed")
+                }
+            }
         }
     }
 

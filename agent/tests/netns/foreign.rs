@@ -277,6 +277,12 @@ fn check_revocation_cuts_it_off(alpha: &Node, beta: &Node, site: &Site) {
     );
     let [beta_v4, _] = beta.overlay();
     assert!(!lan_pings(site, beta_v4), "the LAN still reaches beta");
+    let files = alpha.state().join("routers").join(ROUTER);
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || !files.exists()),
+        "alpha kept the revoked router's files in {}",
+        files.display()
+    );
 }
 
 #[test]
