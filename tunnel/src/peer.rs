@@ -147,7 +147,8 @@ impl Peer {
                 // Only keepalive peers: dialling every peer with an endpoint made two nodes
                 // that start together cross initiations and measure the handshake RTT from
                 // an initiation the other side never saw (1 s in netns_meshd). A peer that
-                // still probes us on a forgotten session gets a handshake anyway (core.rs).
+                // still probes us on a forgotten session gets a handshake anyway
+                // (core/paths.rs).
                 initiate_on_tick: config.persistent_keepalive.is_some(),
                 session_up: false,
             }),
