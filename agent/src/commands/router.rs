@@ -214,7 +214,7 @@ pub fn export<O: Write, N: Write>(
         .format
         .parse()
         .map_err(|e: crate::foreign::export::FormatError| invalid("FORMAT", e.to_string()))?;
-    let (config, _record) = load_own_config(context)?;
+    let (config, record) = load_own_config(context)?;
     let state = &context.state;
     let own = &config.node.name;
     if !state.is_hosted(&args.name) {
@@ -240,7 +240,7 @@ pub fn export<O: Write, N: Write>(
     let mut mesh_pools = vec![ipnet::IpNet::V4(config.mesh.pool4)];
     mesh_pools.extend(config.mesh.pool6.map(ipnet::IpNet::V6));
     let view = RouterExport {
-        mesh_name: context.state.read_node_record()?.mesh_name,
+        mesh_name: record.mesh_name,
         asn: config.routing.asn,
         router: RouterSide {
             name: router.name.clone(),
