@@ -6,7 +6,7 @@ mod control_support;
 
 use std::time::Duration;
 
-use control_support::{WAIT, meshd, meshd_async, start, wait_for_peers};
+use control_support::{TwoCores, WAIT, meshd, two_cores};
 use meshd::control::ControlHandle;
 
 /// beta's approvals as `handle`'s membership has them, once they satisfy `want`.
@@ -36,23 +36,8 @@ async fn wait_for_approvals(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_reaches_the_members_with_a_renewal_asked_for_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let alpha_ep = "127.0.0.71:51871";
-    let beta_ep = "127.0.0.72:51872";
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", alpha_ep],
-    )
-    .unwrap();
-    let alpha = start(d, "alpha", alpha_ep).await;
-    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    meshd_async(d, "beta", &["join", token.trim(), "--endpoint", beta_ep])
-        .await
-        .unwrap();
-    let beta = start(d, "beta", beta_ep).await;
-    wait_for_peers(&alpha, "alpha sees beta", &["beta"]).await;
+    let TwoCores { mesh, alpha, beta } = two_cores("127.0.0.71:51871", "127.0.0.72:51872").await;
+    let d = mesh.path();
     wait_for_approvals(&alpha, "before", pki::Approvals::is_empty).await;
 
     // Mistakes are refused, naming what is wrong.
@@ -107,7 +92,7 @@ async fn an_approval_reaches_the_members_with_a_renewal_asked_for_at_once() {
     wait_for_approvals(&alpha, "alpha after beta's renewal", want).await;
     wait_for_approvals(&beta, "beta after its renewal", want).await;
     // And on disk, for the next start.
-    let checked = meshd::state::check::at_start(&meshd::state::StateDir::new(d.join("beta")))
+    let checked = meshd::state::check::at_start(&meshd::state::StateDir::new(mesh.state("beta")))
         .expect("beta's state after the renewal");
     assert!(want(&checked.approvals), "{:?}", checked.approvals);
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use control_support::{WAIT, meshd, meshd_async, start, wait_for_peers};
+use control_support::{Mesh, TwoCores, WAIT, meshd, meshd_async, start, two_cores, wait_for_peers};
 use meshd::control::store;
 use meshd::state::StateDir;
 
@@ -83,23 +83,10 @@ fn members_of(dir: &Path, node: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_ca_admits_at_once_and_hands_nothing_out_twice() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+    let TwoCores { mesh, alpha, beta } = two_cores(ALPHA, BETA).await;
+    let d = mesh.path();
     let pass = secret_file(d, "pass", "correct horse battery\n", 0o600);
     let backup = d.join("alpha-ca.backup");
-
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", ALPHA],
-    )
-    .unwrap();
-    let alpha = start(d, "alpha", ALPHA).await;
-    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    meshd_async(d, "beta", &["join", token.trim(), "--endpoint", BETA])
-        .await
-        .unwrap();
-    let beta = start(d, "beta", BETA).await;
 
     // Only the CA holder makes backups; a loose passphrase file is refused.
     let err = backup_cmd(d, "beta", &backup, &pass, &[]).unwrap_err();
@@ -117,15 +104,9 @@ async fn a_restored_ca_admits_at_once_and_hands_nothing_out_twice() {
     assert_eq!(mode, 0o600);
 
     // After the backup alpha admits gamma, and admits and revokes delta.
-    let token = meshd(d, "alpha", &["invite", "gamma", "--role", "core"]).unwrap();
-    meshd_async(d, "gamma", &["join", token.trim(), "--endpoint", GAMMA])
-        .await
-        .unwrap();
+    mesh.join_core("gamma", GAMMA).await;
     let gamma = start(d, "gamma", GAMMA).await;
-    let token = meshd(d, "alpha", &["invite", "delta", "--role", "core"]).unwrap();
-    meshd_async(d, "delta", &["join", token.trim(), "--endpoint", DELTA])
-        .await
-        .unwrap();
+    mesh.join_core("delta", DELTA).await;
     meshd(d, "alpha", &["revoke", "delta"]).unwrap();
     wait_for_peers(&beta, "beta sees alpha and gamma", &["alpha", "gamma"]).await;
     wait_for("beta stores gamma's record", || {
@@ -230,16 +211,10 @@ async fn a_restored_ca_admits_at_once_and_hands_nothing_out_twice() {
 
 #[test]
 fn a_hand_over_must_name_another_core_and_leaves_nothing_when_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+    let mesh = Mesh::init("127.0.0.157:51957");
+    let d = mesh.path();
     let pass = secret_file(d, "pass", "correct horse battery\n", 0o600);
     let backup = d.join("ca.backup");
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", "127.0.0.157:51957"],
-    )
-    .unwrap();
     let run = |target: &str| backup_cmd(d, "alpha", &backup, &pass, &["--move-to", target]);
     let err = run("alpha").unwrap_err();
     assert!(err.contains("holds the CA already"), "{err}");

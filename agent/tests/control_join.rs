@@ -6,38 +6,35 @@ mod control_support;
 
 use std::time::Duration;
 
-use control_support::{WAIT, meshd, meshd_async, start, wait_for_peers};
+use control_support::{Mesh, WAIT, meshd, meshd_async, start, wait_for_peers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_join_from_tokens_form_tunnels_and_revocation_spreads() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let alpha_ep = "127.0.0.41:51841";
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", alpha_ep],
-    )
-    .unwrap();
+    let mesh = Mesh::init(alpha_ep);
+    let d = mesh.path();
     let alpha = start(d, "alpha", alpha_ep).await;
 
     let beta_token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    let spoke_token = meshd(
-        d,
-        "alpha",
-        &[
-            "invite",
-            "gamma",
-            "--role",
-            "spoke",
-            "--core",
-            "beta",
-            "--route",
-            "192.168.42.0/24",
-        ],
-    );
+    // The same invitation of a spoke behind beta, before and after beta joined.
+    let invite_spoke = || {
+        meshd(
+            d,
+            "alpha",
+            &[
+                "invite",
+                "gamma",
+                "--role",
+                "spoke",
+                "--core",
+                "beta",
+                "--route",
+                "192.168.42.0/24",
+            ],
+        )
+    };
     assert!(
-        spoke_token.unwrap_err().contains("beta"),
+        invite_spoke().unwrap_err().contains("beta"),
         "a spoke of a core that has not joined is refused"
     );
 
@@ -81,21 +78,7 @@ async fn nodes_join_from_tokens_form_tunnels_and_revocation_spreads() {
     wait_for_peers(&alpha, "alpha sees beta", &["beta"]).await;
     wait_for_peers(&beta, "beta sees alpha", &["alpha"]).await;
 
-    let gamma_token = meshd(
-        d,
-        "alpha",
-        &[
-            "invite",
-            "gamma",
-            "--role",
-            "spoke",
-            "--core",
-            "beta",
-            "--route",
-            "192.168.42.0/24",
-        ],
-    )
-    .unwrap();
+    let gamma_token = invite_spoke().unwrap();
     meshd_async(d, "gamma", &["join", gamma_token.trim()])
         .await
         .unwrap();
@@ -132,10 +115,9 @@ async fn nodes_join_from_tokens_form_tunnels_and_revocation_spreads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_of_another_mesh_is_refused_before_anything_is_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let real = "127.0.0.44:51844";
-    meshd(d, "alpha", &["init", "--name", "alpha", "--endpoint", real]).unwrap();
+    let mesh = Mesh::init(real);
+    let d = mesh.path();
     let alpha = start(d, "alpha", real).await;
     // Another mesh whose token points at alpha's endpoint (someone in the middle).
     meshd(d, "other", &["init", "--name", "other", "--endpoint", real]).unwrap();

@@ -4,7 +4,7 @@
 
 mod control_support;
 
-use control_support::{meshd, meshd_async, start, wait_for_peers};
+use control_support::{Mesh, meshd, meshd_async, start, wait_for_peers};
 
 /// The lines of `meshd invite --list` after the header.
 fn listed(dir: &std::path::Path) -> Vec<String> {
@@ -20,15 +20,9 @@ fn listed(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_invitation_is_listed_no_more_refused_at_join_and_can_be_made_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let alpha_ep = "127.0.0.81:51881";
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", alpha_ep],
-    )
-    .unwrap();
+    let mesh = Mesh::init(alpha_ep);
+    let d = mesh.path();
     let alpha = start(d, "alpha", alpha_ep).await;
     assert!(listed(d).is_empty());
 
@@ -157,14 +151,8 @@ async fn a_cancelled_invitation_is_listed_no_more_refused_at_join_and_can_be_mad
 
 #[test]
 fn revoke_cancels_an_invitation_that_was_never_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", "127.0.0.84:51884"],
-    )
-    .unwrap();
+    let mesh = Mesh::init("127.0.0.84:51884");
+    let d = mesh.path();
     meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
     let out = meshd(d, "alpha", &["revoke", "beta"]).unwrap();
     assert!(

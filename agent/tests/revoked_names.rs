@@ -3,28 +3,15 @@
 
 mod control_support;
 
-use control_support::{meshd, meshd_async, start, wait_for_peers};
+use control_support::{Mesh, meshd, meshd_async, start, wait_for_peers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_name_is_refused_until_freed_and_burnt_again_by_the_next_revocation() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let alpha_ep = "127.0.0.71:51871";
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", alpha_ep],
-    )
-    .unwrap();
+    let mesh = Mesh::init(alpha_ep);
+    let d = mesh.path();
     let alpha = start(d, "alpha", alpha_ep).await;
-    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    meshd_async(
-        d,
-        "beta",
-        &["join", token.trim(), "--endpoint", "127.0.0.72:51872"],
-    )
-    .await
-    .unwrap();
+    mesh.join_core("beta", "127.0.0.72:51872").await;
 
     let err = meshd(d, "alpha", &["ca", "free-name", "beta"]).unwrap_err();
     assert!(
@@ -51,7 +38,7 @@ async fn a_revoked_name_is_refused_until_freed_and_burnt_again_by_the_next_revoc
     )
     .await
     .unwrap();
-    let db = meshd::state::StateDir::new(d.join("alpha"))
+    let db = meshd::state::StateDir::new(mesh.state("alpha"))
         .read_ca_db()
         .unwrap();
     let again = db.allocator.node("beta").unwrap();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use control_support::{WAIT, meshd, meshd_async, start, wait_for_peers};
+use control_support::{TwoCores, WAIT, meshd, meshd_async, start, two_cores, wait_for_peers};
 use meshd::state::StateDir;
 use meshd::state::check;
 
@@ -164,15 +164,9 @@ fn each_damage_refused(dir: &Path, node: &str, donor: &Path, files: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_state_file_damaged_in_turn_is_refused_by_name_and_caches_come_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let alpha_ep = "127.0.0.61:51861";
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", alpha_ep],
-    )
-    .unwrap();
+    let beta_ep = "127.0.0.62:51862";
+    let TwoCores { mesh, alpha, beta } = two_cores("127.0.0.61:51861", beta_ep).await;
+    let d = mesh.path();
     // Another mesh, whose files are valid but belong elsewhere.
     meshd(
         d,
@@ -180,14 +174,6 @@ async fn every_state_file_damaged_in_turn_is_refused_by_name_and_caches_come_bac
         &["init", "--name", "omega", "--endpoint", "127.0.0.69:51869"],
     )
     .unwrap();
-    let alpha = start(d, "alpha", alpha_ep).await;
-    let beta_ep = "127.0.0.62:51862";
-    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    meshd_async(d, "beta", &["join", token.trim(), "--endpoint", beta_ep])
-        .await
-        .unwrap();
-    let beta = start(d, "beta", beta_ep).await;
-    wait_for_peers(&alpha, "alpha sees beta", &["beta"]).await;
     let token = meshd(
         d,
         "alpha",

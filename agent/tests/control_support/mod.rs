@@ -1,15 +1,84 @@
 //! Control planes in one process for tests (no root, no TUN): meshd commands run in process,
-//! control planes started as the daemon starts them, bound to 127.0.0.x.
+//! control planes started as the daemon starts them, bound to 127.0.0.x. [`Mesh`] and
+//! [`two_cores`] are the set-up most tests share: `meshd init` of alpha, `invite` and `join` of
+//! a core, both control planes started.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use meshd::commands::run_captured;
 use meshd::control::{ControlHandle, ControlPlane, ControlSettings};
 
 pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A mesh in a temporary directory (removed on drop): `dir/NODE.toml` and the state directory
+/// `dir/NODE` of each node, the CA holder alpha `meshd init`ed at creation.
+pub struct Mesh {
+    dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    /// `meshd init --name alpha --endpoint ALPHA` in a new temporary directory; nothing runs.
+    pub fn init(alpha: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        meshd(
+            dir.path(),
+            "alpha",
+            &["init", "--name", "alpha", "--endpoint", alpha],
+        )
+        .unwrap();
+        Mesh { dir }
+    }
+
+    /// The directory holding every node's config and state.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The state directory of `node`.
+    pub fn state(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node)
+    }
+
+    /// `meshd invite NODE --role core` on alpha, then `meshd join TOKEN --endpoint ENDPOINT` as
+    /// `node` (alpha's control plane must run to answer it). Returns what the join printed.
+    pub async fn join_core(&self, node: &str, endpoint: &str) -> String {
+        let token = meshd(self.path(), "alpha", &["invite", node, "--role", "core"]).unwrap();
+        meshd_async(
+            self.path(),
+            node,
+            &["join", token.trim(), "--endpoint", endpoint],
+        )
+        .await
+        .unwrap()
+    }
+}
+
+/// Two running cores: alpha, the CA holder, and beta, joined from alpha's invitation, with
+/// alpha seeing beta. Dropped (a test that fails), the control planes stop before the
+/// directory goes; a test that ends calls `shutdown` on both. When destructuring, bind
+/// `mesh` first so that it is dropped last.
+pub struct TwoCores {
+    pub alpha: ControlHandle,
+    pub beta: ControlHandle,
+    pub mesh: Mesh,
+}
+
+/// [`TwoCores`] with alpha at `alpha` and beta at `beta` (`127.0.0.x:PORT`, unique per test).
+pub async fn two_cores(alpha: &str, beta: &str) -> TwoCores {
+    let mesh = Mesh::init(alpha);
+    let alpha_handle = start(mesh.path(), "alpha", alpha).await;
+    mesh.join_core("beta", beta).await;
+    let beta_handle = start(mesh.path(), "beta", beta).await;
+    wait_for_peers(&alpha_handle, "alpha sees beta", &["beta"]).await;
+    TwoCores {
+        alpha: alpha_handle,
+        beta: beta_handle,
+        mesh,
+    }
+}
 
 /// Runs a meshd command for `node` (`dir/NODE.toml`, state in `dir/NODE`); Ok(stdout) or
 /// Err(error text).
