@@ -206,8 +206,8 @@ impl Gossip {
 
 /// [`NodeAllocation`] read from a join answer, where fields a newer CA added are ignored;
 /// the type itself refuses unknown fields because it is also what the state files hold.
-/// The mirror names every field, so a field added to `NodeAllocation` must be added here
-/// too (the conversion does not compile otherwise).
+/// The conversion names every field of `NodeAllocation` once, so a field added there and not
+/// to the mirror does not compile, and one added to the mirror only is a field never read.
 mod allocation {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -231,33 +231,26 @@ mod allocation {
         core: Option<String>,
     }
 
+    impl From<Lenient> for NodeAllocation {
+        fn from(read: Lenient) -> Self {
+            NodeAllocation {
+                name: read.name,
+                role: read.role,
+                index: read.index,
+                ipv4: read.ipv4,
+                ipv4_clients: read.ipv4_clients,
+                ipv4_apps: read.ipv4_apps,
+                ipv4_address: read.ipv4_address,
+                ipv6: read.ipv6,
+                ipv6_clients: read.ipv6_clients,
+                ipv6_address: read.ipv6_address,
+                core: read.core,
+            }
+        }
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeAllocation, D::Error> {
-        let Lenient {
-            name,
-            role,
-            index,
-            ipv4,
-            ipv4_clients,
-            ipv4_apps,
-            ipv4_address,
-            ipv6,
-            ipv6_clients,
-            ipv6_address,
-            core,
-        } = Lenient::deserialize(d)?;
-        Ok(NodeAllocation {
-            name,
-            role,
-            index,
-            ipv4,
-            ipv4_clients,
-            ipv4_apps,
-            ipv4_address,
-            ipv6,
-            ipv6_clients,
-            ipv6_address,
-            core,
-        })
+        Lenient::deserialize(d).map(NodeAllocation::from)
     }
 }
 
