@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use boringtun::noise::TunnResult;
 
 use super::{DataplaneCore, MIN_TX_ROOM, Snapshot};
-use crate::path::probe::{self, PROBE_LEN, Probe, ProbeKind};
+use crate::path::probe::{self, PROBE_LEN, Probe, ProbeError, ProbeKey, ProbeKind, SenderId};
 use crate::path::reach::{self, REACH_LEN, Reach, ReachKind};
 use crate::path::{
     LocalUplink, Path, PathAction, PathPolicy, PathProber, PathState, RelayAction, RelayCandidate,
@@ -82,14 +82,9 @@ impl DataplaneCore {
         now: Instant,
         tx: &mut TxBatch,
     ) {
-        let Ok((_, sender)) = probe::peek(datagram) else {
-            return self.drop(DropReason::Malformed);
-        };
-        let Some((_, peer)) = snap.table.by_probe_id(&sender) else {
-            return self.drop(DropReason::UnknownPeer);
-        };
-        let Ok(received) = probe::decode(datagram, &peer.probe_key) else {
-            return self.drop(DropReason::InvalidMac);
+        let Some((peer, received)) = self.authenticate(snap, datagram, probe::peek, probe::decode)
+        else {
+            return;
         };
         let mut state = peer.state.lock();
         match received.kind {
@@ -144,14 +139,9 @@ impl DataplaneCore {
         now: Instant,
         tx: &mut TxBatch,
     ) {
-        let Ok((_, sender)) = reach::peek(datagram) else {
-            return self.drop(DropReason::Malformed);
-        };
-        let Some((_, asker)) = snap.table.by_probe_id(&sender) else {
-            return self.drop(DropReason::UnknownPeer);
-        };
-        let Ok(received) = reach::decode(datagram, &asker.probe_key) else {
-            return self.drop(DropReason::InvalidMac);
+        let Some((asker, received)) = self.authenticate(snap, datagram, reach::peek, reach::decode)
+        else {
+            return;
         };
         let target = snap
             .table
@@ -190,6 +180,31 @@ impl DataplaneCore {
                 }
             }
         }
+    }
+
+    /// A probe or reach message (read with that module's `peek` and `decode`) and the peer
+    /// that sent it, authenticated with that peer's key; `None`, the drop counted, if it is
+    /// malformed, from no peer of ours, or does not verify.
+    fn authenticate<'s, K, M>(
+        &self,
+        snap: &'s Snapshot,
+        datagram: &[u8],
+        peek: Peek<K>,
+        decode: fn(&[u8], &ProbeKey) -> Result<M, ProbeError>,
+    ) -> Option<(&'s Arc<Peer>, M)> {
+        let Ok((_, sender)) = peek(datagram) else {
+            self.drop(DropReason::Malformed);
+            return None;
+        };
+        let Some((_, peer)) = snap.table.by_probe_id(&sender) else {
+            self.drop(DropReason::UnknownPeer);
+            return None;
+        };
+        let Ok(message) = decode(datagram, &peer.probe_key) else {
+            self.drop(DropReason::InvalidMac);
+            return None;
+        };
+        Some((peer, message))
     }
 
     /// Sends a handshake initiation to the peer on `path` (none if one is already under
@@ -370,6 +385,9 @@ impl DataplaneCore {
             .collect()
     }
 }
+
+/// `probe::peek` or `reach::peek`: a message's kind and sender, before its MAC is checked.
+type Peek<K> = fn(&[u8]) -> Result<(K, SenderId), ProbeError>;
 
 /// A peer's active path while it is up, with its smoothed RTT.
 type UsablePath = (Duration, Path);
