@@ -31,6 +31,7 @@ fn neighbor(name: &str, address: &str, port: u16, asn: u32) -> NeighborConfig {
         next_hop_v4: None,
         next_hop_v6: None,
         next_hop_self: meshd_bgp::neighbor::NextHopSelf::Never,
+        default_only: false,
         hold_time: 9,
         connect_retry: Duration::from_millis(300),
         families: Family::ALL.to_vec(),

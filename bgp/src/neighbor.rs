@@ -36,6 +36,11 @@ pub struct NeighborConfig {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// iBGP: which routes go out with our address as next hop (see [`NextHopSelf`]).
     pub next_hop_self: NextHopSelf,
+    /// Send this neighbour nothing but default routes (0.0.0.0/0, ::/0, for the families the
+    /// session carries) with this speaker as next hop, whatever the RIB holds: for a small
+    /// router whose only way into the mesh is this speaker, which then needs one route, not
+    /// the mesh's table. What it announces is received as usual.
+    pub default_only: bool,
     pub hold_time: u16,
     pub connect_retry: Duration,
     pub families: Vec<Family>,
@@ -117,6 +122,7 @@ impl NeighborConfig {
             next_hop_v4: None,
             next_hop_v6: None,
             next_hop_self: NextHopSelf::Never,
+            default_only: false,
             hold_time: n.hold_time(),
             connect_retry: Duration::from_secs(u64::from(n.connect_retry())),
             families: n

@@ -400,21 +400,7 @@ impl SpeakerCore {
 
     /// Announces `prefix` from this node.
     pub fn originate(&mut self, prefix: IpNet) {
-        let next_hop = match prefix {
-            IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
-        let attrs = PathAttributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath::default()),
-            ..PathAttributes::default()
-        };
-        let path = Path {
-            peer: LOCAL,
-            next_hop,
-            attrs: Arc::new(attrs),
-        };
-        let change = self.rib.announce(prefix, path);
+        let change = self.rib.announce(prefix, local_path(prefix));
         self.propagate(change.into_iter().collect());
     }
 
@@ -818,12 +804,25 @@ impl SpeakerCore {
         p.info.bgp_id = negotiated.peer_id;
         self.rib.add_peer(peer, p.info.clone());
         // The initial table, then End-of-RIB for each family (RFC 4724 §2).
-        // Shared paths: a full table is a million of them.
-        let best: Vec<(IpNet, Arc<Path>)> = self.rib.best_routes_shared().collect();
-        let changes: Vec<OutChange> = best
-            .into_iter()
-            .filter_map(|(prefix, path)| self.export_to(peer, prefix, Some(&*path)))
-            .collect();
+        let changes: Vec<OutChange> = if p.config.default_only {
+            let defaults = [
+                IpNet::V4(ipnet::Ipv4Net::default()),
+                IpNet::V6(ipnet::Ipv6Net::default()),
+            ];
+            defaults
+                .into_iter()
+                .filter_map(|prefix| {
+                    let own = local_path(prefix);
+                    self.advertise(peer, prefix, Some(&own))
+                })
+                .collect()
+        } else {
+            // Shared paths: a full table is a million of them.
+            let best: Vec<(IpNet, Arc<Path>)> = self.rib.best_routes_shared().collect();
+            best.into_iter()
+                .filter_map(|(prefix, path)| self.export_to(peer, prefix, Some(&*path)))
+                .collect()
+        };
         self.send_changes(peer, changes);
         for family in negotiated.families {
             self.send(peer, &Message::Update(Update::end_of_rib(family)));
@@ -925,8 +924,18 @@ impl SpeakerCore {
         self.outputs.extend(changes.into_iter().map(Output::Best));
     }
 
-    /// Decides what `peer` should now have for `prefix` and records it in its Adj-RIB-Out.
+    /// Decides what `peer` should now have for `prefix` after a best-route change and
+    /// records it in its Adj-RIB-Out. A default-only neighbour keeps what it was sent at
+    /// session start.
     fn export_to(&mut self, peer: PeerId, prefix: IpNet, best: Option<&Path>) -> Option<OutChange> {
+        if self.peers.get(&peer)?.config.default_only {
+            return None;
+        }
+        self.advertise(peer, prefix, best)
+    }
+
+    /// Records `best` (or nothing) for `prefix` in `peer`'s Adj-RIB-Out, as it goes out.
+    fn advertise(&mut self, peer: PeerId, prefix: IpNet, best: Option<&Path>) -> Option<OutChange> {
         let local = self.local;
         let from = best.and_then(|b| self.rib.peer(b.peer).cloned());
         let p = self.peers.get_mut(&peer)?;
@@ -982,6 +991,25 @@ impl SpeakerCore {
         for update in pack_updates(changes) {
             self.send(peer, &Message::Update(update));
         }
+    }
+}
+
+/// This speaker's own path to `prefix`: origin IGP, an empty AS path, next hop "self" (the
+/// unspecified address, replaced by the session's own address on the way out).
+fn local_path(prefix: IpNet) -> Path {
+    let next_hop = match prefix {
+        IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let attrs = PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::default()),
+        ..PathAttributes::default()
+    };
+    Path {
+        peer: LOCAL,
+        next_hop,
+        attrs: Arc::new(attrs),
     }
 }
 

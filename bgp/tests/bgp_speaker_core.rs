@@ -35,6 +35,7 @@ fn neighbor(name: &str, address: &str, asn: u32) -> NeighborConfig {
         next_hop_v4: None,
         next_hop_v6: None,
         next_hop_self: meshd_bgp::neighbor::NextHopSelf::Never,
+        default_only: false,
         hold_time: 90,
         connect_retry: Duration::from_secs(5),
         families: Family::ALL.to_vec(),
@@ -472,4 +473,73 @@ fn sessions_count_accepted_and_refused_routes_until_the_session_ends() {
     a.received(peer, conn, ConnEvent::Closed, now);
     drain(&mut a);
     assert_eq!(count(&a), (0, vec![]));
+}
+
+/// A default-only neighbour gets 0.0.0.0/0 and ::/0 from us at session start and nothing of
+/// the RIB, then or later; what it announces is learnt as usual.
+#[test]
+fn a_default_only_neighbour_gets_the_default_routes_and_nothing_else() {
+    let now = Instant::now();
+    let mut config = neighbor("b", B_ADDR, 65002);
+    config.default_only = true;
+    config.next_hop_v6 = Some("2001:db8::1".parse().unwrap());
+    let mut a = SpeakerCore::new(65001, A_ID, &[config]).unwrap();
+    a.originate("10.9.0.0/16".parse().unwrap());
+    a.start(now);
+    let out = drain(&mut a);
+    let Some((peer, conn)) = out.iter().find_map(|o| match o {
+        Output::Connect { peer, conn, .. } => Some((*peer, *conn)),
+        _ => None,
+    }) else {
+        panic!("a connection attempt expected: {out:?}");
+    };
+    a.connected(peer, conn, sock(A_ADDR, 40001), now);
+    drain(&mut a);
+    let b_id = Ipv4Addr::new(198, 51, 100, 12);
+    a.received(peer, conn, ConnEvent::Message(open_from(65002, b_id)), now);
+    a.received(peer, conn, ConnEvent::Message(Message::Keepalive), now);
+    let out = drain(&mut a);
+    let announced = |messages: &[Message]| -> Vec<IpNet> {
+        let mut prefixes = Vec::new();
+        for message in messages {
+            if let Message::Update(update) = message {
+                prefixes.extend(update.nlri.iter().map(|p| IpNet::V4(*p)));
+                if let Some(reach) = &update.mp_reach {
+                    prefixes.extend(reach.nlri.iter().copied());
+                }
+            }
+        }
+        prefixes
+    };
+    let sent = sent_on(&out, conn);
+    assert_eq!(
+        announced(&sent),
+        ["0.0.0.0/0", "::/0"].map(|p| p.parse::<IpNet>().unwrap()),
+        "{sent:?}"
+    );
+    let first = sent.iter().find_map(|m| match m {
+        Message::Update(u) if !u.nlri.is_empty() => Some(u.attributes.next_hop),
+        _ => None,
+    });
+    assert_eq!(
+        first,
+        Some(Some(A_ADDR.parse().unwrap())),
+        "our address as next hop"
+    );
+
+    // Later changes of the RIB are not passed on; B's own routes are learnt.
+    a.originate("10.8.0.0/16".parse().unwrap());
+    a.received(
+        peer,
+        conn,
+        ConnEvent::Message(update_from_b("10.2.0.0/16", vec![65002])),
+        now,
+    );
+    let out = drain(&mut a);
+    assert!(announced(&sent_on(&out, conn)).is_empty(), "{out:?}");
+    assert!(
+        a.best_routes()
+            .iter()
+            .any(|(prefix, _)| *prefix == "10.2.0.0/16".parse::<IpNet>().unwrap())
+    );
 }

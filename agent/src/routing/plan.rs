@@ -200,6 +200,7 @@ fn mesh_neighbor(
         } else {
             NextHopSelf::External
         },
+        default_only: false,
         hold_time: MESH_HOLD_TIME,
         connect_retry: MESH_CONNECT_RETRY,
         families: Family::ALL.to_vec(),
