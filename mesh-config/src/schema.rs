@@ -24,6 +24,7 @@ pub use crate::path_settings::{
 pub use crate::policy::{
     FilterError, Match, Policy, PolicyAction, PolicySpec, PrefixFilter, Set, Term, TermAction,
 };
+pub use crate::routers::{RouterRoutes, RouterSettings, RoutersSection};
 
 /// WireGuard and the control plane share this port unless configured otherwise.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
@@ -68,6 +69,9 @@ pub struct Config {
     pub paths: PathsSection,
     #[serde(default, skip_serializing_if = "ExitSection::is_default")]
     pub exit: ExitSection,
+    /// How this core serves the foreign routers it stands in for (`[routers.NAME]`).
+    #[serde(default, skip_serializing_if = "RoutersSection::is_empty")]
+    pub routers: RoutersSection,
     /// Static WireGuard peers (`[[peer]]` in TOML).
     #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<StaticPeer>,
@@ -352,6 +356,7 @@ impl Config {
             dns: DnsSection::default(),
             paths: PathsSection::default(),
             exit: ExitSection::default(),
+            routers: RoutersSection::default(),
             peers: Vec::new(),
         }
     }

@@ -11,7 +11,7 @@ use crate::names::{check_ifname, check_node_name};
 use crate::path::KeyPath;
 use crate::schema::{
     Config, Endpoint, InterfaceSection, LogSection, MTU_RANGE, MeshSection, MetricsSection,
-    NodeSection, Role, RoutingSection, StaticPeer,
+    NodeSection, Role, RoutersSection, RoutingSection, StaticPeer,
 };
 
 mod bgp;
@@ -57,6 +57,7 @@ pub fn validate(config: &Config) -> Vec<Issue> {
     checker.paths(&config.paths, &root.key("paths"));
     checker.exit(&config.exit, &config.mesh, &root.key("exit"));
     checker.anycast(&config.routing, &root.key("routing"));
+    checker.routers(&config.routers, config.node.role, &root.key("routers"));
     checker.issues
 }
 
@@ -197,6 +198,22 @@ impl Checker {
             );
         }
         self.endpoints(&path.key("endpoints"), &node.endpoints);
+    }
+
+    /// `[routers.NAME]`: names a router could have, on a core (only a core stands in for
+    /// foreign routers).
+    fn routers(&mut self, routers: &RoutersSection, role: Role, path: &KeyPath) {
+        for name in routers.keys() {
+            let here = path.key(name);
+            if let Err(message) = check_node_name(name) {
+                self.report(&here, format!("not a router name: {message}"));
+            } else if role != Role::Core {
+                self.report(
+                    &here,
+                    "only a core stands in for foreign routers (`meshd router add`); remove the section on this spoke",
+                );
+            }
+        }
     }
 
     fn interface(&mut self, interface: &InterfaceSection, path: &KeyPath) {

@@ -100,3 +100,45 @@ fn anycast_prefixes_must_be_networks_apart_from_the_lans() {
         );
     }
 }
+
+#[test]
+fn router_sections_parse_and_their_mistakes_are_reported() {
+    use mesh_config::routers::{RouterRoutes, router_settings};
+    let config = config("[routers.shop]\nsend = \"default\"\n[routers.home]\n").unwrap();
+    assert_eq!(
+        router_settings(&config.routers, "shop").send,
+        RouterRoutes::Default
+    );
+    assert_eq!(
+        router_settings(&config.routers, "home").send,
+        RouterRoutes::Mesh
+    );
+    assert_eq!(
+        router_settings(&config.routers, "other").send,
+        RouterRoutes::Mesh
+    );
+    let again = parse(&config.to_toml_string(), Path::new(FILE)).unwrap();
+    assert_eq!(again, config);
+
+    let text = errors("[routers.shop]\nsend = \"everything\"\n").join("\n");
+    assert!(text.contains("routers.shop.send"), "{text}");
+    let text = errors("[routers.Bad_Name]\n").join("\n");
+    assert!(
+        text.contains("routers.Bad_Name") && text.contains("not a router name"),
+        "{text}"
+    );
+    let spoke = parse(
+        "[node]\nname = \"beta\"\nrole = \"spoke\"\n[routers.shop]\n",
+        Path::new(FILE),
+    );
+    let text = match spoke {
+        Ok(config) => panic!("accepted: {config:?}"),
+        Err(error) => error
+            .diagnostics()
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    assert!(text.contains("only a core stands in"), "{text}");
+}
