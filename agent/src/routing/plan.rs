@@ -26,6 +26,7 @@ use super::member::MeshMember;
 use crate::bgp::packet::Family;
 use crate::bgp::policy::Policy;
 use crate::bgp::speaker::{BGP_PORT, NeighborConfig};
+use mesh_config::routers::{RouterRoutes, RoutersSection, router_settings};
 use meshd_bgp::neighbor::NextHopSelf;
 
 /// Hold time of the mesh's sessions: a member whose tunnel fails is noticed in half a minute
@@ -98,8 +99,15 @@ impl std::fmt::Display for Withheld {
     }
 }
 
-/// The plan for node `own` in a mesh of `members` (which may include `own`).
-pub fn plan(own: &MeshMember, members: &[MeshMember], asn: u32, configured: OwnRoutes<'_>) -> Plan {
+/// The plan for node `own` in a mesh of `members` (which may include `own`); `routers` is
+/// `[routers.NAME]`, what a core sends the foreign routers it stands in for.
+pub fn plan(
+    own: &MeshMember,
+    members: &[MeshMember],
+    asn: u32,
+    configured: OwnRoutes<'_>,
+    routers: &RoutersSection,
+) -> Plan {
     let (mut originate, unapproved_lans) = originations(own, configured.lans);
     let (extra, withheld) = approved_extras(own, configured);
     originate.extend(extra);
@@ -108,7 +116,7 @@ pub fn plan(own: &MeshMember, members: &[MeshMember], asn: u32, configured: OwnR
     Plan {
         router_id: own.router_id,
         listen: listen_addresses(own),
-        neighbors: mesh_neighbors(own, members, asn),
+        neighbors: mesh_neighbors(own, members, asn, routers),
         originate,
         unapproved_lans,
         withheld,
@@ -156,7 +164,12 @@ pub fn listen_addresses(own: &MeshMember) -> Vec<SocketAddr> {
 }
 
 /// The iBGP neighbours of `own`.
-pub fn mesh_neighbors(own: &MeshMember, members: &[MeshMember], asn: u32) -> Vec<NeighborConfig> {
+pub fn mesh_neighbors(
+    own: &MeshMember,
+    members: &[MeshMember],
+    asn: u32,
+    routers: &RoutersSection,
+) -> Vec<NeighborConfig> {
     let mut neighbors: Vec<NeighborConfig> = members
         .iter()
         .filter(|m| m.name != own.name)
@@ -167,7 +180,13 @@ pub fn mesh_neighbors(own: &MeshMember, members: &[MeshMember], asn: u32) -> Vec
                 (false, true) if own.core.as_deref() == Some(m.name.as_str()) => false,
                 _ => return None,
             };
-            Some(mesh_neighbor(own, m, asn, rr_client))
+            // Only the foreign routers this core stands in for have settings here.
+            let send = if m.foreign && rr_client {
+                router_settings(routers, &m.name).send
+            } else {
+                RouterRoutes::Mesh
+            };
+            Some(mesh_neighbor(own, m, asn, rr_client, send))
         })
         .collect();
     neighbors.sort_by(|a, b| a.name.cmp(&b.name));
@@ -179,6 +198,7 @@ fn mesh_neighbor(
     member: &MeshMember,
     asn: u32,
     rr_client: bool,
+    send: RouterRoutes,
 ) -> NeighborConfig {
     NeighborConfig {
         name: member.name.clone(),
@@ -200,7 +220,7 @@ fn mesh_neighbor(
         } else {
             NextHopSelf::External
         },
-        default_only: false,
+        default_only: send == RouterRoutes::Default,
         hold_time: MESH_HOLD_TIME,
         connect_retry: MESH_CONNECT_RETRY,
         families: Family::ALL.to_vec(),
@@ -292,7 +312,7 @@ mod tests {
             (3, vec![s("core2", "10.2.0.1", false)]),
         ];
         for (own, expected) in cases {
-            let got = mesh_neighbors(&all[own], &all, 64512);
+            let got = mesh_neighbors(&all[own], &all, 64512, &RoutersSection::new());
             assert_eq!(summary(&got), expected, "neighbours of {}", all[own].name);
             for n in &got {
                 assert_eq!(n.remote_asn, 64512);
@@ -309,17 +329,46 @@ mod tests {
     fn a_foreign_router_gets_its_core_as_next_hop_of_everything() {
         let mut all = members(&[core(1), core(2), spoke(3, 1, &[]), spoke(4, 1, &[])]);
         all[3].foreign = true;
-        let got = mesh_neighbors(&all[0], &all, 64512);
+        let got = mesh_neighbors(&all[0], &all, 64512, &RoutersSection::new());
         let by_name = |name: &str| got.iter().find(|n| n.name == name).unwrap().next_hop_self;
         assert_eq!(by_name("spoke4"), NextHopSelf::All);
         assert_eq!(by_name("spoke3"), NextHopSelf::External);
         assert_eq!(by_name("core2"), NextHopSelf::External);
     }
 
+    /// `[routers.NAME] send = "default"` makes that foreign router's session default-only;
+    /// the same words for an ordinary spoke or another core's router change nothing.
+    #[test]
+    fn a_foreign_router_set_to_default_gets_a_default_only_session() {
+        use mesh_config::routers::RouterSettings;
+        let mut all = members(&[core(1), core(2), spoke(3, 1, &[]), spoke(4, 1, &[])]);
+        all[3].foreign = true;
+        let default = RouterSettings {
+            send: RouterRoutes::Default,
+        };
+        let routers: RoutersSection = ["spoke3", "spoke4", "core2"]
+            .into_iter()
+            .map(|name| (name.to_string(), default.clone()))
+            .collect();
+        let got = mesh_neighbors(&all[0], &all, 64512, &routers);
+        let default_only = |name: &str| got.iter().find(|n| n.name == name).unwrap().default_only;
+        assert!(default_only("spoke4"));
+        assert!(!default_only("spoke3"));
+        assert!(!default_only("core2"));
+        let mesh = mesh_neighbors(&all[0], &all, 64512, &RoutersSection::new());
+        assert!(mesh.iter().all(|n| !n.default_only));
+    }
+
     #[test]
     fn the_plan_listens_on_overlay_addresses_with_the_router_id() {
         let all = members(&[core(1), spoke(3, 1, &["192.168.42.0/24"])]);
-        let plan = plan(&all[1], &all, 65000, OwnRoutes::default());
+        let plan = plan(
+            &all[1],
+            &all,
+            65000,
+            OwnRoutes::default(),
+            &RoutersSection::new(),
+        );
         assert_eq!(plan.router_id, Ipv4Addr::new(10, 3, 0, 1));
         assert_eq!(
             plan.listen,
@@ -391,7 +440,13 @@ mod tests {
                 })
                 .collect();
             assert_eq!(withheld_nets, nets(withheld), "{what}");
-            let plan = plan(&own, &[own.clone()], 64512, configured);
+            let plan = plan(
+                &own,
+                &[own.clone()],
+                64512,
+                configured,
+                &RoutersSection::new(),
+            );
             for prefix in nets(announced) {
                 assert!(plan.originate.contains(&prefix), "{what}: {prefix}");
             }
@@ -431,10 +486,20 @@ mod tests {
     #[test]
     fn membership_changes_add_replace_and_remove_sessions() {
         let before_members = members(&[core(1), core(2), spoke(3, 1, &[])]);
-        let before = mesh_neighbors(&before_members[0], &before_members, 64512);
+        let before = mesh_neighbors(
+            &before_members[0],
+            &before_members,
+            64512,
+            &RoutersSection::new(),
+        );
         // core2 is revoked, core5 joins.
         let after_members = members(&[core(1), spoke(3, 1, &[]), core(5)]);
-        let after = mesh_neighbors(&after_members[0], &after_members, 64512);
+        let after = mesh_neighbors(
+            &after_members[0],
+            &after_members,
+            64512,
+            &RoutersSection::new(),
+        );
         let (add, remove) = neighbor_changes(&before, &after);
         assert_eq!(summary(&add), vec![s("core5", "10.5.0.1", false)]);
         assert_eq!(remove, vec![IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1))]);

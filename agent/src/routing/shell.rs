@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use mesh_config::Config;
+use mesh_config::routers::RoutersSection;
 use pki::NodeIdentity;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -59,6 +60,8 @@ pub struct RoutingSettings {
     pub exit_serve: bool,
     /// `[routing] anycast_prefixes` (a change waits for a restart).
     pub anycast_prefixes: Vec<IpNet>,
+    /// `[routers.NAME]`: what this core sends the foreign routers it stands in for.
+    pub routers: RoutersSection,
 }
 
 impl RoutingSettings {
@@ -108,6 +111,7 @@ impl RoutingSettings {
             exit_rules: config.exit.routes.clone(),
             exit_serve: config.exit.serve,
             anycast_prefixes: config.routing.anycast_prefixes.clone(),
+            routers: config.routers.clone(),
         }))
     }
 }
@@ -333,7 +337,8 @@ impl RoutingPlane {
     }
 
     /// A reloaded configuration: `[[bgp.neighbor]]`s that changed restart (only theirs), new
-    /// ones start, removed ones stop; changed `[routing] lan_prefixes` change the own routes.
+    /// ones start, removed ones stop; changed `[routing] lan_prefixes` change the own routes;
+    /// a changed `[routers.NAME]` restarts that router's session.
     fn apply_config(&mut self, applied: &mut Applied, config: &Config) {
         let external = reloaded_neighbors(config, &self.settings.external);
         for n in external.iter().filter(|n| n.passive) {
@@ -352,10 +357,14 @@ impl RoutingPlane {
             self.speaker.add_neighbor(neighbor);
         }
         self.settings.external = external;
-        if config.routing.lan_prefixes != self.settings.configured_lans {
+        let lans_changed = config.routing.lan_prefixes != self.settings.configured_lans;
+        // A router whose `send` changed gets its session restarted with the new table.
+        let routers_changed = config.routers != self.settings.routers;
+        if lans_changed || routers_changed {
             self.settings
                 .configured_lans
                 .clone_from(&config.routing.lan_prefixes);
+            self.settings.routers.clone_from(&config.routers);
             let identities = applied.identities.clone();
             self.apply_membership(applied, &identities);
         }
@@ -378,7 +387,13 @@ impl RoutingPlane {
         };
         let (neighbors, originate, unapproved, withheld) = match own {
             Some(own) => {
-                let plan = plan::plan(own, &members, self.settings.asn, configured);
+                let plan = plan::plan(
+                    own,
+                    &members,
+                    self.settings.asn,
+                    configured,
+                    &self.settings.routers,
+                );
                 (
                     plan.neighbors,
                     plan.originate,
