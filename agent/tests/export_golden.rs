@@ -1,5 +1,6 @@
 //! `meshd export`'s four formats for a spoke with two LANs and IPv6, against the files in
-//! tests/data/export/ (`two-lans.routeros`, `.wg-quick`, `.bird`, `.frr`). A change in what an
+//! tests/data/export/ (`two-lans.routeros`, `.wg-quick`, `.bird`, `.frr`), and for the same
+//! spoke sent only the default routes (`full-tunnel.*`). A change in what an
 //! export says shows up as a diff of these files: look at it, then rewrite them with
 //! `MESHD_BLESS=1 cargo test -p meshd --test export_golden`.
 //! (export_syntax.rs runs the real parsers on the same files.)
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use meshd::foreign::export::{Format, render};
 
 mod export_support;
-use export_support::{TWO_LANS, two_lans};
+use export_support::{FULL_TUNNEL, TWO_LANS, full_tunnel, two_lans};
 
 fn golden_path(name: &str, format: Format) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,12 +20,15 @@ fn golden_path(name: &str, format: Format) -> PathBuf {
 
 #[test]
 fn every_format_matches_its_golden_file() {
-    let view = two_lans();
     let bless = std::env::var("MESHD_BLESS").as_deref() == Ok("1");
     let mut differ = Vec::new();
-    for format in Format::ALL {
-        let path = golden_path(TWO_LANS, format);
-        let rendered = render(format, &view);
+    let views = [(TWO_LANS, two_lans()), (FULL_TUNNEL, full_tunnel())];
+    let cases = views
+        .iter()
+        .flat_map(|(name, view)| Format::ALL.map(|format| (*name, view, format)));
+    for (name, view, format) in cases {
+        let path = golden_path(name, format);
+        let rendered = render(format, view);
         if bless {
             std::fs::write(&path, &rendered).unwrap();
             eprintln!("wrote {}", path.display());
@@ -49,7 +53,7 @@ fn every_format_matches_its_golden_file() {
                 golden.lines().nth(first),
                 rendered.lines().nth(first)
             );
-            differ.push(format);
+            differ.push(format!("{name}.{format}"));
         }
     }
     assert!(

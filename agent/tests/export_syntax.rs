@@ -13,17 +13,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use meshd::foreign::export::{Format, RouterExport, TUNNEL_INTERFACE, render};
+use meshd::foreign::export::{Format, RouterExport, RouterRoutes, TUNNEL_INTERFACE, render};
 
 mod export_support;
-use export_support::{TWO_LANS, two_lans};
+use export_support::{FULL_TUNNEL, TWO_LANS, full_tunnel, two_lans};
 
-/// The views every parser reads: the golden one, and the same router without IPv6.
+/// The views every parser reads: the golden ones, and the same router without IPv6.
 fn views() -> Vec<(&'static str, RouterExport)> {
     let mut ipv4_only = two_lans();
     ipv4_only.router.address6 = None;
     ipv4_only.core.other_endpoints.clear();
-    vec![(TWO_LANS, two_lans()), ("ipv4-only", ipv4_only)]
+    let mut full_tunnel_ipv4 = full_tunnel();
+    full_tunnel_ipv4.router.address6 = None;
+    vec![
+        (TWO_LANS, two_lans()),
+        ("ipv4-only", ipv4_only),
+        (FULL_TUNNEL, full_tunnel()),
+        ("full-tunnel-ipv4-only", full_tunnel_ipv4),
+    ]
 }
 
 fn running_as_root() -> bool {
@@ -275,7 +282,13 @@ fn wg_quick_parses_the_wg_quick_export() {
         }
         for (section, key, value) in wg_sections(&text) {
             if section == "Interface" && key == "Table" {
-                assert_eq!(value, "off", "{name}");
+                // Routes from BGP; or, sent only the default, wg-quick's own full tunnel.
+                let want = if view.send == RouterRoutes::Default {
+                    "auto"
+                } else {
+                    "off"
+                };
+                assert_eq!(value, want, "{name}");
             }
         }
         for key in ["PublicKey", "Endpoint", "AllowedIPs", "PersistentKeepalive"] {

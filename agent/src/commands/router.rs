@@ -268,6 +268,8 @@ pub fn export<O: Write, N: Write>(
             .unwrap_or(MIN_TUNNEL_MTU),
         keepalive_secs: ROUTER_KEEPALIVE_SECS,
         hold_time_secs: MESH_HOLD_TIME,
+        // What this core's routing plane sends the router, from the same meshd.toml.
+        send: mesh_config::routers::router_settings(&config.routers, &router.name).send,
     };
     output
         .out

@@ -3,7 +3,7 @@
 //! which has two more endpoints. Addresses as the allocator hands them out
 //! (mesh-config's address plan); underlay names and addresses from the documentation ranges.
 
-use meshd::foreign::export::{CoreSide, RouterExport, RouterSide};
+use meshd::foreign::export::{CoreSide, RouterExport, RouterRoutes, RouterSide};
 
 /// The golden files' name for this router.
 pub const TWO_LANS: &str = "two-lans";
@@ -40,5 +40,17 @@ pub fn two_lans() -> RouterExport {
         mtu: 1420,
         keepalive_secs: 25,
         hold_time_secs: 30,
+        send: RouterRoutes::Mesh,
+    }
+}
+
+/// The golden files' name for the same router sent only the default routes.
+pub const FULL_TUNNEL: &str = "full-tunnel";
+
+/// [`two_lans`] with `[routers.gamma] send = "default"` on its core.
+pub fn full_tunnel() -> RouterExport {
+    RouterExport {
+        send: RouterRoutes::Default,
+        ..two_lans()
     }
 }

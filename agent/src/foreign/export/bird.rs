@@ -111,20 +111,32 @@ pub(super) fn render(view: &RouterExport) -> String {
         );
     }
 
-    let _ = writeln!(
-        out,
-        "\n# The kernel gets what BGP learnt, nothing else, and BIRD reads nothing back from it."
-    );
+    let kernel_export = if view.default_only() {
+        let _ = writeln!(
+            out,
+            "\n# The kernel gets nothing from BIRD: the core sends only its default routes, and\n\
+             # wg-quick (Table = auto) already routes everything through the tunnel while keeping\n\
+             # the tunnel's own packets on the host's default route; the core's default in the\n\
+             # main table would pull those packets into the tunnel too."
+        );
+        "export none;"
+    } else {
+        let _ = writeln!(
+            out,
+            "\n# The kernel gets what BGP learnt, nothing else, and BIRD reads nothing back from it."
+        );
+        "export where source = RTS_BGP;"
+    };
     let _ = writeln!(
         out,
         "protocol kernel meshd_kernel4 {{\n    ipv4 {{\n        import none;\n        \
-         export where source = RTS_BGP;\n    }};\n}}"
+         {kernel_export}\n    }};\n}}"
     );
     if tunnel6.is_some() {
         let _ = writeln!(
             out,
             "protocol kernel meshd_kernel6 {{\n    ipv6 {{\n        import none;\n        \
-             export where source = RTS_BGP;\n    }};\n}}"
+             {kernel_export}\n    }};\n}}"
         );
     }
 
@@ -134,18 +146,30 @@ pub(super) fn render(view: &RouterExport) -> String {
         vec![("4", "0.0.0.0/0")]
     };
     for (family, default) in &families {
-        let _ = writeln!(
-            out,
-            "\n# From the core: everything but this router's own prefixes, and no default route: a\n\
-             # mesh exit's {default} would pull this router's Internet traffic, the tunnel's own\n\
-             # packets included, into the tunnel. Delete the {default} line to use the exit, once\n\
-             # the route to the core's endpoint no longer depends on the default route."
-        );
-        let _ = writeln!(
-            out,
-            "filter meshd_import{family} {{\n    if net ~ MESHD_OWN{family} then reject;\n    \
-             if net = {default} then reject;\n    accept;\n}}"
-        );
+        if view.default_only() {
+            let _ = writeln!(
+                out,
+                "\n# From the core: its default route {default}, nothing else (send = \"default\" on\n\
+                 # the core); it shows the session works and stays inside BIRD."
+            );
+            let _ = writeln!(
+                out,
+                "filter meshd_import{family} {{\n    if net = {default} then accept;\n    reject;\n}}"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "\n# From the core: everything but this router's own prefixes, and no default route: a\n\
+                 # mesh exit's {default} would pull this router's Internet traffic, the tunnel's own\n\
+                 # packets included, into the tunnel. Delete the {default} line to use the exit, once\n\
+                 # the route to the core's endpoint no longer depends on the default route."
+            );
+            let _ = writeln!(
+                out,
+                "filter meshd_import{family} {{\n    if net ~ MESHD_OWN{family} then reject;\n    \
+                 if net = {default} then reject;\n    accept;\n}}"
+            );
+        }
         let _ = writeln!(
             out,
             "# To the core: exactly the announced prefixes (the core refuses anything else anyway)."

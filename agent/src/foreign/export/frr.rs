@@ -76,24 +76,28 @@ pub(super) fn render(view: &RouterExport) -> String {
         vec![("4", "ip", "0.0.0.0/0")]
     };
     for (family, match_kind, default) in &families {
-        let _ = writeln!(
-            out,
-            "!\n! From the core: everything but this router's own prefixes, and no default route: a\n\
-             ! mesh exit's {default} would pull this router's Internet traffic, the tunnel's own\n\
-             ! packets included, into the tunnel. Delete entry 20 to use the exit, once the route\n\
-             ! to the core's endpoint no longer depends on the default route."
-        );
-        let _ = writeln!(
-            out,
-            "route-map meshd-import{family} deny 10\n \
-             match {match_kind} address prefix-list meshd-own{family}\nexit"
-        );
-        let _ = writeln!(
-            out,
-            "route-map meshd-import{family} deny 20\n \
-             match {match_kind} address prefix-list meshd-default{family}\nexit"
-        );
-        let _ = writeln!(out, "route-map meshd-import{family} permit 30\nexit");
+        if view.default_only() {
+            default_only_import(&mut out, family, match_kind, default);
+        } else {
+            let _ = writeln!(
+                out,
+                "!\n! From the core: everything but this router's own prefixes, and no default route: a\n\
+                 ! mesh exit's {default} would pull this router's Internet traffic, the tunnel's own\n\
+                 ! packets included, into the tunnel. Delete entry 20 to use the exit, once the route\n\
+                 ! to the core's endpoint no longer depends on the default route."
+            );
+            let _ = writeln!(
+                out,
+                "route-map meshd-import{family} deny 10\n \
+                 match {match_kind} address prefix-list meshd-own{family}\nexit"
+            );
+            let _ = writeln!(
+                out,
+                "route-map meshd-import{family} deny 20\n \
+                 match {match_kind} address prefix-list meshd-default{family}\nexit"
+            );
+            let _ = writeln!(out, "route-map meshd-import{family} permit 30\nexit");
+        }
         let _ = writeln!(
             out,
             "! To the core: exactly the announced prefixes (the core refuses anything else anyway)."
@@ -162,6 +166,30 @@ pub(super) fn render(view: &RouterExport) -> String {
     }
     let _ = writeln!(out, "exit\n!");
     out
+}
+
+/// The import route-map of one family when the core sends only its default route, and the
+/// zebra route-map that keeps that default out of the kernel.
+fn default_only_import(out: &mut String, family: &str, match_kind: &str, default: &str) {
+    let _ = writeln!(
+        out,
+        "!\n! From the core: its default route {default}, nothing else (send = \"default\" on the\n\
+         ! core). zebra keeps it out of the kernel: wg-quick (Table = auto) already routes\n\
+         ! everything through the tunnel while keeping the tunnel's own packets on the host's\n\
+         ! default route, and the core's default in the main table would pull those in too."
+    );
+    let _ = writeln!(
+        out,
+        "route-map meshd-import{family} permit 10\n \
+         match {match_kind} address prefix-list meshd-default{family}\nexit"
+    );
+    let _ = writeln!(
+        out,
+        "route-map meshd-fib{family} deny 10\n \
+         match {match_kind} address prefix-list meshd-default{family}\nexit"
+    );
+    let _ = writeln!(out, "route-map meshd-fib{family} permit 20\nexit");
+    let _ = writeln!(out, "{match_kind} protocol bgp route-map meshd-fib{family}");
 }
 
 /// The prefix lists of one family: exactly the announced prefixes, the same or longer (own),

@@ -35,6 +35,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+pub use mesh_config::routers::RouterRoutes;
 
 /// The WireGuard interface every format creates. The BIRD and FRR files route to the core
 /// through it, so the wg-quick file must be saved as `wg-meshd.conf` (wg-quick names the
@@ -61,6 +62,10 @@ pub struct RouterExport {
     /// The hold time the core proposes on the session (`routing::plan::MESH_HOLD_TIME`, 30 s);
     /// the router proposes the same, with keepalives every third of it.
     pub hold_time_secs: u16,
+    /// What the core sends the router (`[routers.NAME] send` in the core's meshd.toml): the
+    /// mesh's routes, or only the default routes (then the router sends everything to the
+    /// core, as a full tunnel).
+    pub send: RouterRoutes,
 }
 
 /// The foreign router, as its certificate describes it.
@@ -169,6 +174,20 @@ impl RouterExport {
     /// BGP keepalive interval: a third of the hold time, as RFC 4271 suggests.
     fn bgp_keepalive_secs(&self) -> u16 {
         (self.hold_time_secs / 3).max(1)
+    }
+
+    /// Whether the core sends only the default routes.
+    fn default_only(&self) -> bool {
+        self.send == RouterRoutes::Default
+    }
+
+    /// The default routes of the families the tunnel carries.
+    fn defaults(&self) -> Vec<&'static str> {
+        if self.tunnel6().is_some() {
+            vec!["0.0.0.0/0", "::/0"]
+        } else {
+            vec!["0.0.0.0/0"]
+        }
     }
 
     /// Where the wg-quick file's PostUp reads the private key from.
@@ -459,6 +478,7 @@ mod tests {
             mtu: 1420,
             keepalive_secs: 25,
             hold_time_secs: 30,
+            send: RouterRoutes::Mesh,
         }
     }
 

@@ -54,6 +54,9 @@ pub(super) fn render(view: &RouterExport) -> String {
             ],
         },
     );
+    if view.default_only() {
+        out = with_default_only_steps(out, view);
+    }
     let announce4 = view.announces4();
     let announce6 = view.announces6();
     let tunnel6 = view.tunnel6();
@@ -191,40 +194,58 @@ pub(super) fn render(view: &RouterExport) -> String {
 
     let _ = writeln!(
         out,
-        "\n# --- Filters. From the core: everything but this router's own prefixes, and no default\n\
+        "{}",
+        if view.default_only() {
+            "\n# --- Filters. From the core: its default routes, nothing else (send = \"default\" on the\n\
+             # core; see the steps above for what makes them carry this router's traffic).\n\
+             # To the core: exactly the announced prefixes (the core refuses anything else anyway)."
+        } else {
+            "\n# --- Filters. From the core: everything but this router's own prefixes, and no default\n\
          # route: a mesh exit's 0.0.0.0/0 and ::/0 would pull this router's Internet traffic, the\n\
          # tunnel's own packets included, into the tunnel (remove those two rules to use the exit,\n\
          # once the route to the core's endpoint no longer depends on the default route).\n\
          # To the core: exactly the announced prefixes (the core refuses anything else anyway)."
+        }
     );
     let _ = writeln!(out, "/routing filter rule");
     let own = announce4
         .iter()
         .map(ToString::to_string)
         .chain(announce6.iter().map(ToString::to_string));
-    for p in own.clone() {
+    if view.default_only() {
+        for default in view.defaults() {
+            let _ = writeln!(
+                out,
+                "add chain={IN_CHAIN} rule=\"if (dst == {default}) {{ accept }}\" comment={}",
+                tag("the core's default route")
+            );
+        }
         let _ = writeln!(
             out,
-            "add chain={IN_CHAIN} rule=\"if (dst in {p}) {{ reject }}\" comment={}",
-            tag("own prefix")
+            "add chain={IN_CHAIN} rule=\"reject\" comment={}",
+            tag("nothing else")
         );
-    }
-    let mut defaults = vec!["0.0.0.0/0"];
-    if tunnel6.is_some() {
-        defaults.push("::/0");
-    }
-    for default in defaults {
+    } else {
+        for p in own.clone() {
+            let _ = writeln!(
+                out,
+                "add chain={IN_CHAIN} rule=\"if (dst in {p}) {{ reject }}\" comment={}",
+                tag("own prefix")
+            );
+        }
+        for default in view.defaults() {
+            let _ = writeln!(
+                out,
+                "add chain={IN_CHAIN} rule=\"if (dst == {default}) {{ reject }}\" comment={}",
+                tag("no default route")
+            );
+        }
         let _ = writeln!(
             out,
-            "add chain={IN_CHAIN} rule=\"if (dst == {default}) {{ reject }}\" comment={}",
-            tag("no default route")
+            "add chain={IN_CHAIN} rule=\"accept\" comment={}",
+            tag("the mesh's routes")
         );
     }
-    let _ = writeln!(
-        out,
-        "add chain={IN_CHAIN} rule=\"accept\" comment={}",
-        tag("the mesh's routes")
-    );
     for p in own {
         let _ = writeln!(
             out,
@@ -332,4 +353,27 @@ mod tests {
         assert_eq!(ros_value("two words"), "\"two words\"");
         assert_eq!(ros_string("line\nbreak"), "\"line break\"");
     }
+}
+
+/// The steps a RouterOS router needs before the core's default route (iBGP, distance 200)
+/// can carry its traffic: its own default must lose, and the tunnel's packets to the core
+/// must keep the ISP's way out. Both depend on the router's uplink, which the core does not
+/// know, so they are written as steps with the values to fill in, after the header's steps.
+fn with_default_only_steps(mut out: String, view: &RouterExport) -> String {
+    let (host, _) = split_endpoint(&view.core.endpoint);
+    let _ = writeln!(
+        out,
+        "#\n\
+         # The core sends this router only its default routes (send = \"default\" on the core),\n\
+         # as a full tunnel. RouterOS prefers its own default route (distance 1) to one from\n\
+         # iBGP (200), so before the core's can carry traffic:\n\
+         #   a. Keep the tunnel's own packets on the ISP: a route to the core's endpoint\n\
+         #      {host} (its address, if that is a name) through the ISP's gateway:\n\
+         #        /ip route add dst-address=ENDPOINT-ADDRESS/32 gateway=ISP-GATEWAY\n\
+         #   b. Let the core's default win while the session is up, and the ISP's take over\n\
+         #      when it is down: raise the distance of the router's own default route above\n\
+         #      200, e.g. /ip dhcp-client set [find] default-route-distance=210.",
+        host = one_line(host)
+    );
+    out
 }

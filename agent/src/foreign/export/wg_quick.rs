@@ -47,11 +47,23 @@ pub(super) fn render(view: &RouterExport) -> String {
     );
     let _ = writeln!(out, "Address = {}", join(&addresses));
     let _ = writeln!(out, "MTU = {}", view.mtu);
-    let _ = writeln!(
-        out,
-        "# No routes from AllowedIPs: the routes to the mesh come from BGP."
-    );
-    let _ = writeln!(out, "Table = off");
+    if view.default_only() {
+        let _ = writeln!(
+            out,
+            "# Everything goes through the tunnel: the core sends this router only the default\n\
+             # routes (send = \"default\" on the core). wg-quick routes AllowedIPs in a table of\n\
+             # its own and marks the tunnel's own packets, which keep the host's default route;\n\
+             # BGP (bird, frr) carries this router's prefixes to the core and keeps the core's\n\
+             # default out of the kernel."
+        );
+        let _ = writeln!(out, "Table = auto");
+    } else {
+        let _ = writeln!(
+            out,
+            "# No routes from AllowedIPs: the routes to the mesh come from BGP."
+        );
+        let _ = writeln!(out, "Table = off");
+    }
     let _ = writeln!(
         out,
         "# The private key stays on this router, in a file only root can read."
