@@ -3,8 +3,8 @@
 //! Pure: it compares two validated [`Config`]s.
 //!
 //! Applied at run time: `[[peer]]` (added, removed, new endpoints, allowed prefixes, key or
-//! keepalive), `[routing] lan_prefixes`, `[[bgp.neighbor]]`, `[metrics]`, `[log]`, `[dns]`,
-//! `[paths]` and `[node] endpoints` (a new version of the node's membership record).
+//! keepalive), `[routing] lan_prefixes`, `[[bgp.neighbor]]`, `[routers]`, `[metrics]`, `[log]`,
+//! `[dns]`, `[paths]` and `[node] endpoints` (a new version of the node's membership record).
 //! Fixed until a restart: the node's identity and place in the mesh (the rest of `[node]`,
 //! `[mesh]`, `[routing] asn`) and the TUN device (`[interface]`): changing them means new
 //! sockets, a new device, new addresses or a new certificate, i.e. what a restart does anyway. The
@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 
 use ipnet::IpNet;
 use mesh_config::path_settings::PathsSection;
+use mesh_config::routers::RoutersSection;
 use mesh_config::{BgpNeighbor, BgpSection, Config, DnsSection, Policy};
 
 /// One setting that differs in the file but can only change with a restart.
@@ -103,6 +104,9 @@ pub struct ReloadPlan {
     pub lan_prefixes: Option<Vec<IpNet>>,
     /// `[[bgp.neighbor]]` changes (for the routing plane).
     pub bgp_neighbors: NamedChanges,
+    /// The new `[routers.NAME]` sections, if they changed (for the routing plane: a router
+    /// whose `send` changed gets its session restarted).
+    pub routers: Option<RoutersSection>,
     /// The new metrics address (`Some(None)`: metrics switched off), if it changed.
     pub metrics: Option<Option<SocketAddr>>,
     /// The new log filter, if it changed.
@@ -123,6 +127,7 @@ impl ReloadPlan {
         self.peers.is_empty()
             && self.lan_prefixes.is_none()
             && self.bgp_neighbors.is_empty()
+            && self.routers.is_none()
             && self.metrics.is_none()
             && self.log_level.is_none()
             && self.dns.is_none()
@@ -155,6 +160,14 @@ impl ReloadPlan {
             });
             self.effective.bgp = running.bgp.clone();
         }
+        if let Some(routers) = self.routers.take() {
+            self.restart_needed.push(FixedChange {
+                key: "routers",
+                running: section(&running.routers),
+                file: section(&routers),
+            });
+            self.effective.routers = running.routers.clone();
+        }
     }
 
     /// One line for the log: what the reload changes now.
@@ -169,6 +182,13 @@ impl ReloadPlan {
         }
         if !self.bgp_neighbors.is_empty() {
             parts.push(format!("bgp neighbours: {}", self.bgp_neighbors.describe()));
+        }
+        if let Some(routers) = &self.routers {
+            let each: Vec<String> = routers
+                .iter()
+                .map(|(name, settings)| format!("{name} send={}", settings.send.as_str()))
+                .collect();
+            parts.push(format!("routers: [{}]", each.join(", ")));
         }
         match self.metrics {
             Some(Some(address)) => parts.push(format!("metrics on {address}")),
@@ -267,6 +287,7 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
             &with_policies(&file.bgp),
             |(n, _, _)| &n.name,
         ),
+        routers: (running.routers != file.routers).then(|| file.routers.clone()),
         metrics: (running.metrics.address() != file.metrics.address())
             .then(|| file.metrics.address()),
         log_level: (running.log.level != file.log.level).then(|| file.log.level.clone()),
@@ -498,6 +519,20 @@ allowed_prefixes = ["10.3.0.0/16"]
             "node endpoints [vpn.example.net:51820, [2001:db8::1]:51820]"
         );
         assert!(plan_for("", "").endpoints.is_none());
+    }
+
+    #[test]
+    fn a_routers_change_applies_now_or_waits_without_a_routing_plane() {
+        let from = "[node]\nname = \"alpha\"\nrole = \"core\"\n";
+        let to = format!("{from}[routers.shop]\nsend = \"default\"\n");
+        let running = parse(from);
+        let mut plan = plan(&running, &parse(&to));
+        assert!(!plan.applies_nothing());
+        assert_eq!(plan.summary(), "routers: [shop send=default]");
+        plan.defer_routing(&running);
+        assert!(plan.routers.is_none());
+        assert_eq!(plan.restart_needed[0].key, "routers");
+        assert!(plan.effective.routers.is_empty());
     }
 
     #[test]
