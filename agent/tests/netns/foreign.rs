@@ -440,3 +440,86 @@ fn a_foreign_router_with_wg_quick_and_frr_joins_from_the_exported_files() {
     check_router_is_a_spoke(&alpha, &beta, &site);
     check_revocation_cuts_it_off(&alpha, &beta, &site);
 }
+
+/// `[routers.mikro] send = "default"` on alpha (set by a reload before the router is added):
+/// the router gets only the default routes, runs wg-quick's full tunnel (`Table = auto`) and
+/// BIRD from the exports unchanged, and its LAN still reaches the mesh, now through the
+/// default; BIRD holds the core's default but keeps it out of the kernel's main table, where
+/// it would pull the tunnel's own packets in.
+#[test]
+fn a_foreign_router_sent_only_the_default_routes_is_a_full_tunnel() {
+    if !require_root("a_foreign_router_sent_only_the_default_routes_is_a_full_tunnel") {
+        return;
+    }
+    let _one = one_router();
+    let isp = underlay("fd-isp");
+    let (alpha, beta) = two_cores(&isp, "fd");
+    let mut config = std::fs::read_to_string(alpha.config()).unwrap();
+    config.push_str("\n[routers.mikro]\nsend = \"default\"\n");
+    std::fs::write(alpha.config(), config).unwrap();
+    let pid = alpha.daemon.as_ref().expect("alpha runs").pid();
+    run_checked("kill", &["-HUP", &pid.to_string()]).expect("kill -HUP meshd");
+    assert!(
+        wait_until(CHANGE_TIMEOUT, || alpha
+            .log()
+            .contains("configuration reloaded: routers: [mikro send=default]")),
+        "alpha did not apply [routers.mikro]:\n{}",
+        alpha.log()
+    );
+
+    let site = site(&isp, "fd");
+    let (_tunnel, _etc, bird_conf) = admit_and_configure(&alpha, &site, "bird");
+    assert!(bird_conf.contains("export none;"), "{bird_conf}");
+    let file = site.dir.path().join("bird.conf");
+    std::fs::write(&file, &bird_conf).unwrap();
+    let socket = site.dir.path().join("bird.ctl");
+    let _bird: ChildGuard = site.router.spawn(
+        "bird",
+        "bird",
+        &[
+            "-f",
+            "-c",
+            &file.display().to_string(),
+            "-s",
+            &socket.display().to_string(),
+        ],
+        &[],
+    );
+    check_router_is_a_spoke(&alpha, &beta, &site);
+
+    // Only the two default routes went to the router, and BIRD took them.
+    let sent = router_report(&alpha)
+        .and_then(|p| p.bgp)
+        .map(|b| b.advertised);
+    assert_eq!(
+        sent,
+        Some(2),
+        "alpha sent the router {sent:?} routes, not 0/0 and ::/0"
+    );
+    let socket_arg = socket.display().to_string();
+    let routes = site.router.exec_ok(
+        "birdc",
+        &["-s", &socket_arg, "show", "route", "protocol", "meshd_core"],
+    );
+    assert!(
+        routes.contains("0.0.0.0/0") && routes.contains("::/0"),
+        "BIRD's routes from the core:\n{routes}"
+    );
+    // The default stays in BIRD; wg-quick's own table carries the traffic.
+    let main = site
+        .router
+        .exec_ok("ip", &["route", "show", "table", "main"]);
+    assert!(
+        !main.contains("default"),
+        "a default in the main table:\n{main}"
+    );
+    let full_tunnel = site
+        .router
+        .exec_ok("ip", &["route", "show", "table", "all"]);
+    assert!(
+        full_tunnel.contains("default dev wg-meshd table"),
+        "wg-quick's full-tunnel route is missing:\n{full_tunnel}"
+    );
+
+    check_revocation_cuts_it_off(&alpha, &beta, &site);
+}

@@ -19,6 +19,10 @@
 //!   exit's `0.0.0.0/0` and `::/0` would pull the router's Internet traffic, the tunnel's own
 //!   packets to the core included, into the tunnel. Each file says which lines to delete to use
 //!   an exit.
+//! - Sent only the default routes ([`RouterExport::send`], `[routers.NAME] send = "default"` on
+//!   the core), the router is a full tunnel instead: wg-quick routes everything into the tunnel
+//!   (`Table = auto`, whose rules keep the tunnel's own packets out), BIRD and FRR take exactly
+//!   the defaults and keep them out of the kernel, RouterOS takes them and says what to set.
 //!
 //! The tunnel is one WireGuard interface named [`TUNNEL_INTERFACE`] whose peer is the core,
 //! with `0.0.0.0/0, ::/0` as allowed addresses (routes come from BGP, so WireGuard must accept
