@@ -341,20 +341,6 @@ fn ros_value(text: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strings_are_quoted_and_escaped() {
-        assert_eq!(ros_string("a \"b\" $c \\d"), "\"a \\\"b\\\" \\$c \\\\d\"");
-        assert_eq!(ros_value("vpn.example.net"), "vpn.example.net");
-        assert_eq!(ros_value("2001:db8::1"), "2001:db8::1");
-        assert_eq!(ros_value("two words"), "\"two words\"");
-        assert_eq!(ros_string("line\nbreak"), "\"line break\"");
-    }
-}
-
 /// The steps a RouterOS router needs before the core's default route (iBGP, distance 200)
 /// can carry its traffic: its own default must lose, and the tunnel's packets to the core
 /// must keep the ISP's way out. Both depend on the router's uplink, which the core does not
@@ -376,4 +362,18 @@ fn with_default_only_steps(mut out: String, view: &RouterExport) -> String {
         host = one_line(host)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_quoted_and_escaped() {
+        assert_eq!(ros_string("a \"b\" $c \\d"), "\"a \\\"b\\\" \\$c \\\\d\"");
+        assert_eq!(ros_value("vpn.example.net"), "vpn.example.net");
+        assert_eq!(ros_value("2001:db8::1"), "2001:db8::1");
+        assert_eq!(ros_value("two words"), "\"two words\"");
+        assert_eq!(ros_string("line\nbreak"), "\"line break\"");
+    }
 }
