@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use control_support::{TwoCores, WAIT, meshd, meshd_async, start, two_cores, wait_for_peers};
+use control_support::{
+    TwoCores, WAIT, meshd, meshd_async, start, two_cores, wait_for_member, wait_for_peers,
+};
 use meshd::state::StateDir;
 use meshd::state::check;
 
@@ -185,6 +187,9 @@ async fn every_state_file_damaged_in_turn_is_refused_by_name_and_caches_come_bac
         .unwrap();
     let gamma = start(d, "gamma", "127.0.0.63:51863").await;
     wait_for_peers(&gamma, "gamma sees its core", &["beta"]).await;
+    // gamma's record is its own to publish: it must have reached alpha (through beta) before
+    // gamma stops, or nobody could hand it to beta below.
+    wait_for_member(&alpha, "alpha learns gamma's record", "gamma").await;
     gamma.shutdown().await;
 
     let omega = d.join("omega");

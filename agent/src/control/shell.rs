@@ -438,12 +438,12 @@ impl ControlHandle {
         self.peers.clone()
     }
 
-    /// The verified members (this node included): their certificates' identities, updated on
-    /// every change; the routing plane derives its iBGP sessions and route checks from them.
     pub fn renewal_trigger(&self) -> RenewalTrigger {
         RenewalTrigger(self.events.clone())
     }
 
+    /// The verified members (this node included): their certificates' identities, updated on
+    /// every change; the routing plane derives its iBGP sessions and route checks from them.
     pub fn members(&self) -> watch::Receiver<Vec<NodeIdentity>> {
         self.members.clone()
     }

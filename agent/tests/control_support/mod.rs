@@ -107,6 +107,20 @@ pub async fn start(dir: &Path, node: &str, endpoint: &str) -> ControlHandle {
     ControlPlane::start(settings).await.unwrap()
 }
 
+/// Waits until `handle`'s verified membership holds `name` (its record reached that node).
+pub async fn wait_for_member(handle: &ControlHandle, what: &str, name: &str) {
+    let mut members = handle.members();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if members.borrow().iter().any(|m| m.name == name) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "{what}: {name} is not a member there");
+        let _ = tokio::time::timeout(left, members.changed()).await;
+    }
+}
+
 pub async fn wait_for_peers(handle: &ControlHandle, what: &str, want: &[&str]) {
     let mut peers = handle.peers();
     let deadline = tokio::time::Instant::now() + WAIT;
