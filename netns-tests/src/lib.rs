@@ -16,6 +16,7 @@
 //! `MESHD_SKIP_NETNS_TESTS=1` is set (for local development only): then [`require_root`] returns
 //! `false` and the test returns early, after printing that it was skipped.
 
+mod bird;
 mod command;
 mod dashboard;
 mod dns;
@@ -27,6 +28,7 @@ mod scrape;
 mod wait;
 mod wireguard_go;
 
+pub use bird::Bird;
 pub use command::{COMMAND_TIMEOUT, CommandError, run_checked, run_with_timeout};
 pub use dashboard::{
     DashboardQuery, dashboard_metrics, dashboard_queries, histogram_family, promql_metric_names,

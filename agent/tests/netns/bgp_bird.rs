@@ -203,22 +203,8 @@ action = "accept"
 /// Starts BIRD in `namespace` with `config` written to `dir`; returns it, its config file
 /// and its control socket.
 fn start_bird(namespace: &Namespace, dir: &Path, config: &str) -> (ChildGuard, PathBuf, PathBuf) {
-    let file = dir.join("bird.conf");
-    std::fs::write(&file, config).unwrap();
-    let socket = dir.join("bird.ctl");
-    let bird = namespace.spawn(
-        "bird",
-        "bird",
-        &[
-            "-f",
-            "-c",
-            &file.display().to_string(),
-            "-s",
-            &socket.display().to_string(),
-        ],
-        &[],
-    );
-    (bird, file, socket)
+    let bird = netns_tests::Bird::start(namespace, dir, config);
+    (bird.process, bird.config, bird.socket)
 }
 
 /// Runs birdc in BIRD's namespace and returns its output.

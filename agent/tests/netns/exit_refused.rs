@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use member_node::{Node, two_cores, underlay};
 use meshd::api::report::PeersReport;
-use netns_tests::{ChildGuard, Namespace, connect_veth, require_root, run_checked, wait_until};
+use netns_tests::{Bird, Namespace, connect_veth, require_root, run_checked, wait_until};
 
 /// Bound for the eBGP session and the routes to show on both cores.
 const ROUTES_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,21 +90,7 @@ fn a_default_route_from_a_member_that_is_no_exit_is_refused() {
         &[&format!("{ALPHA_EDGE}/24")],
     );
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bird.conf");
-    std::fs::write(&file, bird_config(dir.path())).unwrap();
-    let socket = dir.path().join("bird.ctl");
-    let bird: ChildGuard = edge.spawn(
-        "bird",
-        "bird",
-        &[
-            "-f",
-            "-c",
-            &file.display().to_string(),
-            "-s",
-            &socket.display().to_string(),
-        ],
-        &[],
-    );
+    let bird = Bird::start(&edge, dir.path(), &bird_config(dir.path()));
 
     // The neighbour comes with a reload, as an operator would add it.
     let mut config = std::fs::read_to_string(alpha.config()).unwrap();
@@ -119,7 +105,7 @@ fn a_default_route_from_a_member_that_is_no_exit_is_refused() {
             alpha.log(),
             beta.log(),
             std::fs::read_to_string(dir.path().join("bird.log")).unwrap_or_default(),
-            bird.log().contents()
+            bird.process.log().contents()
         )
     };
     assert!(

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use member_node::{Node, attach, invite, two_cores, underlay};
 use meshd::api::report::PeersReport;
-use netns_tests::{ChildGuard, Namespace, connect_veth, require_root, run_checked, wait_until};
+use netns_tests::{
+    Bird, ChildGuard, Namespace, connect_veth, require_root, run_checked, wait_until,
+};
 
 /// Bound for the tunnel and BGP to come up (BIRD retries its connection every 5 s).
 const UP_TIMEOUT: Duration = Duration::from_secs(40);
@@ -296,21 +298,7 @@ fn a_foreign_router_with_wg_quick_and_bird_joins_from_the_exported_files() {
     let site = site(&isp, "fb");
     let (_tunnel, _etc, bird_conf) = admit_and_configure(&alpha, &site, "bird");
 
-    let file = site.dir.path().join("bird.conf");
-    std::fs::write(&file, &bird_conf).unwrap();
-    let socket = site.dir.path().join("bird.ctl");
-    let _bird: ChildGuard = site.router.spawn(
-        "bird",
-        "bird",
-        &[
-            "-f",
-            "-c",
-            &file.display().to_string(),
-            "-s",
-            &socket.display().to_string(),
-        ],
-        &[],
-    );
+    let bird = Bird::start(&site.router, site.dir.path(), &bird_conf);
     check_router_is_a_spoke(&alpha, &beta, &site);
 
     // The owner edits the file to announce what the certificate does not allow.
@@ -324,10 +312,8 @@ fn a_foreign_router_with_wg_quick_and_bird_joins_from_the_exported_files() {
         rogue, bird_conf,
         "the export's announce list moved: update this test"
     );
-    std::fs::write(&file, rogue).unwrap();
-    let socket_arg = socket.display().to_string();
-    site.router
-        .exec_ok("birdc", &["-s", &socket_arg, "configure"]);
+    std::fs::write(&bird.config, rogue).unwrap();
+    bird.birdc(&site.router, &["configure"]);
     let refused = wait_until(CHANGE_TIMEOUT, || {
         router_report(&alpha)
             .and_then(|p| p.bgp)
@@ -470,21 +456,7 @@ fn a_foreign_router_sent_only_the_default_routes_is_a_full_tunnel() {
     let site = site(&isp, "fd");
     let (_tunnel, _etc, bird_conf) = admit_and_configure(&alpha, &site, "bird");
     assert!(bird_conf.contains("export none;"), "{bird_conf}");
-    let file = site.dir.path().join("bird.conf");
-    std::fs::write(&file, &bird_conf).unwrap();
-    let socket = site.dir.path().join("bird.ctl");
-    let _bird: ChildGuard = site.router.spawn(
-        "bird",
-        "bird",
-        &[
-            "-f",
-            "-c",
-            &file.display().to_string(),
-            "-s",
-            &socket.display().to_string(),
-        ],
-        &[],
-    );
+    let bird = Bird::start(&site.router, site.dir.path(), &bird_conf);
     check_router_is_a_spoke(&alpha, &beta, &site);
 
     // Only the two default routes went to the router, and BIRD took them.
@@ -496,11 +468,7 @@ fn a_foreign_router_sent_only_the_default_routes_is_a_full_tunnel() {
         Some(2),
         "alpha sent the router {sent:?} routes, not 0/0 and ::/0"
     );
-    let socket_arg = socket.display().to_string();
-    let routes = site.router.exec_ok(
-        "birdc",
-        &["-s", &socket_arg, "show", "route", "protocol", "meshd_core"],
-    );
+    let routes = bird.birdc(&site.router, &["show", "route", "protocol", "meshd_core"]);
     assert!(
         routes.contains("0.0.0.0/0") && routes.contains("::/0"),
         "BIRD's routes from the core:\n{routes}"
