@@ -88,5 +88,5 @@ pub use node_key::NodeKeyPair;
 pub use oid::{MESHD_IDENTITY_OID, MESHD_IDENTITY_UUID};
 pub use serial::SerialNumber;
 pub use token::{InvitationSecret, InvitationToken, TokenError, check_ca, rfc3339};
-pub use verify::{VerifyError, verify_node_certificate};
+pub use verify::{VerifyError, verify_node_certificate, verify_node_certificate_for_renewal};
 pub use x509::{CLOCK_SKEW_ALLOWANCE, fingerprint_hex};

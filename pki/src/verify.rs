@@ -31,6 +31,15 @@ pub enum VerifyError {
     BadSignature,
     #[error("certificate expired at {not_after}")]
     Expired { not_after: OffsetDateTime },
+    #[error(
+        "certificate expired at {not_after}, and its renewal grace window ended at {grace_until}: \
+         it can no longer be renewed; the way back is `meshd revoke NAME`, `meshd ca free-name \
+         NAME` and a new invitation"
+    )]
+    ExpiredBeyondGrace {
+        not_after: OffsetDateTime,
+        grace_until: OffsetDateTime,
+    },
     #[error("certificate is not valid before {not_before} (check the clocks)")]
     NotYetValid { not_before: OffsetDateTime },
     #[error("certificate {serial} has been revoked")]
@@ -107,6 +116,40 @@ pub fn verify_node_certificate(
         PkiError::MissingExtension => VerifyError::MissingExtension,
         other => VerifyError::Malformed(other.to_string()),
     })
+}
+
+/// [`verify_node_certificate`] for a renewal: a certificate that expired less than `grace`
+/// ago is accepted as it was at its last valid moment (`notAfter`), every other check as
+/// strict as ever (issuer, signature, key usage, identity, and the revocation list, which has
+/// no time in it). Past the grace window: [`VerifyError::ExpiredBeyondGrace`], after the
+/// other checks, so that a revoked or forged certificate is reported as such.
+///
+/// Only the renewal of a certificate may rely on this: a renewal re-issues what the CA
+/// recorded for the same key, and nothing else is granted to an expired certificate.
+pub fn verify_node_certificate_for_renewal(
+    cert_der: &[u8],
+    ca_cert_der: &[u8],
+    crl: Option<&[u8]>,
+    now: OffsetDateTime,
+    grace: time::Duration,
+) -> Result<NodeCertificate, VerifyError> {
+    let not_after = parse_certificate(cert_der)
+        .map_err(VerifyError::Malformed)?
+        .validity()
+        .not_after
+        .to_datetime();
+    if now <= not_after {
+        return verify_node_certificate(cert_der, ca_cert_der, crl, now);
+    }
+    let cert = verify_node_certificate(cert_der, ca_cert_der, crl, not_after)?;
+    let grace_until = not_after + grace;
+    if now > grace_until {
+        return Err(VerifyError::ExpiredBeyondGrace {
+            not_after,
+            grace_until,
+        });
+    }
+    Ok(cert)
 }
 
 /// Issuer name and authority key id must point at our CA; otherwise the certificate comes from

@@ -6,7 +6,7 @@ use ::time::Duration;
 use common::{NOW, ca, issue, spoke_identity};
 use pki::{
     CertificateAuthority, Crl, NodeKeyPair, PkiError, RevokedEntry, VerifyError,
-    verify_node_certificate,
+    verify_node_certificate, verify_node_certificate_for_renewal,
 };
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
@@ -379,4 +379,57 @@ mod never_panics {
             let _ = Crl::parse(&bytes, ca);
         }
     }
+}
+
+#[test]
+fn a_renewal_accepts_an_expired_certificate_within_the_grace_window_only() {
+    let ca = ca();
+    let issued = issue(&ca, &spoke_identity());
+    let not_after = NOW + Duration::days(30);
+    let grace = Duration::days(180);
+    let check = |der: &[u8], crl: Option<&[u8]>, at| {
+        verify_node_certificate_for_renewal(der, ca.cert_der(), crl, at, grace)
+    };
+    // Valid: as strict as ever (not yet valid is refused).
+    check(&issued.der, None, NOW).unwrap();
+    let err = check(&issued.der, None, NOW - Duration::hours(1)).unwrap_err();
+    assert!(matches!(err, VerifyError::NotYetValid { .. }), "{err}");
+    // Expired three months ago: accepted for what it said.
+    let node = check(&issued.der, None, not_after + Duration::days(90)).unwrap();
+    assert_eq!(node.identity, spoke_identity());
+    check(&issued.der, None, not_after + grace).unwrap();
+    // Past the window: refused, saying what to do.
+    let err = check(&issued.der, None, not_after + grace + Duration::seconds(1)).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::ExpiredBeyondGrace {
+            not_after,
+            grace_until: not_after + grace
+        }
+    );
+    assert!(err.to_string().contains("meshd ca free-name"), "{err}");
+
+    // Revoked after it expired: refused, as revoked, within the window and past it.
+    let later = not_after + Duration::days(10);
+    let crl = ca
+        .issue_crl(
+            &[RevokedEntry {
+                serial: issued.serial.clone(),
+                revoked_at: later,
+            }],
+            1,
+            later,
+            later + Duration::days(7),
+        )
+        .unwrap();
+    let err = check(&issued.der, Some(&crl), later + Duration::days(1)).unwrap_err();
+    assert!(matches!(err, VerifyError::Revoked { .. }), "{err}");
+    let err = check(&issued.der, Some(&crl), not_after + grace * 2).unwrap_err();
+    assert!(matches!(err, VerifyError::Revoked { .. }), "{err}");
+
+    // Another CA's expired certificate: refused as such.
+    let theirs = CertificateAuthority::create("friends", NOW, Duration::days(10)).unwrap();
+    let foreign = issue(&theirs, &spoke_identity());
+    let err = check(&foreign.der, None, not_after + Duration::days(1)).unwrap_err();
+    assert!(matches!(err, VerifyError::UnknownIssuer { .. }), "{err}");
 }
