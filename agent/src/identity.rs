@@ -10,6 +10,11 @@ use pki::{Approvals, NodeIdentity, NodeRole};
 /// How long a node certificate is valid before the node must renew it.
 pub const NODE_CERT_VALIDITY: time::Duration = time::Duration::days(90);
 
+/// How long after its expiry the CA holder still renews a node certificate (on a renewal
+/// connection only, for a certificate it issued and did not revoke, for the same keys): a
+/// router left unplugged for a few months comes back under its name and prefixes.
+pub const RENEWAL_GRACE: time::Duration = time::Duration::days(180);
+
 /// What the CA binds into a node's certificate, from the node's allocation. `foreign`: a
 /// router that runs no meshd, whose core stands in for it.
 pub fn node_identity(

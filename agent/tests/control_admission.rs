@@ -2,7 +2,7 @@
 //! state directory that `meshd init` and `meshd invite` prepared.
 
 use meshd::commands::run_captured;
-use meshd::control::admission::{MeshFacts, admit, renew};
+use meshd::control::admission::{MeshFacts, RenewalTerms, admit, renew};
 use meshd::control::message::JoinRequest;
 use meshd::state::StateDir;
 use pki::{InvitationToken, NodeCertificate, NodeKeyPair};
@@ -11,6 +11,10 @@ use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
 const VALIDITY: Duration = Duration::days(1);
+const TERMS: RenewalTerms = RenewalTerms {
+    validity: VALIDITY,
+    grace: meshd::identity::RENEWAL_GRACE,
+};
 
 /// Runs a meshd command on the state and config in `dir`.
 fn meshd(dir: &std::path::Path, args: &[&str]) -> String {
@@ -52,7 +56,7 @@ fn admitted() -> (tempfile::TempDir, StateDir, NodeKeyPair, NodeCertificate) {
 fn a_renewal_keeps_identity_and_key_and_is_recorded() {
     let (_dir, state, key, current) = admitted();
     let later = OffsetDateTime::now_utc() + Duration::hours(16);
-    let issued = renew(&state, &current, &key.csr("beta").unwrap(), later, VALIDITY).unwrap();
+    let issued = renew(&state, &current, &key.csr("beta").unwrap(), later, TERMS).unwrap();
     let renewed = NodeCertificate::parse(&issued.der).unwrap();
     assert_eq!(renewed.identity, current.identity);
     assert_eq!(renewed.public_key_der, current.public_key_der);
@@ -69,11 +73,46 @@ fn a_renewal_keeps_identity_and_key_and_is_recorded() {
 }
 
 #[test]
+fn an_expired_certificate_is_renewed_within_the_grace_window_for_what_the_ca_recorded() {
+    let (dir, state, key, current) = admitted();
+    // Three months after its expiry: renewed, same name, prefixes, WireGuard key and key.
+    let later = current.not_after + Duration::days(90);
+    let issued = renew(&state, &current, &key.csr("beta").unwrap(), later, TERMS).unwrap();
+    let renewed = NodeCertificate::parse(&issued.der).unwrap();
+    assert_eq!(renewed.identity, current.identity);
+    assert_eq!(renewed.public_key_der, current.public_key_der);
+    assert_eq!(renewed.not_after, later + VALIDITY);
+    // For another key: refused, expired or not.
+    let other = NodeKeyPair::generate().unwrap();
+    let refusal = renew(&state, &current, &other.csr("beta").unwrap(), later, TERMS)
+        .unwrap_err()
+        .0;
+    assert!(refusal.contains("another key"), "{refusal}");
+    // Past the window: refused, saying what to do, and nothing recorded.
+    let before = state.read_ca_db().unwrap();
+    let beyond = current.not_after + TERMS.grace + Duration::seconds(1);
+    let refusal = renew(&state, &current, &key.csr("beta").unwrap(), beyond, TERMS)
+        .unwrap_err()
+        .0;
+    assert!(
+        refusal.contains("grace window ended") && refusal.contains("meshd ca free-name beta"),
+        "{refusal}"
+    );
+    assert_eq!(state.read_ca_db().unwrap(), before);
+    // Revoked: refused as revoked, within the window.
+    meshd(dir.path(), &["revoke", "beta"]);
+    let refusal = renew(&state, &current, &key.csr("beta").unwrap(), later, TERMS)
+        .unwrap_err()
+        .0;
+    assert!(refusal.contains("is revoked"), "{refusal}");
+}
+
+#[test]
 fn a_renewal_for_another_key_is_refused() {
     let (_dir, state, _key, current) = admitted();
     let other = NodeKeyPair::generate().unwrap();
     let now = OffsetDateTime::now_utc();
-    let refusal = renew(&state, &current, &other.csr("beta").unwrap(), now, VALIDITY)
+    let refusal = renew(&state, &current, &other.csr("beta").unwrap(), now, TERMS)
         .unwrap_err()
         .0;
     assert!(refusal.contains("another key"), "{refusal}");
@@ -85,7 +124,7 @@ fn a_revoked_node_cannot_renew_and_nothing_is_issued() {
     meshd(dir.path(), &["revoke", "beta"]);
     let before = state.read_ca_db().unwrap();
     let now = OffsetDateTime::now_utc();
-    let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, VALIDITY)
+    let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, TERMS)
         .unwrap_err()
         .0;
     assert!(
@@ -103,7 +142,7 @@ fn a_certificate_this_ca_did_not_issue_is_not_renewed() {
     let (_dir, state, key, mut current) = admitted();
     current.serial = pki::SerialNumber::from_bytes(&[1, 2, 3]);
     let now = OffsetDateTime::now_utc();
-    let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, VALIDITY)
+    let refusal = renew(&state, &current, &key.csr("beta").unwrap(), now, TERMS)
         .unwrap_err()
         .0;
     assert!(refusal.contains("no record of issuing"), "{refusal}");

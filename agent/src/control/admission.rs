@@ -136,17 +136,32 @@ pub fn admit(
     })
 }
 
+/// How the CA holder renews: for how long, and how long after an expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct RenewalTerms {
+    /// Validity of the new certificate.
+    pub validity: Duration,
+    /// A certificate that expired up to this long ago is still renewed
+    /// ([`crate::identity::RENEWAL_GRACE`] by default).
+    pub grace: Duration,
+}
+
 /// Re-issues the certificate of the member that presented `current` on an authenticated
 /// connection (so it holds `current`'s key): same name, role, allocation, approved LANs and
 /// WireGuard key, for the key in `csr_pem`, which must be `current`'s. Refused for a node that
-/// was revoked or whose certificate this CA did not issue. The new certificate is recorded
-/// in the CA database before it is returned.
+/// was revoked or whose certificate this CA did not issue, and for a certificate that
+/// expired more than `terms.grace` ago. The new certificate is recorded in the CA database
+/// before it is returned.
+///
+/// An expired certificate (within the grace) gets no more than a valid one: the name,
+/// allocation, LAN prefixes and approvals come from the CA database, the WireGuard key from
+/// the certificate this CA signed and recorded by serial, the TLS key must be the same.
 pub fn renew(
     state: &StateDir,
     current: &NodeCertificate,
     csr_pem: &str,
     now: OffsetDateTime,
-    validity: Duration,
+    terms: RenewalTerms,
 ) -> Result<IssuedCertificate, Refusal> {
     let name = &current.identity.name;
     let refuse = |text: String| Refusal(text);
@@ -179,6 +194,15 @@ pub fn renew(
             current.serial
         )));
     }
+    let grace_until = current.not_after + terms.grace;
+    if now > grace_until {
+        return Err(refuse(format!(
+            "the certificate {} of {name} expired at {}, and the renewal grace window ended at \
+             {grace_until}: it can no longer be renewed; on the CA holder run `meshd revoke \
+             {name}`, `meshd ca free-name {name}` and invite it again",
+            current.serial, current.not_after
+        )));
+    }
     let Some(allocation) = db.allocator.node(name).cloned() else {
         return Err(refuse(format!(
             "{name} is no longer a member of the mesh (revoked)"
@@ -204,8 +228,12 @@ pub fn renew(
         current.identity.foreign,
     );
     let issued = ca
-        .issue_node_certificate(csr_pem, &identity, now, validity)
+        .issue_node_certificate(csr_pem, &identity, now, terms.validity)
         .map_err(|e| refuse(format!("the certificate request was refused: {e}")))?;
+    if current.not_after < now {
+        tracing::info!(node = %name, expired_at = %current.not_after, %grace_until,
+            "renewing an expired certificate within the grace window");
+    }
     db.certificates.push(CertificateRecord {
         name: name.clone(),
         serial: issued.serial.clone(),

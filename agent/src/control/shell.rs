@@ -26,10 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use super::accept_limits::{AcceptLimiter, Admission, Reason, RefusalCounts, Slot};
-use super::admission::{MeshFacts, admit, renew};
+use super::admission::{MeshFacts, RenewalTerms, admit, renew};
 use super::frame::{
     FrameError, MAX_FRAME_LEN, read_body_limited, read_message, read_message_limited, write_message,
 };
@@ -45,9 +45,8 @@ use super::renewal::{Renewal, RenewalAction, Validity};
 use super::renewal_targets::{renew_at_first, renewal_targets};
 use super::store;
 use super::tls::{
-    MEMBER_ALPN, OwnCertificate, RENEWAL_ALPN, Trust, legacy_member_client_config,
+    ControlAcceptor, MEMBER_ALPN, OwnCertificate, RENEWAL_ALPN, Trust, legacy_member_client_config,
     member_client_config, member_server_name, peer_name, refused_alpn, renewal_client_config,
-    server_config,
 };
 use crate::peerset::{KnownPeer, PeerKind};
 use crate::state::{Overwrite, StateDir};
@@ -112,6 +111,9 @@ pub struct ControlSettings {
     pub resolver: Option<crate::dns::Resolver>,
     /// How long the certificates this node issues (as CA holder) are valid.
     pub certificate_validity: time::Duration,
+    /// How long after its expiry a certificate is still renewed (as CA holder; as a member,
+    /// for the log lines): [`crate::identity::RENEWAL_GRACE`].
+    pub renewal_grace: time::Duration,
     /// The firewall mark put on connections to members (`[exit] fwmark` while the node uses
     /// exits), so that they use the underlay and not a default route through the mesh.
     pub fwmark: Option<u32>,
@@ -325,7 +327,8 @@ impl ControlPlane {
             trust.set_crl(crl.der().to_vec());
         }
 
-        let acceptor = TlsAcceptor::from(server_config(trust.clone(), certificate.clone())?);
+        let acceptor =
+            ControlAcceptor::new(trust.clone(), certificate.clone(), settings.renewal_grace)?;
         let connector =
             TlsConnector::from(member_client_config(trust.clone(), certificate.clone())?);
         let legacy_connector = TlsConnector::from(legacy_member_client_config(
@@ -896,10 +899,10 @@ impl Hub {
                 reply,
             } => {
                 let state = self.settings.state.clone();
-                let validity = self.settings.certificate_validity;
+                let terms = self.renewal_terms();
                 tokio::task::spawn_blocking(move || {
                     let name = &current.identity.name;
-                    let answer = match renew(&state, &current, &request.csr_pem, now, validity) {
+                    let answer = match renew(&state, &current, &request.csr_pem, now, terms) {
                         Ok(issued) => Message::RenewAccepted {
                             certificate_pem: issued.pem,
                         },
@@ -953,6 +956,14 @@ impl Hub {
         }
     }
 
+    /// What a renewal at this node's CA is issued for.
+    fn renewal_terms(&self) -> RenewalTerms {
+        RenewalTerms {
+            validity: self.settings.certificate_validity,
+            grace: self.settings.renewal_grace,
+        }
+    }
+
     /// The connection to `name` said something: it is up (said once per connection).
     fn heard_from(&mut self, name: &str) -> Option<&mut Connection> {
         let connection = self.connections.get_mut(name)?;
@@ -984,11 +995,11 @@ impl Hub {
         tracing::info!(ca_holder = %self.own.ca_holder, "renewing the node certificate");
         if self.settings.state.is_ca_holder() {
             let state = self.settings.state.clone();
-            let validity = self.settings.certificate_validity;
+            let terms = self.renewal_terms();
             let current = NodeCertificate::parse(&self.own.certificate.certificate_der());
             tokio::task::spawn_blocking(move || {
                 let result = match current {
-                    Ok(current) => renew(&state, &current, &csr, now, validity)
+                    Ok(current) => renew(&state, &current, &csr, now, terms)
                         .map(|issued| issued.pem)
                         .map_err(|refusal| refusal.0),
                     Err(error) => Err(format!("the certificate in use does not parse: {error}")),
@@ -1048,9 +1059,9 @@ impl Hub {
             tracing::info!(router = %name, ca_holder = %self.own.ca_holder, "renewing a hosted router's certificate");
             if self.settings.state.is_ca_holder() {
                 let state = self.settings.state.clone();
-                let validity = self.settings.certificate_validity;
+                let terms = self.renewal_terms();
                 tokio::task::spawn_blocking(move || {
-                    let result = renew(&state, &job.current, &job.csr_pem, now, validity)
+                    let result = renew(&state, &job.current, &job.csr_pem, now, terms)
                         .map(|issued| issued.pem)
                         .map_err(|refusal| refusal.0);
                     let _ = events.blocking_send(Event::HostedRenewalDone { name, result });
@@ -1654,7 +1665,7 @@ fn refuse(tcp: TcpStream) {
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: ControlAcceptor,
     events: mpsc::Sender<Event>,
     gate: SharedGate,
 ) {
@@ -1714,7 +1725,7 @@ async fn accept_loop(
 async fn serve_accepted(
     tcp: TcpStream,
     remote: SocketAddr,
-    acceptor: TlsAcceptor,
+    acceptor: ControlAcceptor,
     events: mpsc::Sender<Event>,
     ticket: Ticket,
     id: u64,
@@ -1993,6 +2004,7 @@ impl ControlSettings {
             asn: config.routing.asn,
             resolver: None,
             certificate_validity: crate::identity::NODE_CERT_VALIDITY,
+            renewal_grace: crate::identity::RENEWAL_GRACE,
             fwmark: (config.exit.use_exits == mesh_config::exit::UseExits::Nearest)
                 .then_some(config.exit.fwmark),
         })

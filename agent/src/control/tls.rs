@@ -13,6 +13,12 @@
 //! - ALPN tells connections apart before any message is read: [`RENEWAL_ALPN`] for a
 //!   renewal, [`MEMBER_ALPN`] for a member connection of protocol version 2 (with the
 //!   hello, see [`super::protocol`]), none for a join or a member connection of version 1.
+//! - A certificate that expired less than the renewal grace window ago
+//!   ([`crate::identity::RENEWAL_GRACE`] by default) is accepted on a renewal connection
+//!   only: [`ControlAcceptor`] reads the client hello first and answers a client that offers
+//!   [`RENEWAL_ALPN`] with a configuration that agrees on nothing else and whose verifier
+//!   ([`RenewalClientVerifier`]) allows the grace; every other connection gets the strict
+//!   one. Everything but the expiry is checked as strictly on both.
 
 use std::sync::{Arc, RwLock};
 
@@ -67,9 +73,27 @@ impl Trust {
     /// Verifies a member's certificate at `now`.
     fn verify(&self, der: &[u8], now: UnixTime) -> Result<NodeCertificate, rustls::Error> {
         let now = to_datetime(now);
-        let crl = self.crl.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let crl = self.crl();
         pki::verify_node_certificate(der, &self.ca_der, crl.as_deref(), now)
             .map_err(|e| rustls::Error::General(format!("peer certificate refused: {e}")))
+    }
+
+    /// Verifies the certificate of a member asking for its renewal at `now`: as
+    /// [`Self::verify`], but one that expired up to `grace` ago is accepted.
+    fn verify_for_renewal(
+        &self,
+        der: &[u8],
+        now: UnixTime,
+        grace: time::Duration,
+    ) -> Result<NodeCertificate, rustls::Error> {
+        let now = to_datetime(now);
+        let crl = self.crl();
+        pki::verify_node_certificate_for_renewal(der, &self.ca_der, crl.as_deref(), now, grace)
+            .map_err(|e| rustls::Error::General(format!("renewal refused: {e}")))
+    }
+
+    fn crl(&self) -> Option<Vec<u8>> {
+        self.crl.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -211,6 +235,76 @@ pub fn server_config(
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
+}
+
+/// The TLS server side of a renewal connection: a client certificate is required, and it
+/// may have expired up to `grace` ago; [`RENEWAL_ALPN`] is the only protocol agreed on.
+fn renewal_server_config(
+    trust: Arc<Trust>,
+    own: Arc<OwnCertificate>,
+    grace: time::Duration,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(RenewalClientVerifier { trust, grace }))
+        .with_cert_resolver(own);
+    config.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(Arc::new(config))
+}
+
+/// Accepts control connections: a client hello that offers [`RENEWAL_ALPN`] is answered with
+/// the renewal configuration (expired certificates within the grace window accepted, the
+/// renewal protocol the only one agreed on), every other with [`server_config`]'s. So an
+/// expired certificate can never carry a member connection or a join.
+#[derive(Clone)]
+pub struct ControlAcceptor {
+    member: Arc<ServerConfig>,
+    renewal: Arc<ServerConfig>,
+}
+
+impl ControlAcceptor {
+    /// Both configurations, presenting `own`, checking against `trust`; renewals accept a
+    /// certificate that expired up to `grace` ago.
+    pub fn new(
+        trust: Arc<Trust>,
+        own: Arc<OwnCertificate>,
+        grace: time::Duration,
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            member: server_config(trust.clone(), own.clone())?,
+            renewal: renewal_server_config(trust, own, grace)?,
+        })
+    }
+
+    /// The server handshake on `io`, with the configuration its client hello asks for.
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let config = if offers_renewal(&start.client_hello()) {
+            self.renewal.clone()
+        } else {
+            self.member.clone()
+        };
+        start.into_stream(config).await
+    }
+}
+
+impl std::fmt::Debug for ControlAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlAcceptor").finish_non_exhaustive()
+    }
+}
+
+/// Whether a client hello offers [`RENEWAL_ALPN`] (among others or alone).
+fn offers_renewal(hello: &ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == RENEWAL_ALPN))
 }
 
 /// The TLS client side between members, as a node dials: our certificate, the peer must be
@@ -381,6 +475,57 @@ impl ClientCertVerifier for MemberClientVerifier {
     }
 }
 
+/// Checks the client certificate of a renewal connection: mandatory, and one that expired
+/// up to `grace` ago is accepted (everything else as strict as [`MemberClientVerifier`]).
+/// Only [`ControlAcceptor`]'s renewal configuration uses it.
+#[derive(Debug)]
+struct RenewalClientVerifier {
+    trust: Arc<Trust>,
+    grace: time::Duration,
+}
+
+impl ClientCertVerifier for RenewalClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.trust.verify_for_renewal(end_entity, now, self.grace)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls12_refused()
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        SIGNATURE_SCHEMES.to_vec()
+    }
+}
+
 /// The joiner's check: the chain must carry the token's CA, and the server's certificate
 /// must come from it.
 #[derive(Debug)]
@@ -449,6 +594,19 @@ mod tests {
 
     /// A node of a fresh CA, valid now (the verifiers use the clock).
     fn node(ca: &CertificateAuthority, name: &str, index: u8) -> Arc<OwnCertificate> {
+        let now = OffsetDateTime::now_utc();
+        node_issued(ca, name, index, now, time::Duration::days(1)).0
+    }
+
+    /// A node whose certificate was issued at `at` for `validity` (in the past: expired), and
+    /// the certificate's serial.
+    fn node_issued(
+        ca: &CertificateAuthority,
+        name: &str,
+        index: u8,
+        at: OffsetDateTime,
+        validity: time::Duration,
+    ) -> (Arc<OwnCertificate>, pki::SerialNumber) {
         let key = NodeKeyPair::generate().unwrap();
         let identity = NodeIdentity {
             name: name.into(),
@@ -460,16 +618,116 @@ mod tests {
             approvals: Default::default(),
             foreign: false,
         };
-        let now = OffsetDateTime::now_utc();
         let issued = ca
-            .issue_node_certificate(
-                &key.csr(name).unwrap(),
-                &identity,
-                now,
-                time::Duration::days(1),
+            .issue_node_certificate(&key.csr(name).unwrap(), &identity, at, validity)
+            .unwrap();
+        let own =
+            OwnCertificate::new(issued.der, ca.cert_der().to_vec(), key.to_pkcs8_der()).unwrap();
+        (own, issued.serial)
+    }
+
+    /// One handshake in memory with a [`ControlAcceptor`]: the ALPN agreed on, or the
+    /// server's error (in TLS 1.3 the client is done before the server has checked its
+    /// certificate, so the refusal shows on the server side).
+    async fn accepted(
+        client: Arc<ClientConfig>,
+        acceptor: &ControlAcceptor,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let name = member_server_name("alpha").unwrap();
+        let connector = TlsConnector::from(client);
+        let (client, server) = tokio::join!(connector.connect(name, a), acceptor.accept(b));
+        let server = server.map_err(|e| e.to_string())?;
+        let _ = client;
+        Ok(server.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+    }
+
+    #[tokio::test]
+    async fn an_expired_certificate_is_accepted_for_a_renewal_within_the_grace_only() {
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let ca = CertificateAuthority::create("t", now - day * 400, day * 800).unwrap();
+        let grace = time::Duration::days(180);
+        let alpha = node(&ca, "alpha", 1);
+        // Offline for three months after its certificate ran out.
+        let (expired, _) = node_issued(&ca, "beta", 2, now - day * 120, day * 30);
+        // Past the grace window.
+        let (ancient, _) = node_issued(&ca, "gamma", 3, now - day * 300, day * 30);
+        // Expired within the window, but revoked.
+        let (revoked, serial) = node_issued(&ca, "delta", 4, now - day * 60, day * 30);
+        let crl = ca
+            .issue_crl(
+                &[pki::RevokedEntry {
+                    serial,
+                    revoked_at: now - day,
+                }],
+                1,
+                now - day,
+                now + day * 7,
             )
             .unwrap();
-        OwnCertificate::new(issued.der, ca.cert_der().to_vec(), key.to_pkcs8_der()).unwrap()
+        let trust = Trust::new(ca.cert_der().to_vec(), Some(crl));
+        let acceptor = ControlAcceptor::new(trust.clone(), alpha, grace).unwrap();
+        let renewal =
+            |own: &Arc<OwnCertificate>| renewal_client_config(trust.clone(), own.clone()).unwrap();
+        let member =
+            |own: &Arc<OwnCertificate>| member_client_config(trust.clone(), own.clone()).unwrap();
+        let legacy = |own: &Arc<OwnCertificate>| {
+            legacy_member_client_config(trust.clone(), own.clone()).unwrap()
+        };
+
+        // Within the grace, on the renewal ALPN: accepted, and renewal is all it agrees on.
+        assert_eq!(
+            accepted(renewal(&expired), &acceptor).await.unwrap(),
+            Some(RENEWAL_ALPN.to_vec())
+        );
+        let mut both = Arc::unwrap_or_clone(renewal(&expired));
+        both.alpn_protocols = vec![MEMBER_ALPN.to_vec(), RENEWAL_ALPN.to_vec()];
+        assert_eq!(
+            accepted(Arc::new(both), &acceptor).await.unwrap(),
+            Some(RENEWAL_ALPN.to_vec())
+        );
+        // A member connection with it, of either version: refused as expired.
+        for client in [member(&expired), legacy(&expired)] {
+            let error = accepted(client, &acceptor).await.unwrap_err();
+            assert!(error.contains("expired"), "{error}");
+        }
+        // Beyond the grace: refused, with the way back.
+        let error = accepted(renewal(&ancient), &acceptor).await.unwrap_err();
+        assert!(
+            error.contains("grace window ended") && error.contains("meshd ca free-name"),
+            "{error}"
+        );
+        // Revoked: refused, within the window too.
+        let error = accepted(renewal(&revoked), &acceptor).await.unwrap_err();
+        assert!(error.contains("revoked"), "{error}");
+        // Another CA's certificate, expired or not: refused.
+        let other = CertificateAuthority::create("t", now - day * 400, day * 800).unwrap();
+        let (stranger, _) = node_issued(&other, "beta", 2, now - day * 40, day * 30);
+        let error = accepted(renewal(&stranger), &acceptor).await.unwrap_err();
+        assert!(error.contains("not by this mesh's CA"), "{error}");
+        // A renewal connection without a certificate: refused (only joins go without).
+        let mut anonymous = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(MemberServerVerifier {
+                trust: trust.clone(),
+            }))
+            .with_no_client_auth();
+        anonymous.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
+        assert!(accepted(Arc::new(anonymous), &acceptor).await.is_err());
+        // A valid certificate: as before, on every ALPN.
+        let beta = node(&ca, "beta", 2);
+        assert_eq!(
+            accepted(renewal(&beta), &acceptor).await.unwrap(),
+            Some(RENEWAL_ALPN.to_vec())
+        );
+        assert_eq!(
+            accepted(member(&beta), &acceptor).await.unwrap(),
+            Some(MEMBER_ALPN.to_vec())
+        );
+        assert_eq!(accepted(legacy(&beta), &acceptor).await.unwrap(), None);
     }
 
     /// One handshake in memory: the ALPN both sides agreed on, or the client's error.
