@@ -343,8 +343,22 @@ pub enum RouterCommand {
 #[derive(Debug, Args)]
 pub struct RouterAddArgs {
     /// The token `meshd invite --foreign` printed on the CA holder.
-    #[arg(value_name = "TOKEN")]
-    pub token: String,
+    #[arg(
+        value_name = "TOKEN",
+        required_unless_present = "name",
+        conflicts_with = "name"
+    )]
+    pub token: Option<String>,
+
+    /// On a core that holds the CA: invite and admit the router in one step, under this
+    /// name, instead of redeeming a token.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// With --name: a LAN prefix the router may announce (repeatable), as `meshd invite
+    /// --route`.
+    #[arg(long = "route", value_name = "CIDR")]
+    pub routes: Vec<IpNet>,
 
     /// The router's WireGuard public key (base64, as `wg pubkey` or RouterOS's
     /// `/interface wireguard print` shows it). Without it meshd makes a key pair and prints

@@ -91,3 +91,46 @@ fn an_export_names_what_is_wrong() {
     let error = meshd(dir.path(), &["export", "bird", "alpha"]).unwrap_err();
     assert!(error.contains("stands in for no router"), "{error}");
 }
+
+#[test]
+fn a_one_step_router_add_leaves_nothing_behind_when_it_fails() {
+    let dir = ca_holder();
+    let key = "RkidVfweX7wx1upBKInKu6UBasEyx6WG46PS1uw4uzg=";
+    let error = meshd(
+        dir.path(),
+        &["router", "add", "--name", "mikro", "--wg-key", "abc"],
+    )
+    .unwrap_err();
+    assert!(error.contains("is not a WireGuard public key"), "{error}");
+    // No daemon answers the admission: the invitation made for it is taken back.
+    let error = meshd(
+        dir.path(),
+        &[
+            "router",
+            "add",
+            "--name",
+            "mikro",
+            "--route",
+            "192.168.77.0/24",
+            "--wg-key",
+            key,
+        ],
+    )
+    .unwrap_err();
+    assert!(error.contains("127.0.0.1:51820"), "{error}");
+    let pending = meshd(dir.path(), &["invite", "--list"]).unwrap();
+    assert!(!pending.contains("mikro"), "{pending}");
+    assert!(
+        !dir.path().join("state/routers").exists(),
+        "nothing is written"
+    );
+    // A token and --name at once, or --route without --name: refused by the parser.
+    let error = meshd(dir.path(), &["router", "add", "TOKEN", "--name", "mikro"]).unwrap_err();
+    assert!(error.contains("cannot be used with"), "{error}");
+    let error = meshd(
+        dir.path(),
+        &["router", "add", "TOKEN", "--route", "192.168.77.0/24"],
+    )
+    .unwrap_err();
+    assert!(error.contains("--name"), "{error}");
+}

@@ -48,7 +48,7 @@ pub fn invite<O: Write, N: Write>(
 }
 
 /// Creates the invitation for node `name` as a `role`, with the terms in `args`.
-fn create<O: Write, N: Write>(
+pub(super) fn create<O: Write, N: Write>(
     context: &Context,
     name: &str,
     role: Role,

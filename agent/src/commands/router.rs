@@ -1,6 +1,8 @@
 //! `meshd router add TOKEN [--wg-key KEY]`: on a core, admits a foreign router (one that runs
 //! no meshd: MikroTik RouterOS, wg-quick with BIRD or FRR) with the token `meshd invite NAME
-//! --role spoke --core THIS-CORE --foreign` printed on the CA holder.
+//! --role spoke --core THIS-CORE --foreign` printed on the CA holder. On a core that holds the
+//! CA, `meshd router add --name NAME [--route CIDR]...` does both steps: it makes that
+//! invitation itself and redeems it at once (and takes it back if the admission fails).
 //!
 //! This core redeems the token on the router's behalf: it makes the TLS key pair the
 //! router's certificate is issued for (and keeps it, since the router runs no meshd), sends
@@ -20,7 +22,7 @@ use time::OffsetDateTime;
 use super::own_config::{load_own_config, require_endpoints};
 use super::{CommandError, Context, Output, pki_error};
 use crate::api::protocol::Request;
-use crate::cli::{ExportArgs, RouterAddArgs, RouterCommand};
+use crate::cli::{ExportArgs, InviteArgs, RouterAddArgs, RouterCommand};
 use crate::control::join_client::join;
 use crate::control::message::JoinRequest;
 use crate::control::store;
@@ -69,9 +71,100 @@ fn add<O: Write, N: Write>(
     args: &RouterAddArgs,
     output: &mut Output<O, N>,
 ) -> Result<(), CommandError> {
+    if args.name.is_none() && !args.routes.is_empty() {
+        return Err(CommandError::invalid(
+            "--route",
+            "goes with --name; a token carries the routes its invitation approved",
+        ));
+    }
+    let (Some(name), None) = (&args.name, &args.token) else {
+        // clap requires the token unless --name is given.
+        let token = args.token.as_deref().unwrap_or_default();
+        return add_with_token(context, token, args.wg_key.as_deref(), output);
+    };
+    // Refuse a bad key before an invitation exists.
+    router_key(args.wg_key.as_deref())?;
+    let token = invite_here(context, name, &args.routes)?;
+    let added = add_with_token(context, &token, args.wg_key.as_deref(), output);
+    if added.is_err() {
+        // Nothing of the attempt stays: the name is free again for the next one.
+        let mut quiet = Output {
+            out: std::io::sink(),
+            note: std::io::sink(),
+        };
+        if let Err(error) = super::invitations::cancel(context, name, &mut quiet) {
+            writeln!(
+                output.note,
+                "warning: the invitation of {name} is still pending ({error}); `meshd invite \
+                 --cancel {name}` takes it back"
+            )
+            .map_err(CommandError::Output)?;
+        }
+    }
+    added
+}
+
+/// `meshd router add --name NAME`: the invitation `meshd invite NAME --role spoke --core
+/// THIS-NODE --foreign --route ...` would make, made here (this node must hold the CA and be a
+/// core); its token.
+fn invite_here(
+    context: &Context,
+    name: &str,
+    routes: &[ipnet::IpNet],
+) -> Result<String, CommandError> {
+    let (config, _) = load_own_config(context)?;
+    let own = &config.node.name;
+    if config.node.role != Role::Core {
+        return Err(CommandError::invalid(
+            "meshd router add",
+            format!("{own} is a spoke; only a core stands in for foreign routers"),
+        ));
+    }
+    if !context.state.ca_db_path().exists() {
+        return Err(CommandError::invalid(
+            "--name",
+            format!(
+                "{own} does not hold the mesh CA, and only the CA holder invites: run `meshd \
+                 invite {name} --role spoke --core {own} --foreign` there, then `meshd router \
+                 add TOKEN` here"
+            ),
+        ));
+    }
+    let args = InviteArgs {
+        name: Some(name.to_owned()),
+        role: Some(Role::Spoke),
+        list: false,
+        cancel: None,
+        json: false,
+        core: Some(own.clone()),
+        routes: routes.to_vec(),
+        exit: None,
+        anycast: Vec::new(),
+        foreign: true,
+        // Redeemed at once: a token that outlives the command is of no use.
+        ttl: ONE_STEP_TOKEN_TTL,
+    };
+    let mut captured = Output {
+        out: Vec::new(),
+        note: std::io::sink(),
+    };
+    super::invite::create(context, name, Role::Spoke, &args, &mut captured)?;
+    Ok(String::from_utf8_lossy(&captured.out).trim().to_owned())
+}
+
+/// How long the invitation `meshd router add --name` makes itself is good for.
+const ONE_STEP_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `meshd router add TOKEN`.
+fn add_with_token<O: Write, N: Write>(
+    context: &Context,
+    token_text: &str,
+    wg_key: Option<&str>,
+    output: &mut Output<O, N>,
+) -> Result<(), CommandError> {
     let invalid = CommandError::invalid;
     let token =
-        InvitationToken::parse(args.token.trim()).map_err(|e| invalid("TOKEN", e.to_string()))?;
+        InvitationToken::parse(token_text.trim()).map_err(|e| invalid("TOKEN", e.to_string()))?;
     let now = OffsetDateTime::now_utc();
     token
         .check_not_expired(now)
@@ -96,7 +189,7 @@ fn add<O: Write, N: Write>(
             ),
         ));
     }
-    let (wireguard_key, private_key) = router_key(args.wg_key.as_deref())?;
+    let (wireguard_key, private_key) = router_key(wg_key)?;
 
     let state = &context.state;
     if state.is_hosted(&token.name) {

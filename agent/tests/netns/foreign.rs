@@ -181,24 +181,52 @@ fn lan_pings(site: &Site, destination: IpAddr) -> bool {
         .is_ok()
 }
 
+/// How alpha admits the router.
+#[derive(Clone, Copy)]
+enum Admission {
+    /// `meshd invite ... --foreign`, then `meshd router add TOKEN`.
+    Token,
+    /// `meshd router add --name` (alpha holds the CA).
+    OneStep,
+}
+
 /// Admits the router on alpha and writes the wg-quick file and `format`'s BGP file into the
 /// site's directory; brings the tunnel up. Returns the tunnel, its key-file guard and the BGP
 /// file's text.
-fn admit_and_configure(alpha: &Node, site: &Site, format: &str) -> (WgQuick, RouterEtc, String) {
-    let token = invite(
-        alpha,
-        &[
+fn admit_and_configure(
+    alpha: &Node,
+    site: &Site,
+    format: &str,
+    admission: Admission,
+) -> (WgQuick, RouterEtc, String) {
+    let out = match admission {
+        Admission::Token => {
+            let token = invite(
+                alpha,
+                &[
+                    ROUTER,
+                    "--role",
+                    "spoke",
+                    "--core",
+                    "alpha",
+                    "--foreign",
+                    "--route",
+                    "192.168.77.0/24",
+                ],
+            );
+            alpha.meshd(&["router", "add", &token, "--wg-key", &site.public_key])
+        }
+        Admission::OneStep => alpha.meshd(&[
+            "router",
+            "add",
+            "--name",
             ROUTER,
-            "--role",
-            "spoke",
-            "--core",
-            "alpha",
-            "--foreign",
             "--route",
             "192.168.77.0/24",
-        ],
-    );
-    let out = alpha.meshd(&["router", "add", &token, "--wg-key", &site.public_key]);
+            "--wg-key",
+            &site.public_key,
+        ]),
+    };
     assert!(out.contains("Router mikro admitted behind alpha"), "{out}");
     assert!(!out.contains("Private key"), "{out}");
 
@@ -296,8 +324,7 @@ fn a_foreign_router_with_wg_quick_and_bird_joins_from_the_exported_files() {
     let isp = underlay("fb-isp");
     let (alpha, beta) = two_cores(&isp, "fb");
     let site = site(&isp, "fb");
-    let (_tunnel, _etc, bird_conf) = admit_and_configure(&alpha, &site, "bird");
-
+    let (_tunnel, _etc, bird_conf) = admit_and_configure(&alpha, &site, "bird", Admission::Token);
     let bird = Bird::start(&site.router, site.dir.path(), &bird_conf);
     check_router_is_a_spoke(&alpha, &beta, &site);
 
@@ -403,7 +430,7 @@ fn a_foreign_router_with_wg_quick_and_frr_joins_from_the_exported_files() {
     let isp = underlay("ff-isp");
     let (alpha, beta) = two_cores(&isp, "ff");
     let site = site(&isp, "ff");
-    let (_tunnel, _etc, frr_conf) = admit_and_configure(&alpha, &site, "frr");
+    let (_tunnel, _etc, frr_conf) = admit_and_configure(&alpha, &site, "frr", Admission::Token);
     let frr = start_frr(&site, &frr_conf);
     let logs = || {
         frr.daemons
@@ -427,7 +454,8 @@ fn a_foreign_router_with_wg_quick_and_frr_joins_from_the_exported_files() {
     check_revocation_cuts_it_off(&alpha, &beta, &site);
 }
 
-/// `[routers.mikro] send = "default"` on alpha (set by a reload before the router is added):
+/// `[routers.mikro] send = "default"` on alpha (set by a reload before the router is added,
+/// in one step with `meshd router add --name`):
 /// the router gets only the default routes, runs wg-quick's full tunnel (`Table = auto`) and
 /// BIRD from the exports unchanged, and its LAN still reaches the mesh, now through the
 /// default; BIRD holds the core's default but keeps it out of the kernel's main table, where
@@ -454,7 +482,7 @@ fn a_foreign_router_sent_only_the_default_routes_is_a_full_tunnel() {
     );
 
     let site = site(&isp, "fd");
-    let (_tunnel, _etc, bird_conf) = admit_and_configure(&alpha, &site, "bird");
+    let (_tunnel, _etc, bird_conf) = admit_and_configure(&alpha, &site, "bird", Admission::OneStep);
     assert!(bird_conf.contains("export none;"), "{bird_conf}");
     let bird = Bird::start(&site.router, site.dir.path(), &bird_conf);
     check_router_is_a_spoke(&alpha, &beta, &site);
