@@ -4,19 +4,28 @@
 #   (a) the plain veth,
 #   (b) two wireguard-go peers configured with `wg`,
 #   (c) two boringtun-cli peers (installed with cargo into a temporary root),
-#   (d) two meshd peers,
-# iperf3 TCP throughput (one stream, one stream reversed, four streams) and ping RTT, plus the
-# CPU time the tunnel daemons spend per Gbit/s. Writes the results to docs/benchmarks.md.
+#   (d) two meshd peers, and the same with one tokio worker thread (TOKIO_WORKER_THREADS=1),
+#   (e) optionally a second meshd binary (--baseline), for a before/after in the same run,
+# iperf3 TCP throughput (one stream, one stream reversed, four streams), 64-byte UDP packets per
+# second received (iperf3 -u -l 64 -b 0), ping RTT idle and during the single-stream run, plus
+# the CPU time the tunnel daemons spend per Gbit/s and per million packets. Writes the results
+# to docs/benchmarks.md.
 #
-# Not part of CI (it takes a few minutes). Needs root, iproute2, iperf3, ping, wireguard-go,
+# Not part of CI: about 45 s per setup at the default duration, 4.5 minutes for all six
+# (plus the builds). Needs root, iproute2, iperf3, ping, wireguard-go,
 # wireguard-tools, python3 (to read iperf3's JSON) and a Rust toolchain.
 #
-# Usage: scripts/bench-dataplane.sh [--duration SECONDS] [--output FILE] [--only LIST] [--perf SETUP]
+# Usage: scripts/bench-dataplane.sh [--duration SECONDS] [--output FILE] [--only LIST]
+#                                   [--perf SETUP] [--baseline BIN]
 #   --duration   seconds per iperf3 run (default 8)
 #   --output     where to write the table (default docs/benchmarks.md; "-" for stdout only)
-#   --only       comma-separated subset of veth,wireguard-go,boringtun,meshd (default all)
-#   --perf SETUP profile SETUP's daemons with `perf record -g` during its single-stream run
-#                and write the top symbols to FILE.perf.txt (FILE from --output)
+#   --only       comma-separated subset of veth,wireguard-go,boringtun,meshd,meshd-1worker
+#                (default all; --baseline adds meshd-baseline)
+#   --perf SETUP profile SETUP's daemons (its label in the table) with `perf record -g` during
+#                its single-stream run (PERF_MODE=udp: its UDP run) and write the top symbols
+#                to FILE.perf.txt (FILE from --output)
+#   --baseline BIN  also measure the meshd binary BIN (row "meshd baseline"), e.g. a build of
+#                main, to compare a change with what it replaces in one run
 # Environment:
 #   BORINGTUN_CLI   path to an existing boringtun-cli binary (skips the cargo install)
 #   MESHD_BIN       path to an existing release meshd binary (skips the cargo build)
@@ -28,15 +37,17 @@ source "$repo/scripts/bench/lib.sh"
 
 duration=8
 output="$repo/docs/benchmarks.md"
-only="veth,wireguard-go,boringtun,meshd"
+only="veth,wireguard-go,boringtun,meshd,meshd-1worker"
 perf_for=""
+baseline=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration="$2"; shift 2 ;;
         --output) output="$2"; shift 2 ;;
         --only) only="$2"; shift 2 ;;
         --perf) perf_for="$2"; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --baseline) baseline="$2"; only="$only,meshd-baseline"; shift 2 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (try --help)" ;;
     esac
 done
@@ -59,13 +70,16 @@ trap 'exit 130' INT TERM
 selected() { [[ ",$only," == *",$1,"* ]]; }
 
 # --- binaries -------------------------------------------------------------------------------
-if selected meshd; then
+if selected meshd || selected meshd-1worker; then
     if [ -z "${MESHD_BIN:-}" ]; then
         log "building meshd (release)"
         (cd "$repo" && cargo build --release -p meshd --bin meshd --quiet)
         MESHD_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/meshd"
     fi
     [ -x "$MESHD_BIN" ] || die "meshd binary not found at $MESHD_BIN"
+fi
+if selected meshd-baseline; then
+    [ -x "$baseline" ] || die "--baseline: no executable at $baseline"
 fi
 if selected boringtun; then
     if [ -z "${BORINGTUN_CLI:-}" ]; then
@@ -115,10 +129,20 @@ if selected boringtun; then
     stop_tunnels
 fi
 
-# --- (d) meshd ------------------------------------------------------------------------------
+# --- (d, e) meshd ------------------------------------------------------------------------------
+if selected meshd-baseline; then
+    start_meshd_pair "$baseline"
+    measure "meshd baseline" 10.2.0.1 "$(cat "$work/pids")" >>"$results"
+    stop_tunnels
+fi
 if selected meshd; then
-    start_meshd_pair
+    start_meshd_pair "$MESHD_BIN"
     measure "meshd" 10.2.0.1 "$(cat "$work/pids")" >>"$results"
+    stop_tunnels
+fi
+if selected meshd-1worker; then
+    start_meshd_pair "$MESHD_BIN" TOKIO_WORKER_THREADS=1
+    measure "meshd 1 worker" 10.2.0.1 "$(cat "$work/pids")" >>"$results"
     stop_tunnels
 fi
 

@@ -75,22 +75,56 @@ iperf_run() {
         "$work/iperf.json"
 }
 
+# udp_run TARGET: one iperf3 UDP run of 64-byte payloads (92-byte IP packets) sent as fast as
+# the client can from namespace A; prints the packets per second the server received.
+udp_run() {
+    ip netns exec "$ns_a" iperf3 -c "$1" -u -l 64 -b 0 -t "$duration" -O 1 -J >"$work/iperf-udp.json" \
+        || die "iperf3 -u -c $1 failed: $(tail -c 400 "$work/iperf-udp.json")"
+    python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["end"]["sum_received"]
+print(int(s["bytes"] / 64 / s["seconds"]))' "$work/iperf-udp.json"
+}
+
+# ping_during NS TARGET SECONDS: starts pinging every 50 ms for SECONDS after a 1.5 s delay (past
+# iperf3's warm-up second), in the background: RTT under load. ping_result waits for it and
+# prints the average RTT in ms.
+ping_during() {
+    (sleep 1.5 && exec ip netns exec "$1" ping -n -q -i 0.05 -w "$3" "$2") >"$work/ping-load.txt" 2>&1 &
+    echo $! >"$work/ping.pid"
+}
+ping_result() {
+    wait "$(cat "$work/ping.pid")" 2>/dev/null || true
+    rm -f "$work/ping.pid"
+    sed -n 's|^rtt [^=]*= [^/]*/\([^/]*\)/.*|\1|p' "$work/ping-load.txt"
+}
+
 # measure LABEL TARGET "PIDS": prints one TSV line:
-# label, bps single, bps reverse, bps 4 streams, ping avg ms, then CPU seconds of PIDS during
-# each of the three runs (empty without PIDS).
+# label, bps single, bps reverse, bps 4 streams, idle ping avg ms, CPU seconds of PIDS during
+# each of the three TCP runs (empty without PIDS), ping avg ms during the single-stream run,
+# 64-byte UDP packets per second received, CPU seconds of PIDS during the UDP run.
 measure() {
     local label="$1" target="$2" pids="$3" hz
     hz="$(getconf CLK_TCK)"
     wait_ping "$ns_a" "$target" || die "$label: no ping to $target through the tunnel"
-    local line="$label" mode before after cpu=""
-    for mode in "" "-R" "-P 4"; do
+    local line="$label" mode before after cpu="" rtt_load="" udp=""
+    for mode in "" "-R" "-P 4" "udp"; do
         log "$label: iperf3 ${mode:-single stream} (${duration}s)"
         [ -n "$pids" ] && before="$(cpu_ticks $pids)"
-        if [ -n "$perf_for" ] && [ "$label" = "$perf_for" ] && [ -z "$mode" ]; then
+        if [ -n "$perf_for" ] && [ "$label" = "$perf_for" ] && [ "$mode" = "${PERF_MODE:-}" ]; then
             profile_during_run "$label" "$pids"
         fi
-        # shellcheck disable=SC2086
-        line="$line	$(iperf_run "$target" $mode)"
+        if [ "$mode" = udp ]; then
+            udp="$(udp_run "$target")"
+        elif [ -z "$mode" ]; then
+            # Pings after the warm-up second, for the measured part of the run.
+            ping_during "$ns_a" "$target" "$((duration - 1))"
+            line="$line	$(iperf_run "$target")"
+            rtt_load="$(ping_result)"
+        else
+            # shellcheck disable=SC2086
+            line="$line	$(iperf_run "$target" $mode)"
+        fi
         wait_profile
         if [ -n "$pids" ]; then
             after="$(cpu_ticks $pids)"
@@ -100,9 +134,11 @@ measure() {
         fi
     done
     log "$label: ping"
-    local rtt
+    local rtt cpu_tcp cpu_udp
     rtt="$(ip netns exec "$ns_a" ping -n -q -c 50 -i 0.02 "$target" | sed -n 's|^rtt [^=]*= [^/]*/\([^/]*\)/.*|\1|p')"
-    echo "$line	$rtt$cpu"
+    cpu_tcp="$(echo "$cpu" | cut -f1-4)"
+    cpu_udp="$(echo "$cpu" | cut -f5)"
+    echo "$line	$rtt$cpu_tcp	$rtt_load	$udp	$cpu_udp"
 }
 
 # profile_during_run LABEL "PIDS": samples the daemons with perf (call graphs) for the length of
@@ -171,11 +207,14 @@ start_wg_pair() {
     echo "$pids" >"$work/pids"
 }
 
-# start_meshd_pair: `meshd init` in two state directories with [interface] addresses and
-# [[peer]] entries using `meshd pubkey`, then `meshd run` in each namespace.
+# start_meshd_pair BIN [VAR=VALUE...]: `meshd init` in two state directories with [interface]
+# addresses and [[peer]] entries using `meshd pubkey`, then `meshd run` in each namespace, with
+# the environment variables given (e.g. TOKIO_WORKER_THREADS=1).
 start_meshd_pair() {
+    local bin="$1"; shift
     local side ns dir name endpoint addr
     : >"$work/pids"
+    rm -rf "$work/meshd-a" "$work/meshd-b"
     for side in a b; do
         dir="$work/meshd-$side"
         mkdir -p "$dir"
@@ -195,10 +234,10 @@ addresses = ["$addr"]
 [mesh]
 pool6 = "fd00:99::/48"
 TOML
-        "$MESHD_BIN" --config "$dir/meshd.toml" --state-dir "$dir/state" init \
+        "$bin" --config "$dir/meshd.toml" --state-dir "$dir/state" init \
             --name "bench-$side" --endpoint "$endpoint" >"$dir/init.log" 2>&1 \
             || die "meshd init failed: $(cat "$dir/init.log")"
-        "$MESHD_BIN" --config "$dir/meshd.toml" --state-dir "$dir/state" pubkey >"$dir/pubkey" \
+        "$bin" --config "$dir/meshd.toml" --state-dir "$dir/state" pubkey >"$dir/pubkey" \
             || die "meshd pubkey failed"
     done
     for side in a b; do
@@ -220,7 +259,7 @@ TOML
     for side in a b; do
         dir="$work/meshd-$side"
         if [ "$side" = a ]; then ns="$ns_a"; else ns="$ns_b"; fi
-        ip netns exec "$ns" env RUST_LOG=warn "$MESHD_BIN" --config "$dir/meshd.toml" \
+        ip netns exec "$ns" env RUST_LOG=warn "$@" "$bin" --config "$dir/meshd.toml" \
             --state-dir "$dir/state" run >"$dir/run.log" 2>&1 &
         echo $! >>"$work/tunnel-pids"
         echo -n "$! " >>"$work/pids"

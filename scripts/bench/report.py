@@ -39,8 +39,13 @@ def read_results(path):
             label = fields[0]
             single, reverse, parallel = (gbps(x) for x in fields[1:4])
             rtt = float(fields[4]) if fields[4] else None
-            cpu = [float(x) if x else None for x in (fields[5:8] + ["", "", ""])[:3]]
-            rows[label] = {"single": single, "reverse": reverse, "parallel": parallel, "rtt": rtt, "cpu": cpu}
+            extra = (fields[5:] + [""] * 6)[:6]
+            cpu = [float(x) if x else None for x in extra[0:3]]
+            rtt_load = float(extra[3]) if extra[3] else None
+            pps = float(extra[4]) if extra[4] else None
+            cpu_udp = float(extra[5]) if extra[5] else None
+            rows[label] = {"single": single, "reverse": reverse, "parallel": parallel, "rtt": rtt, "cpu": cpu,
+                           "rtt_load": rtt_load, "pps": pps, "cpu_udp": cpu_udp}
     return rows
 
 
@@ -51,6 +56,13 @@ def cpu_per_gbps(row, key, index, duration):
         return None
     # iperf3 runs `duration` seconds plus the one omitted warm-up second.
     return seconds / (duration + 1) / row[key]
+
+
+def cpu_per_mpps(row, duration):
+    """CPU (cores) both daemons use per million 64-byte packets per second received."""
+    if row["cpu_udp"] is None or not row["pps"]:
+        return None
+    return row["cpu_udp"] / (duration + 1) / (row["pps"] / 1e6)
 
 
 def fmt(value, digits=2, suffix=""):
@@ -84,19 +96,37 @@ def generate(results_path, duration):
                "per second of the run, divided by the throughput: 1.00 means one core busy per Gbit/s. "
                "The veth row has no daemon (its cost is in the kernel, not counted).")
     out.append("")
-    if "meshd" in rows:
-        meshd = rows["meshd"]
+    out.append("| setup | 64-byte UDP (kpackets/s received) | CPU per Mpackets/s (cores) | "
+               "ping RTT idle (ms) | idle RTT added over the veth (ms) | ping RTT during 1-stream TCP (ms) |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    veth_rtt = rows.get("veth", {}).get("rtt")
+    for label, row in rows.items():
+        added = row["rtt"] - veth_rtt if row["rtt"] is not None and veth_rtt is not None and label != "veth" else None
+        out.append(
+            f"| {label} | {fmt(row['pps'] / 1e3 if row['pps'] else None, 0)} | {fmt(cpu_per_mpps(row, duration))} | "
+            f"{fmt(row['rtt'], 3)} | {fmt(added, 3)} | {fmt(row['rtt_load'], 3)} |"
+        )
+    out.append("")
+    out.append("64-byte UDP is `iperf3 -u -l 64 -b 0` (92-byte IP packets, sent as fast as one iperf3 "
+               "client can): what the server received per second, losses excluded. The RTT under load is "
+               "ping every 50 ms during the single-stream TCP run, from the sending side.")
+    out.append("")
+    meshd_rows = [label for label in rows if label.startswith("meshd")]
+    if meshd_rows:
         refs = [rows[r] for r in REFERENCES if r in rows]
-        out.append("| ratio | 1 stream | reverse | 4 streams |")
-        out.append("|---|---:|---:|---:|")
-        if refs:
-            best = {k: max(r[k] for r in refs) for k in ("single", "reverse", "parallel")}
-            out.append("| meshd / best userspace reference | " + " | ".join(
-                fmt(meshd[k] / best[k] if best[k] > 0 else None, 2, "x") for k in ("single", "reverse", "parallel")) + " |")
-        if "veth" in rows:
-            veth = rows["veth"]
-            out.append("| meshd / veth | " + " | ".join(
-                fmt(meshd[k] / veth[k] if veth[k] > 0 else None, 2, "x") for k in ("single", "reverse", "parallel")) + " |")
+        keys = ("single", "reverse", "parallel", "pps")
+        out.append("| ratio | 1 stream | reverse | 4 streams | 64-byte UDP |")
+        out.append("|---|---:|---:|---:|---:|")
+        for label in meshd_rows:
+            row = rows[label]
+            if refs:
+                best = {k: max((r[k] or 0) for r in refs) for k in keys}
+                out.append(f"| {label} / best userspace reference | " + " | ".join(
+                    fmt(row[k] / best[k] if best[k] and row[k] else None, 2, "x") for k in keys) + " |")
+            if "veth" in rows:
+                veth = rows["veth"]
+                out.append(f"| {label} / veth | " + " | ".join(
+                    fmt(row[k] / veth[k] if veth[k] and row[k] else None, 2, "x") for k in keys) + " |")
         out.append("")
     return "\n".join(out) + "\n"
 
