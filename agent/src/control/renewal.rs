@@ -11,7 +11,12 @@
 //!   from [`RETRY_MIN`] up to [`RETRY_MAX`], but never later than a quarter of the time left
 //!   until expiry, so that a node keeps trying harder as its certificate runs out;
 //! - once less than a sixth of the lifetime is left and no renewal has succeeded, a warning
-//!   goes to the log (again every [`WARN_EVERY`] at most), and a last one when it expired.
+//!   goes to the log (again every [`WARN_EVERY`] at most), and one when it expired;
+//! - an expired certificate is not the end: the CA holder still renews it within its grace
+//!   window ([`crate::identity::RENEWAL_GRACE`]), so the node keeps asking, with the backoff
+//!   (up to [`RETRY_MAX`]) and one line that says until when; past the window, one line that
+//!   says what the operator must do, and attempts every [`RETRY_MAX`] (a CA holder may allow
+//!   a longer window).
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -73,6 +78,9 @@ pub struct Renewal {
     /// Warnings before this time are held back.
     next_warning: OffsetDateTime,
     expired_warned: bool,
+    beyond_grace_warned: bool,
+    /// How long after the expiry the CA holder still renews.
+    grace: Duration,
     rng: SmallRng,
 }
 
@@ -87,10 +95,24 @@ impl Renewal {
             last_error: None,
             next_warning: validity.issued,
             expired_warned: false,
+            beyond_grace_warned: false,
+            grace: crate::identity::RENEWAL_GRACE,
             rng: SmallRng::seed_from_u64(seed),
         };
         renewal.restart(validity);
         renewal
+    }
+
+    /// The CA holder renews a certificate up to `grace` after its expiry (for the log lines
+    /// and the retry delays).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The end of the renewal grace window of the certificate in use.
+    pub fn grace_until(&self) -> OffsetDateTime {
+        self.validity.not_after + self.grace
     }
 
     /// When the next request is due.
@@ -112,13 +134,27 @@ impl Renewal {
         }
         let lifetime = self.validity.lifetime();
         let warn_from = self.validity.not_after - lifetime / 6;
-        if now >= self.validity.not_after {
+        if now > self.grace_until() {
+            if !self.beyond_grace_warned {
+                self.beyond_grace_warned = true;
+                self.expired_warned = true;
+                actions.push(RenewalAction::Warn(format!(
+                    "the node certificate expired at {} and its renewal grace window ended at \
+                     {}{}: the CA holder no longer renews it; the way back is `meshd revoke \
+                     NAME`, `meshd ca free-name NAME` and a new invitation, on the CA holder",
+                    self.validity.not_after,
+                    self.grace_until(),
+                    self.failure_note()
+                )));
+            }
+        } else if now >= self.validity.not_after {
             if !self.expired_warned {
                 self.expired_warned = true;
                 actions.push(RenewalAction::Warn(format!(
-                    "the node certificate expired at {}{}; other nodes no longer accept this \
-                     node until the CA holder issues a new certificate",
+                    "the node certificate expired at {}; renewing within the grace window \
+                     (until {}){}; other nodes accept this node again once it is renewed",
                     self.validity.not_after,
+                    self.grace_until(),
                     self.failure_note()
                 )));
             }
@@ -157,7 +193,14 @@ impl Renewal {
         let exponent = self.failures.saturating_sub(1).min(16);
         let backoff = (RETRY_MIN * 2i32.pow(exponent)).min(RETRY_MAX);
         let left = self.validity.not_after - now;
-        let delay = backoff.min(left / 4).max(RETRY_FLOOR);
+        let delay = if now > self.grace_until() {
+            RETRY_MAX
+        } else if left > Duration::ZERO {
+            backoff.min(left / 4).max(RETRY_FLOOR)
+        } else {
+            // Expired, within the grace window: no hurry that would hammer the CA holder.
+            backoff
+        };
         // Up to a tenth less, so that nodes that failed together spread out.
         let spread = self.rng.random_range(0.0..0.1);
         self.due = now + delay * (1.0 - spread);
@@ -178,6 +221,7 @@ impl Renewal {
         self.last_error = None;
         self.next_warning = validity.issued;
         self.expired_warned = false;
+        self.beyond_grace_warned = false;
     }
 
     fn failure_note(&self) -> String {
@@ -408,6 +452,70 @@ mod tests {
             |_| Err("refused".into()),
         );
         assert!(requests.len() >= 2, "{requests:?}");
+    }
+
+    #[test]
+    fn an_expired_certificate_is_still_renewed_within_the_grace_window() {
+        // A router unplugged for three months: its certificate expired two months ago.
+        let mut renewal = Renewal::new(ninety_days(), 11).with_grace(Duration::days(180));
+        let start = T0 + Duration::days(150);
+        let actions = renewal.poll(start);
+        assert_eq!(actions[0], RenewalAction::Request, "{actions:?}");
+        let RenewalAction::Warn(text) = &actions[1] else {
+            panic!("{actions:?}")
+        };
+        assert!(
+            text.contains("expired at 2026-04-01 0:00:00.0 +00:00:00; renewing within the grace window (until 2026-09-28"),
+            "{text}"
+        );
+        // Failures back off as usual, up to RETRY_MAX, never to the one-second floor.
+        let mut now = start;
+        let mut gaps = Vec::new();
+        for _ in 0..12 {
+            renewal.failed(now, "CA holder down");
+            let next = renewal.due();
+            gaps.push(next - now);
+            now = next;
+            assert_eq!(renewal.poll(now), vec![RenewalAction::Request]);
+        }
+        assert!(gaps[0] >= Duration::seconds(4), "{gaps:?}");
+        assert!(
+            gaps.windows(2)
+                .all(|w| w[1] >= w[0] || w[1] >= RETRY_MAX - RETRY_MAX / 10)
+        );
+        assert!(gaps.iter().all(|g| *g <= RETRY_MAX), "{gaps:?}");
+        // Renewed: a normal schedule again.
+        renewal.succeeded(Validity {
+            issued: now,
+            not_after: now + Duration::days(90),
+        });
+        assert!(renewal.due() > now + Duration::days(50));
+        assert_eq!(renewal.poll(now), vec![]);
+    }
+
+    #[test]
+    fn past_the_grace_window_the_operator_is_told_once_what_to_do() {
+        let mut renewal = Renewal::new(ninety_days(), 12).with_grace(Duration::days(30));
+        let now = T0 + Duration::days(200);
+        let actions = renewal.poll(now);
+        let warnings: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                RenewalAction::Warn(text) => Some(text),
+                RenewalAction::Request => None,
+            })
+            .collect();
+        assert_eq!(warnings.len(), 1, "{actions:?}");
+        assert!(
+            warnings[0].contains("grace window ended")
+                && warnings[0].contains("meshd ca free-name"),
+            "{}",
+            warnings[0]
+        );
+        renewal.failed(now, "refused");
+        assert!(renewal.due() - now >= RETRY_MAX - RETRY_MAX / 10);
+        let later = renewal.due();
+        assert_eq!(renewal.poll(later), vec![RenewalAction::Request]);
     }
 
     #[test]

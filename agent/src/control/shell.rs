@@ -42,7 +42,7 @@ use super::protocol::{Incoming, OncePerPeer, PeerProtocol, decode_member, own_he
 use super::record::{next_version, sign_record};
 use super::redial::Redial;
 use super::renewal::{Renewal, RenewalAction, Validity};
-use super::renewal_targets::{renew_at_first, renewal_targets};
+use super::renewal_targets::{LastKnown, renew_at_first, renewal_targets};
 use super::store;
 use super::tls::{
     ControlAcceptor, MEMBER_ALPN, OwnCertificate, RENEWAL_ALPN, Trust, legacy_member_client_config,
@@ -258,6 +258,9 @@ struct Own {
     ca_holder: String,
     renewal: Renewal,
     renewal_connector: TlsConnector,
+    /// Stored records of nodes that did not verify at start (expired while this node was
+    /// off): renewal targets, until this node renews.
+    last_known: LastKnown,
 }
 
 impl ControlPlane {
@@ -307,9 +310,12 @@ impl ControlPlane {
             .max();
         startup.extend(membership.receive(
             "the state directory",
-            Gossip::Records { records: stored },
+            Gossip::Records {
+                records: stored.clone(),
+            },
             now,
         ));
+        let last_known = LastKnown::new(&stored, membership.members());
         let record_version = next_version(previous, now);
         let own_record =
             sign_record(&key, &cert_der, settings.endpoints.clone(), record_version)
@@ -340,7 +346,8 @@ impl ControlPlane {
         let renewal = Renewal::new(
             Validity::of_certificate(parsed.not_before, parsed.not_after),
             rand::random(),
-        );
+        )
+        .with_grace(settings.renewal_grace);
         let (events_tx, events_rx) = mpsc::channel(1024);
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
@@ -390,6 +397,7 @@ impl ControlPlane {
                 ca_holder,
                 renewal,
                 renewal_connector,
+                last_known,
             },
             trust,
             membership,
@@ -1017,6 +1025,7 @@ impl Hub {
             &ca_holder,
             &self.own.identity.name,
             self.membership.members(),
+            &self.own.last_known,
         );
         let connector = self.own.renewal_connector.clone();
         let fwmark = self.settings.fwmark;
@@ -1090,6 +1099,7 @@ impl Hub {
                 &ca_holder,
                 &self.own.identity.name,
                 self.membership.members(),
+                &self.own.last_known,
             );
             let fwmark = self.settings.fwmark;
             tokio::spawn(async move {
@@ -1228,6 +1238,12 @@ impl Hub {
         self.own
             .renewal
             .succeeded(Validity::of_certificate(cert.not_before, cert.not_after));
+        if !self.own.last_known.records(|_| false).is_empty() {
+            // Renewed after an expiry: the mesh forgot this node; dial it back in now.
+            self.own.last_known.renewed();
+            self.redial.clear();
+            self.dial_missing();
+        }
         tracing::info!(serial = %cert.serial, not_after = %cert.not_after, next_renewal = %self.own.renewal.due(), "node certificate renewed");
         Ok(())
     }
@@ -1388,7 +1404,13 @@ impl Hub {
     }
 
     fn store_members(&self) {
-        if let Err(error) = store::write_members(&self.settings.state, &self.membership.records()) {
+        let mut records = self.membership.records();
+        records.extend(
+            self.own
+                .last_known
+                .records(|name| self.membership.member(name).is_some()),
+        );
+        if let Err(error) = store::write_members(&self.settings.state, &records) {
             tracing::warn!(%error, "cannot store the membership");
         }
     }
@@ -1425,6 +1447,20 @@ impl Hub {
             .filter(|m| self.redial.get(&m.identity.name).is_none_or(|r| r.due(now)))
             .map(|m| (m.identity.name.clone(), m.endpoints.clone()))
             .collect();
+        // Cores of the stored records that expired while this node was off: the mesh forgot
+        // this node, so it dials them (refused until it renewed) to learn the membership.
+        let mut wanted = wanted;
+        let forgotten: Vec<(String, Vec<String>)> = self
+            .own
+            .last_known
+            .cores()
+            .filter(|(name, _)| *name != own.name && self.membership.member(name).is_none())
+            .filter(|(name, _)| !self.connections.contains_key(*name))
+            .filter(|(name, _)| !self.dialing.contains(*name))
+            .filter(|(name, _)| self.redial.get(*name).is_none_or(|r| r.due(now)))
+            .map(|(name, endpoints)| (name.to_owned(), endpoints.to_vec()))
+            .collect();
+        wanted.extend(forgotten);
         for (name, endpoints) in wanted {
             if endpoints.is_empty() {
                 continue;
@@ -1560,7 +1596,8 @@ async fn request_renewal(
         // done, so a refused (revoked, expired) certificate shows up here.
         Err(error) => Err(format!(
             "the CA holder {ca_holder} closed the connection without a certificate ({error}); \
-             it refuses this node's certificate if it was revoked or expired"
+             it refuses this node's certificate if it was revoked, or expired longer ago \
+             than its renewal grace window"
         )),
     }
 }
