@@ -1,0 +1,132 @@
+//! A node that was off past its certificate's expiry comes back, no root: the CA holder
+//! `alpha` admits the core `beta` with a certificate valid for a few seconds (the
+//! `certificate_validity` test setting; real certificates last 90 days), beta stays off until
+//! that certificate has expired, then starts: it renews within the grace window under its name,
+//! prefixes and keys, and the mesh takes it back (packets flow between the two).
+
+use std::path::Path;
+use std::time::Duration;
+
+use integration::logs;
+use integration::mesh::{assert_round_trip, meshd, meshd_async, start, start_tuned};
+use meshd::state::StateDir;
+use pki::NodeCertificate;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use time::OffsetDateTime;
+
+/// Validity of the certificate beta joins with.
+const SHORT: time::Duration = time::Duration::seconds(3);
+/// Bound for beta to renew after it starts (the first attempt is at once).
+const RENEWED_WITHIN: Duration = Duration::from_secs(20);
+
+fn certificate(dir: &Path, name: &str) -> NodeCertificate {
+    let state = StateDir::new(dir.join(name).join("state"));
+    let pem = state
+        .read_certificate(&state.node_cert_path())
+        .expect("node.crt");
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("node.crt is PEM");
+    NodeCertificate::parse(&der).expect("node.crt parses")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_off_past_its_expiry_renews_within_the_grace_and_keeps_its_name_and_prefixes() {
+    let logs = logs::capture();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let d = dir.path();
+    let endpoint = |host: u8| format!("127.0.0.{host}:519{host}");
+
+    meshd(
+        d,
+        "alpha",
+        &["init", "--name", "alpha", "--endpoint", &endpoint(91)],
+    )
+    .unwrap();
+    let alpha = start_tuned(d, "alpha", "127.0.0.91", |settings| {
+        settings.certificate_validity = SHORT;
+    })
+    .await;
+    let token = meshd(
+        d,
+        "alpha",
+        &[
+            "invite",
+            "beta",
+            "--role",
+            "core",
+            "--route",
+            "192.168.77.0/24",
+        ],
+    )
+    .unwrap();
+    meshd_async(
+        d,
+        "beta",
+        &["join", token.trim(), "--endpoint", &endpoint(92)],
+    )
+    .await;
+    let first = certificate(d, "beta");
+    assert!(first.not_after <= OffsetDateTime::now_utc() + SHORT);
+    // The CA holder again with the usual validity, so the renewed certificate lasts.
+    alpha.stop().await;
+    let mut alpha = start(d, "alpha", "127.0.0.91").await;
+
+    // beta is off until its certificate has expired.
+    let wait = first.not_after - OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    if wait.is_positive() {
+        tokio::time::sleep(wait.unsigned_abs()).await;
+    }
+    assert!(first.not_after < OffsetDateTime::now_utc());
+    let mark = logs.mark();
+    let mut beta = start(d, "beta", "127.0.0.92").await;
+
+    let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
+    let renewed = loop {
+        let now = certificate(d, "beta");
+        if now.serial != first.serial {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "beta did not renew its expired certificate within {RENEWED_WITHIN:?}: {:?}",
+            logs.matching_since(mark, &["renewal"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Same name, role, prefixes, approved LAN, WireGuard key and TLS key: the CA's record.
+    assert_eq!(renewed.identity, first.identity);
+    assert_eq!(
+        renewed.identity.lan_prefixes,
+        ["192.168.77.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(renewed.public_key_der, first.public_key_der);
+    assert!(renewed.not_after > OffsetDateTime::now_utc() + time::Duration::days(80));
+
+    // Both sides say what happened.
+    let node_side = logs.matching_since(mark, &["renewing within the grace window (until"]);
+    assert!(
+        !node_side.is_empty(),
+        "{:?}",
+        logs.matching_since(mark, &["expired"])
+    );
+    let ca_side = logs.matching_since(
+        mark,
+        &["renewing an expired certificate within the grace window"],
+    );
+    assert!(
+        !ca_side.is_empty(),
+        "{:?}",
+        logs.matching_since(mark, &["renew"])
+    );
+
+    // The mesh takes it back.
+    assert_round_trip(
+        &mut beta,
+        &mut alpha,
+        "after the renewal of an expired certificate",
+    )
+    .await;
+
+    beta.stop().await;
+    alpha.stop().await;
+}
