@@ -348,6 +348,42 @@ mod tests {
     }
 
     #[test]
+    fn a_router_whose_certificate_expired_while_its_core_was_off_is_renewed_in_the_grace() {
+        let ca = CertificateAuthority::create("test", NOW, Duration::days(365)).unwrap();
+        let key = NodeKeyPair::generate().unwrap();
+        let mut hosted = HostedRouters::default();
+        // The core was off for four months: the router's 30-day certificate ran out.
+        let back = NOW + Duration::days(120);
+        let loaded = hosted.load(
+            vec![files(&ca, &key, &router_identity())],
+            "alpha",
+            |_| None,
+            back,
+        );
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        let (jobs, warnings) = hosted.poll_renewals(back);
+        assert_eq!(jobs.len(), 1, "asked at once");
+        assert_eq!(
+            pki::csr_public_key_der(&jobs[0].csr_pem).unwrap(),
+            key.public_key_der()
+        );
+        assert!(
+            warnings.len() == 1
+                && warnings[0].starts_with("router mikro: ")
+                && warnings[0].contains("renewing within the grace window (until"),
+            "{warnings:?}"
+        );
+        // The CA holder down: retried with the backoff, not every second.
+        hosted.renewal_failed("mikro", back, "CA holder down");
+        assert!(hosted.renewal_due("mikro").unwrap() - back >= Duration::seconds(4));
+        // Renewed for the same router and key: a normal schedule again.
+        let renewed = issue(&ca, &key, &router_identity(), back);
+        hosted.renewed("mikro", renewed, back).unwrap();
+        assert!(hosted.renewal_due("mikro").unwrap() > back + Duration::days(15));
+        assert!(hosted.poll_renewals(back).1.is_empty());
+    }
+
+    #[test]
     fn routers_of_other_cores_and_meshd_nodes_are_refused() {
         let ca = CertificateAuthority::create("test", NOW, Duration::days(365)).unwrap();
         let key = NodeKeyPair::generate().unwrap();
