@@ -2,7 +2,9 @@
 //! `alpha` admits the core `beta` with a certificate valid for a few seconds (the
 //! `certificate_validity` test setting; real certificates last 90 days), beta stays off until
 //! that certificate has expired, then starts: it renews within the grace window under its name,
-//! prefixes and keys, and the mesh takes it back (packets flow between the two).
+//! prefixes and keys, and the mesh takes it back (packets flow between the two). Then a CA
+//! holder with a window shorter than the time `gamma` was off refuses gamma's renewal, saying
+//! why, and gamma's certificate stays the one it had.
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,6 +65,13 @@ async fn a_node_off_past_its_expiry_renews_within_the_grace_and_keeps_its_name_a
         d,
         "beta",
         &["join", token.trim(), "--endpoint", &endpoint(92)],
+    )
+    .await;
+    let token = meshd(d, "alpha", &["invite", "gamma", "--role", "core"]).unwrap();
+    meshd_async(
+        d,
+        "gamma",
+        &["join", token.trim(), "--endpoint", &endpoint(93)],
     )
     .await;
     let first = certificate(d, "beta");
@@ -127,6 +136,48 @@ async fn a_node_off_past_its_expiry_renews_within_the_grace_and_keeps_its_name_a
     )
     .await;
 
+    // gamma was off past the window of this CA holder (a second, for the test).
+    alpha.stop().await;
+    let alpha = start_tuned(d, "alpha", "127.0.0.91", |settings| {
+        settings.renewal_grace = time::Duration::seconds(1);
+    })
+    .await;
+    let expired = certificate(d, "gamma");
+    let mark = logs.mark();
+    let gamma = start(d, "gamma", "127.0.0.93").await;
+    let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
+    let refused = loop {
+        // The CA holder's TLS refusals are throttled (gamma's member dials come first), so
+        // its reason shows either in the handshake line or in the renewal's refusal.
+        let ca_side: Vec<String> = logs
+            .matching_since(mark, &["alpha"])
+            .into_iter()
+            .chain(logs.matching_since(mark, &["refused in the TLS handshake"]))
+            .filter(|l| {
+                l.contains("grace window ended") || l.contains("refused in the TLS handshake")
+            })
+            .collect();
+        let node_side = logs.matching_since(mark, &["certificate renewal failed", "grace window"]);
+        if !ca_side.is_empty() && !node_side.is_empty() {
+            break (ca_side, node_side);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal past the grace window within {RENEWED_WITHIN:?}: {:?}",
+            logs.matching_since(mark, &["renew"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        refused
+            .1
+            .iter()
+            .all(|l| l.contains("grace window") && !l.contains("renewed serial")),
+        "{refused:?}"
+    );
+    assert_eq!(certificate(d, "gamma").serial, expired.serial);
+
+    gamma.stop().await;
     beta.stop().await;
     alpha.stop().await;
 }
