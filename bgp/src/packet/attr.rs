@@ -120,18 +120,120 @@ pub(crate) struct DecodedAttributes {
     pub overrun: bool,
 }
 
-/// The flags RFC 4271 fixes for each attribute meshd knows (optional and transitive bits).
-fn expected_flags(type_code: u8) -> Option<u8> {
-    use types::*;
-    let wk = flags::TRANSITIVE;
-    let opt_trans = flags::OPTIONAL | flags::TRANSITIVE;
-    let opt = flags::OPTIONAL;
-    Some(match type_code {
-        ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF | ATOMIC_AGGREGATE => wk,
-        AGGREGATOR | COMMUNITIES | AS4_PATH | AS4_AGGREGATOR | LARGE_COMMUNITIES => opt_trans,
-        MED | ORIGINATOR_ID | CLUSTER_LIST | MP_REACH | MP_UNREACH => opt,
-        _ => return None,
-    })
+/// What a malformed value of a known attribute costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnMalformed {
+    /// The session survives (RFC 7606): the problem is recorded with this action.
+    Recorded(ErrorAction),
+    /// The session is reset: MP_REACH_NLRI and MP_UNREACH_NLRI, whose routes cannot be found
+    /// once the attribute is malformed (and which may not appear twice, RFC 7606 §3 g).
+    ResetSession,
+}
+
+/// A value decoder: stores what `value` says in `d`, or names what is wrong with it. The
+/// length rule is the decoder's own, since AGGREGATOR's depends on the session and the AS4
+/// attributes are ignored on a 4-octet session whatever their length.
+type Decoder = fn(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str>;
+
+/// One attribute meshd knows: the flags RFC 4271 fixes for it (optional and transitive bits),
+/// what a malformed one costs, and its decoder.
+#[derive(Debug)]
+struct AttrSpec {
+    type_code: u8,
+    flags: u8,
+    on_malformed: OnMalformed,
+    decode: Decoder,
+}
+
+const WELL_KNOWN: u8 = flags::TRANSITIVE;
+const OPTIONAL_TRANSITIVE: u8 = flags::OPTIONAL | flags::TRANSITIVE;
+const OPTIONAL: u8 = flags::OPTIONAL;
+const WITHDRAW: OnMalformed = OnMalformed::Recorded(ErrorAction::TreatAsWithdraw);
+const DISCARD: OnMalformed = OnMalformed::Recorded(ErrorAction::AttributeDiscard);
+const RESET: OnMalformed = OnMalformed::ResetSession;
+
+const fn row(type_code: u8, flags: u8, on_malformed: OnMalformed, decode: Decoder) -> AttrSpec {
+    AttrSpec {
+        type_code,
+        flags,
+        on_malformed,
+        decode,
+    }
+}
+
+/// Every attribute meshd interprets. The third column follows RFC 7606 §7 (RFC 6793 §6 for the
+/// AS4 attributes): attribute discard where the attribute does not choose routes, a session
+/// reset for the MP attributes, treat-as-withdraw for the rest.
+const KNOWN: &[AttrSpec] = &[
+    row(types::ORIGIN, WELL_KNOWN, WITHDRAW, decode_origin),
+    row(types::AS_PATH, WELL_KNOWN, WITHDRAW, decode_as_path),
+    row(types::NEXT_HOP, WELL_KNOWN, WITHDRAW, decode_next_hop),
+    row(types::MED, OPTIONAL, WITHDRAW, decode_med),
+    row(types::LOCAL_PREF, WELL_KNOWN, WITHDRAW, decode_local_pref),
+    row(
+        types::ATOMIC_AGGREGATE,
+        WELL_KNOWN,
+        DISCARD,
+        decode_atomic_aggregate,
+    ),
+    row(
+        types::AGGREGATOR,
+        OPTIONAL_TRANSITIVE,
+        DISCARD,
+        decode_aggregator_attr,
+    ),
+    row(
+        types::COMMUNITIES,
+        OPTIONAL_TRANSITIVE,
+        WITHDRAW,
+        decode_communities,
+    ),
+    row(
+        types::ORIGINATOR_ID,
+        OPTIONAL,
+        WITHDRAW,
+        decode_originator_id,
+    ),
+    row(types::CLUSTER_LIST, OPTIONAL, WITHDRAW, decode_cluster_list),
+    row(types::MP_REACH, OPTIONAL, RESET, decode_mp_reach_attr),
+    row(types::MP_UNREACH, OPTIONAL, RESET, decode_mp_unreach_attr),
+    row(
+        types::AS4_PATH,
+        OPTIONAL_TRANSITIVE,
+        DISCARD,
+        decode_as4_path,
+    ),
+    row(
+        types::AS4_AGGREGATOR,
+        OPTIONAL_TRANSITIVE,
+        DISCARD,
+        decode_as4_aggregator,
+    ),
+    row(
+        types::LARGE_COMMUNITIES,
+        OPTIONAL_TRANSITIVE,
+        WITHDRAW,
+        decode_large_communities,
+    ),
+];
+
+fn spec(type_code: u8) -> Option<&'static AttrSpec> {
+    KNOWN.iter().find(|s| s.type_code == type_code)
+}
+
+/// The flags meshd sends a known attribute with.
+fn known_flags(type_code: u8) -> u8 {
+    spec(type_code).map_or(0, |s| s.flags)
+}
+
+/// The state of one decoding: what is decoded so far, and the AS4 attributes that are merged
+/// in at the end.
+#[derive(Debug)]
+struct Decoding {
+    out: DecodedAttributes,
+    four_octet_as: bool,
+    as4_path: Option<AsPath>,
+    as4_aggregator: Option<Aggregator>,
 }
 
 /// Decodes the path attribute field. `four_octet_as` is whether both speakers announced the
@@ -140,9 +242,12 @@ pub(crate) fn decode_attributes(
     bytes: &[u8],
     four_octet_as: bool,
 ) -> Result<DecodedAttributes, DecodeError> {
-    let mut out = DecodedAttributes::default();
-    let mut as4_path = None;
-    let mut as4_aggregator = None;
+    let mut d = Decoding {
+        out: DecodedAttributes::default(),
+        four_octet_as,
+        as4_path: None,
+        as4_aggregator: None,
+    };
     let mut r = Reader::new(bytes);
     while !r.is_empty() {
         let start = bytes.len() - r.remaining();
@@ -157,8 +262,8 @@ pub(crate) fn decode_attributes(
         else {
             // RFC 7606 §4: an attribute that overruns the field leaves the rest of the field
             // unparseable. The caller decides between treat-as-withdraw and a session reset.
-            out.overrun = true;
-            out.problems.push(AttrProblem {
+            d.out.overrun = true;
+            d.out.problems.push(AttrProblem {
                 type_code: type_code.unwrap_or(0),
                 action: ErrorAction::TreatAsWithdraw,
                 what: "attribute length runs past the path attribute field",
@@ -171,23 +276,25 @@ pub(crate) fn decode_attributes(
             action,
             what,
         };
+        let known = spec(type_code);
+        let resets = known.is_some_and(|s| s.on_malformed == OnMalformed::ResetSession);
 
-        if out.seen.contains(&type_code) {
+        if d.out.seen.contains(&type_code) {
             // RFC 7606 §3 g: only MP_REACH/MP_UNREACH repeated ends the session.
-            if type_code == types::MP_REACH || type_code == types::MP_UNREACH {
+            if resets {
                 return Err(DecodeError::MalformedAttributeList {
                     what: "MP_REACH_NLRI or MP_UNREACH_NLRI appears twice",
                 });
             }
-            out.problems.push(problem(
+            d.out.problems.push(problem(
                 ErrorAction::AttributeDiscard,
                 "repeated attribute, all but the first ignored",
             ));
             continue;
         }
-        out.seen.push(type_code);
+        d.out.seen.push(type_code);
 
-        let Some(expected) = expected_flags(type_code) else {
+        let Some(known) = known else {
             if flag_bits & flags::OPTIONAL == 0 {
                 return Err(DecodeError::UnrecognizedWellKnown {
                     type_code,
@@ -196,7 +303,7 @@ pub(crate) fn decode_attributes(
             }
             // Unknown optional non-transitive attributes are dropped silently (RFC 4271 §5).
             if flag_bits & flags::TRANSITIVE != 0 {
-                out.attributes.unknown.push(RawAttribute {
+                d.out.attributes.unknown.push(RawAttribute {
                     flags: flag_bits & !flags::EXTENDED_LENGTH,
                     type_code,
                     value: value.to_vec(),
@@ -204,172 +311,163 @@ pub(crate) fn decode_attributes(
             }
             continue;
         };
-        let mp = type_code == types::MP_REACH || type_code == types::MP_UNREACH;
-        if flag_bits & (flags::OPTIONAL | flags::TRANSITIVE) != expected {
-            if mp {
-                return Err(DecodeError::MalformedMpAttribute {
-                    what: "MP attribute flags",
-                    attribute: whole.to_vec(),
-                });
+        let malformed_mp = |what| DecodeError::MalformedMpAttribute {
+            what,
+            attribute: whole.to_vec(),
+        };
+        if flag_bits & (flags::OPTIONAL | flags::TRANSITIVE) != known.flags {
+            if resets {
+                return Err(malformed_mp("MP attribute flags"));
             }
-            out.problems.push(problem(
+            d.out.problems.push(problem(
                 ErrorAction::TreatAsWithdraw,
                 "attribute flags are wrong",
             ));
             continue;
         }
-
-        let a = &mut out.attributes;
-        let twa = ErrorAction::TreatAsWithdraw;
-        let discard = ErrorAction::AttributeDiscard;
-        let mut v = Reader::new(value);
-        let result: Result<(), AttrProblem> = match type_code {
-            types::ORIGIN => match value {
-                [0] => {
-                    a.origin = Some(Origin::Igp);
-                    Ok(())
-                }
-                [1] => {
-                    a.origin = Some(Origin::Egp);
-                    Ok(())
-                }
-                [2] => {
-                    a.origin = Some(Origin::Incomplete);
-                    Ok(())
-                }
-                _ => Err(problem(twa, "ORIGIN is not one octet of 0, 1 or 2")),
-            },
-            types::AS_PATH => match AsPath::decode(value, if four_octet_as { 4 } else { 2 }) {
-                Some(p) => {
-                    a.as_path = Some(p);
-                    Ok(())
-                }
-                None => Err(problem(twa, "AS_PATH is malformed")),
-            },
-            types::NEXT_HOP => match v.array::<4>() {
-                Some(o) if value.len() == 4 => {
-                    a.next_hop = Some(Ipv4Addr::from(o));
-                    Ok(())
-                }
-                _ => Err(problem(twa, "NEXT_HOP is not 4 octets")),
-            },
-            types::MED => match v.u32() {
-                Some(x) if value.len() == 4 => {
-                    a.med = Some(x);
-                    Ok(())
-                }
-                _ => Err(problem(twa, "MULTI_EXIT_DISC is not 4 octets")),
-            },
-            types::LOCAL_PREF => match v.u32() {
-                Some(x) if value.len() == 4 => {
-                    a.local_pref = Some(x);
-                    Ok(())
-                }
-                _ => Err(problem(twa, "LOCAL_PREF is not 4 octets")),
-            },
-            types::ATOMIC_AGGREGATE if value.is_empty() => {
-                a.atomic_aggregate = true;
-                Ok(())
+        if let Err(what) = (known.decode)(&mut d, value) {
+            match known.on_malformed {
+                OnMalformed::Recorded(action) => d.out.problems.push(problem(action, what)),
+                OnMalformed::ResetSession => return Err(malformed_mp(what)),
             }
-            types::ATOMIC_AGGREGATE => Err(problem(discard, "ATOMIC_AGGREGATE has a value")),
-            types::AGGREGATOR => match decode_aggregator(value, four_octet_as) {
-                Some(agg) => {
-                    a.aggregator = Some(agg);
-                    Ok(())
-                }
-                None => Err(problem(discard, "AGGREGATOR has the wrong length")),
-            },
-            types::COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(4) => {
-                a.communities = value
-                    .chunks_exact(4)
-                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                Ok(())
-            }
-            types::COMMUNITIES => Err(problem(twa, "COMMUNITIES is not a multiple of 4 octets")),
-            types::ORIGINATOR_ID => match v.array::<4>() {
-                Some(o) if value.len() == 4 => {
-                    a.originator_id = Some(Ipv4Addr::from(o));
-                    Ok(())
-                }
-                _ => Err(problem(twa, "ORIGINATOR_ID is not 4 octets")),
-            },
-            types::CLUSTER_LIST if !value.is_empty() && value.len().is_multiple_of(4) => {
-                a.cluster_list = value
-                    .chunks_exact(4)
-                    .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
-                    .collect();
-                Ok(())
-            }
-            types::CLUSTER_LIST => Err(problem(twa, "CLUSTER_LIST is not a multiple of 4 octets")),
-            types::LARGE_COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(12) => {
-                a.large_communities = value
-                    .chunks_exact(12)
-                    .map(|c| LargeCommunity {
-                        global: u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
-                        local1: u32::from_be_bytes([c[4], c[5], c[6], c[7]]),
-                        local2: u32::from_be_bytes([c[8], c[9], c[10], c[11]]),
-                    })
-                    .collect();
-                Ok(())
-            }
-            types::LARGE_COMMUNITIES => Err(problem(
-                twa,
-                "LARGE_COMMUNITIES is not a multiple of 12 octets",
-            )),
-            // RFC 6793 §6: malformed AS4 attributes are discarded; a 4-octet session ignores
-            // them entirely (§4.1).
-            types::AS4_PATH => match AsPath::decode(value, 4) {
-                _ if four_octet_as => Ok(()),
-                Some(p) => {
-                    as4_path = Some(p);
-                    Ok(())
-                }
-                None => Err(problem(discard, "AS4_PATH is malformed")),
-            },
-            types::AS4_AGGREGATOR => match decode_aggregator(value, true) {
-                _ if four_octet_as => Ok(()),
-                Some(agg) => {
-                    as4_aggregator = Some(agg);
-                    Ok(())
-                }
-                None => Err(problem(discard, "AS4_AGGREGATOR is not 8 octets")),
-            },
-            types::MP_REACH => {
-                out.mp_reach = Some(decode_mp_reach(value).map_err(|what| {
-                    DecodeError::MalformedMpAttribute {
-                        what,
-                        attribute: whole.to_vec(),
-                    }
-                })?);
-                Ok(())
-            }
-            types::MP_UNREACH => {
-                out.mp_unreach = Some(decode_mp_unreach(value).map_err(|what| {
-                    DecodeError::MalformedMpAttribute {
-                        what,
-                        attribute: whole.to_vec(),
-                    }
-                })?);
-                Ok(())
-            }
-            _ => Ok(()),
-        };
-        if let Err(p) = result {
-            out.problems.push(p);
         }
     }
 
-    if let (Some(path), Some(as4)) = (&out.attributes.as_path, &as4_path) {
+    let mut out = d.out;
+    if let (Some(path), Some(as4)) = (&out.attributes.as_path, &d.as4_path) {
         out.attributes.as_path = Some(path.merge_as4(as4));
     }
     // RFC 6793 §4.2.3: AS4_AGGREGATOR counts only when AGGREGATOR carries AS_TRANS.
-    if let (Some(agg), Some(agg4)) = (out.attributes.aggregator, as4_aggregator)
+    if let (Some(agg), Some(agg4)) = (out.attributes.aggregator, d.as4_aggregator)
         && agg.asn == u32::from(AS_TRANS)
     {
         out.attributes.aggregator = Some(agg4);
     }
     Ok(out)
+}
+
+/// `value` as exactly `N` octets.
+fn exactly<const N: usize>(value: &[u8]) -> Option<[u8; N]> {
+    value.try_into().ok()
+}
+
+/// `value` as one or more items of `N` octets.
+fn items<const N: usize>(value: &[u8]) -> Option<impl Iterator<Item = [u8; N]> + '_> {
+    (!value.is_empty() && value.len().is_multiple_of(N)).then(|| {
+        value
+            .chunks_exact(N)
+            .map(|c| <[u8; N]>::try_from(c).expect("chunks_exact gives N octets"))
+    })
+}
+
+fn decode_origin(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    d.out.attributes.origin = Some(match value {
+        [0] => Origin::Igp,
+        [1] => Origin::Egp,
+        [2] => Origin::Incomplete,
+        _ => return Err("ORIGIN is not one octet of 0, 1 or 2"),
+    });
+    Ok(())
+}
+
+fn decode_as_path(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let width = if d.four_octet_as { 4 } else { 2 };
+    d.out.attributes.as_path = Some(AsPath::decode(value, width).ok_or("AS_PATH is malformed")?);
+    Ok(())
+}
+
+fn decode_next_hop(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let octets = exactly::<4>(value).ok_or("NEXT_HOP is not 4 octets")?;
+    d.out.attributes.next_hop = Some(Ipv4Addr::from(octets));
+    Ok(())
+}
+
+fn decode_med(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let octets = exactly::<4>(value).ok_or("MULTI_EXIT_DISC is not 4 octets")?;
+    d.out.attributes.med = Some(u32::from_be_bytes(octets));
+    Ok(())
+}
+
+fn decode_local_pref(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let octets = exactly::<4>(value).ok_or("LOCAL_PREF is not 4 octets")?;
+    d.out.attributes.local_pref = Some(u32::from_be_bytes(octets));
+    Ok(())
+}
+
+fn decode_atomic_aggregate(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    if !value.is_empty() {
+        return Err("ATOMIC_AGGREGATE has a value");
+    }
+    d.out.attributes.atomic_aggregate = true;
+    Ok(())
+}
+
+fn decode_aggregator_attr(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let agg = decode_aggregator(value, d.four_octet_as).ok_or("AGGREGATOR has the wrong length")?;
+    d.out.attributes.aggregator = Some(agg);
+    Ok(())
+}
+
+fn decode_communities(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let items = items::<4>(value).ok_or("COMMUNITIES is not a multiple of 4 octets")?;
+    d.out.attributes.communities = items.map(u32::from_be_bytes).collect();
+    Ok(())
+}
+
+fn decode_originator_id(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let octets = exactly::<4>(value).ok_or("ORIGINATOR_ID is not 4 octets")?;
+    d.out.attributes.originator_id = Some(Ipv4Addr::from(octets));
+    Ok(())
+}
+
+fn decode_cluster_list(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let items = items::<4>(value).ok_or("CLUSTER_LIST is not a multiple of 4 octets")?;
+    d.out.attributes.cluster_list = items.map(Ipv4Addr::from).collect();
+    Ok(())
+}
+
+fn decode_large_communities(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    let items = items::<12>(value).ok_or("LARGE_COMMUNITIES is not a multiple of 12 octets")?;
+    d.out.attributes.large_communities = items
+        .map(|c| {
+            let word = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            LargeCommunity {
+                global: word(0),
+                local1: word(4),
+                local2: word(8),
+            }
+        })
+        .collect();
+    Ok(())
+}
+
+// RFC 6793 §6: malformed AS4 attributes are discarded; a 4-octet session ignores them
+// entirely (§4.1).
+fn decode_as4_path(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    if d.four_octet_as {
+        return Ok(());
+    }
+    d.as4_path = Some(AsPath::decode(value, 4).ok_or("AS4_PATH is malformed")?);
+    Ok(())
+}
+
+fn decode_as4_aggregator(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    if d.four_octet_as {
+        return Ok(());
+    }
+    d.as4_aggregator =
+        Some(decode_aggregator(value, true).ok_or("AS4_AGGREGATOR is not 8 octets")?);
+    Ok(())
+}
+
+fn decode_mp_reach_attr(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    d.out.mp_reach = Some(decode_mp_reach(value)?);
+    Ok(())
+}
+
+fn decode_mp_unreach_attr(d: &mut Decoding, value: &[u8]) -> Result<(), &'static str> {
+    d.out.mp_unreach = Some(decode_mp_unreach(value)?);
+    Ok(())
 }
 
 fn decode_aggregator(value: &[u8], four_octet_as: bool) -> Option<Aggregator> {
@@ -460,6 +558,11 @@ fn push_attr(
     Ok(())
 }
 
+/// Appends a known attribute with the flags of its row in [`KNOWN`].
+fn push_known(out: &mut Vec<u8>, type_code: u8, value: &[u8]) -> Result<(), EncodeError> {
+    push_attr(out, known_flags(type_code), type_code, value)
+}
+
 pub(crate) fn encode_mp_reach(mp: &MpReach, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let mut v = Vec::new();
     v.extend_from_slice(&mp.family.afi().to_be_bytes());
@@ -481,7 +584,7 @@ pub(crate) fn encode_mp_reach(mp: &MpReach, out: &mut Vec<u8>) -> Result<(), Enc
     for p in &mp.nlri {
         encode_prefix(p, &mut v);
     }
-    push_attr(out, flags::OPTIONAL, types::MP_REACH, &v)
+    push_known(out, types::MP_REACH, &v)
 }
 
 pub(crate) fn encode_mp_unreach(mp: &MpUnreach, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -491,7 +594,7 @@ pub(crate) fn encode_mp_unreach(mp: &MpUnreach, out: &mut Vec<u8>) -> Result<(),
     for p in &mp.withdrawn {
         encode_prefix(p, &mut v);
     }
-    push_attr(out, flags::OPTIONAL, types::MP_UNREACH, &v)
+    push_known(out, types::MP_UNREACH, &v)
 }
 
 impl PathAttributes {
@@ -500,28 +603,25 @@ impl PathAttributes {
     /// AS4_AGGREGATOR (RFC 6793 §4.2.2).
     pub(crate) fn encode(&self, four_octet_as: bool, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let width = if four_octet_as { 4 } else { 2 };
-        let wk = flags::TRANSITIVE;
-        let ot = flags::OPTIONAL | flags::TRANSITIVE;
-        let opt = flags::OPTIONAL;
         if let Some(o) = self.origin {
-            push_attr(out, wk, types::ORIGIN, &[o as u8])?;
+            push_known(out, types::ORIGIN, &[o as u8])?;
         }
         if let Some(p) = &self.as_path {
             let mut v = Vec::new();
             p.encode(width, &mut v);
-            push_attr(out, wk, types::AS_PATH, &v)?;
+            push_known(out, types::AS_PATH, &v)?;
         }
         if let Some(nh) = self.next_hop {
-            push_attr(out, wk, types::NEXT_HOP, &nh.octets())?;
+            push_known(out, types::NEXT_HOP, &nh.octets())?;
         }
         if let Some(m) = self.med {
-            push_attr(out, opt, types::MED, &m.to_be_bytes())?;
+            push_known(out, types::MED, &m.to_be_bytes())?;
         }
         if let Some(lp) = self.local_pref {
-            push_attr(out, wk, types::LOCAL_PREF, &lp.to_be_bytes())?;
+            push_known(out, types::LOCAL_PREF, &lp.to_be_bytes())?;
         }
         if self.atomic_aggregate {
-            push_attr(out, wk, types::ATOMIC_AGGREGATE, &[])?;
+            push_known(out, types::ATOMIC_AGGREGATE, &[])?;
         }
         if let Some(agg) = self.aggregator {
             let mut v = Vec::new();
@@ -531,7 +631,7 @@ impl PathAttributes {
                 v.extend_from_slice(&u16::try_from(agg.asn).unwrap_or(AS_TRANS).to_be_bytes());
             }
             v.extend_from_slice(&agg.address.octets());
-            push_attr(out, ot, types::AGGREGATOR, &v)?;
+            push_known(out, types::AGGREGATOR, &v)?;
         }
         if !self.communities.is_empty() {
             let v: Vec<u8> = self
@@ -539,25 +639,25 @@ impl PathAttributes {
                 .iter()
                 .flat_map(|c| c.to_be_bytes())
                 .collect();
-            push_attr(out, ot, types::COMMUNITIES, &v)?;
+            push_known(out, types::COMMUNITIES, &v)?;
         }
         if let Some(id) = self.originator_id {
-            push_attr(out, opt, types::ORIGINATOR_ID, &id.octets())?;
+            push_known(out, types::ORIGINATOR_ID, &id.octets())?;
         }
         if !self.cluster_list.is_empty() {
             let v: Vec<u8> = self.cluster_list.iter().flat_map(|c| c.octets()).collect();
-            push_attr(out, opt, types::CLUSTER_LIST, &v)?;
+            push_known(out, types::CLUSTER_LIST, &v)?;
         }
         if !four_octet_as {
             if let Some(p) = self.as_path.as_ref().filter(|p| p.needs_four_octets()) {
                 let mut v = Vec::new();
                 p.encode(4, &mut v);
-                push_attr(out, ot, types::AS4_PATH, &v)?;
+                push_known(out, types::AS4_PATH, &v)?;
             }
             if let Some(agg) = self.aggregator.filter(|a| a.asn > 0xffff) {
                 let mut v = agg.asn.to_be_bytes().to_vec();
                 v.extend_from_slice(&agg.address.octets());
-                push_attr(out, ot, types::AS4_AGGREGATOR, &v)?;
+                push_known(out, types::AS4_AGGREGATOR, &v)?;
             }
         }
         if !self.large_communities.is_empty() {
@@ -572,7 +672,7 @@ impl PathAttributes {
                     b
                 })
                 .collect();
-            push_attr(out, ot, types::LARGE_COMMUNITIES, &v)?;
+            push_known(out, types::LARGE_COMMUNITIES, &v)?;
         }
         for raw in &self.unknown {
             // A transitive attribute we pass on without understanding it gets the Partial bit
