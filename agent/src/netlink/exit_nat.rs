@@ -2,33 +2,33 @@
 //! one of the host's uplinks is masqueraded (source NAT to the uplink's address), so replies
 //! come back to this node and through the tunnel to the sender.
 //!
-//! meshd keeps this in an nftables table of its own, `inet meshd`, with one nat chain on the
-//! postrouting hook and one `iifname TUN oifname UPLINK masquerade` rule per uplink. Nothing
-//! else on the host's ruleset is read or changed: removing the table removes all of it, and a
-//! table left by a crashed run is found by its name and replaced in the same transaction.
-//!
-//! `ruleset` builds the table as libnftables-json commands with the `nftables` crate's typed
-//! schema (pure, tested without root); `nft` hands them to the `nft` program (Debian package
-//! `nftables`) as one atomic batch, `nft -j -f -`, a child process with arguments and no shell.
-//! That costs a process per change, only at start and stop (docs/architecture.md says why).
+//! meshd keeps this in an nftables table of its own, `inet meshd` ([`super::nft`] says how
+//! meshd's tables are made and replaced), with one nat chain on the postrouting hook and one
+//! `iifname TUN oifname UPLINK masquerade` rule per uplink. `ruleset` builds the table (pure,
+//! tested without root).
 //!
 //! Forwarding (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`) is switched on only
 //! where it is off, and put back as it was when the NAT is removed.
 
-mod nft;
 mod ruleset;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+
+use super::nft::{NftError, OwnedTable};
 
 /// The name of meshd's nftables table (family `inet`: one table for IPv4 and IPv6).
 pub const NAT_TABLE: &str = "meshd";
 /// Its chain on the postrouting hook.
 pub const NAT_CHAIN: &str = "postrouting";
 
-const ENOENT: i32 = 2;
-const EPERM: i32 = 1;
-const EOPNOTSUPP: i32 = 95;
+/// The exit's table.
+pub static NAT: OwnedTable = OwnedTable {
+    name: NAT_TABLE,
+    needed_by: "an exit",
+    kernel_hint: "the kernel lacks nftables NAT: load nft_chain_nat and nft_masq, or build with \
+                  CONFIG_NFT_NAT and CONFIG_NFT_MASQ",
+};
 
 const IPV4_FORWARDING: &str = "/proc/sys/net/ipv4/ip_forward";
 const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
@@ -65,24 +65,9 @@ pub enum ExitNatError {
     #[error("the exit serves neither IPv4 nor IPv6")]
     NoFamily,
 
-    /// The `nft` program is not on `PATH` nor in /usr/sbin.
-    #[error(
-        "cannot {operation} the nftables table inet {NAT_TABLE}: the nft program is not \
-         installed; an exit needs it: install the Debian package nftables"
-    )]
-    NftMissing { operation: &'static str },
-
-    /// nft refused the batch (its complaint is in `detail`), or could not be run.
-    #[error(
-        "cannot {operation} the nftables table inet {NAT_TABLE}: {detail}{}",
-        hint(operation, *errno)
-    )]
-    Nftables {
-        operation: &'static str,
-        detail: String,
-        /// The kernel's errno, when nft's message names one.
-        errno: Option<i32>,
-    },
+    /// Creating or deleting the table failed.
+    #[error(transparent)]
+    Nft(#[from] NftError),
 
     #[error("cannot read {}: {source}", path.display())]
     ReadSysctl {
@@ -104,24 +89,11 @@ pub enum ExitNatError {
     },
 }
 
-/// What to do about an nftables errno, in words.
-fn hint(operation: &str, errno: Option<i32>) -> &'static str {
-    match errno {
-        Some(EPERM) => " (meshd needs root or CAP_NET_ADMIN)",
-        // Only creating asks for the nat chain type and the masquerade expression.
-        Some(ENOENT | EOPNOTSUPP) if operation == "create" => {
-            " (the kernel lacks nftables NAT: load nft_chain_nat and nft_masq, or build with \
-             CONFIG_NFT_NAT and CONFIG_NFT_MASQ)"
-        }
-        _ => "",
-    }
-}
-
 impl ExitNatError {
     /// The kernel's errno, for nftables errors that have one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            ExitNatError::Nftables { errno, .. } => *errno,
+            ExitNatError::Nft(error) => error.errno(),
             _ => None,
         }
     }
@@ -154,10 +126,7 @@ impl ExitNat {
         families: Families,
     ) -> Result<Self, ExitNatError> {
         let batch = ruleset::install_batch(tun, uplinks, families)?;
-        // Only for the log: the batch replaces a stale table by itself.
-        let stale = ruleset::lists_nat_table(&nft::list_tables("create")?);
-        nft::apply("create", &batch)?;
-        if stale {
+        if NAT.install(&batch)? {
             tracing::warn!(
                 table = NAT_TABLE,
                 "replaced the nftables table inet {NAT_TABLE} an earlier run left behind"
@@ -186,7 +155,7 @@ impl ExitNat {
 
     /// Whether the table `inet meshd` exists in this network namespace.
     pub fn table_exists() -> Result<bool, ExitNatError> {
-        Ok(ruleset::lists_nat_table(&nft::list_tables("list")?))
+        Ok(NAT.exists()?)
     }
 
     /// The TUN and uplinks the rules name.
@@ -206,7 +175,7 @@ impl ExitNat {
         }
         self.removed = true;
         // Succeeds also when the table is already gone.
-        let mut first_error = nft::apply("delete", &ruleset::delete_batch()).err();
+        let mut first_error = NAT.remove().err().map(ExitNatError::from);
         for changed in self.changed.drain(..).rev() {
             match write_sysctl(&changed.path, &changed.previous) {
                 Ok(()) => tracing::info!(
@@ -318,11 +287,12 @@ mod tests {
 
     #[test]
     fn errors_say_how_to_fix_them() {
-        let error = ExitNatError::Nftables {
+        let error = ExitNatError::from(NftError::Refused {
             operation: "create",
+            table: &NAT,
             detail: "Operation not permitted".into(),
-            errno: Some(EPERM),
-        };
+            errno: Some(super::super::nft::EPERM),
+        });
         assert_eq!(
             error.to_string(),
             "cannot create the nftables table inet meshd: Operation not permitted \
@@ -334,11 +304,12 @@ mod tests {
                 .contains("[exit] interfaces")
         );
         assert!(
-            ExitNatError::NftMissing {
-                operation: "create"
-            }
+            ExitNatError::from(NftError::Missing {
+                operation: "create",
+                table: &NAT,
+            })
             .to_string()
-            .contains("install the Debian package nftables")
+            .contains("an exit needs it: install the Debian package nftables")
         );
     }
 }

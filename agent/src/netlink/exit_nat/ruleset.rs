@@ -1,48 +1,21 @@
-//! meshd's nftables table as libnftables-json commands, in the `nftables` crate's typed schema.
-//! Pure: it builds what `nft -j -f -` is given ([`super::nft`] runs it) and reads what
-//! `nft -j list tables` prints; nothing here talks to the kernel.
+//! The exit's nftables table as libnftables-json commands, in the `nftables` crate's typed
+//! schema. Pure: it builds what `nft -j -f -` is given ([`crate::netlink::nft`] runs it);
+//! nothing here talks to the kernel.
 
 use std::borrow::Cow;
 
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression};
-use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, NfCmd, NfListObject, Nftables, Rule};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use super::{ExitNatError, Families, NAT_CHAIN, NAT_TABLE};
+use super::{ExitNatError, Families, NAT, NAT_CHAIN, NAT_TABLE};
+use crate::netlink::nft::command;
 
 /// `NF_IP_PRI_NAT_SRC`, the priority `nft` calls `srcnat`.
 const SRCNAT_PRIORITY: i32 = 100;
 /// Interface names are at most 15 bytes (`IFNAMSIZ` less the terminating NUL).
 const MAX_INTERFACE_NAME: usize = 15;
-
-fn table() -> Table<'static> {
-    Table {
-        family: NfFamily::INet,
-        name: NAT_TABLE.into(),
-        handle: None,
-    }
-}
-
-fn command(command: NfCmd<'static>) -> NfObject<'static> {
-    NfObject::CmdObject(command)
-}
-
-/// `add table` then `delete table`: nft's idiom for "delete if it exists". `add` does not
-/// fail on an existing table, so the pair succeeds either way and leaves no table.
-fn delete_any_table() -> [NfObject<'static>; 2] {
-    [
-        command(NfCmd::Add(NfListObject::Table(table()))),
-        command(NfCmd::Delete(NfListObject::Table(table()))),
-    ]
-}
-
-/// The batch that removes meshd's table, whether or not it exists.
-pub(super) fn delete_batch() -> Nftables<'static> {
-    Nftables {
-        objects: Cow::Owned(delete_any_table().to_vec()),
-    }
-}
 
 /// `meta KEY == VALUE`.
 fn meta_is(key: MetaKey, value: &str) -> Statement<'static> {
@@ -88,8 +61,7 @@ pub(super) fn install_batch(
         check_interface_name(uplink)?;
     }
 
-    let mut objects = delete_any_table().to_vec();
-    objects.push(command(NfCmd::Add(NfListObject::Table(table()))));
+    let mut objects = NAT.replacing();
     objects.push(command(NfCmd::Add(NfListObject::Chain(Chain {
         family: NfFamily::INet,
         table: NAT_TABLE.into(),
@@ -119,18 +91,6 @@ pub(super) fn install_batch(
     }
     Ok(Nftables {
         objects: Cow::Owned(objects),
-    })
-}
-
-/// Whether `nft -j list tables` output names the table `inet meshd` (not `ip meshd` or
-/// another family's table of the same name, which are not meshd's).
-pub(super) fn lists_nat_table(tables: &Nftables) -> bool {
-    tables.objects.iter().any(|object| {
-        matches!(
-            object,
-            NfObject::ListObject(NfListObject::Table(table))
-                if table.family == NfFamily::INet && table.name == NAT_TABLE
-        )
     })
 }
 
@@ -218,15 +178,6 @@ mod tests {
     }
 
     #[test]
-    fn removing_deletes_the_table_whether_or_not_it_exists() {
-        let table = json!({"table": {"family": "inet", "name": "meshd"}});
-        assert_eq!(
-            serde_json::to_value(delete_batch()).unwrap(),
-            json!({"nftables": [{"add": table}, {"delete": table}]})
-        );
-    }
-
-    #[test]
     fn a_nat_needs_an_uplink_a_family_and_literal_names() {
         assert!(matches!(
             install_batch("mesh0", &[], Families::BOTH),
@@ -253,23 +204,5 @@ mod tests {
         assert!(
             install_batch("mesh0", &names(&["eth0", "a@b", "x.y-z_1"]), Families::BOTH).is_ok()
         );
-    }
-
-    #[test]
-    fn only_the_inet_table_counts_as_meshd_s() {
-        // What nft 1.0.6 prints for `nft -j list tables`.
-        let listed = |tables: &str| -> Nftables<'static> {
-            serde_json::from_str(&format!(
-                r#"{{"nftables": [{{"metainfo": {{"version": "1.0.6", "release_name":
-                "Lester Gooch #5", "json_schema_version": 1}}}}{tables}]}}"#
-            ))
-            .unwrap()
-        };
-        let ip = r#", {"table": {"family": "ip", "name": "meshd", "handle": 1}}"#;
-        let inet = r#", {"table": {"family": "inet", "name": "meshd", "handle": 3}}"#;
-        let other = r#", {"table": {"family": "inet", "name": "filter", "handle": 2}}"#;
-        assert!(!lists_nat_table(&listed("")));
-        assert!(!lists_nat_table(&listed(&format!("{ip}{other}"))));
-        assert!(lists_nat_table(&listed(&format!("{ip}{other}{inet}"))));
     }
 }

@@ -1,5 +1,6 @@
 //! Running the `nft` program: a child process with arguments (no shell), the JSON batch on its
-//! standard input, and its standard error kept for the error message.
+//! standard input, and its standard error kept for the error message. Every run is on behalf
+//! of one of meshd's tables, which the errors name.
 //!
 //! This is the `nftables` crate's `helper::apply_ruleset` less one flaw: that helper leaves
 //! nft's standard error attached to ours (upstream issue #209), so the reason nft gives for
@@ -11,27 +12,58 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use nftables::schema::Nftables;
 
-use super::{ENOENT, EOPNOTSUPP, EPERM, ExitNatError};
+use super::{ENOENT, EOPNOTSUPP, EPERM, NftError, OwnedTable};
 
 /// Found on `PATH`; [`FALLBACK`] where `PATH` lacks the sbin directories (`su` without `-`).
 const NFT: &str = "nft";
 const FALLBACK: &str = "/usr/sbin/nft";
 
 /// Applies `batch` as one transaction (`nft -j -f -`).
-pub(super) fn apply(operation: &'static str, batch: &Nftables) -> Result<(), ExitNatError> {
-    let input = serde_json::to_string(batch).map_err(|error| ExitNatError::Nftables {
+pub(super) fn apply(
+    table: &'static OwnedTable,
+    operation: &'static str,
+    batch: &Nftables,
+) -> Result<(), NftError> {
+    let input = serde_json::to_string(batch).map_err(|error| NftError::Refused {
         operation,
+        table,
         detail: format!("cannot encode the batch as JSON: {error}"),
         errno: None,
     })?;
-    run(operation, &["-j", "-f", "-"], Some(&input)).map(drop)
+    run(table, operation, &["-j", "-f", "-"], Some(&input)).map(drop)
 }
 
-/// This namespace's tables (`nft -j list tables`), as a step of `operation`.
-pub(super) fn list_tables(operation: &'static str) -> Result<Nftables<'static>, ExitNatError> {
-    let output = run(operation, &["-j", "list", "tables"], None)?;
-    serde_json::from_str(&output).map_err(|error| ExitNatError::Nftables {
+/// This namespace's tables (`nft -j list tables`), as a step of `operation` on `table`.
+pub(super) fn list_tables(
+    table: &'static OwnedTable,
+    operation: &'static str,
+) -> Result<Nftables<'static>, NftError> {
+    let output = run(table, operation, &["-j", "list", "tables"], None)?;
+    parse(table, operation, &output)
+}
+
+/// `table` with its chains, rules, sets and counters (`nft -j list table inet NAME`).
+pub(super) fn list_table(
+    table: &'static OwnedTable,
+    operation: &'static str,
+) -> Result<Nftables<'static>, NftError> {
+    let output = run(
+        table,
         operation,
+        &["-j", "list", "table", "inet", table.name],
+        None,
+    )?;
+    parse(table, operation, &output)
+}
+
+fn parse(
+    table: &'static OwnedTable,
+    operation: &'static str,
+    output: &str,
+) -> Result<Nftables<'static>, NftError> {
+    serde_json::from_str(output).map_err(|error| NftError::Refused {
+        operation,
+        table,
         detail: format!("cannot read nft's JSON: {error}"),
         errno: None,
     })
@@ -39,10 +71,11 @@ pub(super) fn list_tables(operation: &'static str) -> Result<Nftables<'static>, 
 
 /// Runs nft with `args`, `input` on its standard input; its standard output when it succeeds.
 fn run(
+    table: &'static OwnedTable,
     operation: &'static str,
     args: &[&str],
     input: Option<&str>,
-) -> Result<String, ExitNatError> {
+) -> Result<String, NftError> {
     let spawn = |program: &str| {
         Command::new(program)
             .args(args)
@@ -60,9 +93,10 @@ fn run(
         spawned => spawned,
     };
     let failed = |error: std::io::Error| match error.kind() {
-        ErrorKind::NotFound => ExitNatError::NftMissing { operation },
-        _ => ExitNatError::Nftables {
+        ErrorKind::NotFound => NftError::Missing { operation, table },
+        _ => NftError::Refused {
             operation,
+            table,
             detail: format!("cannot run nft: {error}"),
             errno: None,
         },
@@ -79,14 +113,19 @@ fn run(
     let output = child.wait_with_output().map_err(failed)?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        return Err(refusal(operation, &stderr, output.status));
+        return Err(refusal(table, operation, &stderr, output.status));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The error for nft exiting with `status` after printing `stderr`: its message on one line,
 /// and the kernel's errno where the message names one meshd has advice for.
-fn refusal(operation: &'static str, stderr: &str, status: ExitStatus) -> ExitNatError {
+fn refusal(
+    table: &'static OwnedTable,
+    operation: &'static str,
+    stderr: &str,
+    status: ExitStatus,
+) -> NftError {
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
@@ -108,8 +147,9 @@ fn refusal(operation: &'static str, stderr: &str, status: ExitStatus) -> ExitNat
     .into_iter()
     .find(|(_, text)| stderr.contains(text))
     .map(|(errno, _)| errno);
-    ExitNatError::Nftables {
+    NftError::Refused {
         operation,
+        table,
         detail,
         errno,
     }
@@ -120,6 +160,7 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     use super::*;
+    use crate::netlink::exit_nat::NAT;
 
     fn exited(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
@@ -129,6 +170,7 @@ mod tests {
     fn nft_s_complaint_and_its_errno_go_into_the_error() {
         // What nft 1.0.6 prints without CAP_NET_ADMIN.
         let error = refusal(
+            &NAT,
             "create",
             "netlink: Error: cache initialization failed: Operation not permitted\n",
             exited(1),
@@ -142,6 +184,7 @@ mod tests {
 
         // A kernel without the nat chain type or the masquerade expression.
         let error = refusal(
+            &NAT,
             "create",
             "internal:0:0-0: Error: Could not process rule: No such file or directory\n\n",
             exited(1),
@@ -156,7 +199,7 @@ mod tests {
             "{message}"
         );
 
-        let error = refusal("delete", "", exited(2));
+        let error = refusal(&NAT, "delete", "", exited(2));
         assert_eq!(error.errno(), None);
         assert_eq!(
             error.to_string(),
