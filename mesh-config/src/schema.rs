@@ -98,6 +98,10 @@ pub struct NodeSection {
     /// In order of preference: peers use the first one while it works (see `[paths]`).
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The kernel-side per-source limit on handshake initiations to `listen_port` (an
+    /// nftables table of meshd's own); off for an operator who manages the firewall alone.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub handshake_guard: bool,
 }
 
 /// `[interface]`: the TUN device.
@@ -330,6 +334,10 @@ fn default_asn() -> u32 {
     DEFAULT_ASN
 }
 
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
 fn default_true() -> bool {
     true
 }
@@ -376,6 +384,7 @@ impl NodeSection {
             role,
             listen_port: DEFAULT_LISTEN_PORT,
             endpoints: Vec::new(),
+            handshake_guard: true,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::dataplane::{
     ConfiguredPaths, Dataplane, DataplaneConfig, DataplaneHandle, PeerConfig, TunDevice,
 };
 use crate::netlink::mtu::DEFAULT_UNDERLAY_MTU;
-use crate::netlink::{ExitNat, Families, Netlink, tunnel_mtu};
+use crate::netlink::{ExitNat, Families, HandshakeGuard, Netlink, tunnel_mtu};
 use crate::peerset::KernelRoutes;
 use crate::routing::{RoutingPlane, RoutingSettings};
 
@@ -45,6 +45,7 @@ pub(super) struct Stage {
 pub(super) const STAGES: &[Stage] = &[
     Stage { name: "interface", start: start_interface, stop: stop_interface },
     Stage { name: "data plane", start: start_dataplane, stop: stop_dataplane },
+    Stage { name: "handshake guard", start: start_guard, stop: stop_guard },
     Stage { name: "uplinks", start: start_uplinks, stop: stop_uplinks },
     Stage { name: "exit", start: start_exit, stop: stop_exit },
     Stage { name: "control plane", start: start_control, stop: stop_control },
@@ -76,6 +77,8 @@ pub(super) struct Node<'n> {
     pub dataplane: Option<DataplaneHandle>,
     uplinks: Option<UplinkFollower>,
     exit_nat: Option<ExitNat>,
+    /// The kernel handshake guard, when it could be installed.
+    pub guard: Option<HandshakeGuard>,
     pub control: Option<ControlHandle>,
     pub routing: Option<RoutingPlane>,
 }
@@ -109,6 +112,7 @@ impl<'n> Node<'n> {
             dataplane: None,
             uplinks: None,
             exit_nat: None,
+            guard: None,
             control: None,
             routing: None,
         }
@@ -292,6 +296,38 @@ fn start_exit<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>>
             .context("cannot set up the exit's masquerade")?;
         node.exit_nat = Some(nat);
         Ok(())
+    })
+}
+
+/// Installs the kernel handshake guard on the listen port, unless `[node] handshake_guard`
+/// is off. Without nftables (no nft, no kernel support, no permission) meshd says so once and
+/// runs with its userspace limiter only.
+fn start_guard<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        if !node.config.node.handshake_guard {
+            tracing::info!("[node] handshake_guard is off: no kernel handshake guard");
+            return Ok(());
+        }
+        let port = node.config.node.listen_port;
+        match tokio::task::spawn_blocking(move || HandshakeGuard::install(port)).await? {
+            Ok(guard) => node.guard = Some(guard),
+            Err(error) => tracing::warn!(
+                %error,
+                "no kernel handshake guard; a handshake flood reaches meshd's socket and only \
+                 the userspace per-source limit cuts it"
+            ),
+        }
+        Ok(())
+    })
+}
+
+fn stop_guard<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, ()> {
+    Box::pin(async move {
+        if let Some(guard) = node.guard.take()
+            && let Err(error) = guard.remove()
+        {
+            tracing::warn!(%error, "cannot remove the kernel handshake guard");
+        }
     })
 }
 

@@ -21,6 +21,7 @@
 pub mod client;
 pub mod error;
 pub mod exit_nat;
+pub mod handshake_guard;
 pub mod mtu;
 pub mod nft;
 pub mod route;
@@ -30,6 +31,7 @@ pub mod uplinks;
 pub use client::Netlink;
 pub use error::NetlinkError;
 pub use exit_nat::{ExitNat, ExitNatError, Families};
+pub use handshake_guard::HandshakeGuard;
 pub use mtu::{ENCAPSULATION_OVERHEAD, tunnel_mtu};
 pub use nft::{NftError, OwnedTable};
 pub use route::KernelRoute;

@@ -239,6 +239,12 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         running.node.listen_port.to_string(),
         file.node.listen_port.to_string(),
     );
+    // The guard's table is made at start, for the port the data plane listens on.
+    keep(
+        "node.handshake_guard",
+        running.node.handshake_guard.to_string(),
+        file.node.handshake_guard.to_string(),
+    );
     keep(
         "interface.name",
         quoted(&running.interface.name),
