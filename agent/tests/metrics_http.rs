@@ -159,6 +159,7 @@ fn snapshot() -> Snapshot {
             skipped_messages: 3,
         }),
         control_refusals: Some(refusals()),
+        handshake_guard: true,
         bgp: Some(BgpView {
             asn: 64512,
             router_id: Some("10.1.0.1".parse().unwrap()),
@@ -496,6 +497,7 @@ fn a_scrape_gets_every_metric_with_its_type_and_unit() {
         );
     }
     assert_eq!(m.value("meshd_control_members", &[]), Some(4.0));
+    assert_eq!(m.value("meshd_handshake_guard_active", &[]), Some(1.0));
     for reason in Reason::ALL {
         let expected = match reason {
             Reason::PerSourceLimit => 2.0,

@@ -262,6 +262,7 @@ async fn run_planes(
         node_certificate: control
             .as_ref()
             .map(|_| StateDir::new(files.state).node_cert_path()),
+        handshake_guard: node.guard.is_some(),
     };
     let reloader = Reloader::new(
         files.config.to_path_buf(),

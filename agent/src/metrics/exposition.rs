@@ -51,6 +51,8 @@ pub struct Snapshot {
     /// When the node's certificate (`node.crt`, renewed in place) expires, in seconds since
     /// the Unix epoch (`None` without a control plane, or when the file cannot be read).
     pub node_certificate_expiry_unix: Option<i64>,
+    /// Whether the kernel handshake guard (`inet meshd_guard`) is installed.
+    pub handshake_guard: bool,
     /// The data plane's clock when `stats` was taken (peer states and ages).
     pub now: Instant,
 }
@@ -84,6 +86,13 @@ impl Collector for SnapshotCollector {
         peer_states(&mut out, s)?;
         paths(&mut out, s)?;
         drops(&mut out, &s.stats)?;
+        out.single_gauge(
+            "meshd_handshake_guard_active",
+            "1 when the kernel drops handshake-initiation floods per source before meshd \
+             (nftables table inet meshd_guard), 0 when only the userspace limit does",
+            None,
+            u64::from(s.handshake_guard),
+        )?;
         if let Some(control) = s.control {
             out.single_gauge(
                 "meshd_control_members",

@@ -22,6 +22,8 @@ pub struct DaemonMetrics<'a, D> {
     /// `node.crt` in the state directory, when the node has a control plane: read at each
     /// scrape, because a renewal replaces it while the daemon runs.
     pub node_certificate: Option<std::path::PathBuf>,
+    /// Whether the kernel handshake guard (`inet meshd_guard`) was installed at start.
+    pub handshake_guard: bool,
 }
 
 impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D> {
@@ -39,6 +41,7 @@ impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D>
                 .node_certificate
                 .as_deref()
                 .and_then(certificate_expiry),
+            handshake_guard: self.handshake_guard,
             now: std::time::Instant::now(),
         }
     }
