@@ -197,7 +197,7 @@ fn members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address() {
     let isp = underlay("hf-isp");
     let attacker = Namespace::new("hf-attacker");
     attach(&attacker, &isp, &[&format!("{ATTACKER}/24")], "n66");
-    let (alpha, beta) = two_cores(&isp, "hf");
+    let (alpha, mut beta) = two_cores(&isp, "hf");
     let [beta_v4, _] = beta.overlay();
     let _server = beta.namespace.spawn(
         "iperf3-server",
@@ -214,6 +214,19 @@ fn members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address() {
 
     let loss_before = ping_loss(&alpha, beta_v4);
     let bits_before = iperf(&alpha, beta_v4);
+    // The guard was on while the members joined, handshook and carried the traffic above:
+    // none of their initiations was dropped, and data never matches.
+    assert_eq!(
+        beta.metrics().value("meshd_handshake_guard_active", &[]),
+        Some(1.0),
+        "beta runs without the kernel handshake guard:\n{}",
+        beta.log()
+    );
+    assert_eq!(
+        guard_dropped(&beta),
+        0,
+        "the guard dropped a member's handshake"
+    );
     let beta_pid = beta.daemon.as_ref().expect("beta runs").pid();
     let rss_before = rss_kib(beta_pid);
 
@@ -275,17 +288,18 @@ fn members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address() {
     );
     assert!(answered > 0);
     // The figures to aim for are < 1 % loss and >= 80 % of the throughput (what was
-    // measured is in docs/benchmarks.md); the bounds here leave room for a shared machine.
+    // measured is in docs/benchmarks.md). With the kernel guard the flood costs meshd about
+    // what a closed port does, so what remains is what the attacker's sending and the bridge
+    // take from the two cores; the bounds leave room for a machine shared with builds.
     assert!(
-        loss_during < 0.10,
+        loss_during < 0.02,
         "the members lost {:.1} % of their pings during the flood",
         loss_during * 100.0
     );
-    // Before the per-source limit and the handshake queue it fell to 0.09 Mbit/s
-    // (0.003 %); what remains depends on how busy the two cores are, the attacker's
-    // sending included (the reference above shows that share).
+    // Before the per-source limits it fell to 0.09 Mbit/s (0.003 %); with the userspace
+    // limit alone to 37-40 % on a quiet machine, as low as 15 % on a busy one.
     assert!(
-        bits_during > 0.05 * bits_before,
+        bits_during > 0.30 * bits_before,
         "iperf3 fell from {:.0} to {:.0} Mbit/s during the flood",
         bits_before / 1e6,
         bits_during / 1e6
@@ -297,5 +311,13 @@ fn members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address() {
     assert!(
         wait_until(PING_TIMEOUT, || alpha.pings(beta_v4)),
         "the tunnel did not survive"
+    );
+
+    // A clean stop takes the guard's table away.
+    beta.stop();
+    let tables = beta.namespace.exec_ok("nft", &["list", "tables"]);
+    assert!(
+        !tables.contains("meshd_guard"),
+        "beta stopped and left its guard table: {tables}"
     );
 }
