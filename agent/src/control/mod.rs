@@ -29,6 +29,7 @@ pub mod redial;
 pub mod renewal;
 pub mod renewal_targets;
 pub mod shell;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod store;
 pub mod tls;

@@ -2,7 +2,8 @@
 //! machines, a virtual clock, control connections with latency, no sockets and no threads.
 //! It answers "how long until every node knows, and what did it cost on the wire" for a mesh
 //! of hundreds of nodes in seconds of real time (`examples/membership_scale.rs`), and lets
-//! tests check that a change costs O(N) messages, not O(N²).
+//! tests check that a change costs O(N) messages, not O(N²). Compiled only for tests and with
+//! the `sim` feature (the example): it is not in the shipped binary.
 //!
 //! - [`fleet`]: a real CA, the real address allocator and real signed records;
 //! - [`network`]: the simulator (event queue, links, counts per cause and message kind);
