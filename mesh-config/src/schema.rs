@@ -507,6 +507,22 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_guard_is_on_unless_turned_off() {
+        let on: Config = toml::from_str("[node]\nname = \"a\"\nrole = \"core\"\n").unwrap();
+        assert!(on.node.handshake_guard);
+        // The default is not written back.
+        assert!(!on.to_toml_string().contains("handshake_guard"));
+        let off: Config =
+            toml::from_str("[node]\nname = \"a\"\nrole = \"core\"\nhandshake_guard = false\n")
+                .unwrap();
+        assert!(!off.node.handshake_guard);
+        assert_eq!(
+            toml::from_str::<Config>(&off.to_toml_string()).unwrap(),
+            off
+        );
+    }
+
+    #[test]
     fn to_toml_string_round_trips() {
         let config: Config = toml::from_str(EXAMPLE).unwrap();
         let text = config.to_toml_string();
