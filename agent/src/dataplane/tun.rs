@@ -91,11 +91,13 @@ impl PacketDevice for TunDevice {
             .device
             .recv_multiple(scratch, bufs, sizes, HEADROOM)
             .await?;
-        // Drain what else is queued without waiting, while a whole super-packet still
-        // fits: small packets (voice, DNS, games) then leave in one GSO send per batch
-        // instead of one wake-up and one sendmsg each, and bulk TCP gets two super-packets
-        // per flush. One extra read (EAGAIN) per wake-up is the cost when nothing waits.
-        while bufs.len() - count >= MAX_SEGMENTS_PER_READ {
+        // After a lone packet, drain what else is queued without waiting, while a whole
+        // super-packet still fits: small packets (voice, DNS, games) then leave in one GSO
+        // send per batch instead of one wake-up and one sendmsg each. A super-packet read
+        // is batch enough (and draining after one cost bulk TCP a little CPU in the
+        // benchmark). One extra read (EAGAIN) per wake-up is the cost when nothing waits.
+        let drain = count == 1;
+        while drain && bufs.len() - count >= MAX_SEGMENTS_PER_READ {
             match self.device.try_recv_multiple(
                 scratch,
                 &mut bufs[count..],
