@@ -92,6 +92,7 @@ impl Server {
                     interface: "mesh0".into(),
                     mtu: 1420,
                     listen_port: 51820,
+                    handshake_guard: false,
                     addresses: vec!["10.1.0.1/16".parse().unwrap()],
                     endpoints: vec!["203.0.113.1:51820".into()],
                     listening: vec!["0.0.0.0:51820".parse().unwrap()],

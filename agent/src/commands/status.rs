@@ -92,7 +92,7 @@ pub fn render(report: &StatusReport) -> String {
         .unwrap_or_default();
     let mut text = format!(
         "node: {} ({})\n  public key: {}\n  interface: {}, mtu {}\n  addresses: {}\n  \
-         listening port: {}\n  endpoints: {}\n  uptime: {} (since {started}, pid {})\n  \
+         listening port: {}, handshake guard: {}\n  endpoints: {}\n  uptime: {} (since {started}, pid {})\n  \
          peers: {} up of {}{clients}{not_up}\n{paths}  transfer: {} received, {} sent\n",
         node.name,
         node.role,
@@ -101,6 +101,11 @@ pub fn render(report: &StatusReport) -> String {
         node.mtu,
         human::list(&node.addresses),
         node.listen_port,
+        if node.handshake_guard {
+            "kernel (nftables inet meshd_guard)"
+        } else {
+            "userspace only"
+        },
         human::list(&node.endpoints),
         human::duration(daemon.uptime_seconds),
         daemon.pid,
@@ -183,7 +188,8 @@ mod tests {
         status.drops.by_reason.insert("replay".into(), 2);
         let expected = format!(
             "node: alpha (core)\n  public key: {}\n  interface: mesh0, mtu 1420\n  \
-             addresses: 10.1.0.1/16, fd00:1::1/64\n  listening port: 51820\n  \
+             addresses: 10.1.0.1/16, fd00:1::1/64\n  \
+             listening port: 51820, handshake guard: kernel (nftables inet meshd_guard)\n  \
              endpoints: vpn.example.net:51820\n  \
              uptime: 1 hour, 2 minutes, 5 seconds (since 2026-01-02T03:04:05Z, pid 42)\n  \
              peers: 1 up of 2 (1 client), 1 down\n  paths: 1 of 3 down\n  transfer: 1000 B received, 1.95 KiB sent\n  \

@@ -211,13 +211,15 @@ async fn run_planes(
         dataplane,
         control,
         routing,
+        guard,
         ..
     } = node;
     let kernel = kernel.as_mut().expect("the interface stage has started");
     let dataplane = dataplane
         .as_ref()
         .expect("the data-plane stage has started");
-    let info = node_info(config, dataplane, *mtu, addresses, kernel.installed());
+    let mut info = node_info(config, dataplane, *mtu, addresses, kernel.installed());
+    info.handshake_guard = guard.is_some();
     let api = match routing {
         Some(routing) => api.with_bgp(routing.view()),
         None => api,
@@ -350,6 +352,8 @@ fn node_info(
             .map(ToString::to_string)
             .collect(),
         listening: dataplane.local_addrs().to_vec(),
+        // Set by the caller, which knows whether the guard stage installed it.
+        handshake_guard: false,
         kernel_routes: kernel_routes.to_vec(),
         started_at: time::OffsetDateTime::now_utc(),
     }

@@ -223,6 +223,12 @@ fn members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address() {
         "beta runs without the kernel handshake guard:\n{}",
         beta.log()
     );
+    let text = beta.meshd(&["status"]);
+    assert!(
+        status(&beta).node.handshake_guard
+            && text.contains("handshake guard: kernel (nftables inet meshd_guard)"),
+        "meshd status does not show the guard:\n{text}"
+    );
     assert_eq!(
         guard_dropped(&beta),
         0,

@@ -56,6 +56,8 @@ pub struct NodeInfo {
     pub endpoints: Vec<String>,
     /// The UDP addresses the data plane listens on.
     pub listening: Vec<SocketAddr>,
+    /// Whether the kernel handshake guard (nftables `inet meshd_guard`) was installed at start.
+    pub handshake_guard: bool,
     /// Routes meshd installed in the kernel towards the TUN.
     pub kernel_routes: Vec<IpNet>,
     pub started_at: OffsetDateTime,

@@ -63,6 +63,10 @@ pub struct NodeSummary {
     pub listening: Vec<SocketAddr>,
     pub addresses: Vec<IpNet>,
     pub endpoints: Vec<String>,
+    /// Whether the kernel drops handshake-initiation floods per source before meshd
+    /// (nftables `inet meshd_guard`); false: only the userspace limit (or an older daemon).
+    #[serde(default)]
+    pub handshake_guard: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +172,7 @@ pub fn status(
             mtu: node.mtu,
             listen_port: node.listen_port,
             listening: node.listening.clone(),
+            handshake_guard: node.handshake_guard,
             addresses: node.addresses.clone(),
             endpoints: node.endpoints.clone(),
         },

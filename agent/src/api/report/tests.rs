@@ -14,6 +14,7 @@ pub(crate) fn node() -> NodeInfo {
         interface: "mesh0".into(),
         mtu: 1420,
         listen_port: 51820,
+        handshake_guard: true,
         addresses: vec![
             "10.1.0.1/16".parse().unwrap(),
             "fd00:1::1/64".parse().unwrap(),
