@@ -17,7 +17,7 @@
 //!   ([`crate::identity::RENEWAL_GRACE`] by default) is accepted on a renewal connection
 //!   only: [`ControlAcceptor`] reads the client hello first and answers a client that offers
 //!   [`RENEWAL_ALPN`] with a configuration that agrees on nothing else and whose verifier
-//!   ([`RenewalClientVerifier`]) allows the grace; every other connection gets the strict
+//!   ([`ClientCheck::Renewal`]) allows the grace; every other connection gets the strict
 //!   one. Everything but the expiry is checked as strictly on both.
 
 use std::sync::{Arc, RwLock};
@@ -223,7 +223,10 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(MemberClientVerifier { trust }))
+        .with_client_cert_verifier(Arc::new(ClientVerifier {
+            trust,
+            check: ClientCheck::Member,
+        }))
         .with_cert_resolver(own);
     // Joiners and members older than the hello offer no ALPN and get none. A client that
     // offers ALPN but none of these is refused in the handshake (no_application_protocol):
@@ -246,7 +249,10 @@ fn renewal_server_config(
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(RenewalClientVerifier { trust, grace }))
+        .with_client_cert_verifier(Arc::new(ClientVerifier {
+            trust,
+            check: ClientCheck::Renewal { grace },
+        }))
         .with_cert_resolver(own);
     config.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
     config.send_tls13_tickets = 0;
@@ -427,15 +433,25 @@ impl ServerCertVerifier for MemberServerVerifier {
     }
 }
 
-/// Checks a member's client certificate; a connection without one may only join.
-#[derive(Debug)]
-struct MemberClientVerifier {
-    trust: Arc<Trust>,
+/// What a client certificate must be for: a member connection (a connection without one may
+/// only join), or a renewal (mandatory, and one that expired up to `grace` ago is accepted;
+/// everything else as strict). Only [`ControlAcceptor`]'s renewal configuration uses the latter.
+#[derive(Debug, Clone, Copy)]
+enum ClientCheck {
+    Member,
+    Renewal { grace: time::Duration },
 }
 
-impl ClientCertVerifier for MemberClientVerifier {
+/// Checks the client certificate of a control connection as its [`ClientCheck`] says.
+#[derive(Debug)]
+struct ClientVerifier {
+    trust: Arc<Trust>,
+    check: ClientCheck,
+}
+
+impl ClientCertVerifier for ClientVerifier {
     fn client_auth_mandatory(&self) -> bool {
-        false
+        matches!(self.check, ClientCheck::Renewal { .. })
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -448,58 +464,12 @@ impl ClientCertVerifier for MemberClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust.verify(end_entity, now)?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls12_refused()
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SIGNATURE_SCHEMES.to_vec()
-    }
-}
-
-/// Checks the client certificate of a renewal connection: mandatory, and one that expired
-/// up to `grace` ago is accepted (everything else as strict as [`MemberClientVerifier`]).
-/// Only [`ControlAcceptor`]'s renewal configuration uses it.
-#[derive(Debug)]
-struct RenewalClientVerifier {
-    trust: Arc<Trust>,
-    grace: time::Duration,
-}
-
-impl ClientCertVerifier for RenewalClientVerifier {
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust.verify_for_renewal(end_entity, now, self.grace)?;
+        match self.check {
+            ClientCheck::Member => self.trust.verify(end_entity, now)?,
+            ClientCheck::Renewal { grace } => {
+                self.trust.verify_for_renewal(end_entity, now, grace)?
+            }
+        };
         Ok(ClientCertVerified::assertion())
     }
 
