@@ -16,6 +16,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use integration::admission::{admit, der, init, state};
 use integration::logs::{self, Logs};
 use integration::mesh::{assert_round_trip, meshd, meshd_async, start};
 use meshd::control::frame::{read_message, write_message};
@@ -25,10 +26,7 @@ use meshd::control::store::read_members;
 use meshd::control::tls::{
     OwnCertificate, Trust, join_client_config, legacy_member_client_config, member_server_name,
 };
-use meshd::state::StateDir;
 use pki::{CertificateAuthority, NodeCertificate, NodeIdentity, NodeKeyPair, NodeRole};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -37,16 +35,6 @@ use tokio_rustls::TlsConnector;
 const ALPHA: &str = "127.0.0.91:51991";
 /// Bound for a log line or a closed connection.
 const WITHIN: Duration = Duration::from_secs(10);
-
-fn state(dir: &Path, name: &str) -> StateDir {
-    StateDir::new(dir.join(name).join("state"))
-}
-
-fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .expect("a PEM certificate")
-        .to_vec()
-}
 
 /// A TLS client that presents `cert_der` with `key` and trusts alpha's CA. It offers no
 /// ALPN, as a node older than the hello: its first message need not be a hello.
@@ -130,18 +118,14 @@ async fn bad_control_input_is_refused_logged_and_harms_nobody_else() {
     let logs = logs::capture();
     let dir = tempfile::tempdir().expect("temporary directory");
     let d = dir.path();
-    meshd(
+    init(d, "alpha", ALPHA);
+    let mut alpha = start(d, "alpha", "127.0.0.91").await;
+    admit(
         d,
         "alpha",
-        &["init", "--name", "alpha", "--endpoint", ALPHA],
-    )
-    .unwrap();
-    let mut alpha = start(d, "alpha", "127.0.0.91").await;
-    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    meshd_async(
-        d,
         "beta",
-        &["join", token.trim(), "--endpoint", "127.0.0.92:51992"],
+        &["--role", "core"],
+        Some("127.0.0.92:51992"),
     )
     .await;
     let mut beta = start(d, "beta", "127.0.0.92").await;
@@ -301,11 +285,12 @@ async fn bad_control_input_is_refused_logged_and_harms_nobody_else() {
 
     // alpha still serves: beta's tunnel, a new join, and everything stored is still there.
     assert_round_trip(&mut alpha, &mut beta, "after the bad input").await;
-    let token = meshd(d, "alpha", &["invite", "gamma", "--role", "core"]).unwrap();
-    meshd_async(
+    admit(
         d,
+        "alpha",
         "gamma",
-        &["join", token.trim(), "--endpoint", "127.0.0.95:51995"],
+        &["--role", "core"],
+        Some("127.0.0.95:51995"),
     )
     .await;
     assert_eq!(

@@ -17,8 +17,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use integration::admission::{admit, der, init, state};
 use integration::logs::{self, Logs};
-use integration::mesh::{meshd, meshd_async};
 use meshd::control::frame::{MAX_FRAME_LEN, read_body_limited, write_message};
 use meshd::control::message::{Gossip, Message};
 use meshd::control::protocol::{Incoming, RECORD_EXTENSIONS, base_features, decode_member};
@@ -28,10 +28,7 @@ use meshd::control::tls::{
     member_server_name, peer_name, server_config,
 };
 use meshd::control::{ControlHandle, ControlPlane, ControlSettings};
-use meshd::state::StateDir;
 use pki::NodeKeyPair;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -47,16 +44,6 @@ const BETA: &str = "127.0.0.122:52122";
 const NEWER: &str = "127.0.0.123:52123";
 /// Bound for anything the test waits for.
 const WITHIN: Duration = Duration::from_secs(10);
-
-fn state(dir: &Path, name: &str) -> StateDir {
-    StateDir::new(dir.join(name).join("state"))
-}
-
-fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .expect("a PEM certificate")
-        .to_vec()
-}
 
 /// Starts `name`'s control plane only (no data plane: the test looks at membership).
 async fn start(dir: &Path, name: &str, bind: &str) -> ControlHandle {
@@ -230,18 +217,11 @@ async fn nodes_of_two_versions_talk_and_unknown_messages_are_skipped() {
     let logs = logs::capture();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", ALPHA],
-    )
-    .unwrap();
+    init(d, "alpha", ALPHA);
     let alpha = start(d, "alpha", ALPHA).await;
-    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    meshd_async(d, "beta", &["join", token.trim(), "--endpoint", BETA]).await;
+    admit(d, "alpha", "beta", &["--role", "core"], Some(BETA)).await;
     let beta = start(d, "beta", BETA).await;
-    let token = meshd(d, "alpha", &["invite", "newer", "--role", "core"]).unwrap();
-    meshd_async(d, "newer", &["join", token.trim(), "--endpoint", NEWER]).await;
+    admit(d, "alpha", "newer", &["--role", "core"], Some(NEWER)).await;
     wait_for_members(&alpha, "alpha before", &["alpha", "beta"]).await;
     let n = newer(d);
     let mut old_seen = old_server(&n).await;

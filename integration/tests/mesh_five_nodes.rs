@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use integration::mesh::{assert_round_trip, meshd, meshd_async, round_trip, start};
+use integration::admission::{admit, endpoint, init};
+use integration::mesh::{assert_round_trip, meshd_async, round_trip, start};
 
 /// Bound for a revocation to cut a node off.
 const REVOKE: Duration = Duration::from_secs(8);
@@ -18,34 +19,16 @@ const REVOKE: Duration = Duration::from_secs(8);
 async fn five_nodes_join_forward_revoke_survive_the_ca_and_restart_from_state() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let d = dir.path();
-    let endpoint = |host: u8| format!("127.0.0.{host}:518{host}");
 
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", &endpoint(71)],
-    )
-    .unwrap();
+    init(d, "alpha", &endpoint(71));
     let mut alpha = start(d, "alpha", "127.0.0.71").await;
     for (name, host) in [("beta", 72), ("gamma", 73)] {
-        let token = meshd(d, "alpha", &["invite", name, "--role", "core"]).unwrap();
-        meshd_async(
-            d,
-            name,
-            &["join", token.trim(), "--endpoint", &endpoint(host)],
-        )
-        .await;
+        admit(d, "alpha", name, &["--role", "core"], Some(&endpoint(host))).await;
     }
     let mut beta = start(d, "beta", "127.0.0.72").await;
     let mut gamma = start(d, "gamma", "127.0.0.73").await;
     for (name, core) in [("s1", "beta"), ("s2", "gamma")] {
-        let token = meshd(
-            d,
-            "alpha",
-            &["invite", name, "--role", "spoke", "--core", core],
-        )
-        .unwrap();
-        meshd_async(d, name, &["join", token.trim()]).await;
+        admit(d, "alpha", name, &["--role", "spoke", "--core", core], None).await;
     }
     let mut s1 = start(d, "s1", "127.0.0.74").await;
     let mut s2 = start(d, "s2", "127.0.0.75").await;

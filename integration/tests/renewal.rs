@@ -8,13 +8,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use integration::admission::{admit, endpoint, init, node_certificate, renewed_certificate, state};
 use integration::logs;
-use integration::mesh::{Node, assert_round_trip, meshd, meshd_async, start_tuned};
+use integration::mesh::{Node, assert_round_trip, meshd_async, start_tuned};
 use meshd::control::store::read_members;
-use meshd::state::StateDir;
 use pki::NodeCertificate;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 /// Validity of the certificates alpha issues: renewal is due after 7-9 s of it.
@@ -22,20 +20,9 @@ const VALIDITY: time::Duration = time::Duration::seconds(12);
 /// Bound for a node to renew (the due time, plus some seconds on a loaded machine).
 const RENEWED_WITHIN: Duration = Duration::from_secs(20);
 
-/// The certificate in `name`'s node.crt.
-fn certificate(dir: &Path, name: &str) -> NodeCertificate {
-    let state = StateDir::new(dir.join(name).join("state"));
-    let pem = state
-        .read_certificate(&state.node_cert_path())
-        .expect("node.crt");
-    let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("node.crt is PEM");
-    NodeCertificate::parse(&der).expect("node.crt parses")
-}
-
 /// The certificate `holder` keeps in its stored membership record of `member`.
 fn certificate_held(dir: &Path, holder: &str, member: &str) -> Option<NodeCertificate> {
-    let state = StateDir::new(dir.join(holder).join("state"));
-    read_members(&state)
+    read_members(&state(dir, holder))
         .expect("members.json")
         .into_iter()
         .filter_map(|r| NodeCertificate::parse(&r.certificate).ok())
@@ -51,19 +38,14 @@ async fn start(dir: &Path, name: &str, ip: &str) -> Node {
 
 /// Waits until `name`'s node.crt is another certificate than `before`.
 async fn wait_for_renewal(dir: &Path, name: &str, before: &NodeCertificate) -> NodeCertificate {
-    let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
-    loop {
-        let now = certificate(dir, name);
-        if now.serial != before.serial {
-            return now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} did not renew its certificate (valid until {}) within {RENEWED_WITHIN:?}",
-            before.not_after
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    renewed_certificate(dir, name, before, RENEWED_WITHIN)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} did not renew its certificate (valid until {}) within {RENEWED_WITHIN:?}",
+                before.not_after
+            )
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,31 +53,20 @@ async fn members_renew_before_expiry_without_dropping_tunnels_and_a_revoked_one_
     let logs = logs::capture();
     let dir = tempfile::tempdir().expect("temporary directory");
     let d = dir.path();
-    let endpoint = |host: u8| format!("127.0.0.{host}:519{host}");
 
-    meshd(
+    init(d, "alpha", &endpoint(81));
+    let mut alpha = start(d, "alpha", "127.0.0.81").await;
+    admit(d, "alpha", "beta", &["--role", "core"], Some(&endpoint(82))).await;
+    admit(
         d,
         "alpha",
-        &["init", "--name", "alpha", "--endpoint", &endpoint(81)],
-    )
-    .unwrap();
-    let mut alpha = start(d, "alpha", "127.0.0.81").await;
-    let token = meshd(d, "alpha", &["invite", "beta", "--role", "core"]).unwrap();
-    meshd_async(
-        d,
-        "beta",
-        &["join", token.trim(), "--endpoint", &endpoint(82)],
+        "s1",
+        &["--role", "spoke", "--core", "beta"],
+        None,
     )
     .await;
-    let token = meshd(
-        d,
-        "alpha",
-        &["invite", "s1", "--role", "spoke", "--core", "beta"],
-    )
-    .unwrap();
-    meshd_async(d, "s1", &["join", token.trim()]).await;
-    let first_beta = certificate(d, "beta");
-    let first_s1 = certificate(d, "s1");
+    let first_beta = node_certificate(d, "beta");
+    let first_s1 = node_certificate(d, "s1");
     let lifetime = first_beta.not_after - (first_beta.not_before + pki::CLOCK_SKEW_ALLOWANCE);
     assert!(
         lifetime <= VALIDITY,
@@ -159,7 +130,7 @@ async fn members_renew_before_expiry_without_dropping_tunnels_and_a_revoked_one_
     let mark = logs.mark();
     let out = meshd_async(d, "alpha", &["revoke", "s1"]).await;
     assert!(out.contains("Revoked s1"), "{out}");
-    let before = certificate(d, "s1");
+    let before = node_certificate(d, "s1");
     let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
     let refused = loop {
         let refused = logs.matching_since(mark, &["certificate renewal failed", "alpha"]);
@@ -186,7 +157,7 @@ async fn members_renew_before_expiry_without_dropping_tunnels_and_a_revoked_one_
         })
         .collect();
     assert!(!ca_side.is_empty(), "the CA holder logs why it refused");
-    assert_eq!(certificate(d, "s1").serial, before.serial);
+    assert_eq!(node_certificate(d, "s1").serial, before.serial);
     assert_eq!(
         certificate_held(d, "alpha", "s1"),
         None,

@@ -6,15 +6,11 @@
 //! holder with a window shorter than the time `gamma` was off refuses gamma's renewal, saying
 //! why, and gamma's certificate stays the one it had.
 
-use std::path::Path;
 use std::time::Duration;
 
+use integration::admission::{admit, endpoint, init, node_certificate, renewed_certificate};
 use integration::logs;
-use integration::mesh::{assert_round_trip, meshd, meshd_async, start, start_tuned};
-use meshd::state::StateDir;
-use pki::NodeCertificate;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use integration::mesh::{assert_round_trip, start, start_tuned};
 use time::OffsetDateTime;
 
 /// Validity of the certificate beta joins with.
@@ -22,59 +18,28 @@ const SHORT: time::Duration = time::Duration::seconds(3);
 /// Bound for beta to renew after it starts (the first attempt is at once).
 const RENEWED_WITHIN: Duration = Duration::from_secs(20);
 
-fn certificate(dir: &Path, name: &str) -> NodeCertificate {
-    let state = StateDir::new(dir.join(name).join("state"));
-    let pem = state
-        .read_certificate(&state.node_cert_path())
-        .expect("node.crt");
-    let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("node.crt is PEM");
-    NodeCertificate::parse(&der).expect("node.crt parses")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_off_past_its_expiry_renews_within_the_grace_and_keeps_its_name_and_prefixes() {
     let logs = logs::capture();
     let dir = tempfile::tempdir().expect("temporary directory");
     let d = dir.path();
-    let endpoint = |host: u8| format!("127.0.0.{host}:519{host}");
 
-    meshd(
-        d,
-        "alpha",
-        &["init", "--name", "alpha", "--endpoint", &endpoint(91)],
-    )
-    .unwrap();
+    init(d, "alpha", &endpoint(91));
     let alpha = start_tuned(d, "alpha", "127.0.0.91", |settings| {
         settings.certificate_validity = SHORT;
     })
     .await;
-    let token = meshd(
+    let beta_lan = ["--role", "core", "--route", "192.168.77.0/24"];
+    admit(d, "alpha", "beta", &beta_lan, Some(&endpoint(92))).await;
+    admit(
         d,
         "alpha",
-        &[
-            "invite",
-            "beta",
-            "--role",
-            "core",
-            "--route",
-            "192.168.77.0/24",
-        ],
-    )
-    .unwrap();
-    meshd_async(
-        d,
-        "beta",
-        &["join", token.trim(), "--endpoint", &endpoint(92)],
-    )
-    .await;
-    let token = meshd(d, "alpha", &["invite", "gamma", "--role", "core"]).unwrap();
-    meshd_async(
-        d,
         "gamma",
-        &["join", token.trim(), "--endpoint", &endpoint(93)],
+        &["--role", "core"],
+        Some(&endpoint(93)),
     )
     .await;
-    let first = certificate(d, "beta");
+    let first = node_certificate(d, "beta");
     assert!(first.not_after <= OffsetDateTime::now_utc() + SHORT);
     // The CA holder again with the usual validity, so the renewed certificate lasts.
     alpha.stop().await;
@@ -89,19 +54,14 @@ async fn a_node_off_past_its_expiry_renews_within_the_grace_and_keeps_its_name_a
     let mark = logs.mark();
     let mut beta = start(d, "beta", "127.0.0.92").await;
 
-    let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
-    let renewed = loop {
-        let now = certificate(d, "beta");
-        if now.serial != first.serial {
-            break now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "beta did not renew its expired certificate within {RENEWED_WITHIN:?}: {:?}",
-            logs.matching_since(mark, &["renewal"])
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let renewed = renewed_certificate(d, "beta", &first, RENEWED_WITHIN)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "beta did not renew its expired certificate within {RENEWED_WITHIN:?}: {:?}",
+                logs.matching_since(mark, &["renewal"])
+            )
+        });
     // Same name, role, prefixes, approved LAN, WireGuard key and TLS key: the CA's record.
     assert_eq!(renewed.identity, first.identity);
     assert_eq!(
@@ -142,7 +102,7 @@ async fn a_node_off_past_its_expiry_renews_within_the_grace_and_keeps_its_name_a
         settings.renewal_grace = time::Duration::seconds(1);
     })
     .await;
-    let expired = certificate(d, "gamma");
+    let expired = node_certificate(d, "gamma");
     let mark = logs.mark();
     let gamma = start(d, "gamma", "127.0.0.93").await;
     let deadline = tokio::time::Instant::now() + RENEWED_WITHIN;
@@ -175,7 +135,7 @@ async fn a_node_off_past_its_expiry_renews_within_the_grace_and_keeps_its_name_a
             .all(|l| l.contains("grace window") && !l.contains("renewed serial")),
         "{refused:?}"
     );
-    assert_eq!(certificate(d, "gamma").serial, expired.serial);
+    assert_eq!(node_certificate(d, "gamma").serial, expired.serial);
 
     gamma.stop().await;
     beta.stop().await;
