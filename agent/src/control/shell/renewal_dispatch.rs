@@ -43,7 +43,6 @@ impl Hub {
     /// Asks for a new certificate: from the local CA on the CA holder, else from the CA
     /// holder over a renewal connection. Always ends in [`Event::RenewalDone`].
     fn start_renewal(&mut self, now: OffsetDateTime) {
-        let events = self.events_tx.clone();
         let csr = match self.own.key.csr(&self.own.identity.name) {
             Ok(csr) => csr,
             Err(error) => {
@@ -54,25 +53,88 @@ impl Hub {
             }
         };
         tracing::info!(ca_holder = %self.own.ca_holder, "renewing the node certificate");
+        let done = |result, holder| Event::RenewalDone { result, holder };
         if self.settings.state.is_ca_holder() {
-            let state = self.settings.state.clone();
-            let terms = self.renewal_terms();
-            let current = NodeCertificate::parse(&self.own.certificate.certificate_der());
-            tokio::task::spawn_blocking(move || {
-                let result = match current {
-                    Ok(current) => renew(&state, &current, &csr, now, terms)
-                        .map(|issued| issued.pem)
-                        .map_err(|refusal| refusal.0),
-                    Err(error) => Err(format!("the certificate in use does not parse: {error}")),
-                };
-                let _ = events.blocking_send(Event::RenewalDone {
-                    result,
-                    holder: None,
-                });
-            });
+            let current = NodeCertificate::parse(&self.own.certificate.certificate_der())
+                .map_err(|error| format!("the certificate in use does not parse: {error}"));
+            self.renew_locally(current, csr, now, done);
             return;
         }
-        // The holder recorded first, then the other cores: the CA may have moved.
+        self.renew_remotely(self.own.renewal_connector.clone(), csr, done);
+    }
+
+    /// Starts the renewals of hosted routers' certificates that are due: at the local CA
+    /// when this node holds it, else at the CA holder over TLS with the router's certificate
+    /// (which is what the CA checks a renewal against).
+    pub(super) fn poll_hosted_renewals(&mut self, now: OffsetDateTime) {
+        let (jobs, warnings) = self.hosted.poll_renewals(now);
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        for job in jobs {
+            let name = job.name.clone();
+            tracing::info!(router = %name, ca_holder = %self.own.ca_holder, "renewing a hosted router's certificate");
+            let done = {
+                let name = name.clone();
+                move |result, _| Event::HostedRenewalDone { name, result }
+            };
+            if self.settings.state.is_ca_holder() {
+                self.renew_locally(Ok(job.current), job.csr_pem, now, done);
+                continue;
+            }
+            let connector = OwnCertificate::new(
+                job.current.der.clone(),
+                self.trust.ca_der().to_vec(),
+                job.key_pkcs8.clone(),
+            )
+            .and_then(|own| renewal_client_config(self.trust.clone(), own))
+            .map(TlsConnector::from);
+            let connector = match connector {
+                Ok(connector) => connector,
+                Err(error) => {
+                    let why = format!("cannot present its certificate: {error}");
+                    self.hosted.renewal_failed(&name, now, &why);
+                    tracing::warn!(router = %name, reason = %why, "router certificate renewal failed");
+                    continue;
+                }
+            };
+            self.renew_remotely(connector, job.csr_pem, done);
+        }
+    }
+
+    /// Renews `current` at this node's CA, off the hub's task, and tells the hub what came of
+    /// it in the event `done` makes (with no other holder).
+    fn renew_locally(
+        &self,
+        current: Result<NodeCertificate, String>,
+        csr: String,
+        now: OffsetDateTime,
+        done: impl FnOnce(Result<String, String>, Option<String>) -> Event + Send + 'static,
+    ) {
+        let events = self.events_tx.clone();
+        let state = self.settings.state.clone();
+        let terms = self.renewal_terms();
+        tokio::task::spawn_blocking(move || {
+            let result = current.and_then(|current| {
+                renew(&state, &current, &csr, now, terms)
+                    .map(|issued| issued.pem)
+                    .map_err(|refusal| refusal.0)
+            });
+            let _ = events.blocking_send(done(result, None));
+        });
+    }
+
+    /// Sends `csr` to the CA holder over a renewal connection made with `connector` (which
+    /// presents the certificate to renew) and tells the hub what came of it, and which node
+    /// answered, in the event `done` makes. The holder recorded first, then the other cores:
+    /// the CA may have moved.
+    fn renew_remotely(
+        &self,
+        connector: TlsConnector,
+        csr: String,
+        done: impl FnOnce(Result<String, String>, Option<String>) -> Event + Send + 'static,
+    ) {
+        let events = self.events_tx.clone();
         let ca_holder = self.own.ca_holder.clone();
         let targets = renewal_targets(
             &ca_holder,
@@ -80,7 +142,6 @@ impl Hub {
             self.membership.members(),
             &self.own.last_known,
         );
-        let connector = self.own.renewal_connector.clone();
         let fwmark = self.settings.fwmark;
         tokio::spawn(async move {
             let outcome = renew_at_first(&ca_holder, &targets, |name, endpoints| {
@@ -103,79 +164,8 @@ impl Hub {
                 Ok((pem, holder)) => (Ok(pem), Some(holder)),
                 Err(error) => (Err(error), None),
             };
-            let _ = events.send(Event::RenewalDone { result, holder }).await;
+            let _ = events.send(done(result, holder)).await;
         });
-    }
-
-    /// Starts the renewals of hosted routers' certificates that are due: at the local CA
-    /// when this node holds it, else at the CA holder over TLS with the router's certificate
-    /// (which is what the CA checks a renewal against).
-    pub(super) fn poll_hosted_renewals(&mut self, now: OffsetDateTime) {
-        let (jobs, warnings) = self.hosted.poll_renewals(now);
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
-        for job in jobs {
-            let events = self.events_tx.clone();
-            let name = job.name.clone();
-            tracing::info!(router = %name, ca_holder = %self.own.ca_holder, "renewing a hosted router's certificate");
-            if self.settings.state.is_ca_holder() {
-                let state = self.settings.state.clone();
-                let terms = self.renewal_terms();
-                tokio::task::spawn_blocking(move || {
-                    let result = renew(&state, &job.current, &job.csr_pem, now, terms)
-                        .map(|issued| issued.pem)
-                        .map_err(|refusal| refusal.0);
-                    let _ = events.blocking_send(Event::HostedRenewalDone { name, result });
-                });
-                continue;
-            }
-            let connector = OwnCertificate::new(
-                job.current.der.clone(),
-                self.trust.ca_der().to_vec(),
-                job.key_pkcs8.clone(),
-            )
-            .and_then(|own| renewal_client_config(self.trust.clone(), own))
-            .map(TlsConnector::from);
-            let connector = match connector {
-                Ok(connector) => connector,
-                Err(error) => {
-                    let why = format!("cannot present its certificate: {error}");
-                    self.hosted.renewal_failed(&name, now, &why);
-                    tracing::warn!(router = %name, reason = %why, "router certificate renewal failed");
-                    continue;
-                }
-            };
-            // Like our own renewal: the holder recorded first, then the other cores.
-            let ca_holder = self.own.ca_holder.clone();
-            let targets = renewal_targets(
-                &ca_holder,
-                &self.own.identity.name,
-                self.membership.members(),
-                &self.own.last_known,
-            );
-            let fwmark = self.settings.fwmark;
-            tokio::spawn(async move {
-                let result = renew_at_first(&ca_holder, &targets, |holder, endpoints| {
-                    let (connector, csr) = (connector.clone(), job.csr_pem.clone());
-                    async move {
-                        tokio::time::timeout(
-                            RENEWAL_TIMEOUT,
-                            request_renewal(&connector, fwmark, &holder, &endpoints, csr),
-                        )
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(format!(
-                                "the CA holder {holder} did not answer within {RENEWAL_TIMEOUT:?}"
-                            ))
-                        })
-                    }
-                })
-                .await
-                .map(|(pem, _)| pem);
-                let _ = events.send(Event::HostedRenewalDone { name, result }).await;
-            });
-        }
     }
 
     /// Our own renewal ended ([`Event::RenewalDone`]).
