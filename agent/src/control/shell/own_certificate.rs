@@ -33,6 +33,19 @@ impl Hub {
         self.own.ca_holder = holder;
     }
 
+    /// A renewed certificate (this node's or a hosted router's) checked as every member's is:
+    /// signed by the mesh CA, valid at `now`, not on the revocation list this node holds.
+    pub(super) fn verify_renewed(
+        &self,
+        pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<pki::NodeCertificate, String> {
+        let der = pem_der(pem)?;
+        let crl = self.membership.crl().map(|c| c.der().to_vec());
+        pki::verify_node_certificate(&der, self.trust.ca_der(), crl.as_deref(), now)
+            .map_err(|e| format!("the new certificate is not valid: {e}"))
+    }
+
     /// Takes a renewed certificate into use: checked, written to `node.crt`, presented in
     /// handshakes, spread in a new membership record.
     pub(super) fn install_certificate(
@@ -40,10 +53,7 @@ impl Hub {
         pem: &str,
         now: OffsetDateTime,
     ) -> Result<(), String> {
-        let der = pem_der(pem)?;
-        let crl = self.membership.crl().map(|c| c.der().to_vec());
-        let cert = pki::verify_node_certificate(&der, self.trust.ca_der(), crl.as_deref(), now)
-            .map_err(|e| format!("the new certificate is not valid: {e}"))?;
+        let cert = self.verify_renewed(pem, now)?;
         let own = &self.own.identity;
         if cert.identity.name != own.name || cert.identity.wireguard_key != own.wireguard_key {
             return Err("the new certificate is for another name or WireGuard key".into());
@@ -52,7 +62,7 @@ impl Hub {
         let previous = self.own.certificate.certificate_der();
         self.own
             .certificate
-            .replace(der.clone())
+            .replace(cert.der.clone())
             .map_err(|e| format!("the new certificate is not for this node's key: {e}"))?;
         let state = &self.settings.state;
         if let Err(error) =
@@ -64,7 +74,7 @@ impl Hub {
         let version = next_version(Some(self.own.record_version), now);
         let record = sign_record(
             &self.own.key,
-            &der,
+            &cert.der,
             self.settings.endpoints.clone(),
             version,
         )

@@ -4,7 +4,6 @@
 use time::OffsetDateTime;
 
 use super::hub::Hub;
-use super::pem_der;
 use crate::control::hosted::HostedRouters;
 use crate::control::membership::{Action, Membership};
 use crate::state::StateDir;
@@ -82,10 +81,7 @@ impl Hub {
         pem: &str,
         now: OffsetDateTime,
     ) -> Result<(), String> {
-        let der = pem_der(pem)?;
-        let crl = self.membership.crl().map(|c| c.der().to_vec());
-        let cert = pki::verify_node_certificate(&der, self.trust.ca_der(), crl.as_deref(), now)
-            .map_err(|e| format!("the new certificate is not valid: {e}"))?;
+        let cert = self.verify_renewed(pem, now)?;
         let (serial, not_after) = (cert.serial.clone(), cert.not_after);
         // Checked against the router before anything is written: `renewed` refuses another
         // router's or key's certificate, and signs nothing then.
