@@ -86,26 +86,23 @@ pub(super) fn render(view: &RouterExport) -> String {
                  ! packets included, into the tunnel. Delete entry 20 to use the exit, once the route\n\
                  ! to the core's endpoint no longer depends on the default route."
             );
-            let _ = writeln!(
-                out,
-                "route-map meshd-import{family} deny 10\n \
-                 match {match_kind} address prefix-list meshd-own{family}\nexit"
-            );
-            let _ = writeln!(
-                out,
-                "route-map meshd-import{family} deny 20\n \
-                 match {match_kind} address prefix-list meshd-default{family}\nexit"
-            );
-            let _ = writeln!(out, "route-map meshd-import{family} permit 30\nexit");
+            let import = format!("meshd-import{family}");
+            let own = (*match_kind, format!("meshd-own{family}"));
+            let default = (*match_kind, format!("meshd-default{family}"));
+            route_map_entry(&mut out, &import, "deny 10", Some(&own));
+            route_map_entry(&mut out, &import, "deny 20", Some(&default));
+            route_map_entry(&mut out, &import, "permit 30", None);
         }
         let _ = writeln!(
             out,
             "! To the core: exactly the announced prefixes (the core refuses anything else anyway)."
         );
-        let _ = writeln!(
-            out,
-            "route-map meshd-export{family} permit 10\n \
-             match {match_kind} address prefix-list meshd-announce{family}"
+        let announce = (*match_kind, format!("meshd-announce{family}"));
+        route_map_head(
+            &mut out,
+            &format!("meshd-export{family}"),
+            "permit 10",
+            Some(&announce),
         );
         if let (Some(t6), "6") = (tunnel6, *family) {
             let _ = writeln!(
@@ -178,18 +175,33 @@ fn default_only_import(out: &mut String, family: &str, match_kind: &str, default
          ! everything through the tunnel while keeping the tunnel's own packets on the host's\n\
          ! default route, and the core's default in the main table would pull those in too."
     );
-    let _ = writeln!(
+    let default_list = (match_kind, format!("meshd-default{family}"));
+    let fib = format!("meshd-fib{family}");
+    route_map_entry(
         out,
-        "route-map meshd-import{family} permit 10\n \
-         match {match_kind} address prefix-list meshd-default{family}\nexit"
+        &format!("meshd-import{family}"),
+        "permit 10",
+        Some(&default_list),
     );
-    let _ = writeln!(
-        out,
-        "route-map meshd-fib{family} deny 10\n \
-         match {match_kind} address prefix-list meshd-default{family}\nexit"
-    );
-    let _ = writeln!(out, "route-map meshd-fib{family} permit 20\nexit");
+    route_map_entry(out, &fib, "deny 10", Some(&default_list));
+    route_map_entry(out, &fib, "permit 20", None);
     let _ = writeln!(out, "{match_kind} protocol bgp route-map meshd-fib{family}");
+}
+
+/// One route-map entry, `route-map MAP ACTION SEQ` (`rule` is "permit 10", "deny 20"...), with
+/// a match on a prefix list (`(match_kind, list)`: `ip`/`ipv6` and the list's name) if given,
+/// and its `exit`.
+fn route_map_entry(out: &mut String, map: &str, rule: &str, prefix_list: Option<&(&str, String)>) {
+    route_map_head(out, map, rule, prefix_list);
+    let _ = writeln!(out, "exit");
+}
+
+/// [`route_map_entry`] without its `exit`, for an entry that sets something too.
+fn route_map_head(out: &mut String, map: &str, rule: &str, prefix_list: Option<&(&str, String)>) {
+    let _ = writeln!(out, "route-map {map} {rule}");
+    if let Some((match_kind, list)) = prefix_list {
+        let _ = writeln!(out, " match {match_kind} address prefix-list {list}");
+    }
 }
 
 /// The prefix lists of one family: exactly the announced prefixes, the same or longer (own),
