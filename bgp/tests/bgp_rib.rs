@@ -55,6 +55,9 @@ struct Case {
     name: String,
     expect: String,
     path: Vec<PathSpec>,
+    /// The multipath group, in order, with `max_paths` (default 8); unchecked when absent.
+    group: Option<Vec<String>>,
+    max_paths: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -115,11 +118,9 @@ fn best_path_cases_from_data_file() {
                 },
             );
         }
+        let name_of = |peer: PeerId| ids.iter().find(|(_, id)| **id == peer).map(|(n, _)| *n);
         let winner = rib.best(&prefix()).map(|p| p.peer);
-        let name = ids
-            .iter()
-            .find(|(_, id)| Some(**id) == winner)
-            .map(|(n, _)| *n);
+        let name = winner.and_then(name_of);
         if name != Some(case.expect.as_str()) {
             failures.push(format!(
                 "{}: expected {}, got {:?}",
@@ -140,6 +141,32 @@ fn best_path_cases_from_data_file() {
         }
         if rib2.best(&prefix()).map(|p| p.peer) != winner {
             failures.push(format!("{}: depends on arrival order", case.name));
+        }
+        if let Some(expected) = &case.group {
+            let max_paths = case.max_paths.unwrap_or(8);
+            let group_of = |rib: &mut Rib| {
+                rib.set_max_paths(max_paths);
+                let group: Vec<&str> = rib
+                    .multipath(&prefix())
+                    .iter()
+                    .filter_map(|p| name_of(p.peer))
+                    .collect();
+                (group.join(" "), rib.best(&prefix()).map(|p| p.peer))
+            };
+            let (group, best) = group_of(&mut rib);
+            if group != expected.join(" ") {
+                failures.push(format!(
+                    "{}: expected group [{}], got [{group}]",
+                    case.name,
+                    expected.join(" ")
+                ));
+            }
+            if best != winner {
+                failures.push(format!("{}: multipath moved the best path", case.name));
+            }
+            if group_of(&mut rib2).0 != group {
+                failures.push(format!("{}: group depends on arrival order", case.name));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -455,4 +482,36 @@ fn next_hop_resolution() {
         Some(NextHop::V6 { .. })
     ));
     assert_eq!(resolve_next_hop(&v4, None, None, s6, false), None);
+}
+
+#[test]
+fn a_change_of_the_multipath_group_alone_is_reported() {
+    let (mut rib, _) = rib_with_peers();
+    let a = path(4, "10.1.0.1", &[65020]);
+    let b = path(5, "10.2.0.1", &[65020]);
+    rib.announce(prefix(), a.clone());
+    assert_eq!(
+        rib.announce(prefix(), b.clone()),
+        None,
+        "max_paths 1: an equal path that is not the best changes nothing"
+    );
+    let grown = rib.set_max_paths(8);
+    assert_eq!(grown.len(), 1);
+    assert_eq!(grown[0].best.as_ref(), Some(&a));
+    assert_eq!(grown[0].equal, vec![b.clone()]);
+    // The second path gets dearer: the group shrinks, the best stays.
+    let shrunk = rib.set_igp_cost("10.2.0.1".parse().unwrap(), Some(30));
+    assert_eq!(shrunk.len(), 1);
+    assert_eq!(shrunk[0].best.as_ref(), Some(&a));
+    assert!(shrunk[0].equal.is_empty());
+    assert_eq!(rib.multipath(&prefix()), vec![&a]);
+    // Equal again, then the best goes: the other is best alone.
+    rib.set_igp_cost("10.2.0.1".parse().unwrap(), Some(0));
+    assert_eq!(rib.multipath(&prefix()), vec![&a, &b]);
+    let gone = rib.withdraw(4, prefix()).expect("best withdrawn");
+    assert_eq!((gone.best, gone.equal), (Some(b), Vec::new()));
+    assert!(
+        rib.set_max_paths(1).is_empty(),
+        "one path left: nothing to change"
+    );
 }

@@ -22,12 +22,6 @@ pub struct Candidate<'a> {
 /// `Less` means `a` is the better path. Locally originated routes win over learned ones.
 pub fn compare(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
     let (aa, ba) = (&a.path.attrs, &b.path.attrs);
-    let local_pref = |c: &Candidate<'_>| c.path.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
-    let path_len = |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().map_or(0, |p| p.length());
-    let origin = |c: &Candidate<'_>| c.path.attrs.origin.unwrap_or(Origin::Incomplete);
-    let neighbor_as =
-        |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().and_then(|p| p.neighbor_as());
-    let external = |c: &Candidate<'_>| c.peer.is_some_and(|p| !p.internal);
     // RFC 4456 §9: the ORIGINATOR_ID stands in for the BGP identifier of reflected routes.
     let router_id = |c: &Candidate<'_>| {
         c.path
@@ -36,6 +30,35 @@ pub fn compare(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
             .or(c.peer.map(|p| p.bgp_id))
             .map_or(0, u32::from)
     };
+    compare_multipath(a, b)
+        .then_with(|| router_id(a).cmp(&router_id(b)))
+        .then_with(|| aa.cluster_list.len().cmp(&ba.cluster_list.len()))
+        .then_with(|| {
+            let addr = |c: &Candidate<'_>| c.peer.map(|p| p.address);
+            addr(a).cmp(&addr(b))
+        })
+}
+
+/// The steps of [`compare`] before the tie-breaks that only pick one of equals (router id,
+/// CLUSTER_LIST length, peer address). A path for which this is `Equal` against the best
+/// path is as good as the best, and joins its multipath group ([`super::Rib::multipath`]):
+///
+/// 1. both locally originated, or both learned;
+/// 2. the same LOCAL_PREF (absent: [`DEFAULT_LOCAL_PREF`]);
+/// 3. the same AS_PATH length (an AS_SET counts 1, confederation segments 0);
+/// 4. the same ORIGIN;
+/// 5. the same MED (absent: 0) when both come from the same neighbouring AS; from different
+///    neighbouring ASes MED is not compared, as in the decision itself;
+/// 6. both from eBGP, or both from iBGP;
+/// 7. the same IGP cost to the next hop (the data plane's cost; unknown counts as 0).
+pub fn compare_multipath(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
+    let (aa, ba) = (&a.path.attrs, &b.path.attrs);
+    let local_pref = |c: &Candidate<'_>| c.path.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
+    let path_len = |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().map_or(0, |p| p.length());
+    let origin = |c: &Candidate<'_>| c.path.attrs.origin.unwrap_or(Origin::Incomplete);
+    let neighbor_as =
+        |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().and_then(|p| p.neighbor_as());
+    let external = |c: &Candidate<'_>| c.peer.is_some_and(|p| !p.internal);
     b.peer
         .is_none()
         .cmp(&a.peer.is_none())
@@ -52,10 +75,4 @@ pub fn compare(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
         })
         .then_with(|| external(b).cmp(&external(a)))
         .then_with(|| a.igp_cost.cmp(&b.igp_cost))
-        .then_with(|| router_id(a).cmp(&router_id(b)))
-        .then_with(|| aa.cluster_list.len().cmp(&ba.cluster_list.len()))
-        .then_with(|| {
-            let addr = |c: &Candidate<'_>| c.peer.map(|p| p.address);
-            addr(a).cmp(&addr(b))
-        })
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::packet::PathAttributes;
-use best::{Candidate, compare};
+use best::{Candidate, compare, compare_multipath};
 
 /// Identifies a session in the RIB; [`LOCAL`] is this node's own routes.
 pub type PeerId = u32;
@@ -46,7 +46,24 @@ pub struct Path {
 pub struct BestChange {
     pub prefix: IpNet,
     pub best: Option<Path>,
+    /// The rest of the prefix's multipath group after `best`, in order ([`Rib::multipath`]);
+    /// always empty with one path at most (the default). A change of these alone is a change.
+    pub equal: Vec<Path>,
 }
+
+/// How many paths one prefix's multipath group may hold, the best included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MaxPaths(usize);
+
+impl Default for MaxPaths {
+    /// One: the best path alone, no multipath.
+    fn default() -> MaxPaths {
+        MaxPaths(1)
+    }
+}
+
+/// What a prefix's selection was before a change: its best path and the rest of its group.
+type Selection = (Option<Path>, Vec<Path>);
 
 #[derive(Debug, Default)]
 pub struct Rib {
@@ -62,11 +79,31 @@ pub struct Rib {
     interner: intern::Interner,
     /// How many prefixes each peer has a path to (its accepted routes).
     path_counts: HashMap<PeerId, usize>,
+    max_paths: MaxPaths,
 }
 
 impl Rib {
     pub fn new() -> Rib {
         Rib::default()
+    }
+
+    /// Sets how many paths a prefix's multipath group may hold, the best included (0 counts
+    /// as 1: the best path alone), and reports the prefixes whose group changed.
+    pub fn set_max_paths(&mut self, max_paths: usize) -> Vec<BestChange> {
+        let max_paths = MaxPaths(max_paths.max(1));
+        if max_paths == self.max_paths {
+            return Vec::new();
+        }
+        let prefixes = self.table.prefixes_where(|paths| paths.len() > 1);
+        let before: Vec<(IpNet, Selection)> = prefixes
+            .into_iter()
+            .map(|p| (p, self.selection(&p)))
+            .collect();
+        self.max_paths = max_paths;
+        before
+            .into_iter()
+            .filter_map(|(p, before)| self.reselect(p, before))
+            .collect()
     }
 
     pub fn add_peer(&mut self, id: PeerId, info: PeerInfo) {
@@ -106,7 +143,7 @@ impl Rib {
                 shared
             }
         };
-        let before = self.best(&prefix).cloned();
+        let before = self.selection(&prefix);
         let peer = path.peer;
         match self.table.upsert(prefix, path) {
             table::Upsert::Unchanged => return None,
@@ -117,7 +154,7 @@ impl Rib {
     }
 
     pub fn withdraw(&mut self, peer: PeerId, prefix: IpNet) -> Option<BestChange> {
-        let before = self.best(&prefix).cloned();
+        let before = self.selection(&prefix);
         if !self.table.remove(prefix, peer) {
             return None;
         }
@@ -133,21 +170,74 @@ impl Rib {
         if self.igp_cost.get(&next_hop) == Some(&cost) {
             return Vec::new();
         }
-        self.igp_cost.insert(next_hop, cost);
         let prefixes = self
             .table
             .prefixes_where(|paths| paths.iter().any(|p| p.next_hop == next_hop));
-        prefixes
+        // Before the cost changes: a multipath group is worked out from the costs.
+        let before: Vec<(IpNet, Selection)> = prefixes
             .into_iter()
-            .filter_map(|p| {
-                let before = self.best(&p).cloned();
-                self.reselect(p, before)
-            })
+            .map(|p| (p, self.selection(&p)))
+            .collect();
+        self.igp_cost.insert(next_hop, cost);
+        before
+            .into_iter()
+            .filter_map(|(p, before)| self.reselect(p, before))
             .collect()
     }
 
     pub fn best(&self, prefix: &IpNet) -> Option<&Path> {
         self.table.get(prefix)?.best().map(|p| &**p)
+    }
+
+    /// The prefix's multipath group: its best path first, then the usable paths that are as
+    /// good as the best through every step of the decision process before router id
+    /// ([`best::compare_multipath`] is `Equal`), in the decision process's order, one per
+    /// next hop (a second path through a next hop already in the group adds nothing to
+    /// spread traffic over), at most `max_paths` in all ([`Rib::set_max_paths`]). Empty when
+    /// the prefix has no best path.
+    pub fn multipath<'a>(&'a self, prefix: &IpNet) -> Vec<&'a Path> {
+        let Some(best) = self.best(prefix) else {
+            return Vec::new();
+        };
+        if self.max_paths.0 == 1 {
+            return vec![best];
+        }
+        let Some(best_cost) = self.usable_cost(best) else {
+            return vec![best];
+        };
+        let peers = &self.peers;
+        let candidate = move |path: &'a Path, igp_cost| Candidate {
+            path,
+            peer: peers.get(&path.peer),
+            igp_cost,
+        };
+        let best_candidate = candidate(best, best_cost);
+        let mut equal: Vec<Candidate<'_>> = self
+            .candidates(prefix)
+            .into_iter()
+            .map(|(path, cost)| candidate(path, cost))
+            .filter(|c| *c.path != *best && compare_multipath(c, &best_candidate).is_eq())
+            .collect();
+        equal.sort_by(compare);
+        let mut group = vec![best];
+        for c in equal {
+            if group.len() >= self.max_paths.0 {
+                break;
+            }
+            if group.iter().all(|p| p.next_hop != c.path.next_hop) {
+                group.push(c.path);
+            }
+        }
+        group
+    }
+
+    /// The best path and the rest of the multipath group, as a change reports them.
+    fn selection(&self, prefix: &IpNet) -> Selection {
+        if self.max_paths.0 == 1 {
+            return (self.best(prefix).cloned(), Vec::new());
+        }
+        let mut group = self.multipath(prefix).into_iter().cloned();
+        (group.next(), group.collect())
     }
 
     /// Every path to `prefix`, in no particular order.
@@ -200,11 +290,15 @@ impl Rib {
     }
 
     /// Runs the decision process over the prefix's paths and reports whether the best path
-    /// differs from `before`.
-    fn reselect(&mut self, prefix: IpNet, before: Option<Path>) -> Option<BestChange> {
+    /// or the rest of its multipath group differs from `before`.
+    fn reselect(&mut self, prefix: IpNet, before: Selection) -> Option<BestChange> {
         let Some(slot) = self.table.get(&prefix) else {
             // The last path went: the prefix is gone.
-            return before.map(|_| BestChange { prefix, best: None });
+            return before.0.map(|_| BestChange {
+                prefix,
+                best: None,
+                equal: Vec::new(),
+            });
         };
         let mut best: Option<(usize, Candidate<'_>)> = None;
         for (i, path) in slot.paths().iter().enumerate() {
@@ -222,13 +316,12 @@ impl Rib {
             }
         }
         let best = best.map(|(i, _)| i);
-        let after = best
-            .and_then(|b| slot.paths().get(b))
-            .map(|p| (**p).clone());
         self.table.set_best(&prefix, best);
+        let after = self.selection(&prefix);
         (before != after).then_some(BestChange {
             prefix,
-            best: after,
+            best: after.0,
+            equal: after.1,
         })
     }
 }

@@ -91,7 +91,8 @@ pub enum Output {
         address: IpAddr,
         key: Option<Md5Key>,
     },
-    /// The best route for a prefix changed (this node's own routes have `peer == LOCAL`).
+    /// The best route for a prefix, or the rest of its multipath group, changed (this node's
+    /// own routes have `peer == LOCAL`).
     Best(BestChange),
 }
 
@@ -250,6 +251,14 @@ impl SpeakerCore {
     pub fn withdraw(&mut self, prefix: IpNet) {
         let change = self.rib.withdraw(LOCAL, prefix);
         self.propagate(change.into_iter().collect());
+    }
+
+    /// How many equal paths a prefix's multipath group may hold, the best included (1, the
+    /// default: the best alone); see [`Rib::multipath`] for the rule. What peers are sent is
+    /// always the best path alone; the group goes to the shell in [`Output::Best`].
+    pub fn set_max_paths(&mut self, max_paths: usize) {
+        let changes = self.rib.set_max_paths(max_paths);
+        self.propagate(changes);
     }
 
     /// The data plane's cost to reach `next_hop` (`None`: unreachable).

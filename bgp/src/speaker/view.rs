@@ -124,6 +124,11 @@ impl SpeakerCore {
         }
     }
 
+    /// The prefix's multipath group, best first ([`crate::rib::Rib::multipath`]).
+    pub fn multipath(&self, prefix: &IpNet) -> Vec<Path> {
+        self.rib.multipath(prefix).into_iter().cloned().collect()
+    }
+
     /// The paths to `prefix` the decision process chooses among, with their IGP costs and
     /// whether each is the best: for choices made by other means than the best path (an
     /// exit preferred by name), which need the runners-up too.
