@@ -94,14 +94,16 @@ impl Allocator {
         }
         let (next_spoke, next_client) = match source {
             Ipv6Source::Native => self.native_counters(node.ipv6),
-            _ => (1, 1),
+            _ => (self.fresh_spoke_counter(), 1),
         };
-        self.next_node = self.next_node.max(index + 1);
+        // Only the counter of each number's own share class moves: another copy's
+        // admissions burn none of this copy's numbers.
+        self.next_node.pass(index);
         match source {
-            Ipv6Source::Pool { index } => self.next_core6 = self.next_core6.max(index + 1),
+            Ipv6Source::Pool { index } => self.next_core6.pass(index),
             Ipv6Source::Core { index, .. } => {
                 let core = &mut self.records[core_position.expect("spokes have a core")];
-                core.next_spoke = core.next_spoke.max(index + 1);
+                core.next_spoke.pass(index);
             }
             Ipv6Source::Native => {}
         }
@@ -175,19 +177,23 @@ impl Allocator {
     /// may have been handed out by a copy of this allocator that is gone, to nodes nobody
     /// knows of any more (admitted and revoked since a backup). Each counter stops at the end
     /// of its pool. Returns how many node numbers were skipped.
+    ///
+    /// In a split registry each share class skips `count` of its own numbers: the lost copy
+    /// may have been any of them. The count returned is of this copy's class.
     pub fn skip_numbers(&mut self, count: u32) -> u32 {
-        let before = self.next_node;
+        let slot = self.share.slot;
+        let before = self.next_node.next(slot);
         let limit4 = u32::try_from(self.plan.node_prefix_count4()).unwrap_or(u32::MAX);
         let limit6 = u32::try_from(self.plan.core_prefix_count6()).unwrap_or(u32::MAX);
-        self.next_node = self.next_node.saturating_add(count).min(limit4);
-        self.next_core6 = self.next_core6.saturating_add(count).min(limit6);
+        self.next_node.skip(count, limit4);
+        self.next_core6.skip(count, limit6);
         let spokes = u32::try_from(SPOKES_PER_CORE).unwrap_or(u32::MAX);
         for record in &mut self.records {
             if record.allocation.role == Role::Core && !record.revoked {
-                record.next_spoke = record.next_spoke.saturating_add(count).min(spokes);
+                record.next_spoke.skip(count, spokes);
             }
         }
-        self.next_node - before
+        (self.next_node.next(slot) - before) / self.share.holders
     }
 
     /// The node number whose IPv4 prefix is `ipv4`, if no record has it yet.
@@ -328,11 +334,11 @@ impl Allocator {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::alloc::{AddressPlan, NodeAllocation};
 
-    fn plan() -> AddressPlan {
+    pub(in crate::alloc) fn plan() -> AddressPlan {
         AddressPlan::new(
             "10.0.0.0/8".parse().unwrap(),
             16,
@@ -341,7 +347,7 @@ mod tests {
         .unwrap()
     }
 
-    fn known(a: &NodeAllocation) -> KnownNode<'_> {
+    pub(in crate::alloc) fn known(a: &NodeAllocation) -> KnownNode<'_> {
         KnownNode {
             name: &a.name,
             role: a.role,

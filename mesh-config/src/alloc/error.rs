@@ -3,6 +3,7 @@
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::plan::PlanError;
+use super::share::Share;
 
 /// A refused allocation or revocation. The allocator is unchanged after any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,12 +30,29 @@ pub enum AllocError {
     NativeInsidePool { native: Ipv6Net, pool6: Ipv6Net },
     #[error("native IPv6 prefix {native} is already used by node {owner:?}")]
     NativeInUse { native: Ipv6Net, owner: String },
-    #[error("IPv4 pool {pool4} has no /{prefix_len} left for another node")]
-    Ipv4Exhausted { pool4: Ipv4Net, prefix_len: u8 },
-    #[error("IPv6 pool {pool6} has no /64 left for another core")]
-    Ipv6Exhausted { pool6: Ipv6Net },
-    #[error("core {core:?} has no /80 left in {prefix} for another spoke")]
-    SpokesExhausted { core: String, prefix: Ipv6Net },
+    #[error(
+        "IPv4 pool {pool4} has no /{prefix_len} left for another node{}",
+        of_share(share)
+    )]
+    Ipv4Exhausted {
+        pool4: Ipv4Net,
+        prefix_len: u8,
+        share: Share,
+    },
+    #[error(
+        "IPv6 pool {pool6} has no /64 left for another core{}",
+        of_share(share)
+    )]
+    Ipv6Exhausted { pool6: Ipv6Net, share: Share },
+    #[error(
+        "core {core:?} has no /80 left in {prefix} for another spoke{}",
+        of_share(share)
+    )]
+    SpokesExhausted {
+        core: String,
+        prefix: Ipv6Net,
+        share: Share,
+    },
     #[error("node {node:?} already has a client named {client:?}")]
     DuplicateClient { node: String, client: String },
     #[error("node {node:?} has no client address left in {pool}")]
@@ -48,16 +66,23 @@ pub enum StateError {
     UnsupportedVersion(u32),
     #[error("allocator address plan is invalid: {0}")]
     Plan(#[from] PlanError),
-    #[error("allocator counter {name} = {value} is out of range 1..={max}")]
-    Counter {
-        name: &'static str,
-        value: u64,
-        max: u64,
-    },
+    #[error("allocator counter {name} = {problem}")]
+    Counter { name: &'static str, problem: String },
+    #[error("allocator share: {0}")]
+    Share(String),
     #[error("node {node:?}: {problem}")]
     Node { node: String, problem: String },
     #[error("{first} and {second} overlap")]
     Overlap { first: String, second: String },
+}
+
+/// What an exhaustion says about a split registry: only this copy's share is used up.
+fn of_share(share: &Share) -> String {
+    if share.is_sole() {
+        String::new()
+    } else {
+        format!(" in this CA copy's share ({share})")
+    }
 }
 
 impl StateError {

@@ -4,12 +4,15 @@
 //!
 //! Every number handed out (node index, core /64, spoke /80, client address) comes
 //! from a counter that only grows, so nothing is handed out twice, also after a
-//! revocation or a restart.
+//! revocation or a restart. A registry shared by two CA copies (a standby) splits the
+//! counters by residue class ([`share`]), so the copies never hand out one number twice
+//! either, even when they do not hear of each other.
 
 mod adopt;
 mod error;
 mod persist;
 mod plan;
+pub mod share;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -25,6 +28,7 @@ pub use error::{AllocError, StateError};
 pub use plan::{
     AddressPlan, CLIENT_POOL_LEN6, CORE_PREFIX_LEN6, NODE_PREFIX_LEN6, PlanError, random_ula48,
 };
+pub use share::{Counter, Counters, MAX_HOLDERS, Share, ShareError};
 
 use plan::{halves4, nth_addr4, nth_addr6, nth_subnet6};
 
@@ -95,8 +99,8 @@ struct NodeRecord {
     allocation: NodeAllocation,
     ipv6_source: Ipv6Source,
     revoked: bool,
-    /// Next /80 number for a spoke of this core (unused for spokes).
-    next_spoke: u32,
+    /// Next /80 number for a spoke of this core (unused for spokes), per share class.
+    next_spoke: Counter,
     next_client: u32,
     clients: Vec<ClientRecord>,
 }
@@ -106,8 +110,10 @@ struct NodeRecord {
 #[serde(into = "persist::Persisted", try_from = "persist::Persisted")]
 pub struct Allocator {
     plan: AddressPlan,
-    next_node: u32,
-    next_core6: u32,
+    /// Which numbers this copy hands out ([`Share::SOLE`] unless split for a standby).
+    share: Share,
+    next_node: Counter,
+    next_core6: Counter,
     records: Vec<NodeRecord>,
     /// Position in `records` of each live node, derived from `records` (lookups by
     /// name must not be linear: a full core has 65535 spokes).
@@ -118,14 +124,21 @@ impl Allocator {
     /// An empty allocator for `plan`.
     pub fn new(plan: AddressPlan) -> Result<Self, PlanError> {
         plan.check()?;
-        Ok(Allocator::from_parts(plan, 1, 1, Vec::new()))
+        Ok(Allocator::from_parts(
+            plan,
+            Share::SOLE,
+            Counter::single(1),
+            Counter::single(1),
+            Vec::new(),
+        ))
     }
 
     /// An allocator over existing records (checked by the caller).
     fn from_parts(
         plan: AddressPlan,
-        next_node: u32,
-        next_core6: u32,
+        share: Share,
+        next_node: Counter,
+        next_core6: Counter,
         records: Vec<NodeRecord>,
     ) -> Self {
         let live_by_name = records
@@ -136,6 +149,7 @@ impl Allocator {
             .collect();
         Allocator {
             plan,
+            share,
             next_node,
             next_core6,
             records,
@@ -166,12 +180,13 @@ impl Allocator {
             (Role::Core, None) => match native6 {
                 Some(native) => (self.check_native6(native)?, Ipv6Source::Native, None),
                 None => {
-                    if u64::from(self.next_core6) >= self.plan.core_prefix_count6() {
+                    let index = self.next_core6.next(self.share.slot);
+                    if u64::from(index) >= self.plan.core_prefix_count6() {
                         return Err(AllocError::Ipv6Exhausted {
                             pool6: self.plan.pool6,
+                            share: self.share,
                         });
                     }
-                    let index = self.next_core6;
                     (
                         self.plan.core_prefix6(index),
                         Ipv6Source::Pool { index },
@@ -190,47 +205,46 @@ impl Allocator {
                 if core.allocation.role != Role::Core {
                     return Err(AllocError::NotACore(core_name.to_owned()));
                 }
-                if u64::from(core.next_spoke) >= SPOKES_PER_CORE {
+                let slot = core.next_spoke.next(self.share.slot);
+                if u64::from(slot) >= SPOKES_PER_CORE {
                     return Err(AllocError::SpokesExhausted {
                         core: core_name.to_owned(),
                         prefix: core.allocation.ipv6,
+                        share: self.share,
                     });
                 }
                 let source = Ipv6Source::Core {
                     core_index: core.allocation.index,
-                    index: core.next_spoke,
+                    index: slot,
                 };
-                let prefix = nth_subnet6(core.allocation.ipv6, NODE_PREFIX_LEN6, core.next_spoke);
+                let prefix = nth_subnet6(core.allocation.ipv6, NODE_PREFIX_LEN6, slot);
                 (prefix, source, Some(position))
             }
         };
-        if u64::from(self.next_node) >= self.plan.node_prefix_count4() {
+        let index = self.next_node.next(self.share.slot);
+        if u64::from(index) >= self.plan.node_prefix_count4() {
             return Err(AllocError::Ipv4Exhausted {
                 pool4: self.plan.pool4,
                 prefix_len: self.plan.node_prefix_len4,
+                share: self.share,
             });
         }
 
-        let allocation = node_allocation(
-            &self.plan,
-            name,
-            role,
-            self.next_node,
-            ipv6,
-            core.map(str::to_owned),
-        );
+        let allocation =
+            node_allocation(&self.plan, name, role, index, ipv6, core.map(str::to_owned));
         // A core that comes back with its native /64 continues the numbering of that
         // /64, so the /80s and client addresses of its revoked past stay burnt.
         let (next_spoke, next_client) = match ipv6_source {
             Ipv6Source::Native => self.native_counters(ipv6),
-            _ => (1, 1),
+            _ => (self.fresh_spoke_counter(), 1),
         };
-        self.next_node += 1;
+        let slot = self.share.slot;
+        self.next_node.advance(slot);
         match ipv6_source {
-            Ipv6Source::Pool { .. } => self.next_core6 += 1,
+            Ipv6Source::Pool { .. } => self.next_core6.advance(slot),
             Ipv6Source::Core { .. } => {
                 let position = core_position.expect("spokes have a core");
-                self.records[position].next_spoke += 1;
+                self.records[position].next_spoke.advance(slot);
             }
             Ipv6Source::Native => {}
         }
@@ -354,13 +368,23 @@ impl Allocator {
     }
 
     /// The highest /80 and client counters any earlier core with `native` reached.
-    fn native_counters(&self, native: Ipv6Net) -> (u32, u32) {
+    fn native_counters(&self, native: Ipv6Net) -> (Counter, u32) {
         self.records
             .iter()
             .filter(|r| r.ipv6_source == Ipv6Source::Native && r.allocation.ipv6 == native)
-            .fold((1, 1), |(spoke, client), r| {
-                (spoke.max(r.next_spoke), client.max(r.next_client))
+            .fold((self.fresh_spoke_counter(), 1), |(mut spoke, client), r| {
+                // Same holders throughout a registry: checked on load and at the split.
+                let _ = spoke.merge(&r.next_spoke);
+                (spoke, client.max(r.next_client))
             })
+    }
+
+    /// The /80 counter of a new core: /80 number 0 is the core's own, so each share's first
+    /// /80 is its first number from 1.
+    fn fresh_spoke_counter(&self) -> Counter {
+        Counter::single(1)
+            .split(self.share.holders)
+            .expect("a single counter splits")
     }
 
     /// A core's native /64 must be a real /64 outside the pool and not anyone else's.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::StateError;
 use super::plan::{AddressPlan, nth_subnet6};
+use super::share::{Counter, Share};
 use super::{
     Allocator, CORE_PREFIX_LEN6, Ipv6Source, NODE_PREFIX_LEN6, NodeRecord, SPOKES_PER_CORE,
     client_allocation, client_capacity, node_allocation,
@@ -25,8 +26,12 @@ pub const VERSION: u32 = 1;
 pub(super) struct Persisted {
     version: u32,
     plan: AddressPlan,
-    next_node_index: u32,
-    next_core6_index: u32,
+    /// Absent for a registry of one holder (every registry before the split), so that
+    /// those files are written exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    share: Option<Share>,
+    next_node_index: Counter,
+    next_core6_index: Counter,
     nodes: Vec<NodeRecord>,
 }
 
@@ -35,6 +40,7 @@ impl From<Allocator> for Persisted {
         Persisted {
             version: VERSION,
             plan: a.plan,
+            share: (!a.share.is_sole()).then_some(a.share),
             next_node_index: a.next_node,
             next_core6_index: a.next_core6,
             nodes: a.records,
@@ -50,23 +56,33 @@ impl TryFrom<Persisted> for Allocator {
             return Err(StateError::UnsupportedVersion(p.version));
         }
         p.plan.check()?;
+        let share = p.share.unwrap_or(Share::SOLE);
+        share.check().map_err(StateError::Share)?;
+        if p.share == Some(Share::SOLE) {
+            return Err(StateError::Share(
+                "a registry of one holder has no share".into(),
+            ));
+        }
         counter(
             "next_node_index",
-            p.next_node_index,
+            &p.next_node_index,
+            share.holders,
             p.plan.node_prefix_count4(),
         )?;
         counter(
             "next_core6_index",
-            p.next_core6_index,
+            &p.next_core6_index,
+            share.holders,
             p.plan.core_prefix_count6(),
         )?;
         let mut seen = Seen::default();
         for record in &p.nodes {
-            check_record(&p, record, &mut seen)?;
+            check_record(&p, share, record, &mut seen)?;
         }
         check_live_overlaps(&p.nodes)?;
         Ok(Allocator::from_parts(
             p.plan,
+            share,
             p.next_node_index,
             p.next_core6_index,
             p.nodes,
@@ -86,24 +102,24 @@ struct Seen {
     client_ipv6: HashSet<Ipv6Addr>,
 }
 
-fn counter(name: &'static str, value: u32, max: u64) -> Result<(), StateError> {
-    if value == 0 || u64::from(value) > max {
-        return Err(StateError::Counter {
-            name,
-            value: value.into(),
-            max,
-        });
-    }
-    Ok(())
+fn counter(name: &'static str, value: &Counter, holders: u32, max: u64) -> Result<(), StateError> {
+    value
+        .check_stored(holders, max)
+        .map_err(|problem| StateError::Counter { name, problem })
 }
 
-fn check_record(p: &Persisted, record: &NodeRecord, seen: &mut Seen) -> Result<(), StateError> {
+fn check_record(
+    p: &Persisted,
+    share: Share,
+    record: &NodeRecord,
+    seen: &mut Seen,
+) -> Result<(), StateError> {
     let a = &record.allocation;
     let fail = |problem: String| Err(StateError::node(&a.name, problem));
     if let Err(reason) = check_node_name(&a.name) {
         return fail(reason);
     }
-    if a.index == 0 || a.index >= p.next_node_index {
+    if a.index == 0 || !p.next_node_index.covers(a.index) {
         return fail(format!(
             "index {} is not below next_node_index {}",
             a.index, p.next_node_index
@@ -117,8 +133,8 @@ fn check_record(p: &Persisted, record: &NodeRecord, seen: &mut Seen) -> Result<(
     } else {
         1
     };
-    if record.next_spoke == 0 || u64::from(record.next_spoke) > max_spoke {
-        return fail(format!("next_spoke {} is out of range", record.next_spoke));
+    if let Err(problem) = record.next_spoke.check_stored(share.holders, max_spoke) {
+        return fail(format!("next_spoke: {problem}"));
     }
     let (ipv6, core) = expected_ipv6(p, record, seen)?;
     let expected = node_allocation(&p.plan, &a.name, a.role, a.index, ipv6, core);
@@ -141,7 +157,7 @@ fn expected_ipv6(
     let fail = |problem: String| Err(StateError::node(&a.name, problem));
     match (a.role, record.ipv6_source) {
         (Role::Core, Ipv6Source::Pool { index }) => {
-            if index == 0 || index >= p.next_core6_index {
+            if index == 0 || !p.next_core6_index.covers(index) {
                 return fail(format!(
                     "/64 number {index} is not below next_core6_index {}",
                     p.next_core6_index
@@ -179,7 +195,7 @@ fn expected_ipv6(
                     core.allocation.name
                 ));
             }
-            if index == 0 || index >= core.next_spoke {
+            if index == 0 || !core.next_spoke.covers(index) {
                 return fail(format!(
                     "/80 number {index} is not below its core's next_spoke {}",
                     core.next_spoke
