@@ -437,6 +437,13 @@ pub struct CaBackupArgs {
     #[arg(long, value_name = "NAME")]
     pub move_to: Option<String>,
 
+    /// Make the backup for a standby (`meshd ca restore --standby` on another core): the
+    /// registry is split first, so that this node hands out only every other number from now
+    /// on and the standby the others, and the two never give one number twice, even cut off
+    /// from each other.
+    #[arg(long, conflicts_with = "move_to")]
+    pub standby: bool,
+
     /// The scrypt work factor (log2 N) instead of about one second's worth: for meshd's own
     /// tests, refused by a release build.
     #[arg(long, hide = true, value_name = "LOG2N", value_parser = clap::value_parser!(u8).range(1..=22))]
@@ -454,6 +461,12 @@ pub struct CaRestoreArgs {
     /// terminal.
     #[arg(long, value_name = "PATH")]
     pub passphrase_file: Option<PathBuf>,
+
+    /// Keep the CA as a standby (the backup must come from `meshd ca backup --standby`): the
+    /// key and the registry are installed, but this node admits, renews and revokes nothing
+    /// until it takes over; joins and renewals here are refused naming the active holder.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 /// `meshd ca approve`.

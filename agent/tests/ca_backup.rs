@@ -19,6 +19,9 @@ const BETA: &str = "127.0.0.152:51952";
 const GAMMA: &str = "127.0.0.153:51953";
 const DELTA: &str = "127.0.0.154:51954";
 const EPSILON: &str = "127.0.0.155:51955";
+const STANDBY_A: &str = "127.0.0.156:51956";
+const STANDBY_B: &str = "127.0.0.157:51957";
+const STANDBY_C: &str = "127.0.0.158:51958";
 
 fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     let path = dir.join(name);
@@ -222,4 +225,73 @@ fn a_hand_over_must_name_another_core_and_leaves_nothing_when_refused() {
     assert!(err.contains("no member \"nobody\""), "{err}");
     assert!(!backup.exists());
     assert!(state(d, "alpha").is_ca_holder());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_keeps_the_ca_but_refuses_joins_renewals_and_ca_commands() {
+    let TwoCores { mesh, alpha, beta } = two_cores(STANDBY_A, STANDBY_B).await;
+    let d = mesh.path();
+    let pass = secret_file(d, "pass", "correct horse battery\n", 0o600);
+    let file = d.join("standby.backup");
+
+    // A plain backup cannot make a standby: only one made with --standby splits the registry.
+    backup_cmd(d, "alpha", &file, &pass, &[]).unwrap();
+    let (file_s, pass_s) = (file.display().to_string(), pass.display().to_string());
+    let restore_standby = [
+        "ca",
+        "restore",
+        &file_s,
+        "--passphrase-file",
+        &pass_s,
+        "--standby",
+    ];
+    let err = meshd(d, "beta", &restore_standby).unwrap_err();
+    assert!(err.contains("was not made for a standby"), "{err}");
+    assert!(!state(d, "beta").ca_db_path().exists());
+
+    backup_cmd(d, "alpha", &file, &pass, &["--standby"]).unwrap();
+    let holder = state(d, "alpha").read_ca_db().unwrap();
+    assert_eq!(holder.allocator.share().holders, 2);
+    assert_eq!(holder.allocator.share().slot, 0);
+    assert!(holder.standby.is_none());
+    let out = meshd(d, "beta", &restore_standby).unwrap();
+    assert!(out.contains("standby copy of the CA"), "{out}");
+    let copy = state(d, "beta").read_ca_db().unwrap();
+    assert_eq!(copy.allocator.share().slot, 1);
+    assert_eq!(copy.standby.as_ref().unwrap().active_holder, "alpha");
+    assert!(!state(d, "beta").is_ca_holder());
+    assert!(state(d, "beta").has_ca_copy());
+    // beta still renews at alpha.
+    let record = state(d, "beta").read_node_record().unwrap();
+    assert_eq!(record.ca_holder_name(), "alpha");
+
+    let refusal = "this node is a standby of the CA; the active holder is alpha";
+    let err = meshd(d, "beta", &["invite", "zeta", "--role", "core"]).unwrap_err();
+    assert!(err.contains(refusal), "{err}");
+    let err = meshd(d, "beta", &["revoke", "alpha"]).unwrap_err();
+    assert!(err.contains(refusal), "{err}");
+    let pem = std::fs::read_to_string(state(d, "alpha").node_cert_path()).unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+        .unwrap();
+    let current = pki::NodeCertificate::parse(&der).unwrap();
+    let terms = meshd::control::admission::RenewalTerms {
+        validity: time::Duration::days(90),
+        grace: time::Duration::days(180),
+    };
+    let err = meshd::control::admission::renew(
+        &state(d, "beta"),
+        &current,
+        "not a CSR",
+        time::OffsetDateTime::now_utc(),
+        terms,
+    )
+    .unwrap_err();
+    assert_eq!(err.0, refusal);
+    // The active holder goes on admitting, from its own class only.
+    mesh.join_core("gamma", STANDBY_C).await;
+    let gamma = state(d, "gamma").read_node_record().unwrap();
+    assert_eq!(gamma.allocation.index % 2, 0, "{}", gamma.allocation.index);
+    alpha.shutdown().await;
+    beta.shutdown().await;
 }

@@ -109,7 +109,15 @@ pub fn backup<O: Write, N: Write>(
     let passphrase = read_passphrase(args.passphrase_file.as_deref(), true)?;
 
     let _lock = state.lock()?;
-    let db = state.read_ca_db()?;
+    let mut db = state.read_ca_db()?;
+    super::refuse_standby(&db)?;
+    if args.standby && db.allocator.share().is_sole() {
+        // Split before the backup exists: from here on this node hands out only its class.
+        db.allocator
+            .split(2)
+            .map_err(|e| CommandError::invalid("--standby", e.to_string()))?;
+        state.write_ca_db(&db)?;
+    }
     let ca_pem = state.read_certificate(&state.ca_cert_path())?;
     let ca_key = state.read_ca_key()?;
     let ca = CertificateAuthority::from_pem(&ca_pem, &ca_key)
@@ -132,7 +140,11 @@ pub fn backup<O: Write, N: Write>(
         created_at: now.replace_nanosecond(0).unwrap_or(now),
         ca_certificate_pem: ca_pem,
         ca_key_pem: Zeroizing::new((*ca_key).clone()),
-        ca_db: db,
+        ca_db: if args.standby {
+            standby_copy(&db, &record.allocation.name)?
+        } else {
+            db
+        },
         crl_der,
     };
     let sealed = ca_backup::seal(&contents, &passphrase, args.test_work_factor)?;
@@ -165,6 +177,16 @@ pub fn backup<O: Write, N: Write>(
     )
     .map_err(CommandError::Output)?;
     let prefix = context.command_prefix();
+    if args.standby {
+        return writeln!(
+            output.note,
+            "The registry is split: this node hands out {}, the standby the other numbers. Keep \
+             the file off this machine and the passphrase apart from it. On the standby core, \
+             run: {prefix} ca restore FILE --standby",
+            contents_share_of_holder(state)?
+        )
+        .map_err(CommandError::Output);
+    }
     match &args.move_to {
         None => writeln!(
             output.note,
@@ -189,6 +211,26 @@ pub fn backup<O: Write, N: Write>(
             .map_err(CommandError::Output)
         }
     }
+}
+
+/// What this node's registry hands out now, in words.
+fn contents_share_of_holder(state: &StateDir) -> Result<String, CommandError> {
+    Ok(state.read_ca_db()?.allocator.share().to_string())
+}
+
+/// The registry as the standby keeps it: the other class of the split, marked standby of
+/// `active`.
+fn standby_copy(db: &CaDatabase, active: &str) -> Result<CaDatabase, CommandError> {
+    let share = db.allocator.share();
+    let mut copy = db.clone();
+    copy.allocator = db
+        .allocator
+        .with_slot((share.slot + 1) % share.holders)
+        .map_err(|e| CommandError::invalid("--standby", e.to_string()))?;
+    copy.standby = Some(crate::state::Standby {
+        active_holder: active.to_owned(),
+    });
+    Ok(copy)
 }
 
 /// `--move-to NAME` must name another live core.
@@ -276,6 +318,17 @@ pub fn restore<O: Write, N: Write>(
     )?;
     let passphrase = read_passphrase(args.passphrase_file.as_deref(), false)?;
     let backup = ca_backup::open(&args.file, &bytes, &passphrase)?;
+    if args.standby && backup.ca_db.standby.is_none() {
+        return Err(CommandError::invalid(
+            "--standby",
+            format!(
+                "{} was not made for a standby: on the CA holder run `meshd ca backup FILE \
+                 --standby`, which splits the registry so the two copies never hand out one \
+                 number twice",
+                args.file.display()
+            ),
+        ));
+    }
 
     let _lock = state.lock()?;
     let record = state.read_node_record()?;
@@ -353,6 +406,11 @@ pub fn restore<O: Write, N: Write>(
         })
         .collect();
     let mut db = backup.ca_db.clone();
+    if !args.standby {
+        // A standby's backup restored as the CA itself (its holder is lost): it becomes the
+        // active copy, still handing out only its own class of numbers.
+        db.standby = None;
+    }
     let report = ca_merge::merge_known(&mut db, &revoked, &members, &own_name, &own_clients)
         .map_err(CaMoveError::from)?;
     if db.allocator.node(&own_name).map(|a| a.index) != Some(record.allocation.index) {
@@ -368,6 +426,17 @@ pub fn restore<O: Write, N: Write>(
     }
 
     install(state, &record, &backup, &db, newer_from_backup)?;
+    if let Some(standby) = &db.standby {
+        return writeln!(
+            output.out,
+            "{own_name} now keeps a standby copy of the CA of mesh {:?}: it hands out {} when it \
+             takes over, and until then admits, renews and revokes nothing ({}).",
+            backup.mesh_name,
+            db.allocator.share(),
+            standby.refusal()
+        )
+        .map_err(CommandError::Output);
+    }
     print_restored(context, &record, &backup, &report, unreadable, output)
 }
 
@@ -380,7 +449,7 @@ fn check_restorable(
     mesh: &str,
     fingerprint: &str,
 ) -> Result<(), CaMoveError> {
-    if state.is_ca_holder() {
+    if state.has_ca_copy() {
         return Err(CaMoveError::AlreadyHoldsCa {
             path: state.ca_db_path(),
         });
@@ -466,7 +535,9 @@ fn install(
             undo.push(Box::new(move || drop(remove_durably(&path))));
         }
         let mut holder = record.clone();
-        holder.ca_holder = Some(record.allocation.name.clone());
+        if db.standby.is_none() {
+            holder.ca_holder = Some(record.allocation.name.clone());
+        }
         if holder != *record {
             state.write_node_record(&holder)?;
             let (state, record) = (state.clone(), record.clone());

@@ -60,7 +60,7 @@ pub(super) fn create<O: Write, N: Write>(
 
     let state = &context.state;
     // Fail early, with the "not the CA holder" hint, before taking the lock or the config.
-    state.read_ca_db()?;
+    super::refuse_standby(&state.read_ca_db()?)?;
     // The token tells the joiner where to reach this node, from the config.
     let (config, _) = load_own_config(context)?;
     let endpoints: Vec<String> = require_endpoints(context, &config, "a joining node")?
@@ -71,6 +71,7 @@ pub(super) fn create<O: Write, N: Write>(
     let _lock = state.lock()?;
     // Re-read under the lock: another command may have changed it in between.
     let mut db = state.read_ca_db()?;
+    super::refuse_standby(&db)?;
     let ca = CertificateAuthority::from_pem(
         &state.read_certificate(&state.ca_cert_path())?,
         &state.read_ca_key()?,

@@ -87,9 +87,25 @@ pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
 fn locked_ca_db(
     state: &StateDir,
 ) -> Result<(crate::state::StateLock, crate::state::CaDatabase), CommandError> {
-    state.read_ca_db()?;
+    refuse_standby(&state.read_ca_db()?)?;
     let lock = state.lock()?;
-    Ok((lock, state.read_ca_db()?))
+    let db = state.read_ca_db()?;
+    refuse_standby(&db)?;
+    Ok((lock, db))
+}
+
+/// A CA command that changes the registry runs on the active holder only.
+fn refuse_standby(db: &crate::state::CaDatabase) -> Result<(), CommandError> {
+    match &db.standby {
+        Some(standby) => Err(CommandError::invalid(
+            "the CA",
+            format!(
+                "{}: run this command there (or `meshd ca take-over` here if it is lost)",
+                standby.refusal()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Wraps a pki error with what the command was doing.

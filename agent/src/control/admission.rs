@@ -40,6 +40,9 @@ pub fn admit(
 ) -> Result<JoinAccepted, Refusal> {
     let refuse = |text: String| Refusal(text);
     check_node_name(&request.name).map_err(|reason| refuse(format!("name: {reason}")))?;
+    if let Some(standby) = state.ca_standby() {
+        return Err(refuse(standby.refusal()));
+    }
     if !state.is_ca_holder() {
         return Err(refuse(
             "this node does not hold the mesh CA; use an endpoint of the CA holder (the token lists them)".into(),
@@ -47,6 +50,9 @@ pub fn admit(
     }
     let internal = internal_failure(&request.name, "join");
     let OpenCa { _lock, mut db, ca } = open_ca(state, &internal)?;
+    if let Some(standby) = &db.standby {
+        return Err(refuse(standby.refusal()));
+    }
 
     // The invitation the token belongs to: the one under this name whose secret it carries.
     // A name invited again (after a cancellation, an expiry or a revocation) also has older
@@ -165,11 +171,17 @@ pub fn renew(
 ) -> Result<IssuedCertificate, Refusal> {
     let name = &current.identity.name;
     let refuse = |text: String| Refusal(text);
+    if let Some(standby) = state.ca_standby() {
+        return Err(refuse(standby.refusal()));
+    }
     if !state.is_ca_holder() {
         return Err(refuse("this node does not hold the mesh CA".into()));
     }
     let internal = internal_failure(name, "renewal");
     let OpenCa { _lock, mut db, ca } = open_ca(state, &internal)?;
+    if let Some(standby) = &db.standby {
+        return Err(refuse(standby.refusal()));
+    }
     let revoked = match store::read_crl(state)
         .map_err(|e| internal("cannot read its revocation list", &e))?
     {

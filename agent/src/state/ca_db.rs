@@ -34,6 +34,29 @@ pub struct CaDatabase {
     /// freed names stay readable by older versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freed_names: Vec<String>,
+    /// Set on a standby copy of the CA (`meshd ca restore --standby`): it keeps the CA key
+    /// and a registry but admits, renews and revokes nothing. Absent on the active holder, so
+    /// registries from before the standby are read and written as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<Standby>,
+}
+
+/// What a standby copy of the CA knows of the active one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Standby {
+    /// The node that admits and renews.
+    pub active_holder: String,
+}
+
+impl Standby {
+    /// What a standby answers a join, a renewal or a CA command with.
+    pub fn refusal(&self) -> String {
+        format!(
+            "this node is a standby of the CA; the active holder is {}",
+            self.active_holder
+        )
+    }
 }
 
 /// One issued certificate.
@@ -60,6 +83,7 @@ impl CaDatabase {
             certificates: Vec::new(),
             invitations: Vec::new(),
             freed_names: Vec::new(),
+            standby: None,
         }
     }
 
@@ -268,6 +292,26 @@ pub(super) mod tests {
             CancelError::UsedAndRevoked("beta".into())
         );
         assert!(db.invitations[0].cancelled_at.is_none());
+    }
+
+    #[test]
+    fn a_standby_says_so_and_an_active_registry_is_written_as_before() {
+        let mut db = db();
+        let text = serde_json::to_string(&db).unwrap();
+        assert!(!text.contains("standby"), "{text}");
+        db.standby = Some(Standby {
+            active_holder: "alpha".into(),
+        });
+        let text = serde_json::to_string(&db).unwrap();
+        assert!(
+            text.contains(r#""standby":{"active_holder":"alpha"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<CaDatabase>(&text).unwrap(), db);
+        assert_eq!(
+            db.standby.unwrap().refusal(),
+            "this node is a standby of the CA; the active holder is alpha"
+        );
     }
 
     #[test]

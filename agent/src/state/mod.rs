@@ -27,7 +27,7 @@ pub use atomic::{
     Overwrite, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, ensure_private_dir,
     remove_durably, write_atomic,
 };
-pub use ca_db::{CA_DB_VERSION, CaDatabase, CancelError, CertificateRecord};
+pub use ca_db::{CA_DB_VERSION, CaDatabase, CancelError, CertificateRecord, Standby};
 pub use error::{Remedy, StateError};
 pub use hosted::HostedFiles;
 pub use keys::{decode_key, encode_key, generate_wireguard_key, wireguard_public_key_base64};
@@ -152,9 +152,24 @@ impl StateDir {
         StateLock::acquire(&self.lock_path(), LOCK_PATIENCE)
     }
 
-    /// True if this node holds the mesh CA (its database exists).
+    /// True if this node holds the mesh CA and is its active holder: its database exists and
+    /// is not a standby's ([`StateDir::ca_standby`]). A database that cannot be read counts as
+    /// the holder's, so that whoever reads it next reports the damage.
     pub fn is_ca_holder(&self) -> bool {
+        self.has_ca_copy() && self.ca_standby().is_none()
+    }
+
+    /// True if this node keeps a copy of the CA, active or standby (its database exists).
+    pub fn has_ca_copy(&self) -> bool {
         self.ca_db_path().exists()
+    }
+
+    /// Set when this node's copy of the CA is a standby: it admits and renews nothing.
+    pub fn ca_standby(&self) -> Option<Standby> {
+        if !self.has_ca_copy() {
+            return None;
+        }
+        self.read_ca_db().ok().and_then(|db| db.standby)
     }
 
     /// Writes a new WireGuard private key; refuses to replace an existing one.
