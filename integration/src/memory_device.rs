@@ -4,14 +4,17 @@
 use std::io;
 use std::time::Duration;
 
-use meshd::dataplane::{PacketBatch, PacketDevice};
+use meshd::dataplane::{PacketBatch, PacketDevice, Stop};
+use tokio::runtime::Handle;
 use tokio::sync::{Mutex, mpsc};
 
-/// The data plane's side.
+/// The data plane's side: one queue, read by the data plane's worker thread, which waits
+/// for the test's packets (or the stop signal) on the test's runtime.
 #[derive(Debug)]
 pub struct MemoryDevice {
     inbox: Mutex<mpsc::Receiver<Vec<u8>>>,
     outbox: mpsc::UnboundedSender<Vec<u8>>,
+    runtime: Handle,
 }
 
 /// The test's side: plays the kernel.
@@ -21,7 +24,7 @@ pub struct MemoryDeviceHandle {
     from_dataplane: mpsc::UnboundedReceiver<Vec<u8>>,
 }
 
-/// A connected device and handle.
+/// A connected device and handle. Must be called inside a tokio runtime.
 pub fn memory_device() -> (MemoryDevice, MemoryDeviceHandle) {
     let (to_dataplane, inbox) = mpsc::channel(1024);
     let (outbox, from_dataplane) = mpsc::unbounded_channel();
@@ -29,6 +32,7 @@ pub fn memory_device() -> (MemoryDevice, MemoryDeviceHandle) {
         MemoryDevice {
             inbox: Mutex::new(inbox),
             outbox,
+            runtime: Handle::current(),
         },
         MemoryDeviceHandle {
             to_dataplane,
@@ -38,28 +42,40 @@ pub fn memory_device() -> (MemoryDevice, MemoryDeviceHandle) {
 }
 
 impl PacketDevice for MemoryDevice {
-    async fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<()> {
-        batch.clear();
-        let mut inbox = self.inbox.lock().await;
-        let Some(first) = inbox.recv().await else {
-            // The test dropped its handle: behave like a device that never has traffic.
-            return std::future::pending().await;
-        };
-        if !batch.push(&first) {
-            return Err(io::Error::other("packet larger than a batch buffer"));
-        }
-        while !batch.is_full() {
-            match inbox.try_recv() {
-                Ok(packet) => {
-                    batch.push(&packet);
-                }
-                Err(_) => break,
-            }
-        }
-        Ok(())
+    fn queues(&self) -> usize {
+        1
     }
 
-    async fn send_batch(&self, batch: &mut PacketBatch) -> io::Result<()> {
+    fn recv_batch(&self, _queue: usize, batch: &mut PacketBatch, stop: &Stop) -> io::Result<bool> {
+        batch.clear();
+        self.runtime.block_on(async {
+            let mut inbox = self.inbox.lock().await;
+            let first = tokio::select! {
+                biased;
+                _ = stop.raised() => return Ok(false),
+                first = inbox.recv() => first,
+            };
+            let Some(first) = first else {
+                // The test dropped its handle: behave like a device that never has traffic.
+                stop.raised().await;
+                return Ok(false);
+            };
+            if !batch.push(&first) {
+                return Err(io::Error::other("packet larger than a batch buffer"));
+            }
+            while !batch.is_full() {
+                match inbox.try_recv() {
+                    Ok(packet) => {
+                        batch.push(&packet);
+                    }
+                    Err(_) => break,
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn send_batch(&self, _queue: usize, batch: &mut PacketBatch) -> io::Result<()> {
         for packet in batch.packets() {
             self.outbox
                 .send(packet.to_vec())

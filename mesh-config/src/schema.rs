@@ -102,6 +102,28 @@ pub struct NodeSection {
     /// nftables table of meshd's own); off for an operator who manages the firewall alone.
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub handshake_guard: bool,
+    /// Data plane worker threads, each with its own TUN queue and UDP socket per family
+    /// (1..=64). `None`: one per core (at most [`DEFAULT_MAX_DATAPLANE_WORKERS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane_workers: Option<u16>,
+}
+
+/// Most data plane workers `[node] dataplane_workers` accepts (a TUN device has at most
+/// 256 queues; beyond the cores more workers only cost memory).
+pub const MAX_DATAPLANE_WORKERS: u16 = 64;
+/// The default worker count is the number of cores, but no more than this.
+pub const DEFAULT_MAX_DATAPLANE_WORKERS: usize = 16;
+
+impl NodeSection {
+    /// How many data plane workers to run: the configured number, else one per core the
+    /// process may use (`cores`, e.g. from `std::thread::available_parallelism`), at most
+    /// [`DEFAULT_MAX_DATAPLANE_WORKERS`].
+    pub fn dataplane_workers_or(&self, cores: usize) -> usize {
+        match self.dataplane_workers {
+            Some(n) => usize::from(n.clamp(1, MAX_DATAPLANE_WORKERS)),
+            None => cores.clamp(1, DEFAULT_MAX_DATAPLANE_WORKERS),
+        }
+    }
 }
 
 /// `[interface]`: the TUN device.
@@ -385,6 +407,7 @@ impl NodeSection {
             listen_port: DEFAULT_LISTEN_PORT,
             endpoints: Vec::new(),
             handshake_guard: true,
+            dataplane_workers: None,
         }
     }
 }
@@ -504,6 +527,25 @@ mod tests {
         assert_eq!(config.peers[0].public_key, WireGuardKey([7; 32]));
         assert_eq!(config.peers[0].persistent_keepalive, Some(25));
         assert_eq!(config.interface.mtu, None);
+    }
+
+    #[test]
+    fn dataplane_workers_default_to_the_cores() {
+        let node: Config =
+            toml::from_str("[node]\nname = \"a\"\nrole = \"core\"\n").expect("parses");
+        assert_eq!(node.node.dataplane_workers, None);
+        assert!(!node.to_toml_string().contains("dataplane_workers"));
+        assert_eq!(node.node.dataplane_workers_or(2), 2);
+        assert_eq!(node.node.dataplane_workers_or(0), 1);
+        assert_eq!(
+            node.node.dataplane_workers_or(128),
+            DEFAULT_MAX_DATAPLANE_WORKERS
+        );
+        let one: Config =
+            toml::from_str("[node]\nname = \"a\"\nrole = \"core\"\ndataplane_workers = 1\n")
+                .expect("parses");
+        assert_eq!(one.node.dataplane_workers_or(8), 1);
+        assert!(one.to_toml_string().contains("dataplane_workers = 1"));
     }
 
     #[test]

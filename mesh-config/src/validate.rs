@@ -198,6 +198,17 @@ impl Checker {
             );
         }
         self.endpoints(&path.key("endpoints"), &node.endpoints);
+        if let Some(n) = node.dataplane_workers
+            && !(1..=crate::schema::MAX_DATAPLANE_WORKERS).contains(&n)
+        {
+            self.report(
+                &path.key("dataplane_workers"),
+                format!(
+                    "{n} data plane workers: 1 to {} (default: one per core)",
+                    crate::schema::MAX_DATAPLANE_WORKERS
+                ),
+            );
+        }
     }
 
     /// `[routers.NAME]`: names a router could have, on a core (only a core stands in for

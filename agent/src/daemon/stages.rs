@@ -163,7 +163,9 @@ fn start_interface<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result
             None => computed_mtu(node.netlink, &node.peers).await?,
         };
         let interface = &node.config.interface.name;
-        let tun = create_tun(interface, mtu)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = node.config.node.dataplane_workers_or(cores);
+        let tun = create_tun(interface, mtu, workers)?;
         let exit = crate::peerset::ExitTable::from_config(&node.config.exit);
         let mut kernel = KernelRoutes::new(node.netlink, tun.ifindex()).with_exit_table(exit);
         if let Err(error) =
@@ -189,8 +191,8 @@ fn start_interface<'a>(node: &'a mut Node<'_>) -> StageFuture<'a, anyhow::Result
     })
 }
 
-fn create_tun(interface: &str, mtu: u16) -> anyhow::Result<TunDevice> {
-    crate::dataplane::create_tun(interface, mtu)
+fn create_tun(interface: &str, mtu: u16, workers: usize) -> anyhow::Result<TunDevice> {
+    crate::dataplane::create_tun(interface, mtu, workers)
         .with_context(|| format!("cannot create the TUN device {interface:?}"))
 }
 

@@ -17,6 +17,9 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// A worker thread, or the signal that stops them, could not be made.
+    #[error("cannot start the data plane workers: {0}")]
+    Worker(#[source] std::io::Error),
     /// Binding or configuring a UDP socket failed.
     #[error("UDP socket {addr}: {source}")]
     Socket {

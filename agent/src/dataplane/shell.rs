@@ -1,29 +1,39 @@
-//! The tokio shell: tasks that move batches between the packet device, the core and the
-//! UDP sockets.
+//! The shell: worker threads that move batches between the packet device, the core and
+//! the UDP sockets, and tokio tasks for the handshakes and timers.
 //!
-//! - device -> core (encrypt) -> UDP: one task; one device read may be a TSO super-packet
-//!   split into many segments, all encrypted back to back into one buffer and sent with
-//!   one GSO `sendmsg` per peer run.
-//! - UDP -> core (decrypt) -> device: one task per socket, datagrams handled in arrival
-//!   order (boringtun's replay window never sees a peer's packets reordered by us), written
-//!   to the device in one batch (GRO-coalesced by tun-rs).
-//! - handshakes: the receive tasks hand handshake messages (after the per-source limit) to
-//!   a bounded queue and go on with data; one task works through the queue (MAC checks,
-//!   cookie replies, Diffie-Hellman). A flood of handshakes from many sources then fills
-//!   the queue, and what does not fit is dropped (`handshake_queue_full`), while the data
-//!   of established sessions is never held up behind it, as kernel WireGuard keeps its
-//!   handshake queue apart from the data path.
-//! - timers: one task ticks the core every 250 ms, and runs the path probers at their
+//! The packets are moved by plain OS threads that run each batch to completion (read,
+//! seal or open, write) on non-blocking descriptors and sleep in `poll` only when there is
+//! nothing to read; no packet is handed from one thread to another. There is one *worker*
+//! per queue of the device (`[node] dataplane_workers`, default: the number of cores), and
+//! a worker is one thread per direction:
+//!
+//! - device -> core (encrypt) -> UDP: one thread per device queue; one read may be a TSO
+//!   super-packet split into many segments, all encrypted back to back into one buffer and
+//!   sent with one GSO `sendmsg` per peer run. The kernel keeps a flow on one queue.
+//! - UDP -> core (decrypt) -> device: one thread per socket, and one socket per worker and
+//!   address family (`SO_REUSEPORT`; the kernel keeps a peer's address on one socket), so
+//!   a peer's datagrams are handled in arrival order (boringtun's replay window never sees
+//!   them reordered by us) and written to the device in one batch (GRO-coalesced).
+//! - handshakes: the receive threads hand handshake messages (after the per-source limit)
+//!   to a bounded queue and go on with data; one tokio task works through the queue (MAC
+//!   checks, cookie replies, Diffie-Hellman). A flood of handshakes from many sources then
+//!   fills the queue, and what does not fit is dropped (`handshake_queue_full`), while the
+//!   data of established sessions is never held up behind it, as kernel WireGuard keeps
+//!   its handshake queue apart from the data path.
+//! - timers: one tokio task ticks the core every 250 ms, and runs the path probers at their
 //!   deadlines in between (probes every 100 ms on a busy path).
 //!
-//! The two directions share nothing but the per-peer `Tunn` locks, so they run on two cores.
+//! The threads share nothing but the core, whose mutable state is the per-peer `Tunn`
+//! locks (held for one packet) and atomic counters, so the directions and the queues run
+//! on as many cores as there are.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use meshd_tunnel::config::{DataplaneConfig, PeerConfig, WIREGUARD_OVERHEAD};
@@ -31,7 +41,7 @@ use meshd_tunnel::core::{DataplaneCore, MIN_TX_ROOM};
 use meshd_tunnel::path::{LocalUplink, PathPolicy};
 use meshd_tunnel::{DataplaneStats, DropReason, PacketBatch, TxBatch};
 
-use super::device::PacketDevice;
+use super::device::{PacketDevice, Stop};
 use super::error::DataplaneError;
 use super::udp::{RECV_BUFFER_BYTES, RECV_SLOTS, UdpPort, canonical, wildcard_addresses};
 
@@ -40,8 +50,12 @@ const TICK: Duration = Duration::from_millis(250);
 /// Bytes of encrypted datagrams buffered before a flush.
 const TX_CAPACITY: usize = 4 << 20;
 /// After an I/O error, wait this long before trying again (a device that went away must
-/// not turn the task into a busy loop).
+/// not turn the thread into a busy loop).
 const ERROR_BACKOFF: Duration = Duration::from_millis(20);
+/// How long a tokio task (handshake replies, probes, keepalives) waits for room in a full
+/// socket buffer before it drops the datagram: it must not hold up the runtime's thread
+/// for long, and WireGuard's timers send these again.
+const TASK_SEND_WAIT: Duration = Duration::from_millis(10);
 /// Handshake messages waiting for the handshake task. A real peer sends one every two
 /// minutes; 1024 is a second of the global rate at which boringtun starts asking for
 /// cookies, and 150 KB of memory at most.
@@ -62,59 +76,72 @@ pub struct Dataplane;
 
 impl Dataplane {
     /// Validates `config`, binds the UDP sockets and starts moving packets between `device`
-    /// and the peers. Must be called inside a tokio runtime.
+    /// and the peers: one worker per queue of `device`. Must be called inside a tokio
+    /// runtime (the handshake and timer tasks).
     pub async fn start<D: PacketDevice>(
         config: DataplaneConfig,
         device: D,
     ) -> Result<DataplaneHandle, DataplaneError> {
         config.validate()?;
         let core = Arc::new(DataplaneCore::new(config.private_key, &config.peers)?);
-        let sockets = bind_sockets(&config)?;
-        let local_addrs = sockets.iter().map(|s| s.local_addr()).collect();
-        let sockets = Arc::new(Sockets(sockets));
+        let workers = device.queues().max(1);
+        let sockets = Arc::new(bind_sockets(&config, workers)?);
+        let local_addrs = sockets.local_addrs();
         let device = Arc::new(device);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = Arc::new(Stop::new().map_err(DataplaneError::Worker)?);
         let (handshakes_tx, handshakes_rx) = mpsc::channel(HANDSHAKE_QUEUE);
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(handshake_task(
+        let mut handle = DataplaneHandle {
+            core: core.clone(),
+            stop: stop.clone(),
+            tasks: Vec::new(),
+            threads: Vec::new(),
+            local_addrs,
+        };
+        handle.tasks.push(tokio::spawn(handshake_task(
             core.clone(),
             sockets.clone(),
             handshakes_rx,
-            stop_rx.clone(),
+            stop.clone(),
         )));
-        tasks.push(tokio::spawn(outbound_task(
+        handle.tasks.push(tokio::spawn(timer_task(
             core.clone(),
-            device.clone(),
             sockets.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         )));
-        for index in 0..sockets.0.len() {
-            tasks.push(tokio::spawn(inbound_task(
-                core.clone(),
-                device.clone(),
-                sockets.clone(),
-                index,
-                handshakes_tx.clone(),
-                stop_rx.clone(),
-            )));
+        // A thread that cannot be started drops `handle`, which stops the others.
+        for worker in 0..workers {
+            let out = (core.clone(), device.clone(), sockets.clone(), stop.clone());
+            handle.spawn(format!("meshd-out-{worker}"), move || {
+                let (core, device, sockets, stop) = out;
+                outbound_worker(&core, &*device, &sockets, worker, &stop)
+            })?;
+            for family in 0..sockets.families.len() {
+                let (core, device, sockets, stop) =
+                    (core.clone(), device.clone(), sockets.clone(), stop.clone());
+                let handshakes = handshakes_tx.clone();
+                let name = format!("meshd-in{}-{worker}", sockets.family_name(family));
+                handle.spawn(name, move || {
+                    let worker = Inbound {
+                        core: &core,
+                        device: &*device,
+                        sockets: &sockets,
+                        socket: &sockets.families[family][worker],
+                        queue: worker,
+                        handshakes: &handshakes,
+                        stop: &stop,
+                    };
+                    worker.run()
+                })?;
+            }
         }
-        tasks.push(tokio::spawn(timer_task(
-            core.clone(),
-            sockets.clone(),
-            stop_rx,
-        )));
         tracing::info!(
-            addresses = ?local_addrs,
+            addresses = ?handle.local_addrs,
             peers = config.peers.len(),
+            workers,
             "data plane started"
         );
-        Ok(DataplaneHandle {
-            core,
-            stop: stop_tx,
-            tasks,
-            local_addrs,
-        })
+        Ok(handle)
     }
 }
 
@@ -123,22 +150,50 @@ impl Dataplane {
 #[derive(Debug)]
 pub struct DataplaneHandle {
     core: Arc<DataplaneCore>,
-    stop: watch::Sender<bool>,
+    stop: Arc<Stop>,
     tasks: Vec<JoinHandle<()>>,
+    threads: Vec<thread::JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
 }
 
 impl DataplaneHandle {
-    /// Stops every task and waits until they ended; sockets are closed and the device is
-    /// released when this returns.
+    /// Stops every thread and task and waits until they ended; sockets are closed and the
+    /// device is released when this returns.
     pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
+        self.stop.raise();
         for task in self.tasks.drain(..) {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, "data plane task ended abnormally");
             }
         }
+        // The threads see the stop signal in their next poll, at once.
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .filter_map(|thread| thread.join().err())
+                .count()
+        })
+        .await;
+        match joined {
+            Ok(0) => {}
+            Ok(panicked) => tracing::warn!(panicked, "data plane worker threads ended abnormally"),
+            Err(e) => tracing::warn!(error = %e, "cannot wait for the data plane worker threads"),
+        }
         tracing::info!("data plane stopped");
+    }
+
+    fn spawn(
+        &mut self,
+        name: String,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<(), DataplaneError> {
+        let thread = thread::Builder::new()
+            .name(name)
+            .spawn(body)
+            .map_err(DataplaneError::Worker)?;
+        self.threads.push(thread);
+        Ok(())
     }
 
     /// Counters: per peer traffic and handshakes, drops by reason.
@@ -199,44 +254,72 @@ impl UplinkSink {
 }
 
 impl Drop for DataplaneHandle {
+    /// Stops the threads (they end on their own at once) and the tasks, without waiting.
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop.raise();
         for task in &self.tasks {
             task.abort();
         }
     }
 }
 
-/// The bound sockets; at most one per address family is used for sending.
+/// The bound sockets: per address family, one per worker (all on the same port).
 #[derive(Debug)]
-struct Sockets(Vec<UdpPort>);
+struct Sockets {
+    families: Vec<Vec<UdpPort>>,
+}
 
 impl Sockets {
-    fn for_destination(&self, dst: SocketAddr) -> Option<&UdpPort> {
-        self.0
-            .iter()
-            .find(|s| s.local_addr().is_ipv4() == dst.is_ipv4())
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.families.iter().map(|f| f[0].local_addr()).collect()
     }
 
-    /// Sends everything in `tx` (GSO runs) and empties it.
-    async fn flush(&self, core: &DataplaneCore, tx: &mut TxBatch) {
+    fn family_name(&self, family: usize) -> &'static str {
+        if self.families[family][0].local_addr().is_ipv4() {
+            "4"
+        } else {
+            "6"
+        }
+    }
+
+    /// The socket `worker` sends to `dst` with.
+    fn for_destination(&self, dst: SocketAddr, worker: usize) -> Option<&UdpPort> {
+        let family = self
+            .families
+            .iter()
+            .find(|f| f[0].local_addr().is_ipv4() == dst.is_ipv4())?;
+        family.get(worker % family.len())
+    }
+
+    /// Sends everything in `tx` (GSO runs) from `worker`'s sockets and empties it; a full
+    /// socket buffer is waited for at most `wait` (`None`: until room or stop).
+    fn flush(
+        &self,
+        core: &DataplaneCore,
+        tx: &mut TxBatch,
+        worker: usize,
+        stop: &Stop,
+        wait: Option<Duration>,
+    ) {
         for run in tx.runs(usize::MAX) {
-            let Some(socket) = self.for_destination(run.dst) else {
+            let Some(socket) = self.for_destination(run.dst, worker) else {
                 core.drop(DropReason::SendFailed);
                 continue;
             };
             let max = socket.max_gso_segments();
+            let send =
+                |contents: &[u8], seg| socket.send(run.dst, run.src, contents, seg, stop, wait);
             let result = match run.segment_size {
                 // GSO was turned off (or is smaller) on this socket: split the run.
                 Some(size) if run.contents.len().div_ceil(size) > max => {
                     let mut result = Ok(());
                     for chunk in run.contents.chunks(size * max.max(1)) {
                         let seg = (chunk.len() > size).then_some(size);
-                        result = result.and(socket.send(run.dst, run.src, chunk, seg).await);
+                        result = result.and(send(chunk, seg));
                     }
                     result
                 }
-                seg => socket.send(run.dst, run.src, run.contents, seg).await,
+                seg => send(run.contents, seg),
             };
             if let Err(e) = result {
                 tracing::debug!(dst = %run.dst, src = ?run.src, error = %e, "UDP send failed");
@@ -247,13 +330,21 @@ impl Sockets {
     }
 }
 
-fn bind_sockets(config: &DataplaneConfig) -> Result<Vec<UdpPort>, DataplaneError> {
-    if config.bind_addresses.is_empty() {
-        // Wildcards of both families; a host without IPv6 still runs on IPv4.
+/// Binds one socket per worker and address family: the configured addresses (at most one
+/// per family), else the wildcards of both families (a host without IPv6 still runs on
+/// IPv4). With several workers they form one `SO_REUSEPORT` group per family, on the port
+/// the first one got.
+fn bind_sockets(config: &DataplaneConfig, workers: usize) -> Result<Sockets, DataplaneError> {
+    let reuse = workers > 1;
+    let firsts: Vec<UdpPort> = if config.bind_addresses.is_empty() {
         let mut sockets = Vec::new();
         let mut last_error = None;
         for ip in wildcard_addresses() {
-            match UdpPort::bind(SocketAddr::new(ip, config.listen_port), config.fwmark) {
+            match UdpPort::bind(
+                SocketAddr::new(ip, config.listen_port),
+                config.fwmark,
+                reuse,
+            ) {
                 Ok(s) => sockets.push(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot listen on this address family");
@@ -261,128 +352,179 @@ fn bind_sockets(config: &DataplaneConfig) -> Result<Vec<UdpPort>, DataplaneError
                 }
             }
         }
-        return match (sockets.is_empty(), last_error) {
-            (true, Some(e)) => Err(e),
-            _ => Ok(sockets),
-        };
-    }
-    let mut seen_v4 = false;
-    let mut seen_v6 = false;
-    for ip in &config.bind_addresses {
-        let seen = if ip.is_ipv4() {
-            &mut seen_v4
-        } else {
-            &mut seen_v6
-        };
-        if std::mem::replace(seen, true) {
-            return Err(DataplaneError::config(format!(
-                "bind_addresses: at most one address per family, {ip} is a second one"
-            )));
+        if let (true, Some(e)) = (sockets.is_empty(), last_error) {
+            return Err(e);
         }
+        sockets
+    } else {
+        let mut seen_v4 = false;
+        let mut seen_v6 = false;
+        for ip in &config.bind_addresses {
+            let seen = if ip.is_ipv4() {
+                &mut seen_v4
+            } else {
+                &mut seen_v6
+            };
+            if std::mem::replace(seen, true) {
+                return Err(DataplaneError::config(format!(
+                    "bind_addresses: at most one address per family, {ip} is a second one"
+                )));
+            }
+        }
+        config
+            .bind_addresses
+            .iter()
+            .map(|ip| {
+                UdpPort::bind(
+                    SocketAddr::new(*ip, config.listen_port),
+                    config.fwmark,
+                    reuse,
+                )
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut families = Vec::with_capacity(firsts.len());
+    for first in firsts {
+        // The same address, with the port the first socket got when 0 was configured.
+        let addr = first.local_addr();
+        let mut family = vec![first];
+        for _ in 1..workers {
+            family.push(UdpPort::bind(addr, config.fwmark, reuse)?);
+        }
+        families.push(family);
     }
-    config
-        .bind_addresses
-        .iter()
-        .map(|ip| UdpPort::bind(SocketAddr::new(*ip, config.listen_port), config.fwmark))
-        .collect()
+    Ok(Sockets { families })
 }
 
-async fn outbound_task<D: PacketDevice>(
-    core: Arc<DataplaneCore>,
-    device: Arc<D>,
-    sockets: Arc<Sockets>,
-    mut stop: watch::Receiver<bool>,
+/// Device queue `worker` -> core (encrypt) -> UDP, until `stop`.
+fn outbound_worker<D: PacketDevice>(
+    core: &DataplaneCore,
+    device: &D,
+    sockets: &Sockets,
+    worker: usize,
+    stop: &Stop,
 ) {
     let mut batch = PacketBatch::new();
     let mut tx = TxBatch::new(TX_CAPACITY);
     loop {
-        let received = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = device.recv_batch(&mut batch) => r,
-        };
-        if let Err(e) = received {
-            tracing::warn!(error = %e, "reading from the packet device failed");
-            tokio::time::sleep(ERROR_BACKOFF).await;
-            continue;
+        match device.recv_batch(worker, &mut batch, stop) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading from the packet device failed");
+                thread::sleep(ERROR_BACKOFF);
+                continue;
+            }
         }
         let now = Instant::now();
         let snap = core.snapshot();
         for packet in batch.packets() {
             if tx.remaining() < packet.len() + WIREGUARD_OVERHEAD + MIN_TX_ROOM {
-                sockets.flush(&core, &mut tx).await;
+                sockets.flush(core, &mut tx, worker, stop, None);
             }
             core.handle_outbound(&snap, packet, now, &mut tx);
         }
-        sockets.flush(&core, &mut tx).await;
+        sockets.flush(core, &mut tx, worker, stop, None);
     }
 }
 
-async fn inbound_task<D: PacketDevice>(
-    core: Arc<DataplaneCore>,
-    device: Arc<D>,
-    sockets: Arc<Sockets>,
-    index: usize,
-    handshakes: mpsc::Sender<QueuedHandshake>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let socket = &sockets.0[index];
-    let mut bufs: [Box<[u8]>; RECV_SLOTS] =
-        std::array::from_fn(|_| vec![0; RECV_BUFFER_BYTES].into_boxed_slice());
-    let mut meta: [RecvMeta; RECV_SLOTS] = std::array::from_fn(|_| RecvMeta::default());
-    let mut to_device = PacketBatch::new();
-    let mut tx = TxBatch::new(TX_CAPACITY);
-    loop {
-        let received = tokio::select! {
-            biased;
-            _ = stop.changed() => return,
-            r = socket.recv(&mut bufs, &mut meta) => r,
-        };
-        let count = match received {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(error = %e, "UDP receive failed");
-                tokio::time::sleep(ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        let now = Instant::now();
-        let snap = core.snapshot();
-        for (buf, meta) in bufs.iter().zip(&meta).take(count) {
-            let from = canonical(meta.addr);
-            // The local address it came to: with it, the path it came by.
-            let local = meta.dst_ip.map(|ip| canonical(SocketAddr::new(ip, 0)).ip());
-            let stride = meta.stride.max(1);
-            let data = &buf[..meta.len.min(buf.len())];
-            if data.is_empty() {
-                // An empty datagram is junk too; let the core count it.
-                core.handle_inbound_on(&snap, data, from, local, now, &mut to_device, &mut tx);
-            }
-            for datagram in data.chunks(stride) {
-                if DataplaneCore::is_handshake(datagram) {
-                    if core.admit_handshake(from.ip(), now) {
-                        let queued = QueuedHandshake {
-                            datagram: datagram.into(),
-                            from,
-                            local,
-                        };
-                        if handshakes.try_send(queued).is_err() {
-                            DataplaneCore::drop(&core, DropReason::HandshakeQueueFull);
-                        }
-                    }
+/// One UDP socket -> core (decrypt) -> device queue, until stop.
+struct Inbound<'a, D> {
+    core: &'a DataplaneCore,
+    device: &'a D,
+    sockets: &'a Sockets,
+    socket: &'a UdpPort,
+    /// The worker's index: its device queue and its sockets for what the core sends back.
+    queue: usize,
+    handshakes: &'a mpsc::Sender<QueuedHandshake>,
+    stop: &'a Stop,
+}
+
+impl<D: PacketDevice> Inbound<'_, D> {
+    fn run(self) {
+        let Inbound { core, stop, .. } = self;
+        let mut bufs: [Box<[u8]>; RECV_SLOTS] =
+            std::array::from_fn(|_| vec![0; RECV_BUFFER_BYTES].into_boxed_slice());
+        let mut meta: [RecvMeta; RECV_SLOTS] = std::array::from_fn(|_| RecvMeta::default());
+        let mut to_device = PacketBatch::new();
+        let mut tx = TxBatch::new(TX_CAPACITY);
+        loop {
+            let count = match self.socket.recv(&mut bufs, &mut meta, stop) {
+                Ok(Some(n)) => n,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive failed");
+                    thread::sleep(ERROR_BACKOFF);
                     continue;
                 }
-                if to_device.is_full() {
-                    flush_device(&*device, &mut to_device).await;
+            };
+            let now = Instant::now();
+            let snap = core.snapshot();
+            for (buf, meta) in bufs.iter().zip(&meta).take(count) {
+                let from = canonical(meta.addr);
+                // The local address it came to: with it, the path it came by.
+                let local = meta.dst_ip.map(|ip| canonical(SocketAddr::new(ip, 0)).ip());
+                let stride = meta.stride.max(1);
+                let data = &buf[..meta.len.min(buf.len())];
+                if data.is_empty() {
+                    // An empty datagram is junk too; let the core count it.
+                    core.handle_inbound_on(&snap, data, from, local, now, &mut to_device, &mut tx);
                 }
-                if tx.remaining() < 2 * (MIN_TX_ROOM + usize::from(u16::MAX)) {
-                    sockets.flush(&core, &mut tx).await;
+                for datagram in data.chunks(stride) {
+                    if DataplaneCore::is_handshake(datagram) {
+                        self.queue_handshake(datagram, from, local, now);
+                        continue;
+                    }
+                    if to_device.is_full() {
+                        self.flush_device(&mut to_device);
+                    }
+                    if tx.remaining() < 2 * (MIN_TX_ROOM + usize::from(u16::MAX)) {
+                        self.sockets.flush(core, &mut tx, self.queue, stop, None);
+                    }
+                    core.handle_inbound_on(
+                        &snap,
+                        datagram,
+                        from,
+                        local,
+                        now,
+                        &mut to_device,
+                        &mut tx,
+                    );
                 }
-                core.handle_inbound_on(&snap, datagram, from, local, now, &mut to_device, &mut tx);
             }
+            self.flush_device(&mut to_device);
+            self.sockets.flush(core, &mut tx, self.queue, stop, None);
         }
-        flush_device(&*device, &mut to_device).await;
-        sockets.flush(&core, &mut tx).await;
+    }
+
+    fn queue_handshake(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        local: Option<std::net::IpAddr>,
+        now: Instant,
+    ) {
+        if !self.core.admit_handshake(from.ip(), now) {
+            return;
+        }
+        let queued = QueuedHandshake {
+            datagram: datagram.into(),
+            from,
+            local,
+        };
+        if self.handshakes.try_send(queued).is_err() {
+            self.core.drop(DropReason::HandshakeQueueFull);
+        }
+    }
+
+    fn flush_device(&self, batch: &mut PacketBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.device.send_batch(self.queue, batch) {
+            tracing::warn!(error = %e, packets = batch.len(), "writing to the packet device failed");
+        }
+        batch.clear();
     }
 }
 
@@ -392,14 +534,14 @@ async fn handshake_task(
     core: Arc<DataplaneCore>,
     sockets: Arc<Sockets>,
     mut handshakes: mpsc::Receiver<QueuedHandshake>,
-    mut stop: watch::Receiver<bool>,
+    stop: Arc<Stop>,
 ) {
     let mut tx = TxBatch::new(TX_CAPACITY);
     let mut batch = Vec::with_capacity(HANDSHAKE_BATCH);
     loop {
         let received = tokio::select! {
             biased;
-            _ = stop.changed() => return,
+            _ = stop.raised() => return,
             n = handshakes.recv_many(&mut batch, HANDSHAKE_BATCH) => n,
         };
         if received == 0 {
@@ -409,7 +551,7 @@ async fn handshake_task(
         let snap = core.snapshot();
         for queued in batch.drain(..) {
             if tx.remaining() < 2 * (MIN_TX_ROOM + usize::from(u16::MAX)) {
-                sockets.flush(&core, &mut tx).await;
+                sockets.flush(&core, &mut tx, 0, &stop, Some(TASK_SEND_WAIT));
             }
             core.handle_queued_handshake(
                 &snap,
@@ -420,25 +562,11 @@ async fn handshake_task(
                 &mut tx,
             );
         }
-        sockets.flush(&core, &mut tx).await;
+        sockets.flush(&core, &mut tx, 0, &stop, Some(TASK_SEND_WAIT));
     }
 }
 
-async fn flush_device<D: PacketDevice>(device: &D, batch: &mut PacketBatch) {
-    if batch.is_empty() {
-        return;
-    }
-    if let Err(e) = device.send_batch(batch).await {
-        tracing::warn!(error = %e, packets = batch.len(), "writing to the packet device failed");
-    }
-    batch.clear();
-}
-
-async fn timer_task(
-    core: Arc<DataplaneCore>,
-    sockets: Arc<Sockets>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn timer_task(core: Arc<DataplaneCore>, sockets: Arc<Sockets>, stop: Arc<Stop>) {
     let mut tx = TxBatch::new(TX_CAPACITY);
     let mut next_tick = Instant::now();
     loop {
@@ -448,7 +576,7 @@ async fn timer_task(
             .map_or(next_tick, |d| d.min(next_tick));
         tokio::select! {
             biased;
-            _ = stop.changed() => return,
+            _ = stop.raised() => return,
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
         let now = Instant::now();
@@ -458,6 +586,6 @@ async fn timer_task(
         } else {
             core.poll_paths(now, &mut tx);
         }
-        sockets.flush(&core, &mut tx).await;
+        sockets.flush(&core, &mut tx, 0, &stop, Some(TASK_SEND_WAIT));
     }
 }

@@ -1,13 +1,19 @@
-//! The UDP side: one socket per address family with large buffers, GSO and GRO
-//! (through quinn-udp, which also does recvmmsg-style batching and ECN safely).
+//! The UDP side: per address family one socket per worker (`SO_REUSEPORT`, one group per
+//! family: the kernel gives each remote address and port one socket of the group, so a
+//! peer's datagrams stay on one worker and in order), with large buffers, GSO and GRO
+//! (through quinn-udp, which also does recvmmsg-style batching and ECN safely). The
+//! sockets are non-blocking; the workers wait in `poll` with the stop signal.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use rustix::event::PollFlags;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
 
+use super::device::Stop;
 use super::error::DataplaneError;
 
 /// Socket buffer size we ask for; the kernel caps it at net.core.{r,w}mem_max.
@@ -19,7 +25,7 @@ pub const RECV_BUFFER_BYTES: usize = 65536;
 
 /// A bound UDP socket.
 pub struct UdpPort {
-    socket: tokio::net::UdpSocket,
+    socket: std::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
     /// Bound to the wildcard address: it can send from any local address (IP_PKTINFO /
@@ -37,8 +43,13 @@ impl std::fmt::Debug for UdpPort {
 
 impl UdpPort {
     /// Binds `addr` (an IPv6 socket is IPv6-only: IPv4 has its own socket), with firewall
-    /// mark `fwmark` if given. Must run inside a tokio runtime.
-    pub fn bind(addr: SocketAddr, fwmark: Option<u32>) -> Result<Self, DataplaneError> {
+    /// mark `fwmark` if given; `reuse_port` puts it in a `SO_REUSEPORT` group with the
+    /// other sockets of this user on the same address.
+    pub fn bind(
+        addr: SocketAddr,
+        fwmark: Option<u32>,
+        reuse_port: bool,
+    ) -> Result<Self, DataplaneError> {
         let err = |source: io::Error| DataplaneError::Socket { addr, source };
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
             .map_err(err)?;
@@ -46,6 +57,9 @@ impl UdpPort {
             socket.set_only_v6(true).map_err(err)?;
         }
         socket.set_nonblocking(true).map_err(err)?;
+        if reuse_port {
+            socket.set_reuse_port(true).map_err(err)?;
+        }
         // Best effort: a smaller buffer only costs throughput, so failure is not fatal.
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
@@ -61,10 +75,9 @@ impl UdpPort {
         socket.bind(&addr.into()).map_err(err)?;
         let std_socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new((&std_socket).into()).map_err(err)?;
-        let socket = tokio::net::UdpSocket::from_std(std_socket).map_err(err)?;
-        let local = socket.local_addr().map_err(err)?;
+        let local = std_socket.local_addr().map_err(err)?;
         Ok(UdpPort {
-            socket,
+            socket: std_socket,
             state,
             local,
             any_source: addr.ip().is_unspecified(),
@@ -81,36 +94,43 @@ impl UdpPort {
         self.state.max_gso_segments()
     }
 
-    /// Waits for datagrams; fills `bufs`/`meta` and returns how many slots were used.
-    pub async fn recv(
+    /// Waits for datagrams; fills `bufs`/`meta` and returns how many slots were used, or
+    /// `None` once `stop` is raised.
+    pub fn recv(
         &self,
         bufs: &mut [Box<[u8]>; RECV_SLOTS],
         meta: &mut [RecvMeta; RECV_SLOTS],
-    ) -> io::Result<usize> {
+        stop: &Stop,
+    ) -> io::Result<Option<usize>> {
         loop {
-            self.socket.readable().await?;
             let mut slots = bufs.iter_mut();
             let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] = std::array::from_fn(|_| {
                 IoSliceMut::new(slots.next().expect("one buffer per slot"))
             });
-            match self.socket.try_io(Interest::READABLE, || {
-                self.state.recv((&self.socket).into(), &mut iovs, meta)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+            match self.state.recv((&self.socket).into(), &mut iovs, meta) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !stop.wait(self.socket.as_fd(), PollFlags::IN, None)? {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result.map(Some),
             }
         }
     }
 
     /// Sends one datagram, or a GSO run of `segment_size`-sized datagrams, to `dst`, from
     /// the local address `src` (`None`, or a socket bound to one address: the kernel's
-    /// choice).
-    pub async fn send(
+    /// choice). While the socket buffer is full it waits, at most `wait` (`None`: until
+    /// there is room or `stop`); then the datagrams are dropped (`WouldBlock`).
+    pub fn send(
         &self,
         dst: SocketAddr,
         src: Option<IpAddr>,
         contents: &[u8],
         segment_size: Option<usize>,
+        stop: &Stop,
+        wait: Option<Duration>,
     ) -> io::Result<()> {
         let transmit = Transmit {
             destination: dst,
@@ -119,11 +139,17 @@ impl UdpPort {
             segment_size,
             src_ip: src.filter(|_| self.any_source),
         };
-        self.socket
-            .async_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            })
-            .await
+        loop {
+            match self.state.try_send((&self.socket).into(), &transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !stop.wait(self.socket.as_fd(), PollFlags::OUT, wait)? {
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
     }
 }
 

@@ -245,6 +245,12 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         running.node.handshake_guard.to_string(),
         file.node.handshake_guard.to_string(),
     );
+    // The TUN's queues and the sockets are made at start, one per worker.
+    keep(
+        "node.dataplane_workers",
+        workers(running.node.dataplane_workers),
+        workers(file.node.dataplane_workers),
+    );
     keep(
         "interface.name",
         quoted(&running.interface.name),
@@ -326,6 +332,10 @@ fn quoted(text: &str) -> String {
 fn list<T: fmt::Display>(items: &[T]) -> String {
     let items: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
     format!("[{}]", items.join(", "))
+}
+
+fn workers(workers: Option<u16>) -> String {
+    workers.map_or_else(|| "one per core".to_owned(), |n| n.to_string())
 }
 
 fn mtu(mtu: Option<u16>) -> String {
