@@ -4,7 +4,8 @@
 #   (a) the plain veth,
 #   (b) two wireguard-go peers configured with `wg`,
 #   (c) two boringtun-cli peers (installed with cargo into a temporary root),
-#   (d) two meshd peers, and the same with one tokio worker thread (TOKIO_WORKER_THREADS=1),
+#   (d) two meshd peers, and the same with one data plane worker ([node] dataplane_workers = 1:
+#       one TUN queue, one socket per family) and one tokio worker thread,
 #   (e) optionally a second meshd binary (--baseline), for a before/after in the same run,
 # iperf3 TCP throughput (one stream, one stream reversed, four streams), 64-byte UDP packets per
 # second received (iperf3 -u -l 64 -b 0), ping RTT idle and during the single-stream run, plus
@@ -141,7 +142,7 @@ if selected meshd; then
     stop_tunnels
 fi
 if selected meshd-1worker; then
-    start_meshd_pair "$MESHD_BIN" TOKIO_WORKER_THREADS=1
+    MESHD_NODE_EXTRA="dataplane_workers = 1" start_meshd_pair "$MESHD_BIN" TOKIO_WORKER_THREADS=1
     measure "meshd 1 worker" 10.2.0.1 "$(cat "$work/pids")" >>"$results"
     stop_tunnels
 fi

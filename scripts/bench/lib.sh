@@ -209,7 +209,8 @@ start_wg_pair() {
 
 # start_meshd_pair BIN [VAR=VALUE...]: `meshd init` in two state directories with [interface]
 # addresses and [[peer]] entries using `meshd pubkey`, then `meshd run` in each namespace, with
-# the environment variables given (e.g. TOKIO_WORKER_THREADS=1).
+# the environment variables given (e.g. TOKIO_WORKER_THREADS=1). MESHD_NODE_EXTRA, if set, is
+# one more line for [node] (e.g. "dataplane_workers = 1"; a binary older than the key refuses it).
 start_meshd_pair() {
     local bin="$1"; shift
     local side ns dir name endpoint addr
@@ -226,6 +227,7 @@ name = "bench-$side"
 role = "core"
 listen_port = 51820
 endpoints = ["$endpoint"]
+${MESHD_NODE_EXTRA:-}
 
 [interface]
 name = "mesh0"
