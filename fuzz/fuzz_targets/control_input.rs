@@ -1,7 +1,7 @@
 //! Network-facing parsers outside the data plane: control-plane frames and messages (strict,
 //! and as a member connection reads them: unknown types skipped, records with extensions),
-//! invitation tokens, and node certificates (with the meshd identity extension). None may
-//! panic.
+//! invitation tokens, node certificates (with the meshd identity extension) and CA registry
+//! records. None may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,4 +18,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = pki::NodeCertificate::parse(data);
     let _ = pki::extension::decode_identity(data);
+    let _ = mesh_config::registry::RegistryRecord::parse(data);
 });

@@ -37,6 +37,7 @@ pub mod names;
 pub mod path;
 pub mod path_settings;
 mod policy;
+pub mod registry;
 pub mod routers;
 pub mod schema;
 mod serde_str;

@@ -9,6 +9,7 @@
 //! - [`NodeIdentity`] and the meshd certificate extension ([`extension`], `EXTENSION.md`).
 //! - [`NodeCertificate::parse`] and [`verify_node_certificate`].
 //! - Revocation: [`CertificateAuthority::issue_crl`], [`Crl`].
+//! - Bodies signed with the CA key itself ([`ca_signed`]): the CA registry record.
 //! - Invitations: [`InvitationToken`] (the `meshd1-...` string), [`InvitationRecord`] (what the
 //!   CA stores), [`create_invitation`], [`redeem`], [`check_ca`].
 //!
@@ -62,6 +63,7 @@
 //! ```
 
 pub mod ca;
+pub mod ca_signed;
 pub mod crl;
 mod encoding;
 mod error;
@@ -77,6 +79,7 @@ pub mod verify;
 mod x509;
 
 pub use ca::{CaPem, CertificateAuthority};
+pub use ca_signed::{CaSignatureError, sha256_hex, verify_detached};
 pub use crl::{Crl, RevokedEntry};
 pub use encoding::PrefixBytesError;
 pub use error::PkiError;

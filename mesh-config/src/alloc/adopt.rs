@@ -120,6 +120,27 @@ impl Allocator {
         Ok(Adoption::Added)
     }
 
+    /// Records that another copy of this allocator revoked `node` (admitted by it, or known
+    /// here live): its numbers stay burnt and its name is a revoked one. True if that changed
+    /// anything; a revoked record of this name with these prefixes is known already.
+    pub fn adopt_revoked(&mut self, node: KnownNode<'_>) -> Result<bool, AdoptError> {
+        let known = self.records.iter().any(|r| {
+            r.revoked
+                && r.allocation.name == node.name
+                && r.allocation.ipv4 == node.ipv4
+                && r.allocation.ipv6 == node.ipv6
+        });
+        if known && self.live(node.name).is_none() {
+            return Ok(false);
+        }
+        self.adopt_node(node)?;
+        self.revoke(node.name).map_err(|error| AdoptError::Node {
+            name: node.name.to_owned(),
+            problem: error.to_string(),
+        })?;
+        Ok(true)
+    }
+
     /// Records a client that live node `node` numbered itself (a node without the CA counts
     /// its own clients), so that the allocator, once this node holds the CA, goes on after
     /// it. `Ok(false)`: it was recorded already.
