@@ -123,7 +123,8 @@ impl CertificateAuthority {
     /// Loads a CA from its PEM certificate and PKCS#8 PEM private key, checking that the
     /// certificate is a CA certificate with the right key usages and that the key matches it.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
-        let cert_der = pem_certificate(cert_pem).map_err(PkiError::CaCertificate)?;
+        let cert_der = crate::certificate_der_from_pem(cert_pem)
+            .map_err(|e| PkiError::CaCertificate(e.to_string()))?;
         let key = load_p256_key(key_pem).map_err(PkiError::CaKey)?;
 
         let cert = parse_certificate(&cert_der).map_err(PkiError::CaCertificate)?;
@@ -229,18 +230,6 @@ fn check_is_mesh_ca(cert: &x509_parser::certificate::X509Certificate<'_>) -> Res
         return Err("keyUsage lacks keyCertSign or cRLSign".into());
     }
     crate::x509::require_p256(cert.public_key())
-}
-
-/// Decodes exactly one PEM `CERTIFICATE` block.
-pub(crate) fn pem_certificate(text: &str) -> Result<Vec<u8>, String> {
-    let block = pem::parse(text).map_err(|e| format!("not PEM ({e})"))?;
-    if block.tag() != "CERTIFICATE" {
-        return Err(format!(
-            "expected a CERTIFICATE PEM block, found {:?}",
-            block.tag()
-        ));
-    }
-    Ok(block.into_contents())
 }
 
 /// Encodes DER as a PEM block with the usual 64-column lines.

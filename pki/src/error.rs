@@ -5,6 +5,16 @@ use time::OffsetDateTime;
 use crate::extension::ExtensionError;
 use crate::identity::IdentityError;
 
+/// Why a PEM text holds no certificate ([`crate::certificate_der_from_pem`]). The message
+/// says only what is wrong with the text; callers say which file it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PemError {
+    #[error("expected a CERTIFICATE PEM block, found none")]
+    NoCertificate,
+    #[error("malformed PEM: {0}")]
+    Malformed(String),
+}
+
 /// Why a CA, certificate, CSR or CRL operation failed. Each message says what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -33,6 +43,8 @@ pub enum PkiError {
          (a crafted WireGuard key?); refusing to issue"
     )]
     PlaceholderCollision,
+    #[error("not a PEM certificate: {0}")]
+    Pem(#[from] PemError),
     #[error("malformed certificate: {0}")]
     MalformedCertificate(String),
     #[error(

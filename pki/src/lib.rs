@@ -7,7 +7,8 @@
 //!   node certificates ([`CertificateAuthority::issue_node_certificate`]).
 //! - [`NodeKeyPair`]: a node's key and CSR.
 //! - [`NodeIdentity`] and the meshd certificate extension ([`extension`], `EXTENSION.md`).
-//! - [`NodeCertificate::parse`] and [`verify_node_certificate`].
+//! - [`NodeCertificate::parse`] (DER), [`NodeCertificate::from_pem`] and
+//!   [`certificate_der_from_pem`] (PEM), and [`verify_node_certificate`].
 //! - Revocation: [`CertificateAuthority::issue_crl`], [`Crl`].
 //! - Bodies signed with the CA key itself ([`ca_signed`]): the CA registry record.
 //! - Invitations: [`InvitationToken`] (the `meshd1-...` string), [`InvitationRecord`] (what the
@@ -82,11 +83,13 @@ pub use ca::{CaPem, CertificateAuthority};
 pub use ca_signed::{CaSignatureError, sha256_hex, verify_detached};
 pub use crl::{Crl, RevokedEntry};
 pub use encoding::PrefixBytesError;
-pub use error::PkiError;
+pub use error::{PemError, PkiError};
 pub use extension::ExtensionError;
 pub use identity::{Approvals, IdentityError, NodeIdentity, NodeRole, validate_node_name};
 pub use invitation::{InvitationRecord, InvitationRequest, create_invitation, redeem};
-pub use node_cert::{IssuedCertificate, NodeCertificate, csr_public_key_der, node_dns_name};
+pub use node_cert::{
+    IssuedCertificate, NodeCertificate, certificate_der_from_pem, csr_public_key_der, node_dns_name,
+};
 pub use node_key::NodeKeyPair;
 pub use oid::{MESHD_IDENTITY_OID, MESHD_IDENTITY_UUID};
 pub use serial::SerialNumber;

@@ -19,7 +19,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
 use crate::ca::{CertificateAuthority, pem_encode, truncate_to_seconds};
-use crate::error::PkiError;
+use crate::error::{PemError, PkiError};
 use crate::extension::{decode_identity, encode_identity};
 use crate::identity::NodeIdentity;
 use crate::oid::{OID_CONTENT, OidSwappingSigner, PLACEHOLDER_ARCS, swap_placeholder};
@@ -179,7 +179,24 @@ fn read_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams, PkiError> 
     Ok(csr)
 }
 
+/// The DER of the first `CERTIFICATE` block in `pem` (text around and other blocks are
+/// skipped). The one place meshd turns a PEM certificate file into DER.
+pub fn certificate_der_from_pem(pem: &str) -> Result<Vec<u8>, PemError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::{Error, PemObject};
+    match CertificateDer::from_pem_slice(pem.as_bytes()) {
+        Ok(der) => Ok(der.to_vec()),
+        Err(Error::NoItemsFound) => Err(PemError::NoCertificate),
+        Err(other) => Err(PemError::Malformed(other.to_string())),
+    }
+}
+
 impl NodeCertificate {
+    /// Decodes a node certificate from PEM ([`certificate_der_from_pem`], then [`Self::parse`]).
+    pub fn from_pem(pem: &str) -> Result<NodeCertificate, PkiError> {
+        Self::parse(&certificate_der_from_pem(pem)?)
+    }
+
     /// Decodes a node certificate and its meshd identity extension.
     ///
     /// This checks structure only (the certificate parses, the extension is present, well-formed

@@ -34,6 +34,36 @@ fn identity_round_trips_through_a_certificate() {
 }
 
 #[test]
+fn a_certificate_reads_back_from_pem() {
+    let ca = ca();
+    let issued = issue(&ca, &spoke_identity());
+    let with_text = format!("node beta\n{}", issued.pem);
+    assert_eq!(
+        pki::certificate_der_from_pem(&with_text).unwrap(),
+        issued.der
+    );
+    let parsed = NodeCertificate::from_pem(&issued.pem).unwrap();
+    assert_eq!(parsed, NodeCertificate::parse(&issued.der).unwrap());
+
+    let key = NodeKeyPair::generate().unwrap().to_pem();
+    assert_eq!(
+        pki::certificate_der_from_pem(&key),
+        Err(pki::PemError::NoCertificate)
+    );
+    let err = NodeCertificate::from_pem("junk").unwrap_err();
+    assert!(matches!(err, PkiError::Pem(_)), "{err}");
+    assert!(
+        err.to_string().starts_with("not a PEM certificate: "),
+        "{err}"
+    );
+    let cut = &issued.pem[..issued.pem.len() - 10];
+    assert!(matches!(
+        pki::certificate_der_from_pem(cut),
+        Err(pki::PemError::Malformed(_))
+    ));
+}
+
+#[test]
 fn certificate_follows_the_documented_profile() {
     let ca = ca();
     let issued = issue(&ca, &spoke_identity());

@@ -493,11 +493,7 @@ fn checked_member(der: &[u8], ca_der: &[u8]) -> Option<NodeCertificate> {
 }
 
 fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .map(|c| c.to_vec())
-        .map_err(|e| format!("expected a PEM certificate ({e})"))
+    pki::certificate_der_from_pem(pem).map_err(|e| format!("expected a PEM certificate ({e})"))
 }
 
 /// Writes the CA into the state directory, all of it or (on an error) nothing: the newer

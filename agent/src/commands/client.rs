@@ -13,8 +13,6 @@ use std::io::Write;
 use boringtun::x25519::PublicKey;
 use ipnet::IpNet;
 use pki::Crl;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 use super::own_config::{load_own_config, require_endpoints};
@@ -51,12 +49,13 @@ fn approved_lan_prefixes(
     let members = store::read_members(state)?;
     if !members.is_empty() {
         let ca_path = state.ca_cert_path();
-        let ca_der = CertificateDer::from_pem_slice(state.read_certificate(&ca_path)?.as_bytes())
-            .map_err(|e| StateError::Corrupt {
-                path: ca_path.clone(),
-                reason: format!("not a PEM certificate: {e}"),
-            })?
-            .to_vec();
+        let ca_der =
+            pki::certificate_der_from_pem(&state.read_certificate(&ca_path)?).map_err(|e| {
+                StateError::Corrupt {
+                    path: ca_path.clone(),
+                    reason: format!("not a PEM certificate: {e}"),
+                }
+            })?;
         let crl = match store::read_crl(state)? {
             Some(der) => Some(Crl::parse(&der, &ca_der).map_err(|e| StateError::Corrupt {
                 path: store::crl_path(state),

@@ -244,11 +244,7 @@ pub(super) fn check_answer(
         reason: format!("the CA holder's answer is not usable: {reason}"),
     };
     let der = |pem: &str| -> Result<Vec<u8>, CommandError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        CertificateDer::from_pem_slice(pem.as_bytes())
-            .map(|c| c.to_vec())
-            .map_err(|e| bad(format!("certificate is not PEM: {e}")))
+        pki::certificate_der_from_pem(pem).map_err(|e| bad(format!("certificate is not PEM: {e}")))
     };
     let ca = der(&accepted.ca_certificate_pem)?;
     pki::check_ca(token, &ca).map_err(|e| bad(e.to_string()))?;

@@ -400,19 +400,14 @@ fn certificate_identity(
     pem: &str,
     path: &std::path::Path,
 ) -> Result<pki::NodeIdentity, CommandError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let corrupt = |reason: String| {
-        CommandError::State(crate::state::StateError::Corrupt {
-            path: path.to_path_buf(),
-            reason,
-        })
-    };
-    let der = CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| corrupt(format!("not a PEM certificate: {e}")))?;
-    pki::NodeCertificate::parse(&der)
+    pki::NodeCertificate::from_pem(pem)
         .map(|cert| cert.identity)
-        .map_err(|e| corrupt(e.to_string()))
+        .map_err(|e| {
+            CommandError::State(crate::state::StateError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        })
 }
 
 #[cfg(test)]

@@ -12,8 +12,6 @@
 use std::collections::BTreeMap;
 
 use pki::{NodeCertificate, NodeKeyPair, SerialNumber};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 use super::record::{SignedRecord, next_version, sign_record};
@@ -209,10 +207,10 @@ impl HostedRouters {
 /// The key and certificate of a router's files, after checking they belong together and
 /// describe a foreign router of this node.
 fn prepare(file: &HostedFiles, own_name: &str) -> Result<(NodeKeyPair, NodeCertificate), String> {
-    let der = CertificateDer::from_pem_slice(file.certificate_pem.as_bytes())
-        .map_err(|e| format!("node.crt is not a PEM certificate: {e}"))?
-        .to_vec();
-    let cert = NodeCertificate::parse(&der).map_err(|e| format!("node.crt: {e}"))?;
+    let cert = NodeCertificate::from_pem(&file.certificate_pem).map_err(|e| match e {
+        pki::PkiError::Pem(e) => format!("node.crt is not a PEM certificate: {e}"),
+        other => format!("node.crt: {other}"),
+    })?;
     let identity = &cert.identity;
     if identity.name != file.name {
         return Err(format!(

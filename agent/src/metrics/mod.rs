@@ -52,10 +52,8 @@ impl<D: crate::peerset::DataplaneControl> MetricsSource for DaemonMetrics<'_, D>
 /// atomically, so this is a file removed by hand; the metric is then absent rather than a
 /// scrape failing or a log line per scrape.
 fn certificate_expiry(path: &std::path::Path) -> Option<i64> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let der = CertificateDer::from_pem_file(path).ok()?;
-    let certificate = pki::NodeCertificate::parse(&der).ok()?;
+    let pem = std::fs::read_to_string(path).ok()?;
+    let certificate = pki::NodeCertificate::from_pem(&pem).ok()?;
     Some(certificate.not_after.unix_timestamp())
 }
 

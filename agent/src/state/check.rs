@@ -420,11 +420,9 @@ fn check_issued_by_ca(
 
 /// The DER of a PEM certificate file.
 fn certificate_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(bytes)
-        .map(|c| c.to_vec())
-        .map_err(|e| format!("expected a PEM certificate ({e})"))
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "not UTF-8 text, expected a PEM certificate".to_owned())?;
+    pki::certificate_der_from_pem(text).map_err(|e| format!("expected a PEM certificate ({e})"))
 }
 
 /// A file that reads as corrupt gets the remedy for its place in the state directory.

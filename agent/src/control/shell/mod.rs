@@ -44,8 +44,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pki::{NodeCertificate, NodeIdentity, NodeKeyPair};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -164,17 +162,16 @@ impl ControlPlane {
     /// and starts the tasks. Must be called inside a tokio runtime.
     pub async fn start(settings: ControlSettings) -> Result<ControlHandle, ControlError> {
         let state = &settings.state;
-        let cert_der = pem_der(&state.read_certificate(&state.node_cert_path())?).map_err(|e| {
+        let parsed = NodeCertificate::from_pem(&state.read_certificate(&state.node_cert_path())?)
+            .map_err(|e| {
             ControlError::Identity(format!("{}: {e}", state.node_cert_path().display()))
         })?;
+        let cert_der = parsed.der.clone();
         let ca_der = pem_der(&state.read_certificate(&state.ca_cert_path())?).map_err(|e| {
             ControlError::Identity(format!("{}: {e}", state.ca_cert_path().display()))
         })?;
         let key = NodeKeyPair::from_pem(&state.read_node_key()?).map_err(|e| {
             ControlError::Identity(format!("{}: {e}", state.node_key_path().display()))
-        })?;
-        let parsed = NodeCertificate::parse(&cert_der).map_err(|e| {
-            ControlError::Identity(format!("{}: {e}", state.node_cert_path().display()))
         })?;
         let identity = parsed.identity;
         let ca_holder = state.read_node_record()?.ca_holder_name().to_owned();
@@ -386,9 +383,7 @@ impl Drop for ControlHandle {
 
 /// The DER of the certificate in `pem`.
 fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .map(|c| c.to_vec())
-        .map_err(|e| format!("not a PEM certificate: {e}"))
+    pki::certificate_der_from_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))
 }
 
 impl ControlSettings {
