@@ -26,6 +26,7 @@ fn beta() -> PeerConfig {
         public_key: [7; 32],
         endpoints: vec!["203.0.113.2:51820".parse().unwrap()],
         allowed_ips: vec!["10.2.0.0/16".parse().unwrap()],
+        ecmp_ips: Vec::new(),
         persistent_keepalive: None,
         relay: false,
     }

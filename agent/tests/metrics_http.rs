@@ -33,6 +33,7 @@ fn peer(name: &str, key: u8, kind: PeerKind) -> KnownPeer {
             public_key: [key; 32],
             endpoints: Vec::new(),
             allowed_ips: Vec::new(),
+            ecmp_ips: Vec::new(),
             persistent_keepalive: None,
             relay: false,
         },

@@ -21,6 +21,7 @@ fn peer(name: &str, key: &StaticSecret, endpoint: &str, allowed: &str) -> PeerCo
         public_key: PublicKey::from(key).to_bytes(),
         endpoints: vec![endpoint.parse().unwrap()],
         allowed_ips: vec![allowed.parse().unwrap()],
+        ecmp_ips: Vec::new(),
         persistent_keepalive: None,
         // Cores, so that reach queries and answers are handled, not refused at once.
         relay: true,

@@ -73,6 +73,7 @@ impl Node {
                 .iter()
                 .map(|a| a.parse::<IpNet>().expect("test prefix"))
                 .collect(),
+            ecmp_ips: Vec::new(),
             persistent_keepalive: None,
             relay: false,
         }

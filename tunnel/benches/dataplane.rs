@@ -24,6 +24,7 @@ fn peer(name: &str, key: [u8; 32], endpoint: SocketAddr, allowed: &str) -> PeerC
         public_key: public(key),
         endpoints: vec![endpoint],
         allowed_ips: vec![allowed.parse().unwrap()],
+        ecmp_ips: Vec::new(),
         persistent_keepalive: None,
         relay: false,
     }

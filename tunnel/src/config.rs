@@ -50,6 +50,12 @@ pub struct PeerConfig {
     pub endpoints: Vec<SocketAddr>,
     /// Prefixes the peer may use as source, and which we route to it (crypto-key routing).
     pub allowed_ips: Vec<IpNet>,
+    /// Prefixes the peer carries as one of several equal-cost next hops (ECMP, a shared
+    /// prefix announced by several members): the same prefix may be in several peers'
+    /// `ecmp_ips`, never in anyone's `allowed_ips`. A packet to it goes to one of those
+    /// peers, chosen by a hash of its flow ([`crate::ecmp`]); a packet from it is accepted
+    /// from any of them. A prefix in one peer's `ecmp_ips` alone is routed like an allowed one.
+    pub ecmp_ips: Vec<IpNet>,
     /// Send a keepalive this often even when idle (keeps NAT mappings open).
     pub persistent_keepalive: Option<Duration>,
     /// A core of the mesh, as we are: it may relay our traffic to another core, and we to
@@ -140,6 +146,32 @@ pub(crate) fn validate_peers(
                 )));
             }
             prefixes.push((*net, peer.name.as_str()));
+        }
+    }
+    // Shared prefixes after every allowed one is known: they may repeat across peers, but
+    // not within one, and never shadow (or be shadowed by) a peer's own prefix.
+    for peer in peers {
+        for (i, net) in peer.ecmp_ips.iter().enumerate() {
+            if net.trunc() != *net {
+                return Err(ConfigError::new(format!(
+                    "peer {:?}: equal-cost prefix {net} has host bits set (did you mean {}?)",
+                    peer.name,
+                    net.trunc()
+                )));
+            }
+            if peer.ecmp_ips[..i].contains(net) {
+                return Err(ConfigError::new(format!(
+                    "peer {:?}: equal-cost prefix {net} appears twice",
+                    peer.name
+                )));
+            }
+            if let Some((_, owner)) = prefixes.iter().find(|(p, _)| p == net) {
+                return Err(ConfigError::new(format!(
+                    "peer {:?} claims prefix {net}, which peer {:?} carries as an equal-cost \
+                     next hop",
+                    owner, peer.name
+                )));
+            }
         }
     }
     Ok(())

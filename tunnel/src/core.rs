@@ -35,7 +35,7 @@ use crate::ip;
 use crate::path::probe::{self, SenderId};
 use crate::path::reach;
 use crate::path::{DefaultPolicy, HANDSHAKE_TIMEOUT, LocalUplink, Path, PathPolicy};
-use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable};
+use crate::peer::{MAX_SLOT, Peer, PeerState, PeerTable, TableEntry, Target};
 use crate::routing::CryptoRouter;
 use crate::source_limit::SourceLimiter;
 use crate::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerStats};
@@ -69,8 +69,8 @@ pub struct Snapshot {
     last_src: RouteMemo,
 }
 
-/// One remembered routing answer.
-type RouteMemo = Cell<Option<(IpAddr, Option<usize>)>>;
+/// One remembered routing answer (a group's member is chosen per packet, after the memo).
+type RouteMemo = Cell<Option<(IpAddr, Option<Target>)>>;
 
 impl Snapshot {
     fn new(table: Arc<PeerTable>, own: Arc<CryptoRouter<()>>) -> Self {
@@ -82,9 +82,11 @@ impl Snapshot {
         }
     }
 
-    /// The peer a packet to `dst` goes to.
-    fn route_dst(&self, dst: IpAddr) -> Option<usize> {
-        self.route_memoised(dst, &self.last_dst)
+    /// The peer `packet`, to `dst`, goes to: for a shared prefix with several equal-cost
+    /// next hops, the one its flow hashes to.
+    fn route_dst(&self, dst: IpAddr, packet: &[u8]) -> Option<usize> {
+        let target = self.route_memoised(dst, &self.last_dst)?;
+        Some(self.table.resolve(target, packet))
     }
 
     /// Whether a packet from a peer for `dst`, which routes to another peer, belongs to this
@@ -100,12 +102,16 @@ impl Snapshot {
             .is_none_or(|(_, peer_len)| own_len >= peer_len)
     }
 
-    /// The peer allowed to send from `src`.
-    fn route_src(&self, src: IpAddr) -> Option<usize> {
-        self.route_memoised(src, &self.last_src)
+    /// The peers allowed to send from `src`: one, or every member of an equal-cost group
+    /// (any announcer of a shared prefix may send from it).
+    fn route_src(&self, src: IpAddr) -> &[usize] {
+        match self.route_memoised(src, &self.last_src) {
+            Some(target) => self.table.members(target),
+            None => &[],
+        }
     }
 
-    fn route_memoised(&self, addr: IpAddr, memo: &RouteMemo) -> Option<usize> {
+    fn route_memoised(&self, addr: IpAddr, memo: &RouteMemo) -> Option<Target> {
         if let Some((last, to)) = memo.get()
             && last == addr
         {
@@ -226,7 +232,11 @@ impl DataplaneCore {
                     ))
                 }
             };
-            entries.push((peer, config.allowed_ips.as_slice()));
+            entries.push((
+                peer,
+                config.allowed_ips.as_slice(),
+                config.ecmp_ips.as_slice(),
+            ));
         }
         *self.table.write() = Arc::new(PeerTable::new(entries));
         Ok(())
@@ -256,7 +266,7 @@ impl DataplaneCore {
         let Some((_, dst)) = ip::addresses(packet) else {
             return self.drop(DropReason::InvalidInnerPacket);
         };
-        let Some(to) = snap.route_dst(dst) else {
+        let Some(to) = snap.route_dst(dst, packet) else {
             return self.drop(DropReason::NoRoute);
         };
         self.send_routed(snap, &snap.peers()[to], packet, now, tx);
@@ -447,14 +457,20 @@ impl DataplaneCore {
         let Some((src, dst)) = ip::addresses(packet) else {
             return self.drop(DropReason::InvalidInnerPacket);
         };
-        // Crypto-key routing on receive: the source must route back to the sender, or to a
-        // core this core relays for.
-        let relayed = match snap.route_src(src) {
-            Some(origin) if origin == index => false,
-            Some(origin) if self.relay_accepted(peer, &snap.peers()[origin], now) => true,
-            _ => return self.drop(DropReason::SpoofedSource),
+        // Crypto-key routing on receive: the source must route back to the sender (or to a
+        // group it is a member of), or to a core this core relays for.
+        let origins = snap.route_src(src);
+        let relayed = if origins.contains(&index) {
+            false
+        } else if origins
+            .iter()
+            .any(|&origin| self.relay_accepted(peer, &snap.peers()[origin], now))
+        {
+            true
+        } else {
+            return self.drop(DropReason::SpoofedSource);
         };
-        match snap.route_dst(dst) {
+        match snap.route_dst(dst, packet) {
             // Behind another peer: relay inside meshd, no kernel round trip.
             Some(to) if to != index && !snap.kept_here(dst) => {
                 let next = &snap.peers()[to];
@@ -754,12 +770,12 @@ fn first_data_after_response(state: &mut PeerState, datagram: &[u8], now: Instan
 }
 
 /// A free peer index: not used by the old table nor by peers created in this update.
-fn allocate_slot(next: &mut u32, old: &PeerTable, new: &[(Arc<Peer>, &[ipnet::IpNet])]) -> u32 {
+fn allocate_slot(next: &mut u32, old: &PeerTable, new: &[TableEntry<'_>]) -> u32 {
     loop {
         let slot = *next;
         *next = if *next >= MAX_SLOT { 1 } else { *next + 1 };
         let taken =
-            old.peers.iter().any(|p| p.slot == slot) || new.iter().any(|(p, _)| p.slot == slot);
+            old.peers.iter().any(|p| p.slot == slot) || new.iter().any(|(p, _, _)| p.slot == slot);
         if !taken {
             return slot;
         }

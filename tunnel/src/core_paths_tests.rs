@@ -63,6 +63,7 @@ fn peer(name: &str, seed: u8, endpoints: &[&str], allowed: &str) -> PeerConfig {
             .map(|e| SocketAddr::new(ip(e), PORT))
             .collect(),
         allowed_ips: vec![allowed.parse().unwrap()],
+        ecmp_ips: Vec::new(),
         persistent_keepalive: None,
         relay: false,
     }

@@ -66,6 +66,7 @@ impl Net {
                         public_key: public(j),
                         endpoints: vec![SocketAddr::new(addr(j), PORT)],
                         allowed_ips: vec![format!("10.{}.0.0/16", j + 1).parse().unwrap()],
+                        ecmp_ips: Vec::new(),
                         persistent_keepalive: None,
                         relay,
                     })
@@ -281,6 +282,7 @@ fn packets_for_own_prefixes_stay_here_when_an_exit_default_covers_them() {
                     public_key: public(j),
                     endpoints: vec![SocketAddr::new(addr(j), PORT)],
                     allowed_ips: allowed,
+                    ecmp_ips: Vec::new(),
                     persistent_keepalive: None,
                     relay: true,
                 }

@@ -17,6 +17,7 @@
 pub mod batch;
 pub mod config;
 pub mod core;
+pub mod ecmp;
 pub mod error;
 pub mod gro;
 pub mod ip;

@@ -1,7 +1,7 @@
 //! A peer: its tunnel (boringtun `Tunn`), its path choice and its counters, and the table
 //! that finds peers by receiver index, by key and by address.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use parking_lot::Mutex;
 
 use crate::config::PeerConfig;
+use crate::ecmp;
 use crate::path::probe::{self, ProbeKey, SenderId};
 use crate::path::{PathProber, PathSelector, ProberConfig, RelayChooser, RelayConfig};
 use crate::routing::CryptoRouter;
@@ -157,6 +158,23 @@ impl Peer {
     }
 }
 
+/// Where a prefix routes to: one peer (its position in the table), or an equal-cost group
+/// of peers (a position in [`PeerTable::groups`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Peer(usize),
+    Group(usize),
+}
+
+/// The peers that carry one shared prefix at equal cost, with their ECMP seeds.
+#[derive(Debug)]
+pub(crate) struct Group {
+    /// Positions in the peer table, in table order.
+    members: Box<[usize]>,
+    /// `ecmp::member_seed` of each member's key, in the same order.
+    seeds: Box<[u64]>,
+}
+
 /// An immutable snapshot of all peers; replaced as a whole when the peer set changes, so
 /// the packet path reads it without locks.
 #[derive(Debug, Default)]
@@ -165,27 +183,58 @@ pub(crate) struct PeerTable {
     by_slot: HashMap<u32, usize>,
     by_key: HashMap<[u8; 32], usize>,
     by_probe_id: HashMap<SenderId, usize>,
-    router: CryptoRouter<usize>,
+    router: CryptoRouter<Target>,
+    groups: Vec<Group>,
+    /// `0..peers.len()`: what [`Self::members`] hands out, one position long, for a target
+    /// that is a single peer.
+    positions: Box<[usize]>,
 }
+
+/// One peer for [`PeerTable::new`]: the peer, the prefixes it alone carries, and those it
+/// carries as one of an equal-cost group.
+pub(crate) type TableEntry<'a> = (Arc<Peer>, &'a [ipnet::IpNet], &'a [ipnet::IpNet]);
 
 impl PeerTable {
     /// A table of `peers`, each with the prefixes it may use and that route to it.
-    pub(crate) fn new(peers: Vec<(Arc<Peer>, &[ipnet::IpNet])>) -> Self {
+    pub(crate) fn new(peers: Vec<TableEntry<'_>>) -> Self {
         let mut table = PeerTable {
             by_slot: HashMap::with_capacity(peers.len()),
             by_key: HashMap::with_capacity(peers.len()),
             by_probe_id: HashMap::with_capacity(peers.len()),
             router: CryptoRouter::new(),
             peers: Vec::new(),
+            groups: Vec::new(),
+            positions: (0..peers.len()).collect(),
         };
-        for (i, (peer, allowed)) in peers.into_iter().enumerate() {
+        let mut shared: BTreeMap<ipnet::IpNet, Vec<usize>> = BTreeMap::new();
+        for (i, (peer, allowed, ecmp)) in peers.into_iter().enumerate() {
             table.by_slot.insert(peer.slot, i);
             table.by_key.insert(peer.public_key, i);
             table.by_probe_id.insert(peer.probe_id, i);
             for net in allowed {
-                table.router.insert(*net, i);
+                table.router.insert(*net, Target::Peer(i));
+            }
+            for net in ecmp {
+                shared.entry(net.trunc()).or_default().push(i);
             }
             table.peers.push(peer);
+        }
+        for (net, members) in shared {
+            let target = match members[..] {
+                [only] => Target::Peer(only),
+                _ => {
+                    let seeds = members
+                        .iter()
+                        .map(|&m| ecmp::member_seed(&table.peers[m].public_key))
+                        .collect();
+                    table.groups.push(Group {
+                        members: members.into_boxed_slice(),
+                        seeds,
+                    });
+                    Target::Group(table.groups.len() - 1)
+                }
+            };
+            table.router.insert(net, target);
         }
         table
     }
@@ -212,14 +261,34 @@ impl PeerTable {
         Some((i, &self.peers[i]))
     }
 
-    /// Crypto-key routing: the peer a packet to `addr` goes to.
-    pub(crate) fn route(&self, addr: std::net::IpAddr) -> Option<usize> {
+    /// Crypto-key routing: where a packet to `addr` goes (a peer, or a group to choose in).
+    pub(crate) fn route(&self, addr: std::net::IpAddr) -> Option<Target> {
         self.router.lookup(addr)
     }
 
     /// The same, with the length of the matching prefix.
-    pub(crate) fn route_with_len(&self, addr: std::net::IpAddr) -> Option<(usize, u8)> {
+    pub(crate) fn route_with_len(&self, addr: std::net::IpAddr) -> Option<(Target, u8)> {
         self.router.lookup_with_len(addr)
+    }
+
+    /// The peer a packet goes to: the target's peer, or the member of its group that the
+    /// packet's flow hashes to ([`ecmp`]). No allocation.
+    pub(crate) fn resolve(&self, target: Target, packet: &[u8]) -> usize {
+        match target {
+            Target::Peer(i) => i,
+            Target::Group(g) => {
+                let group = &self.groups[g];
+                group.members[ecmp::choose(ecmp::flow_hash(packet), &group.seeds)]
+            }
+        }
+    }
+
+    /// The peers a target stands for: one, or every member of its group.
+    pub(crate) fn members(&self, target: Target) -> &[usize] {
+        match target {
+            Target::Peer(i) => &self.positions[i..=i],
+            Target::Group(g) => &self.groups[g].members,
+        }
     }
 }
 

@@ -87,6 +87,7 @@ impl ClientRecord {
             public_key: *self.public_key.as_bytes(),
             endpoints: Vec::new(),
             allowed_ips: self.prefixes(),
+            ecmp_ips: Vec::new(),
             persistent_keepalive: None,
             relay: false,
         }

@@ -81,6 +81,7 @@ pub fn tunnel_peers<'a>(
                 Vec::new()
             },
             allowed_ips: allowed,
+            ecmp_ips: Vec::new(),
             persistent_keepalive: (own.role == NodeRole::Spoke).then_some(SPOKE_KEEPALIVE),
             // Cores relay for each other when a direct path fails; spokes go through their core anyway.
             relay: own.role == NodeRole::Core && id.role == NodeRole::Core,

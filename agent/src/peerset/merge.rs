@@ -191,6 +191,7 @@ pub(crate) mod tests {
                 public_key: [key; 32],
                 endpoints: Vec::new(),
                 allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
+                ecmp_ips: Vec::new(),
                 persistent_keepalive: None,
                 relay: false,
             },

@@ -33,6 +33,7 @@ pub fn configured_peer(peer: &StaticPeer, endpoints: Vec<SocketAddr>) -> PeerCon
         public_key: *peer.public_key.as_bytes(),
         endpoints,
         allowed_ips: peer.allowed_prefixes.iter().map(IpNet::trunc).collect(),
+        ecmp_ips: Vec::new(),
         persistent_keepalive: keepalive(peer.persistent_keepalive),
         relay: false,
     }
