@@ -185,18 +185,37 @@ fn provider() -> Arc<CryptoProvider> {
 /// The handshake signatures every meshd verifier accepts: the mesh uses ECDSA P-256 keys only.
 const SIGNATURE_SCHEMES: [SignatureScheme; 1] = [SignatureScheme::ECDSA_NISTP256_SHA256];
 
-/// The control plane speaks TLS 1.3 only; the configs never offer 1.2, so this is a refusal.
-fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
-    Err(rustls::Error::General("TLS 1.2 is not used".into()))
-}
+/// The handshake-signature methods of a rustls verifier, the same in every meshd verifier
+/// (the server's check of clients and the clients' checks of servers differ only in how they
+/// judge the certificate). rustls has two verifier traits with these three methods each, so
+/// this is a macro expanded inside each `impl`:
+/// - TLS 1.2: refused (the configs never offer it: the control plane speaks TLS 1.3 only);
+/// - TLS 1.3: checked with the algorithms meshd allows;
+/// - schemes: [`SIGNATURE_SCHEMES`].
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Err(rustls::Error::General("TLS 1.2 is not used".into()))
+        }
 
-/// A TLS 1.3 handshake signature, checked with the algorithms meshd allows.
-fn tls13_signature(
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            SIGNATURE_SCHEMES.to_vec()
+        }
+    };
 }
 
 /// The signature algorithms ring verifies, taken once: building a whole provider for every
@@ -221,23 +240,11 @@ pub fn server_config(
     trust: Arc<Trust>,
     own: Arc<OwnCertificate>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(ClientVerifier {
-            trust,
-            check: ClientCheck::Member,
-        }))
-        .with_cert_resolver(own);
     // Joiners and members older than the hello offer no ALPN and get none. A client that
     // offers ALPN but none of these is refused in the handshake (no_application_protocol):
     // that is how a node of this version learns that the node it dialed is older.
-    config.alpn_protocols = vec![RENEWAL_ALPN.to_vec(), MEMBER_ALPN.to_vec()];
-    // No session resumption: every handshake checks the client certificate against the
-    // current revocation list, and a handshake (anyone's, a stranger's included) leaves no
-    // session in a cache behind.
-    config.send_tls13_tickets = 0;
-    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    Ok(Arc::new(config))
+    let alpn = vec![RENEWAL_ALPN.to_vec(), MEMBER_ALPN.to_vec()];
+    node_server_config(trust, own, ClientCheck::Member, alpn)
 }
 
 /// The TLS server side of a renewal connection: a client certificate is required, and it
@@ -247,14 +254,26 @@ fn renewal_server_config(
     own: Arc<OwnCertificate>,
     grace: time::Duration,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let alpn = vec![RENEWAL_ALPN.to_vec()];
+    node_server_config(trust, own, ClientCheck::Renewal { grace }, alpn)
+}
+
+/// A node's TLS 1.3 server side, checking client certificates as `check` says and agreeing on
+/// one of `alpn`.
+fn node_server_config(
+    trust: Arc<Trust>,
+    own: Arc<OwnCertificate>,
+    check: ClientCheck,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(ClientVerifier {
-            trust,
-            check: ClientCheck::Renewal { grace },
-        }))
+        .with_client_cert_verifier(Arc::new(ClientVerifier { trust, check }))
         .with_cert_resolver(own);
-    config.alpn_protocols = vec![RENEWAL_ALPN.to_vec()];
+    config.alpn_protocols = alpn;
+    // No session resumption: every handshake checks the client certificate against the
+    // current revocation list, and a handshake (anyone's, a stranger's included) leaves no
+    // session in a cache behind.
     config.send_tls13_tickets = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
@@ -410,27 +429,7 @@ impl ServerCertVerifier for MemberServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls12_refused()
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SIGNATURE_SCHEMES.to_vec()
-    }
+    handshake_signatures!();
 }
 
 /// What a client certificate must be for: a member connection (a connection without one may
@@ -473,27 +472,7 @@ impl ClientCertVerifier for ClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls12_refused()
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SIGNATURE_SCHEMES.to_vec()
-    }
+    handshake_signatures!();
 }
 
 /// The joiner's check: the chain must carry the token's CA, and the server's certificate
@@ -529,27 +508,7 @@ impl ServerCertVerifier for JoinServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls12_refused()
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        SIGNATURE_SCHEMES.to_vec()
-    }
+    handshake_signatures!();
 }
 
 fn hex_of(bytes: &[u8]) -> String {
