@@ -31,6 +31,10 @@ pub const DEFAULT_LISTEN_PORT: u16 = 51820;
 pub const DEFAULT_INTERFACE_NAME: &str = "mesh0";
 /// First ASN of the 16-bit private range (RFC 6996).
 pub const DEFAULT_ASN: u32 = 64512;
+/// `[routing] max_paths` when not set: up to 8 equal-cost paths per prefix.
+pub const DEFAULT_MAX_PATHS: u32 = 8;
+/// The largest `[routing] max_paths`: more equal announcers than this share no more load.
+pub const MAX_MAX_PATHS: u32 = 64;
 pub const DEFAULT_NODE_PREFIX_LEN4: u8 = 16;
 /// Where the Prometheus metrics are served unless configured otherwise: loopback only, port
 /// 9474 (unassigned next to the range node exporters use; see docs/operations.md).
@@ -168,6 +172,14 @@ pub struct RoutingSection {
     /// approved in its certificate (`meshd invite --anycast`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anycast_prefixes: Vec<IpNet>,
+    /// How many equal-cost paths one prefix may use at once (ECMP), the best included: a
+    /// prefix announced by several members at the same cost (a shared prefix) spreads its
+    /// flows over up to this many of them. 1 turns ECMP off (the best path alone).
+    #[serde(
+        default = "default_max_paths",
+        skip_serializing_if = "is_default_max_paths"
+    )]
+    pub max_paths: u32,
 }
 
 /// `[bgp]`: external BGP neighbours and the policies they use.
@@ -356,6 +368,14 @@ fn default_asn() -> u32 {
     DEFAULT_ASN
 }
 
+fn default_max_paths() -> u32 {
+    DEFAULT_MAX_PATHS
+}
+
+fn is_default_max_paths(max_paths: &u32) -> bool {
+    *max_paths == DEFAULT_MAX_PATHS
+}
+
 fn is_true(value: &bool) -> bool {
     *value
 }
@@ -439,6 +459,7 @@ impl Default for RoutingSection {
             asn: DEFAULT_ASN,
             lan_prefixes: Vec::new(),
             anycast_prefixes: Vec::new(),
+            max_paths: DEFAULT_MAX_PATHS,
         }
     }
 }

@@ -313,6 +313,18 @@ impl Checker {
 
     fn routing(&mut self, routing: &RoutingSection, mesh: &MeshSection, path: &KeyPath) {
         self.asn(&path.key("asn"), routing.asn);
+        if !(1..=crate::schema::MAX_MAX_PATHS).contains(&routing.max_paths) {
+            self.report(
+                &path.key("max_paths"),
+                format!(
+                    "{} is outside 1..={}: it is how many equal-cost paths a prefix may use \
+                     at once (1 turns ECMP off, default {})",
+                    routing.max_paths,
+                    crate::schema::MAX_MAX_PATHS,
+                    crate::schema::DEFAULT_MAX_PATHS
+                ),
+            );
+        }
         let lans = path.key("lan_prefixes");
         let pools = [
             Some(("mesh.pool4", IpNet::from(mesh.pool4))),

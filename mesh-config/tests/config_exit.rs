@@ -102,6 +102,24 @@ fn anycast_prefixes_must_be_networks_apart_from_the_lans() {
 }
 
 #[test]
+fn max_paths_defaults_to_eight_round_trips_and_is_checked() {
+    assert_eq!(config("").unwrap().routing.max_paths, 8);
+    let one = config("[routing]\nmax_paths = 1\n").unwrap();
+    assert_eq!(one.routing.max_paths, 1);
+    let again = parse(&one.to_toml_string(), Path::new(FILE)).unwrap();
+    assert_eq!(again, one);
+    // The default is not written out.
+    assert!(!config("").unwrap().to_toml_string().contains("max_paths"));
+    for bad in ["0", "65"] {
+        let text = errors(&format!("[routing]\nmax_paths = {bad}\n")).join("\n");
+        assert!(
+            text.contains("routing.max_paths") && text.contains("1..=64") && text.contains("ECMP"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn router_sections_parse_and_their_mistakes_are_reported() {
     use mesh_config::routers::{RouterRoutes, router_settings};
     let config = config("[routers.shop]\nsend = \"default\"\n[routers.home]\n").unwrap();

@@ -63,6 +63,7 @@ enum Command {
     Originate(IpNet),
     WithdrawLocal(IpNet),
     SetIgpCost(IpAddr, Option<u32>),
+    SetMaxPaths(usize),
     Sessions(oneshot::Sender<Vec<SessionStatus>>),
     Routes(oneshot::Sender<Vec<(IpNet, Path)>>),
     AllPaths(oneshot::Sender<Vec<RouteEntry>>),
@@ -171,6 +172,13 @@ impl Speaker {
     /// The data plane's cost to reach `next_hop` (`None`: unreachable).
     pub fn set_igp_cost(&self, next_hop: IpAddr, cost: Option<u32>) {
         let _ = self.commands.send(Command::SetIgpCost(next_hop, cost));
+    }
+
+    /// How many equal paths a prefix's multipath group may hold, the best included (1, the
+    /// speaker's default: the best alone). Prefixes whose group changes are reported as
+    /// best-route changes, with the group in `BestChange::equal`.
+    pub fn set_max_paths(&self, max_paths: usize) {
+        let _ = self.commands.send(Command::SetMaxPaths(max_paths));
     }
 
     pub async fn sessions(&self) -> Vec<SessionStatus> {
@@ -339,6 +347,7 @@ impl Actor {
             Command::Originate(prefix) => self.core.originate(prefix),
             Command::WithdrawLocal(prefix) => self.core.withdraw(prefix),
             Command::SetIgpCost(nh, cost) => self.core.set_igp_cost(nh, cost),
+            Command::SetMaxPaths(max_paths) => self.core.set_max_paths(max_paths),
             Command::Sessions(reply) => {
                 let _ = reply.send(self.core.sessions());
             }

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use ipnet::IpNet;
 use tokio::sync::watch;
 
-use super::merge::BgpRoute;
+use super::merge::GatewayRoute;
 use super::routes::route_changes;
 use crate::netlink::{MESHD_ROUTE_PROTOCOL, Netlink, NetlinkError, exit_rules};
 
@@ -53,7 +53,7 @@ pub struct KernelRoutes<'a> {
     index: u32,
     installed: Vec<IpNet>,
     /// Routes through a gateway, by prefix (one next hop per prefix: the best route's).
-    gateways: Vec<BgpRoute>,
+    gateways: Vec<GatewayRoute>,
     exit: ExitTable,
     /// Routes into the TUN in the exit table.
     exit_installed: Vec<IpNet>,
@@ -159,9 +159,9 @@ impl<'a> KernelRoutes<'a> {
 
     /// Makes the routes through gateways equal to `wanted`: a route whose next hop changed
     /// is replaced. Like [`Self::sync`], every change is tried and the truth recorded.
-    pub async fn sync_gateways(&mut self, wanted: &[BgpRoute]) -> Result<(), NetlinkError> {
+    pub async fn sync_gateways(&mut self, wanted: &[GatewayRoute]) -> Result<(), NetlinkError> {
         let mut first_error = None;
-        let gone: Vec<BgpRoute> = self
+        let gone: Vec<GatewayRoute> = self
             .gateways
             .iter()
             .filter(|r| !wanted.iter().any(|w| w.prefix == r.prefix))
@@ -182,7 +182,7 @@ impl<'a> KernelRoutes<'a> {
                 }
             }
         }
-        let new: Vec<BgpRoute> = wanted
+        let new: Vec<GatewayRoute> = wanted
             .iter()
             .filter(|r| !self.gateways.contains(r))
             .copied()
@@ -213,7 +213,7 @@ impl<'a> KernelRoutes<'a> {
     pub async fn follow(
         &mut self,
         mut wanted: watch::Receiver<Vec<IpNet>>,
-        mut gateways: watch::Receiver<Vec<BgpRoute>>,
+        mut gateways: watch::Receiver<Vec<GatewayRoute>>,
         mut exit: watch::Receiver<Vec<IpNet>>,
     ) -> Infallible {
         let mut open = (true, true, true);

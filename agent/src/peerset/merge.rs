@@ -16,6 +16,12 @@
 //! claims stays with that peer (certificates and configuration outrank BGP); a route whose
 //! next hop no peer carries (a router outside the mesh, such as an eBGP neighbour on a LAN)
 //! becomes a kernel route through that next hop instead ([`Combined::gateway_routes`]).
+//!
+//! A route with several equal-cost next hops (a shared prefix announced by several members,
+//! `[routing] max_paths`) goes to every peer that carries one of them, as an equal-cost
+//! prefix (`ecmp_ips`): the data plane spreads flows over those peers. Next hops carried by
+//! one peer count once (a spoke reaches every announcer through its core: one peer, an
+//! ordinary route), and next hops no peer carries are left out while some peer carries one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,11 +43,22 @@ pub struct PeerSources {
     pub bgp: Vec<BgpRoute>,
 }
 
-/// A best route from the routing plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A best route from the routing plane: its prefix and the next hops of its multipath group,
+/// the best path's first, each once (one for an ordinary route; never empty).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BgpRoute {
     pub prefix: IpNet,
-    pub next_hop: IpAddr,
+    pub next_hops: Vec<IpAddr>,
+}
+
+impl BgpRoute {
+    /// A route through one next hop.
+    pub fn via(prefix: IpNet, next_hop: IpAddr) -> BgpRoute {
+        BgpRoute {
+            prefix,
+            next_hops: vec![next_hop],
+        }
+    }
 }
 
 /// What [`PeerSources::combine`] gives: the peers, and the conflicts it resolved.
@@ -51,7 +68,14 @@ pub struct Combined {
     /// One sentence per peer left out or trimmed, for the log.
     pub conflicts: Vec<String>,
     /// BGP routes whose next hop no peer carries: routed by the kernel through the next hop.
-    pub gateway_routes: Vec<BgpRoute>,
+    pub gateway_routes: Vec<GatewayRoute>,
+}
+
+/// A route the kernel sends through a gateway outside the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GatewayRoute {
+    pub prefix: IpNet,
+    pub next_hop: IpAddr,
 }
 
 impl PeerSources {
@@ -115,15 +139,16 @@ impl PeerSources {
     }
 }
 
-/// Adds each BGP route's prefix to the peer carrying its next hop, unless a peer claims it
-/// already; returns the routes whose next hop no peer carries. Linear in the routes (a full
+/// Adds each BGP route's prefix to the peer carrying its next hop (to each peer carrying one
+/// of its next hops, as an equal-cost prefix, when several do), unless a peer claims it
+/// already; returns the routes whose next hops no peer carries. Linear in the routes (a full
 /// table may arrive over iBGP): carriers are looked up in the peers' own prefixes (not in
 /// the BGP prefixes added here), once per distinct next hop, and claims in a hash map.
 fn attach_bgp_routes(
     peers: &mut [KnownPeer],
     routes: &[BgpRoute],
     conflicts: &mut Vec<String>,
-) -> Vec<BgpRoute> {
+) -> Vec<GatewayRoute> {
     let mut claims: HashMap<IpNet, usize> = HashMap::new();
     for (i, peer) in peers.iter().enumerate() {
         for net in &peer.config.allowed_ips {
@@ -133,24 +158,45 @@ fn attach_bgp_routes(
     let own: Vec<Vec<IpNet>> = peers.iter().map(|p| p.config.allowed_ips.clone()).collect();
     let mut carriers: HashMap<IpAddr, Option<usize>> = HashMap::new();
     let mut gateway_routes = Vec::new();
+    let mut via: Vec<usize> = Vec::new();
     for route in routes {
+        let Some(&first) = route.next_hops.first() else {
+            continue;
+        };
         let prefix = route.prefix.trunc();
-        let carrier = *carriers
-            .entry(route.next_hop)
-            .or_insert_with(|| carrier(&own, route.next_hop));
-        let Some(via) = carrier else {
-            gateway_routes.push(*route);
+        via.clear();
+        for next_hop in &route.next_hops {
+            let carrier = *carriers
+                .entry(*next_hop)
+                .or_insert_with(|| carrier(&own, *next_hop));
+            if let Some(c) = carrier
+                && !via.contains(&c)
+            {
+                via.push(c);
+            }
+        }
+        let Some(&primary) = via.first() else {
+            gateway_routes.push(GatewayRoute {
+                prefix,
+                next_hop: first,
+            });
             continue;
         };
         match claims.get(&prefix) {
-            Some(&owner) if owner != via => conflicts.push(format!(
-                "BGP route {prefix} via {} stays with peer {:?}, which claims it, not {:?}",
-                route.next_hop, peers[owner].config.name, peers[via].config.name
+            Some(&owner) if !via.contains(&owner) => conflicts.push(format!(
+                "BGP route {prefix} via {first} stays with peer {:?}, which claims it, not {:?}",
+                peers[owner].config.name, peers[primary].config.name
             )),
             Some(_) => {}
+            None if via.len() == 1 => {
+                peers[primary].config.allowed_ips.push(prefix);
+                claims.insert(prefix, primary);
+            }
             None => {
-                peers[via].config.allowed_ips.push(prefix);
-                claims.insert(prefix, via);
+                for &v in &via {
+                    peers[v].config.ecmp_ips.push(prefix);
+                }
+                claims.insert(prefix, primary);
             }
         }
     }
@@ -255,10 +301,7 @@ pub(crate) mod tests {
     }
 
     fn route(prefix: &str, next_hop: &str) -> BgpRoute {
-        BgpRoute {
-            prefix: prefix.parse().unwrap(),
-            next_hop: next_hop.parse().unwrap(),
-        }
+        BgpRoute::via(prefix.parse().unwrap(), next_hop.parse().unwrap())
     }
 
     #[test]
@@ -309,7 +352,10 @@ pub(crate) mod tests {
         assert_eq!(combined.conflicts.len(), 1, "{:?}", combined.conflicts);
         assert_eq!(
             combined.gateway_routes,
-            [route("198.18.0.0/15", "198.51.100.9")]
+            [GatewayRoute {
+                prefix: net("198.18.0.0/15"),
+                next_hop: "198.51.100.9".parse().unwrap()
+            }]
         );
         assert!(combined.conflicts[0].contains("stays with peer \"beta\""));
     }
@@ -320,10 +366,10 @@ pub(crate) mod tests {
         let mut routes = Vec::new();
         for i in 0..20_000u32 {
             let net = std::net::Ipv4Addr::from((100 << 24) | (i << 8));
-            routes.push(BgpRoute {
-                prefix: IpNet::V4(ipnet::Ipv4Net::new(net, 24).unwrap()),
-                next_hop: "10.2.0.1".parse().unwrap(),
-            });
+            routes.push(BgpRoute::via(
+                IpNet::V4(ipnet::Ipv4Net::new(net, 24).unwrap()),
+                "10.2.0.1".parse().unwrap(),
+            ));
         }
         let sources = PeerSources {
             members: vec![peer("beta", 3, MEMBER, &["10.2.0.0/16"])],
@@ -333,5 +379,49 @@ pub(crate) mod tests {
         let combined = sources.combine();
         assert_eq!(combined.peers[0].config.allowed_ips.len(), 20_001);
         assert!(combined.conflicts.is_empty() && combined.gateway_routes.is_empty());
+    }
+
+    /// A shared prefix with equal-cost next hops on two cores goes to both as an equal-cost
+    /// prefix; next hops behind one peer (a spoke's view: all through its core) make an
+    /// ordinary route; a next hop no peer carries is left out while another is carried.
+    #[test]
+    fn a_multipath_route_goes_to_every_peer_carrying_one_of_its_next_hops() {
+        let group = |prefix: &str, hops: &[&str]| BgpRoute {
+            prefix: prefix.parse().unwrap(),
+            next_hops: hops.iter().map(|h| h.parse().unwrap()).collect(),
+        };
+        let sources = PeerSources {
+            members: vec![
+                peer("beta", 3, MEMBER, &["10.2.0.0/16"]),
+                peer("gamma", 4, MEMBER, &["10.3.0.0/16", "10.4.0.0/16"]),
+            ],
+            bgp: vec![
+                group("203.0.113.53/32", &["10.2.0.1", "10.3.0.1", "198.51.100.9"]),
+                // Both announcers behind gamma (gamma and its spoke 10.4/16).
+                group("203.0.113.54/32", &["10.3.0.1", "10.4.0.1"]),
+                // Claimed by beta already (its certificate): stays beta's alone.
+                group("10.2.0.0/16", &["10.2.0.1", "10.3.0.1"]),
+                group("198.18.0.0/15", &["198.51.100.9", "198.51.100.10"]),
+            ],
+            ..PeerSources::default()
+        };
+        let combined = sources.combine();
+        let net = |p: &str| p.parse::<IpNet>().unwrap();
+        let (beta, gamma) = (&combined.peers[0].config, &combined.peers[1].config);
+        assert_eq!(beta.ecmp_ips, [net("203.0.113.53/32")]);
+        assert_eq!(gamma.ecmp_ips, [net("203.0.113.53/32")]);
+        assert_eq!(beta.allowed_ips, [net("10.2.0.0/16")]);
+        assert_eq!(
+            gamma.allowed_ips,
+            ["10.3.0.0/16", "10.4.0.0/16", "203.0.113.54/32"].map(net)
+        );
+        assert_eq!(
+            combined.gateway_routes,
+            [GatewayRoute {
+                prefix: net("198.18.0.0/15"),
+                next_hop: "198.51.100.9".parse().unwrap()
+            }]
+        );
+        assert!(combined.conflicts.is_empty(), "{:?}", combined.conflicts);
     }
 }

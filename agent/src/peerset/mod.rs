@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use tokio::sync::watch;
 
 pub use kernel::{ExitTable, KernelRoutes};
-pub use merge::{BgpRoute, Combined, PeerSources};
+pub use merge::{BgpRoute, Combined, GatewayRoute, PeerSources};
 pub use peer::{DataplaneControl, KnownPeer, PeerKind};
 pub use resolve::{configured_peer, resolve_peer};
 pub use routes::RoutePlan;
@@ -35,7 +35,7 @@ pub struct PeerSet<'a, D> {
     applied: Mutex<Applied>,
     routes: watch::Sender<Vec<IpNet>>,
     exit_routes: watch::Sender<Vec<IpNet>>,
-    gateway_routes: watch::Sender<Vec<BgpRoute>>,
+    gateway_routes: watch::Sender<Vec<GatewayRoute>>,
 }
 
 /// The sources and what the data plane was last given from them.
@@ -107,7 +107,7 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
     }
 
     /// The kernel routes through next hops outside the mesh (BGP routes no peer carries).
-    pub fn wanted_gateway_routes(&self) -> watch::Receiver<Vec<BgpRoute>> {
+    pub fn wanted_gateway_routes(&self) -> watch::Receiver<Vec<GatewayRoute>> {
         self.gateway_routes.subscribe()
     }
 
@@ -356,10 +356,10 @@ mod tests {
         set.set_members(vec![peer("exit", 2, CORE, &["10.2.0.0/16"])])
             .unwrap();
         routes.borrow_and_update();
-        set.set_bgp_routes(vec![BgpRoute {
-            prefix: "0.0.0.0/0".parse().unwrap(),
-            next_hop: "10.2.0.1".parse().unwrap(),
-        }])
+        set.set_bgp_routes(vec![BgpRoute::via(
+            "0.0.0.0/0".parse().unwrap(),
+            "10.2.0.1".parse().unwrap(),
+        )])
         .unwrap();
         assert!(!routes.has_changed().unwrap(), "main table unchanged");
         assert!(exit.has_changed().unwrap());

@@ -64,7 +64,14 @@ impl RoutePlan {
         let mut exit = BTreeSet::new();
         let carried = peers
             .iter()
-            .flat_map(|peer| peer.config.allowed_ips.iter().map(IpNet::trunc))
+            .flat_map(|peer| {
+                let config = &peer.config;
+                config
+                    .allowed_ips
+                    .iter()
+                    .chain(&config.ecmp_ips)
+                    .map(IpNet::trunc)
+            })
             .filter(|prefix| !connected.iter().any(|net| net.contains(prefix)));
         for prefix in carried {
             if main.contains(&prefix) {

@@ -3,7 +3,8 @@
 //! Pure: it compares two validated [`Config`]s.
 //!
 //! Applied at run time: `[[peer]]` (added, removed, new endpoints, allowed prefixes, key or
-//! keepalive), `[routing] lan_prefixes`, `[[bgp.neighbor]]`, `[routers]`, `[metrics]`, `[log]`,
+//! keepalive), `[routing] lan_prefixes` and `max_paths`, `[[bgp.neighbor]]`, `[routers]`,
+//! `[metrics]`, `[log]`,
 //! `[dns]`, `[paths]` and `[node] endpoints` (a new version of the node's membership record).
 //! Fixed until a restart: the node's identity and place in the mesh (the rest of `[node]`,
 //! `[mesh]`, `[routing] asn`) and the TUN device (`[interface]`): changing them means new
@@ -159,6 +160,14 @@ impl ReloadPlan {
                 },
             });
             self.effective.bgp = running.bgp.clone();
+        }
+        if self.effective.routing.max_paths != running.routing.max_paths {
+            self.restart_needed.push(FixedChange {
+                key: "routing.max_paths",
+                running: running.routing.max_paths.to_string(),
+                file: self.effective.routing.max_paths.to_string(),
+            });
+            self.effective.routing.max_paths = running.routing.max_paths;
         }
         if let Some(routers) = self.routers.take() {
             self.restart_needed.push(FixedChange {

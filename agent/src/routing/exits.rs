@@ -256,14 +256,13 @@ pub fn with_rules(best: &[BgpRoute], choices: &[ExitChoice]) -> Vec<BgpRoute> {
     let mut routes: Vec<BgpRoute> = best
         .iter()
         .filter(|r| !rules.contains_key(&r.prefix))
-        .copied()
+        .cloned()
         .collect();
-    routes.extend(rules.iter().filter_map(|(prefix, next_hop)| {
-        Some(BgpRoute {
-            prefix: *prefix,
-            next_hop: (*next_hop)?,
-        })
-    }));
+    routes.extend(
+        rules
+            .iter()
+            .filter_map(|(prefix, next_hop)| Some(BgpRoute::via(*prefix, (*next_hop)?))),
+    );
     routes.sort();
     routes
 }
@@ -440,19 +439,10 @@ mod tests {
     #[test]
     fn rule_destinations_join_the_best_routes_through_their_exit() {
         let best = vec![
-            BgpRoute {
-                prefix: net("0.0.0.0/0"),
-                next_hop: ip("10.2.0.1"),
-            },
+            BgpRoute::via(net("0.0.0.0/0"), ip("10.2.0.1")),
             // A member announces the rule's destination itself: the rule wins for it.
-            BgpRoute {
-                prefix: net("203.0.113.0/24"),
-                next_hop: ip("10.9.0.1"),
-            },
-            BgpRoute {
-                prefix: net("10.9.0.0/16"),
-                next_hop: ip("10.9.0.1"),
-            },
+            BgpRoute::via(net("203.0.113.0/24"), ip("10.9.0.1")),
+            BgpRoute::via(net("10.9.0.0/16"), ip("10.9.0.1")),
         ];
         let rules = [
             rule("203.0.113.0/24", &["tokyo"]),
@@ -461,7 +451,7 @@ mod tests {
         let routes = with_rules(&best, &choose(&exits(), &rules));
         let shown: Vec<String> = routes
             .iter()
-            .map(|r| format!("{} {}", r.prefix, r.next_hop))
+            .map(|r| format!("{} {}", r.prefix, r.next_hops[0]))
             .collect();
         assert_eq!(
             shown,

@@ -6,6 +6,7 @@
 //! - [`authority`]: which member may announce which prefix (the speaker's import guard);
 //! - [`exits`]: which exit a default route and each `[[exit.route]]` destination uses;
 //! - [`igp_cost`]: the cost of a member's next hop from the RTT of the tunnel carrying it;
+//! - [`multipath`]: what is said when a prefix's equal-cost group changes;
 //! - [`view`]: what `meshd routes` shows of the speaker;
 //! - [`shell`]: the tokio side, which starts the speaker, follows the membership and feeds the
 //!   best routes into the peer set (crate::peerset), the one owner of data-plane peers and
@@ -17,6 +18,7 @@ pub mod authority;
 pub mod exits;
 pub mod igp_cost;
 pub mod member;
+pub mod multipath;
 pub mod plan;
 pub mod shell;
 pub mod view;

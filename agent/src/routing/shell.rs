@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use super::authority::Authority;
 use super::exits::{self, DefaultPath, ExitChoice, default_prefixes, exit_name};
 use super::igp_cost::{COST_REFRESH, IgpCosts, member_next_hops, reach_of};
 use super::member::{MeshMember, members_of};
+use super::multipath::group_log_line;
 use super::plan::{self, neighbor_changes};
 use super::view::{exit_entries, patch_routes, session_entries, view_of};
 use crate::api::report::BgpView;
@@ -60,6 +61,8 @@ pub struct RoutingSettings {
     pub exit_serve: bool,
     /// `[routing] anycast_prefixes` (a change waits for a restart).
     pub anycast_prefixes: Vec<IpNet>,
+    /// `[routing] max_paths`: how many equal-cost next hops one prefix may use.
+    pub max_paths: usize,
     /// `[routers.NAME]`: what this core sends the foreign routers it stands in for.
     pub routers: RoutersSection,
 }
@@ -111,9 +114,15 @@ impl RoutingSettings {
             exit_rules: config.exit.routes.clone(),
             exit_serve: config.exit.serve,
             anycast_prefixes: config.routing.anycast_prefixes.clone(),
+            max_paths: max_paths(config),
             routers: config.routers.clone(),
         }))
     }
+}
+
+/// `[routing] max_paths` as the speaker takes it (validated to 1..=64).
+fn max_paths(config: &Config) -> usize {
+    usize::try_from(config.routing.max_paths).unwrap_or(1)
 }
 
 /// Where passive `[[bgp.neighbor]]`s connect to: their `local_address`, port 179, besides the
@@ -180,11 +189,14 @@ struct Applied {
     withheld: Vec<plan::Withheld>,
     /// The speaker's best paths, by prefix.
     best: BTreeMap<IpNet, Path>,
+    /// The next hops of each prefix's multipath group, the best path's first (one for an
+    /// ordinary route), by prefix.
+    next_hops: BTreeMap<IpNet, Vec<IpAddr>>,
     /// Prefixes whose best path changed since the last flush: their paths are read again for
     /// the view.
     changed: BTreeSet<IpNet>,
     /// The members' next hops (their overlay addresses), for the IGP cost.
-    next_hops: Vec<std::net::IpAddr>,
+    member_hops: Vec<IpAddr>,
     /// The IGP costs told to the speaker.
     igp_costs: IgpCosts,
     /// The members, to name the exits behind default routes.
@@ -210,11 +222,14 @@ impl RoutingPlane {
             tx,
         )
         .await?;
+        // Before any session: the first routes already come with their groups.
+        speaker.set_max_paths(settings.max_paths);
         tracing::info!(
             asn = settings.asn,
             router_id = %settings.router_id,
             listen = ?speaker.local_addrs(),
             external = settings.external.len(),
+            max_paths = settings.max_paths,
             "BGP speaker started"
         );
         let (view, _) = watch::channel(BgpView::running(settings.asn, settings.router_id));
@@ -296,6 +311,7 @@ impl RoutingPlane {
                 }
                 Some(change) = self.changes.recv() => {
                     exits_stale |= change.prefix.prefix_len() == 0;
+                    note_group(&mut applied, &change);
                     match change.best {
                         Some(path) => applied.best.insert(change.prefix, path),
                         None => applied.best.remove(&change.prefix),
@@ -340,6 +356,16 @@ impl RoutingPlane {
     /// ones start, removed ones stop; changed `[routing] lan_prefixes` change the own routes;
     /// a changed `[routers.NAME]` restarts that router's session.
     fn apply_config(&mut self, applied: &mut Applied, config: &Config) {
+        let max_paths = max_paths(config);
+        if max_paths != self.settings.max_paths {
+            tracing::info!(
+                from = self.settings.max_paths,
+                to = max_paths,
+                "[routing] max_paths changed: equal-cost groups follow"
+            );
+            self.speaker.set_max_paths(max_paths);
+            self.settings.max_paths = max_paths;
+        }
         let external = reloaded_neighbors(config, &self.settings.external);
         for n in external.iter().filter(|n| n.passive) {
             let listening = n
@@ -377,7 +403,7 @@ impl RoutingPlane {
         for problem in problems {
             tracing::warn!("{problem}");
         }
-        applied.next_hops = member_next_hops(&self.settings.node_name, &members);
+        applied.member_hops = member_next_hops(&self.settings.node_name, &members);
         applied.members.clone_from(&members);
         let own = members.iter().find(|m| m.name == self.settings.node_name);
         let configured = plan::OwnRoutes {
@@ -472,7 +498,7 @@ impl RoutingPlane {
         peer_set: &PeerSet<'_, D>,
     ) {
         let reach = reach_of(
-            &applied.next_hops,
+            &applied.member_hops,
             &peer_set.peers_without_bgp(),
             &peer_set.stats(),
         );
@@ -528,7 +554,7 @@ impl RoutingPlane {
             .filter(|(_, path)| path.peer != LOCAL)
             .map(|(prefix, path)| BgpRoute {
                 prefix: *prefix,
-                next_hop: path.next_hop,
+                next_hops: data_plane_hops(*prefix, path, applied.next_hops.get(prefix)),
             })
             .collect();
         let routes = exits::with_rules(&best, &applied.exits);
@@ -541,7 +567,7 @@ impl RoutingPlane {
         let own: Vec<IpNet> = applied
             .best
             .iter()
-            .filter(|(_, path)| path.peer == LOCAL || !applied.next_hops.contains(&path.next_hop))
+            .filter(|(_, path)| path.peer == LOCAL || !applied.member_hops.contains(&path.next_hop))
             .map(|(prefix, _)| *prefix)
             .collect();
         peer_set.set_own_prefixes(&own);
@@ -613,6 +639,40 @@ impl RoutingPlane {
     }
 }
 
+/// Keeps the next hops of the prefix's group, and says when its members changed (once per
+/// change: a re-announcement with the same group says nothing).
+fn note_group(applied: &mut Applied, change: &BestChange) {
+    let after = change.next_hops();
+    let before = applied
+        .next_hops
+        .get(&change.prefix)
+        .map_or(&[][..], Vec::as_slice);
+    // Default routes use the one exit chosen for them (see `data_plane_hops`).
+    if change.prefix.prefix_len() != 0
+        && change.best.as_ref().is_none_or(|b| b.peer != LOCAL)
+        && let Some(line) = group_log_line(&applied.members, change.prefix, before, &after)
+    {
+        tracing::info!("{line}");
+    }
+    if after.is_empty() {
+        applied.next_hops.remove(&change.prefix);
+    } else {
+        applied.next_hops.insert(change.prefix, after);
+    }
+}
+
+/// The next hops the data plane spreads a learnt prefix over: its multipath group, except for
+/// the default routes, which go through the one exit BGP chose (or a rule names): two exits
+/// masquerade with two addresses, and a host's flows to one server should not leave by both.
+fn data_plane_hops(prefix: IpNet, best: &Path, group: Option<&Vec<IpAddr>>) -> Vec<IpAddr> {
+    match group {
+        Some(group) if prefix.prefix_len() != 0 && group.first() == Some(&best.next_hop) => {
+            group.clone()
+        }
+        _ => vec![best.next_hop],
+    }
+}
+
 /// The addresses the tunnels run to: every peer's configured or learnt endpoints, with the
 /// peer's name (sorted, for comparing).
 fn tunnel_endpoints<D: DataplaneControl>(
@@ -654,6 +714,54 @@ mod tests {
         // Unknown before: it is left out until its key file can be read.
         let fresh = reloaded_neighbors(&config, &[]);
         assert_eq!(fresh.len(), 2);
+    }
+
+    #[test]
+    fn groups_are_kept_per_prefix_and_defaults_use_their_one_exit() {
+        let path = |next_hop: &str| Path {
+            peer: 7,
+            next_hop: next_hop.parse().unwrap(),
+            attrs: Arc::new(crate::bgp::packet::PathAttributes::default()),
+        };
+        let shared: IpNet = "203.0.113.53/32".parse().unwrap();
+        let default: IpNet = "0.0.0.0/0".parse().unwrap();
+        let mut applied = Applied::default();
+        for prefix in [shared, default] {
+            note_group(
+                &mut applied,
+                &BestChange {
+                    prefix,
+                    best: Some(path("10.2.0.1")),
+                    equal: vec![path("10.3.0.1")],
+                },
+            );
+        }
+        let hops =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|h| h.parse().unwrap()).collect() };
+        let best = path("10.2.0.1");
+        assert_eq!(
+            data_plane_hops(shared, &best, applied.next_hops.get(&shared)),
+            hops(&["10.2.0.1", "10.3.0.1"])
+        );
+        assert_eq!(
+            data_plane_hops(default, &best, applied.next_hops.get(&default)),
+            hops(&["10.2.0.1"])
+        );
+        // A group that does not lead with the best path is stale: the best alone.
+        let moved = path("10.9.0.1");
+        assert_eq!(
+            data_plane_hops(shared, &moved, applied.next_hops.get(&shared)),
+            hops(&["10.9.0.1"])
+        );
+        note_group(
+            &mut applied,
+            &BestChange {
+                prefix: shared,
+                best: None,
+                equal: Vec::new(),
+            },
+        );
+        assert!(!applied.next_hops.contains_key(&shared));
     }
 
     const CONFIG: &str = r#"

@@ -4,6 +4,7 @@
 
 pub mod best;
 pub mod export;
+pub mod group;
 mod intern;
 pub mod out;
 mod table;
