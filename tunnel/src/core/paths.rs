@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use boringtun::noise::TunnResult;
 
 use super::{DataplaneCore, MIN_TX_ROOM, Snapshot};
-use crate::path::probe::{self, PROBE_LEN, Probe, ProbeError, ProbeKey, ProbeKind, SenderId};
+use crate::path::probe::{self, Probe, ProbeError, ProbeKey, ProbeKind, SenderId};
 use crate::path::reach::{self, REACH_LEN, Reach, ReachKind};
 use crate::path::{
     LocalUplink, Path, PathAction, PathPolicy, PathProber, PathState, RelayAction, RelayCandidate,
@@ -92,12 +92,10 @@ impl DataplaneCore {
                 if !reply_allowed(&mut state, now) {
                     return self.drop(DropReason::UnderLoad);
                 }
-                if tx.remaining() < PROBE_LEN {
-                    return self.drop(DropReason::NoBuffer);
-                }
                 let reply = received.reply(self.probe_id).encode(&peer.probe_key);
-                tx.room()[..PROBE_LEN].copy_from_slice(&reply);
-                tx.commit_from(PROBE_LEN, from, local);
+                if !self.send_sealed(tx, &reply, from, local) {
+                    return;
+                }
                 state.last_received = Some(now);
                 state.prober.authenticated_from(from, local, now);
                 // The peer is there and we have no session with it: we restarted (it still
@@ -157,13 +155,9 @@ impl DataplaneCore {
                     }
                     state.last_received = Some(now);
                 }
-                if tx.remaining() < REACH_LEN {
-                    return self.drop(DropReason::NoBuffer);
-                }
                 let rtt = target.and_then(|t| t.state.lock().prober.active_up_srtt());
                 let answer = received.answer(self.probe_id, rtt).encode(&asker.probe_key);
-                tx.room()[..REACH_LEN].copy_from_slice(&answer);
-                tx.commit_from(REACH_LEN, from, local);
+                self.send_sealed(tx, &answer, from, local);
             }
             ReachKind::Answer => {
                 let Some(target) = target else {
@@ -205,6 +199,25 @@ impl DataplaneCore {
             return None;
         };
         Some((peer, message))
+    }
+
+    /// Puts a sealed probe or reach message into `tx`, to `remote` from `local`; false, the
+    /// drop counted, when `tx` has no room for it.
+    fn send_sealed(
+        &self,
+        tx: &mut TxBatch,
+        message: &[u8],
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+    ) -> bool {
+        let len = message.len();
+        if tx.remaining() < len {
+            self.drop(DropReason::NoBuffer);
+            return false;
+        }
+        tx.room()[..len].copy_from_slice(message);
+        tx.commit_from(len, remote, local);
+        true
     }
 
     /// Sends a handshake initiation to the peer on `path` (none if one is already under
@@ -253,8 +266,7 @@ impl DataplaneCore {
                         let timestamp = u64::try_from(micros).unwrap_or(u64::MAX);
                         let request = Probe::request(self.probe_id, seq, timestamp, path_id)
                             .encode(&peer.probe_key);
-                        tx.room()[..PROBE_LEN].copy_from_slice(&request);
-                        tx.commit_from(PROBE_LEN, path.remote, path.local);
+                        self.send_sealed(tx, &request, path.remote, path.local);
                     }
                     PathAction::Switched { from, to, reason } => {
                         PeerCounters::add(&peer.counters.path_switches, 1);
@@ -334,8 +346,7 @@ impl DataplaneCore {
                         };
                         let query = Reach::query(self.probe_id, seq, target.probe_id)
                             .encode(&relay.probe_key);
-                        tx.room()[..REACH_LEN].copy_from_slice(&query);
-                        tx.commit_from(REACH_LEN, path.remote, path.local);
+                        self.send_sealed(tx, &query, path.remote, path.local);
                     }
                     RelayAction::Switched { from, to, reason } => {
                         PeerCounters::add(&target.counters.path_switches, 1);
