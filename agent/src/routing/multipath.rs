@@ -1,9 +1,10 @@
-//! What the routing plane says about equal-cost groups (a shared prefix announced by several
-//! members at the same cost, `[routing] max_paths`): one log line when a group's members
-//! change, never one per UPDATE. Pure; the rule for who is in a group is the RIB's
+//! The routing plane's equal-cost groups (a shared prefix announced by several members at the
+//! same cost, `[routing] max_paths`): the next hops kept per prefix, the ones the data plane
+//! spreads over, and one log line when a group's members change, never one per UPDATE. Pure; the rule for who is in a group is the RIB's
 //! (`meshd_bgp::rib::Rib::multipath`), what counts as a change is
 //! [`meshd_bgp::rib::group::GroupChange`].
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -11,6 +12,48 @@ use ipnet::IpNet;
 use super::exits::exit_name;
 use super::member::MeshMember;
 use crate::bgp::rib::group::GroupChange;
+use crate::bgp::rib::{BestChange, LOCAL, Path};
+
+/// The next hops of each prefix's multipath group, the best path's first (one for an ordinary
+/// route), by prefix.
+#[derive(Debug, Default)]
+pub struct Groups(BTreeMap<IpNet, Vec<IpAddr>>);
+
+impl Groups {
+    /// Keeps the next hops of the prefix's group; returns the line to log when its members
+    /// changed (once per change: a re-announcement with the same group says nothing).
+    pub fn note(&mut self, members: &[MeshMember], change: &BestChange) -> Option<String> {
+        let after = change.next_hops();
+        let before = self.0.get(&change.prefix).map_or(&[][..], Vec::as_slice);
+        // Default routes use the one exit chosen for them (see `data_plane_hops`).
+        let line = if change.prefix.prefix_len() != 0
+            && change.best.as_ref().is_none_or(|b| b.peer != LOCAL)
+        {
+            group_log_line(members, change.prefix, before, &after)
+        } else {
+            None
+        };
+        if after.is_empty() {
+            self.0.remove(&change.prefix);
+        } else {
+            self.0.insert(change.prefix, after);
+        }
+        line
+    }
+
+    /// The next hops the data plane spreads a learnt prefix over: its multipath group, except
+    /// for the default routes, which go through the one exit BGP chose (or a rule names): two
+    /// exits masquerade with two addresses, and a host's flows to one server should not leave
+    /// by both.
+    pub fn data_plane_hops(&self, prefix: IpNet, best: &Path) -> Vec<IpAddr> {
+        match self.0.get(&prefix) {
+            Some(group) if prefix.prefix_len() != 0 && group.first() == Some(&best.next_hop) => {
+                group.clone()
+            }
+            _ => vec![best.next_hop],
+        }
+    }
+}
 
 /// A next hop with the member it belongs to, when one does: `10.2.0.1 (beta)`.
 pub fn named(members: &[MeshMember], next_hop: IpAddr) -> String {
@@ -101,5 +144,45 @@ mod tests {
             None
         );
         assert_eq!(line(&["10.2.0.1"], &["10.3.0.1"]), None);
+    }
+
+    #[test]
+    fn groups_are_kept_per_prefix_and_defaults_use_their_one_exit() {
+        let path = |next_hop: &str| Path {
+            peer: 7,
+            next_hop: next_hop.parse().unwrap(),
+            attrs: std::sync::Arc::new(crate::bgp::packet::PathAttributes::default()),
+        };
+        let shared: IpNet = "203.0.113.53/32".parse().unwrap();
+        let default: IpNet = "0.0.0.0/0".parse().unwrap();
+        let mut groups = Groups::default();
+        for prefix in [shared, default] {
+            groups.note(
+                &[],
+                &BestChange {
+                    prefix,
+                    best: Some(path("10.2.0.1")),
+                    equal: vec![path("10.3.0.1")],
+                },
+            );
+        }
+        let best = path("10.2.0.1");
+        assert_eq!(
+            groups.data_plane_hops(shared, &best),
+            hops(&["10.2.0.1", "10.3.0.1"])
+        );
+        assert_eq!(groups.data_plane_hops(default, &best), hops(&["10.2.0.1"]));
+        // A group that does not lead with the best path is stale: the best alone.
+        let moved = path("10.9.0.1");
+        assert_eq!(groups.data_plane_hops(shared, &moved), hops(&["10.9.0.1"]));
+        groups.note(
+            &[],
+            &BestChange {
+                prefix: shared,
+                best: None,
+                equal: Vec::new(),
+            },
+        );
+        assert!(!groups.0.contains_key(&shared));
     }
 }

@@ -21,7 +21,7 @@ use super::authority::Authority;
 use super::exits::{self, DefaultPath, ExitChoice, default_prefixes, exit_name};
 use super::igp_cost::{COST_REFRESH, IgpCosts, member_next_hops, reach_of};
 use super::member::{MeshMember, members_of};
-use super::multipath::group_log_line;
+use super::multipath::Groups;
 use super::plan::{self, neighbor_changes};
 use super::view::{exit_entries, patch_routes, session_entries, view_of};
 use crate::api::report::BgpView;
@@ -189,9 +189,8 @@ struct Applied {
     withheld: Vec<plan::Withheld>,
     /// The speaker's best paths, by prefix.
     best: BTreeMap<IpNet, Path>,
-    /// The next hops of each prefix's multipath group, the best path's first (one for an
-    /// ordinary route), by prefix.
-    next_hops: BTreeMap<IpNet, Vec<IpAddr>>,
+    /// Each prefix's multipath group.
+    groups: Groups,
     /// Prefixes whose best path changed since the last flush: their paths are read again for
     /// the view.
     changed: BTreeSet<IpNet>,
@@ -311,7 +310,9 @@ impl RoutingPlane {
                 }
                 Some(change) = self.changes.recv() => {
                     exits_stale |= change.prefix.prefix_len() == 0;
-                    note_group(&mut applied, &change);
+                    if let Some(line) = applied.groups.note(&applied.members, &change) {
+                        tracing::info!("{line}");
+                    }
                     match change.best {
                         Some(path) => applied.best.insert(change.prefix, path),
                         None => applied.best.remove(&change.prefix),
@@ -554,7 +555,7 @@ impl RoutingPlane {
             .filter(|(_, path)| path.peer != LOCAL)
             .map(|(prefix, path)| BgpRoute {
                 prefix: *prefix,
-                next_hops: data_plane_hops(*prefix, path, applied.next_hops.get(prefix)),
+                next_hops: applied.groups.data_plane_hops(*prefix, path),
             })
             .collect();
         let routes = exits::with_rules(&best, &applied.exits);
@@ -639,40 +640,6 @@ impl RoutingPlane {
     }
 }
 
-/// Keeps the next hops of the prefix's group, and says when its members changed (once per
-/// change: a re-announcement with the same group says nothing).
-fn note_group(applied: &mut Applied, change: &BestChange) {
-    let after = change.next_hops();
-    let before = applied
-        .next_hops
-        .get(&change.prefix)
-        .map_or(&[][..], Vec::as_slice);
-    // Default routes use the one exit chosen for them (see `data_plane_hops`).
-    if change.prefix.prefix_len() != 0
-        && change.best.as_ref().is_none_or(|b| b.peer != LOCAL)
-        && let Some(line) = group_log_line(&applied.members, change.prefix, before, &after)
-    {
-        tracing::info!("{line}");
-    }
-    if after.is_empty() {
-        applied.next_hops.remove(&change.prefix);
-    } else {
-        applied.next_hops.insert(change.prefix, after);
-    }
-}
-
-/// The next hops the data plane spreads a learnt prefix over: its multipath group, except for
-/// the default routes, which go through the one exit BGP chose (or a rule names): two exits
-/// masquerade with two addresses, and a host's flows to one server should not leave by both.
-fn data_plane_hops(prefix: IpNet, best: &Path, group: Option<&Vec<IpAddr>>) -> Vec<IpAddr> {
-    match group {
-        Some(group) if prefix.prefix_len() != 0 && group.first() == Some(&best.next_hop) => {
-            group.clone()
-        }
-        _ => vec![best.next_hop],
-    }
-}
-
 /// The addresses the tunnels run to: every peer's configured or learnt endpoints, with the
 /// peer's name (sorted, for comparing).
 fn tunnel_endpoints<D: DataplaneControl>(
@@ -714,54 +681,6 @@ mod tests {
         // Unknown before: it is left out until its key file can be read.
         let fresh = reloaded_neighbors(&config, &[]);
         assert_eq!(fresh.len(), 2);
-    }
-
-    #[test]
-    fn groups_are_kept_per_prefix_and_defaults_use_their_one_exit() {
-        let path = |next_hop: &str| Path {
-            peer: 7,
-            next_hop: next_hop.parse().unwrap(),
-            attrs: Arc::new(crate::bgp::packet::PathAttributes::default()),
-        };
-        let shared: IpNet = "203.0.113.53/32".parse().unwrap();
-        let default: IpNet = "0.0.0.0/0".parse().unwrap();
-        let mut applied = Applied::default();
-        for prefix in [shared, default] {
-            note_group(
-                &mut applied,
-                &BestChange {
-                    prefix,
-                    best: Some(path("10.2.0.1")),
-                    equal: vec![path("10.3.0.1")],
-                },
-            );
-        }
-        let hops =
-            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|h| h.parse().unwrap()).collect() };
-        let best = path("10.2.0.1");
-        assert_eq!(
-            data_plane_hops(shared, &best, applied.next_hops.get(&shared)),
-            hops(&["10.2.0.1", "10.3.0.1"])
-        );
-        assert_eq!(
-            data_plane_hops(default, &best, applied.next_hops.get(&default)),
-            hops(&["10.2.0.1"])
-        );
-        // A group that does not lead with the best path is stale: the best alone.
-        let moved = path("10.9.0.1");
-        assert_eq!(
-            data_plane_hops(shared, &moved, applied.next_hops.get(&shared)),
-            hops(&["10.9.0.1"])
-        );
-        note_group(
-            &mut applied,
-            &BestChange {
-                prefix: shared,
-                best: None,
-                equal: Vec::new(),
-            },
-        );
-        assert!(!applied.next_hops.contains_key(&shared));
     }
 
     const CONFIG: &str = r#"
