@@ -292,6 +292,15 @@ async fn a_standby_keeps_the_ca_but_refuses_joins_renewals_and_ca_commands() {
     mesh.join_core("gamma", STANDBY_C).await;
     let gamma = state(d, "gamma").read_node_record().unwrap();
     assert_eq!(gamma.allocation.index % 2, 0, "{}", gamma.allocation.index);
+    // ... and the standby hears of it from the holder's registry record (gossip).
+    wait_for("beta's registry has gamma", || {
+        state(d, "beta")
+            .read_ca_db()
+            .is_ok_and(|db| db.allocator.node("gamma").is_some())
+    })
+    .await;
+    let head = state(d, "beta").read_ca_db().unwrap().registry.unwrap();
+    assert_eq!((head.term, head.holder.as_str()), (1, "alpha"));
     alpha.shutdown().await;
     beta.shutdown().await;
 }

@@ -30,11 +30,17 @@ use time::{Duration, OffsetDateTime};
 
 use super::message::Gossip;
 use super::record::{Member, SignedRecord};
+use super::registry::{SignedRegistry, VerifiedRegistry};
 
 /// How often a node starts an anti-entropy exchange.
 pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::seconds(10);
 /// Most records accepted in one message (more is a broken or hostile peer).
 pub const MAX_RECORDS_PER_MESSAGE: usize = 4096;
+/// Every this many anti-entropy rounds, the CA registry record goes along with the summary
+/// (about once a minute): a node that missed one catches up without a digest of its own.
+const REGISTRY_EVERY_ROUNDS: u64 = 6;
+/// Most refused registry records remembered so that each is logged once.
+const MAX_REFUSED_REGISTRY: usize = 64;
 
 /// What the shell must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,8 @@ pub enum Action {
     Disconnect { peer: String, reason: String },
     /// Something a person should see in the log.
     Log { warning: bool, text: String },
+    /// A newer CA registry record arrived (its signature checked): a CA copy merges it.
+    Registry(Box<VerifiedRegistry>),
 }
 
 /// The membership of the mesh as one node sees it.
@@ -64,6 +72,11 @@ pub struct Membership {
     connected: BTreeSet<String>,
     next_anti_entropy: Option<OffsetDateTime>,
     rng: SmallRng,
+    /// The newest CA registry record (by term, then version), kept and relayed.
+    registry: Option<VerifiedRegistry>,
+    /// Hashes of registry records refused, so that each is logged once.
+    refused_registry: BTreeSet<String>,
+    anti_entropy_rounds: u64,
 }
 
 impl Membership {
@@ -79,6 +92,79 @@ impl Membership {
             connected: BTreeSet::new(),
             next_anti_entropy: None,
             rng: SmallRng::seed_from_u64(seed),
+            registry: None,
+            refused_registry: BTreeSet::new(),
+            anti_entropy_rounds: 0,
+        }
+    }
+
+    /// The newest CA registry record this node holds.
+    pub fn registry(&self) -> Option<&VerifiedRegistry> {
+        self.registry.as_ref()
+    }
+
+    /// A registry record this node's CA copy made: kept and sent to every connected peer.
+    pub fn set_own_registry(&mut self, signed: SignedRegistry) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.take_registry(None, signed, &mut actions);
+        actions
+    }
+
+    /// Verifies a registry record from `from` (None: this node's own) and keeps and spreads
+    /// it if it is newer than the one held. A record that does not verify, or of an older
+    /// term than the one held, is refused and logged once.
+    fn take_registry(
+        &mut self,
+        from: Option<&str>,
+        signed: SignedRegistry,
+        actions: &mut Vec<Action>,
+    ) {
+        let source = from.map_or("this node".to_owned(), |f| format!("peer {f}"));
+        let verified = match signed.verify(&self.ca_der) {
+            Ok(verified) => verified,
+            Err(why) => {
+                let key = pki::sha256_hex(&signed.signature);
+                self.refuse_registry(
+                    key,
+                    format!("CA registry record from {source} refused: {why}"),
+                    actions,
+                );
+                return;
+            }
+        };
+        let rank = |v: &VerifiedRegistry| (v.record.term, v.record.version);
+        if let Some(held) = &self.registry {
+            if held.record.term > verified.record.term {
+                let text = format!(
+                    "CA registry record from {source} refused: it is of term {} by {}, older than \
+                     term {} by {}",
+                    verified.record.term,
+                    verified.record.holder,
+                    held.record.term,
+                    held.record.holder
+                );
+                self.refuse_registry(verified.hash, text, actions);
+                return;
+            }
+            if rank(held) >= rank(&verified) {
+                return;
+            }
+        }
+        for peer in self.spread_targets(from) {
+            actions.push(send(
+                &peer,
+                Gossip::Registry {
+                    record: verified.signed.clone(),
+                },
+            ));
+        }
+        actions.push(Action::Registry(Box::new(verified.clone())));
+        self.registry = Some(verified);
+    }
+
+    fn refuse_registry(&mut self, key: String, text: String, actions: &mut Vec<Action>) {
+        if self.refused_registry.len() < MAX_REFUSED_REGISTRY && self.refused_registry.insert(key) {
+            log(actions, true, text);
         }
     }
 
@@ -246,10 +332,19 @@ impl Membership {
     /// A control connection to `peer` (already authenticated) came up: reconcile at once.
     pub fn peer_connected(&mut self, peer: &str) -> Vec<Action> {
         self.connected.insert(peer.to_owned());
-        vec![Action::Send {
+        let mut actions = vec![Action::Send {
             to: peer.to_owned(),
             gossip: self.digest(),
-        }]
+        }];
+        if let Some(registry) = &self.registry {
+            actions.push(send(
+                peer,
+                Gossip::Registry {
+                    record: registry.signed.clone(),
+                },
+            ));
+        }
+        actions
     }
 
     /// The control connection to `peer` went down.
@@ -278,7 +373,20 @@ impl Membership {
         actions.dedup();
         if self.next_anti_entropy.is_none_or(|due| now >= due) {
             self.next_anti_entropy = Some(now + ANTI_ENTROPY_INTERVAL);
+            self.anti_entropy_rounds += 1;
             if let Some(peer) = self.pick_peers(None, 1).pop() {
+                if self
+                    .anti_entropy_rounds
+                    .is_multiple_of(REGISTRY_EVERY_ROUNDS)
+                    && let Some(registry) = &self.registry
+                {
+                    actions.push(send(
+                        &peer,
+                        Gossip::Registry {
+                            record: registry.signed.clone(),
+                        },
+                    ));
+                }
                 actions.push(Action::Send {
                     to: peer,
                     gossip: Gossip::Summary {
@@ -345,6 +453,7 @@ impl Membership {
                 }
             }
             Gossip::Crl { der } => actions.extend(self.install_crl(&der, Some(from))),
+            Gossip::Registry { record } => self.take_registry(Some(from), record, &mut actions),
         }
         actions
     }

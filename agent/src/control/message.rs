@@ -20,6 +20,7 @@ use pki::InvitationSecret;
 use serde::{Deserialize, Serialize};
 
 use super::record::SignedRecord;
+use super::registry::SignedRegistry;
 
 /// Everything sent on a control connection. On the wire each is an object with one key, the
 /// type (`{"gossip": {"digest": {...}}}`); [`Message::kind`] names it.
@@ -173,15 +174,29 @@ pub enum Gossip {
         #[serde(with = "bytes")]
         der: Vec<u8>,
     },
+    /// The newest CA registry record the sender holds, signed with the CA key
+    /// ([`super::registry`]). Sent only to peers that announce `gossip.registry`: nodes
+    /// before it skip it (or, before the hello, would close the connection on it).
+    Registry { record: SignedRegistry },
 }
 
-/// The gossip types this version knows, as named in a hello (`gossip.` and the wire name).
-pub const GOSSIP_FEATURES: [&str; 5] = [
+/// The gossip types of version 1, which every node understands, hello or not.
+pub const BASE_GOSSIP_FEATURES: [&str; 5] = [
     "gossip.digest",
     "gossip.summary",
     "gossip.records",
     "gossip.want",
     "gossip.crl",
+];
+
+/// The gossip types this version knows, as named in a hello (`gossip.` and the wire name).
+pub const GOSSIP_FEATURES: [&str; 6] = [
+    "gossip.digest",
+    "gossip.summary",
+    "gossip.records",
+    "gossip.want",
+    "gossip.crl",
+    "gossip.registry",
 ];
 
 impl Gossip {
@@ -200,6 +215,7 @@ impl Gossip {
             Gossip::Records { .. } => "gossip.records",
             Gossip::Want { .. } => "gossip.want",
             Gossip::Crl { .. } => "gossip.crl",
+            Gossip::Registry { .. } => "gossip.registry",
         }
     }
 }
@@ -367,6 +383,12 @@ mod tests {
                 crl: false,
             },
             Gossip::Crl { der: vec![] },
+            Gossip::Registry {
+                record: SignedRegistry {
+                    body: vec![1],
+                    signature: vec![2],
+                },
+            },
         ];
         for gossip in gossip {
             let value = serde_json::to_value(&gossip).unwrap();

@@ -4,7 +4,8 @@
 //! Pure parts: [`frame`] (length-prefixed frames with a hard limit), [`message`] (what
 //! travels), [`protocol`] (versions, the hello's features, decoding that skips what a newer
 //! node sends), [`record`] (signed membership records), [`membership`] (the state machine:
-//! events and `now` in, actions out), [`peers`] (membership to tunnels), [`redial`] (when to
+//! events and `now` in, actions out), [`registry`] (the CA registry record as it travels,
+//! signed with the CA key), [`peers`] (membership to tunnels), [`redial`] (when to
 //! dial a member again after a failure), [`accept_limits`] (how many unauthenticated
 //! connections the control port holds open, and the counts behind their aggregated log line).
 //!
@@ -26,6 +27,7 @@ pub mod peers;
 pub mod protocol;
 pub mod record;
 pub mod redial;
+pub mod registry;
 pub mod renewal;
 pub mod renewal_targets;
 pub mod shell;

@@ -26,7 +26,9 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::frame::{FrameError, decode_body};
-use super::message::{GOSSIP_FEATURES, Gossip, Hello, MESSAGE_KINDS, Message};
+use super::message::{
+    BASE_GOSSIP_FEATURES, GOSSIP_FEATURES, Gossip, Hello, MESSAGE_KINDS, Message,
+};
 
 /// The ALPN of a member connection of protocol version 2 (with the hello). Version 1, the
 /// member protocol before the hello, has no ALPN.
@@ -48,12 +50,16 @@ const MAX_KIND_LEN: usize = 64;
 
 /// What every node understands, hello or not: the gossip types of version 1.
 pub fn base_features() -> BTreeSet<String> {
-    GOSSIP_FEATURES.iter().map(|f| (*f).to_owned()).collect()
+    BASE_GOSSIP_FEATURES
+        .iter()
+        .map(|f| (*f).to_owned())
+        .collect()
 }
 
-/// What this node announces in its hello.
+/// What this node announces in its hello: every gossip type it knows (the CA registry
+/// record, `gossip.registry`, among them) and [`RECORD_EXTENSIONS`].
 pub fn own_features() -> BTreeSet<String> {
-    let mut features = base_features();
+    let mut features: BTreeSet<String> = GOSSIP_FEATURES.iter().map(|f| (*f).to_owned()).collect();
     features.insert(RECORD_EXTENSIONS.to_owned());
     features
 }
@@ -377,9 +383,12 @@ mod tests {
     fn a_peer_is_sent_only_what_it_announced() {
         let legacy = PeerProtocol::legacy();
         assert_eq!(legacy.version, 1);
-        for feature in GOSSIP_FEATURES {
+        for feature in BASE_GOSSIP_FEATURES {
             assert!(legacy.supports(feature));
         }
+        // The registry record is newer than the hello: only a peer that announces it gets one.
+        assert!(!legacy.supports("gossip.registry"));
+        assert!(PeerProtocol::from_hello(own_hello()).supports("gossip.registry"));
         assert!(!legacy.supports(RECORD_EXTENSIONS));
         let summary = Gossip::Summary { hash: [1; 32] };
         assert_eq!(legacy.admit(summary.clone()), (Some(summary.clone()), None));

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use mesh_config::alloc::Allocator;
+use mesh_config::registry::Head;
 use pki::{InvitationRecord, SerialNumber, rfc3339};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -39,6 +40,25 @@ pub struct CaDatabase {
     /// registries from before the standby are read and written as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby: Option<Standby>,
+    /// The newest CA registry record this copy published (active) or merged (standby):
+    /// term, holder, version and hash (mesh-config `registry`). Absent until the first one,
+    /// so registries from before the record are read and written as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Head>,
+}
+
+impl CaDatabase {
+    /// The newest record this copy knows of, or what it assumes before any: term 1, held by
+    /// this node `own` (active) or by the standby's active holder.
+    pub fn registry_head(&self, own: &str) -> Head {
+        self.registry.clone().unwrap_or_else(|| {
+            Head::initial(
+                self.standby
+                    .as_ref()
+                    .map_or(own, |s| s.active_holder.as_str()),
+            )
+        })
+    }
 }
 
 /// What a standby copy of the CA knows of the active one.
@@ -84,6 +104,7 @@ impl CaDatabase {
             invitations: Vec::new(),
             freed_names: Vec::new(),
             standby: None,
+            registry: None,
         }
     }
 

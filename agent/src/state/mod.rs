@@ -11,6 +11,7 @@ mod atomic;
 pub mod ca_backup;
 mod ca_db;
 pub mod ca_merge;
+pub mod ca_registry;
 pub mod check;
 mod error;
 mod hosted;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mesh_config::registry::RegistryRecord;
 use pki::{NodeCertificate, NodeIdentity, NodeKeyPair, SerialNumber};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,6 +15,7 @@ use tokio::task::AbortHandle;
 use tokio_rustls::TlsConnector;
 
 use super::preflight::PREFLIGHT_TIMEOUT;
+use super::registry::Publisher;
 use super::{ControlSettings, MembershipCounts};
 use crate::control::hosted::HostedRouters;
 use crate::control::log_throttle::LogThrottle;
@@ -21,6 +23,7 @@ use crate::control::membership::{Action, Membership};
 use crate::control::message::{Gossip, Hello, JoinRequest, Message, RenewRequest};
 use crate::control::protocol::{OncePerPeer, PeerProtocol};
 use crate::control::redial::Redial;
+use crate::control::registry::SignedRegistry;
 use crate::control::renewal::Renewal;
 use crate::control::renewal_targets::LastKnown;
 use crate::control::store;
@@ -91,6 +94,9 @@ pub(super) enum Event {
         name: String,
         result: Result<String, String>,
     },
+    /// The CA registry record was built from `ca/db.json`: a new one to spread, nothing new,
+    /// or why it could not be.
+    RegistryBuilt(Result<Option<(RegistryRecord, SignedRegistry)>, String>),
 }
 
 /// A member connection as the hub keeps it.
@@ -170,6 +176,8 @@ pub(super) struct Hub {
     /// Messages (or records) not sent because the peer did not announce what they need:
     /// said once per peer and feature.
     pub(super) withheld: OncePerPeer,
+    /// The CA registry record this node publishes when it is the active holder.
+    pub(super) registry: Publisher,
 }
 
 /// The resolver's next changed answers; `None` once it is gone (then never asked again).
@@ -237,6 +245,7 @@ impl Hub {
             Err(error) => tracing::warn!(%error, "cannot read the revocation list"),
         }
         self.forget_revoked_routers();
+        self.poll_registry();
         if !self.tunnels_published && self.started.elapsed() >= PREFLIGHT_TIMEOUT {
             tracing::warn!(
                 "no member confirmed the revocation list within {PREFLIGHT_TIMEOUT:?}; \
@@ -392,6 +401,7 @@ impl Hub {
                 self.hosted_renewal_done(name, result, now)
             }
             Event::RenewalDone { result, holder } => self.renewal_done(result, holder, now),
+            Event::RegistryBuilt(result) => self.registry_built(result),
         }
     }
 
@@ -455,6 +465,7 @@ impl Hub {
                     warning: false,
                     text,
                 } => tracing::info!("{text}"),
+                Action::Registry(verified) => self.merge_registry(*verified),
             }
         }
         let counts = MembershipCounts {

@@ -24,7 +24,8 @@
 //! state directory), [`renewal_dispatch`] (asking for certificates, this node's and its
 //! hosted routers'), [`own_certificate`] (this node's certificate and record taken into
 //! use), [`stand_in`] (the foreign routers this node hosts), [`ca`] (what the CA holder
-//! answers).
+//! answers), [`registry`] (the CA registry record: published by the active holder, merged
+//! by a standby).
 
 mod ca;
 mod connection;
@@ -35,6 +36,7 @@ mod listener;
 mod own_certificate;
 mod preflight;
 mod publish;
+mod registry;
 mod renewal_dispatch;
 mod stand_in;
 
@@ -293,6 +295,7 @@ impl ControlPlane {
             join_refusals: Arc::new(std::sync::Mutex::new(LogThrottle::new(LOG_WINDOW))),
             skipped: OncePerPeer::default(),
             withheld: OncePerPeer::default(),
+            registry: Default::default(),
         };
         tasks.push(tokio::spawn(hub.run(events_rx, startup)));
         tracing::info!(addresses = ?local_addrs, "control plane started");

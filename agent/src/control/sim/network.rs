@@ -391,7 +391,10 @@ impl Network {
                     .stats
                     .warnings
                     .push(format!("{}: {text}", self.names[node])),
-                Action::Log { .. } | Action::MembersChanged | Action::RecordsUpdated => {}
+                Action::Log { .. }
+                | Action::MembersChanged
+                | Action::RecordsUpdated
+                | Action::Registry(_) => {}
             }
         }
     }
