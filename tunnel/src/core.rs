@@ -31,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::batch::PacketBatch;
 use crate::config::{PeerConfig, WIREGUARD_OVERHEAD, validate_peers};
 use crate::error::ConfigError;
+use crate::exit_source::{ExitSources, Resolved, SourceTable};
 use crate::ip;
 use crate::path::probe::{self, SenderId};
 use crate::path::reach;
@@ -65,20 +66,65 @@ pub struct Snapshot {
     /// This node's own prefixes: what arrives for them goes to the device even when a
     /// peer's route (an exit's default) also covers them.
     own: Arc<CryptoRouter<()>>,
+    /// The source rules for Internet traffic (`crate::exit_source`).
+    sources: Arc<SourceTable>,
     last_dst: RouteMemo,
     last_src: RouteMemo,
+    /// The last source rule answer, by source and destination.
+    last_source: Cell<Option<(IpAddr, IpAddr, Option<Resolved>)>>,
+}
+
+/// Where a source rule sends one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pinned {
+    /// To this peer (its position in the table).
+    Peer(usize),
+    /// Out of this node.
+    Here,
+    /// Nowhere: the rule fails closed.
+    Drop,
 }
 
 /// One remembered routing answer (a group's member is chosen per packet, after the memo).
 type RouteMemo = Cell<Option<(IpAddr, Option<Target>)>>;
 
 impl Snapshot {
-    fn new(table: Arc<PeerTable>, own: Arc<CryptoRouter<()>>) -> Self {
+    fn new(table: Arc<PeerTable>, own: Arc<CryptoRouter<()>>, sources: Arc<SourceTable>) -> Self {
         Snapshot {
             table,
             own,
+            sources,
             last_dst: Cell::new(None),
             last_src: Cell::new(None),
+            last_source: Cell::new(None),
+        }
+    }
+
+    /// Where the source rules send a packet from `src` to `dst`, when its destination goes
+    /// through an exit; `None`: by destination. Costs nothing without rules.
+    fn pinned(&self, src: IpAddr, dst: IpAddr) -> Option<Pinned> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        let rule = match self.last_source.get() {
+            Some((s, d, rule)) if s == src && d == dst => rule,
+            _ => {
+                let route_len = self.table.route_with_len(dst).map(|(_, len)| len);
+                let own_len = self.own.lookup_with_len(dst).map(|(_, len)| len);
+                let rule = self.sources.rule_for(src, dst, route_len, own_len);
+                self.last_source.set(Some((src, dst, rule)));
+                rule
+            }
+        };
+        match rule? {
+            Resolved::Slot { slot, fail_closed } => match self.table.position_of_slot(slot) {
+                Some(i) => Some(Pinned::Peer(i)),
+                None if fail_closed => Some(Pinned::Drop),
+                None => None,
+            },
+            Resolved::Here => Some(Pinned::Here),
+            Resolved::Drop => Some(Pinned::Drop),
+            Resolved::ByDestination => None,
         }
     }
 
@@ -146,6 +192,10 @@ pub struct DataplaneCore {
     locals: RwLock<Vec<LocalUplink>>,
     /// This node's own prefixes (see [`Self::set_own_prefixes`]).
     own_prefixes: RwLock<Arc<CryptoRouter<()>>>,
+    /// The source rules as given, and resolved against the current peer table (again at
+    /// every peer update, under `next_slot`).
+    exit_sources: Mutex<ExitSources>,
+    source_table: RwLock<Arc<SourceTable>>,
     /// Probe timestamps count microseconds from here (they are only echoed back to us).
     epoch: Mutex<Option<Instant>>,
 }
@@ -186,6 +236,8 @@ impl DataplaneCore {
             policy: RwLock::new(Arc::new(DefaultPolicy)),
             locals: RwLock::new(Vec::new()),
             own_prefixes: RwLock::new(Arc::new(CryptoRouter::new())),
+            exit_sources: Mutex::new(ExitSources::default()),
+            source_table: RwLock::new(Arc::new(SourceTable::default())),
             epoch: Mutex::new(None),
         };
         core.update_peers(peers)?;
@@ -238,8 +290,22 @@ impl DataplaneCore {
                 config.ecmp_ips.as_slice(),
             ));
         }
-        *self.table.write() = Arc::new(PeerTable::new(entries));
+        let table = Arc::new(PeerTable::new(entries));
+        let sources = SourceTable::resolve(&self.exit_sources.lock(), &table);
+        *self.table.write() = table;
+        *self.source_table.write() = Arc::new(sources);
         Ok(())
+    }
+
+    /// Replaces the source rules: which exit the Internet traffic of each source prefix
+    /// takes ([`crate::exit_source`]). Each rule's next hop is found in the peer table now
+    /// and again whenever the peers change.
+    pub fn set_exit_sources(&self, sources: ExitSources) {
+        let _updating = self.next_slot.lock();
+        let table = self.table.read().clone();
+        let resolved = SourceTable::resolve(&sources, &table);
+        *self.exit_sources.lock() = sources;
+        *self.source_table.write() = Arc::new(resolved);
     }
 
     /// This node's own prefixes: its allocation, its LANs, the shared prefixes it serves, the
@@ -258,14 +324,26 @@ impl DataplaneCore {
 
     /// The peer set to use for one batch.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.table.read().clone(), self.own_prefixes.read().clone())
+        Snapshot::new(
+            self.table.read().clone(),
+            self.own_prefixes.read().clone(),
+            self.source_table.read().clone(),
+        )
     }
 
     /// A packet from the device: route it to its peer and encrypt it into `tx`.
     pub fn handle_outbound(&self, snap: &Snapshot, packet: &[u8], now: Instant, tx: &mut TxBatch) {
-        let Some((_, dst)) = ip::addresses(packet) else {
+        let Some((src, dst)) = ip::addresses(packet) else {
             return self.drop(DropReason::InvalidInnerPacket);
         };
+        match snap.pinned(src, dst) {
+            Some(Pinned::Peer(to)) => {
+                return self.send_routed(snap, &snap.peers()[to], packet, now, tx);
+            }
+            Some(Pinned::Drop) => return self.drop(DropReason::NoExit),
+            // The kernel sent it into the mesh after all: by destination.
+            Some(Pinned::Here) | None => {}
+        }
         let Some(to) = snap.route_dst(dst, packet) else {
             return self.drop(DropReason::NoRoute);
         };
@@ -470,6 +548,20 @@ impl DataplaneCore {
         } else {
             return self.drop(DropReason::SpoofedSource);
         };
+        // Source rules where traffic enters the mesh of cores: from a spoke, a client or a
+        // static peer. What a core sends us was pinned (or not) where it entered; choosing
+        // again here could bounce it between two exits that pin it to each other.
+        if !relayed && !peer.relay {
+            match snap.pinned(src, dst) {
+                Some(Pinned::Peer(to)) if to != index => {
+                    PeerCounters::add(&peer.counters.transit_packets, 1);
+                    return self.send_routed(snap, &snap.peers()[to], packet, now, tx);
+                }
+                Some(Pinned::Peer(_) | Pinned::Here) => return to_device.commit(),
+                Some(Pinned::Drop) => return self.drop(DropReason::NoExit),
+                None => {}
+            }
+        }
         match snap.route_dst(dst, packet) {
             // Behind another peer: relay inside meshd, no kernel round trip.
             Some(to) if to != index && !snap.kept_here(dst) => {

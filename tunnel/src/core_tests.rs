@@ -740,3 +740,6 @@ fn a_handshake_through_the_queue_path_brings_the_session_up() {
 
 #[path = "core_ecmp_tests.rs"]
 mod ecmp;
+
+#[path = "core_exit_source_tests.rs"]
+mod exit_source;

@@ -7,7 +7,8 @@
 //!   `tick`, `update_peers`, `stats`), `now` passed in, output written into caller batches.
 //! - `peer`: one peer's `Tunn` and path state, and the table that finds peers by receiver
 //!   index, key and address; [`routing`]: the longest-prefix match behind it.
-//! - [`path`]: which path a peer's packets take.
+//! - [`path`]: which path a peer's packets take; [`exit_source`]: which exit a pinned
+//!   source's Internet traffic takes.
 //! - [`batch`] (inner packets, for the device) and [`tx`] (encrypted datagrams, for the
 //!   sockets): the reusable buffers the shell hands in; [`gro`]: coalescing decrypted TCP
 //!   segments for one device write.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod core;
 pub mod ecmp;
 pub mod error;
+pub mod exit_source;
 pub mod gro;
 pub mod ip;
 pub mod path;
@@ -32,6 +34,7 @@ pub use batch::{PacketBatch, PacketBuf};
 pub use config::{DataplaneConfig, PeerConfig};
 pub use core::DataplaneCore;
 pub use error::ConfigError;
+pub use exit_source::{ExitSources, SourceExit, SourceRule};
 pub use path::PathSelector;
 pub use stats::{DataplaneStats, DropCounts, DropReason, PeerStats};
 pub use tx::TxBatch;

@@ -245,6 +245,11 @@ impl PeerTable {
         Some((i, &self.peers[i]))
     }
 
+    /// The position of the peer with this slot.
+    pub(crate) fn position_of_slot(&self, slot: u32) -> Option<usize> {
+        self.by_slot.get(&slot).copied()
+    }
+
     /// The peer with this slot (peer index).
     pub(crate) fn by_slot(&self, slot: u32) -> Option<&Arc<Peer>> {
         Some(&self.peers[*self.by_slot.get(&slot)?])

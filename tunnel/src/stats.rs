@@ -37,6 +37,9 @@ pub enum DropReason {
     NoRoute,
     /// A packet for a peer we know no endpoint of.
     NoEndpoint,
+    /// Internet traffic from a source pinned to exits that fails closed, while none of
+    /// its exits is reachable (`crate::exit_source`).
+    NoExit,
     /// A packet that did not fit the batch buffers (should not happen; a bug if it counts).
     NoBuffer,
     /// The session with the peer expired and could not be renewed.
@@ -50,7 +53,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in display order.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownPeer,
         DropReason::InvalidMac,
@@ -64,6 +67,7 @@ impl DropReason {
         DropReason::InvalidInnerPacket,
         DropReason::NoRoute,
         DropReason::NoEndpoint,
+        DropReason::NoExit,
         DropReason::NoBuffer,
         DropReason::Expired,
         DropReason::SendFailed,
@@ -86,6 +90,7 @@ impl DropReason {
             DropReason::InvalidInnerPacket => "invalid_inner_packet",
             DropReason::NoRoute => "no_route",
             DropReason::NoEndpoint => "no_endpoint",
+            DropReason::NoExit => "no_exit",
             DropReason::NoBuffer => "no_buffer",
             DropReason::Expired => "expired",
             DropReason::SendFailed => "send_failed",
