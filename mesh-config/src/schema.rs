@@ -128,6 +128,12 @@ impl NodeSection {
             None => cores.clamp(1, DEFAULT_MAX_DATAPLANE_WORKERS),
         }
     }
+
+    /// `endpoints` as the strings the node advertises (in its membership record and status),
+    /// in the configured order.
+    pub fn endpoint_strings(&self) -> Vec<String> {
+        self.endpoints.iter().map(ToString::to_string).collect()
+    }
 }
 
 /// `[interface]`: the TUN device.

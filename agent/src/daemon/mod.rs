@@ -345,12 +345,7 @@ fn node_info(
         mtu,
         listen_port: config.node.listen_port,
         addresses: addresses.to_vec(),
-        endpoints: config
-            .node
-            .endpoints
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        endpoints: config.node.endpoint_strings(),
         listening: dataplane.local_addrs().to_vec(),
         // Set by the caller, which knows whether the guard stage installed it.
         handshake_guard: false,

@@ -314,13 +314,8 @@ pub fn plan(running: &Config, file: &Config) -> ReloadPlan {
         log_level: (running.log.level != file.log.level).then(|| file.log.level.clone()),
         dns: (running.dns != file.dns).then(|| file.dns.clone()),
         paths: (running.paths != file.paths).then(|| file.paths.clone()),
-        endpoints: (running.node.endpoints != file.node.endpoints).then(|| {
-            file.node
-                .endpoints
-                .iter()
-                .map(ToString::to_string)
-                .collect()
-        }),
+        endpoints: (running.node.endpoints != file.node.endpoints)
+            .then(|| file.node.endpoint_strings()),
         effective,
     }
 }
@@ -530,14 +525,7 @@ allowed_prefixes = ["10.3.0.0/16"]
                 ][..]
             )
         );
-        let effective: Vec<String> = plan
-            .effective
-            .node
-            .endpoints
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(Some(effective), plan.endpoints);
+        assert_eq!(Some(plan.effective.node.endpoint_strings()), plan.endpoints);
         assert!(!plan.applies_nothing());
         assert_eq!(
             plan.summary(),

@@ -401,12 +401,7 @@ impl ControlSettings {
         Some(Self {
             state,
             bind: vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))],
-            endpoints: config
-                .node
-                .endpoints
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            endpoints: config.node.endpoint_strings(),
             asn: config.routing.asn,
             resolver: None,
             certificate_validity: crate::identity::NODE_CERT_VALIDITY,
