@@ -35,8 +35,6 @@ use pki::{
     Approvals, CertificateAuthority, Crl, InvitationSecret, NodeCertificate, NodeKeyPair,
     RevokedEntry,
 };
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -69,9 +67,7 @@ fn alpha_version() -> u64 {
 }
 
 fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .expect("a PEM certificate")
-        .to_vec()
+    pki::certificate_der_from_pem(pem).expect("a PEM certificate")
 }
 
 // ---- reading the recorded files ----
@@ -244,7 +240,7 @@ fn every_recorded_frame_of_this_version_decodes_to_what_it_said() {
     check_allocation(&accepted.allocation);
     assert_eq!(accepted.mesh_name, MESH);
     assert_eq!(der(&accepted.ca_certificate_pem), *ca);
-    let home = NodeCertificate::parse(&der(&accepted.certificate_pem)).unwrap();
+    let home = NodeCertificate::from_pem(&accepted.certificate_pem).unwrap();
     assert_eq!(home.identity.name, "home");
     assert_eq!(accepted.lan_prefixes, [HOME_LAN.parse::<IpNet>().unwrap()]);
     assert_eq!(accepted.pool4.to_string(), "10.0.0.0/8");
@@ -266,7 +262,7 @@ fn every_recorded_frame_of_this_version_decodes_to_what_it_said() {
     let Message::RenewAccepted { certificate_pem } = frame_of(&r.v2, "renew-accepted.json") else {
         panic!("renew accepted")
     };
-    let renewed = NodeCertificate::parse(&der(&certificate_pem)).unwrap();
+    let renewed = NodeCertificate::from_pem(&certificate_pem).unwrap();
     assert_eq!(renewed.identity.name, "alpha");
     assert_eq!(
         frame_of(&r.v2, "renew-refused.json"),

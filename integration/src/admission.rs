@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use meshd::state::StateDir;
 use pki::NodeCertificate;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use crate::mesh::{meshd, meshd_async};
 
@@ -44,11 +42,9 @@ pub fn state(dir: &Path, name: &str) -> StateDir {
     StateDir::new(dir.join(name).join("state"))
 }
 
-/// The DER of a PEM certificate.
+/// The DER of a PEM certificate (pki's decoding, which meshd uses too).
 pub fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .expect("a PEM certificate")
-        .to_vec()
+    pki::certificate_der_from_pem(pem).expect("a PEM certificate")
 }
 
 /// The certificate in `name`'s node.crt.
@@ -57,7 +53,7 @@ pub fn node_certificate(dir: &Path, name: &str) -> NodeCertificate {
     let pem = state
         .read_certificate(&state.node_cert_path())
         .expect("node.crt");
-    NodeCertificate::parse(&der(&pem)).expect("node.crt parses")
+    NodeCertificate::from_pem(&pem).expect("node.crt parses")
 }
 
 /// The certificate `name`'s node.crt holds once it is another one than `before` (a renewal
