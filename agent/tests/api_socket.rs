@@ -36,6 +36,11 @@ impl DataplaneControl for StandIn {
     // Forwards no packets, so has nothing to keep local.
     fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
 
+    // Has no sessions to renew.
+    fn request_rekey(&self, _name: Option<&str>) -> Vec<meshd::dataplane::RekeyRequest> {
+        Vec::new()
+    }
+
     fn stats(&self) -> DataplaneStats {
         DataplaneStats {
             peers: vec![PeerStats {

@@ -43,7 +43,9 @@ use crate::stats::{DataplaneStats, DropCounters, DropReason, PeerCounters, PeerS
 use crate::tx::TxBatch;
 
 mod paths;
+mod rekey;
 use paths::send_path;
+pub use rekey::RekeyRequest;
 
 /// Handshake messages per second (all peers together) before we answer with cookies.
 /// Each message passes the limiter twice (our pre-check, then boringtun's own), hence 2x.
@@ -751,6 +753,7 @@ impl DataplaneCore {
                     self.commit_datagram(peer, &mut state, len, now, tx);
                 }
             }
+            self.start_requested_rekey(peer, &mut state, now, tx);
             match state.tunn.update_timers(tx.room()) {
                 TunnResult::WriteToNetwork(p) => {
                     let len = p.len();

@@ -743,3 +743,6 @@ mod ecmp;
 
 #[path = "core_exit_source_tests.rs"]
 mod exit_source;
+
+#[path = "core_rekey_tests.rs"]
+mod rekey;

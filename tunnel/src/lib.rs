@@ -32,7 +32,7 @@ pub mod tx;
 
 pub use batch::{PacketBatch, PacketBuf};
 pub use config::{DataplaneConfig, PeerConfig};
-pub use core::DataplaneCore;
+pub use core::{DataplaneCore, RekeyRequest};
 pub use error::ConfigError;
 pub use exit_source::{ExitSources, SourceExit, SourceRule};
 pub use path::PathSelector;

@@ -67,6 +67,8 @@ pub(crate) struct PeerState {
     /// should be reachable from the first moment, not after its first keepalive interval:
     /// the next tick starts a handshake on its own.
     pub(crate) initiate_on_tick: bool,
+    /// An operator asked for a new handshake now (`meshd rekey`): the next tick sends it.
+    pub(crate) rekey_requested: bool,
     /// Whether a session is established, so that "tunnel up" and "tunnel down" are logged
     /// once per change and not at every rekey.
     pub(crate) session_up: bool,
@@ -151,6 +153,7 @@ impl Peer {
                 // still probes us on a forgotten session gets a handshake anyway
                 // (core/paths.rs).
                 initiate_on_tick: config.persistent_keepalive.is_some(),
+                rekey_requested: false,
                 session_up: false,
             }),
             counters: PeerCounters::default(),

@@ -44,6 +44,13 @@ pub enum Request {
     /// (`routers/`). The daemon reads them from there, never from the request. Answered once
     /// the request is queued: `{"message": TEXT}`.
     AddRouter,
+    /// Start a new handshake now with the peer `name`, or with every peer when there is no
+    /// name (`meshd rekey`). Answered once the initiations are queued:
+    /// `{"rekeyed": [NAME...], "without_path": [NAME...]}`.
+    Rekey {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
 }
 
 /// Why a request failed, as a stable word for scripts.
@@ -185,12 +192,13 @@ impl Request {
             ("renew", None) => Ok(Request::Renew),
             ("add_router", None) => Ok(Request::AddRouter),
             ("add_client", Some(name)) => Ok(Request::AddClient { name }),
+            ("rekey", name) => Ok(Request::Rekey { name }),
             ("add_client", None) => Err(bad("add_client needs a \"name\"".to_owned())),
             ("status" | "peers" | "routes" | "renew" | "add_router", Some(_)) => {
                 Err(bad(format!("{} takes no \"name\"", raw.request)))
             }
             (other, _) => Err(bad(format!(
-                "unknown request {other:?}; expected status, peers, routes, add_client, renew or add_router"
+                "unknown request {other:?}; expected status, peers, routes, add_client, renew, add_router or rekey"
             ))),
         }
     }
@@ -226,6 +234,10 @@ mod tests {
             },
             Request::Renew,
             Request::AddRouter,
+            Request::Rekey { name: None },
+            Request::Rekey {
+                name: Some("beta".into()),
+            },
         ] {
             let line = request.to_line();
             assert_eq!(line.last(), Some(&b'\n'));

@@ -19,6 +19,7 @@ use super::client_registry::ClientRegistry;
 use super::protocol::{ErrorKind, Failure, MAX_REQUEST_BYTES, Request, Response};
 use super::report::{self, BgpView, NodeInfo, SCHEMA_VERSION};
 use super::socket::ControlSocket;
+use crate::dataplane::RekeyRequest;
 use crate::peerset::{DataplaneControl, KnownPeer, PeerKind, PeerSet, PeerSources, RoutePlan};
 use crate::state::StateDir;
 
@@ -195,6 +196,10 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
                 Ok(payload) => payload,
                 Err(failure) => return Response::error(failure),
             },
+            Request::Rekey { name } => match self.rekey(name.as_deref()) {
+                Ok(payload) => payload,
+                Err(failure) => return Response::error(failure),
+            },
             Request::AddRouter => {
                 match self.ask_control(ControlAsk::LoadRouters, "no router to stand in for") {
                     Ok(payload) => payload,
@@ -216,6 +221,29 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
         outcome
             .map(|message| serde_json::json!({ "message": message }))
             .map_err(|why| Failure::new(ErrorKind::Failed, why))
+    }
+
+    /// Starts new handshakes: `{"rekeyed": [..], "without_path": [..]}`, or "not found" when
+    /// no peer has the name asked for.
+    fn rekey(&self, name: Option<&str>) -> Result<serde_json::Value, Failure> {
+        let requests = self.peer_set().request_rekey(name);
+        if let Some(name) = name
+            && requests.is_empty()
+        {
+            return Err(Failure::new(
+                ErrorKind::NotFound,
+                format!("there is no peer {name:?}; `meshd peers` lists them"),
+            ));
+        }
+        let (started, without_path): (Vec<_>, Vec<_>) =
+            requests.into_iter().partition(|request| request.started);
+        let names = |requests: Vec<RekeyRequest>| -> Vec<String> {
+            requests.into_iter().map(|request| request.peer).collect()
+        };
+        Ok(serde_json::json!({
+            "rekeyed": names(started),
+            "without_path": names(without_path),
+        }))
     }
 
     /// Re-reads `clients.json` and gives the data plane every client in it (the one named
@@ -354,6 +382,18 @@ mod tests {
     impl DataplaneControl for FakeDataplane {
         // Forwards no packets, so has nothing to keep local.
         fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
+
+        // Its one peer, beta, has a path.
+        fn request_rekey(&self, name: Option<&str>) -> Vec<RekeyRequest> {
+            ["beta"]
+                .into_iter()
+                .filter(|peer| name.is_none_or(|name| name == *peer))
+                .map(|peer| RekeyRequest {
+                    peer: peer.into(),
+                    started: true,
+                })
+                .collect()
+        }
 
         fn stats(&self) -> DataplaneStats {
             let beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);

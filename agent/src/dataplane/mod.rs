@@ -30,7 +30,7 @@ pub use device::{PacketDevice, Stop};
 pub use error::DataplaneError;
 pub use meshd_tunnel::{
     DataplaneConfig, DataplaneCore, DataplaneStats, DropCounts, DropReason, PacketBatch, PacketBuf,
-    PeerConfig, PeerStats, TxBatch,
+    PeerConfig, PeerStats, RekeyRequest, TxBatch,
 };
 pub use path_policy::ConfiguredPaths;
 pub use shell::{Dataplane, DataplaneHandle, UplinkSink};

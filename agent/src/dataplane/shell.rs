@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use meshd_tunnel::config::{DataplaneConfig, PeerConfig, WIREGUARD_OVERHEAD};
 use meshd_tunnel::core::{DataplaneCore, MIN_TX_ROOM};
 use meshd_tunnel::path::{LocalUplink, PathPolicy};
-use meshd_tunnel::{DataplaneStats, DropReason, PacketBatch, TxBatch};
+use meshd_tunnel::{DataplaneStats, DropReason, PacketBatch, RekeyRequest, TxBatch};
 
 use super::device::{PacketDevice, Stop};
 use super::error::DataplaneError;
@@ -205,6 +205,12 @@ impl DataplaneHandle {
     /// sessions.
     pub fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError> {
         Ok(self.core.update_peers(peers)?)
+    }
+
+    /// Starts a new handshake with the peer `name` (every peer when `None`) now
+    /// (`meshd rekey`); see `DataplaneCore::request_rekey`.
+    pub fn request_rekey(&self, name: Option<&str>) -> Vec<RekeyRequest> {
+        self.core.request_rekey(name)
     }
 
     /// This node's own prefixes, which the data plane delivers to the TUN even where a

@@ -95,6 +95,11 @@ impl<'a, D: DataplaneControl> PeerSet<'a, D> {
         self.dataplane.stats()
     }
 
+    /// Starts a new handshake with the peer `name` (every peer when `None`) now.
+    pub fn request_rekey(&self, name: Option<&str>) -> Vec<crate::dataplane::RekeyRequest> {
+        self.dataplane.request_rekey(name)
+    }
+
     /// The routes into the TUN the current set wants; changes with the set.
     pub fn wanted_routes(&self) -> watch::Receiver<Vec<IpNet>> {
         self.routes.subscribe()
@@ -215,6 +220,11 @@ mod tests {
     impl DataplaneControl for Recorder {
         // Forwards no packets, so has nothing to keep local.
         fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
+
+    // Has no sessions to renew.
+    fn request_rekey(&self, _name: Option<&str>) -> Vec<crate::dataplane::RekeyRequest> {
+        Vec::new()
+    }
 
         fn stats(&self) -> DataplaneStats {
             DataplaneStats {

@@ -3,7 +3,7 @@
 
 use mesh_config::Role;
 
-use crate::dataplane::{DataplaneError, DataplaneHandle, DataplaneStats, PeerConfig};
+use crate::dataplane::{DataplaneError, DataplaneHandle, DataplaneStats, PeerConfig, RekeyRequest};
 
 /// What a peer is to this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub trait DataplaneControl {
     fn update_peers(&self, peers: &[PeerConfig]) -> Result<(), DataplaneError>;
     /// The prefixes this node handles itself (its kernel's), never passed on to a peer.
     fn set_own_prefixes(&self, prefixes: &[ipnet::IpNet]);
+    /// Starts a new handshake with the peer `name` (every peer when `None`) now.
+    fn request_rekey(&self, name: Option<&str>) -> Vec<RekeyRequest>;
 }
 
 impl DataplaneControl for DataplaneHandle {
@@ -44,5 +46,9 @@ impl DataplaneControl for DataplaneHandle {
 
     fn set_own_prefixes(&self, prefixes: &[ipnet::IpNet]) {
         DataplaneHandle::set_own_prefixes(self, prefixes);
+    }
+
+    fn request_rekey(&self, name: Option<&str>) -> Vec<RekeyRequest> {
+        DataplaneHandle::request_rekey(self, name)
     }
 }
