@@ -134,6 +134,14 @@ pub enum Command {
     /// holder changed what this node's certificate should say (`meshd ca approve`), this
     /// brings the new certificate at once; the log says `node certificate renewed`.
     Renew,
+    /// Ask the running daemon for new WireGuard sessions now: with PEER, or with every peer.
+    ///
+    /// Sessions renew themselves every two minutes while traffic flows. This starts the
+    /// handshake at once, e.g. when a session key may have leaked or to test rekeying under
+    /// load; traffic keeps using the current session until the new one is confirmed.
+    /// `meshd peers` shows the new handshake. An unknown PEER, or one without an endpoint
+    /// yet, is an error.
+    Rekey(RekeyArgs),
     /// Manage the mesh CA: its registry, backups, and moving it to another core.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -301,6 +309,18 @@ pub struct JoinArgs {
 #[derive(Debug, Args)]
 pub struct OutputArgs {
     /// Print JSON for scripts instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meshd rekey`.
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// The peer to rekey [default: every peer].
+    #[arg(value_name = "PEER")]
+    pub peer: Option<String>,
+
+    /// Print JSON for scripts instead of a line per peer.
     #[arg(long)]
     pub json: bool,
 }
@@ -614,6 +634,24 @@ mod tests {
         assert!(Cli::try_parse_from(["meshd", "invite", "beta", "--role", "hub"]).is_err());
         assert!(Cli::try_parse_from(["meshd", "invite", "beta"]).is_err());
         assert!(Cli::try_parse_from(["meshd", "invite", "--role", "core"]).is_err());
+    }
+
+    #[test]
+    fn rekey_takes_an_optional_peer() {
+        let rekey = |argv: &[&str]| {
+            let mut all = vec!["meshd", "rekey"];
+            all.extend(argv);
+            Cli::try_parse_from(all).map(|cli| match cli.command {
+                Command::Rekey(args) => args,
+                _ => panic!("not rekey"),
+            })
+        };
+        let every = rekey(&[]).unwrap();
+        assert!(every.peer.is_none() && !every.json);
+        let one = rekey(&["beta", "--json"]).unwrap();
+        assert_eq!(one.peer.as_deref(), Some("beta"));
+        assert!(one.json);
+        assert!(rekey(&["beta", "gamma"]).is_err());
     }
 
     #[test]

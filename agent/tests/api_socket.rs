@@ -1,6 +1,6 @@
 //! The control socket end to end without root: a server with a stand-in data plane on a
 //! socket in a temporary directory, spoken to raw (malformed, oversized, idle) and through
-//! the `meshd status | peers | routes` commands.
+//! the `meshd status | peers | routes | rekey` commands.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -36,9 +36,16 @@ impl DataplaneControl for StandIn {
     // Forwards no packets, so has nothing to keep local.
     fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
 
-    // Has no sessions to renew.
-    fn request_rekey(&self, _name: Option<&str>) -> Vec<meshd::dataplane::RekeyRequest> {
-        Vec::new()
+    // Its one peer, beta, has an endpoint.
+    fn request_rekey(&self, name: Option<&str>) -> Vec<meshd::dataplane::RekeyRequest> {
+        ["beta"]
+            .into_iter()
+            .filter(|peer| name.is_none_or(|name| name == *peer))
+            .map(|peer| meshd::dataplane::RekeyRequest {
+                peer: peer.into(),
+                started: true,
+            })
+            .collect()
     }
 
     fn stats(&self) -> DataplaneStats {
@@ -306,6 +313,33 @@ fn the_commands_print_the_daemons_answers_for_people_and_scripts() {
         "{text}"
     );
     assert!(text.contains("BGP: not running"), "{text}");
+}
+
+#[test]
+fn rekey_names_the_peers_and_refuses_an_unknown_one() {
+    let server = Server::start();
+    let every = server.meshd(&["rekey"]);
+    let text = String::from_utf8_lossy(&every.stdout);
+    assert!(every.status.success(), "{every:?}");
+    assert!(
+        text.starts_with("beta: handshake initiation sent\n"),
+        "{text}"
+    );
+    let json = server.meshd(&["rekey", "beta", "--json"]);
+    assert!(json.status.success(), "{json:?}");
+    let value: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"schema": 1, "rekeyed": ["beta"], "without_path": []})
+    );
+    let unknown = server.meshd(&["rekey", "nobody"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(unknown.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("there is no peer \"nobody\"; `meshd peers` lists them"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -55,7 +55,11 @@ fn a_requested_rekey_makes_a_new_session_while_the_old_one_keeps_carrying_traffi
 #[test]
 fn a_rekey_for_a_peer_without_a_path_sends_nothing() {
     let now = Instant::now();
-    let mut a = node(1, "127.0.0.11:51820", vec![peer("b", 2, &[], &["10.2.0.0/16"])]);
+    let mut a = node(
+        1,
+        "127.0.0.11:51820",
+        vec![peer("b", 2, &[], &["10.2.0.0/16"])],
+    );
     assert_eq!(
         a.core.request_rekey(None),
         vec![RekeyRequest {

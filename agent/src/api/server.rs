@@ -223,8 +223,8 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             .map_err(|why| Failure::new(ErrorKind::Failed, why))
     }
 
-    /// Starts new handshakes: `{"rekeyed": [..], "without_path": [..]}`, or "not found" when
-    /// no peer has the name asked for.
+    /// Starts new handshakes: `{"schema": 1, "rekeyed": [..], "without_path": [..]}`, or
+    /// "not found" when no peer has the name asked for.
     fn rekey(&self, name: Option<&str>) -> Result<serde_json::Value, Failure> {
         let requests = self.peer_set().request_rekey(name);
         if let Some(name) = name
@@ -241,6 +241,7 @@ impl<'a, D: DataplaneControl> ApiState<'a, D> {
             requests.into_iter().map(|request| request.peer).collect()
         };
         Ok(serde_json::json!({
+            "schema": SCHEMA_VERSION,
             "rekeyed": names(started),
             "without_path": names(without_path),
         }))
@@ -377,20 +378,22 @@ mod tests {
     struct FakeDataplane {
         updates: StdMutex<Vec<Vec<String>>>,
         refuse: bool,
+        /// Its peer has no path yet, so a rekey sends nothing.
+        pathless: bool,
     }
 
     impl DataplaneControl for FakeDataplane {
         // Forwards no packets, so has nothing to keep local.
         fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
 
-        // Its one peer, beta, has a path.
+        // Its one peer, beta, has a path unless `pathless`.
         fn request_rekey(&self, name: Option<&str>) -> Vec<RekeyRequest> {
             ["beta"]
                 .into_iter()
                 .filter(|peer| name.is_none_or(|name| name == *peer))
                 .map(|peer| RekeyRequest {
                     peer: peer.into(),
-                    started: true,
+                    started: !self.pathless,
                 })
                 .collect()
         }
@@ -470,6 +473,42 @@ mod tests {
         let answer = ok(api.handle(&Request::Renew.to_line()));
         assert_eq!(answer["message"], "asked");
         assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn rekey_names_the_peers_it_started_and_refuses_an_unknown_one() {
+        let dataplane = FakeDataplane::default();
+        let api = api_with(&dataplane, StateDir::new("/nonexistent"));
+        for name in [None, Some("beta".to_owned())] {
+            let answer = ok(api.handle(&Request::Rekey { name }.to_line()));
+            assert_eq!(
+                answer,
+                serde_json::json!({"schema": 1, "rekeyed": ["beta"], "without_path": []})
+            );
+        }
+        let failure = api
+            .handle(
+                &Request::Rekey {
+                    name: Some("nobody".into()),
+                }
+                .to_line(),
+            )
+            .error
+            .unwrap();
+        assert_eq!(failure.kind, ErrorKind::NotFound);
+        assert!(failure.message.contains("\"nobody\""), "{failure:?}");
+        // The wire form scripts send: a bare "rekey" means every peer.
+        let bare = ok(api.handle(b"{\"version\":1,\"request\":\"rekey\"}\n"));
+        assert_eq!(bare["rekeyed"], serde_json::json!(["beta"]));
+
+        let pathless = FakeDataplane {
+            pathless: true,
+            ..FakeDataplane::default()
+        };
+        let api = api_with(&pathless, StateDir::new("/nonexistent"));
+        let answer = ok(api.handle(&Request::Rekey { name: None }.to_line()));
+        assert_eq!(answer["rekeyed"], serde_json::json!([]));
+        assert_eq!(answer["without_path"], serde_json::json!(["beta"]));
     }
 
     #[test]

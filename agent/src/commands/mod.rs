@@ -15,6 +15,7 @@ mod join;
 mod own_config;
 mod peers;
 mod pubkey;
+mod rekey;
 mod renew;
 mod revoke;
 mod router;
@@ -180,6 +181,7 @@ pub fn execute<O: Write, N: Write>(
         Command::Export(args) => router::export(&context, &args, output),
         Command::Revoke(args) => revoke::revoke(&context, &args, output),
         Command::Renew => renew::renew(&context, output),
+        Command::Rekey(args) => rekey::rekey(&context, &args, output),
         Command::Ca(command) => ca::ca(&context, &command, output),
         Command::GenerateDocs(args) => generate_docs::generate_docs(&args, output),
     }

@@ -221,10 +221,10 @@ mod tests {
         // Forwards no packets, so has nothing to keep local.
         fn set_own_prefixes(&self, _prefixes: &[ipnet::IpNet]) {}
 
-    // Has no sessions to renew.
-    fn request_rekey(&self, _name: Option<&str>) -> Vec<crate::dataplane::RekeyRequest> {
-        Vec::new()
-    }
+        // Has no sessions to renew.
+        fn request_rekey(&self, _name: Option<&str>) -> Vec<crate::dataplane::RekeyRequest> {
+            Vec::new()
+        }
 
         fn stats(&self) -> DataplaneStats {
             DataplaneStats {

@@ -60,7 +60,8 @@ impl DataplaneCore {
         state.rekey_requested = false;
         // `force_resend`: a handshake already in flight is replaced by a fresh one, which
         // is what was asked for (boringtun otherwise waits out its retry timer).
-        if let TunnResult::WriteToNetwork(p) = state.tunn.format_handshake_initiation(tx.room(), true)
+        if let TunnResult::WriteToNetwork(p) =
+            state.tunn.format_handshake_initiation(tx.room(), true)
         {
             let len = p.len();
             tracing::info!(peer = %peer.name, "rekey requested: handshake initiation sent");
