@@ -342,15 +342,19 @@ impl Sockets {
 /// the first one got.
 fn bind_sockets(config: &DataplaneConfig, workers: usize) -> Result<Sockets, DataplaneError> {
     let reuse = workers > 1;
+    // The first socket of a family, on `ip` and the configured port.
+    let bind_first = |ip: std::net::IpAddr| {
+        UdpPort::bind(
+            SocketAddr::new(ip, config.listen_port),
+            config.fwmark,
+            reuse,
+        )
+    };
     let firsts: Vec<UdpPort> = if config.bind_addresses.is_empty() {
         let mut sockets = Vec::new();
         let mut last_error = None;
         for ip in wildcard_addresses() {
-            match UdpPort::bind(
-                SocketAddr::new(ip, config.listen_port),
-                config.fwmark,
-                reuse,
-            ) {
+            match bind_first(ip) {
                 Ok(s) => sockets.push(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot listen on this address family");
@@ -380,13 +384,7 @@ fn bind_sockets(config: &DataplaneConfig, workers: usize) -> Result<Sockets, Dat
         config
             .bind_addresses
             .iter()
-            .map(|ip| {
-                UdpPort::bind(
-                    SocketAddr::new(*ip, config.listen_port),
-                    config.fwmark,
-                    reuse,
-                )
-            })
+            .map(|ip| bind_first(*ip))
             .collect::<Result<_, _>>()?
     };
     let mut families = Vec::with_capacity(firsts.len());
