@@ -84,26 +84,11 @@ impl Netlink {
 
     /// The MTU of interface `index`, as the kernel reports it.
     pub async fn link_mtu(&self, index: u32) -> Result<u32, NetlinkError> {
-        let operation = || format!("read the MTU of interface {index}");
-        let mut links = self.handle.link().get().match_index(index).execute();
-        let link = links
-            .try_next()
-            .await
-            .map_err(|e| NetlinkError::from_rtnetlink(operation(), e))?
-            .ok_or_else(|| NetlinkError::Protocol {
-                operation: operation(),
-                detail: "the kernel returned no link".into(),
-            })?;
-        link.attributes
-            .iter()
-            .find_map(|attribute| match attribute {
-                LinkAttribute::Mtu(mtu) => Some(*mtu),
-                _ => None,
-            })
-            .ok_or_else(|| NetlinkError::Protocol {
-                operation: operation(),
-                detail: "the link has no MTU attribute".into(),
-            })
+        self.link_attribute(index, "MTU", |attribute| match attribute {
+            LinkAttribute::Mtu(mtu) => Some(mtu),
+            _ => None,
+        })
+        .await
     }
 
     /// The interface the kernel would send a packet to `destination` out of (`ip route get`),
@@ -525,7 +510,21 @@ impl Netlink {
 
     /// The name of interface `index`.
     pub async fn link_name(&self, index: u32) -> Result<String, NetlinkError> {
-        let operation = || format!("read the name of interface {index}");
+        self.link_attribute(index, "name", |attribute| match attribute {
+            LinkAttribute::IfName(name) => Some(name),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The first attribute of interface `index` that `pick` takes (its `what`, for errors).
+    async fn link_attribute<T>(
+        &self,
+        index: u32,
+        what: &str,
+        pick: impl FnMut(LinkAttribute) -> Option<T>,
+    ) -> Result<T, NetlinkError> {
+        let operation = || format!("read the {what} of interface {index}");
         let mut links = self.handle.link().get().match_index(index).execute();
         let link = links
             .try_next()
@@ -537,13 +536,10 @@ impl Netlink {
             })?;
         link.attributes
             .into_iter()
-            .find_map(|attribute| match attribute {
-                LinkAttribute::IfName(name) => Some(name),
-                _ => None,
-            })
+            .find_map(pick)
             .ok_or_else(|| NetlinkError::Protocol {
                 operation: operation(),
-                detail: "the link has no name attribute".into(),
+                detail: format!("the link has no {what} attribute"),
             })
     }
 
