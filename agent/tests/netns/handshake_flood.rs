@@ -200,18 +200,7 @@ fn members_traffic_keeps_flowing_under_a_handshake_flood_from_one_address() {
     attach(&attacker, &isp, &[&format!("{ATTACKER}/24")], "n66");
     let (alpha, mut beta) = two_cores(&isp, "hf");
     let [beta_v4, _] = beta.overlay();
-    let _server = beta.namespace.spawn(
-        "iperf3-server",
-        "iperf3",
-        &["-s", "-B", &beta_v4.to_string()],
-        &[],
-    );
-    let ready = wait_until(Duration::from_secs(5), || {
-        beta.namespace
-            .exec("ss", &["-Hltn", "sport = :5201"])
-            .is_ok_and(|o| !o.stdout.is_empty())
-    });
-    assert!(ready, "iperf3 server did not start");
+    let _server = beta.iperf3_server(beta_v4);
 
     let loss_before = ping_loss(&alpha, beta_v4);
     let bits_before = iperf(&alpha, beta_v4);

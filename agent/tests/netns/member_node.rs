@@ -168,6 +168,24 @@ impl Node {
             .unwrap_or_else(|e| panic!("{e}\n{}", response.body))
     }
 
+    /// Starts an iperf3 server on `address` (one of the node's) and waits until it listens
+    /// on port 5201. Dropping the guard stops it.
+    pub fn iperf3_server(&self, address: IpAddr) -> ChildGuard {
+        let server = self.namespace.spawn(
+            "iperf3-server",
+            "iperf3",
+            &["-s", "-B", &address.to_string()],
+            &[],
+        );
+        let ready = wait_until(Duration::from_secs(5), || {
+            self.namespace
+                .exec("ss", &["-Hltn", "sport = :5201"])
+                .is_ok_and(|o| !o.stdout.is_empty())
+        });
+        assert!(ready, "iperf3 server on {} did not start", self.name);
+        server
+    }
+
     pub fn pings(&self, destination: IpAddr) -> bool {
         self.namespace
             .exec(
