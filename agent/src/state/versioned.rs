@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::atomic::{Overwrite, write_atomic};
 use super::error::StateError;
+use super::keys::missing_or_read;
 
 /// Name of the field that carries the format version.
 const VERSION_FIELD: &str = "version";
@@ -31,19 +32,7 @@ pub fn read_json<T: DeserializeOwned>(
     expected_version: u32,
     hint: &'static str,
 ) -> Result<T, StateError> {
-    let bytes = fs::read(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            StateError::Missing {
-                path: path.to_path_buf(),
-                hint,
-            }
-        } else {
-            StateError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+    let bytes = fs::read(path).map_err(|source| missing_or_read(path, source, hint))?;
     decode(path, &bytes, expected_version)
 }
 
