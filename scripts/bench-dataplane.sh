@@ -33,7 +33,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-# shellcheck source=bench/lib.sh
+# shellcheck source-path=SCRIPTDIR source=bench/lib.sh
 source "$repo/scripts/bench/lib.sh"
 
 duration=8
@@ -57,27 +57,13 @@ case "$duration" in ''|*[!0-9]*) die "--duration needs a whole number of seconds
 perf_output="${output%.md}.perf.txt"
 [ "$output" = "-" ] && perf_output="/dev/stderr"
 [ -z "$perf_for" ] || command -v perf >/dev/null || die "--perf needs perf (Debian: linux-perf)"
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TUN devices)"
-for tool in ip iperf3 ping python3 wg wireguard-go cargo; do
-    command -v "$tool" >/dev/null || die "$tool not found (see the header of this script)"
-done
-
-work="$(mktemp -d /tmp/meshd-bench.XXXXXX)"
-ns_a="mb-$$-a"
-ns_b="mb-$$-b"
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup meshd-bench mb ip iperf3 ping python3 wg wireguard-go cargo
 
 selected() { [[ ",$only," == *",$1,"* ]]; }
 
 # --- binaries -------------------------------------------------------------------------------
 if selected meshd || selected meshd-1worker; then
-    if [ -z "${MESHD_BIN:-}" ]; then
-        log "building meshd (release)"
-        (cd "$repo" && cargo build --release -p meshd --bin meshd --quiet)
-        MESHD_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/meshd"
-    fi
-    [ -x "$MESHD_BIN" ] || die "meshd binary not found at $MESHD_BIN"
+    build_meshd
 fi
 if selected meshd-baseline; then
     [ -x "$baseline" ] || die "--baseline: no executable at $baseline"
@@ -93,20 +79,7 @@ if selected boringtun; then
 fi
 
 # --- the underlay ---------------------------------------------------------------------------
-log "creating namespaces $ns_a and $ns_b joined by a veth pair"
-ip netns add "$ns_a"
-ip netns add "$ns_b"
-ip -n "$ns_a" link set lo up
-ip -n "$ns_b" link set lo up
-ip -n "$ns_a" link add ul0 type veth peer name ul0 netns "$ns_b"
-ip -n "$ns_a" addr add 198.51.100.1/24 dev ul0
-ip -n "$ns_b" addr add 198.51.100.2/24 dev ul0
-ip -n "$ns_a" link set ul0 up
-ip -n "$ns_b" link set ul0 up
-wait_ping "$ns_a" 198.51.100.2 || die "the veth underlay does not carry pings"
-
-ip netns exec "$ns_b" iperf3 -s -D --pidfile "$work/iperf3.pid" --logfile "$work/iperf3.log"
-wait_port "$ns_b" 5201 || die "iperf3 server did not start"
+start_underlay
 
 results="$work/results.tsv"
 : >"$results"

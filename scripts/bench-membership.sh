@@ -22,11 +22,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-begin='<!-- membership-scale:begin -->'
-end='<!-- membership-scale:end -->'
-
 section="$(mktemp)"
-trap 'rm -f "$section" "$section.new"' EXIT
+trap 'rm -f "$section"' EXIT
 
 (cd "$repo" && cargo run --quiet --release -p meshd --example membership_scale -- "${example_args[@]}") >"$section"
 
@@ -35,31 +32,5 @@ if [ "$output" = "-" ]; then
     exit 0
 fi
 
-# Replace between the markers (or append), into a temporary file renamed over the output,
-# so an interrupted run never leaves a half-written document.
-python3 - "$output" "$section" "$begin" "$end" <<'EOF'
-import os, sys
-
-output, section_path, begin, end = sys.argv[1:5]
-with open(section_path) as f:
-    section = f.read().rstrip("\n") + "\n"
-block = f"{begin}\n{section}{end}\n"
-try:
-    with open(output) as f:
-        existing = f.read()
-except FileNotFoundError:
-    existing = ""
-if existing.count(begin) != existing.count(end) or existing.count(begin) > 1:
-    sys.exit(f"{output}: the membership-scale markers are unbalanced or repeated; fix them by hand")
-if begin in existing:
-    head, rest = existing.split(begin, 1)
-    tail = rest.split(end, 1)[1].lstrip("\n")
-    updated = head + block + (("\n" + tail) if tail else "")
-else:
-    updated = existing.rstrip("\n") + ("\n\n" if existing else "") + block
-tmp = output + ".membership-scale.tmp"
-with open(tmp, "w") as f:
-    f.write(updated)
-os.replace(tmp, output)
-EOF
+python3 "$repo/scripts/bench/sections.py" "$output" "$section" membership-scale
 echo "wrote the membership scale section of $output" >&2

@@ -19,9 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import cpu_model  # noqa: E402  (the data plane report's helper)
+import sections  # noqa: E402
 
-BEGIN = "<!-- path-failover:begin -->"
-END = "<!-- path-failover:end -->"
 GOAL_MEDIAN = 0.5
 GOAL_WORST = 1.0
 GOAL_IDLE = 100.0
@@ -209,21 +208,7 @@ def generate(test_path, bench_path, load_before, load_after, build):
 
 
 def merge(output, section_path):
-    section = open(section_path).read().rstrip("\n") + "\n"
-    block = f"{BEGIN}\n{section}{END}\n"
-    existing = open(output).read() if os.path.exists(output) else ""
-    if existing.count(BEGIN) != existing.count(END) or existing.count(BEGIN) > 1:
-        sys.exit(f"{output}: the path-failover markers are unbalanced or repeated; fix them by hand")
-    if BEGIN in existing:
-        head, rest = existing.split(BEGIN, 1)
-        updated = head + block + rest.split(END, 1)[1]
-    else:
-        updated = existing.rstrip("\n") + "\n\n" + block
-    tmp = output + ".path-failover.tmp"
-    with open(tmp, "w") as f:
-        f.write(updated)
-    # Renamed over the output, so an interrupted run never leaves half a document.
-    os.replace(tmp, output)
+    sections.merge(output, section_path, "path-failover")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-# Helpers for scripts/bench-dataplane.sh (sourced; uses its variables: work, ns_a, ns_b,
-# duration, MESHD_BIN, BORINGTUN_CLI).
+# Helpers for scripts/bench-dataplane.sh and scripts/bench-soak.sh (sourced; they use the
+# caller's variables: repo, work, ns_a, ns_b (bench_setup sets the last three), and for
+# measure and its helpers duration and perf_for/perf_output).
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
@@ -21,6 +22,53 @@ cleanup() {
     else
         rm -rf "$work"
     fi
+}
+
+# bench_setup WORK_NAME NS_PREFIX TOOL...: needs root and every TOOL; makes the work directory
+# (/tmp/WORK_NAME.XXXXXX) and names the namespaces NS_PREFIX-PID-a and -b (each script its
+# own prefix, apart from the other's and the netns tests'); cleanup runs on every exit.
+bench_setup() {
+    local work_name="$1" prefix="$2" tool
+    shift 2
+    [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TUN devices)"
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "$tool not found (see the header of this script)"
+    done
+    work="$(mktemp -d "/tmp/$work_name.XXXXXX")"
+    ns_a="$prefix-$$-a"
+    ns_b="$prefix-$$-b"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+# build_meshd: builds the release meshd binary unless MESHD_BIN names one; sets MESHD_BIN.
+build_meshd() {
+    if [ -z "${MESHD_BIN:-}" ]; then
+        log "building meshd (release)"
+        (cd "$repo" && cargo build --release -p meshd --bin meshd --quiet)
+        MESHD_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/meshd"
+    fi
+    [ -x "$MESHD_BIN" ] || die "meshd binary not found at $MESHD_BIN"
+}
+
+# start_underlay: the namespaces $ns_a and $ns_b joined by a veth pair (ul0 on both sides,
+# 198.51.100.1/24 in A and .2 in B, documentation range), and an iperf3 server in B on port
+# 5201 (its pid in $work/iperf3.pid, which cleanup stops).
+start_underlay() {
+    log "creating namespaces $ns_a and $ns_b joined by a veth pair"
+    ip netns add "$ns_a"
+    ip netns add "$ns_b"
+    ip -n "$ns_a" link set lo up
+    ip -n "$ns_b" link set lo up
+    ip -n "$ns_a" link add ul0 type veth peer name ul0 netns "$ns_b"
+    ip -n "$ns_a" addr add 198.51.100.1/24 dev ul0
+    ip -n "$ns_b" addr add 198.51.100.2/24 dev ul0
+    ip -n "$ns_a" link set ul0 up
+    ip -n "$ns_b" link set ul0 up
+    wait_ping "$ns_a" 198.51.100.2 || die "the veth underlay does not carry pings"
+
+    ip netns exec "$ns_b" iperf3 -s -D --pidfile "$work/iperf3.pid" --logfile "$work/iperf3.log"
+    wait_port "$ns_b" 5201 || die "iperf3 server did not start"
 }
 
 # wait_ping NS ADDRESS: up to 15 s for one answered ping.
