@@ -438,6 +438,24 @@ pub enum CaCommand {
     /// and revocation list this node holds, so no prefix is handed out twice. A running meshd
     /// admits, renews and revokes at once; certificates already issued keep working.
     Restore(CaRestoreArgs),
+    /// Make this standby the active CA holder, its holder being lost (run on the standby).
+    ///
+    /// The standby's registry first learns what this node's membership and revocation list
+    /// say, then it holds the next term: it admits, renews and revokes at once (a running
+    /// meshd spreads the new term's registry record), handing out only its own class of
+    /// numbers. The old holder, if it comes back, steps down to standby when it hears of the
+    /// new term. Refused unless the active holder has been silent for 10 minutes, as the
+    /// meshd running here saw it (say `meshd peers`); `--force` skips that check.
+    TakeOver(CaTakeOverArgs),
+}
+
+/// `meshd ca take-over`.
+#[derive(Debug, Args)]
+pub struct CaTakeOverArgs {
+    /// Take over even if the active holder was heard from in the last 10 minutes, or the
+    /// meshd here cannot tell (not running): only when the holder is lost for good.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `meshd ca backup`.

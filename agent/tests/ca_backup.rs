@@ -8,11 +8,11 @@ mod control_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use control_support::{Mesh, TwoCores, WAIT, meshd, meshd_async, start, two_cores, wait_for_peers};
+use control_support::{
+    Mesh, TwoCores, meshd, meshd_async, start, state, two_cores, wait_for, wait_for_peers,
+};
 use meshd::control::store;
-use meshd::state::StateDir;
 
 const ALPHA: &str = "127.0.0.151:51951";
 const BETA: &str = "127.0.0.152:51952";
@@ -28,19 +28,6 @@ fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     path
-}
-
-fn state(dir: &Path, node: &str) -> StateDir {
-    StateDir::new(dir.join(node))
-}
-
-/// Waits until `what` holds of `node`'s state directory.
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `meshd ca backup FILE --passphrase-file PASS EXTRA...` on `node` (a fast work factor).

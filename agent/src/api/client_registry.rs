@@ -186,6 +186,34 @@ pub fn local_client_allocation(node: &NodeAllocation, index: u32) -> Option<Clie
     Some(ClientAllocation { ipv4, ipv6 })
 }
 
+/// This node stops holding the CA (a hand-over, or a take-over elsewhere that demoted it):
+/// its own clients go on being numbered locally after those the CA allocator `allocator`
+/// gave it, so no address is handed out twice. Callers hold the state directory lock.
+pub fn number_locally_after_ca(
+    state: &StateDir,
+    node: &NodeAllocation,
+    allocator: &mesh_config::Allocator,
+) -> Result<(), StateError> {
+    let mut clients = ClientRegistry::load(state)?;
+    let next = allocator
+        .clients(&node.name)
+        .map(|(_, a)| client_number(node, a) + 1)
+        .max()
+        .unwrap_or(1);
+    if clients.next_local_index < next {
+        clients.next_local_index = next;
+        clients.save(state)?;
+    }
+    Ok(())
+}
+
+/// The number of client address `a` in node `node`'s pools (from 1).
+fn client_number(node: &NodeAllocation, a: &ClientAllocation) -> u32 {
+    u32::from(a.ipv4)
+        .wrapping_sub(u32::from(node.ipv4_clients.network()))
+        .wrapping_sub(1)
+}
+
 /// A client just created: its record (persisted) and its private key (to print once).
 pub struct NewClient {
     pub record: ClientRecord,

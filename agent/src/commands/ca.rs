@@ -5,6 +5,7 @@
 //!   prefixes) in the registry; renewals read it from there, so the member's next
 //!   certificate says it (`meshd renew` on the member brings it at once).
 //! - `backup FILE` and `restore FILE` carry the CA to another core (see `ca_backup`).
+//! - `take-over` makes a standby copy of the CA the active holder (see `ca_takeover`).
 
 use std::io::Write;
 
@@ -24,6 +25,7 @@ pub fn ca<O: Write, N: Write>(
         CaCommand::Approve(args) => approve(context, args, output),
         CaCommand::Backup(args) => super::ca_backup::backup(context, args, output),
         CaCommand::Restore(args) => super::ca_backup::restore(context, args, output),
+        CaCommand::TakeOver(args) => super::ca_takeover::take_over(context, args, output),
     }
 }
 

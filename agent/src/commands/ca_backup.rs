@@ -85,6 +85,22 @@ pub enum CaMoveError {
     MoveTarget { name: String, reason: String },
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error(
+        "this node keeps no copy of the mesh CA: `meshd ca take-over` makes a standby the holder \
+         (on the CA holder, `meshd ca backup FILE --standby`; here, `meshd ca restore FILE \
+         --standby`)"
+    )]
+    NoCopy,
+    #[error(
+        "this node is the active CA holder already (term {term}): `meshd ca take-over` is for a \
+         standby whose active holder is lost"
+    )]
+    NotStandby { term: u64 },
+    #[error(
+        "{why}. A take-over while it is alive makes two holders until it hears of the new term; \
+         if it is lost for good (its disk died, the machine is gone), run again with --force"
+    )]
+    HolderMayBeAlive { why: String },
 }
 
 /// Runs `meshd ca backup`.
@@ -267,18 +283,7 @@ fn hand_over(
     db: &CaDatabase,
     target: &str,
 ) -> Result<(), CommandError> {
-    let own = &record.allocation;
-    let mut clients = ClientRegistry::load(state)?;
-    let next = db
-        .allocator
-        .clients(&own.name)
-        .map(|(_, a)| client_number(own, a) + 1)
-        .max()
-        .unwrap_or(1);
-    if clients.next_local_index < next {
-        clients.next_local_index = next;
-        clients.save(state)?;
-    }
+    crate::api::client_registry::number_locally_after_ca(state, &record.allocation, &db.allocator)?;
     let mut moved = record.clone();
     moved.ca_holder = Some(target.to_owned());
     state.write_node_record(&moved)?;
@@ -289,13 +294,6 @@ fn hand_over(
     }
     remove_durably(&state.ca_key_path())?;
     Ok(())
-}
-
-/// The number of client address `a` in node `node`'s pools (from 1).
-fn client_number(node: &mesh_config::alloc::NodeAllocation, a: &ClientAllocation) -> u32 {
-    u32::from(a.ipv4)
-        .wrapping_sub(u32::from(node.ipv4_clients.network()))
-        .wrapping_sub(1)
 }
 
 /// Runs `meshd ca restore`.
@@ -381,49 +379,14 @@ pub fn restore<O: Write, N: Write>(
         return Err(CaMoveError::OwnCertificateRevoked { name: own_name }.into());
     }
 
-    // Every member the node knows of, checked against the CA (not against the clock: an
-    // expired member still holds its numbers).
-    let mut members = vec![own_cert];
-    let mut unreadable = 0;
-    for stored in store::read_members(state)? {
-        match checked_member(&stored.certificate, ca.cert_der()) {
-            Some(member) if member.identity.name != own_name => members.push(member),
-            Some(_) => {}
-            None => unreadable += 1,
-        }
-    }
-    let own_clients: Vec<(String, ClientAllocation)> = ClientRegistry::load(state)?
-        .clients
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                ClientAllocation {
-                    ipv4: c.ipv4,
-                    ipv6: c.ipv6,
-                },
-            )
-        })
-        .collect();
+    let known = Known::read(state, ca.cert_der(), own_cert, &own_name)?;
     let mut db = backup.ca_db.clone();
     if !args.standby {
         // A standby's backup restored as the CA itself (its holder is lost): it becomes the
         // active copy, still handing out only its own class of numbers.
         db.standby = None;
     }
-    let report = ca_merge::merge_known(&mut db, &revoked, &members, &own_name, &own_clients)
-        .map_err(CaMoveError::from)?;
-    if db.allocator.node(&own_name).map(|a| a.index) != Some(record.allocation.index) {
-        return Err(CaMoveError::Conflict(MergeConflict {
-            name: own_name,
-            reason: format!(
-                "the registry does not have it as node {}, which {} records",
-                record.allocation.index,
-                state.node_record_path().display()
-            ),
-        })
-        .into());
-    }
+    let report = known.merge_into(state, &mut db, &revoked, &record)?;
 
     install(state, &record, &backup, &db, newer_from_backup)?;
     if let Some(standby) = &db.standby {
@@ -437,7 +400,80 @@ pub fn restore<O: Write, N: Write>(
         )
         .map_err(CommandError::Output);
     }
-    print_restored(context, &record, &backup, &report, unreadable, output)
+    print_restored(context, &record, &backup, &report, known.unreadable, output)
+}
+
+/// What this node knows that the CA registry must learn when a copy of the CA becomes active
+/// here (a restore, a take-over): every member it knows of, checked against the CA (not
+/// against the clock: an expired member still holds its numbers), and its own clients.
+pub(super) struct Known {
+    members: Vec<NodeCertificate>,
+    /// Stored members whose certificate is not the CA's (left out).
+    pub(super) unreadable: usize,
+    own_clients: Vec<(String, ClientAllocation)>,
+}
+
+impl Known {
+    /// Reads the membership and clients of `state`; `own_cert` is the node's own certificate.
+    pub(super) fn read(
+        state: &StateDir,
+        ca_der: &[u8],
+        own_cert: NodeCertificate,
+        own_name: &str,
+    ) -> Result<Self, CommandError> {
+        let mut members = vec![own_cert];
+        let mut unreadable = 0;
+        for stored in store::read_members(state)? {
+            match checked_member(&stored.certificate, ca_der) {
+                Some(member) if member.identity.name != own_name => members.push(member),
+                Some(_) => {}
+                None => unreadable += 1,
+            }
+        }
+        let own_clients = ClientRegistry::load(state)?
+            .clients
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ClientAllocation {
+                        ipv4: c.ipv4,
+                        ipv6: c.ipv6,
+                    },
+                )
+            })
+            .collect();
+        Ok(Known {
+            members,
+            unreadable,
+            own_clients,
+        })
+    }
+
+    /// Teaches `db` what this node (`record`, its `node.json`) knows, and the certificates
+    /// `revoked` lists; refused if the registry then has the node under another number.
+    pub(super) fn merge_into(
+        &self,
+        state: &StateDir,
+        db: &mut CaDatabase,
+        revoked: &[pki::SerialNumber],
+        record: &NodeRecord,
+    ) -> Result<MergeReport, CaMoveError> {
+        let own = &record.allocation;
+        let report =
+            ca_merge::merge_known(db, revoked, &self.members, &own.name, &self.own_clients)?;
+        if db.allocator.node(&own.name).map(|a| a.index) != Some(own.index) {
+            return Err(CaMoveError::Conflict(MergeConflict {
+                name: own.name.clone(),
+                reason: format!(
+                    "the registry does not have it as node {}, which {} records",
+                    own.index,
+                    state.node_record_path().display()
+                ),
+            }));
+        }
+        Ok(report)
+    }
 }
 
 /// The checks a restore makes before and after the passphrase: a core of the backup's mesh
@@ -472,7 +508,10 @@ fn check_restorable(
 }
 
 /// This node's certificate, which must be the CA's.
-fn own_certificate(state: &StateDir, ca_der: &[u8]) -> Result<NodeCertificate, CommandError> {
+pub(super) fn own_certificate(
+    state: &StateDir,
+    ca_der: &[u8],
+) -> Result<NodeCertificate, CommandError> {
     let path = state.node_cert_path();
     let pem = state.read_certificate(&path)?;
     let corrupt = |reason: String| StateError::Corrupt {

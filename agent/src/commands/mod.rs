@@ -4,6 +4,7 @@
 
 mod ca;
 mod ca_backup;
+mod ca_takeover;
 mod client;
 mod config_file;
 mod error;

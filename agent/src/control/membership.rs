@@ -332,19 +332,26 @@ impl Membership {
     /// A control connection to `peer` (already authenticated) came up: reconcile at once.
     pub fn peer_connected(&mut self, peer: &str) -> Vec<Action> {
         self.connected.insert(peer.to_owned());
-        let mut actions = vec![Action::Send {
+        vec![Action::Send {
             to: peer.to_owned(),
             gossip: self.digest(),
-        }];
-        if let Some(registry) = &self.registry {
-            actions.push(send(
-                peer,
-                Gossip::Registry {
-                    record: registry.signed.clone(),
-                },
-            ));
-        }
-        actions
+        }]
+    }
+
+    /// `peer`'s hello said it reads CA registry records: the newest one held goes to it (not
+    /// at connection, when what the peer reads is not known yet and it would be withheld).
+    pub fn peer_reads_registry(&self, peer: &str) -> Vec<Action> {
+        self.registry
+            .iter()
+            .map(|registry| {
+                send(
+                    peer,
+                    Gossip::Registry {
+                        record: registry.signed.clone(),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// The control connection to `peer` went down.

@@ -200,6 +200,9 @@ pub const GOSSIP_FEATURES: [&str; 6] = [
 ];
 
 impl Gossip {
+    /// The feature a peer announces when it reads [`Gossip::Registry`].
+    pub const REGISTRY: &'static str = "gossip.registry";
+
     /// The type's wire name (`digest`, ...).
     pub fn kind(&self) -> &'static str {
         self.feature()
@@ -215,7 +218,7 @@ impl Gossip {
             Gossip::Records { .. } => "gossip.records",
             Gossip::Want { .. } => "gossip.want",
             Gossip::Crl { .. } => "gossip.crl",
-            Gossip::Registry { .. } => "gossip.registry",
+            Gossip::Registry { .. } => Gossip::REGISTRY,
         }
     }
 }

@@ -75,6 +75,32 @@ pub fn apply_record(
     }
 }
 
+/// What [`take_over`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeOver {
+    /// The holder this copy was a standby of.
+    pub previous: String,
+    /// The term this copy holds now.
+    pub term: u64,
+}
+
+/// `meshd ca take-over` on the registry of standby `own`: the head moves to the next term,
+/// held by `own` (version and hash kept, so the first record of the new term follows the last
+/// one merged), and the standby mark goes. None if this copy is not a standby.
+pub fn take_over(db: &mut CaDatabase, own: &str) -> Option<TakeOver> {
+    let previous = db.standby.as_ref()?.active_holder.clone();
+    let head = db.registry_head(own);
+    let term = head.term + 1;
+    db.registry = Some(Head {
+        term,
+        holder: own.to_owned(),
+        version: head.version,
+        hash: head.hash,
+    });
+    db.standby = None;
+    Some(TakeOver { previous, term })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +139,25 @@ mod tests {
 
         // beta takes over (term 2) and publishes; alpha, back, becomes its standby.
         let mut took_over = standby.clone();
-        took_over.standby = None;
+        assert_eq!(
+            take_over(&mut holder.clone(), "alpha"),
+            None,
+            "not a standby"
+        );
+        assert_eq!(
+            take_over(&mut took_over, "beta"),
+            Some(TakeOver {
+                previous: "alpha".into(),
+                term: 2
+            })
+        );
+        assert!(took_over.standby.is_none());
+        let head = took_over.registry_head("beta");
+        assert_eq!(
+            (head.term, head.holder.as_str(), head.version),
+            (2, "beta", 1)
+        );
+        assert_eq!(head.hash.as_deref(), Some("h1"));
         took_over
             .allocator
             .allocate_node("delta", Role::Core, None, None)

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use meshd::commands::run_captured;
 use meshd::control::{ControlHandle, ControlPlane, ControlSettings};
+use meshd::state::StateDir;
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -140,5 +141,19 @@ pub async fn wait_for_peers(handle: &ControlHandle, what: &str, want: &[&str]) {
             "{what}: peers are {names:?}, want {want:?}"
         );
         let _ = tokio::time::timeout(left, peers.changed()).await;
+    }
+}
+
+/// The state directory of `node` in `dir`.
+pub fn state(dir: &Path, node: &str) -> StateDir {
+    StateDir::new(dir.join(node))
+}
+
+/// Waits until `check` holds (polled every 50 ms), at most [`WAIT`].
+pub async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -370,7 +370,12 @@ impl Hub {
                     && connection.id == id
                 {
                     connection.protocol = PeerProtocol::from_hello(hello);
+                    let registry = connection.protocol.supports(Gossip::REGISTRY);
                     self.heard_from(&name);
+                    if registry {
+                        let actions = self.membership.peer_reads_registry(&name);
+                        self.apply(actions);
+                    }
                 }
             }
             Event::Skipped { name, kind } => {

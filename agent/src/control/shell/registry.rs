@@ -10,6 +10,7 @@ use mesh_config::registry::{Head, RegistryRecord};
 use pki::CertificateAuthority;
 
 use super::hub::{Event, Hub};
+use crate::api::client_registry::number_locally_after_ca;
 use crate::control::registry::{SignedRegistry, VerifiedRegistry};
 use crate::state::ca_registry::{Applied, apply_record};
 use crate::state::{StateDir, StateError};
@@ -84,9 +85,12 @@ impl Hub {
         }
     }
 
-    /// A newer registry record arrived: merged on a blocking thread if this node keeps a copy
-    /// of the CA.
-    pub(super) fn merge_registry(&self, verified: VerifiedRegistry) {
+    /// A newer registry record arrived: its holder is where renewals go from now on (every
+    /// node), and it is merged on a blocking thread if this node keeps a copy of the CA.
+    pub(super) fn merge_registry(&mut self, verified: VerifiedRegistry) {
+        if verified.record.holder != self.own.ca_holder {
+            self.found_ca_holder(verified.record.holder.clone());
+        }
         let state = self.settings.state.clone();
         let own = self.own.identity.name.clone();
         tokio::task::spawn_blocking(move || {
@@ -195,9 +199,13 @@ fn merge_in_state(
     let _lock = state.lock()?;
     let mut db = state.read_ca_db()?;
     let applied = apply_record(&mut db, own, &verified.record, &verified.hash);
-    if let Applied::Merged { .. } = &applied {
+    if let Applied::Merged { demoted, .. } = &applied {
         if let Some(standby) = &db.standby {
             let mut record = state.read_node_record()?;
+            if *demoted {
+                // Its own clients were numbered by the CA allocator: go on after them.
+                number_locally_after_ca(state, &record.allocation, &db.allocator)?;
+            }
             if record.ca_holder.as_deref() != Some(&standby.active_holder) {
                 record.ca_holder = Some(standby.active_holder.clone());
                 state.write_node_record(&record)?;
