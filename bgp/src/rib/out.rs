@@ -131,13 +131,7 @@ pub fn pack_updates(changes: Vec<OutChange>) -> Vec<Update> {
     }
     for chunk in chunks(withdraw_v4, nlri_budget(0)) {
         updates.push(Update {
-            withdrawn: chunk
-                .into_iter()
-                .filter_map(|p| match p {
-                    IpNet::V4(v4) => Some(v4),
-                    IpNet::V6(_) => None,
-                })
-                .collect(),
+            withdrawn: ipv4_only(chunk),
             ..Update::default()
         });
     }
@@ -168,13 +162,7 @@ pub fn pack_updates(changes: Vec<OutChange>) -> Vec<Update> {
             }
             updates.push(Update {
                 attributes: attrs,
-                nlri: chunk
-                    .into_iter()
-                    .filter_map(|p| match p {
-                        IpNet::V4(v4) => Some(v4),
-                        IpNet::V6(_) => None,
-                    })
-                    .collect(),
+                nlri: ipv4_only(chunk),
                 ..Update::default()
             });
         }
@@ -210,6 +198,18 @@ fn estimate_attrs_len(attrs: &PathAttributes) -> usize {
         + 4 * attrs.cluster_list.len()
         + 12 * attrs.large_communities.len()
         + unknown
+}
+
+/// `prefixes` as the classic NLRI and withdrawn fields carry them; the callers pass IPv4
+/// prefixes only, so nothing is dropped.
+fn ipv4_only(prefixes: Vec<IpNet>) -> Vec<ipnet::Ipv4Net> {
+    prefixes
+        .into_iter()
+        .filter_map(|p| match p {
+            IpNet::V4(v4) => Some(v4),
+            IpNet::V6(_) => None,
+        })
+        .collect()
 }
 
 /// Splits prefixes into runs whose encoding fits `budget` octets.
