@@ -48,4 +48,4 @@ pub fn ip(text: &str) -> std::net::IpAddr {
     text.parse()
         .unwrap_or_else(|_| panic!("{text:?} is not an IP address"))
 }
-pub use wireguard_go::{WgGoPeer, WgGoPeerConfig, wg_genkey, wg_pubkey};
+pub use wireguard_go::{Interop, WgGoPeer, WgGoPeerConfig, wg_genkey, wg_pubkey};

@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::namespace::Namespace;
+use crate::meshd::{MeshdNode, MeshdPeer};
+use crate::namespace::{Namespace, underlay_pair};
 use crate::process::ChildGuard;
 use crate::wait::wait_until;
 
@@ -141,5 +142,58 @@ impl WgGoPeer {
             .nth(1)
             .and_then(|seconds| seconds.parse::<u64>().ok())
             .filter(|seconds| *seconds > 0)
+    }
+}
+
+/// meshd (`alpha`, 10.1.0.1/16, `198.51.100.1:51820`) in one namespace and wireguard-go
+/// (`wggo`, 10.2.0.1/16, `198.51.100.2:51821`) in the other, on an [`underlay_pair`], each
+/// configured with the other and running.
+#[derive(Debug)]
+pub struct Interop {
+    pub ns_meshd: Namespace,
+    pub ns_wg: Namespace,
+    pub meshd: MeshdNode,
+    pub wg: WgGoPeer,
+}
+
+impl Interop {
+    /// Starts both, `binary` being meshd. Unless `meshd_knows_key`, meshd is configured with
+    /// another key for `wggo`, so their handshakes fail.
+    pub fn start(binary: &std::path::Path, label: &str, meshd_knows_key: bool) -> Interop {
+        let (ns_meshd, ns_wg) = underlay_pair(label);
+        let wg_key = wg_genkey();
+        let wg_public = wg_pubkey(&wg_key);
+        let mut meshd =
+            MeshdNode::with_addresses(binary, "alpha", "198.51.100.1:51820", &["10.1.0.1/16"]);
+        let configured_key = if meshd_knows_key {
+            wg_public.clone()
+        } else {
+            wg_pubkey(&wg_genkey())
+        };
+        meshd.add_peer(&MeshdPeer {
+            name: "wggo",
+            public_key: &configured_key,
+            endpoints: &["198.51.100.2:51821"],
+            allowed_prefixes: &["10.2.0.0/16"],
+            persistent_keepalive: None,
+        });
+        meshd.start(&ns_meshd);
+        let wg = WgGoPeer::start(
+            &ns_wg,
+            &WgGoPeerConfig {
+                private_key: &wg_key,
+                listen_port: 51821,
+                addresses: &["10.2.0.1/16"],
+                peer_public_key: &meshd.public_key,
+                peer_endpoint: Some("198.51.100.1:51820"),
+                peer_allowed_ips: &["10.1.0.0/16"],
+            },
+        );
+        Interop {
+            ns_meshd,
+            ns_wg,
+            meshd,
+            wg,
+        }
     }
 }

@@ -168,22 +168,9 @@ impl Node {
             .unwrap_or_else(|e| panic!("{e}\n{}", response.body))
     }
 
-    /// Starts an iperf3 server on `address` (one of the node's) and waits until it listens
-    /// on port 5201. Dropping the guard stops it.
+    /// Starts an iperf3 server on `address` (one of the node's); see [`iperf3_server`].
     pub fn iperf3_server(&self, address: IpAddr) -> ChildGuard {
-        let server = self.namespace.spawn(
-            "iperf3-server",
-            "iperf3",
-            &["-s", "-B", &address.to_string()],
-            &[],
-        );
-        let ready = wait_until(Duration::from_secs(5), || {
-            self.namespace
-                .exec("ss", &["-Hltn", "sport = :5201"])
-                .is_ok_and(|o| !o.stdout.is_empty())
-        });
-        assert!(ready, "iperf3 server on {} did not start", self.name);
-        server
+        iperf3_server(&self.namespace, address)
     }
 
     pub fn pings(&self, destination: IpAddr) -> bool {
@@ -201,6 +188,24 @@ pub fn invite(ca: &Node, args: &[&str]) -> String {
     let mut rest = vec!["invite"];
     rest.extend_from_slice(args);
     ca.meshd(&rest).trim().to_owned()
+}
+
+/// Starts an iperf3 server on `address` in `namespace` and waits until it listens on port
+/// 5201. Dropping the guard stops it.
+pub fn iperf3_server(namespace: &Namespace, address: IpAddr) -> ChildGuard {
+    let server = namespace.spawn(
+        "iperf3-server",
+        "iperf3",
+        &["-s", "-B", &address.to_string()],
+        &[],
+    );
+    let ready = wait_until(Duration::from_secs(5), || {
+        namespace
+            .exec("ss", &["-Hltn", "sport = :5201"])
+            .is_ok_and(|o| !o.stdout.is_empty())
+    });
+    assert!(ready, "iperf3 server in {} did not start", namespace.name());
+    server
 }
 
 pub fn endpoint(host: u8) -> String {

@@ -5,10 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use meshd::netlink::MESHD_ROUTE_PROTOCOL;
-use netns_tests::{
-    MeshdNode, MeshdPeer, Namespace, WgGoPeer, WgGoPeerConfig, ip, require_root, underlay_hub,
-    underlay_pair, wg_genkey, wg_pubkey,
-};
+use netns_tests::{Interop, MeshdNode, Namespace, ip, require_root, underlay_hub, underlay_pair};
 
 const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -171,48 +168,8 @@ fn two_meshd_nodes_ping_over_ipv4_and_ipv6_and_remove_their_routes() {
 }
 
 /// meshd in one namespace, wireguard-go in the other.
-struct Interop {
-    ns_meshd: Namespace,
-    ns_wg: Namespace,
-    meshd: MeshdNode,
-    wg: WgGoPeer,
-}
-
 fn interop(label: &str, meshd_knows_key: bool) -> Interop {
-    let (ns_meshd, ns_wg) = underlay_pair(label);
-    let wg_key = wg_genkey();
-    let wg_public = wg_pubkey(&wg_key);
-    let mut meshd = node("alpha", "198.51.100.1:51820", &["10.1.0.1/16"]);
-    let configured_key = if meshd_knows_key {
-        wg_public.clone()
-    } else {
-        wg_pubkey(&wg_genkey())
-    };
-    meshd.add_peer(&MeshdPeer {
-        name: "wggo",
-        public_key: &configured_key,
-        endpoints: &["198.51.100.2:51821"],
-        allowed_prefixes: &["10.2.0.0/16"],
-        persistent_keepalive: None,
-    });
-    meshd.start(&ns_meshd);
-    let wg = WgGoPeer::start(
-        &ns_wg,
-        &WgGoPeerConfig {
-            private_key: &wg_key,
-            listen_port: 51821,
-            addresses: &["10.2.0.1/16"],
-            peer_public_key: &meshd.public_key,
-            peer_endpoint: Some("198.51.100.1:51820"),
-            peer_allowed_ips: &["10.1.0.0/16"],
-        },
-    );
-    Interop {
-        ns_meshd,
-        ns_wg,
-        meshd,
-        wg,
-    }
+    Interop::start(Path::new(MESHD), label, meshd_knows_key)
 }
 
 #[test]
