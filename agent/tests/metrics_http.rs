@@ -89,6 +89,10 @@ fn route(prefix: &str, from: Option<&str>, best: bool) -> BgpRouteEntry {
         learnt_from_address: from.map(|a| a.parse().unwrap()),
         best,
         kernel: best && from.is_some(),
+        announcer: from.map(|_| "beta".into()),
+        igp_cost: from.map(|_| 5),
+        used: best,
+        selection: if best { "best" } else { "igp_cost" }.into(),
     }
 }
 

@@ -515,3 +515,56 @@ fn a_change_of_the_multipath_group_alone_is_reported() {
         "one path left: nothing to change"
     );
 }
+
+#[test]
+fn each_path_says_where_it_stands_in_the_multipath_group() {
+    use meshd_bgp::rib::best::Step;
+    use meshd_bgp::rib::group::Standing;
+    let (mut rib, _) = rib_with_peers();
+    rib.set_max_paths(2);
+    // Four iBGP paths through three next hops, and one with a lower LOCAL_PREF.
+    let a = path(4, "10.1.0.1", &[65020]);
+    let b = path(5, "10.2.0.1", &[65020]);
+    let c = path(6, "10.3.0.1", &[65020]);
+    let mut low = path(1, "198.51.100.9", &[65020]);
+    Arc::make_mut(&mut low.attrs).local_pref = Some(50);
+    for p in [&a, &b, &c, &low] {
+        rib.announce(prefix(), p.clone());
+    }
+    let standing = |rib: &Rib, p: &Path| {
+        rib.standings(&prefix())
+            .into_iter()
+            .find(|(path, _, _)| *path == p)
+            .map(|(_, cost, standing)| (cost, standing))
+            .unwrap()
+    };
+    assert_eq!(standing(&rib, &a), (Some(0), Standing::Best));
+    // Of the equals, the lower router id (ibgp3's 10.1.0.1) joins first.
+    assert_eq!(standing(&rib, &c), (Some(0), Standing::Equal));
+    assert_eq!(
+        standing(&rib, &b),
+        (Some(0), Standing::MaxPaths),
+        "as good, but two is the most"
+    );
+    assert_eq!(
+        standing(&rib, &low),
+        (Some(0), Standing::Worse(Step::LocalPref))
+    );
+    // Dearer, then unreachable.
+    rib.set_igp_cost("10.3.0.1".parse().unwrap(), Some(30));
+    assert_eq!(
+        standing(&rib, &c),
+        (Some(30), Standing::Worse(Step::IgpCost))
+    );
+    assert_eq!(standing(&rib, &b), (Some(0), Standing::Equal));
+    rib.set_igp_cost("10.3.0.1".parse().unwrap(), None);
+    assert_eq!(standing(&rib, &c), (None, Standing::Unreachable));
+    // A second path through a next hop already in the group adds nothing: ibgp3 now
+    // announces through ibgp2's next hop, and its lower router id puts it first.
+    rib.set_max_paths(8);
+    let again = path(6, "10.2.0.1", &[65020]);
+    rib.announce(prefix(), again.clone());
+    assert_eq!(standing(&rib, &again).1, Standing::Equal);
+    assert_eq!(standing(&rib, &b).1, Standing::SameNextHop);
+    assert!(Standing::Equal.in_group() && !Standing::SameNextHop.in_group());
+}

@@ -105,8 +105,13 @@ fn render_bgp(report: &RoutesReport) -> String {
                     .collect();
                 attrs.push(format!("communities {}", all.join(" ")));
             }
+            let mark = match (r.best, r.used) {
+                (true, _) => "*",
+                (false, true) => "=",
+                (false, false) => " ",
+            };
             [
-                format!("{}{}", if r.best { "*" } else { " " }, r.prefix),
+                format!("{mark}{}", r.prefix),
                 r.next_hop
                     .map_or_else(|| "self".to_owned(), |nh| nh.to_string()),
                 r.learnt_from.clone(),
@@ -120,7 +125,7 @@ fn render_bgp(report: &RoutesReport) -> String {
             ]
         })
         .collect();
-    text.push_str("\nBGP routes (* best):\n");
+    text.push_str("\nBGP routes (* best, = equal cost, used too):\n");
     if routes.is_empty() {
         text.push_str("  none\n");
     } else {
@@ -135,6 +140,10 @@ fn render_bgp(report: &RoutesReport) -> String {
             ],
             &routes,
         ));
+    }
+    if !report.ecmp_groups.is_empty() {
+        text.push_str("\nECMP groups (prefixes with several next hops):\n");
+        text.push_str(&render_ecmp_groups(report));
     }
     if !report.exits.is_empty() {
         text.push_str("\nExits:\n");
@@ -154,6 +163,54 @@ fn refused_cell(s: &BgpSessionEntry) -> String {
         .map(|(reason, n)| format!("{reason} {n}"))
         .collect();
     format!("{} ({})", s.refused, why.join(", "))
+}
+
+/// Every path of each ECMP group: used or not, and why.
+fn render_ecmp_groups(report: &RoutesReport) -> String {
+    let mut rows: Vec<[String; 6]> = Vec::new();
+    for group in &report.ecmp_groups {
+        let used = group.paths.iter().filter(|p| p.used).count();
+        let cost = |c: Option<u32>| c.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        for (i, p) in group.paths.iter().enumerate() {
+            let why = match p.selection.as_str() {
+                _ if p.next_hop.is_none() => "this node announces it itself".to_owned(),
+                "best" | "equal_cost" if used > 1 => {
+                    format!("equal cost {} ({used} next hops)", cost(p.igp_cost))
+                }
+                "best" => format!("best, cost {}", cost(p.igp_cost)),
+                "igp_cost" => format!("higher cost ({} > {})", cost(p.igp_cost), cost(group.cost)),
+                "equal_cost" => "equal cost; a default route uses one exit".to_owned(),
+                "max_paths" => "equal cost, but the group is full ([routing] max_paths)".to_owned(),
+                "same_next_hop" => "same next hop as a used path".to_owned(),
+                "unreachable" => "next hop unreachable".to_owned(),
+                "local_route" => "this node announces it itself, and prefers that".to_owned(),
+                "local_pref" => "lower local-pref".to_owned(),
+                "as_path_length" => "longer AS path".to_owned(),
+                "origin" => "worse origin".to_owned(),
+                "med" => "higher MED".to_owned(),
+                "ebgp_preferred" => "iBGP; an eBGP path is preferred".to_owned(),
+                "" => "-".to_owned(),
+                other => other.to_owned(),
+            };
+            rows.push([
+                if i == 0 {
+                    group.prefix.to_string()
+                } else {
+                    String::new()
+                },
+                p.next_hop
+                    .map_or_else(|| "self".to_owned(), |nh| nh.to_string()),
+                p.announcer.clone().unwrap_or_else(|| "-".to_owned()),
+                cost(p.igp_cost),
+                if p.used { "yes" } else { "no" }.to_owned(),
+                why,
+            ]);
+        }
+    }
+    columns(
+        ["PREFIX", "NEXT HOP", "ANNOUNCER", "COST", "USED", "WHY"],
+        &rows,
+    )
 }
 
 /// Which exit each default route and `[[exit.route]]` destination uses, and why.
@@ -204,12 +261,12 @@ fn render_table(report: &RoutesReport) -> String {
                 "none" => "not routed to the TUN".to_owned(),
                 other => other.to_owned(),
             };
-            [
-                r.prefix.to_string(),
-                r.peer.clone(),
-                r.source.clone(),
-                kernel,
-            ]
+            let source = if r.ecmp {
+                format!("{} (ecmp)", r.source)
+            } else {
+                r.source.clone()
+            };
+            [r.prefix.to_string(), r.peer.clone(), source, kernel]
         })
         .collect();
     let mut text = String::new();
@@ -284,6 +341,10 @@ mod tests {
             learnt_from_address: Some("10.2.0.1".parse().unwrap()),
             best: true,
             kernel: false,
+            announcer: Some("delta".into()),
+            igp_cost: Some(12),
+            used: true,
+            selection: "best".into(),
         };
         let view = report::BgpView {
             asn: 64512,
@@ -303,9 +364,68 @@ mod tests {
              NAME  ADDRESS   AS       TYPE  STATE        ACCEPTED  REFUSED\n\
              beta  10.2.0.1  AS64512  ibgp  established  1         2 (as_loop 1, certificate 1)\n\
              \n\
-             BGP routes (* best):\n\
+             BGP routes (* best, = equal cost, used too):\n\
              PREFIX            NEXT HOP  FROM  AS PATH  KERNEL  ATTRIBUTES\n\
              *192.168.42.0/24  10.4.0.1  beta  i        yes     origin igp, local-pref 100, originator 10.4.0.1, communities 64512:7\n"
+        );
+    }
+
+    #[test]
+    fn an_ecmp_group_shows_every_next_hop_used_or_not_and_why() {
+        let path = |next_hop: &str, announcer: &str, cost, best, used, selection: &str| {
+            report::BgpRouteEntry {
+                prefix: "203.0.113.53/32".parse().unwrap(),
+                next_hop: Some(next_hop.parse().unwrap()),
+                as_path: String::new(),
+                local_pref: Some(100),
+                med: None,
+                communities: Vec::new(),
+                large_communities: Vec::new(),
+                origin: "igp".into(),
+                originator_id: None,
+                learnt_from: announcer.into(),
+                learnt_from_address: Some(next_hop.parse().unwrap()),
+                best,
+                kernel: false,
+                announcer: Some(announcer.into()),
+                igp_cost: Some(cost),
+                used,
+                selection: selection.into(),
+            }
+        };
+        let view = report::BgpView {
+            asn: 64512,
+            router_id: Some("10.1.0.1".parse().unwrap()),
+            sessions: Vec::new(),
+            routes: vec![
+                path("10.2.0.1", "beta", 5, true, true, "best"),
+                path("10.3.0.1", "gamma", 5, false, true, "equal_cost"),
+                path("10.4.0.1", "delta", 30, false, false, "igp_cost"),
+                path("10.5.0.1", "eps", 5, false, false, "max_paths"),
+            ],
+            exits: Vec::new(),
+        };
+        let mut beta = known("beta", PeerKind::Node(None), &["10.2.0.0/16"]);
+        beta.config.ecmp_ips = vec!["203.0.113.53/32".parse().unwrap()];
+        let report = report::with_bgp(report::routes(&node(), &[beta]), &node(), &view);
+        assert_eq!(report.ecmp_groups.len(), 1);
+        let text = render(&report);
+        assert!(
+            text.contains("203.0.113.53/32  beta  peer (ecmp)  not routed to the TUN\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n=203.0.113.53/32  10.3.0.1"), "{text}");
+        let groups = text
+            .split("\nECMP groups (prefixes with several next hops):\n")
+            .nth(1)
+            .expect("an ECMP section");
+        assert_eq!(
+            groups,
+            "PREFIX           NEXT HOP  ANNOUNCER  COST  USED  WHY\n\
+             203.0.113.53/32  10.2.0.1  beta       5     yes   equal cost 5 (2 next hops)\n\
+             \x20                10.3.0.1  gamma      5     yes   equal cost 5 (2 next hops)\n\
+             \x20                10.4.0.1  delta      30    no    higher cost (30 > 5)\n\
+             \x20                10.5.0.1  eps        5     no    equal cost, but the group is full ([routing] max_paths)\n"
         );
     }
 

@@ -329,11 +329,12 @@ impl RoutingPlane {
                     paths_changed = true;
                 }
                 _ = refresh.tick() => {
-                    self.refresh_view(paths_changed, &applied.exits).await;
+                    self.refresh_view(paths_changed, &applied).await;
                     paths_changed = false;
                 }
                 _ = costs.tick() => {
-                    self.update_igp_costs(&mut applied, peer_set);
+                    // New costs: the paths' costs and standings in the view are read again.
+                    paths_changed |= self.update_igp_costs(&mut applied, peer_set);
                     // Endpoints follow DNS, roaming and membership: the route check too.
                     let underlay = tunnel_endpoints(peer_set);
                     if underlay != applied.underlay {
@@ -492,21 +493,23 @@ impl RoutingPlane {
     }
 
     /// Tells the speaker how costly each member's next hop is now: the RTT of the tunnel that
-    /// carries it (changes only, see [`super::igp_cost`]).
+    /// carries it (changes only, see [`super::igp_cost`]). True when a cost changed.
     fn update_igp_costs<D: DataplaneControl>(
         &self,
         applied: &mut Applied,
         peer_set: &PeerSet<'_, D>,
-    ) {
+    ) -> bool {
         let reach = reach_of(
             &applied.member_hops,
             &peer_set.peers_without_bgp(),
             &peer_set.stats(),
         );
-        for (next_hop, cost) in applied.igp_costs.update(&reach) {
+        let changes = applied.igp_costs.update(&reach);
+        for (next_hop, cost) in &changes {
             tracing::debug!(%next_hop, ?cost, "IGP cost of a next hop changed");
-            self.speaker.set_igp_cost(next_hop, cost);
+            self.speaker.set_igp_cost(*next_hop, *cost);
         }
+        !changes.is_empty()
     }
 
     /// Chooses again which exit each default route and `[[exit.route]]` destination uses,
@@ -593,7 +596,7 @@ impl RoutingPlane {
         let exits = exit_entries(&applied.exits);
         self.view.send_if_modified(|view| {
             let modified = !changed.is_empty() || view.sessions != sessions || view.exits != exits;
-            patch_routes(&mut view.routes, &changed, &fresh);
+            patch_routes(&mut view.routes, &changed, &fresh, &applied.members);
             view.sessions = sessions;
             view.exits = exits;
             modified
@@ -612,15 +615,22 @@ impl RoutingPlane {
     }
 
     /// The sessions, the exits, and the paths when `paths_changed`, into the view.
-    async fn refresh_view(&self, paths_changed: bool, exits: &[ExitChoice]) {
+    async fn refresh_view(&self, paths_changed: bool, applied: &Applied) {
         let sessions = session_entries(self.settings.asn, &self.speaker.sessions().await);
         let routes = if paths_changed {
             let paths = self.speaker.all_paths().await;
-            Some(view_of(self.settings.asn, self.settings.router_id, &[], &paths).routes)
+            let view = view_of(
+                self.settings.asn,
+                self.settings.router_id,
+                &[],
+                &paths,
+                &applied.members,
+            );
+            Some(view.routes)
         } else {
             None
         };
-        let exits = exit_entries(exits);
+        let exits = exit_entries(&applied.exits);
         // In place: the routes, a full table's worth, are not copied to be compared.
         self.view.send_if_modified(|view| {
             let mut modified = view.sessions != sessions || view.exits != exits;

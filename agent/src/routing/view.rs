@@ -5,24 +5,28 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 
-use super::exits::{ExitChoice, Reason};
+use super::exits::{ExitChoice, Reason, exit_name};
+use super::member::MeshMember;
 use crate::api::report::{BgpRouteEntry, BgpSessionEntry, BgpView, ExitEntry};
 use crate::bgp::fsm::State;
 use crate::bgp::packet::Origin;
+use crate::bgp::rib::best::Step;
+use crate::bgp::rib::group::Standing;
 use crate::bgp::speaker::{RouteEntry, SessionStatus};
 
-/// The view for a speaker of AS `asn` with `router_id`.
+/// The view for a speaker of AS `asn` with `router_id`; `members` name the announcers.
 pub fn view_of(
     asn: u32,
     router_id: Ipv4Addr,
     sessions: &[SessionStatus],
     paths: &[RouteEntry],
+    members: &[MeshMember],
 ) -> BgpView {
     BgpView {
         asn,
         router_id: Some(router_id),
         sessions: session_entries(asn, sessions),
-        routes: paths.iter().map(route_entry).collect(),
+        routes: paths.iter().map(|p| route_entry(p, members)).collect(),
         exits: Vec::new(),
     }
 }
@@ -35,9 +39,10 @@ pub fn patch_routes(
     routes: &mut Vec<BgpRouteEntry>,
     changed: &BTreeSet<IpNet>,
     fresh: &[RouteEntry],
+    members: &[MeshMember],
 ) {
     routes.retain(|r| !changed.contains(&r.prefix));
-    routes.extend(fresh.iter().map(route_entry));
+    routes.extend(fresh.iter().map(|p| route_entry(p, members)));
     // Two sorted runs: the stable sort merges them in linear time.
     routes.sort_by_key(|r| (r.prefix, !r.best));
 }
@@ -102,8 +107,27 @@ fn state_name(state: State) -> &'static str {
     }
 }
 
-fn route_entry(entry: &RouteEntry) -> BgpRouteEntry {
+/// What a path's standing is called in the view (`BgpRouteEntry::selection`).
+fn selection_name(standing: Standing) -> &'static str {
+    match standing {
+        Standing::Best => "best",
+        Standing::Equal => "equal_cost",
+        Standing::MaxPaths => "max_paths",
+        Standing::SameNextHop => "same_next_hop",
+        Standing::Unreachable => "unreachable",
+        Standing::Worse(Step::Local) => "local_route",
+        Standing::Worse(Step::LocalPref) => "local_pref",
+        Standing::Worse(Step::AsPathLength) => "as_path_length",
+        Standing::Worse(Step::Origin) => "origin",
+        Standing::Worse(Step::Med) => "med",
+        Standing::Worse(Step::External) => "ebgp_preferred",
+        Standing::Worse(Step::IgpCost) => "igp_cost",
+    }
+}
+
+fn route_entry(entry: &RouteEntry, members: &[MeshMember]) -> BgpRouteEntry {
     let attrs = &entry.path.attrs;
+    let own = entry.from.is_none();
     BgpRouteEntry {
         prefix: entry.prefix,
         next_hop: entry
@@ -142,6 +166,21 @@ fn route_entry(entry: &RouteEntry) -> BgpRouteEntry {
         learnt_from_address: entry.from.as_ref().map(|f| f.address),
         best: entry.best,
         kernel: false,
+        announcer: (!own)
+            .then(|| {
+                exit_name(
+                    members,
+                    attrs.originator_id,
+                    entry.path.next_hop,
+                    entry.from.as_ref().map(|f| f.address),
+                )
+            })
+            .flatten(),
+        igp_cost: entry.igp_cost.filter(|_| !own),
+        // Default routes use the one exit chosen for them (`Groups::data_plane_hops`).
+        used: entry.standing == Standing::Best
+            || (entry.standing == Standing::Equal && entry.prefix.prefix_len() != 0),
+        selection: selection_name(entry.standing).to_owned(),
     }
 }
 
@@ -213,6 +252,12 @@ mod tests {
                 internal: true,
             }),
             best,
+            igp_cost: Some(0),
+            standing: if best {
+                Standing::Best
+            } else {
+                Standing::Worse(Step::IgpCost)
+            },
         };
         let old = [
             entry("10.2.0.0/16", "10.2.0.1", true),
@@ -220,7 +265,7 @@ mod tests {
             entry("10.3.0.0/16", "10.3.0.1", true),
             entry("10.4.0.0/16", "10.4.0.1", true),
         ];
-        let mut routes = view_of(64512, Ipv4Addr::new(10, 1, 0, 1), &[], &old).routes;
+        let mut routes = view_of(64512, Ipv4Addr::new(10, 1, 0, 1), &[], &old, &[]).routes;
         // 10.2/16's best moved, 10.4/16 went, 10.5/16 came; 10.3/16 is untouched.
         let changed: BTreeSet<IpNet> = ["10.2.0.0/16", "10.4.0.0/16", "10.5.0.0/16"]
             .iter()
@@ -230,7 +275,7 @@ mod tests {
             entry("10.2.0.0/16", "10.3.0.1", true),
             entry("10.5.0.0/16", "10.5.0.1", true),
         ];
-        patch_routes(&mut routes, &changed, &fresh);
+        patch_routes(&mut routes, &changed, &fresh, &[]);
         let shown: Vec<String> = routes
             .iter()
             .map(|r| format!("{} {} {}", r.prefix, r.learnt_from, r.best))
@@ -243,6 +288,131 @@ mod tests {
                 "10.5.0.0/16 10.5.0.1 true",
             ]
         );
+    }
+
+    #[test]
+    fn a_shared_prefix_shows_its_announcers_costs_and_which_paths_are_used() {
+        use crate::api::report::ecmp_groups;
+        use crate::routing::member::tests::core;
+        let members: Vec<MeshMember> = [core(2), core(3), core(4)]
+            .iter()
+            .map(|i| MeshMember::from_identity(i).unwrap())
+            .collect();
+        // Reflected by core2 (ORIGINATOR_ID) or straight from the announcer.
+        let entry = |prefix: &str, announcer: u8, cost, standing| {
+            let next_hop = format!("10.{announcer}.0.1");
+            RouteEntry {
+                prefix: prefix.parse().unwrap(),
+                path: Path {
+                    peer: u32::from(announcer),
+                    next_hop: next_hop.parse().unwrap(),
+                    attrs: Arc::new(PathAttributes {
+                        originator_id: Some(Ipv4Addr::new(10, announcer, 0, 1)),
+                        ..PathAttributes::default()
+                    }),
+                },
+                from: Some(PeerSummary {
+                    name: "core2".into(),
+                    address: "10.2.0.1".parse().unwrap(),
+                    internal: true,
+                }),
+                best: standing == Standing::Best,
+                igp_cost: cost,
+                standing,
+            }
+        };
+        let shared = "203.0.113.53/32";
+        let paths = [
+            entry("0.0.0.0/0", 2, Some(5), Standing::Best),
+            entry("0.0.0.0/0", 3, Some(5), Standing::Equal),
+            entry(shared, 2, Some(5), Standing::Best),
+            entry(shared, 3, Some(5), Standing::Equal),
+            entry(shared, 4, Some(30), Standing::Worse(Step::IgpCost)),
+            entry(shared, 9, None, Standing::Unreachable),
+        ];
+        let routes = view_of(64512, Ipv4Addr::new(10, 1, 0, 1), &[], &paths, &members).routes;
+        let shown: Vec<String> = routes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {:?} {:?} {} {}",
+                    r.prefix, r.announcer, r.igp_cost, r.used, r.selection
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                r#"0.0.0.0/0 Some("core2") Some(5) true best"#,
+                // A default route's equal path is not used: defaults use one exit.
+                r#"0.0.0.0/0 Some("core3") Some(5) false equal_cost"#,
+                r#"203.0.113.53/32 Some("core2") Some(5) true best"#,
+                r#"203.0.113.53/32 Some("core3") Some(5) true equal_cost"#,
+                r#"203.0.113.53/32 Some("core4") Some(30) false igp_cost"#,
+                // No member 10.9.0.1: named by the neighbour it came from.
+                r#"203.0.113.53/32 Some("core2") None false unreachable"#,
+            ]
+        );
+
+        // The group of the shared prefix (the defaults' choice is under the exits).
+        let groups = ecmp_groups(&routes);
+        let [group] = &groups[..] else {
+            panic!("one group expected: {groups:?}")
+        };
+        assert_eq!(group.prefix.to_string(), shared);
+        assert_eq!(group.reason, "equal_cost");
+        assert_eq!(group.cost, Some(5));
+        let hops: Vec<String> = group.next_hops.iter().map(ToString::to_string).collect();
+        assert_eq!(hops, ["10.2.0.1", "10.3.0.1"]);
+        let why: Vec<(bool, &str)> = group
+            .paths
+            .iter()
+            .map(|p| (p.used, p.selection.as_str()))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                (true, "best"),
+                (true, "equal_cost"),
+                (false, "igp_cost"),
+                (false, "unreachable")
+            ]
+        );
+
+        // The announcer itself: its own route is used, the other announcer's is not.
+        let own = RouteEntry {
+            from: None,
+            path: Path {
+                peer: crate::bgp::rib::LOCAL,
+                next_hop: "0.0.0.0".parse().unwrap(),
+                attrs: Arc::new(PathAttributes::default()),
+            },
+            ..entry(shared, 2, Some(0), Standing::Best)
+        };
+        let paths = [own, entry(shared, 3, Some(5), Standing::Worse(Step::Local))];
+        let routes = view_of(64512, Ipv4Addr::new(10, 2, 0, 1), &[], &paths, &members).routes;
+        assert_eq!(
+            (routes[0].announcer.as_deref(), routes[0].igp_cost),
+            (None, None)
+        );
+        assert_eq!(routes[1].selection, "local_route");
+        let groups = ecmp_groups(&routes);
+        assert_eq!(groups[0].reason, "local");
+        assert!(groups[0].next_hops.is_empty());
+        // One next hop through two reflectors is no group.
+        let twice = [
+            entry(shared, 3, Some(5), Standing::Best),
+            RouteEntry {
+                from: Some(PeerSummary {
+                    name: "core4".into(),
+                    address: "10.4.0.1".parse().unwrap(),
+                    internal: true,
+                }),
+                ..entry(shared, 3, Some(5), Standing::SameNextHop)
+            },
+        ];
+        let routes = view_of(64512, Ipv4Addr::new(10, 1, 0, 1), &[], &twice, &members).routes;
+        assert!(ecmp_groups(&routes).is_empty());
     }
 
     #[test]
@@ -274,8 +444,10 @@ mod tests {
                 internal: true,
             }),
             best: true,
+            igp_cost: Some(7),
+            standing: Standing::Best,
         };
-        let shown = route_entry(&entry);
+        let shown = route_entry(&entry, &[]);
         assert_eq!(shown.next_hop, Some("10.3.0.1".parse().unwrap()));
         assert_eq!(shown.as_path, "65010 65020");
         assert_eq!(shown.communities, ["65010:42"]);
@@ -293,7 +465,7 @@ mod tests {
             },
             ..entry
         };
-        let shown = route_entry(&own);
+        let shown = route_entry(&own, &[]);
         assert_eq!(
             (shown.next_hop, shown.learnt_from.as_str()),
             (None, "local")

@@ -39,40 +39,79 @@ pub fn compare(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
         })
 }
 
-/// The steps of [`compare`] before the tie-breaks that only pick one of equals (router id,
-/// CLUSTER_LIST length, peer address). A path for which this is `Equal` against the best
-/// path is as good as the best, and joins its multipath group ([`super::Rib::multipath`]):
-///
-/// 1. both locally originated, or both learned;
-/// 2. the same LOCAL_PREF (absent: [`DEFAULT_LOCAL_PREF`]);
-/// 3. the same AS_PATH length (an AS_SET counts 1, confederation segments 0);
-/// 4. the same ORIGIN;
-/// 5. the same MED (absent: 0) when both come from the same neighbouring AS; from different
-///    neighbouring ASes MED is not compared, as in the decision itself;
-/// 6. both from eBGP, or both from iBGP;
-/// 7. the same IGP cost to the next hop (the data plane's cost; unknown counts as 0).
-pub fn compare_multipath(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
-    let (aa, ba) = (&a.path.attrs, &b.path.attrs);
-    let local_pref = |c: &Candidate<'_>| c.path.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
-    let path_len = |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().map_or(0, |p| p.length());
-    let origin = |c: &Candidate<'_>| c.path.attrs.origin.unwrap_or(Origin::Incomplete);
-    let neighbor_as =
-        |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().and_then(|p| p.neighbor_as());
-    let external = |c: &Candidate<'_>| c.peer.is_some_and(|p| !p.internal);
-    b.peer
-        .is_none()
-        .cmp(&a.peer.is_none())
-        .then_with(|| local_pref(b).cmp(&local_pref(a)))
-        .then_with(|| path_len(a).cmp(&path_len(b)))
-        .then_with(|| origin(a).cmp(&origin(b)))
-        .then_with(|| {
+/// One step of the decision process before the tie-breaks that only pick one of equals,
+/// in the order [`compare_multipath`] takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// A locally originated route wins over a learned one.
+    Local,
+    /// The higher LOCAL_PREF (absent: [`DEFAULT_LOCAL_PREF`]).
+    LocalPref,
+    /// The shorter AS_PATH (an AS_SET counts 1, confederation segments 0).
+    AsPathLength,
+    /// The lower ORIGIN (IGP, then EGP, then INCOMPLETE).
+    Origin,
+    /// The lower MED (absent: 0), only between routes from the same neighbouring AS.
+    Med,
+    /// An eBGP route wins over an iBGP one.
+    External,
+    /// The lower IGP cost to the next hop (the data plane's cost; unknown counts as 0).
+    IgpCost,
+}
+
+impl Step {
+    /// Every step, in the decision process's order.
+    pub const ALL: [Step; 7] = [
+        Step::Local,
+        Step::LocalPref,
+        Step::AsPathLength,
+        Step::Origin,
+        Step::Med,
+        Step::External,
+        Step::IgpCost,
+    ];
+
+    /// `Less` means `a` is the better path at this step.
+    pub fn compare(self, a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
+        let local_pref = |c: &Candidate<'_>| c.path.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
+        let path_len = |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().map_or(0, |p| p.length());
+        let origin = |c: &Candidate<'_>| c.path.attrs.origin.unwrap_or(Origin::Incomplete);
+        let neighbor_as =
+            |c: &Candidate<'_>| c.path.attrs.as_path.as_ref().and_then(|p| p.neighbor_as());
+        let external = |c: &Candidate<'_>| c.peer.is_some_and(|p| !p.internal);
+        match self {
+            Step::Local => b.peer.is_none().cmp(&a.peer.is_none()),
+            Step::LocalPref => local_pref(b).cmp(&local_pref(a)),
+            Step::AsPathLength => path_len(a).cmp(&path_len(b)),
+            Step::Origin => origin(a).cmp(&origin(b)),
             // MED only compares routes from the same neighbouring AS; absent MED is 0.
-            if neighbor_as(a) == neighbor_as(b) {
-                aa.med.unwrap_or(0).cmp(&ba.med.unwrap_or(0))
-            } else {
-                Ordering::Equal
-            }
-        })
-        .then_with(|| external(b).cmp(&external(a)))
-        .then_with(|| a.igp_cost.cmp(&b.igp_cost))
+            Step::Med if neighbor_as(a) == neighbor_as(b) => a
+                .path
+                .attrs
+                .med
+                .unwrap_or(0)
+                .cmp(&b.path.attrs.med.unwrap_or(0)),
+            Step::Med => Ordering::Equal,
+            Step::External => external(b).cmp(&external(a)),
+            Step::IgpCost => a.igp_cost.cmp(&b.igp_cost),
+        }
+    }
+}
+
+/// The steps of [`compare`] before the tie-breaks that only pick one of equals (router id,
+/// CLUSTER_LIST length, peer address), [`Step::ALL`] in order. A path for which this is
+/// `Equal` against the best path is as good as the best, and joins its multipath group
+/// ([`super::Rib::multipath`]).
+pub fn compare_multipath(a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
+    deciding_step(a, b).map_or(Ordering::Equal, |(_, order)| order)
+}
+
+/// The first step at which `a` and `b` differ, and how (`Less`: `a` is better); `None` when
+/// they are as good as each other ([`compare_multipath`] is `Equal`). What `meshd routes`
+/// gives as the reason a path is not in its prefix's multipath group.
+pub fn deciding_step(a: &Candidate<'_>, b: &Candidate<'_>) -> Option<(Step, Ordering)> {
+    Step::ALL
+        .into_iter()
+        .map(|step| (step, step.compare(a, b)))
+        .find(|(_, order)| order.is_ne())
 }

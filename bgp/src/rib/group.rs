@@ -3,7 +3,33 @@
 
 use std::net::IpAddr;
 
+use super::best::Step;
 use super::{BestChange, Path};
+
+/// Where one path to a prefix stands in the prefix's selection: used by the data plane (the
+/// best, or another member of its multipath group) or not, and then why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Standing {
+    /// The best path.
+    Best,
+    /// As good as the best and in its multipath group: flows are spread over it too.
+    Equal,
+    /// As good as the best, but the group already holds `max_paths` paths.
+    MaxPaths,
+    /// As good as the best, but its next hop is already in the group.
+    SameNextHop,
+    /// Worse than the best at this step of the decision process.
+    Worse(Step),
+    /// Not selectable: its next hop is unreachable (or its session is gone).
+    Unreachable,
+}
+
+impl Standing {
+    /// In the group the data plane spreads flows over (the best included).
+    pub fn in_group(self) -> bool {
+        matches!(self, Standing::Best | Standing::Equal)
+    }
+}
 
 /// The next hops of a group, the best path's first, then the equal paths' in the decision
 /// process's order, each once (the RIB already keeps one path per next hop; this holds for

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::packet::PathAttributes;
-use best::{Candidate, compare, compare_multipath};
+use best::{Candidate, compare, compare_multipath, deciding_step};
+use group::Standing;
 
 /// Identifies a session in the RIB; [`LOCAL`] is this node's own routes.
 pub type PeerId = u32;
@@ -230,6 +231,52 @@ impl Rib {
             }
         }
         group
+    }
+
+    /// Every path to `prefix` (in [`Rib::paths`]'s order) with its IGP cost (`None`: not
+    /// selectable) and where it stands against the best path and its multipath group: what
+    /// `meshd routes` shows of a prefix announced by several nodes.
+    pub fn standings(&self, prefix: &IpNet) -> Vec<(&Path, Option<u32>, Standing)> {
+        let group = self.multipath(prefix);
+        let best = group.first().copied();
+        let best_candidate = best.and_then(|b| {
+            Some(Candidate {
+                path: b,
+                peer: self.peers.get(&b.peer),
+                igp_cost: self.usable_cost(b)?,
+            })
+        });
+        self.paths(prefix)
+            .iter()
+            .map(|path| {
+                let path = &**path;
+                let cost = self.usable_cost(path);
+                let standing = if best == Some(path) {
+                    Standing::Best
+                } else if group.contains(&path) {
+                    Standing::Equal
+                } else {
+                    match (cost, &best_candidate) {
+                        (None, _) | (_, None) => Standing::Unreachable,
+                        (Some(igp_cost), Some(b)) => {
+                            let c = Candidate {
+                                path,
+                                peer: self.peers.get(&path.peer),
+                                igp_cost,
+                            };
+                            match deciding_step(&c, b) {
+                                Some((step, _)) => Standing::Worse(step),
+                                None if group.iter().any(|g| g.next_hop == path.next_hop) => {
+                                    Standing::SameNextHop
+                                }
+                                None => Standing::MaxPaths,
+                            }
+                        }
+                    }
+                };
+                (path, cost, standing)
+            })
+            .collect()
     }
 
     /// The best path and the rest of the multipath group, as a change reports them.

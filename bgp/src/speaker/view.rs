@@ -6,6 +6,7 @@ use ipnet::IpNet;
 
 use crate::fsm::{Negotiated, State};
 use crate::refusals::Kind as RefusalKind;
+use crate::rib::group::Standing;
 use crate::rib::{Path, PeerId};
 
 use super::SpeakerCore;
@@ -18,6 +19,11 @@ pub struct RouteEntry {
     /// The session the path came from (`None`: this node's own route).
     pub from: Option<PeerSummary>,
     pub best: bool,
+    /// The cost to the next hop (`None`: not selectable, its next hop is unreachable).
+    pub igp_cost: Option<u32>,
+    /// Where the path stands in its prefix's selection (the best, in its multipath group, or
+    /// why not).
+    pub standing: Standing,
 }
 
 /// A path the decision process may select (its next hop is reachable), with its IGP cost.
@@ -90,11 +96,11 @@ impl SpeakerCore {
             .collect()
     }
 
-    /// Every path of the RIB with the session it came from and whether it is the best.
+    /// Every path of the RIB with the session it came from and where it stands.
     pub fn all_paths(&self) -> Vec<RouteEntry> {
         let mut out = Vec::new();
-        for (prefix, best) in self.rib.best_routes() {
-            self.entries(prefix, best, &mut out);
+        for (prefix, _) in self.rib.best_routes() {
+            self.entries(prefix, &mut out);
         }
         out.sort_by_key(|e| (e.prefix, !e.best));
         out
@@ -104,23 +110,35 @@ impl SpeakerCore {
     pub fn paths_of(&self, prefixes: &[IpNet]) -> Vec<RouteEntry> {
         let mut out = Vec::new();
         for prefix in prefixes {
-            if let Some(best) = self.rib.best(prefix) {
-                self.entries(*prefix, best, &mut out);
+            if self.rib.best(prefix).is_some() {
+                self.entries(*prefix, &mut out);
             }
         }
         out.sort_by_key(|e| (e.prefix, !e.best));
         out
     }
 
-    /// The paths to `prefix`, whose best is `best`, onto `out`.
-    fn entries(&self, prefix: IpNet, best: &Path, out: &mut Vec<RouteEntry>) {
-        for path in self.rib.paths(&prefix) {
-            out.push(RouteEntry {
-                prefix,
-                path: (**path).clone(),
-                from: self.summary(path.peer),
-                best: **path == *best,
-            });
+    /// The paths to `prefix` onto `out`.
+    fn entries(&self, prefix: IpNet, out: &mut Vec<RouteEntry>) {
+        for (path, igp_cost, standing) in self.rib.standings(&prefix) {
+            out.push(self.entry(prefix, path, igp_cost, standing));
+        }
+    }
+
+    fn entry(
+        &self,
+        prefix: IpNet,
+        path: &Path,
+        igp_cost: Option<u32>,
+        standing: Standing,
+    ) -> RouteEntry {
+        RouteEntry {
+            prefix,
+            path: path.clone(),
+            from: self.summary(path.peer),
+            best: standing == Standing::Best,
+            igp_cost,
+            standing,
         }
     }
 
@@ -133,18 +151,14 @@ impl SpeakerCore {
     /// whether each is the best: for choices made by other means than the best path (an
     /// exit preferred by name), which need the runners-up too.
     pub fn usable_paths(&self, prefix: &IpNet) -> Vec<UsablePath> {
-        let best = self.rib.best(prefix);
         self.rib
-            .candidates(prefix)
+            .standings(prefix)
             .into_iter()
-            .map(|(path, igp_cost)| UsablePath {
-                entry: RouteEntry {
-                    prefix: *prefix,
-                    path: path.clone(),
-                    from: self.summary(path.peer),
-                    best: best == Some(path),
-                },
-                igp_cost,
+            .filter_map(|(path, igp_cost, standing)| {
+                Some(UsablePath {
+                    igp_cost: igp_cost?,
+                    entry: self.entry(*prefix, path, igp_cost, standing),
+                })
             })
             .collect()
     }

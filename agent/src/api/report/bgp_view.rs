@@ -84,6 +84,29 @@ pub struct BgpRouteEntry {
     pub best: bool,
     /// A best path whose prefix meshd routes into the TUN (this node's own routes: false).
     pub kernel: bool,
+    /// The mesh member that announces the prefix on this path (the ORIGINATOR_ID a route
+    /// reflector added, else the member at the next hop); `None` for this node's own routes
+    /// and routes from outside the mesh.
+    #[serde(default)]
+    pub announcer: Option<String>,
+    /// The IGP cost to the next hop (the tunnel's RTT in milliseconds; `None`: this node's
+    /// own route, or a next hop that cannot be reached).
+    #[serde(default)]
+    pub igp_cost: Option<u32>,
+    /// The data plane sends the prefix's traffic this way: the best path, or another path of
+    /// its equal-cost group (flows are spread over the group by hash). A default route's
+    /// other equal paths are not used: defaults go through the one exit in `exits`.
+    #[serde(default)]
+    pub used: bool,
+    /// Where the path stands: `best`; `equal_cost` (as good as the best, in its group);
+    /// `max_paths` (as good, but the group is full, `[routing] max_paths`); `same_next_hop`
+    /// (as good, through a next hop already in the group); `unreachable` (its next hop
+    /// cannot be reached); or the step of the decision process at which the best path won:
+    /// `local_route` (this node announces the prefix itself), `local_pref`,
+    /// `as_path_length`, `origin`, `med`, `ebgp_preferred`, `igp_cost` (a higher cost).
+    /// Empty from a daemon older than this field.
+    #[serde(default)]
+    pub selection: String,
 }
 
 /// The exit a default route (0.0.0.0/0, ::/0) or an `[[exit.route]]` destination uses.

@@ -28,7 +28,9 @@ pub use peers::{
     PathReport, PeerBgpReport, PeerReport, PeersReport, RelayReport, SwitchReport, health, peers,
     peers_with_bgp,
 };
-pub use routes::{RouteEntry, RoutesReport, routes, with_bgp};
+pub use routes::{
+    EcmpGroupEntry, EcmpPathEntry, RouteEntry, RoutesReport, ecmp_groups, routes, with_bgp,
+};
 pub use status::{
     BgpSessionCounts, BgpSummary, DaemonSummary, Drops, NodeSummary, PeerCounts, StateCounts,
     StatusReport, Traffic, status, status_with_bgp,

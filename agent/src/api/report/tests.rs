@@ -150,6 +150,35 @@ fn routes_say_how_the_kernel_reaches_the_tun() {
 }
 
 #[test]
+fn shared_prefixes_are_in_the_table_under_each_peer_that_carries_them() {
+    let shared = |name: &str, allowed: &[&str]| {
+        let mut peer = known(name, PeerKind::Node(None), allowed);
+        peer.config.ecmp_ips = vec!["203.0.113.53/32".parse().unwrap()];
+        peer
+    };
+    let beta = shared("beta", &["10.2.0.0/16"]);
+    let gamma = shared("gamma", &["10.3.0.0/16"]);
+    let report = routes(&node(), &[beta, gamma]);
+    let summary: Vec<(String, &str, bool)> = report
+        .routes
+        .iter()
+        .map(|r| (r.prefix.to_string(), &*r.peer, r.ecmp))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("10.2.0.0/16".to_owned(), "beta", false),
+            ("10.3.0.0/16".to_owned(), "gamma", false),
+            ("203.0.113.53/32".to_owned(), "beta", true),
+            ("203.0.113.53/32".to_owned(), "gamma", true),
+        ]
+    );
+    let value = serde_json::to_value(&report).unwrap();
+    assert_eq!(value["routes"][2]["ecmp"], true);
+    assert_eq!(value["ecmp_groups"], serde_json::json!([]));
+}
+
+#[test]
 fn json_has_the_documented_top_level_shape() {
     let stats = DataplaneStats {
         peers: vec![],
