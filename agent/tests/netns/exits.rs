@@ -245,13 +245,6 @@ fn data_plane_peer(node: &Node, prefix: &str) -> Option<String> {
         .map(|r| r.peer)
 }
 
-/// Rewrites `node`'s meshd.toml through `change`.
-fn configure(node: &Node, change: impl FnOnce(&mut mesh_config::Config)) {
-    let mut config = mesh_config::load(&node.config()).expect("meshd.toml after init/join");
-    change(&mut config);
-    std::fs::write(node.config(), config.to_toml_string()).expect("rewrite meshd.toml");
-}
-
 fn net(text: &str) -> IpNet {
     text.parse().unwrap()
 }
@@ -300,7 +293,7 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
     delta.namespace.set_sysctl("net/ipv4/ip_forward", "1");
 
     alpha.meshd(&["init", "--name", "alpha", "--endpoint", &endpoint(1)]);
-    configure(&alpha, |config| {
+    alpha.configure(|config| {
         // Not approved: withheld, and said.
         config.exit.serve = true;
         config.exit.routes.push(mesh_config::ExitRoute {
@@ -316,7 +309,7 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
         );
         let out = node.meshd(&["join", &token, "--endpoint", &endpoint(host)]);
         assert!(out.contains("Joined mesh"), "{out}");
-        configure(node, |config| {
+        node.configure(|config| {
             config.exit.serve = true;
             config.routing.anycast_prefixes = vec![net(SHARED_PREFIX)];
         });
@@ -330,7 +323,7 @@ fn traffic_leaves_through_the_nearest_exit_follows_rules_and_moves_when_the_exit
     );
     let out = delta.meshd(&["join", &token]);
     assert!(out.contains("Joined mesh"), "{out}");
-    configure(&delta, |config| {
+    delta.configure(|config| {
         config.routing.lan_prefixes = vec![net(LAN)];
         config.exit.use_exits = UseExits::Nearest;
     });

@@ -70,6 +70,13 @@ impl Node {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Rewrites the node's meshd.toml (after init or join) through `change`.
+    pub fn configure(&self, change: impl FnOnce(&mut mesh_config::Config)) {
+        let mut config = mesh_config::load(&self.config()).expect("meshd.toml after init/join");
+        change(&mut config);
+        std::fs::write(self.config(), config.to_toml_string()).expect("rewrite meshd.toml");
+    }
+
     /// Starts `meshd run` and waits until it says it runs.
     pub fn start(&mut self) {
         let config = self.config().display().to_string();
